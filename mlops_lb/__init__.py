@@ -1,0 +1,96 @@
+"""mlops_lb: launch, load test and plot a load-balanced inference fleet, on AWS or on this machine.
+
+Importing is cheap and has no side effects: pulumi, boto3, matplotlib and ipywidgets load only when used.
+
+Example::
+
+    import mlops_lb as ml
+    with ml.open_fleet(ml.FleetSpec(name="demo")) as fleet:
+        fleet.launch()
+        result = ml.run_load(fleet.url + "/predict", ml.load.ramp(start_rps=10, end_rps=200, duration_s=30))
+        result.summary()
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .errors import BackendUnavailable, LoadTestError, MetricsError, MlopsLbError, ProvisionError, SpecError
+from .fleet import Fleet, open_fleet
+from .spec import (
+    CapacitySpec,
+    FleetSpec,
+    HealthCheckSpec,
+    InstanceSpec,
+    LocalSpec,
+    ModelSpec,
+    NetworkSpec,
+    ScalingPolicySpec,
+    TargetGroupSpec,
+)
+
+if TYPE_CHECKING:
+    from . import analysis, aws, load, plots, report, widgets
+    from .bundle import RunBundle
+    from .load import LoadResult, run_load
+
+__version__ = "0.1.0"
+
+# Names resolved on first use, so `import mlops_lb` stays light.
+_LAZY = {
+    "run_load": ("mlops_lb.load", "run_load"),
+    "LoadResult": ("mlops_lb.load", "LoadResult"),
+    "RunBundle": ("mlops_lb.bundle", "RunBundle"),
+    "load": ("mlops_lb.load", None),
+    "aws": ("mlops_lb.aws", None),
+    "plots": ("mlops_lb.plots", None),
+    "report": ("mlops_lb.report", None),
+    "analysis": ("mlops_lb.analysis", None),
+    "widgets": ("mlops_lb.widgets", None),
+}
+
+__all__ = [
+    "BackendUnavailable",
+    "CapacitySpec",
+    "Fleet",
+    "FleetSpec",
+    "HealthCheckSpec",
+    "InstanceSpec",
+    "LoadResult",
+    "LoadTestError",
+    "LocalSpec",
+    "MetricsError",
+    "MlopsLbError",
+    "ModelSpec",
+    "NetworkSpec",
+    "ProvisionError",
+    "RunBundle",
+    "ScalingPolicySpec",
+    "SpecError",
+    "TargetGroupSpec",
+    "__version__",
+    "analysis",
+    "aws",
+    "load",
+    "open_fleet",
+    "plots",
+    "report",
+    "run_load",
+    "widgets",
+]
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module_name, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'mlops_lb' has no attribute {name!r}") from None
+    module = importlib.import_module(module_name)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

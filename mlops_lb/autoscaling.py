@@ -1,0 +1,176 @@
+"""Target tracking on ALBRequestCountPerTarget as a pure function: (policy, history, capacity) -> Decision.
+
+This is AWS's rule set, written down once and used by the local fleet's autoscaler, the what-if replay and the
+capacity planner, so what a data scientist sees locally is what AWS would do:
+
+* The metric is requests per *ready* target per period: ``RequestCount / ready`` where warming targets (launched
+  less than ``warmup`` ago) are left out, as AWS leaves instances in warm-up out of the aggregated metric.
+* **Scale out** when the last ``scale_out_periods`` (3) datapoints are all above the target value.
+* **Scale in** when the last ``scale_in_periods`` (15) datapoints are all below ``scale_in_ratio`` (90 %) of the
+  target, none of them older than the last scaling action, no target is warming, and scale-in is enabled.
+* New capacity is ``ceil(RequestCount / target)``, i.e. ``ceil(ready * metric / target)``, clamped to
+  ``[min, max]``; a scale-out never lowers and a scale-in never raises the desired capacity.
+* A missing datapoint (no request flowed) counts as 0 requests.
+
+On AWS one period is 60 s and ``TargetValue`` is per minute; locally a period lasts ``LocalSpec.period_s`` and the
+same counts apply, so the per-second target in the spec is multiplied by the period once, here.
+
+Example::
+
+    from mlops_lb.autoscaling import TargetTrackingPolicy, CapacityState, PeriodSample, decide
+    policy = TargetTrackingPolicy(target_value=600.0)            # 10 rps/target with 60 s periods
+    history = [PeriodSample(request_count=1500, ready=1)] * 3       # 25 rps on one target, 3 periods
+    decide(policy, history, CapacityState(desired=1, ready=1, min=1, max=6))
+    # Decision(action='scale_out', desired=3, ...)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from .errors import SpecError
+
+__all__ = ["CapacityState", "Decision", "PeriodSample", "TargetTrackingPolicy", "decide"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TargetTrackingPolicy:
+    """Target tracking in *per-period* units.
+
+    Build it from a spec with :meth:`from_spec`; ``period_s=60`` gives AWS's per-minute ``TargetValue``.
+
+    Example::
+
+        TargetTrackingPolicy.from_spec(spec.scaling, period_s=60).target_value   # rps x 60
+    """
+
+    target_value: float
+    scale_out_periods: int = 3
+    scale_in_periods: int = 15
+    scale_in_ratio: float = 0.9
+    warmup_periods: float = 5.0
+    scale_in_enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.target_value, (int, float)) and self.target_value > 0 and math.isfinite(self.target_value)):
+            raise SpecError("policy.target_value", f"must be a positive number (got {self.target_value!r})")
+        for name in ("scale_out_periods", "scale_in_periods"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise SpecError(f"policy.{name}", f"must be an integer >= 1 (got {v!r})")
+        if not 0 < self.scale_in_ratio <= 1:
+            raise SpecError("policy.scale_in_ratio", f"must be in (0, 1] (got {self.scale_in_ratio!r})")
+        if self.warmup_periods < 0:
+            raise SpecError("policy.warmup_periods", f"must be >= 0 (got {self.warmup_periods!r})")
+
+    @classmethod
+    def from_spec(cls, scaling: object, *, period_s: float = 60.0) -> TargetTrackingPolicy:
+        """From a ``ScalingPolicySpec``: target = rps per target x period; warm-up in AWS minutes (periods)."""
+        rps = scaling.target_rps_per_target  # type: ignore[attr-defined]
+        return cls(
+            target_value=rps * period_s,
+            warmup_periods=scaling.warmup_s / 60.0,  # type: ignore[attr-defined]
+            scale_in_enabled=scaling.scale_in_enabled,  # type: ignore[attr-defined]
+        )
+
+    @property
+    def scale_in_threshold(self) -> float:
+        """Metric value below which a datapoint counts toward scale-in."""
+        return self.target_value * self.scale_in_ratio
+
+
+@dataclass(frozen=True)
+class PeriodSample:
+    """One period's datapoint: requests the balancer routed, and ready (healthy, warmed-up) targets."""
+
+    request_count: float
+    ready: int
+
+    @property
+    def per_target(self) -> float:
+        """RequestCountPerTarget over ready targets (all requests when none is ready)."""
+        return self.request_count / max(self.ready, 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CapacityState:
+    """The group as the policy sees it. ``periods_since_action`` bounds the scale-in window."""
+
+    desired: int
+    ready: int
+    min: int
+    max: int
+    warming: int = 0
+    periods_since_action: int = 10**9
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the policy wants: ``action`` is ``scale_out``, ``scale_in`` or ``none``; ``reason`` says why."""
+
+    action: Literal["scale_out", "scale_in", "none"]
+    desired: int
+    reason: str
+    metric: float | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.action != "none"
+
+
+def _clamp(n: int, state: CapacityState) -> int:
+    return max(state.min, min(state.max, n))
+
+
+def decide(policy: TargetTrackingPolicy, history: Sequence[PeriodSample], state: CapacityState) -> Decision:
+    """Apply target tracking to the newest datapoints in ``history`` (oldest first).
+
+    Returns a Decision; ``desired`` equals ``state.desired`` (clamped to min/max) when nothing changes.
+    """
+    current = _clamp(state.desired, state)
+    if current != state.desired:
+        side = "min" if state.desired < state.min else "max"
+        return Decision("scale_out" if current > state.desired else "scale_in", current,
+                        f"desired {state.desired} outside [{state.min}, {state.max}]: clamped to {side}")
+    if not history:
+        return Decision("none", current, "no datapoints yet")
+    last = history[-1]
+    metric = last.per_target
+    target = policy.target_value
+
+    n_out = policy.scale_out_periods
+    if len(history) >= n_out and all(s.per_target > target for s in history[-n_out:]):
+        wanted = _clamp(math.ceil(last.request_count / target), state)
+        if wanted > current:
+            return Decision(
+                "scale_out", wanted,
+                f"RequestCountPerTarget {metric:.1f} > target {target:.1f} for {n_out} periods: "
+                f"ceil({last.request_count:.0f} / {target:.1f}) = {math.ceil(last.request_count / target)} targets",
+                metric,
+            )
+        if current >= state.max and math.ceil(last.request_count / target) > state.max:
+            return Decision("none", current, f"above target but already at max {state.max}", metric)
+        return Decision("none", current, f"above target; {state.warming} warming target(s) already cover it", metric)
+
+    n_in = policy.scale_in_periods
+    threshold = policy.scale_in_threshold
+    window = history[-n_in:]
+    if (
+        policy.scale_in_enabled
+        and len(history) >= n_in
+        and state.periods_since_action >= n_in
+        and state.warming == 0
+        and all(s.per_target < threshold for s in window)
+    ):
+        wanted = _clamp(max(1, math.ceil(last.request_count / target)), state)
+        if wanted < current:
+            return Decision(
+                "scale_in", wanted,
+                f"RequestCountPerTarget {metric:.1f} < {threshold:.1f} (90% of target) for {n_in} periods: "
+                f"ceil({last.request_count:.0f} / {target:.1f}) -> {wanted} targets",
+                metric,
+            )
+    return Decision("none", current, "within target", metric)

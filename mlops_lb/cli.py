@@ -1,0 +1,86 @@
+"""The ``mlops-lb`` command.
+
+Example::
+
+    mlops-lb demo --duration-s 120               # local fleet, load past capacity, scale out and in, report
+    mlops-lb serve --port 8080 --model demo      # the model server (what every instance runs)
+    mlops-lb report runs/2026-11-28T10-00-00Z-demo
+    mlops-lb up fleet.yaml --backend aws         # also: status, scale, load, down
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from .errors import MlopsLbError
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of ``mlops-lb`` (kept separate so tests can inspect it)."""
+    p = argparse.ArgumentParser(prog="mlops-lb", description="Load-balanced inference fleets: launch, load test, plot.")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the model server (what each instance runs)")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 on an instance behind an ALB)")
+    s.add_argument("--model", default="demo", help="'demo' or a path to a .joblib/.pkl/.skops model")
+    s.add_argument("--target-id", default=None, help="id returned in X-Target-Id (default: the EC2 instance id or host:port)")
+    s.add_argument("--slots", type=int, default=0, help="emulated concurrent slots (0 = unlimited)")
+    s.add_argument("--min-service-ms", type=float, default=0.0, help="emulated minimum service time per request")
+
+    d = sub.add_parser("demo", help="the whole story on this machine: launch, load past capacity, scale, report")
+    d.add_argument("--duration-s", type=float, default=120.0)
+    d.add_argument("--spec", default=None, help="a FleetSpec YAML (default: the bundled demo spec)")
+    d.add_argument("--out", default="runs", help="folder for the run bundle")
+
+    r = sub.add_parser("report", help="(re)write report.html for a run bundle")
+    r.add_argument("run_dir")
+
+    for name, text in (("up", "launch the fleet"), ("status", "show targets"), ("down", "close/destroy the fleet")):
+        c = sub.add_parser(name, help=text)
+        c.add_argument("spec")
+        c.add_argument("--backend", choices=("local", "aws"), default="local")
+        if name == "down":
+            c.add_argument("--yes", action="store_true", help="confirm destroying an AWS stack")
+    c = sub.add_parser("scale", help="change min/desired/max or the target rps per target")
+    c.add_argument("spec")
+    c.add_argument("--backend", choices=("local", "aws"), default="aws")
+    c.add_argument("--min", type=int)
+    c.add_argument("--desired", type=int)
+    c.add_argument("--max", type=int)
+    c.add_argument("--target-rps", type=float)
+    c = sub.add_parser("load", help="run a load profile against a URL")
+    c.add_argument("url")
+    c.add_argument("--profile", default="constant", choices=("constant", "ramp", "step", "spike"))
+    c.add_argument("--rps", type=float, default=50.0, help="rate (constant), end rate (ramp), peak (spike/step)")
+    c.add_argument("--start-rps", type=float, default=1.0)
+    c.add_argument("--duration-s", type=float, default=30.0)
+    c.add_argument("--out", default="runs")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        from . import _commands
+
+        return int(getattr(_commands, f"cmd_{args.command}")(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except MlopsLbError as exc:
+        print(f"mlops-lb: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,518 @@
+"""FleetSpec: one validated description of a load-balanced inference fleet, for both backends.
+
+Every part is a frozen, keyword-only dataclass that validates itself on construction, with AWS's own ranges
+(see ``docs/design.md``). ``FleetSpec(name="demo")`` is complete: every other field has a working default.
+
+Example::
+
+    import mlops_lb as ml
+    spec = ml.FleetSpec(name="demo", capacity=ml.CapacitySpec(min=1, desired=2, max=6))
+    spec.scaling.alb_target_value          # requests per target per *minute*, what AWS wants
+    ml.FleetSpec.from_yaml(spec.to_yaml()) == spec   # True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from .errors import SpecError
+
+__all__ = [
+    "ALGORITHMS",
+    "CapacitySpec",
+    "FleetSpec",
+    "HealthCheckSpec",
+    "InstanceSpec",
+    "LocalSpec",
+    "ModelSpec",
+    "NetworkSpec",
+    "ScalingPolicySpec",
+    "TargetGroupSpec",
+]
+
+Algorithm = Literal["round_robin", "least_outstanding_requests", "weighted_random"]
+ALGORITHMS: tuple[str, ...] = typing.get_args(Algorithm)
+
+# Pulumi appends "-" + 7 random characters to autonamed resources, and ALB / target-group names are at most 32.
+MAX_NAME_LEN = 24
+_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")
+_MATCHER_RE = re.compile(r"^\d{3}(?:-\d{3})?(?:,\d{3}(?:-\d{3})?)*$")
+_TAG_KEY_RE = re.compile(r"^[\w .:/=+\-@]{1,128}$")
+
+
+# --------------------------------------------------------------------------- checks with readable messages
+def _fail(path: str, msg: str) -> typing.NoReturn:
+    raise SpecError(path, msg)
+
+
+def _int(path: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
+    # bool is an int subclass: `interval_s: true` in YAML is a typo, not 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail(path, f"must be an integer (got {value!r})")
+    _range(path, value, lo, hi)
+    return value
+
+
+def _num(path: str, value: Any, lo: float | None = None, hi: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        _fail(path, f"must be a number (got {value!r})")
+    if value != value or value in (float("inf"), float("-inf")):
+        _fail(path, f"must be a finite number (got {value!r})")
+    _range(path, value, lo, hi)
+    return float(value)
+
+
+def _range(path: str, value: float, lo: float | None, hi: float | None) -> None:
+    if lo is not None and hi is not None and not lo <= value <= hi:
+        _fail(path, f"must be between {lo:g} and {hi:g} (got {value!r})")
+    if lo is not None and value < lo:
+        _fail(path, f"must be >= {lo:g} (got {value!r})")
+    if hi is not None and value > hi:
+        _fail(path, f"must be <= {hi:g} (got {value!r})")
+
+
+def _str(path: str, value: Any, *, empty: bool = False) -> str:
+    if not isinstance(value, str):
+        _fail(path, f"must be a string (got {value!r})")
+    if not empty and not value.strip():
+        _fail(path, "must not be empty")
+    return value
+
+
+def _opt_str(path: str, value: Any) -> str | None:
+    return None if value is None else _str(path, value)
+
+
+def _bool(path: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        _fail(path, f"must be true or false (got {value!r})")
+    return value
+
+
+def _cidr(path: str, value: Any) -> str:
+    _str(path, value)
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError:
+        _fail(path, f"must be a CIDR block such as 203.0.113.0/24 (got {value!r})")
+
+
+def _str_tuple(path: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        _fail(path, f"must be a list of strings (got {value!r})")
+    return tuple(_str(f"{path}[{i}]", v) for i, v in enumerate(value))
+
+
+class _Part:
+    """Mixin: validation on construction, plus dict round-trip for nested dataclasses."""
+
+    _path: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        self._validate(self._path)
+
+    def _validate(self, p: str) -> None:  # pragma: no cover - overridden
+        pass
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of builtins (tuples become lists), suitable for JSON and YAML."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            if isinstance(v, _Part):
+                v = v.to_dict()
+            elif isinstance(v, tuple):
+                v = list(v)
+            elif isinstance(v, Mapping):
+                v = dict(v)
+            out[f.name] = v
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, _path: str | None = None) -> Any:
+        """Build from a dict, naming unknown keys (with a suggestion) and wrong types as SpecError."""
+        path = cls._path if _path is None else _path
+        if not isinstance(data, Mapping):
+            _fail(path or "spec", f"must be a mapping (got {data!r})")
+        names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        hints = typing.get_type_hints(cls)
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in names:
+                where = f"{path}.{key}" if path else str(key)
+                close = difflib.get_close_matches(str(key), list(names), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(sorted(names))})"
+                _fail(where, f"is not a known field{hint}")
+            sub = _part_type(hints[key])
+            if sub is not None and isinstance(value, Mapping):
+                value = sub.from_dict(value, _path=f"{path}.{key}" if path else key)
+            elif isinstance(value, list):
+                value = tuple(value)
+            kwargs[key] = value
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:  # a required field missing
+            raise SpecError(path or None, str(exc)) from exc
+
+
+def _part_type(hint: Any) -> type[_Part] | None:
+    candidates = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for c in candidates:
+        if isinstance(c, type) and issubclass(c, _Part):
+            return c
+    return None
+
+
+# --------------------------------------------------------------------------- the parts
+@dataclass(frozen=True, kw_only=True)
+class InstanceSpec(_Part):
+    """EC2 instance settings. The AMI comes from a public SSM parameter unless ``ami`` pins one.
+
+    Example::
+
+        InstanceSpec(type="c7i.large", root_volume_gb=30)
+    """
+
+    _path: ClassVar[str] = "instance"
+    type: str = "t3.small"
+    ami: str | None = None
+    ami_ssm_parameter: str = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+    root_volume_gb: int = 20
+    ssh_cidrs: tuple[str, ...] = ()  # SSH stays closed unless you list where from
+
+    def _validate(self, p: str) -> None:
+        t = _str(f"{p}.type", self.type)
+        if not re.fullmatch(r"[a-z][a-z0-9-]*\.[a-z0-9]+", t):
+            _fail(f"{p}.type", f"must look like an EC2 instance type such as t3.small (got {t!r})")
+        if self.ami is not None and not re.fullmatch(r"ami-[0-9a-f]{8,17}", _str(f"{p}.ami", self.ami)):
+            _fail(f"{p}.ami", f"must be an AMI id such as ami-0123456789abcdef0 (got {self.ami!r})")
+        if not _str(f"{p}.ami_ssm_parameter", self.ami_ssm_parameter).startswith("/"):
+            _fail(f"{p}.ami_ssm_parameter", f"must be an SSM parameter path starting with / (got {self.ami_ssm_parameter!r})")
+        _int(f"{p}.root_volume_gb", self.root_volume_gb, 8, 16384)
+        object.__setattr__(self, "ssh_cidrs", tuple(_cidr(f"{p}.ssh_cidrs[{i}]", c) for i, c in enumerate(_str_tuple(f"{p}.ssh_cidrs", self.ssh_cidrs))))
+
+
+@dataclass(frozen=True, kw_only=True)
+class CapacitySpec(_Part):
+    """Auto Scaling group bounds. Always ``min <= desired <= max``.
+
+    Example::
+
+        CapacitySpec(min=1, desired=2, max=6)
+    """
+
+    _path: ClassVar[str] = "capacity"
+    min: int = 1
+    desired: int = 1
+    max: int = 4
+
+    def _validate(self, p: str) -> None:
+        _int(f"{p}.min", self.min, 0, 1000)
+        _int(f"{p}.desired", self.desired, 0, 1000)
+        _int(f"{p}.max", self.max, 1, 1000)
+        if self.min > self.max:
+            _fail(f"{p}.min", f"must be <= capacity.max (got min={self.min}, max={self.max})")
+        if not self.min <= self.desired <= self.max:
+            _fail(f"{p}.desired", f"must be between capacity.min and capacity.max (got min={self.min}, desired={self.desired}, max={self.max})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class HealthCheckSpec(_Part):
+    """Target-group health check, with the ALB's ranges and defaults.
+
+    Example::
+
+        HealthCheckSpec(path="/health", interval_s=10, timeout_s=3, healthy_threshold=2)
+    """
+
+    _path: ClassVar[str] = "health_check"
+    path: str = "/health"
+    interval_s: int = 30
+    timeout_s: int = 5
+    healthy_threshold: int = 5
+    unhealthy_threshold: int = 2
+    matcher: str = "200"
+    grace_period_s: int = 300  # ASG: ignore ELB health this long after launch
+
+    def _validate(self, p: str) -> None:
+        path = _str(f"{p}.path", self.path)
+        if not path.startswith("/") or any(c.isspace() for c in path) or len(path) > 1024:
+            _fail(f"{p}.path", f"must be a URL path starting with / without spaces (got {path!r})")
+        _int(f"{p}.interval_s", self.interval_s, 5, 300)
+        _int(f"{p}.timeout_s", self.timeout_s, 2, 120)
+        if self.timeout_s >= self.interval_s:
+            _fail(f"{p}.timeout_s", f"must be less than health_check.interval_s (got timeout_s={self.timeout_s}, interval_s={self.interval_s})")
+        _int(f"{p}.healthy_threshold", self.healthy_threshold, 2, 10)
+        _int(f"{p}.unhealthy_threshold", self.unhealthy_threshold, 2, 10)
+        m = _str(f"{p}.matcher", self.matcher)
+        if not _MATCHER_RE.fullmatch(m) or any(not 200 <= int(c) <= 499 for c in re.findall(r"\d{3}", m)):
+            _fail(f"{p}.matcher", f"must be HTTP codes 200-499 such as 200, 200,202 or 200-299 (got {m!r})")
+        _int(f"{p}.grace_period_s", self.grace_period_s, 0, 7200)
+
+    def matcher_codes(self) -> list[int]:
+        """Every status code the matcher accepts (``"200-202,204"`` -> ``[200, 201, 202, 204]``)."""
+        codes: list[int] = []
+        for part in self.matcher.split(","):
+            lo, _, hi = part.partition("-")
+            codes.extend(range(int(lo), int(hi or lo) + 1))
+        return codes
+
+
+@dataclass(frozen=True, kw_only=True)
+class TargetGroupSpec(_Part):
+    """Target group: app port, routing algorithm, deregistration delay and slow start.
+
+    Example::
+
+        TargetGroupSpec(algorithm="least_outstanding_requests", deregistration_delay_s=30)
+    """
+
+    _path: ClassVar[str] = "target_group"
+    port: int = 8080
+    algorithm: Algorithm = "round_robin"
+    deregistration_delay_s: int = 300
+    slow_start_s: int = 0
+
+    def _validate(self, p: str) -> None:
+        _int(f"{p}.port", self.port, 1, 65535)
+        if self.algorithm not in ALGORITHMS:
+            _fail(f"{p}.algorithm", f"must be one of {', '.join(ALGORITHMS)} (got {self.algorithm!r})")
+        _int(f"{p}.deregistration_delay_s", self.deregistration_delay_s, 0, 3600)
+        _int(f"{p}.slow_start_s", self.slow_start_s, 0, 900)
+        if 0 < self.slow_start_s < 30:
+            _fail(f"{p}.slow_start_s", f"must be 0 (off) or between 30 and 900 (got {self.slow_start_s})")
+        if self.slow_start_s and self.algorithm == "least_outstanding_requests":
+            _fail(f"{p}.slow_start_s", "cannot be used with algorithm least_outstanding_requests (AWS rule); set it to 0 or use round_robin")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScalingPolicySpec(_Part):
+    """Target tracking on requests per target. Stored **per second**; AWS's ALBRequestCountPerTarget is per minute.
+
+    Example::
+
+        ScalingPolicySpec(target_rps_per_target=20).alb_target_value   # 1200.0 requests/target/minute
+    """
+
+    _path: ClassVar[str] = "scaling"
+    target_rps_per_target: float = 50.0
+    warmup_s: int = 300
+    scale_in_enabled: bool = True
+    cpu_target_percent: float | None = None
+
+    def _validate(self, p: str) -> None:
+        _num(f"{p}.target_rps_per_target", self.target_rps_per_target, 0.01, 1_000_000)
+        _int(f"{p}.warmup_s", self.warmup_s, 0, 3600)
+        _bool(f"{p}.scale_in_enabled", self.scale_in_enabled)
+        if self.cpu_target_percent is not None:
+            _num(f"{p}.cpu_target_percent", self.cpu_target_percent, 1, 100)
+        object.__setattr__(self, "target_rps_per_target", float(self.target_rps_per_target))
+
+    @property
+    def alb_target_value(self) -> float:
+        """The target-tracking TargetValue for ALBRequestCountPerTarget: requests per target per minute."""
+        return self.target_rps_per_target * 60.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec(_Part):
+    """Which model the servers load: ``"demo"`` (bundled scikit-learn model) or a path/URI to a joblib/skops file.
+
+    Example::
+
+        ModelSpec(source="models/churn.skops")
+    """
+
+    _path: ClassVar[str] = "model"
+    source: str = "demo"
+
+    def _validate(self, p: str) -> None:
+        s = _str(f"{p}.source", self.source)
+        if s != "demo" and not re.search(r"\.(joblib|pkl|skops)$", s):
+            _fail(f"{p}.source", f"must be 'demo' or a path/URI ending in .joblib, .pkl or .skops (got {s!r})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalSpec(_Part):
+    """The local fleet's compressed clock and emulated instance capacity.
+
+    One CloudWatch period (60 s on AWS) lasts ``period_s`` here, and every count, interval, warm-up and delay in
+    the spec is scaled by ``period_s / 60``. Each worker emulates an instance with ``slots`` concurrent requests
+    and at least ``min_service_ms`` per request (extra requests queue), whatever this machine is doing.
+
+    Example::
+
+        LocalSpec(period_s=2, slots=2, min_service_ms=20)   # ~100 rps per target, one AWS minute = 2 s
+    """
+
+    _path: ClassVar[str] = "local"
+    period_s: float = 2.0
+    slots: int = 4
+    min_service_ms: float = 10.0
+    workers_per_target: int = 1
+
+    def _validate(self, p: str) -> None:
+        _num(f"{p}.period_s", self.period_s, 0.5, 60)
+        _int(f"{p}.slots", self.slots, 1, 1024)
+        _num(f"{p}.min_service_ms", self.min_service_ms, 0, 60_000)
+        _int(f"{p}.workers_per_target", self.workers_per_target, 1, 1)
+        object.__setattr__(self, "period_s", float(self.period_s))
+        object.__setattr__(self, "min_service_ms", float(self.min_service_ms))
+
+    @property
+    def time_scale(self) -> float:
+        """Local seconds per AWS second (``period_s / 60``)."""
+        return self.period_s / 60.0
+
+    @property
+    def capacity_rps(self) -> float:
+        """Requests per second one emulated instance serves at most (``slots / min_service``)."""
+        return float("inf") if self.min_service_ms == 0 else self.slots * 1000.0 / self.min_service_ms
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkSpec(_Part):
+    """VPC and exposure. Empty ``vpc_id``/``subnet_ids`` means the default VPC and its subnets.
+
+    Example::
+
+        NetworkSpec(client_cidrs=("203.0.113.0/24",), internal=False)
+    """
+
+    _path: ClassVar[str] = "network"
+    vpc_id: str | None = None
+    subnet_ids: tuple[str, ...] = ()
+    client_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
+    internal: bool = False
+    certificate_arn: str | None = None
+    idle_timeout_s: int = 60
+
+    def _validate(self, p: str) -> None:
+        if self.vpc_id is not None and not re.fullmatch(r"vpc-[0-9a-f]{8,17}", _str(f"{p}.vpc_id", self.vpc_id)):
+            _fail(f"{p}.vpc_id", f"must be a VPC id such as vpc-0123abcd (got {self.vpc_id!r})")
+        subnets = _str_tuple(f"{p}.subnet_ids", self.subnet_ids)
+        for i, s in enumerate(subnets):
+            if not re.fullmatch(r"subnet-[0-9a-f]{8,17}", s):
+                _fail(f"{p}.subnet_ids[{i}]", f"must be a subnet id such as subnet-0123abcd (got {s!r})")
+        if subnets and len(subnets) < 2:
+            _fail(f"{p}.subnet_ids", f"must list at least two subnets in different zones for an ALB (got {len(subnets)})")
+        if subnets and self.vpc_id is None:
+            _fail(f"{p}.vpc_id", "must be set when network.subnet_ids is given")
+        cidrs = _str_tuple(f"{p}.client_cidrs", self.client_cidrs)
+        if not cidrs:
+            _fail(f"{p}.client_cidrs", "must list at least one CIDR block")
+        object.__setattr__(self, "client_cidrs", tuple(_cidr(f"{p}.client_cidrs[{i}]", c) for i, c in enumerate(cidrs)))
+        object.__setattr__(self, "subnet_ids", subnets)
+        _bool(f"{p}.internal", self.internal)
+        if self.certificate_arn is not None and not re.fullmatch(r"arn:aws[\w-]*:acm:[\w-]+:\d{12}:certificate/[\w-]+", _str(f"{p}.certificate_arn", self.certificate_arn)):
+            _fail(f"{p}.certificate_arn", f"must be an ACM certificate ARN (got {self.certificate_arn!r})")
+        _int(f"{p}.idle_timeout_s", self.idle_timeout_s, 1, 4000)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FleetSpec(_Part):
+    """A whole fleet: load balancer, target group, Auto Scaling group, scaling policy and model.
+
+    Example::
+
+        spec = FleetSpec(name="demo")                        # every other field has a working default
+        spec = FleetSpec.from_yaml("fleet.yaml")
+        spec.replace(capacity=CapacitySpec(min=1, desired=3, max=6))
+    """
+
+    _path: ClassVar[str] = ""
+    name: str
+    region: str | None = None
+    instance: InstanceSpec = field(default_factory=InstanceSpec)
+    capacity: CapacitySpec = field(default_factory=CapacitySpec)
+    health_check: HealthCheckSpec = field(default_factory=HealthCheckSpec)
+    target_group: TargetGroupSpec = field(default_factory=TargetGroupSpec)
+    scaling: ScalingPolicySpec = field(default_factory=ScalingPolicySpec)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    local: LocalSpec = field(default_factory=LocalSpec)
+    network: NetworkSpec = field(default_factory=NetworkSpec)
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    def _validate(self, p: str) -> None:
+        name = _str("name", self.name)
+        if len(name) > MAX_NAME_LEN:
+            _fail("name", f"must be at most {MAX_NAME_LEN} characters so ALB and target-group names fit AWS's 32 with Pulumi's suffix (got {len(name)}: {name!r})")
+        if not _NAME_RE.fullmatch(name):
+            _fail("name", f"must use letters, digits and inner hyphens only (got {name!r})")
+        if name.lower().startswith("internal-"):
+            _fail("name", f"must not start with 'internal-' (AWS reserves it for ALB names) (got {name!r})")
+        if self.region is not None and not re.fullmatch(r"[a-z]{2}(-gov)?-[a-z]+-\d", _str("region", self.region)):
+            _fail("region", f"must be an AWS region such as us-east-1 (got {self.region!r})")
+        for fname, ftype in (("instance", InstanceSpec), ("capacity", CapacitySpec), ("health_check", HealthCheckSpec),
+                             ("target_group", TargetGroupSpec), ("scaling", ScalingPolicySpec), ("model", ModelSpec),
+                             ("local", LocalSpec), ("network", NetworkSpec)):
+            if not isinstance(getattr(self, fname), ftype):
+                _fail(fname, f"must be a {ftype.__name__} or a mapping of its fields (got {getattr(self, fname)!r})")
+        if not isinstance(self.tags, Mapping):
+            _fail("tags", f"must be a mapping of strings to strings (got {self.tags!r})")
+        if len(self.tags) > 40:
+            _fail("tags", f"must have at most 40 entries (got {len(self.tags)})")
+        for k, v in self.tags.items():
+            if not isinstance(k, str) or not _TAG_KEY_RE.fullmatch(k) or k.lower().startswith("aws:"):
+                _fail(f"tags.{k}", "key must be 1-128 letters, digits, spaces or _.:/=+-@ and not start with aws:")
+            if not isinstance(v, str) or len(v) > 256:
+                _fail(f"tags.{k}", f"value must be a string of at most 256 characters (got {v!r})")
+        object.__setattr__(self, "tags", dict(self.tags))
+
+    # ------------------------------------------------------------------ conveniences
+    def replace(self, **changes: Any) -> FleetSpec:
+        """A copy with some top-level fields changed, validated again."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, _path: str | None = None) -> FleetSpec:
+        """Build from a plain dict (what ``to_dict`` returns, or parsed YAML/JSON)."""
+        return super().from_dict(data, _path="")  # type: ignore[no-any-return]
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        """YAML text of ``to_dict()``; also written to ``path`` when given."""
+        import yaml
+
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_yaml(cls, source: str | Path) -> FleetSpec:
+        """Load from a YAML file path, or from YAML text when ``source`` contains a newline or colon."""
+        import yaml
+
+        text: str
+        if isinstance(source, Path) or ("\n" not in source and ":" not in source) or Path(source).is_file():
+            p = Path(source)
+            if not p.is_file():
+                raise SpecError(None, f"spec file {str(p)!r} does not exist")
+            text = p.read_text()
+        else:
+            text = source
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise SpecError(None, f"spec is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+        if not isinstance(data, Mapping):
+            raise SpecError(None, f"spec YAML must be a mapping with at least 'name' (got {type(data).__name__})")
+        return cls.from_dict(data)
+
+    @classmethod
+    def example(cls, which: str = "demo") -> FleetSpec:
+        """A bundled example spec (``demo``: tuned so scaling is visible on two cores)."""
+        from importlib.resources import files
+
+        return cls.from_yaml(files("mlops_lb.examples").joinpath(f"{which}.yaml").read_text())

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Set up everything mlops_lb needs, idempotently: system programs (HAProxy; with --dev also wrk, nginx and
+# Chromium for benchmarks and browser tests), a virtualenv in .venv, and the package installed into it.
+# Works as root on Debian/Ubuntu (apt-get), with sudo, or on macOS (brew). Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DEV=0
+[ "${1:-}" = "--dev" ] && DEV=1
+PY="${PYTHON:-python3}"
+
+want=()
+command -v haproxy >/dev/null 2>&1 || want+=(haproxy)
+if [ "$DEV" = 1 ]; then
+  command -v wrk >/dev/null 2>&1 || want+=(wrk)
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || want+=(nginx)
+  [ -x /usr/bin/chromium ] || want+=(chromium)
+fi
+command -v "$PY" >/dev/null 2>&1 || want+=(python3)
+if command -v "$PY" >/dev/null 2>&1 && ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then want+=(python3-venv); fi
+
+if [ ${#want[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    echo "setup: installing ${want[*]} with apt-get"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${want[@]}" >/dev/null
+  elif command -v brew >/dev/null 2>&1; then
+    brew_pkgs=()
+    for p in "${want[@]}"; do case "$p" in haproxy|wrk|nginx) brew_pkgs+=("$p");; esac; done
+    [ ${#brew_pkgs[@]} -gt 0 ] && brew install "${brew_pkgs[@]}"
+  else
+    echo "setup: please install: ${want[*]} (apt-get install -y ... or brew install ...)" >&2
+  fi
+fi
+command -v haproxy >/dev/null 2>&1 || { echo "setup: haproxy is required: apt-get install -y haproxy  (macOS: brew install haproxy)" >&2; exit 1; }
+
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -U pip
+if [ "$DEV" = 1 ]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+else
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[notebook]"
+fi
+command -v pulumi >/dev/null 2>&1 || echo "setup: note: the Pulumi CLI is not installed; the local fleet does not need it. For AWS: curl -fsSL https://get.pulumi.com | sh"
+echo "setup: ready (.venv)"
