@@ -493,7 +493,7 @@ class FleetSpec(_Part):
         import yaml
 
         text: str
-        if isinstance(source, Path) or ("\n" not in source and ":" not in source) or Path(source).is_file():
+        if isinstance(source, Path) or "\n" not in source:
             p = Path(source)
             if not p.is_file():
                 raise SpecError(None, f"spec file {str(p)!r} does not exist")
