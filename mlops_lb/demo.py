@@ -1,0 +1,203 @@
+"""``mlops-lb demo``: the whole story on one machine in about two minutes.
+
+A local fleet comes up from the bundled demo spec; load climbs past what one target can serve, latency rises, the
+autoscaler adds targets, latency recovers; the load falls, targets drain away; a run bundle and its HTML report
+are written. Everything is cleaned up, Ctrl-C included.
+
+Example::
+
+    from mlops_lb.demo import run_demo
+    bundle_path = run_demo(duration_s=120)          # prints one line per interval, returns runs/<id>/
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+import numpy as np
+
+from .spec import FleetSpec
+
+if TYPE_CHECKING:
+    from .local import LocalFleet
+
+__all__ = ["demo_rates", "demo_schedule", "run_demo"]
+
+log = logging.getLogger(__name__)
+
+# (fraction of the run, fraction of the peak rate) corners of the demo's piecewise-linear load.
+_SHAPE = ((0.0, 0.12), (0.08, 0.12), (0.32, 1.0), (0.55, 1.0), (0.58, 0.05), (1.0, 0.05))
+
+
+def demo_rates(spec: FleetSpec) -> tuple[float, float]:
+    """(peak rps, target rps per target): the peak needs ``max - 1`` targets at the policy's target."""
+    target = spec.scaling.target_rps_per_target
+    peak = target * max(spec.capacity.max - 1, 2)
+    return peak, target
+
+
+def demo_schedule(spec: FleetSpec, duration_s: float) -> np.ndarray:
+    """Intended send offsets (seconds) of the demo load: low, ramp past capacity, hold, fall, stay low.
+
+    The quiet tail lasts 42 % of the run, which must cover scale-in's 15 periods plus the deregistration delay;
+    ``run_demo`` warns when it cannot.
+    """
+    peak, _ = demo_rates(spec)
+    xs = np.array([p[0] for p in _SHAPE]) * duration_s
+    ys = np.array([p[1] for p in _SHAPE]) * peak
+    dt = 0.001
+    grid = np.arange(0.0, duration_s, dt)
+    rate = np.interp(grid, xs, ys)
+    cumulative = np.cumsum(rate) * dt  # expected arrivals by each grid point
+    n = int(cumulative[-1])
+    # uniform arrivals: the k-th request goes when the cumulative rate reaches k + 0.5
+    idx = np.searchsorted(cumulative, np.arange(n) + 0.5)
+    return np.asarray(grid[np.minimum(idx, len(grid) - 1)], dtype=float)
+
+
+def _status_line(row: dict[str, Any], t0: float, fleet: LocalFleet) -> str:
+    healthy, desired = fleet_counts(fleet)
+    p99 = row.get("p99_s")
+    p99_txt = f"{p99 * 1000:7.1f} ms" if p99 is not None and p99 == p99 else "      - ms"
+    start = row.get("interval_start")
+    t = (start.timestamp() - t0) if hasattr(start, "timestamp") else 0.0
+    err = int(row.get("errors", 0) or 0)
+    return (f"t={t:5.0f}s  offered {row.get('offered_rps', 0):6.1f} rps  achieved {row.get('achieved_rps', 0):6.1f} rps"
+            f"  p99 {p99_txt}  errors {err:3d}  healthy {healthy}  desired {desired}")
+
+
+def fleet_counts(fleet: Any) -> tuple[int, int]:
+    """(healthy targets, desired capacity) of a fleet, from ``status()`` and ``desired``."""
+    try:
+        st = fleet.status()
+        healthy = int((st["health"] == "healthy").sum()) if len(st) else 0
+    except Exception:  # status during shutdown: report nothing rather than crash the printout
+        healthy = 0
+    return healthy, int(getattr(fleet, "desired", 0) or 0)
+
+
+def run_demo(
+    *,
+    duration_s: float = 120.0,
+    spec: FleetSpec | str | None = None,
+    out: str | Path = "runs",
+    stream: TextIO | None = None,
+    stop: threading.Event | None = None,
+    on_fleet: Callable[[Any], None] | None = None,
+) -> Path:
+    """Run the demo and return the run bundle's path. ``stream`` receives the printout (stdout by default)."""
+    import mlops_lb as ml
+
+    from .bundle import RunBundle
+    from .report import write_report
+
+    out_stream = stream or sys.stdout
+
+    def say(text: str) -> None:
+        print(text, file=out_stream, flush=True)
+
+    if spec is None:
+        fleet_spec = FleetSpec.example("demo")
+    elif isinstance(spec, FleetSpec):
+        fleet_spec = spec
+    else:
+        fleet_spec = FleetSpec.from_yaml(spec)
+    if duration_s < 20:
+        from .errors import SpecError
+
+        raise SpecError("duration_s", f"must be at least 20 s for the demo to show scaling (got {duration_s:g})")
+
+    peak, target = demo_rates(fleet_spec)
+    local = fleet_spec.local
+    scale_in_s = 15 * local.period_s + fleet_spec.target_group.deregistration_delay_s * local.time_scale
+    if 0.42 * duration_s < scale_in_s + 2 * local.period_s:
+        say(f"note: the quiet tail ({0.42 * duration_s:.0f} s) is shorter than scale-in needs (~{scale_in_s:.0f} s); "
+            f"use a longer --duration-s to see targets drain away")
+
+    bundle = RunBundle.create(root=out, name=fleet_spec.name, spec=fleet_spec)
+    fleet = ml.open_fleet(fleet_spec, backend="local")
+    result = None
+    interrupted = False
+    try:
+        say(f"mlops-lb demo: {fleet!r}")
+        say(f"load: up to {peak:.0f} rps over {duration_s:.0f} s; the policy keeps {target:g} rps per target")
+        fleet.launch(on_output=lambda line: say(f"  {line}"))
+        if on_fleet is not None:
+            on_fleet(fleet)
+        say(f"fleet ready at {fleet.url}")
+        import time
+
+        t0 = time.time()
+        profile = ml.load.trace(demo_schedule(fleet_spec, duration_s))
+        try:
+            result = ml.run_load(
+                fleet.url + "/predict", profile, progress=False, bundle=bundle, stop=stop,
+                on_interval=lambda row: say(_status_line(row, t0, fleet)),
+            )
+        except KeyboardInterrupt:
+            interrupted = True
+            say("interrupted: keeping what was measured")
+    except KeyboardInterrupt:
+        interrupted = True
+        say("interrupted during launch")
+    finally:
+        try:
+            _write_fleet_data(bundle, fleet)
+        finally:
+            fleet.close()
+    if result is not None:
+        bundle.write_json("summary", result.summary())
+    bundle.finalize()
+    report = write_report(bundle.path)
+    if result is not None:
+        say("")
+        say(_summary_table(result.summary(), fleet))
+    say(f"run bundle: {bundle.path}")
+    say(f"report:     {report}")
+    if interrupted:
+        raise KeyboardInterrupt
+    return Path(bundle.path)
+
+
+def _write_fleet_data(bundle: Any, fleet: Any) -> None:
+    """Save metrics, events and autoscaler decisions; a failure here must not lose the load records."""
+    for name, getter in (("metrics", fleet.metrics), ("events", fleet.events)):
+        try:
+            getattr(bundle, f"write_{name}")(getter())
+        except Exception:
+            log.exception("could not save %s", name)
+    decisions = getattr(fleet, "decisions", None)
+    if decisions is not None:
+        try:
+            df = decisions()
+            bundle.write_json("decisions", df.astype({"timestamp": str}).to_dict(orient="records"))
+        except Exception:
+            log.exception("could not save decisions")
+
+
+def _summary_table(summary: dict[str, Any], fleet: Any) -> str:
+    ev = fleet.events()
+    outs = int((ev["kind"] == "scale_out").sum()) if len(ev) else 0
+    ins = int((ev["kind"] == "scale_in").sum()) if len(ev) else 0
+
+    def ms(key: str) -> str:
+        v = summary.get(key)
+        return f"{v * 1000:.1f} ms" if isinstance(v, (int, float)) and v == v else "-"
+
+    rows = [
+        ("requests", f"{summary.get('requests', 0):,}"),
+        ("errors", f"{summary.get('errors', 0):,}"),
+        ("offered / achieved", f"{summary.get('offered_rps', 0):.1f} / {summary.get('achieved_rps', 0):.1f} rps"),
+        ("p50 / p90 / p99", f"{ms('p50_s')} / {ms('p90_s')} / {ms('p99_s')}"),
+        ("p99.9 / max", f"{ms('p999_s')} / {ms('max_s')}"),
+        ("p99 uncorrected", ms("p99_uncorrected_s")),
+        ("scale-outs / scale-ins", f"{outs} / {ins}"),
+        ("valid", "yes" if summary.get("valid") else f"NO: {'; '.join(summary.get('invalid_reasons', []))}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
