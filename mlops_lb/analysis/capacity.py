@@ -1,0 +1,319 @@
+"""Capacity planning from a rate sweep: the SLO-safe rate per target, the knee, instances, policy and cost.
+
+Input is a sweep: per step, the offered rate, the p99 latency and the error rate (``LoadResult.steps()``, a
+DataFrame with ``rate, p99_s, error_rate``, or sweep intervals with ``step_rps``). From it:
+
+* **max OK rate per target** — the highest step, walking up from the lowest, whose p99 is at most the SLO and
+  whose error rate is at most the bound; steps above the first failing one are ignored (a pass after a failure is
+  noise, not capacity). Rates are divided by ``targets_in_test`` to get per-target numbers.
+* **knee** — "kneedle" (Satopää et al., 2011): normalise rate and p99 to [0, 1] and take the step farthest below
+  the chord from the first to the last point (``x_norm - y_norm`` largest). That is where p99 bends up.
+* **instances needed** for ``target_total_rps``: ``ceil(total / max_ok_rate_per_target)``.
+* **recommended target tracking value**: ``safety_factor x max_ok_rate`` requests/s per target, and × 60 for
+  ALBRequestCountPerTarget (requests per target per *minute*); at that target the fleet would settle at
+  ``instances_recommended = ceil(total / recommended_rps)``, which is what the cost assumes.
+* **warm-up**: the measured launch-to-ready time rounded up to whole minutes (the metric has one-minute points).
+* **cost**: ``instances_recommended x hourly price + ALB hour + LCU estimate``, and that divided by the requests
+  served in an hour, per million.
+
+Example::
+
+    from mlops_lb.analysis import plan_capacity
+    plan = plan_capacity(result, slo_p99_s=0.100, target_total_rps=1000, launch_to_ready_s=95)
+    plan.recommended_target_value_per_minute, plan.instances_needed, plan.usd_per_million_requests
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import SpecError
+from .pricing import alb_hourly_cost, hourly_price, price_table
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["CapacityPlan", "find_knee", "plan_capacity", "sweep_steps"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CapacityPlan:
+    """What a sweep says about capacity; every number is per target unless its name says total.
+
+    Example::
+
+        plan = plan_capacity(steps, slo_p99_s=0.05, target_total_rps=1000)
+        plan.to_dict()["instances_needed"]
+    """
+
+    slo_p99_s: float
+    max_error_rate: float
+    targets_in_test: int
+    max_ok_rate_per_target: float | None
+    knee_rate_per_target: float | None
+    knee_p99_s: float | None
+    safety_factor: float
+    recommended_rps_per_target: float | None
+    recommended_target_value_per_minute: float | None
+    target_total_rps: float | None
+    instances_needed: int | None
+    instances_recommended: int | None
+    launch_to_ready_s: float | None
+    recommended_warmup_s: int | None
+    instance_type: str
+    region: str
+    instance_usd_per_hour: float | None
+    price_as_of: str | None
+    usd_per_hour: float | None
+    usd_per_million_requests: float | None
+    notes: tuple[str, ...] = ()
+    steps: pd.DataFrame | None = field(default=None, compare=False, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the scalar fields (no ``steps`` frame), JSON-serialisable."""
+        d = asdict(self)
+        d.pop("steps", None)
+        d["notes"] = list(self.notes)
+        return d
+
+    def _lines(self) -> list[tuple[str, str]]:
+        def f(v: float | None, fmt: str, unit: str = "") -> str:
+            return "n/a" if v is None else f"{v:{fmt}}{unit}"
+
+        rows = [
+            ("SLO", f"p99 <= {self.slo_p99_s * 1000:g} ms, errors <= {self.max_error_rate:.2%}"),
+            ("max OK rate per target", f(self.max_ok_rate_per_target, ".1f", " rps")),
+            (
+                "knee",
+                f(self.knee_rate_per_target, ".1f", " rps")
+                + (f" (p99 {self.knee_p99_s * 1000:.1f} ms)" if self.knee_p99_s is not None else ""),
+            ),
+            (
+                "target tracking value",
+                f(self.recommended_rps_per_target, ".1f", " rps/target")
+                + " = "
+                + f(self.recommended_target_value_per_minute, ".0f", " ALBRequestCountPerTarget (per minute)")
+                + f" at safety factor {self.safety_factor:g}",
+            ),
+        ]
+        if self.target_total_rps is not None:
+            rows.append(
+                (
+                    "instances for " + f"{self.target_total_rps:g} rps",
+                    f"{f(self.instances_needed, 'd')} needed, {f(self.instances_recommended, 'd')} at the target value",
+                )
+            )
+        rows.append(
+            (
+                "warm-up",
+                f(self.recommended_warmup_s, "d", " s")
+                + (
+                    f" (launch-to-ready {self.launch_to_ready_s:.0f} s)"
+                    if self.launch_to_ready_s is not None
+                    else ""
+                ),
+            )
+        )
+        rows.append(
+            (
+                "cost",
+                f(self.usd_per_hour, ".4f", " USD/h")
+                + ", "
+                + f(self.usd_per_million_requests, ".4f", " USD per million requests")
+                + f" ({self.instance_type}, {self.region}, prices as of {self.price_as_of or 'n/a'})",
+            )
+        )
+        rows.extend(("note", n) for n in self.notes)
+        return rows
+
+    def __repr__(self) -> str:
+        body = "\n".join(f"  {k}: {v}" for k, v in self._lines())
+        return f"CapacityPlan(\n{body}\n)"
+
+    def _repr_html_(self) -> str:
+        cells = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th><td style='text-align:left'>"
+            f"{html.escape(v)}</td></tr>"
+            for k, v in self._lines()
+        )
+        return f"<table><caption>Capacity plan</caption>{cells}</table>"
+
+
+def find_knee(rates: Any, p99s: Any) -> int | None:
+    """Index of the knee of p99 vs rate by the kneedle rule, or None (fewer than 3 points, or no bend up).
+
+    Example::
+
+        find_knee([100, 200, 300, 400, 500], [.010, .011, .012, .020, .100])   # 3 (400 rps)
+    """
+    import numpy as np
+
+    x = np.asarray(rates, dtype=float)
+    y = np.asarray(p99s, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    idx = np.flatnonzero(ok)
+    if len(idx) < 3:
+        return None
+    x, y = x[ok], y[ok]
+    if x.max() == x.min() or y.max() == y.min():
+        return None
+    xn = (x - x.min()) / (x.max() - x.min())
+    yn = (y - y.min()) / (y.max() - y.min())
+    diff = xn - yn  # distance below the chord y = x of a convex, increasing curve
+    best = int(np.argmax(diff))
+    if diff[best] <= 0:
+        return None
+    return int(idx[best])
+
+
+def sweep_steps(source: Any) -> pd.DataFrame:
+    """Normalise a sweep to a DataFrame ``rate, p99_s, error_rate`` sorted by rate.
+
+    Accepts a LoadResult (``.steps()``), a bundle (``.intervals`` with ``step_rps``), a steps DataFrame, or a sweep
+    intervals DataFrame; per-step p99 from intervals is the worst interval's p99 (conservative).
+
+    Example::
+
+        sweep_steps(result).head()
+    """
+    import pandas as pd
+
+    obj = source
+    if not isinstance(obj, pd.DataFrame):
+        steps = getattr(obj, "steps", None)
+        if callable(steps):
+            obj = steps()
+        elif isinstance(getattr(obj, "intervals", None), pd.DataFrame):
+            obj = obj.intervals
+        elif callable(getattr(obj, "intervals", None)):
+            obj = obj.intervals()
+        else:
+            raise SpecError(
+                "steps_or_result",
+                f"must be a steps/intervals DataFrame, a LoadResult or a RunBundle "
+                f"(got {type(source).__name__})",
+            )
+    df = obj
+    if {"rate", "p99_s", "error_rate"} <= set(df.columns):
+        out = df[["rate", "p99_s", "error_rate"]].astype(float)
+    elif {"step_rps", "p99_s", "sent", "errors"} <= set(df.columns):
+        d = df[df["step_rps"].notna()]
+        if d.empty:
+            raise SpecError(
+                "steps_or_result", "has no sweep steps (step_rps is empty): run a sweep profile first"
+            )
+        g = d.groupby("step_rps")
+        sent = g["sent"].sum().astype(float)
+        out = pd.DataFrame(
+            {
+                "rate": g["step_rps"].first().astype(float),
+                "p99_s": g["p99_s"].max().astype(float),
+                "error_rate": (g["errors"].sum() / sent.where(sent > 0)).fillna(1.0).astype(float),
+            }
+        )
+    else:
+        raise SpecError(
+            "steps_or_result",
+            f"needs columns rate, p99_s, error_rate (or step_rps, p99_s, sent, errors); "
+            f"got {list(df.columns)}",
+        )
+    return out.sort_values("rate", kind="stable").reset_index(drop=True)
+
+
+def plan_capacity(
+    steps_or_result: Any,
+    *,
+    slo_p99_s: float,
+    max_error_rate: float = 0.01,
+    target_total_rps: float | None = None,
+    instance_type: str = "t3.small",
+    region: str = "us-east-1",
+    safety_factor: float = 0.7,
+    launch_to_ready_s: float | None = None,
+    targets_in_test: int = 1,
+) -> CapacityPlan:
+    """Turn a sweep into a :class:`CapacityPlan` (method in the module docstring).
+
+    Example::
+
+        plan_capacity(result.steps(), slo_p99_s=0.05, target_total_rps=1000, launch_to_ready_s=95)
+    """
+    if not (isinstance(slo_p99_s, (int, float)) and slo_p99_s > 0):
+        raise SpecError("slo_p99_s", f"must be a positive number of seconds (got {slo_p99_s!r})")
+    if not 0 <= max_error_rate <= 1:
+        raise SpecError("max_error_rate", f"must be between 0 and 1 (got {max_error_rate!r})")
+    if not 0 < safety_factor <= 1:
+        raise SpecError("safety_factor", f"must be in (0, 1] (got {safety_factor!r})")
+    if isinstance(targets_in_test, bool) or not isinstance(targets_in_test, int) or targets_in_test < 1:
+        raise SpecError("targets_in_test", f"must be an integer >= 1 (got {targets_in_test!r})")
+    if target_total_rps is not None and not target_total_rps > 0:
+        raise SpecError("target_total_rps", f"must be > 0 (got {target_total_rps!r})")
+    if launch_to_ready_s is not None and not launch_to_ready_s >= 0:
+        raise SpecError("launch_to_ready_s", f"must be >= 0 seconds (got {launch_to_ready_s!r})")
+
+    steps = sweep_steps(steps_or_result).copy()
+    steps["rate_per_target"] = steps["rate"] / targets_in_test
+    steps["passed"] = (steps["p99_s"] <= slo_p99_s) & (steps["error_rate"] <= max_error_rate)
+    notes: list[str] = []
+
+    max_ok: float | None = None
+    for _, row in steps.iterrows():
+        if not bool(row["passed"]):
+            break
+        max_ok = float(row["rate_per_target"])
+    if max_ok is None:
+        notes.append("no step met the SLO: sweep lower rates or relax the SLO")
+    elif bool(steps["passed"].all()):
+        notes.append("every step met the SLO: the true limit is higher; extend the sweep")
+    if max_ok is not None and (~steps["passed"]).any() and steps["passed"][steps["passed"].idxmin() :].any():
+        notes.append("a step passed above a failing one; it was ignored as noise")
+
+    k = find_knee(steps["rate_per_target"], steps["p99_s"])
+    knee_rate = None if k is None else float(steps["rate_per_target"].iloc[k])
+    knee_p99 = None if k is None else float(steps["p99_s"].iloc[k])
+
+    rec_rps = None if max_ok is None else safety_factor * max_ok
+    rec_min = None if rec_rps is None else rec_rps * 60.0  # ALBRequestCountPerTarget is per minute
+    needed = recommended = None
+    if target_total_rps is not None and max_ok and rec_rps:
+        needed = math.ceil(target_total_rps / max_ok)
+        recommended = math.ceil(target_total_rps / rec_rps)
+    warmup = None if launch_to_ready_s is None else max(60, 60 * math.ceil(launch_to_ready_s / 60.0))
+
+    price = next((p for p in price_table() if p.region == region and p.instance_type == instance_type), None)
+    inst_price = hourly_price(instance_type, region)  # raises a SpecError naming how to add a missing price
+    usd_h = usd_m = None
+    if rec_rps:
+        # Without a total, price one instance running at the recommended rate.
+        total = target_total_rps if target_total_rps is not None else rec_rps
+        n = recommended if recommended is not None else 1
+        usd_h = n * inst_price + alb_hourly_cost(total, region)
+        usd_m = usd_h / (total * 3600.0) * 1e6
+
+    return CapacityPlan(
+        slo_p99_s=float(slo_p99_s),
+        max_error_rate=float(max_error_rate),
+        targets_in_test=targets_in_test,
+        max_ok_rate_per_target=max_ok,
+        knee_rate_per_target=knee_rate,
+        knee_p99_s=knee_p99,
+        safety_factor=float(safety_factor),
+        recommended_rps_per_target=rec_rps,
+        recommended_target_value_per_minute=rec_min,
+        target_total_rps=None if target_total_rps is None else float(target_total_rps),
+        instances_needed=needed,
+        instances_recommended=recommended,
+        launch_to_ready_s=None if launch_to_ready_s is None else float(launch_to_ready_s),
+        recommended_warmup_s=warmup,
+        instance_type=instance_type,
+        region=region,
+        instance_usd_per_hour=inst_price,
+        price_as_of=price.as_of if price else None,
+        usd_per_hour=usd_h,
+        usd_per_million_requests=usd_m,
+        notes=tuple(notes),
+        steps=steps,
+    )

@@ -1,0 +1,267 @@
+"""On-demand prices: a small dated table shipped in the package, optionally refreshed from the AWS Pricing API.
+
+The table (``mlops_lb/data/prices.csv``: region, instance_type, usd_per_hour, as_of) holds Linux on-demand list
+prices for the t3/t4g/c7i/m7i/c6i families in us-east-1 and eu-west-1, plus two rows per region for the
+Application Load Balancer: ``alb`` (per load balancer hour) and ``alb_lcu`` (per LCU-hour). Prices change; the
+``as_of`` date says how old a number is, and :func:`refresh_prices_from_aws` fetches current ones.
+
+Example::
+
+    from mlops_lb.analysis import hourly_price
+    hourly_price("t3.small", "us-east-1")          # 0.0208
+    alb_hourly_cost(rps=200, region="us-east-1")    # ALB hour + LCU estimate, USD per hour
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.resources import files
+from typing import Any
+
+from ..errors import MetricsError, SpecError
+
+__all__ = [
+    "ALB_HOUR",
+    "ALB_LCU_HOUR",
+    "Price",
+    "alb_hourly_cost",
+    "estimate_lcu",
+    "hourly_price",
+    "price_table",
+    "refresh_prices_from_aws",
+    "register_price",
+]
+
+logger = logging.getLogger(__name__)
+
+ALB_HOUR = "alb"
+ALB_LCU_HOUR = "alb_lcu"
+
+# The Pricing API's human-readable location names for the regions we refresh (its `location` attribute).
+_LOCATIONS: Mapping[str, str] = {
+    "us-east-1": "US East (N. Virginia)",
+    "us-east-2": "US East (Ohio)",
+    "us-west-2": "US West (Oregon)",
+    "eu-west-1": "EU (Ireland)",
+    "eu-central-1": "EU (Frankfurt)",
+    "ap-south-1": "Asia Pacific (Mumbai)",
+}
+
+
+@dataclass(frozen=True)
+class Price:
+    """One row of the price table.
+
+    Example::
+
+        Price("us-east-1", "t3.small", 0.0208, "2025-01-15")
+    """
+
+    region: str
+    instance_type: str
+    usd_per_hour: float
+    as_of: str
+
+
+# Prices added at run time (register_price / refresh_prices_from_aws) win over the shipped table.
+_overrides: dict[tuple[str, str], Price] = {}
+
+
+@lru_cache(maxsize=1)
+def _shipped() -> dict[tuple[str, str], Price]:
+    text = files("mlops_lb").joinpath("data").joinpath("prices.csv").read_text()
+    rows = csv.DictReader(line for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    table: dict[tuple[str, str], Price] = {}
+    for r in rows:
+        p = Price(r["region"], r["instance_type"], float(r["usd_per_hour"]), r["as_of"])
+        table[(p.region, p.instance_type)] = p
+    return table
+
+
+def price_table() -> list[Price]:
+    """Every known price (shipped table plus registered/refreshed ones), sorted by region and type.
+
+    Example::
+
+        [p for p in price_table() if p.region == "eu-west-1"]
+    """
+    merged = {**_shipped(), **_overrides}
+    return sorted(merged.values(), key=lambda p: (p.region, p.instance_type))
+
+
+def register_price(instance_type: str, region: str, usd_per_hour: float, *, as_of: str = "user") -> Price:
+    """Add or replace a price for this process (e.g. a type the shipped table lacks).
+
+    Example::
+
+        register_price("g5.xlarge", "us-east-1", 1.006, as_of="2025-01-15")
+    """
+    if not (isinstance(usd_per_hour, (int, float)) and usd_per_hour >= 0 and math.isfinite(usd_per_hour)):
+        raise SpecError("usd_per_hour", f"must be a finite number >= 0 (got {usd_per_hour!r})")
+    p = Price(region, instance_type, float(usd_per_hour), as_of)
+    _overrides[(region, instance_type)] = p
+    return p
+
+
+def _lookup(instance_type: str, region: str) -> Price:
+    key = (region, instance_type)
+    if key in _overrides:
+        return _overrides[key]
+    table = _shipped()
+    if key in table:
+        return table[key]
+    known = sorted({t for (r, t) in table if r == region and t not in (ALB_HOUR, ALB_LCU_HOUR)})
+    regions = sorted({r for (r, _) in table})
+    where = (
+        f"known types in {region}: {', '.join(known)}" if known else f"known regions: {', '.join(regions)}"
+    )
+    raise SpecError(
+        "instance_type",
+        f"has no price for {instance_type!r} in {region!r} ({where}). Add one with "
+        f"mlops_lb.analysis.pricing.register_price({instance_type!r}, {region!r}, usd_per_hour), "
+        "fetch it with refresh_prices_from_aws(...), or add a row to mlops_lb/data/prices.csv",
+    )
+
+
+def hourly_price(instance_type: str, region: str = "us-east-1") -> float:
+    """On-demand USD per hour of ``instance_type`` in ``region``; SpecError naming how to add a missing one.
+
+    Example::
+
+        hourly_price("c7i.large", "eu-west-1")   # 0.1008
+    """
+    return _lookup(instance_type, region).usd_per_hour
+
+
+def estimate_lcu(
+    rps: float,
+    *,
+    bytes_per_request: float = 2_000.0,
+    requests_per_connection: float = 100.0,
+    connection_duration_s: float = 60.0,
+    rule_evaluations_per_request: float = 1.0,
+) -> float:
+    """ALB Load Balancer Capacity Units used at a steady ``rps``: the largest of AWS's four dimensions.
+
+    One LCU is 25 new connections/s, 3,000 active connections/min, 1 GB processed/hour (EC2 targets), or
+    1,000 rule evaluations/s beyond the 10 free rules. Defaults assume keep-alive clients (100 requests per
+    connection, connections held 60 s) and small JSON bodies (2 kB request + response); one listener rule.
+
+    Example::
+
+        estimate_lcu(1000)   # max(0.4, 0.2, 7.2, 0.0) = 7.2 (processed bytes dominate)
+    """
+    if rps < 0:
+        raise SpecError("rps", f"must be >= 0 (got {rps!r})")
+    new_conn_per_s = rps / max(requests_per_connection, 1.0)
+    active_per_min = new_conn_per_s * connection_duration_s
+    gb_per_hour = rps * bytes_per_request * 3600 / 1e9
+    # The first 10 rule evaluations per request are free.
+    rules_per_s = rps * max(0.0, rule_evaluations_per_request - 10)
+    return max(new_conn_per_s / 25.0, active_per_min / 3000.0, gb_per_hour / 1.0, rules_per_s / 1000.0)
+
+
+def alb_hourly_cost(rps: float, region: str = "us-east-1", **lcu_options: Any) -> float:
+    """USD per hour of one ALB carrying ``rps``: the hourly charge plus the estimated LCU-hours (AWS bills the
+    busiest LCU dimension each hour, fractionally).
+
+    Example::
+
+        alb_hourly_cost(1000, "us-east-1")   # 0.0225 + 7.2 * 0.008 = 0.0801
+    """
+    return hourly_price(ALB_HOUR, region) + estimate_lcu(rps, **lcu_options) * hourly_price(
+        ALB_LCU_HOUR, region
+    )
+
+
+def _product_filters(instance_type: str, location: str) -> list[dict[str, str]]:
+    pairs = {
+        "instanceType": instance_type,
+        "location": location,
+        "operatingSystem": "Linux",
+        "tenancy": "Shared",
+        "preInstalledSw": "NA",
+        "capacitystatus": "Used",
+    }
+    return [{"Type": "TERM_MATCH", "Field": k, "Value": v} for k, v in pairs.items()]
+
+
+def _on_demand_usd(price_item: str) -> float | None:
+    doc = json.loads(price_item)
+    for term in doc.get("terms", {}).get("OnDemand", {}).values():
+        for dim in term.get("priceDimensions", {}).values():
+            if dim.get("unit") == "Hrs":
+                usd = float(dim.get("pricePerUnit", {}).get("USD", "nan"))
+                if math.isfinite(usd) and usd > 0:
+                    return usd
+    return None
+
+
+def refresh_prices_from_aws(
+    instance_types: Iterable[str],
+    regions: Iterable[str] = ("us-east-1",),
+    *,
+    session: Any = None,
+    client: Any = None,
+    as_of: str | None = None,
+) -> list[Price]:
+    """Fetch current on-demand Linux prices with the AWS Pricing API and register them for this process.
+
+    Needs ``pricing:GetProducts``. The Pricing API lives in us-east-1 (also eu-central-1, ap-south-1); pass a
+    ``client`` (e.g. one wrapped in botocore's Stubber) or a boto3 ``session``. Returns the prices it found; types
+    with no match are logged and skipped.
+
+    Example::
+
+        refresh_prices_from_aws(["t3.small", "c7i.large"], ["us-east-1", "eu-west-1"])
+    """
+    import datetime as _dt
+
+    if client is None:
+        import boto3
+
+        client = (session or boto3.Session()).client("pricing", region_name="us-east-1")
+    stamp = as_of or _dt.date.today().isoformat()
+    found: list[Price] = []
+    for region in regions:
+        location = _LOCATIONS.get(region)
+        if location is None:
+            raise SpecError(
+                "regions", f"has no Pricing API location for {region!r} (known: {', '.join(_LOCATIONS)})"
+            )
+        for itype in instance_types:
+            kwargs: dict[str, Any] = {
+                "ServiceCode": "AmazonEC2",
+                "Filters": _product_filters(itype, location),
+                "FormatVersion": "aws_v1",
+                "MaxResults": 100,
+            }
+            usd: float | None = None
+            while True:
+                try:
+                    page = client.get_products(**kwargs)
+                except Exception as exc:  # botocore ClientError / BotoCoreError
+                    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+                    raise MetricsError(
+                        f"Pricing GetProducts failed for {itype} in {region}",
+                        code=code,
+                        hint="allow pricing:GetProducts and call it in us-east-1",
+                    ) from exc
+                for item in page.get("PriceList", []):
+                    usd = usd or _on_demand_usd(item)
+                token = page.get("NextToken")
+                if usd is not None or not token:
+                    break
+                kwargs["NextToken"] = token
+            if usd is None:
+                logger.warning("no on-demand price found for %s in %s", itype, region)
+                continue
+            logger.info("price %s %s = %s USD/h", region, itype, usd)
+            found.append(register_price(itype, region, usd, as_of=stamp))
+    return found
