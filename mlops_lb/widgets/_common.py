@@ -1,0 +1,96 @@
+"""Helpers shared by the panels: a status table in HTML, messages, a stoppable ticker."""
+
+from __future__ import annotations
+
+import html
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+# Targets still billed / still in the group; "terminated" rows are history.
+LIVE_STATES = ("pending", "in_service", "draining")
+
+_COLOURS = {"info": "#555", "busy": "#8a6d00", "ok": "#1a7f37", "error": "#b42318"}
+
+
+def message_html(text: str, kind: str = "info") -> str:
+    """A one-line coloured message (escaped) for an HTML widget."""
+    colour = _COLOURS.get(kind, _COLOURS["info"])
+    return f'<div class="mlops-lb-msg mlops-lb-{kind}" style="color:{colour}">{html.escape(text)}</div>'
+
+
+def error_text(exc: BaseException) -> str:
+    """``SpecError: capacity.min must be ...`` — the class name tells SpecError from ProvisionError."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+def live_targets(status: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a ``fleet.status()`` frame that are still part of the group."""
+    if "state" not in status.columns:
+        return status
+    return status[status["state"].isin(LIVE_STATES)]
+
+
+def status_summary(status: pd.DataFrame) -> str:
+    """``2 targets (2 healthy, 0 pending)`` for the live rows of a status frame."""
+    live = live_targets(status)
+    n = len(live)
+    healthy = int((live["health"] == "healthy").sum()) if "health" in live.columns else 0
+    pending = int((live["state"] == "pending").sum()) if "state" in live.columns else 0
+    noun = "target" if n == 1 else "targets"
+    return f"{n} {noun} ({healthy} healthy, {pending} pending)"
+
+
+def status_table_html(status: pd.DataFrame) -> str:
+    """Summary line plus a compact table of target, address, state, health, launched_at."""
+    cols = [c for c in ("target", "address", "state", "health", "launched_at") if c in status.columns]
+    live = live_targets(status)
+    table = live[cols].to_html(index=False, border=0, classes="mlops-lb-status", na_rep="")
+    summary = html.escape(status_summary(status))
+    return f'<div class="mlops-lb-status-summary"><b>{summary}</b></div>{table}'
+
+
+class Ticker:
+    """Call ``fn`` every ``interval_s`` seconds on a daemon thread until :meth:`stop`.
+
+    Exceptions from ``fn`` are logged and the ticker keeps going: a flaky status read must not kill the refresh.
+
+    Example::
+
+        t = Ticker(2.0, panel.refresh, name="status"); t.start(); ...; t.stop()
+    """
+
+    def __init__(self, interval_s: float, fn: Callable[[], Any], *, name: str = "ticker") -> None:
+        self.interval_s = float(interval_s)
+        self._fn = fn
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"mlops-lb-{name}", daemon=True)
+
+    def start(self) -> Ticker:
+        """Start ticking; returns self."""
+        self._thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        """True until stopped (or never started)."""
+        return self._thread.is_alive() and not self._stop.is_set()
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Stop and wait (up to ``timeout``) for a tick in progress to finish."""
+        self._stop.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self._fn()
+            except Exception:  # keep ticking; the panel shows its own errors
+                log.exception("periodic %s failed", self._thread.name)

@@ -1,0 +1,480 @@
+"""LoadTestPanel: pick a profile, Start/Stop a load test, watch p50/p99 and throughput live, get the report."""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as w
+
+from ._common import error_text, message_html
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["PROFILES", "LoadTestPanel", "build_profile"]
+
+log = logging.getLogger(__name__)
+
+PROFILES = ("constant", "ramp", "step", "spike")
+_STEPS = 4  # the step profile climbs from rate to end rate in this many equal steps
+
+
+def build_profile(kind: str, rate: float, end_rate: float, duration_s: float) -> Any:
+    """The ``ml.load`` profile the panel's inputs describe.
+
+    ``constant``: ``rate`` for ``duration_s``; ``ramp``: ``rate`` → ``end_rate``; ``step``: four equal steps from
+    ``rate`` to ``end_rate``; ``spike``: ``rate`` with a burst to ``end_rate`` from 1/3 of the run lasting 1/6.
+
+    Example::
+
+        build_profile("ramp", 10, 100, 30)      # ml.load.ramp(start_rps=10, end_rps=100, duration_s=30)
+    """
+    from .. import load
+    from ..errors import SpecError
+
+    if kind == "constant":
+        return load.constant(rate, duration_s)
+    if kind == "ramp":
+        return load.ramp(rate, end_rate, duration_s)
+    if kind == "step":
+        rates = [rate + (end_rate - rate) * i / (_STEPS - 1) for i in range(_STEPS)]
+        return load.step(rates, duration_s / _STEPS)
+    if kind == "spike":
+        return load.spike(rate, end_rate, duration_s, duration_s / 3.0, duration_s / 6.0)
+    raise SpecError("profile", f"must be one of {', '.join(PROFILES)} (got {kind!r})")
+
+
+def _is_ipympl_backend() -> bool:
+    import matplotlib
+
+    backend = str(matplotlib.get_backend()).lower()
+    return "ipympl" in backend or backend == "widget"
+
+
+class _LivePlot:
+    """Latency (p50, p99) and throughput (offered, achieved) against time since the start.
+
+    With ``%matplotlib widget`` (ipympl) the figure is a live canvas widget; otherwise the figure is rendered to
+    PNG and set as the single output of an Output widget — setting ``outputs`` is safe from the load's thread,
+    where ``with output:`` capture is not.
+    """
+
+    def __init__(self, mode: str = "auto") -> None:
+        self.mode = ("ipympl" if _is_ipympl_backend() else "static") if mode == "auto" else mode
+        self.redraws = 0
+        if self.mode == "ipympl":
+            import matplotlib.pyplot as plt
+
+            with plt.ioff():
+                self.figure: Figure = plt.figure(figsize=(8, 3.2))
+            self.widget: w.DOMWidget = self.figure.canvas  # type: ignore[assignment]
+        else:
+            from matplotlib.figure import Figure
+
+            # A bare Figure (no pyplot): nothing global, nothing that needs the main thread.
+            self.figure = Figure(figsize=(8, 3.2))
+            self.widget = w.Output()
+        self.lat_ax: Axes
+        self.rps_ax: Axes
+        self.lat_ax, self.rps_ax = self.figure.subplots(1, 2)
+        self.lines = {
+            "p50": self.lat_ax.plot([], [], label="p50")[0],
+            "p99": self.lat_ax.plot([], [], label="p99")[0],
+            "offered": self.rps_ax.plot([], [], label="offered", linestyle="--")[0],
+            "achieved": self.rps_ax.plot([], [], label="achieved")[0],
+        }
+        self.lat_ax.set(title="latency (corrected)", xlabel="s", ylabel="ms")
+        self.rps_ax.set(title="throughput", xlabel="s", ylabel="requests/s")
+        for ax in (self.lat_ax, self.rps_ax):
+            ax.legend(loc="upper left", fontsize="small")
+            ax.grid(alpha=0.3)
+        self.figure.tight_layout()
+
+    def update(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Redraw from every interval row so far."""
+        if not rows:
+            return
+        xs = _seconds_since_first([r.get("interval_start") for r in rows])
+        series = {
+            "p50": [_ms(r.get("p50_s")) for r in rows],
+            "p99": [_ms(r.get("p99_s")) for r in rows],
+            "offered": [_num(r.get("offered_rps")) for r in rows],
+            "achieved": [_num(r.get("achieved_rps")) for r in rows],
+        }
+        for name, ys in series.items():
+            self.lines[name].set_data(xs, ys)
+        for ax in (self.lat_ax, self.rps_ax):
+            ax.relim()
+            ax.autoscale_view()
+        self.redraws += 1
+        if self.mode == "ipympl":
+            self.figure.canvas.draw_idle()
+            return
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        buf = io.BytesIO()
+        FigureCanvasAgg(self.figure).print_png(buf)
+        png = base64.b64encode(buf.getvalue()).decode("ascii")
+        assert isinstance(self.widget, w.Output)
+        self.widget.outputs = (
+            {
+                "output_type": "display_data",
+                "metadata": {},
+                "data": {"image/png": png, "text/plain": f"<live plot, {len(rows)} intervals>"},
+            },
+        )
+
+
+def _ms(v: Any) -> float:
+    return _num(v) * 1000.0
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _seconds_since_first(stamps: list[Any]) -> list[float]:
+    def secs(s: Any) -> float:
+        if isinstance(s, datetime):
+            return s.timestamp()
+        if hasattr(s, "timestamp"):
+            return float(s.timestamp())
+        return _num(s)
+
+    vals = [secs(s) for s in stamps]
+    if not vals or vals[0] != vals[0]:
+        return [float(i) for i in range(len(stamps))]
+    return [v - vals[0] for v in vals]
+
+
+class LoadTestPanel:
+    """Start and stop a load test against a fleet (or a URL) and watch it live.
+
+    Start builds the profile from the inputs, creates a run bundle under ``root`` (``root=None``: none), and calls
+    ``start_load(url, profile, on_interval=..., progress=False, bundle=bundle)`` which returns at once with a
+    running load (``mlops_lb.load.start_load`` unless injected). Each interval updates the plots and the progress
+    bar; when the run ends (or Stop is clicked) the fleet's metrics and events go into the bundle, the report is
+    written and its path shown in ``report_html`` (``panel.report_path``). For a fleet the URL is
+    ``fleet.url + "/predict"``.
+
+    Example::
+
+        panel = ml.widgets.LoadTestPanel(fleet)
+        panel.profile_dropdown.value = "ramp"; panel.rate_input.value = 10; panel.end_rate_input.value = 80
+        panel.duration_input.value = 20; panel.start_button.click()
+        panel.wait(); panel.report_path
+    """
+
+    def __init__(
+        self,
+        fleet_or_url: Any,
+        *,
+        root: str | Path | None = "runs",
+        start_load: Callable[..., Any] | None = None,
+        payloads: Any = None,
+        make_bundle: Callable[[str, Any], Any] | None = None,
+        write_report: Callable[[Any], Any] | None = None,
+        executor: Executor | None = None,
+        plot: str = "auto",
+    ) -> None:
+        if isinstance(fleet_or_url, str):
+            self.fleet: Any = None
+            self.url = fleet_or_url
+            spec = None
+        else:
+            self.fleet = fleet_or_url
+            self.url = ""  # read at Start: a fleet may be launched after the panel is built
+            spec = fleet_or_url.spec
+        self.spec = spec
+        self.root = root
+        self.payloads = payloads
+        self._start_load = start_load
+        self._make_bundle = make_bundle
+        self._write_report = write_report
+        self._owns_executor = executor is None
+        self._executor: Executor = executor or ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="mlops-lb-load"
+        )
+        self._rows: list[dict[str, Any]] = []
+        self._rows_lock = threading.Lock()
+        self._t0 = 0.0
+        self._duration_s = 1.0
+        self._stopped = False
+        self.run: Any = None
+        self.bundle: Any = None
+        self.result: Any = None
+        self.report_path: Path | None = None
+        self._future: Future[Any] | None = None
+
+        target = spec.scaling.target_rps_per_target if spec is not None else 20.0
+        top = target * (spec.capacity.max if spec is not None else 4)
+        style = {"description_width": "90px"}
+        self.profile_dropdown = w.Dropdown(
+            options=list(PROFILES), value="ramp", description="profile", style=style
+        )
+        self.rate_input = w.BoundedFloatText(
+            value=round(target / 2, 1), min=0.1, max=1e6, step=1, description="rps (start)", style=style
+        )
+        self.end_rate_input = w.BoundedFloatText(
+            value=round(top, 1), min=0.1, max=1e6, step=1, description="rps (end)", style=style
+        )
+        self.duration_input = w.BoundedFloatText(
+            value=30.0, min=1.0, max=86_400.0, step=5, description="duration s", style=style
+        )
+        self.start_button = w.Button(description="Start", button_style="success", icon="play")
+        self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
+        self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="progress", style=style)
+        self.message = w.HTML(message_html("choose a profile and press Start"))
+        self.summary_html = w.HTML("")
+        self.report_html = w.HTML("")
+        self.live_plot = _LivePlot(plot)
+        self.plot = self.live_plot.widget
+
+        self.profile_dropdown.observe(lambda _c: self._sync_inputs(), names="value")
+        self.start_button.on_click(lambda _b: self.start())
+        self.stop_button.on_click(lambda _b: self.stop())
+        self._sync_inputs()
+        self._widget = w.VBox(
+            [
+                w.HTML("<b>Load test</b>"),
+                w.HBox([self.profile_dropdown, self.duration_input]),
+                w.HBox([self.rate_input, self.end_rate_input]),
+                w.HBox([self.start_button, self.stop_button, self.progress]),
+                self.message,
+                self.plot,
+                self.summary_html,
+                self.report_html,
+            ]
+        )
+
+    # ------------------------------------------------------------------ display
+    @property
+    def widget(self) -> w.VBox:
+        """The panel's root widget."""
+        return self._widget
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self._widget)
+
+    def _sync_inputs(self) -> None:
+        # constant has one rate; for spike the second rate is the burst's.
+        kind = self.profile_dropdown.value
+        self.end_rate_input.disabled = kind == "constant"
+        self.rate_input.description = (
+            "rps" if kind == "constant" else ("base rps" if kind == "spike" else "rps (start)")
+        )
+        self.end_rate_input.description = "spike rps" if kind == "spike" else "rps (end)"
+
+    # ------------------------------------------------------------------ actions
+    def profile(self) -> Any:
+        """The profile the inputs describe (see :func:`build_profile`)."""
+        return build_profile(
+            self.profile_dropdown.value,
+            float(self.rate_input.value),
+            float(self.end_rate_input.value),
+            float(self.duration_input.value),
+        )
+
+    @property
+    def running(self) -> bool:
+        """True from Start until the run's report is written (or it failed)."""
+        return self._future is not None and not self._future.done()
+
+    def start(self) -> None:
+        """Start a run in the background; problems are shown in ``message``."""
+        if self.running:
+            self.message.value = message_html("a run is already going: Stop it first", "error")
+            return
+        self._stopped = False
+        self.result = self.report_path = None
+        self.summary_html.value = self.report_html.value = ""
+        self.progress.value = 0.0
+        with self._rows_lock:
+            self._rows = []
+        try:
+            url = self.url or self.fleet.url.rstrip("/") + "/predict"
+            profile = self.profile()
+            self.bundle = self._new_bundle()
+            start_load = self._start_load or _default_start_load()
+            self._duration_s = max(float(self.duration_input.value), 1e-9)
+            self._t0 = time.monotonic()
+            self.run = start_load(
+                url, profile, self.payloads, on_interval=self._on_interval, progress=False, bundle=self.bundle
+            )
+        except Exception as exc:
+            log.info("load test did not start: %s", exc)
+            self.message.value = message_html(error_text(exc), "error")
+            return
+        log.info("load test started against %s", url)
+        self.start_button.disabled = True
+        self.stop_button.disabled = False
+        self.message.value = message_html(f"running {self.profile_dropdown.value} against {url}…", "busy")
+        self._future = self._executor.submit(self._finish)
+
+    def stop(self) -> None:
+        """Ask the running load to stop; what was measured is kept and reported."""
+        if self.run is None or not self.running:
+            return
+        self._stopped = True
+        self.stop_button.disabled = True
+        self.message.value = message_html("stopping…", "busy")
+        self.run.stop()
+
+    def wait(self, timeout: float | None = None) -> Path | None:
+        """Block until the run is over and its report written; returns the report's path (or None)."""
+        if self._future is not None:
+            self._future.exception(timeout)
+        return self.report_path
+
+    def _on_interval(self, row: Mapping[str, Any]) -> None:
+        # Called on the load's thread once per interval; must never raise into the load engine.
+        try:
+            with self._rows_lock:
+                self._rows.append(dict(row))
+                rows = list(self._rows)
+            self.progress.value = min(1.0, (time.monotonic() - self._t0) / self._duration_s)
+            self.live_plot.update(rows)
+        except Exception:
+            log.exception("live plot update failed")
+
+    @property
+    def intervals(self) -> list[dict[str, Any]]:
+        """The interval rows received so far (a copy)."""
+        with self._rows_lock:
+            return list(self._rows)
+
+    def _new_bundle(self) -> Any:
+        if self.root is None:
+            return None
+        name = getattr(self.spec, "name", None) or "load"
+        if self._make_bundle is not None:
+            return self._make_bundle(name, self.spec)
+        from ..bundle import RunBundle
+
+        return RunBundle.create(root=self.root, name=name, spec=self.spec)
+
+    def _finish(self) -> None:
+        try:
+            self.result = self.run.result()
+        except Exception as exc:
+            log.info("load test failed: %s", exc)
+            self.message.value = message_html(error_text(exc), "error")
+            self._write_bundle(None)
+            return
+        finally:
+            self.start_button.disabled = False
+            self.stop_button.disabled = True
+        self.progress.value = 1.0
+        summary = _summary(self.result)
+        self.summary_html.value = _summary_html(summary) if summary else ""
+        self.message.value = message_html(
+            "stopped — kept what was measured" if self._stopped else "done", "ok"
+        )
+        self._write_bundle(summary)
+
+    def _write_bundle(self, summary: dict[str, Any] | None) -> None:
+        if self.bundle is None:
+            return
+        try:
+            _save_fleet_data(self.bundle, self.fleet, summary)
+            writer = self._write_report or _default_write_report()
+            path = writer(getattr(self.bundle, "path", self.bundle))
+            self.report_path = Path(path)
+            self.report_html.value = (
+                f'report: <code class="mlops-lb-report">{_esc(str(self.report_path))}</code>'
+            )
+        except Exception as exc:
+            log.exception("report failed")
+            self.report_html.value = message_html("report: " + error_text(exc), "error")
+
+    def close(self) -> None:
+        """Stop a running load and release the panel's thread."""
+        self.stop()
+        if self._owns_executor:
+            self._executor.shutdown(wait=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"LoadTestPanel({self.profile_dropdown.value}, {self.rate_input.value:g}->{self.end_rate_input.value:g}"
+            f" rps, {self.duration_input.value:g} s, running={self.running})"
+        )
+
+
+def _default_start_load() -> Callable[..., Any]:
+    from ..load import start_load
+
+    return start_load  # type: ignore[no-any-return]
+
+
+def _default_write_report() -> Callable[[Any], Any]:
+    from ..report import write_report
+
+    return write_report  # type: ignore[no-any-return]
+
+
+def _save_fleet_data(bundle: Any, fleet: Any, summary: dict[str, Any] | None) -> None:
+    """Metrics and events of the fleet and the summary into the bundle; each part is best effort."""
+    if summary is not None and hasattr(bundle, "write_json"):
+        try:
+            bundle.write_json("summary", summary)
+        except Exception:
+            log.exception("could not save the summary")
+    if fleet is not None:
+        for name in ("metrics", "events"):
+            writer = getattr(bundle, f"write_{name}", None)
+            if writer is None:
+                continue
+            try:
+                writer(getattr(fleet, name)())
+            except Exception:
+                log.exception("could not save %s", name)
+    if hasattr(bundle, "finalize"):
+        bundle.finalize()
+
+
+def _summary(result: Any) -> dict[str, Any]:
+    try:
+        return dict(result.summary())
+    except Exception:
+        log.exception("summary failed")
+        return {}
+
+
+def _esc(text: str) -> str:
+    import html
+
+    return html.escape(text)
+
+
+def _summary_html(s: Mapping[str, Any]) -> str:
+    def ms(key: str) -> str:
+        v = s.get(key)
+        return f"{float(v) * 1000:.1f} ms" if isinstance(v, (int, float)) and v == v else "-"
+
+    def rps(key: str) -> str:
+        v = s.get(key)
+        return f"{float(v):.1f}" if isinstance(v, (int, float)) else "-"
+
+    cells = [
+        ("requests", str(s.get("requests", "-"))),
+        ("errors", str(s.get("errors", "-"))),
+        ("offered / achieved rps", f"{rps('offered_rps')} / {rps('achieved_rps')}"),
+        ("p50 / p99 / max", f"{ms('p50_s')} / {ms('p99_s')} / {ms('max_s')}"),
+    ]
+    body = "".join(f"<tr><th style='text-align:left'>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in cells)
+    return f'<table class="mlops-lb-summary">{body}</table>'

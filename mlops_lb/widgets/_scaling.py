@@ -1,0 +1,245 @@
+"""ScalingPanel: sliders for the Auto Scaling group's bounds and the target-tracking value, and a live status table."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as w
+
+from ._common import Ticker, error_text, message_html, status_table_html
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..fleet import Fleet
+
+__all__ = ["ScalingPanel"]
+
+log = logging.getLogger(__name__)
+
+
+class ScalingPanel:
+    """Scale a fleet with sliders; Apply runs ``fleet.scale`` off the kernel's main thread.
+
+    The sliders start at the fleet spec's capacity and target and always keep ``min <= desired <= max``. Errors
+    (``SpecError``, ``ProvisionError``…) appear in ``panel.message`` instead of as a traceback. The status table
+    (``panel.status_html``) is refreshed every ``refresh_s`` seconds by a daemon thread until :meth:`close`;
+    ``refresh_s=None`` (or 0) refreshes only on demand.
+
+    Example::
+
+        panel = ml.widgets.ScalingPanel(fleet)
+        panel                                   # the last line of a cell shows it
+        panel.desired_slider.value = 2; panel.apply_button.click(); panel.wait()
+        panel.close()                           # stops the periodic refresh
+    """
+
+    def __init__(
+        self,
+        fleet: Fleet | Any,
+        *,
+        refresh_s: float | None = 2.0,
+        executor: Executor | None = None,
+        max_limit: int | None = None,
+    ) -> None:
+        self.fleet = fleet
+        spec = fleet.spec
+        cap = spec.capacity
+        limit = max_limit if max_limit is not None else max(10, 2 * cap.max)
+        self._owns_executor = executor is None
+        self._executor: Executor = executor or ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="mlops-lb-scale"
+        )
+        self._pending: Future[Any] | None = None
+        self._adjusting = False  # guards the constraint observers against re-entering each other
+        self._lock = threading.Lock()
+        self.last_status: pd.DataFrame | None = None
+        self._applied_target = float(spec.scaling.target_rps_per_target)
+
+        style = {"description_width": "150px"}
+        layout = w.Layout(width="420px")
+        self.min_slider = w.IntSlider(
+            value=cap.min, min=0, max=limit, description="min", style=style, layout=layout
+        )
+        self.desired_slider = w.IntSlider(
+            value=cap.desired, min=0, max=limit, description="desired", style=style, layout=layout
+        )
+        self.max_slider = w.IntSlider(
+            value=cap.max, min=1, max=limit, description="max", style=style, layout=layout
+        )
+        target = float(spec.scaling.target_rps_per_target)
+        self.target_slider = w.FloatSlider(
+            value=target,
+            min=0.5,
+            max=max(10.0, 4 * target),
+            step=0.5,
+            description="target rps / target",
+            style=style,
+            layout=layout,
+        )
+        self.apply_button = w.Button(
+            description="Apply",
+            button_style="primary",
+            icon="check",
+            tooltip="fleet.scale(min, desired, max, target_rps_per_target)",
+        )
+        self.refresh_button = w.Button(
+            description="Refresh", icon="refresh", tooltip="read fleet.status() now"
+        )
+        self.message = w.HTML(message_html("move the sliders, then Apply"))
+        self.status_html = w.HTML(message_html("status not read yet"))
+
+        self.min_slider.observe(self._on_min, names="value")
+        self.desired_slider.observe(self._on_desired, names="value")
+        self.max_slider.observe(self._on_max, names="value")
+        self.apply_button.on_click(lambda _b: self.apply())
+        self.refresh_button.on_click(lambda _b: self.refresh())
+
+        self._widget = w.VBox(
+            [
+                w.HTML(f"<b>Scaling — {spec.name}</b>"),
+                self.min_slider,
+                self.desired_slider,
+                self.max_slider,
+                self.target_slider,
+                w.HBox([self.apply_button, self.refresh_button]),
+                self.message,
+                self.status_html,
+            ]
+        )
+        self.refresh()
+        self._ticker: Ticker | None = None
+        if refresh_s:
+            self._ticker = Ticker(refresh_s, self.refresh, name="scaling-status").start()
+
+    # ------------------------------------------------------------------ display
+    @property
+    def widget(self) -> w.VBox:
+        """The panel's root widget."""
+        return self._widget
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self._widget)
+
+    # ------------------------------------------------------------------ slider constraints
+    def _on_min(self, change: dict[str, Any]) -> None:
+        self._constrain(lo=change["new"])
+
+    def _on_desired(self, change: dict[str, Any]) -> None:
+        value = change["new"]
+        self._constrain(lo=min(value, self.min_slider.value), hi=max(value, self.max_slider.value))
+
+    def _on_max(self, change: dict[str, Any]) -> None:
+        self._constrain(hi=change["new"])
+
+    def _constrain(self, lo: int | None = None, hi: int | None = None) -> None:
+        # The slider the user moved wins; the others follow so the form never shows min > desired > max.
+        if self._adjusting:
+            return
+        self._adjusting = True
+        try:
+            if lo is not None:
+                self.min_slider.value = lo
+                if self.desired_slider.value < lo:
+                    self.desired_slider.value = lo
+                if self.max_slider.value < max(lo, 1):
+                    self.max_slider.value = max(lo, 1)
+            if hi is not None:
+                self.max_slider.value = hi
+                if self.desired_slider.value > hi:
+                    self.desired_slider.value = hi
+                if self.min_slider.value > hi:
+                    self.min_slider.value = hi
+        finally:
+            self._adjusting = False
+
+    # ------------------------------------------------------------------ actions
+    def values(self) -> dict[str, Any]:
+        """The keyword arguments Apply passes to ``fleet.scale``.
+
+        The target is passed only when it changed: on AWS changing it is a stack update, the bounds are not.
+        """
+        kwargs: dict[str, Any] = {
+            "min": self.min_slider.value,
+            "desired": self.desired_slider.value,
+            "max": self.max_slider.value,
+        }
+        if float(self.target_slider.value) != self._applied_target:
+            kwargs["target_rps_per_target"] = float(self.target_slider.value)
+        return kwargs
+
+    def apply(self) -> Future[Any]:
+        """Run ``fleet.scale(**values())`` on the executor; the outcome lands in ``message``. Returns the future."""
+        kwargs = self.values()
+        self.apply_button.disabled = True
+        self.message.value = message_html("applying… " + _fmt(kwargs), "busy")
+        future = self._executor.submit(self._apply, kwargs)
+        self._pending = future
+        future.add_done_callback(self._applied)
+        return future
+
+    def _apply(self, kwargs: dict[str, Any]) -> float:
+        t0 = time.monotonic()
+        log.info("scaling %s: %s", getattr(self.fleet.spec, "name", "?"), kwargs)
+        self.fleet.scale(**kwargs)
+        if "target_rps_per_target" in kwargs:
+            self._applied_target = kwargs["target_rps_per_target"]
+        return time.monotonic() - t0
+
+    def _applied(self, future: Future[Any]) -> None:
+        try:
+            exc = future.exception()
+            if exc is not None:
+                log.info("scale failed: %s", exc)
+                self.message.value = message_html(error_text(exc), "error")
+            else:
+                self.message.value = message_html(f"applied in {future.result():.1f} s", "ok")
+                self.refresh()
+        finally:
+            self.apply_button.disabled = False
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the last Apply has finished (its outcome is in ``message`` either way)."""
+        if self._pending is not None:
+            self._pending.exception(timeout)
+
+    def refresh(self) -> pd.DataFrame | None:
+        """Read ``fleet.status()`` into the table now; a failed read is shown, not raised."""
+        with self._lock:  # the ticker and the button may both fire
+            try:
+                status = self.fleet.status()
+            except Exception as exc:
+                log.info("status read failed: %s", exc)
+                self.status_html.value = message_html("status: " + error_text(exc), "error")
+                return None
+            self.last_status = status
+            self.status_html.value = status_table_html(status)
+            return status
+
+    @property
+    def refreshing(self) -> bool:
+        """True while the periodic status refresh runs."""
+        return self._ticker is not None and self._ticker.running
+
+    def close(self) -> None:
+        """Stop the periodic refresh and the panel's own executor; the widgets stay on screen."""
+        if self._ticker is not None:
+            self._ticker.stop()
+        if self._owns_executor:
+            self._executor.shutdown(wait=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"ScalingPanel(min={self.min_slider.value}, desired={self.desired_slider.value}, "
+            f"max={self.max_slider.value}, target={self.target_slider.value:g} rps/target)"
+        )
+
+
+def _fmt(kwargs: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in kwargs.items())
