@@ -1,0 +1,571 @@
+"""Matplotlib figures of a load test and a scaling run; each function returns a Figure and accepts ``ax``.
+
+Figures are built with the object-oriented API (:class:`matplotlib.figure.Figure`), never through pyplot state,
+so they render the same in a notebook, a headless test and the HTML report. Time axes are seconds since the start
+of the run by default (``time="utc"`` for wall-clock UTC); latencies are shown in milliseconds.
+
+Example::
+
+    from mlops_lb import plots
+    plots.latency_over_time(result.intervals())          # p50/p90/p99/p99.9, corrected and uncorrected
+    plots.throughput(result.intervals())                  # offered vs achieved, errors by kind
+    plots.percentile_spectrum(result)                     # HDR plot
+    plots.scaling_timeline(fleet.metrics(), fleet.events(), target_rps_per_target=20, period_s=2)
+    plots.dashboard(bundle)                               # everything on one figure
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "capacity_curve",
+    "dashboard",
+    "latency_over_time",
+    "per_target",
+    "percentile_spectrum",
+    "scaling_timeline",
+    "throughput",
+]
+
+TimeAxis = Literal["relative", "utc"]
+
+_PCTS = (("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p999", "p99.9"))
+_COLORS = {"p50": "tab:blue", "p90": "tab:green", "p99": "tab:orange", "p999": "tab:red"}
+_ERROR_KINDS = ("timeout", "connect", "reset", "http_4xx", "http_5xx", "other")
+
+
+# --------------------------------------------------------------------------- helpers
+def _axes(ax: Axes | None, figsize: tuple[float, float] = (9.0, 4.0)) -> tuple[Figure, Axes]:
+    from matplotlib.figure import Figure
+
+    if ax is not None:
+        return ax.figure, ax  # type: ignore[return-value]
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _frame(obj: Any, name: str) -> pd.DataFrame:
+    """A DataFrame itself, or ``obj.<name>`` (attribute of a bundle, or method of a LoadResult)."""
+    import pandas as pd
+
+    if isinstance(obj, pd.DataFrame):
+        return obj
+    val = getattr(obj, name, None)
+    if callable(val):
+        val = val()
+    if isinstance(val, pd.DataFrame):
+        return val
+    raise TypeError(f"expected a DataFrame or an object with .{name} (got {type(obj).__name__})")
+
+
+def _utc(s: pd.Series) -> pd.Series:
+    import pandas as pd
+
+    return pd.to_datetime(s, utc=True)
+
+
+def _x(ts: pd.Series, time: TimeAxis, t0: Any) -> Any:
+    """x values for timestamps: seconds since ``t0`` (default: the first timestamp) or naive UTC datetimes."""
+    import pandas as pd
+
+    ts = _utc(ts)
+    if time == "utc":
+        return ts.dt.tz_localize(None).to_numpy()
+    if time != "relative":
+        raise ValueError(f"time must be 'relative' or 'utc' (got {time!r})")
+    start = ts.min() if t0 is None else pd.Timestamp(t0)
+    start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
+    return (ts - start).dt.total_seconds().to_numpy()
+
+
+def _time_label(ax: Axes, time: TimeAxis) -> None:
+    ax.set_xlabel("time (UTC)" if time == "utc" else "time since start (s)")
+
+
+def _interval_s(ts: pd.Series) -> float:
+    d = _utc(ts).sort_values().diff().dt.total_seconds().dropna()
+    d = d[d > 0]
+    return float(d.median()) if len(d) else 1.0
+
+
+# --------------------------------------------------------------------------- load test plots
+def latency_over_time(
+    intervals: Any,
+    *,
+    ax: Axes | None = None,
+    corrected: bool = True,
+    uncorrected: bool = True,
+    time: TimeAxis = "relative",
+    t0: Any = None,
+) -> Figure:
+    """Latency percentiles per interval (p50/p90/p99/p99.9) on a log scale, in ms.
+
+    Solid lines are corrected for coordinated omission (measured from the intended send time), dashed lines are
+    uncorrected (from the actual send): where they part, the client fell behind its schedule.
+
+    Example::
+
+        latency_over_time(result.intervals(), uncorrected=False)
+    """
+    df = _frame(intervals, "intervals")
+    fig, ax = _axes(ax)
+    x = _x(df["interval_start"], time, t0)
+    for key, label in _PCTS:
+        if corrected and f"{key}_s" in df.columns:
+            ax.plot(x, df[f"{key}_s"].to_numpy(dtype=float) * 1000.0, color=_COLORS[key], label=label)
+        if uncorrected and f"{key}_uncorrected_s" in df.columns:
+            ax.plot(
+                x,
+                df[f"{key}_uncorrected_s"].to_numpy(dtype=float) * 1000.0,
+                color=_COLORS[key],
+                linestyle="--",
+                alpha=0.7,
+                label=f"{label} (uncorrected)",
+            )
+    ax.set_yscale("log")
+    ax.set_ylabel("latency (ms, log scale)")
+    _time_label(ax, time)
+    ax.set_title("Latency percentiles per interval")
+    ax.grid(True, which="both", alpha=0.3)
+    if ax.get_lines():
+        ax.legend(loc="upper left", fontsize="small", ncol=2)
+    return fig
+
+
+def throughput(
+    intervals: Any,
+    *,
+    ax: Axes | None = None,
+    time: TimeAxis = "relative",
+    t0: Any = None,
+) -> Figure:
+    """Offered vs achieved requests per second, with errors per second stacked by kind on a second axis.
+
+    Example::
+
+        throughput(result.intervals())
+    """
+    df = _frame(intervals, "intervals")
+    fig, ax = _axes(ax)
+    x = _x(df["interval_start"], time, t0)
+    ax.plot(x, df["offered_rps"].to_numpy(dtype=float), color="tab:gray", linestyle="--", label="offered")
+    ax.plot(x, df["achieved_rps"].to_numpy(dtype=float), color="tab:blue", label="achieved")
+    ax.set_ylabel("requests per second")
+    ax.set_ylim(bottom=0)
+    _time_label(ax, time)
+    ax.set_title("Throughput: offered vs achieved, errors by kind")
+    ax.grid(True, alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    kinds = [k for k in _ERROR_KINDS if f"err_{k}" in df.columns and float(df[f"err_{k}"].sum()) > 0]
+    if kinds:
+        per_s = _interval_s(df["interval_start"])
+        ax2 = ax.twinx()
+        ys = [df[f"err_{k}"].to_numpy(dtype=float) / per_s for k in kinds]
+        ax2.stackplot(
+            x,
+            *ys,
+            labels=[f"errors: {k}" for k in kinds],
+            alpha=0.35,
+            colors=["tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"][: len(kinds)],
+        )
+        ax2.set_ylabel("errors per second (stacked)")
+        ax2.set_ylim(bottom=0)
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    ax.legend(handles, labels, loc="upper left", fontsize="small")
+    return fig
+
+
+def _spectrum_xy(p: Any) -> tuple[Any, Any]:
+    import numpy as np
+
+    p = np.asarray(p, dtype=float)
+    if np.nanmax(p) > 1.0:  # percent, not fraction
+        p = p / 100.0
+    keep = (p >= 0) & (p < 1)
+    return 1.0 / (1.0 - p[keep]), keep
+
+
+def _spectrum_from_values(values: Any) -> pd.DataFrame:
+    import numpy as np
+    import pandas as pd
+
+    v = np.sort(np.asarray(values, dtype=float)[np.isfinite(np.asarray(values, dtype=float))])
+    if not len(v):
+        return pd.DataFrame({"percentile": [], "latency_s": []})
+    # Log-spaced in 1/(1-p), up to the resolution the sample supports.
+    top = 1.0 - 1.0 / len(v)
+    inv = np.logspace(0, math.log10(max(1.0 / (1.0 - top), 1.0)), 200)
+    pct = 1.0 - 1.0 / inv
+    return pd.DataFrame({"percentile": pct * 100.0, "latency_s": np.quantile(v, pct)})
+
+
+def percentile_spectrum(
+    result_or_spectrum: Any,
+    *,
+    ax: Axes | None = None,
+    label: str | None = None,
+    uncorrected: bool = True,
+) -> Figure:
+    """The HDR percentile spectrum: latency (ms, log) against 1/(1-p), ticks 50% … 99.99%.
+
+    Accepts a LoadResult (``percentile_spectrum()``), a spectrum DataFrame (``percentile`` in % or as a
+    fraction, ``latency_s``), a requests DataFrame or a bundle (then corrected and, if ``uncorrected``, service
+    time lines are computed from the raw latencies).
+
+    Example::
+
+        percentile_spectrum(result)
+    """
+    import pandas as pd
+
+    src = result_or_spectrum
+    curves: list[tuple[str, pd.DataFrame]] = []
+    reqs = src.requests if isinstance(getattr(src, "requests", None), pd.DataFrame) else None
+    if isinstance(src, pd.DataFrame) and {"percentile", "latency_s"} <= set(src.columns):
+        curves.append((label or "corrected", src))
+    elif isinstance(src, pd.DataFrame) and "latency_s" in src.columns:
+        reqs = src
+    elif callable(getattr(src, "percentile_spectrum", None)):
+        curves.append((label or "corrected", src.percentile_spectrum()))
+    if reqs is not None and not curves:
+        ok = (
+            reqs[reqs["error"].isna() | (reqs["error"].astype(str) == "")]
+            if "error" in reqs.columns
+            else reqs
+        )
+        curves.append((label or "corrected", _spectrum_from_values(ok["latency_s"])))
+        if uncorrected and "service_s" in ok.columns:
+            curves.append(("uncorrected (service time)", _spectrum_from_values(ok["service_s"])))
+    if not curves:
+        raise TypeError(
+            f"percentile_spectrum needs a LoadResult, spectrum, requests frame or bundle "
+            f"(got {type(src).__name__})"
+        )
+    fig, ax = _axes(ax)
+    for (name, spec), style in zip(curves, ("-", "--"), strict=False):
+        x, keep = _spectrum_xy(spec["percentile"])
+        ax.plot(x, spec["latency_s"].to_numpy(dtype=float)[keep] * 1000.0, linestyle=style, label=name)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ticks = [2.0, 10.0, 100.0, 1000.0, 10000.0]
+    ax.set_xticks(ticks, ["50%", "90%", "99%", "99.9%", "99.99%"])
+    ax.set_xticks([], minor=True)
+    ax.set_xlim(1.0, max(ticks[-1], ax.get_xlim()[1]))
+    ax.set_xlabel("percentile")
+    ax.set_ylabel("latency (ms, log scale)")
+    ax.set_title("Latency by percentile (HDR spectrum)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="upper left", fontsize="small")
+    return fig
+
+
+def per_target(requests: Any, *, ax: Axes | None = None) -> Figure:
+    """Requests served and p99 latency per target: bars for counts, dots for p99 — hot spots stand out.
+
+    Example::
+
+        per_target(result.requests())
+    """
+    import numpy as np
+
+    df = _frame(requests, "requests")
+    fig, ax = _axes(ax)
+    served = df[df["target"].notna() & (df["target"].astype(str) != "")]
+    if "error" in served.columns:
+        served = served[served["error"].isna() | (served["error"].astype(str) == "")]
+    g = served.groupby(served["target"].astype(str))["latency_s"]
+    counts = g.size()
+    p99 = g.quantile(0.99) * 1000.0
+    names = list(counts.index)
+    xs = np.arange(len(names))
+    ax.bar(xs, counts.to_numpy(dtype=float), color="tab:blue", alpha=0.7, label="requests served")
+    if len(names):
+        ax.axhline(float(counts.mean()), color="tab:gray", linestyle=":", label="even share")
+    ax.set_xticks(xs, names, rotation=30, ha="right")
+    ax.set_xlabel("target")
+    ax.set_ylabel("requests served")
+    ax.set_title("Per-target load and p99 latency")
+    ax2 = ax.twinx()
+    ax2.plot(xs, p99.to_numpy(dtype=float), "o", color="tab:red", label="p99 latency")
+    ax2.set_ylabel("p99 latency (ms)")
+    ax2.set_ylim(bottom=0)
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, loc="upper right", fontsize="small")
+    return fig
+
+
+# --------------------------------------------------------------------------- scaling
+def _series(metrics: pd.DataFrame, metric: str, stat: str | None = None) -> pd.DataFrame:
+    m = metrics[metrics["metric"] == metric]
+    if stat is not None and (m["stat"] == stat).any():
+        m = m[m["stat"] == stat]
+    if "target" in m.columns and (m["target"] == "").any():
+        m = m[m["target"] == ""]
+    return m.groupby("timestamp", as_index=False)["value"].sum().sort_values("timestamp")
+
+
+def scaling_timeline(
+    metrics: Any,
+    events: Any = None,
+    *,
+    target_rps_per_target: float | None = None,
+    period_s: float | None = None,
+    ax: Axes | None = None,
+    time: TimeAxis = "relative",
+    t0: Any = None,
+) -> Figure:
+    """Desired, in-service and healthy targets as steps; RequestCountPerTarget against the policy's target line;
+    scale events as vertical lines labelled with their reasons.
+
+    Without ``ax`` the figure has two panels (targets on top, RequestCountPerTarget below); with ``ax`` both go on
+    it, RequestCountPerTarget on a second y axis. The target line is ``target_rps_per_target x period_s``
+    requests per target per period (``period_s`` defaults to the metric's spacing).
+
+    Example::
+
+        scaling_timeline(fleet.metrics(), fleet.events(), target_rps_per_target=20, period_s=2)
+    """
+    import pandas as pd
+
+    mf = _frame(metrics, "metrics")
+    ev = (
+        _frame(events, "events")
+        if events is not None
+        else pd.DataFrame(columns=["timestamp", "kind", "detail"])
+    )
+    if ax is None:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(9.0, 6.0), layout="constrained")
+        top, bottom = fig.subplots(2, 1, sharex=True)
+    else:
+        fig, top = ax.figure, ax  # type: ignore[assignment]
+        bottom = ax.twinx()
+    stamps = [s for s in (mf["timestamp"], ev["timestamp"]) if len(s)]
+    if t0 is None and stamps:
+        t0 = min(_utc(s).min() for s in stamps)
+    for metric, stat, label, color in (
+        ("GroupDesiredCapacity", "Average", "desired", "tab:blue"),
+        ("GroupInServiceInstances", "Average", "in service", "tab:green"),
+        ("HealthyHostCount", "Average", "healthy", "tab:orange"),
+    ):
+        s = _series(mf, metric, stat)
+        if len(s):
+            top.step(
+                _x(s["timestamp"], time, t0),
+                s["value"].to_numpy(dtype=float),
+                where="post",
+                label=label,
+                color=color,
+            )
+    top.set_ylabel("targets")
+    top.set_ylim(bottom=0)
+    top.set_title("Scaling timeline")
+    top.grid(True, alpha=0.3)
+
+    rcpt = _series(mf, "RequestCountPerTarget", "Sum")
+    per = period_s or (_interval_s(rcpt["timestamp"]) if len(rcpt) > 1 else 60.0)
+    if len(rcpt):
+        bottom.plot(
+            _x(rcpt["timestamp"], time, t0),
+            rcpt["value"].to_numpy(dtype=float),
+            color="tab:purple",
+            marker=".",
+            label="RequestCountPerTarget",
+        )
+    if target_rps_per_target is not None:
+        tv = target_rps_per_target * per
+        bottom.axhline(
+            tv,
+            color="tab:red",
+            linestyle="--",
+            label=f"target {tv:g} = {target_rps_per_target:g} rps x {per:g} s",
+        )
+    bottom.set_ylabel(f"requests per target per {per:g} s")
+    bottom.set_ylim(bottom=0)
+
+    scale = ev[ev["kind"].isin(["scale_out", "scale_in"])] if len(ev) else ev
+    if len(scale):
+        xs = _x(scale["timestamp"], time, t0)
+        for xv, kind, detail in zip(xs, scale["kind"], scale.get("detail", [""] * len(scale)), strict=False):
+            color = "tab:green" if kind == "scale_out" else "tab:red"
+            for a in (top, bottom) if ax is None else (top,):
+                a.axvline(xv, color=color, alpha=0.5, linestyle=":")
+            text = str(detail) if detail is not None else ""
+            text = kind.replace("_", " ") + (
+                ": " + (text[:60] + "…" if len(text) > 60 else text) if text else ""
+            )
+            top.annotate(
+                text,
+                (xv, 1.0),
+                xycoords=("data", "axes fraction"),
+                rotation=90,
+                va="top",
+                ha="right",
+                fontsize="x-small",
+                color=color,
+            )
+    if ax is None:
+        _time_label(bottom, time)
+        bottom.set_title("RequestCountPerTarget vs the policy target")
+        bottom.grid(True, alpha=0.3)
+        top.legend(loc="upper left", fontsize="small")
+        if bottom.get_lines():
+            bottom.legend(loc="upper left", fontsize="small")
+    else:
+        _time_label(top, time)
+        h1, l1 = top.get_legend_handles_labels()
+        h2, l2 = bottom.get_legend_handles_labels()
+        if h1 or h2:
+            top.legend(h1 + h2, l1 + l2, loc="upper left", fontsize="small")
+    return fig
+
+
+def capacity_curve(
+    steps_or_plan: Any,
+    *,
+    slo_p99_s: float | None = None,
+    max_error_rate: float = 0.01,
+    ax: Axes | None = None,
+) -> Figure:
+    """p99 latency against offered rate per target, with the SLO line, the knee and the max OK rate.
+
+    Accepts a :class:`~mlops_lb.analysis.CapacityPlan` (its SLO and knee are used) or anything
+    :func:`mlops_lb.analysis.plan_capacity` accepts together with ``slo_p99_s``.
+
+    Example::
+
+        capacity_curve(plan)            # or capacity_curve(result.steps(), slo_p99_s=0.1)
+    """
+    from .analysis.capacity import CapacityPlan, plan_capacity
+
+    if isinstance(steps_or_plan, CapacityPlan):
+        plan = steps_or_plan
+    else:
+        if slo_p99_s is None:
+            raise ValueError("capacity_curve needs slo_p99_s unless given a CapacityPlan")
+        plan = plan_capacity(steps_or_plan, slo_p99_s=slo_p99_s, max_error_rate=max_error_rate)
+    steps = plan.steps
+    assert steps is not None
+    fig, ax = _axes(ax)
+    x = steps["rate_per_target"].to_numpy(dtype=float)
+    y = steps["p99_s"].to_numpy(dtype=float) * 1000.0
+    ax.plot(x, y, color="tab:blue", marker="o", label="p99 per step")
+    fail = ~steps["passed"].to_numpy(dtype=bool)
+    if fail.any():
+        ax.plot(
+            x[fail],
+            y[fail],
+            linestyle="none",
+            marker="x",
+            color="tab:red",
+            markersize=10,
+            label="step over SLO or error bound",
+        )
+    ax.axhline(
+        plan.slo_p99_s * 1000.0,
+        color="tab:red",
+        linestyle="--",
+        label=f"SLO p99 {plan.slo_p99_s * 1000:g} ms",
+    )
+    if plan.knee_rate_per_target is not None:
+        ax.axvline(
+            plan.knee_rate_per_target,
+            color="tab:orange",
+            linestyle=":",
+            label=f"knee {plan.knee_rate_per_target:g} rps",
+        )
+    if plan.max_ok_rate_per_target is not None:
+        ax.axvline(
+            plan.max_ok_rate_per_target,
+            color="tab:green",
+            linestyle="-.",
+            label=f"max OK {plan.max_ok_rate_per_target:g} rps",
+        )
+    ax.set_yscale("log")
+    ax.set_xlabel("offered rate per target (rps)")
+    ax.set_ylabel("p99 latency (ms, log scale)")
+    ax.set_title("Capacity curve: p99 vs offered rate")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="upper left", fontsize="small")
+    return fig
+
+
+# --------------------------------------------------------------------------- everything at once
+def dashboard(bundle: Any, *, time: TimeAxis = "relative", slo_p99_s: float | None = None) -> Figure:
+    """A multi-panel figure of a run: latency, throughput, spectrum, per-target load, scaling timeline, and the
+    capacity curve when the run was a sweep and ``slo_p99_s`` is given.
+
+    ``bundle`` is a RunBundle (or anything with ``intervals``, ``requests``, ``metrics``, ``events`` frames and
+    optionally ``spec``).
+
+    Example::
+
+        dashboard(RunBundle.load("runs/2025-01-01T00-00-00-demo"))
+    """
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    intervals: Any = getattr(bundle, "intervals", None)
+    requests: Any = getattr(bundle, "requests", None)
+    metrics: Any = getattr(bundle, "metrics", None)
+    events: Any = getattr(bundle, "events", None)
+    spec = getattr(bundle, "spec", None)
+    has = {
+        n: isinstance(v, pd.DataFrame) and len(v) > 0
+        for n, v in (
+            ("intervals", intervals),
+            ("requests", requests),
+            ("metrics", metrics),
+            ("events", events),
+        )
+    }
+    t0 = _utc(intervals["interval_start"]).min() if has["intervals"] else None
+    fig = Figure(figsize=(14.0, 13.0), layout="constrained")
+    grid = fig.subplots(3, 2)
+    (a_lat, a_thr), (a_spec, a_tgt), (a_scale, a_note) = grid
+    if has["intervals"]:
+        latency_over_time(intervals, ax=a_lat, time=time, t0=t0)
+        throughput(intervals, ax=a_thr, time=time, t0=t0)
+    if has["requests"]:
+        percentile_spectrum(requests, ax=a_spec)
+        per_target(requests, ax=a_tgt)
+    if has["metrics"]:
+        scaling = getattr(spec, "scaling", None)
+        local = getattr(spec, "local", None)
+        scaling_timeline(
+            metrics,
+            events if has["events"] else None,
+            ax=a_scale,
+            time=time,
+            t0=t0,
+            target_rps_per_target=getattr(scaling, "target_rps_per_target", None),
+            period_s=getattr(local, "period_s", None),
+        )
+    is_sweep = has["intervals"] and "step_rps" in intervals.columns and intervals["step_rps"].notna().any()
+    if is_sweep and slo_p99_s is not None:
+        capacity_curve(intervals, slo_p99_s=slo_p99_s, ax=a_note)
+    for a, key in (
+        (a_lat, "intervals"),
+        (a_thr, "intervals"),
+        (a_spec, "requests"),
+        (a_tgt, "requests"),
+        (a_scale, "metrics"),
+    ):
+        if not has[key]:
+            a.set_axis_off()
+            a.text(0.5, 0.5, f"no {key} in this run", ha="center", va="center", transform=a.transAxes)
+    if not a_note.has_data():
+        a_note.set_axis_off()
+    name = getattr(spec, "name", None) or getattr(getattr(bundle, "path", None), "name", "run")
+    fig.suptitle(f"mlops_lb run: {name}")
+    return fig
