@@ -1,0 +1,122 @@
+"""Run the model server (uvicorn) and build the command line that starts one as a separate process.
+
+Example::
+
+    serve(port=8080)                                        # blocks; what `mlops-lb serve --port 8080` does
+    subprocess.Popen(worker_command(port=8081, target_id="w1", slots=2, min_service_ms=20))
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import sys
+import warnings
+from typing import Any
+
+from ..errors import SpecError
+
+__all__ = ["GRACEFUL_SHUTDOWN_S", "serve", "worker_command"]
+
+log = logging.getLogger(__name__)
+
+# After SIGTERM uvicorn stops accepting, lets in-flight requests finish for at most this long, then exits.
+GRACEFUL_SHUTDOWN_S = 30
+
+
+def worker_command(
+    *,
+    port: int,
+    target_id: str,
+    model: str = "demo",
+    slots: int = 0,
+    min_service_ms: float = 0.0,
+    host: str = "127.0.0.1",
+) -> list[str]:
+    """The argv that starts one model server as its own process (the local fleet's worker).
+
+    Example::
+
+        worker_command(port=8081, target_id="w1")
+        # [sys.executable, '-m', 'mlops_lb', 'serve', '--port', '8081', '--host', '127.0.0.1', ...]
+    """
+    return [
+        sys.executable,
+        "-m",
+        "mlops_lb",
+        "serve",
+        "--port",
+        str(int(port)),
+        "--host",
+        host,
+        "--model",
+        model,
+        "--target-id",
+        target_id,
+        "--slots",
+        str(int(slots)),
+        "--min-service-ms",
+        repr(float(min_service_ms)),
+    ]
+
+
+def serve(
+    *,
+    port: int,
+    host: str = "127.0.0.1",
+    model: str = "demo",
+    target_id: str | None = None,
+    slots: int = 0,
+    min_service_ms: float = 0.0,
+) -> None:
+    """Serve the model on ``host:port`` until SIGTERM or Ctrl+C: one process, uvloop and httptools, no access log.
+
+    ``target_id`` (sent back in ``X-Target-Id``) defaults to ``<hostname>:<port>``; on EC2 pass the instance id.
+    SIGTERM stops accepting connections, lets in-flight requests finish (up to ``GRACEFUL_SHUTDOWN_S``) and exits
+    with status 0. SIGUSR1 toggles the "health check failing" switch (/health answers 503, /predict still works).
+    """
+    if not 0 <= port <= 65535:
+        raise SpecError("port", f"must be between 0 and 65535 (got {port})")
+    if slots < 0:
+        raise SpecError("slots", f"must be >= 0, 0 meaning unlimited (got {slots})")
+    if not min_service_ms >= 0:
+        raise SpecError("min_service_ms", f"must be >= 0 (got {min_service_ms})")
+    import prometheus_client
+    import uvicorn
+
+    from .app import create_app
+
+    # This process is ours: leave out the *_created series, which only lengthen every scrape.
+    prometheus_client.disable_created_metrics()
+
+    # A user model fitted on a DataFrame warns on every array it is given; the server always sends arrays.
+    warnings.filterwarnings("ignore", message="X does not have valid feature names")
+    app = create_app(
+        model=model,
+        target_id=target_id or f"{socket.gethostname()}:{port}",
+        slots=slots,
+        min_service_ms=min_service_ms,
+    )
+    state = app.state.server
+    signal.signal(signal.SIGUSR1, lambda *_: state.toggle_health_failing())
+    # uvicorn handles SIGTERM itself, then restores the previous handler and raises the signal again so the process
+    # dies "by SIGTERM" (exit status -15). Leaving a no-op handler in place makes a graceful stop exit 0 instead.
+    signal.signal(signal.SIGTERM, _after_graceful_stop)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="info",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        workers=1,
+    )
+    uvicorn.Server(config).run()
+
+
+def _after_graceful_stop(signum: int, frame: Any) -> None:
+    log.info("stopped by signal %d after finishing in-flight requests", signum)
