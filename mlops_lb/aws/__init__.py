@@ -1,0 +1,34 @@
+"""The AWS backend: the Pulumi program, the Automation API fleet and the CloudWatch readers.
+
+Importing this package loads neither pulumi, pulumi_aws nor boto3; they load when a function needs them.
+
+Example::
+
+    import mlops_lb as ml
+    fleet = ml.open_fleet(ml.FleetSpec(name="demo", region="us-east-1"), backend="aws")
+    fleet.launch(on_output=print)              # pulumi up (needs the pulumi CLI and AWS credentials)
+    ml.aws.read_fleet_metrics(load_balancer_arn=fleet.outputs()["alb_arn"], ...)
+    fleet.destroy(confirm="demo")
+"""
+
+from __future__ import annotations
+
+from ._arns import FleetDimensions, arn_suffix
+from .cloudwatch import CATALOGUE, read_fleet_metrics, read_scaling_activities, read_target_health
+from .program import STACK_TAG, build_wheel, declare_fleet, fleet_program
+from .stack import AwsFleet, find_orphans
+
+__all__ = [
+    "CATALOGUE",
+    "STACK_TAG",
+    "AwsFleet",
+    "FleetDimensions",
+    "arn_suffix",
+    "build_wheel",
+    "declare_fleet",
+    "find_orphans",
+    "fleet_program",
+    "read_fleet_metrics",
+    "read_scaling_activities",
+    "read_target_health",
+]

@@ -1,0 +1,124 @@
+"""Shared fixtures of the AWS tests: Pulumi mocks that record every resource, a fake wheel, moto credentials."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+
+
+@dataclass
+class Recorded:
+    """What a mocked Pulumi run registered: resources by type, ignore_changes by name, the program's outputs."""
+
+    resources: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    ignore_changes: dict[str, list[str]] = field(default_factory=dict)
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def of_type(self, typ: str) -> list[tuple[str, dict[str, Any]]]:
+        return [(n, i) for t, n, i in self.resources if t == typ]
+
+    def one(self, typ: str, name: str | None = None) -> dict[str, Any]:
+        found = [i for n, i in self.of_type(typ) if name is None or n == name]
+        assert len(found) == 1, f"expected one {typ} {name or ''}, found {len(found)}"
+        return found[0]
+
+    @property
+    def types(self) -> set[str]:
+        return {t for t, _, _ in self.resources}
+
+
+def _hex(seed: str, n: int = 16) -> str:
+    return hashlib.sha256(seed.encode()).hexdigest()[:n]
+
+
+def make_mocks(rec: Recorded) -> Any:
+    import pulumi
+
+    class Mocks(pulumi.runtime.Mocks):
+        def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+            rec.resources.append((args.typ, args.name, dict(args.inputs)))
+            phys = f"{args.name}-{_hex(args.name, 7)}"
+            state: dict[str, Any] = {**args.inputs, "id": f"{args.name}-id"}
+            if args.typ == "aws:lb/loadBalancer:LoadBalancer":
+                suffix = f"app/{phys}/{_hex(phys)}"
+                state.update(name=phys, arnSuffix=suffix, dnsName=f"{phys}-1234567890.{REGION}.elb.amazonaws.com",
+                             arn=f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:loadbalancer/{suffix}")
+            elif args.typ == "aws:lb/targetGroup:TargetGroup":
+                suffix = f"targetgroup/{phys}/{_hex(phys)}"
+                state.update(name=phys, arnSuffix=suffix,
+                             arn=f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:{suffix}")
+            elif args.typ == "aws:s3/bucket:Bucket":
+                state.update(bucket=phys, arn=f"arn:aws:s3:::{phys}")
+            elif args.typ == "aws:ec2/launchTemplate:LaunchTemplate":
+                state.update(latestVersion=1, id=f"lt-{_hex(phys)}")
+            elif args.typ == "aws:autoscaling/group:Group":
+                state.update(name=phys)
+            elif args.typ in ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile"):
+                state.update(name=phys, arn=f"arn:aws:iam::{ACCOUNT}:{args.typ.split(':')[-1].lower()}/{phys}")
+            elif args.typ == "aws:ec2/securityGroup:SecurityGroup":
+                state.update(id=f"sg-{_hex(phys)}")
+            return state["id"], state
+
+        def call(self, args: pulumi.runtime.MockCallArgs) -> Any:
+            rec.calls.append((args.token, dict(args.args)))
+            if args.token == "aws:ec2/getVpc:getVpc":
+                return {"id": "vpc-0default0", "cidrBlock": "172.31.0.0/16"}
+            if args.token == "aws:ec2/getSubnets:getSubnets":
+                return {"id": "subnets", "ids": ["subnet-0aaaa111", "subnet-0bbbb222", "subnet-0cccc333"]}
+            if args.token == "aws:ssm/getParameter:getParameter":
+                return {"id": args.args["name"], "name": args.args["name"], "value": "ami-0123456789abcdef0",
+                        "type": "String"}
+            return {}
+
+    return Mocks()
+
+
+@pytest.fixture(scope="session")
+def fake_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stand-in wheel file: the program uploads it; nothing here installs it."""
+    path = tmp_path_factory.mktemp("wheel") / "mlops_lb-0.1.0-py3-none-any.whl"
+    path.write_bytes(b"PK\x05\x06" + b"\x00" * 18)
+    return path
+
+
+@pytest.fixture
+def run_program(fake_wheel: Path) -> Iterator[Callable[..., Recorded]]:
+    """Run ``declare_fleet(spec)`` under Pulumi mocks (preview=False) and return what it registered."""
+    import pulumi
+
+    from mlops_lb.aws.program import _model_file, declare_fleet
+
+    def run(spec: Any, *, config: dict[str, str] | None = None, stack: str = "teststack") -> Recorded:
+        rec = Recorded()
+        mocks = make_mocks(rec)
+
+        class Monitor(pulumi.runtime.mocks.MockMonitor):
+            def RegisterResource(self, request: Any) -> Any:
+                if request.ignoreChanges:
+                    rec.ignore_changes[request.name] = list(request.ignoreChanges)
+                return super().RegisterResource(request)
+
+        pulumi.runtime.set_mocks(mocks, project="mlops-lb", stack=stack, preview=False, monitor=Monitor(mocks))
+        pulumi.runtime.set_all_config(dict(config or {}))
+
+        @pulumi.runtime.test
+        def body() -> Any:
+            outputs = declare_fleet(spec, wheel=fake_wheel, model=_model_file(spec))
+            return pulumi.Output.all(**outputs).apply(rec.outputs.update)
+
+        try:
+            body()
+        finally:
+            pulumi.runtime.set_all_config({})
+        return rec
+
+    yield run
