@@ -85,6 +85,14 @@ def _x(ts: pd.Series, time: TimeAxis, t0: Any) -> Any:
     return (ts - start).dt.total_seconds().to_numpy()
 
 
+def _plain_log_y(ax: Axes) -> None:
+    """Log y axis with plain numbers (5, 10, 200) rather than 10^x, which reads better in milliseconds."""
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+
+
 def _time_label(ax: Axes, time: TimeAxis) -> None:
     ax.set_xlabel("time (UTC)" if time == "utc" else "time since start (s)")
 
@@ -129,7 +137,7 @@ def latency_over_time(
                 alpha=0.7,
                 label=f"{label} (uncorrected)",
             )
-    ax.set_yscale("log")
+    _plain_log_y(ax)
     ax.set_ylabel("latency (ms, log scale)")
     _time_label(ax, time)
     ax.set_title("Latency percentiles per interval")
@@ -254,7 +262,7 @@ def percentile_spectrum(
         x, keep = _spectrum_xy(spec["percentile"])
         ax.plot(x, spec["latency_s"].to_numpy(dtype=float)[keep] * 1000.0, linestyle=style, label=name)
     ax.set_xscale("log")
-    ax.set_yscale("log")
+    _plain_log_y(ax)
     ticks = [2.0, 10.0, 100.0, 1000.0, 10000.0]
     ax.set_xticks(ticks, ["50%", "90%", "99%", "99.9%", "99.99%"])
     ax.set_xticks([], minor=True)
@@ -402,7 +410,7 @@ def scaling_timeline(
                 a.axvline(xv, color=color, alpha=0.5, linestyle=":")
             text = str(detail) if detail is not None else ""
             text = kind.replace("_", " ") + (
-                ": " + (text[:60] + "…" if len(text) > 60 else text) if text else ""
+                ": " + (text[:45] + "…" if len(text) > 45 else text) if text else ""
             )
             top.annotate(
                 text,
@@ -491,7 +499,7 @@ def capacity_curve(
             linestyle="-.",
             label=f"max OK {plan.max_ok_rate_per_target:g} rps",
         )
-    ax.set_yscale("log")
+    _plain_log_y(ax)
     ax.set_xlabel("offered rate per target (rps)")
     ax.set_ylabel("p99 latency (ms, log scale)")
     ax.set_title("Capacity curve: p99 vs offered rate")
