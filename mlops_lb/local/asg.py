@@ -1,0 +1,308 @@
+"""The Auto Scaling group and target-group emulator: instances are worker processes, the ALB is HAProxy.
+
+Rules it keeps (AWS's, on the local clock ``time_scale = period_s / 60``):
+
+* Launch: a worker on a free 127.0.0.1 port, registered at once at weight 0 with health checks on; it gets
+  traffic (weight 1, and a place in the fail-open backend) after **one** passing check (``check_status`` L7OK).
+* Health: HAProxy's ``fall``/``rise`` are the ALB's unhealthy/healthy thresholds; ``show stat`` status strings are
+  matched exactly (``UP 1/2`` is still up, failing; ``DOWN 1/2`` is still down, passing).
+* Replacement (ELB health-check type): a target unhealthy after the grace period, or a process that exits, is
+  deregistered and terminated, and a new instance is launched to keep ``desired``.
+* Scale-in: victims are unhealthy, then not-yet-in-service, then the newest instances; each is drained
+  (``state drain``) until it has no session left or the deregistration delay passes, then ``maint``,
+  ``del server``, SIGTERM (SIGKILL after a timeout).
+* ``min <= desired <= max`` always.
+
+Not thread-safe: the fleet's controller thread is its only caller (it also forks every worker, see ``_proc``).
+
+Example::
+
+    asg = AsgEmulator(spec, api=RuntimeApi(sock), emit=print, work_dir=Path("/tmp/fleet"))
+    asg.desired = 2
+    while True: asg.tick(stat_rows=api.show_stat())
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ._proc import free_port
+from .haproxy import RuntimeApi, RuntimeApiError, StatRow, check_timing_ms
+from .workers import WorkerCommand, WorkerProcess, worker_argv
+
+if TYPE_CHECKING:
+    from ..spec import FleetSpec
+
+__all__ = ["MIN_GRACE_S", "AsgEmulator", "Instance"]
+
+log = logging.getLogger(__name__)
+
+# A Python model server needs a couple of real seconds to import and load its model whatever the clock scale;
+# a grace period shorter than that would replace every new instance before it could ever pass a check.
+MIN_GRACE_S = 8.0
+STOP_TIMEOUT_S = 5.0
+
+Emit = Callable[[str, str, str], None]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Instance:
+    """One emulated EC2 instance and its target registration."""
+
+    id: str
+    server_id: int
+    worker: WorkerProcess
+    launched_at: datetime
+    launched_mono: float
+    state: str = "pending"  # pending, in_service, draining, terminated
+    health: str = "initial"  # initial, healthy, unhealthy, draining, unused
+    weight: int = 0
+    registered: bool = False
+    in_open: bool = False
+    haproxy_status: str = ""
+    check_status: str = ""
+    scur: int = 0
+    unhealthy_since: float | None = None
+    drain_started: float | None = None
+    stopping_since: float | None = None
+    terminated_at: datetime | None = None
+    detail: str = field(default="")
+
+    @property
+    def address(self) -> str:
+        return self.worker.address
+
+
+class AsgEmulator:
+    """Keeps ``desired`` healthy targets registered in HAProxy's backend ``backend``."""
+
+    def __init__(self, spec: FleetSpec, *, api: RuntimeApi, emit: Emit, work_dir: Path, backend: str = "tg",
+                 worker_command: WorkerCommand | None = None) -> None:
+        self.spec = spec
+        self.api = api
+        self.emit = emit
+        self.work_dir = work_dir
+        self.backend = backend
+        self.open_backend = f"{backend}_open"
+        self.worker_command = worker_command
+        scale = spec.local.time_scale
+        self.inter_ms, self.timeout_ms = check_timing_ms(spec)
+        self.grace_s = max(spec.health_check.grace_period_s * scale, MIN_GRACE_S)
+        self.dereg_s = spec.target_group.deregistration_delay_s * scale
+        self.warmup_s = spec.scaling.warmup_s * scale
+        self.min = spec.capacity.min
+        self.max = spec.capacity.max
+        self.desired = spec.capacity.desired
+        self.instances: list[Instance] = []
+        self.failed_starts = 0  # processes that exited before ever passing a check (a broken model/command)
+        self._seq = 0
+
+    # ------------------------------------------------------------------ views
+    def live(self) -> list[Instance]:
+        return [i for i in self.instances if i.state != "terminated"]
+
+    def active(self) -> list[Instance]:
+        """Instances that count toward desired capacity (not draining, not terminated)."""
+        return [i for i in self.instances if i.state in ("pending", "in_service")]
+
+    def healthy(self) -> list[Instance]:
+        return [i for i in self.instances if i.state == "in_service" and i.health == "healthy"]
+
+    def ready_and_warming(self, now: float | None = None) -> tuple[int, int]:
+        """(healthy targets past warm-up, active instances still warming up)."""
+        now = time.monotonic() if now is None else now
+        ready = sum(1 for i in self.healthy() if now - i.launched_mono >= self.warmup_s)
+        warming = sum(1 for i in self.active() if now - i.launched_mono < self.warmup_s)
+        return ready, warming
+
+    # ------------------------------------------------------------------ actions
+    def launch_one(self, reason: str) -> Instance:
+        self._seq += 1
+        iid = f"i-local{self._seq:04d}"
+        port = free_port()
+        argv = worker_argv(self.spec, port=port, target_id=iid, command=self.worker_command)
+        worker = WorkerProcess.start(argv, port=port, target_id=iid, log_path=self.work_dir / f"{iid}.log")
+        inst = Instance(id=iid, server_id=self._seq, worker=worker, launched_at=utcnow(),
+                        launched_mono=time.monotonic())
+        self.instances.append(inst)
+        self.emit("launch", iid, f"{reason}; pid {worker.pid} on {worker.address}")
+        self.register(inst)
+        return inst
+
+    def register(self, inst: Instance, *, weight: int = 0) -> None:
+        """Add to the checked backend (weight 0 until the first passing check, DESIGN §5 pitfall 2)."""
+        hc = self.spec.health_check
+        self.api.add_server(self.backend, inst.id, inst.address, server_id=inst.server_id, weight=weight,
+                            check=True, inter_ms=self.inter_ms, rise=hc.healthy_threshold,
+                            fall=hc.unhealthy_threshold)
+        inst.registered, inst.weight = True, weight
+        if weight:
+            self._add_open(inst)
+        self.emit("registered", inst.id, f"registered {inst.address} with the target group (weight {weight})")
+
+    def _add_open(self, inst: Instance) -> None:
+        self.api.add_server(self.open_backend, inst.id, inst.address, server_id=inst.server_id, weight=1)
+        inst.in_open = True
+
+    def _remove(self, backend: str, name: str) -> None:
+        for step in (lambda: self.api.set_state(backend, name, "maint"),
+                     lambda: self.api.shutdown_sessions(backend, name),
+                     lambda: self.api.del_server(backend, name)):
+            try:
+                step()
+            except (RuntimeApiError, OSError) as exc:
+                log.debug("removing %s/%s: %s", backend, name, exc)
+
+    def deregister(self, inst: Instance) -> None:
+        if inst.in_open:
+            self._remove(self.open_backend, inst.id)
+            inst.in_open = False
+        if inst.registered:
+            self._remove(self.backend, inst.id)
+            inst.registered = False
+
+    def begin_drain(self, inst: Instance, reason: str) -> None:
+        """Stop new requests to ``inst``; it is deleted once idle or after the deregistration delay."""
+        inst.state, inst.health, inst.drain_started = "draining", "draining", time.monotonic()
+        for be, present in ((self.backend, inst.registered), (self.open_backend, inst.in_open)):
+            if present:
+                try:
+                    self.api.set_state(be, inst.id, "drain")
+                except (RuntimeApiError, OSError) as exc:
+                    log.debug("drain %s/%s: %s", be, inst.id, exc)
+        self.emit("draining", inst.id, f"{reason}; deregistration delay {self.dereg_s:.2f} s")
+
+    def terminate(self, inst: Instance, reason: str) -> None:
+        """Deregister now and stop the process (SIGTERM, SIGKILL after a timeout)."""
+        if inst.registered or inst.in_open:
+            self.deregister(inst)
+            self.emit("deregistered", inst.id, reason)
+        inst.state = "draining" if inst.state != "terminated" else inst.state
+        inst.health = "draining"
+        inst.detail = reason
+        if inst.stopping_since is None:
+            inst.stopping_since = time.monotonic()
+            inst.worker.terminate()
+
+    # ------------------------------------------------------------------ the loop body
+    def tick(self, stat_rows: Sequence[StatRow]) -> None:
+        """One pass: read health from ``stat_rows``, replace, drain, stop, and keep ``desired`` active."""
+        now = time.monotonic()
+        rows = {(r.proxy, r.server): r for r in stat_rows if r.is_server}
+        for inst in self.instances:
+            if inst.state == "terminated":
+                continue
+            if inst.stopping_since is not None:
+                self._progress_stop(inst, now)
+                continue
+            code = inst.worker.exit_code()
+            if code is not None:
+                if inst.state == "pending":
+                    self.failed_starts += 1
+                self.terminate(inst, f"process exited with code {code} (EC2 status check failed); replacing")
+                self._progress_stop(inst, now)
+                continue
+            row = rows.get((self.backend, inst.id))
+            open_row = rows.get((self.open_backend, inst.id))
+            inst.scur = (row.scur if row else 0) + (open_row.scur if open_row else 0)
+            if inst.state == "draining":
+                self._progress_drain(inst, now)
+            elif row is not None:
+                self._update_health(inst, row, now)
+        self._reconcile(now)
+
+    def _update_health(self, inst: Instance, row: StatRow, now: float) -> None:
+        status, inst.check_status = row.status, row.check_status
+        inst.haproxy_status = status
+        if inst.state == "pending":
+            if row.check_status == "L7OK":
+                # The ALB admits a new target after one passing check; HAProxy would want `rise` of them.
+                if status.startswith("DOWN"):
+                    self.api.command(f"set server {self.backend}/{inst.id} health up")
+                self.api.set_weight(self.backend, inst.id, 1)
+                inst.weight = 1
+                self._add_open(inst)
+                inst.state, inst.health = "in_service", "healthy"
+                self.emit("healthy", inst.id, f"passed its first health check after {now - inst.launched_mono:.2f} s; "
+                          "now receiving traffic")
+            elif status == "DOWN" and now - inst.launched_mono >= self.grace_s:
+                self.terminate(inst, f"never passed a health check ({row.check_status}) within the grace period "
+                               f"{self.grace_s:.1f} s; replacing")
+            return
+        if inst.health == "healthy" and status == "DOWN":
+            inst.health, inst.unhealthy_since = "unhealthy", now
+            self.emit("unhealthy", inst.id, f"failed {self.spec.health_check.unhealthy_threshold} consecutive "
+                      f"health checks (last: {row.check_status or 'none'})")
+        elif inst.health == "unhealthy" and status == "UP":
+            inst.health, inst.unhealthy_since = "healthy", None
+            self.emit("healthy", inst.id, f"passed {self.spec.health_check.healthy_threshold} consecutive health checks")
+        if inst.health == "unhealthy" and now - inst.launched_mono >= self.grace_s:
+            self.terminate(inst, "ELB health check: unhealthy after the grace period; replacing")
+
+    def _progress_drain(self, inst: Instance, now: float) -> None:
+        elapsed = now - (inst.drain_started or now)
+        if inst.scur == 0 or elapsed >= self.dereg_s:
+            why = "no in-flight requests left" if inst.scur == 0 else f"deregistration delay {self.dereg_s:.2f} s passed"
+            self.deregister(inst)
+            self.emit("deregistered", inst.id, f"{why} after {elapsed:.2f} s of draining")
+            inst.stopping_since = now
+            inst.worker.terminate()
+
+    def _progress_stop(self, inst: Instance, now: float) -> None:
+        force = now - (inst.stopping_since or now) > STOP_TIMEOUT_S
+        if inst.worker.reap(force=force):
+            inst.state, inst.health, inst.terminated_at = "terminated", "unused", utcnow()
+            self.emit("terminate", inst.id, f"process {inst.worker.pid} exited with code {inst.worker.exit_code()}"
+                      + (f" ({inst.detail})" if inst.detail else ""))
+
+    def _reconcile(self, now: float) -> None:
+        active = self.active()
+        missing = self.desired - len(active)
+        for _ in range(max(0, missing)):
+            self.launch_one(f"keeping desired capacity {self.desired} ({len(active)} active)")
+        if missing < 0:
+            order = {"unhealthy": 0, "initial": 1, "healthy": 2}
+            victims = sorted(active, key=lambda i: (order.get(i.health, 1), -i.launched_mono))[: -missing]
+            for v in victims:
+                self.begin_drain(v, f"scale-in to desired {self.desired}")
+
+    def reregister_all(self) -> int:
+        """After a balancer restart: put every live target back with its weight. Returns how many."""
+        n = 0
+        for inst in self.instances:
+            if inst.state in ("pending", "in_service") and inst.stopping_since is None:
+                inst.registered = inst.in_open = False
+                hc = self.spec.health_check
+                self.api.add_server(self.backend, inst.id, inst.address, server_id=inst.server_id,
+                                    weight=inst.weight, check=True, inter_ms=self.inter_ms,
+                                    rise=hc.healthy_threshold, fall=hc.unhealthy_threshold)
+                inst.registered = True
+                if inst.weight:
+                    self._add_open(inst)
+                n += 1
+            else:
+                inst.registered = inst.in_open = False
+        return n
+
+    def stop_all(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM every worker at once, then wait (SIGKILL stragglers)."""
+        live = [i for i in self.instances if i.state != "terminated"]
+        for inst in live:
+            inst.worker.terminate()
+        deadline = time.monotonic() + timeout_s
+        for inst in live:
+            while not inst.worker.reap() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if not inst.worker.reap():
+                inst.worker.stop(0.1)
+            inst.state, inst.health, inst.terminated_at = "terminated", "unused", utcnow()

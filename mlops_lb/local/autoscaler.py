@@ -1,0 +1,87 @@
+"""The local target-tracking emulator: once per local period, feed :func:`mlops_lb.autoscaling.decide`.
+
+Convention (one, everywhere): a local period of ``spec.local.period_s`` seconds stands for one AWS minute. The
+metric is the *raw* request count of that local period over the ready targets, and the policy's target is
+``target_rps_per_target x period_s`` requests per target per local period
+(``TargetTrackingPolicy.from_spec(spec.scaling, period_s=spec.local.period_s)``). So a worker serving
+``target_rps_per_target`` requests per second sits exactly on target, just as on AWS, where the same rate gives
+``target_rps_per_target x 60`` per minute. Every decision (``none`` included) is recorded with the exact inputs
+passed to ``decide`` so the what-if replay reproduces it:
+
+    decide(policy, samples[: i + 1], CapacityState(desired=desired_before, ready=ready, min=min, max=max,
+           warming=warming, periods_since_action=periods_since_action))
+
+Example::
+
+    a = Autoscaler(spec)
+    d = a.tick(timestamp, request_count=400, ready=2, warming=0, desired=2, min=1, max=6)
+    a.decisions()        # DataFrame, one row per period
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ..autoscaling import CapacityState, Decision, PeriodSample, TargetTrackingPolicy, decide
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..spec import FleetSpec
+
+__all__ = ["DECISION_COLUMNS", "Autoscaler"]
+
+DECISION_COLUMNS = ("timestamp", "request_count", "ready", "warming", "min", "max", "periods_since_action",
+                    "target_value", "metric", "desired_before", "desired_after", "action", "reason")
+
+
+class Autoscaler:
+    """History of PeriodSamples plus the decisions made on them. Not thread-safe: one caller ticks it.
+
+    Example::
+
+        a = Autoscaler(spec); a.tick(now, request_count=0, ready=1, warming=0, desired=1, min=1, max=4).action
+    """
+
+    def __init__(self, spec: FleetSpec) -> None:
+        self.period_s = spec.local.period_s
+        self.policy = TargetTrackingPolicy.from_spec(spec.scaling, period_s=self.period_s)
+        self.history: list[PeriodSample] = []
+        self.records: list[dict[str, Any]] = []
+        self.periods_since_action = 10**9
+
+    def set_target(self, scaling: object) -> None:
+        """Use a new ScalingPolicySpec from the next period on."""
+        self.policy = TargetTrackingPolicy.from_spec(scaling, period_s=self.period_s)
+
+    def note_manual_change(self) -> None:
+        """A manual capacity change restarts the scale-in window, like a scaling activity on AWS."""
+        self.periods_since_action = 0
+
+    def tick(self, timestamp: datetime, *, request_count: float, ready: int, warming: int, desired: int,
+             min: int, max: int) -> Decision:
+        """Append this period's datapoint and decide."""
+        self.history.append(PeriodSample(request_count=request_count, ready=ready))
+        if self.periods_since_action < 10**9:
+            self.periods_since_action += 1
+        state = CapacityState(desired=desired, ready=ready, min=min, max=max, warming=warming,
+                              periods_since_action=self.periods_since_action)
+        decision = decide(self.policy, self.history, state)
+        self.records.append({
+            "timestamp": timestamp, "request_count": float(request_count), "ready": ready, "warming": warming,
+            "min": min, "max": max, "periods_since_action": state.periods_since_action,
+            "target_value": self.policy.target_value, "metric": decision.metric, "desired_before": desired,
+            "desired_after": decision.desired, "action": decision.action, "reason": decision.reason,
+        })
+        if decision.changed:
+            self.periods_since_action = 0
+        return decision
+
+    def decisions(self) -> pd.DataFrame:
+        """One row per period: the inputs given to ``decide`` and what it answered."""
+        import pandas as pd
+
+        df = pd.DataFrame(self.records, columns=list(DECISION_COLUMNS))
+        df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
+        return df

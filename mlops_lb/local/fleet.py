@@ -1,0 +1,504 @@
+"""LocalFleet: the Fleet protocol on this machine -- HAProxy as the ALB, worker processes as instances.
+
+**The clock.** One CloudWatch period (an AWS minute) lasts ``spec.local.period_s`` seconds here, and every
+duration in the spec is multiplied by ``time_scale = period_s / 60``: health-check interval and timeout (never
+below 100 ms), grace period (never below a few real seconds, the time a Python worker needs to start),
+deregistration delay and instance warm-up. Request *rates* are not scaled: the target is
+``target_rps_per_target`` requests per second per target, i.e. ``target_rps_per_target x period_s`` requests per
+target per local period, just as AWS compares ``x 60`` per minute. MetricFrame timestamps are real wall-clock UTC
+times, one datapoint per local period; count metrics are per local period.
+
+**Threads.** One controller thread owns HAProxy, the workers and the emulators: it ticks every 100 ms (health,
+replacement, draining, balancer restarts) and once per period samples metrics and runs target tracking. It also
+forks every child, because Linux's parent-death signal follows the forking thread. Public methods are safe to
+call from any thread.
+
+Example::
+
+    import mlops_lb as ml
+    with ml.open_fleet(ml.FleetSpec.example(), backend="local") as fleet:
+        fleet.launch(on_output=print)
+        fleet.scale(desired=3)
+        fleet.status(); fleet.events(); fleet.decisions(); fleet.metrics()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ProvisionError, SpecError
+from ..spec import CapacitySpec, FleetSpec
+from ._proc import free_port, kill_group, register_pgid, unregister_pgid
+from .asg import AsgEmulator, Instance, utcnow
+from .autoscaler import Autoscaler
+from .haproxy import (
+    FRONTEND,
+    HaproxyProcess,
+    RuntimeApi,
+    StatRow,
+    check_timing_ms,
+    find_haproxy,
+    render_config,
+)
+from .metrics import HistogramDelta, PeriodRecord, parse_duration_histogram, to_metric_frame
+from .workers import WorkerCommand
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["LocalFleet"]
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.1
+BACKEND = "tg"
+EventCallback = Callable[[dict[str, Any]], Any]
+
+
+@dataclass
+class _Resources:
+    """What must die with the fleet; held by a weakref finalizer that must not reference the fleet."""
+
+    haproxy: HaproxyProcess | None = None
+    asg: AsgEmulator | None = None
+    owned_dir: Path | None = None
+    pgids: set[int] = field(default_factory=set)
+
+    def kill(self) -> None:
+        if self.asg is not None:
+            for inst in self.asg.instances:
+                kill_group(inst.worker.pid)
+                unregister_pgid(inst.worker.pid)
+        if self.haproxy is not None and self.haproxy.pid is not None:
+            kill_group(self.haproxy.pid)
+            unregister_pgid(self.haproxy.pid)
+        if self.owned_dir is not None:
+            shutil.rmtree(self.owned_dir, ignore_errors=True)
+
+
+class LocalFleet:
+    """The local backend of the Fleet protocol. See the module docstring for the clock mapping.
+
+    ``work_dir`` holds the HAProxy config, admin socket and worker logs (a private temp dir, removed on close,
+    when not given); ``port`` the frontend port (0: a free one); ``on_event`` receives each event dict as it
+    happens; ``worker_command`` replaces ``mlops_lb.serving.worker_command`` (tests).
+
+    Example::
+
+        fleet = LocalFleet(FleetSpec(name="demo"))
+        url = fleet.launch(on_output=print)
+        fleet.close()
+    """
+
+    def __init__(self, spec: FleetSpec, *, work_dir: str | Path | None = None, port: int = 0,
+                 on_event: EventCallback | None = None, worker_command: WorkerCommand | None = None,
+                 launch_timeout_s: float = 120.0) -> None:
+        if not isinstance(spec, FleetSpec):
+            raise SpecError("spec", f"must be a FleetSpec (got {type(spec).__name__})")
+        self._binary = find_haproxy()
+        self.spec = spec
+        self._port = port or free_port()
+        self._on_event = on_event
+        self._on_output: Callable[[str], Any] | None = None
+        self._worker_command = worker_command
+        self._launch_timeout_s = launch_timeout_s
+        self._lock = threading.RLock()
+        self._events: list[dict[str, Any]] = []
+        self._records: list[PeriodRecord] = []
+        self._capacity = (spec.capacity.min, spec.capacity.desired, spec.capacity.max)
+        self._autoscaler = Autoscaler(spec)
+        self._state = "new"
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
+        self._res = _Resources()
+        if work_dir is None:
+            self._work_dir = Path(tempfile.mkdtemp(prefix="mlops-lb-"))
+            self._res.owned_dir = self._work_dir
+        else:
+            self._work_dir = Path(work_dir)
+            self._work_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self._work_dir, 0o700)  # the admin socket inside grants full control of the balancer
+        self._finalizer = weakref.finalize(self, self._res.kill)
+        self._api: RuntimeApi | None = None
+        self._asg: AsgEmulator | None = None
+        self._haproxy: HaproxyProcess | None = None
+        self._counters: dict[tuple[str, str], tuple[int, ...]] = {}
+        self._acc = self._new_acc()
+        self._hist_last: dict[str, HistogramDelta] = {}
+        self._cpu_procs: dict[str, Any] = {}
+        self._period_start = utcnow()
+
+    # ------------------------------------------------------------------ protocol
+    @property
+    def url(self) -> str:
+        """The balancer's address (``http://127.0.0.1:<port>``)."""
+        return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def work_dir(self) -> Path:
+        return self._work_dir
+
+    def launch(self, *, on_output: Callable[[str], Any] | None = None) -> str:
+        """Start HAProxy and ``desired`` workers; block until that many targets are healthy. Returns the url.
+
+        Any failure or Ctrl-C closes the fleet, leaving no process behind.
+        """
+        if self._state == "closed":
+            raise ProvisionError("this LocalFleet is closed; open a new one")
+        if self._state == "running":
+            return self.url
+        self._on_output = on_output
+        try:
+            self._say(f"{self.clock_mapping()}")
+            self._state = "launching"
+            self._thread = threading.Thread(target=self._run, name=f"mlops-lb-fleet-{self.spec.name}", daemon=True)
+            self._thread.start()
+            self._started.wait()
+            if self._start_error is not None:
+                raise self._start_error
+            self._say(f"haproxy listening on {self.url} (pid {self._haproxy.pid if self._haproxy else '?'})")
+            deadline = time.monotonic() + self._launch_timeout_s
+            while True:
+                with self._lock:
+                    healthy = len(self._asg.healthy()) if self._asg else 0
+                    failed = self._asg.failed_starts if self._asg else 0
+                    desired = self._capacity[1]
+                if healthy >= desired:
+                    break
+                if failed >= max(3, 2 * desired):
+                    raise ProvisionError(f"{failed} workers exited before passing a health check; see their logs "
+                                         f"in {self._work_dir}", stderr=self._log_tail())
+                if not (self._thread and self._thread.is_alive()):
+                    raise ProvisionError("the fleet controller stopped during launch", stderr=self._log_tail())
+                if time.monotonic() > deadline:
+                    raise ProvisionError(f"only {healthy} of {desired} targets healthy after "
+                                         f"{self._launch_timeout_s:g} s", stderr=self._log_tail())
+                time.sleep(0.05)
+            self._state = "running"
+            self._say(f"{healthy} target(s) healthy behind {self.url}")
+            return self.url
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            self._on_output = None
+
+    def scale(self, *, min: int | None = None, desired: int | None = None, max: int | None = None,
+              target_rps_per_target: float | None = None) -> None:
+        """Change capacity bounds, desired capacity or the tracking target (validated like the spec).
+
+        Without ``desired``, the current desired capacity is clamped into the new bounds (as AWS does).
+        """
+        with self._lock:
+            cur_min, cur_desired, cur_max = self._capacity
+            new_min = cur_min if min is None else min
+            new_max = cur_max if max is None else max
+            if desired is None:
+                new_desired = cur_desired
+                if isinstance(new_min, int) and isinstance(new_max, int) and new_min <= new_max:
+                    new_desired = _clamp(cur_desired, new_min, new_max)
+            else:
+                new_desired = desired
+            CapacitySpec(min=new_min, desired=new_desired, max=new_max)  # raises SpecError naming the field
+            if target_rps_per_target is not None:
+                scaling = self.spec.scaling.__class__(**{**self.spec.scaling.to_dict(),
+                                                         "target_rps_per_target": target_rps_per_target})
+                self.spec = self.spec.replace(scaling=scaling)
+                self._autoscaler.set_target(scaling)
+                self._event("decision", "", f"manual: target set to {scaling.target_rps_per_target:g} rps per target "
+                            f"({self._autoscaler.policy.target_value:g} requests per target per local period)")
+            self._capacity = (new_min, new_desired, new_max)
+            if new_desired != cur_desired:
+                self._autoscaler.note_manual_change()
+                kind = "scale_out" if new_desired > cur_desired else "scale_in"
+                self._event(kind, "", f"manual: desired {cur_desired} -> {new_desired} "
+                            f"(min {new_min}, max {new_max})")
+            elif (new_min, new_max) != (cur_min, cur_max):
+                self._event("decision", "", f"manual: bounds now min {new_min}, max {new_max}")
+
+    def status(self, *, include_terminated: bool = False) -> pd.DataFrame:
+        """One row per target: target, address, state, health, launched_at, pid, weight, sessions, haproxy status."""
+        import pandas as pd
+
+        cols = ["target", "address", "state", "health", "launched_at", "pid", "weight", "sessions",
+                "haproxy_status", "check_status"]
+        with self._lock:
+            insts: list[Instance] = list(self._asg.instances) if self._asg else []
+            rows = [{"target": i.id, "address": i.address, "state": i.state, "health": i.health,
+                     "launched_at": i.launched_at, "pid": i.worker.pid, "weight": i.weight, "sessions": i.scur,
+                     "haproxy_status": i.haproxy_status, "check_status": i.check_status}
+                    for i in insts if include_terminated or i.state != "terminated"]
+        df = pd.DataFrame(rows, columns=cols)
+        df["launched_at"] = pd.to_datetime(df["launched_at"], utc=True)
+        return df
+
+    def metrics(self, start: datetime | None = None, end: datetime | None = None,
+                period_s: float | None = None) -> pd.DataFrame:
+        """MetricFrame of the periods in [start, end); ``period_s`` groups whole local periods per datapoint."""
+        local = self.spec.local.period_s
+        group = 1 if period_s is None else max(1, round(period_s / local))
+        with self._lock:
+            recs = [r for r in self._records
+                    if (start is None or r.start >= _utc(start)) and (end is None or r.start < _utc(end))]
+        df = to_metric_frame(recs, group=group, api_calls=0)
+        df.attrs["metrics_requested"] = int(df[["metric", "stat", "target"]].drop_duplicates().shape[0])
+        df.attrs["period_s"] = local * group
+        return df
+
+    def events(self, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
+        """Events frame: launches, registrations, health changes, drains, terminations, scaling with reasons."""
+        from ..frames import events_frame
+
+        with self._lock:
+            rows = [e for e in self._events
+                    if (start is None or e["timestamp"] >= _utc(start)) and (end is None or e["timestamp"] < _utc(end))]
+        return events_frame(rows)
+
+    def decisions(self) -> pd.DataFrame:
+        """Every target-tracking decision (``none`` included) with the exact inputs given to ``decide``."""
+        with self._lock:
+            return self._autoscaler.decisions()
+
+    def close(self) -> None:
+        """Stop the autoscaler, the workers and HAProxy; idempotent. Logs and temp files go with a temp work_dir."""
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        self._stop.set()
+        t = self._thread
+        if t is not None and t.is_alive() and t is not threading.current_thread():
+            t.join(15.0)
+        self._finalizer()  # kills anything still alive (a stuck controller) and removes an owned work_dir
+
+    def __enter__(self) -> LocalFleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def clock_mapping(self) -> str:
+        """The local clock in words: ``1 AWS minute = 2.0 s here; health interval 10 s -> 0.33 s; ...``."""
+        s = self.spec
+        inter, timeout = check_timing_ms(s)
+        return (f"1 AWS minute = {s.local.period_s:g} s here; health interval {s.health_check.interval_s} s -> "
+                f"{inter / 1000:.2f} s, timeout {s.health_check.timeout_s} s -> {timeout / 1000:.2f} s; "
+                f"warm-up {s.scaling.warmup_s} s -> {s.scaling.warmup_s * s.local.time_scale:.2f} s; target "
+                f"{s.scaling.target_rps_per_target:g} rps/target = {self._autoscaler.policy.target_value:g} "
+                f"requests/target per {s.local.period_s:g} s period")
+
+    def __repr__(self) -> str:
+        with self._lock:
+            insts = self._asg.live() if self._asg else []
+            healthy = sum(1 for i in insts if i.health == "healthy")
+            lo, want, hi = self._capacity
+        return (f"<LocalFleet {self.spec.name!r} {self._state} url={self.url} targets: {healthy} healthy / "
+                f"{len(insts)} live, desired {want} in [{lo}, {hi}]; {self.clock_mapping()}>")
+
+    # ------------------------------------------------------------------ internals
+    def _say(self, line: str) -> None:
+        log.info("%s", line)
+        if self._on_output is not None:
+            try:
+                self._on_output(line)
+            except Exception:  # a broken progress callback must not break the fleet
+                log.exception("on_output callback failed")
+
+    def _event(self, kind: str, target: str, detail: str) -> None:
+        ev = {"timestamp": utcnow(), "kind": kind, "target": target, "detail": detail}
+        with self._lock:
+            self._events.append(ev)
+        self._say(f"[{kind}] {target + ': ' if target else ''}{detail}")
+        if self._on_event is not None:
+            try:
+                self._on_event(dict(ev))
+            except Exception:
+                log.exception("on_event callback failed")
+
+    def _log_tail(self) -> str:
+        parts = []
+        if self._haproxy:
+            parts.append(self._haproxy.tail_log(5))
+        for p in sorted(self._work_dir.glob("i-local*.log"))[-2:]:
+            with contextlib.suppress(OSError):
+                parts.append(f"{p.name}: " + " | ".join(p.read_text(errors="replace").splitlines()[-5:]))
+        return "\n".join(x for x in parts if x)
+
+    def _start_haproxy(self) -> None:
+        cfg = render_config(self.spec, port=self._port, socket_path=self._work_dir / "admin.sock", backend=BACKEND)
+        hp = HaproxyProcess(cfg, self._work_dir, binary=self._binary)
+        self._haproxy = self._res.haproxy = hp
+        hp.start()
+        if hp.pid is not None:
+            register_pgid(hp.pid)
+        self._api = RuntimeApi(hp.socket_path)
+
+    def _run(self) -> None:
+        try:
+            self._start_haproxy()
+            assert self._api is not None
+            self._asg = self._res.asg = AsgEmulator(self.spec, api=self._api, emit=self._event,
+                                                    work_dir=self._work_dir, backend=BACKEND,
+                                                    worker_command=self._worker_command)
+        except BaseException as exc:
+            self._start_error = exc
+            self._started.set()
+            return
+        self._started.set()
+        self._period_start = utcnow()
+        next_period = time.monotonic() + self.spec.local.period_s
+        while not self._stop.is_set():
+            try:
+                self._tick()
+                if time.monotonic() >= next_period:
+                    self._end_period()
+                    next_period += self.spec.local.period_s
+                    if next_period < time.monotonic():  # fell behind (machine busy): skip, don't burst
+                        next_period = time.monotonic() + self.spec.local.period_s
+            except Exception:
+                log.exception("local fleet controller tick failed")
+            self._stop.wait(TICK_S)
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        asg, hp = self._asg, self._haproxy
+        if asg is not None:
+            with self._lock:
+                pids = [i.id for i in asg.live()]
+            asg.stop_all()
+            for iid in pids:
+                self._event("terminate", iid, "fleet closed")
+        if hp is not None:
+            hp.stop()
+            if hp.pid is not None:
+                unregister_pgid(hp.pid)
+
+    def _restart_haproxy(self) -> None:
+        assert self._haproxy is not None and self._asg is not None
+        code = self._haproxy.returncode()
+        if self._haproxy.pid is not None:
+            unregister_pgid(self._haproxy.pid)
+        self._haproxy.start()
+        if self._haproxy.pid is not None:
+            register_pgid(self._haproxy.pid)
+        self._counters.clear()  # the new process counts from zero
+        with self._lock:
+            n = self._asg.reregister_all()
+        self._event("balancer_restart", "", f"haproxy exited with code {code}; restarted on {self.url} "
+                    f"(pid {self._haproxy.pid}) and re-registered {n} target(s)")
+
+    @staticmethod
+    def _new_acc() -> dict[str, Any]:
+        return {"req": 0, "fe5xx": 0, "2xx": 0, "4xx": 0, "5xx": 0, "per_target": {}}
+
+    def _accumulate(self, rows: list[StatRow]) -> None:
+        acc = self._acc
+        for r in rows:
+            key = (r.proxy, r.server)
+            if r.proxy == FRONTEND and r.server == "FRONTEND":
+                vals: tuple[int, ...] = (r.req_tot, r.hrsp_5xx)
+            elif r.proxy in (BACKEND, f"{BACKEND}_open") and r.is_server:
+                vals = (r.stot, r.hrsp_2xx, r.hrsp_4xx, r.hrsp_5xx)
+            else:
+                continue
+            old = self._counters.get(key)
+            d = tuple(v - o if old is not None and v >= o else v for v, o in zip(vals, old or vals, strict=True))
+            self._counters[key] = vals
+            if len(d) == 2:
+                acc["req"] += d[0]
+                acc["fe5xx"] += d[1]
+            else:
+                acc["per_target"][r.server] = acc["per_target"].get(r.server, 0) + d[0]
+                acc["2xx"] += d[1]
+                acc["4xx"] += d[2]
+                acc["5xx"] += d[3]
+
+    def _tick(self) -> None:
+        assert self._haproxy is not None and self._asg is not None and self._api is not None
+        if not self._haproxy.alive():
+            self._restart_haproxy()
+        try:
+            rows = self._api.show_stat()
+        except OSError as exc:
+            log.debug("show stat failed: %s", exc)
+            return
+        with self._lock:
+            self._accumulate(rows)
+            lo, want, hi = self._capacity
+            self._asg.min, self._asg.desired, self._asg.max = lo, want, hi
+            self._asg.tick(rows)
+
+    def _scrape(self, insts: list[Instance]) -> tuple[HistogramDelta, dict[str, float]]:
+        import psutil
+
+        total = HistogramDelta()
+        cpu: dict[str, float] = {}
+        for inst in insts:
+            text = inst.worker.scrape_metrics(timeout_s=0.3)
+            if text is not None:
+                try:
+                    h = parse_duration_histogram(text)
+                except ValueError:
+                    h = None
+                if h is not None:
+                    total.add(h.minus(self._hist_last.get(inst.id)))
+                    self._hist_last[inst.id] = h
+            try:
+                p = self._cpu_procs.get(inst.id)
+                if p is None:
+                    p = self._cpu_procs[inst.id] = psutil.Process(inst.worker.pid)
+                    p.cpu_percent(None)  # the first call only sets the baseline
+                else:
+                    cpu[inst.id] = float(p.cpu_percent(None))
+            except psutil.Error:
+                pass
+        return total, cpu
+
+    def _end_period(self) -> None:
+        assert self._asg is not None
+        end = utcnow()
+        with self._lock:
+            live = [i for i in self._asg.live() if i.worker.exit_code() is None]
+        latency, cpu = self._scrape(live)  # outside the lock: a busy worker may take a moment to answer
+        with self._lock:
+            acc, self._acc = self._acc, self._new_acc()
+            asg = self._asg
+            ready, warming = asg.ready_and_warming()
+            lo, want, hi = self._capacity
+            rec = PeriodRecord(
+                start=self._period_start, end=end, request_count=acc["req"], target_2xx=acc["2xx"],
+                target_4xx=acc["4xx"], target_5xx=acc["5xx"], elb_5xx=max(0, acc["fe5xx"] - acc["5xx"]),
+                healthy=len(asg.healthy()),
+                unhealthy=sum(1 for i in asg.instances if i.state == "in_service" and i.health == "unhealthy"),
+                desired=want, in_service=sum(1 for i in asg.instances if i.state == "in_service"), ready=ready,
+                latency=latency, cpu=cpu, per_target=dict(acc["per_target"]),
+            )
+            self._records.append(rec)
+            self._period_start = end
+            decision = self._autoscaler.tick(rec.start, request_count=rec.request_count, ready=ready,
+                                             warming=warming, desired=want, min=lo, max=hi)
+            if decision.changed:
+                self._capacity = (lo, decision.desired, hi)
+        if decision.changed:
+            self._event(decision.action, "", f"target tracking: desired {want} -> {decision.desired}: {decision.reason}")
+
+
+def _clamp(v: int, lo: int, hi: int) -> int:
+    return max(lo, min(hi, v))
+
+
+def _utc(t: datetime) -> datetime:
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
