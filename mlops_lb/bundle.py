@@ -1,0 +1,327 @@
+"""RunBundle: one folder per run, written while the run goes, loadable with one call — even after a crash.
+
+Layout of ``runs/<utc-time>-<name>/``::
+
+    spec.json            the FleetSpec (when there is one)
+    load.json            the load run's settings (written by run_load)
+    requests.parquet     per-request records         (consolidated by finalize(); until then requests.parts/)
+    intervals.parquet    per-interval summaries      (idem, intervals.parts/)
+    metrics.parquet      MetricFrame
+    events.parquet       events frame
+    summary.json         LoadResult.summary()
+    report.html          written by mlops_lb.report
+
+Appends are small parquet part files, each written to a temporary name and moved into place with
+``os.replace`` (atomic on POSIX), so a crash at any moment leaves only whole files. ``finalize()`` merges the
+parts into one file and records the merged part names in its parquet metadata before deleting them; ``load``
+reads the consolidated file plus any part it does not already contain, so an interrupted ``finalize`` never
+loses or duplicates rows.
+
+Example::
+
+    from mlops_lb.bundle import RunBundle
+    b = RunBundle.create(root="runs", name="ramp", spec=spec)
+    result = run_load(url, profile, bundle=b)          # appends as it goes, finalizes at the end
+    loaded = RunBundle.load(b.path)
+    loaded.requests.head(); loaded.summary["p99_s"]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .spec import FleetSpec
+
+__all__ = ["LoadedBundle", "RunBundle"]
+
+log = logging.getLogger(__name__)
+
+_APPENDABLE = ("requests", "intervals")
+_TABLES = ("requests", "intervals", "metrics", "events")
+_PARTS_KEY = b"mlops_lb_parts"
+_NAME_RE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def _jsonable(obj: Any) -> Any:
+    """Make ``obj`` strict JSON: NaN/inf -> null, numpy scalars -> Python, timestamps -> ISO strings."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalar
+        return _jsonable(obj.item())
+    if hasattr(obj, "to_dict") and callable(obj.to_dict):
+        return _jsonable(obj.to_dict())
+    return obj
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_write_parquet(path: Path, df: pd.DataFrame, parts: list[str] | None = None) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if parts is not None:
+        meta = dict(table.schema.metadata or {})
+        meta[_PARTS_KEY] = json.dumps(parts).encode()
+        table = table.replace_schema_metadata(meta)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _merged_parts(path: Path) -> set[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except Exception:
+        return set()
+    raw = meta.get(_PARTS_KEY)
+    return set(json.loads(raw)) if raw else set()
+
+
+def _read_table(folder: Path, name: str) -> pd.DataFrame:
+    """Consolidated file (if any) plus the part files it does not contain; unreadable pieces are skipped."""
+    import pandas as pd
+
+    frames: list[pd.DataFrame] = []
+    merged: set[str] = set()
+    main = folder / f"{name}.parquet"
+    if main.exists():
+        try:
+            frames.append(pd.read_parquet(main))
+            merged = _merged_parts(main)
+        except Exception as exc:  # a damaged file must not hide the parts next to it
+            log.warning("skipping unreadable %s: %s", main, exc)
+    parts_dir = folder / f"{name}.parts"
+    if parts_dir.is_dir():
+        for part in sorted(parts_dir.glob("part-*.parquet")):
+            if part.name in merged:
+                continue
+            try:
+                frames.append(pd.read_parquet(part))
+            except Exception as exc:
+                log.warning("skipping unreadable part %s: %s", part, exc)
+    frames = [f for f in frames if len(f.columns)]
+    if not frames:
+        return pd.DataFrame()
+    if len(frames) == 1:
+        return frames[0]
+    return pd.concat(frames, ignore_index=True)
+
+
+class RunBundle:
+    """A run folder being written. Create with :meth:`create`; read back with :meth:`load`.
+
+    Example::
+
+        b = RunBundle.create(root="runs", name="demo", spec=ml.FleetSpec(name="demo"))
+        b.append_requests(df); b.write_metrics(metric_frame); b.finalize()
+        b.path        # PosixPath('runs/20250101T120000Z-demo')
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._seq: dict[str, int] = {}
+        for name in _APPENDABLE:
+            parts = self.path / f"{name}.parts"
+            existing = [int(p.stem.split("-")[1]) for p in parts.glob("part-*.parquet")] if parts.is_dir() else []
+            self._seq[name] = max(existing, default=-1) + 1
+
+    @classmethod
+    def create(
+        cls, root: str | os.PathLike[str] = "runs", name: str = "run", spec: FleetSpec | dict[str, Any] | None = None
+    ) -> RunBundle:
+        """Make ``<root>/<utc-time>-<name>/`` (a numeric suffix if it exists) and write ``spec.json``."""
+        safe = _NAME_RE.sub("-", str(name)).strip("-") or "run"
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        root_path = Path(root)
+        root_path.mkdir(parents=True, exist_ok=True)
+        path = root_path / f"{stamp}-{safe}"
+        n = 1
+        while True:
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                n += 1
+                path = root_path / f"{stamp}-{safe}-{n}"
+        bundle = cls(path)
+        if spec is not None:
+            bundle.write_json("spec.json", spec.to_dict() if hasattr(spec, "to_dict") else spec)
+        log.info("run bundle %s", path)
+        return bundle
+
+    # ---------------------------------------------------------------- writers
+    def _append(self, name: str, df: pd.DataFrame) -> Path:
+        with self._lock:
+            seq = self._seq[name]
+            self._seq[name] = seq + 1
+        parts = self.path / f"{name}.parts"
+        parts.mkdir(exist_ok=True)
+        target = parts / f"part-{seq:06d}.parquet"
+        _atomic_write_parquet(target, df)
+        return target
+
+    def append_requests(self, df: pd.DataFrame) -> Path:
+        """Append per-request rows (a ``LoadResult.requests()``-shaped frame) as one atomic part file."""
+        return self._append("requests", df)
+
+    def append_intervals(self, df: pd.DataFrame) -> Path:
+        """Append interval rows (a ``LoadResult.intervals()``-shaped frame) as one atomic part file."""
+        return self._append("intervals", df)
+
+    def write_metrics(self, df: pd.DataFrame) -> Path:
+        """Write (replace) ``metrics.parquet`` with a MetricFrame."""
+        path = self.path / "metrics.parquet"
+        _atomic_write_parquet(path, df)
+        return path
+
+    def write_events(self, df: pd.DataFrame) -> Path:
+        """Write (replace) ``events.parquet`` with an events frame."""
+        path = self.path / "events.parquet"
+        _atomic_write_parquet(path, df)
+        return path
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        """Write ``obj`` as strict JSON (NaN -> null) to ``<name>`` (``.json`` added when missing)."""
+        if not name.endswith(".json"):
+            name += ".json"
+        path = self.path / name
+        _atomic_write_bytes(path, json.dumps(_jsonable(obj), indent=2, sort_keys=True).encode())
+        return path
+
+    def finalize(self) -> None:
+        """Merge part files into ``requests.parquet`` / ``intervals.parquet``; safe to call again."""
+        for name in _APPENDABLE:
+            parts_dir = self.path / f"{name}.parts"
+            if not parts_dir.is_dir():
+                continue
+            with self._lock:
+                main = self.path / f"{name}.parquet"
+                merged = _merged_parts(main) if main.exists() else set()
+                parts = sorted(p.name for p in parts_dir.glob("part-*.parquet"))
+                if not set(parts) - merged:
+                    continue
+                df = _read_table(self.path, name)
+                sort_col = "intended_at" if name == "requests" else "interval_start"
+                if sort_col in df.columns:
+                    df = df.sort_values(sort_col, kind="stable").reset_index(drop=True)
+                _atomic_write_parquet(main, df, parts=sorted(set(parts) | merged))
+                for p in parts:
+                    (parts_dir / p).unlink(missing_ok=True)
+                for leftover in parts_dir.glob("*.tmp"):
+                    leftover.unlink(missing_ok=True)
+                try:
+                    parts_dir.rmdir()
+                except OSError:
+                    pass  # a concurrent append landed; the next finalize takes it
+
+    # ---------------------------------------------------------------- readers
+    @staticmethod
+    def load(path: str | os.PathLike[str]) -> LoadedBundle:
+        """Read a bundle folder, finished or not (a crash leaves parts and maybe stray ``.tmp`` files).
+
+        Example::
+
+            b = RunBundle.load("runs/20250101T120000Z-demo")
+            b.intervals.plot(x="interval_start", y="p99_s")
+        """
+        folder = Path(path)
+        if not folder.is_dir():
+            from .errors import MlopsLbError
+
+            raise MlopsLbError(f"no run bundle at {folder}")
+        tables = {name: _read_table(folder, name) for name in _TABLES}
+        spec_data = _read_json(folder / "spec.json")
+        spec = None
+        if spec_data is not None:
+            try:
+                from .spec import FleetSpec
+
+                spec = FleetSpec.from_dict(spec_data)
+            except Exception as exc:
+                log.warning("spec.json in %s is not a valid FleetSpec: %s", folder, exc)
+        return LoadedBundle(
+            path=folder,
+            spec=spec,
+            spec_dict=spec_data,
+            load_settings=_read_json(folder / "load.json"),
+            summary=_read_json(folder / "summary.json") or {},
+            **tables,
+        )
+
+    def __repr__(self) -> str:
+        return f"RunBundle({str(self.path)!r})"
+
+
+def _read_json(path: Path) -> Any:
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("skipping unreadable %s: %s", path, exc)
+        return None
+
+
+@dataclass
+class LoadedBundle:
+    """A run bundle read back from disk (see :meth:`RunBundle.load`).
+
+    Example::
+
+        b = RunBundle.load(path)
+        b.spec, len(b.requests), b.summary.get("p99_s")
+    """
+
+    path: Path
+    spec: FleetSpec | None
+    requests: pd.DataFrame
+    intervals: pd.DataFrame
+    metrics: pd.DataFrame
+    events: pd.DataFrame
+    summary: dict[str, Any] = field(default_factory=dict)
+    spec_dict: dict[str, Any] | None = None
+    load_settings: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        spec = self.spec.name if self.spec is not None else None
+        return (
+            f"LoadedBundle({str(self.path)!r}, spec={spec!r}, requests={len(self.requests):,}, "
+            f"intervals={len(self.intervals):,}, metrics={len(self.metrics):,}, events={len(self.events):,})"
+        )

@@ -1,0 +1,36 @@
+"""Open-loop load generation: profiles, the uvloop/httptools engine, results, and a Locust runner.
+
+Latency is measured from each request's *intended* send time (coordinated-omission corrected), so a stalled
+server shows up as latency, not as a quietly lower request rate. See DESIGN §6 for the measurements behind the
+engine's design.
+
+Example::
+
+    from mlops_lb import load
+    result = load.run_load("http://127.0.0.1:8080/predict", load.ramp(10, 300, 60), payloads=[b'{"rows": [[1]]}'])
+    result.summary()["p99_s"], result.valid
+    result.intervals()       # one row per second: offered/achieved rps, errors by kind, p50…max
+"""
+
+from __future__ import annotations
+
+from .locust_runner import LocustResult, run_locust
+from .profiles import LoadProfile, constant, ramp, spike, step, sweep, trace
+from .result import LoadResult
+from .runner import LoadRun, run_load, start_load
+
+__all__ = [
+    "LoadProfile",
+    "LoadResult",
+    "LoadRun",
+    "LocustResult",
+    "constant",
+    "ramp",
+    "run_load",
+    "run_locust",
+    "spike",
+    "start_load",
+    "step",
+    "sweep",
+    "trace",
+]

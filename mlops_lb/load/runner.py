@@ -1,0 +1,682 @@
+"""run_load / start_load: drive the engine (a thread, or N worker processes) and collect a LoadResult.
+
+The engine always runs on its own thread with its own (uv)loop, or in worker processes; the calling thread
+only collects: it merges each interval's histograms, calls ``on_interval``, advances the progress bar, appends
+records to the run bundle and watches for Stop. That is why ``run_load`` also works in a Jupyter cell (an
+event loop is already running there) and why a slow ``on_interval`` (a plot redraw) never delays a send.
+
+Interrupting ``run_load`` (Ctrl-C, or Jupyter's interrupt) stops sending, waits briefly for requests in
+flight, and *returns* the partial result with ``stopped=True`` and ``stop_reason="KeyboardInterrupt"``; the
+bundle, if any, is finalized first. A Stop (``stop`` event, :meth:`LoadRun.stop`) ends the run the same way.
+
+Example::
+
+    from mlops_lb.load import run_load, start_load, constant
+    result = run_load("http://127.0.0.1:8080/predict", constant(200, 30), payloads=[{"rows": [[1, 2]]}])
+    run = start_load(url, constant(200, 300), progress=False)     # returns at once
+    run.latest_intervals(); run.stop(); run.result()
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue as queue_mod
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from ..errors import LoadTestError, SpecError
+from ._engine import ERROR_KINDS, EngineConfig, run_engine, worker_main
+from .profiles import LoadProfile, SweepProfile
+from .result import LoadResult, empty_hists, hist_percentiles, records_frame
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..bundle import RunBundle
+
+__all__ = ["LoadRun", "run_load", "start_load"]
+
+log = logging.getLogger(__name__)
+
+Payloads = Sequence[bytes | str | Mapping[str, Any] | list[Any]] | Callable[[int], bytes] | None
+
+
+# --------------------------------------------------------------------------- request bytes
+def _body(p: Any) -> bytes:
+    if isinstance(p, bytes):
+        return p
+    if isinstance(p, str):
+        return p.encode()
+    if isinstance(p, (Mapping, list)):
+        return json.dumps(p).encode()
+    raise LoadTestError(f"payloads must be bytes, str or JSON-serialisable dicts (got {type(p).__name__})")
+
+
+class _RequestBuilder:
+    """Picklable ``i -> request bytes`` around a user callable (used in worker processes too)."""
+
+    def __init__(self, head: bytes, fn: Callable[[int], Any]) -> None:
+        self.head = head
+        self.fn = fn
+
+    def __call__(self, i: int) -> bytes:
+        body = _body(self.fn(i))
+        return b"%sContent-Length: %d\r\n\r\n%s" % (self.head, len(body), body)
+
+
+def _parse_url(url: str) -> tuple[str, int, str, str]:
+    if not isinstance(url, str):
+        raise LoadTestError(f"url must be a string such as http://127.0.0.1:8080/predict (got {url!r})")
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise LoadTestError(f"url must be http://host[:port]/path (got {url!r}); https is not supported by the engine")
+    try:
+        port = parts.port or 80
+    except ValueError as exc:
+        raise LoadTestError(f"url has an invalid port: {url!r}") from exc
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    hostport = parts.netloc.rsplit("@", 1)[-1]
+    return parts.hostname, port, path, hostport
+
+
+def _head(method: str, path: str, hostport: str, headers: Mapping[str, str] | None) -> bytes:
+    h = {"Host": hostport, "User-Agent": "mlops-lb", "Content-Type": "application/json", "Connection": "keep-alive"}
+    for k, v in (headers or {}).items():
+        h = {kk: vv for kk, vv in h.items() if kk.lower() != k.lower()}
+        h[k] = v
+    lines = "".join(f"{k}: {v}\r\n" for k, v in h.items())
+    return f"{method} {path} HTTP/1.1\r\n{lines}".encode("latin-1")
+
+
+def _default_payloads() -> list[bytes]:
+    try:
+        from ..serving import demo_payloads  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise LoadTestError("no payloads: pass payloads=[...] (mlops_lb.serving.demo_payloads is unavailable)") from exc
+    return list(demo_payloads())
+
+
+# --------------------------------------------------------------------------- validation
+def _check_int(name: str, v: Any, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise SpecError(name, f"must be an integer between {lo} and {hi} (got {v!r})")
+    return v
+
+
+def _check_num(name: str, v: Any, lo: float, hi: float) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
+        raise SpecError(name, f"must be a number between {lo:g} and {hi:g} (got {v!r})")
+    return float(v)
+
+
+# --------------------------------------------------------------------------- the run
+class _Run:
+    """One load run: launches engines, collects their messages, builds the LoadResult."""
+
+    def __init__(
+        self,
+        url: str,
+        profile: LoadProfile,
+        payloads: Payloads,
+        *,
+        method: str,
+        headers: Mapping[str, str] | None,
+        connections: int,
+        timeout_s: float,
+        interval_s: float,
+        workers: int,
+        on_interval: Callable[[dict[str, Any]], None] | None,
+        progress: bool,
+        stop: threading.Event | None,
+        bundle: RunBundle | None,
+        max_lag_p99_s: float,
+    ) -> None:
+        if not isinstance(profile, LoadProfile):
+            raise SpecError("profile", f"must be a LoadProfile such as load.constant(100, 30) (got {profile!r})")
+        self.connections = _check_int("connections", connections, 1, 100_000)
+        self.timeout_s = _check_num("timeout_s", timeout_s, 0.001, 3600)
+        self.interval_s = _check_num("interval_s", interval_s, 0.05, 3600)
+        self.workers = _check_int("workers", workers, 1, 256)
+        self.max_lag_p99_s = _check_num("max_lag_p99_s", max_lag_p99_s, 0, 3600)
+        if workers > connections:
+            raise SpecError("workers", f"must be <= connections ({connections}) (got {workers})")
+        self.url = url
+        self.host, self.port, path, hostport = _parse_url(url)
+        self.profile = profile
+        head = _head(method, path, hostport, headers)
+        self.requests: list[bytes] | None = None
+        self.request_fn: Callable[[int], bytes] | None = None
+        if payloads is None:
+            payloads = _default_payloads()
+        if callable(payloads):
+            self.request_fn = _RequestBuilder(head, payloads)
+        else:
+            if isinstance(payloads, (str, bytes)) or not len(payloads):
+                raise LoadTestError("payloads must be a non-empty list of bodies or a callable i -> bytes")
+            self.requests = []
+            for p in payloads:
+                b = _body(p)
+                self.requests.append(b"%sContent-Length: %d\r\n\r\n%s" % (head, len(b), b))
+        self.on_interval = on_interval
+        self.progress = progress
+        self.user_stop = stop
+        self.bundle = bundle
+        self.schedule = profile.schedule()
+        self.scheduled = len(self.schedule)
+        self.epoch = 0.0
+        self.stop_reason = ""
+        self.rows: list[dict[str, Any]] = []
+        self.rows_lock = threading.Lock()
+        self.worker_pids: list[int] = []
+        # collector state
+        self._pending: dict[int, dict[int, tuple[dict[str, Any], tuple[Any, ...]]]] = {}
+        self._next_k = 0
+        self._chunks: list[dict[str, np.ndarray]] = []
+        self._received: dict[int, int] = {}
+        self._done: dict[int, dict[str, Any]] = {}
+        self._dead: dict[int, str] = {}
+        self._ready: set[int] = set()
+        self._totals = empty_hists()
+        self._steps: list[dict[str, Any]] = []
+        self._step_acc: dict[int, list[Any]] = {}
+        self._bar: Any = None
+        self._internal_stop: Any = None
+
+    # ---------------------------------------------------------------- engine configs
+    def _config(self, w: int, encode: bool) -> EngineConfig:
+        n = self.workers
+        per_worker = max(1, self.connections // n + (1 if w < self.connections % n else 0))
+        return EngineConfig(
+            host=self.host,
+            port=self.port,
+            schedule=self.schedule[w::n],
+            requests=self.requests,
+            request_fn=self.request_fn,
+            index_offset=w,
+            index_stride=n,
+            connections=per_worker,
+            timeout_s=self.timeout_s,
+            interval_s=self.interval_s,
+            worker=w,
+            encode_hists=encode,
+        )
+
+    # ---------------------------------------------------------------- main
+    def execute(self) -> LoadResult:
+        log.info("load run: %s against %s (%d workers)", self.profile.describe(), self.url, self.workers)
+        if self.bundle is not None:
+            self.bundle.write_json("load.json", self._spec_dict())
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=self.scheduled, unit="req", desc="load", leave=True)
+        try:
+            if self.workers == 1:
+                self._execute_thread()
+            else:
+                self._execute_processes()
+            result = self._result()
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+        if self.bundle is not None:
+            self.bundle.write_json("summary.json", result.summary())
+            self.bundle.finalize()
+        failed = {w: t for w, t in self._dead.items() if t and t != "killed"}
+        if failed and not self._chunks_have_records():
+            raise LoadTestError(f"load engine failed:\n{next(iter(failed.values()))}")
+        return result
+
+    def _chunks_have_records(self) -> bool:
+        return any(len(c["index"]) for c in self._chunks)
+
+    def _spec_dict(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "profile": self.profile.to_dict(),
+            "connections": self.connections,
+            "timeout_s": self.timeout_s,
+            "interval_s": self.interval_s,
+            "workers": self.workers,
+            "max_lag_p99_s": self.max_lag_p99_s,
+            "scheduled": self.scheduled,
+        }
+
+    def _execute_thread(self) -> None:
+        q: queue_mod.Queue[tuple] = queue_mod.Queue()
+        self._internal_stop = threading.Event()
+
+        def start_at() -> float:
+            self.epoch = time.time() + 0.01
+            return self.epoch
+
+        def target() -> None:
+            try:
+                run_engine(self._config(0, encode=False), q.put, self._internal_stop, start_at)
+            except BaseException:  # reported through the queue as ("error", ...)
+                pass
+
+        th = threading.Thread(target=target, name="mlops-lb-load-engine", daemon=True)
+        th.start()
+        self._collect(q.get, alive=lambda w: th.is_alive())
+        th.join(timeout=5)
+
+    def _execute_processes(self) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        q = ctx.Queue()
+        self._internal_stop = ctx.Event()
+        go = ctx.Event()
+        start_wall = ctx.Value("d", 0.0)
+        procs = [
+            ctx.Process(
+                target=worker_main,
+                args=(self._config(w, encode=True), q, self._internal_stop, go, start_wall),
+                name=f"mlops-lb-load-{w}",
+                daemon=True,
+            )
+            for w in range(self.workers)
+        ]
+        try:
+            for p in procs:
+                p.start()
+            self.worker_pids = [int(p.pid or 0) for p in procs]
+
+            def on_all_ready() -> None:
+                self.epoch = time.time() + 0.05
+                start_wall.value = self.epoch
+                go.set()
+
+            self._collect(q.get, alive=lambda w: procs[w].is_alive(), on_all_ready=on_all_ready)
+        finally:
+            self._internal_stop.set()
+            go.set()
+            for p in procs:
+                p.join(timeout=5)
+                if p.is_alive():
+                    p.kill()
+                    p.join(timeout=5)
+            q.close()
+
+    def _collect(
+        self,
+        get: Callable[..., tuple],
+        alive: Callable[[int], bool],
+        on_all_ready: Callable[[], None] | None = None,
+    ) -> None:
+        """Handle engine messages until every engine is done or dead; Ctrl-C and Stop end the run gracefully."""
+        suspect: dict[int, float] = {}
+        started = time.monotonic()
+        while len(self._done) + len(self._dead) < self.workers:
+            try:
+                try:
+                    msg = get(timeout=0.1)
+                except queue_mod.Empty:
+                    msg = None
+                if msg is not None:
+                    self._handle(msg)
+                    if on_all_ready is not None and len(self._ready) + len(self._dead) == self.workers:
+                        on_all_ready()
+                        on_all_ready = None
+                    continue
+                if self.user_stop is not None and self.user_stop.is_set() and not self._internal_stop.is_set():
+                    self.stop_reason = self.stop_reason or "stop requested"
+                    self._internal_stop.set()
+                if on_all_ready is not None and time.monotonic() - started > 120:
+                    raise LoadTestError("load workers did not start within 120 s")
+                now = time.monotonic()
+                for w in range(self.workers):
+                    if w in self._done or w in self._dead or alive(w):
+                        continue
+                    # A finished worker's last messages may still be in the pipe: give them a moment.
+                    if now - suspect.setdefault(w, now) > 1.0:
+                        log.warning("load worker %d died; its unreported share is lost", w)
+                        self._dead[w] = "killed"
+                        if on_all_ready is not None and len(self._ready) + len(self._dead) == self.workers:
+                            on_all_ready()
+                            on_all_ready = None
+                self._flush()
+            except KeyboardInterrupt:
+                log.warning("load run interrupted: stopping and keeping the partial result")
+                self.stop_reason = "KeyboardInterrupt"
+                self._internal_stop.set()
+        self._flush(final=True)
+
+    # ---------------------------------------------------------------- messages
+    def _handle(self, msg: tuple) -> None:
+        kind, w = msg[0], msg[1]
+        if kind == "ready":
+            self._ready.add(w)
+        elif kind == "interval":
+            _, _, k, counts, hists, rec = msg
+            self._pending.setdefault(k, {})[w] = (counts, hists)
+            self._add_records(w, rec)
+            self._flush()
+        elif kind == "done":
+            _, _, rec, info = msg
+            self._add_records(w, rec)
+            self._done[w] = info
+            self._flush()
+        elif kind == "error":
+            log.error("load engine %d failed:\n%s", w, msg[2])
+            self._dead[w] = msg[2]
+
+    def _add_records(self, w: int, rec: dict[str, np.ndarray]) -> None:
+        self._chunks.append(rec)
+        self._received[w] = self._received.get(w, 0) + len(rec["index"])
+        if self.bundle is not None and len(rec["index"]):
+            try:
+                self.bundle.append_requests(records_frame(rec, self.epoch))
+            except Exception:
+                log.exception("could not append requests to the run bundle")
+
+    def _complete(self, k: int) -> bool:
+        have = self._pending.get(k, {})
+        for w in range(self.workers):
+            if w in have or w in self._dead:
+                continue
+            info = self._done.get(w)
+            if info is not None and info["last_k"] < k:
+                continue
+            return False
+        return bool(have)
+
+    def _flush(self, final: bool = False) -> None:
+        while self._next_k in self._pending and (self._complete(self._next_k) or final):
+            k = self._next_k
+            parts = self._pending.pop(k)
+            self._next_k += 1
+            self._interval_row(k, parts)
+        if final:
+            for k in sorted(self._pending):
+                self._interval_row(k, self._pending.pop(k))
+
+    def _interval_row(self, k: int, parts: Mapping[int, tuple[dict[str, Any], tuple[Any, ...]]]) -> None:
+        from hdrh.histogram import HdrHistogram
+
+        from ._engine import new_histogram
+
+        corr, unc, lag = new_histogram(), new_histogram(), new_histogram()
+        offered = sent = responses = ok = 0
+        err = np.zeros(len(ERROR_KINDS), dtype=np.int64)
+        for counts, hists in parts.values():
+            for total, h in zip((corr, unc, lag), hists):
+                total.add(HdrHistogram.decode(h) if isinstance(h, (bytes, str)) else h)
+            offered += counts["offered"]
+            sent += counts["sent"]
+            responses += counts["responses"]
+            ok += counts["ok"]
+            err += np.asarray(counts["err"], dtype=np.int64)
+        for total, h in zip(self._totals, (corr, unc, lag)):
+            total.add(h)
+        length = self.interval_s
+        ends = [d["end"] for d in self._done.values() if d["last_k"] == k]
+        if ends:  # the final, partial interval
+            length = max(min(max(ends) - k * self.interval_s, self.interval_s), 1e-3)
+        import pandas as pd
+
+        start_off = k * self.interval_s
+        row: dict[str, Any] = {
+            "interval_start": pd.Timestamp(self.epoch + start_off, unit="s", tz="UTC"),
+            "offered_rps": offered / length,
+            "achieved_rps": responses / length,
+            "sent": sent,
+            "ok": ok,
+            "errors": int(err[1:].sum()),
+        }
+        for i, name in enumerate(ERROR_KINDS[1:], start=1):
+            row[f"err_{name}"] = int(err[i])
+        row.update(hist_percentiles(corr))
+        row.update(hist_percentiles(unc, "_uncorrected"))
+        row["lag_p99_s"] = lag.get_value_at_percentile(99.0) / 1e6 if lag.get_total_count() else math.nan
+        row["step_rps"] = math.nan
+        if isinstance(self.profile, SweepProfile):
+            self._sweep_account(k, row, corr, ok, int(err[1:].sum()))
+        with self.rows_lock:
+            self.rows.append(row)
+        if self.bundle is not None:
+            try:
+                self.bundle.append_intervals(pd.DataFrame([row]))
+            except Exception:
+                log.exception("could not append an interval to the run bundle")
+        if self._bar is not None:
+            self._bar.update(min(sent, self._bar.total - self._bar.n))
+            self._bar.set_postfix_str(f"p99 {row['p99_s'] * 1e3:.1f} ms, errors {row['errors']}", refresh=False)
+        if self.on_interval is not None:
+            try:
+                self.on_interval(dict(row))
+            except Exception:
+                log.exception("on_interval callback failed (the run continues)")
+
+    def _sweep_account(self, k: int, row: dict[str, Any], corr: Any, ok: int, errors: int) -> None:
+        from ._engine import new_histogram
+
+        p = self.profile
+        assert isinstance(p, SweepProfile)
+        rates = p.rates
+        j = int(math.floor(k * self.interval_s / p.step_s + 1e-9))
+        if j >= len(rates):
+            return
+        row["step_rps"] = rates[j]
+        acc = self._step_acc.setdefault(j, [new_histogram(), 0, 0])
+        acc[0].add(corr)
+        acc[1] += ok
+        acc[2] += errors
+        last_k_of_step = math.ceil((j + 1) * p.step_s / self.interval_s - 1e-9) - 1
+        if k != last_k_of_step:
+            return
+        hist, n_ok, n_err = acc
+        p99 = hist.get_value_at_percentile(99.0) / 1e6 if hist.get_total_count() else math.nan
+        rate = n_err / (n_ok + n_err) if n_ok + n_err else 0.0
+        passed = (p99 == p99 and p99 <= p.slo_p99_s) and rate <= p.max_error_rate
+        self._steps.append({"rate": rates[j], "p99_s": p99, "error_rate": rate, "passed": bool(passed)})
+        if not passed and not self._internal_stop.is_set():
+            why = f"p99 {p99:.3f} s > {p.slo_p99_s:g} s" if not (p99 <= p.slo_p99_s) else ""
+            if rate > p.max_error_rate:
+                why = (why + "; " if why else "") + f"error rate {rate:.2%} > {p.max_error_rate:.2%}"
+            self.stop_reason = f"sweep bound broken at {rates[j]:g} rps: {why}"
+            log.info("%s", self.stop_reason)
+            self._internal_stop.set()
+        elif passed and j == len(rates) - 1:
+            self.stop_reason = f"sweep reached max_rps {p.max_rps:g} within bounds"
+
+    # ---------------------------------------------------------------- result
+    def _result(self) -> LoadResult:
+        keys = ("index", "intended", "sent", "done", "status", "err", "bytes", "target", "worker")
+        chunks = [c for c in self._chunks if len(c["index"])]
+        if chunks:
+            rec = {key: np.concatenate([c[key] for c in chunks]) for key in keys}
+        else:
+            rec = {
+                "index": np.zeros(0, np.int64), "intended": np.zeros(0), "sent": np.zeros(0), "done": np.zeros(0),
+                "status": np.zeros(0, np.int16), "err": np.zeros(0, np.int8), "bytes": np.zeros(0, np.int64),
+                "target": np.zeros(0, dtype=object), "worker": np.zeros(0, np.int16),
+            }  # fmt: skip
+        order = np.argsort(rec["index"], kind="stable")
+        rec = {key: v[order] for key, v in rec.items()}
+        stopped = any(d.get("stopped") for d in self._done.values())
+        send_ends = [d["send_end"] for d in self._done.values()]
+        if stopped and send_ends:
+            horizon = max(send_ends)
+            due = int(np.searchsorted(self.schedule, horizon, side="right"))
+            duration = horizon
+        else:
+            due = self.scheduled
+            duration = self.profile.duration_s
+        if not stopped and isinstance(self.profile, SweepProfile) and not self.stop_reason:
+            self.stop_reason = "sweep finished"
+        lost: dict[int, int] = {}
+        for w in self._dead:
+            share = len(self.schedule[w :: self.workers])
+            lost[w] = share - self._received.get(w, 0)
+        if self._dead and not self.stop_reason:
+            self.stop_reason = "a worker died"
+        return LoadResult(
+            url=self.url,
+            profile=self.profile,
+            epoch=self.epoch,
+            records=rec,
+            intervals=self.rows,
+            hists=self._totals,
+            scheduled=self.scheduled,
+            due=due,
+            duration_s=float(duration),
+            stopped=bool(stopped),
+            stop_reason=self.stop_reason,
+            max_lag_p99_s=self.max_lag_p99_s,
+            steps=self._steps,
+            lost_workers=lost,
+            workers=self.workers,
+        )
+
+
+# --------------------------------------------------------------------------- public API
+def run_load(
+    url: str,
+    profile: LoadProfile,
+    payloads: Payloads = None,
+    *,
+    method: str = "POST",
+    headers: Mapping[str, str] | None = None,
+    connections: int = 32,
+    timeout_s: float = 10.0,
+    interval_s: float = 1.0,
+    workers: int = 1,
+    on_interval: Callable[[dict[str, Any]], None] | None = None,
+    progress: bool = True,
+    stop: threading.Event | None = None,
+    bundle: RunBundle | None = None,
+    max_lag_p99_s: float = 0.003,
+) -> LoadResult:
+    """Send ``profile``'s schedule to ``url`` (open loop) and return a :class:`LoadResult`.
+
+    ``payloads``: request bodies cycled in order — a list of bytes/str/dicts (dicts are JSON-encoded) or a
+    callable ``i -> bytes`` (picklable when ``workers > 1``); None takes ``mlops_lb.serving.demo_payloads()``.
+    ``connections`` keep-alive connections are shared by ``workers`` processes (spawned; each sends every
+    ``workers``-th request of the schedule). ``on_interval(row)`` gets each interval's summary row.
+    ``stop`` (a ``threading.Event``) or Ctrl-C end the run early with a partial result (``stopped=True``).
+    ``bundle`` (a :class:`mlops_lb.bundle.RunBundle`) receives records and intervals as the run goes.
+
+    A run that sent under 99 % of its schedule, or whose schedule-lag p99 exceeded ``max_lag_p99_s``, is
+    returned with ``valid=False`` and ``invalid_reasons``.
+
+    Example::
+
+        r = run_load("http://127.0.0.1:8080/predict", ramp(10, 500, 60), payloads=[{"rows": [[5.1, 3.5]]}])
+        r.summary()["p99_s"], r.valid
+    """
+    run = _Run(
+        url, profile, payloads, method=method, headers=headers, connections=connections, timeout_s=timeout_s,
+        interval_s=interval_s, workers=workers, on_interval=on_interval, progress=progress, stop=stop,
+        bundle=bundle, max_lag_p99_s=max_lag_p99_s,
+    )  # fmt: skip
+    return run.execute()
+
+
+class LoadRun:
+    """Handle of a load run going on in the background (see :func:`start_load`); what the widgets drive.
+
+    Example::
+
+        run = start_load(url, constant(100, 600), progress=False)
+        run.latest_intervals().tail(3)
+        run.stop(); result = run.result(timeout=30)
+    """
+
+    def __init__(self, run: _Run, stop: threading.Event) -> None:
+        self._run = run
+        self._stop = stop
+        self._result: LoadResult | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="mlops-lb-load", daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        try:
+            self._result = self._run.execute()
+        except BaseException as exc:
+            self._error = exc
+
+    def stop(self) -> None:
+        """Ask the run to end now; :meth:`result` then returns the partial result (``stopped=True``)."""
+        self._stop.set()
+
+    @property
+    def done(self) -> bool:
+        """True once the run has ended (finished, stopped or failed)."""
+        return not self._thread.is_alive()
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """PIDs of the worker processes (empty for ``workers=1``)."""
+        return list(self._run.worker_pids)
+
+    def result(self, timeout: float | None = None) -> LoadResult:
+        """Wait for the end of the run and return its LoadResult (re-raises the run's error, if any)."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError(f"load run still going after {timeout} s")
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    def latest_intervals(self) -> pd.DataFrame:
+        """The interval rows so far, as the ``LoadResult.intervals()`` frame."""
+        import pandas as pd
+
+        from .result import INTERVAL_COLUMNS
+
+        with self._run.rows_lock:
+            rows = list(self._run.rows)
+        df = pd.DataFrame(rows, columns=list(INTERVAL_COLUMNS))
+        df["interval_start"] = pd.to_datetime(df["interval_start"], utc=True)
+        return df
+
+    def __repr__(self) -> str:
+        state = "done" if self.done else "running"
+        return f"LoadRun({self._run.profile.describe()} -> {self._run.url}, {state})"
+
+
+def start_load(
+    url: str,
+    profile: LoadProfile,
+    payloads: Payloads = None,
+    *,
+    method: str = "POST",
+    headers: Mapping[str, str] | None = None,
+    connections: int = 32,
+    timeout_s: float = 10.0,
+    interval_s: float = 1.0,
+    workers: int = 1,
+    on_interval: Callable[[dict[str, Any]], None] | None = None,
+    progress: bool = True,
+    stop: threading.Event | None = None,
+    bundle: RunBundle | None = None,
+    max_lag_p99_s: float = 0.003,
+) -> LoadRun:
+    """Like :func:`run_load` but returns at once with a :class:`LoadRun` handle (the run goes on a thread).
+
+    Example::
+
+        run = start_load(url, constant(50, 120), progress=False)
+        ...                       # widgets stay live
+        run.stop(); run.result()
+    """
+    stop = stop if stop is not None else threading.Event()
+    run = _Run(
+        url, profile, payloads, method=method, headers=headers, connections=connections, timeout_s=timeout_s,
+        interval_s=interval_s, workers=workers, on_interval=on_interval, progress=progress, stop=stop,
+        bundle=bundle, max_lag_p99_s=max_lag_p99_s,
+    )  # fmt: skip
+    return LoadRun(run, stop)
