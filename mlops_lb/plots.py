@@ -358,9 +358,9 @@ def scaling_timeline(
     else:
         fig, top = ax.figure, ax  # type: ignore[assignment]
         bottom = ax.twinx()
-    stamps = [s for s in (mf["timestamp"], ev["timestamp"]) if len(s)]
-    if t0 is None and stamps:
-        t0 = min(_utc(s).min() for s in stamps)
+    # Time zero is the first metric point: events from before it (the initial launch) get negative times.
+    if t0 is None and (len(mf) or len(ev)):
+        t0 = _utc(mf["timestamp"] if len(mf) else ev["timestamp"]).min()
     for metric, stat, label, color in (
         ("GroupDesiredCapacity", "Average", "desired", "tab:blue"),
         ("GroupInServiceInstances", "Average", "in service", "tab:green"),
