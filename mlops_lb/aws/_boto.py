@@ -44,7 +44,7 @@ def client(service: str, *, session: Any = None, region: str | None = None) -> A
     import boto3
     from botocore.config import Config
 
-    sess = session if session is not None else boto3.session.Session()
+    sess: Any = session if session is not None else boto3.session.Session()
     return sess.client(service, region_name=region, config=Config(retries=dict(RETRIES)))  # type: ignore[arg-type]
 
 

@@ -238,7 +238,7 @@ def read_fleet_metrics(*, load_balancer_arn: str, target_group_arn: str, asg_nam
             for res in page.get("MetricDataResults", []):
                 points = series.setdefault(res["Id"], {})
                 # A point repeated across pages (PartialData continuation) is kept once: the later value wins.
-                for ts, v in zip(res.get("Timestamps", []), res.get("Values", [])):
+                for ts, v in zip(res.get("Timestamps", []), res.get("Values", []), strict=False):
                     points[_utc(ts, "timestamp")] = float(v)
                 if res.get("StatusCode") not in (None, "Complete", "PartialData"):
                     log.warning("GetMetricData %s: status %s %s", res["Id"], res.get("StatusCode"), res.get("Messages"))

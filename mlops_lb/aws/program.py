@@ -64,8 +64,8 @@ def algorithm_settings(spec: FleetSpec) -> dict[str, str]:
     Anomaly mitigation exists only for ``weighted_random``; it is turned on there unless slow start is set,
     as AWS does not combine the two.
     """
-    algo = spec.target_group.algorithm
-    out = {"load_balancing_algorithm_type": algo}
+    algo: str = spec.target_group.algorithm
+    out: dict[str, str] = {"load_balancing_algorithm_type": algo}
     if algo == "weighted_random":
         out["load_balancing_anomaly_mitigation"] = "off" if spec.target_group.slow_start_s else "on"
     return out

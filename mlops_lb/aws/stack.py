@@ -1,3 +1,473 @@
+"""AwsFleet: the Fleet protocol on AWS, through the Pulumi Automation API (slow paths) and boto3 (fast paths).
+
+Where things live: Pulumi state in a local file backend ``file://~/.mlops_lb/pulumi`` unless
+``PULUMI_BACKEND_URL`` says otherwise; one persistent work dir per stack (``~/.mlops_lb/stacks/<stack>``) so
+the stack's config survives a kernel restart; the secrets passphrase from ``PULUMI_CONFIG_PASSPHRASE`` /
+``PULUMI_CONFIG_PASSPHRASE_FILE`` or one generated once into ``~/.mlops_lb/passphrase`` (mode 0600) and handed
+to Pulumi *by file path*, so it never appears in a workspace repr or a log. ``MLOPS_LB_HOME`` moves
+``~/.mlops_lb``.
+
+Example::
+
+    import mlops_lb as ml
+    fleet = ml.open_fleet(ml.FleetSpec(name="demo", region="us-east-1"), backend="aws")
+    fleet.launch(on_output=print)          # pulumi up: ALB, target group, launch template, ASG, policy
+    fleet.scale(desired=3)                 # boto3 SetDesiredCapacity, immediate
+    fleet.scale(max=8)                     # stack config + pulumi up
+    fleet.status(); fleet.events(); fleet.metrics()
+    fleet.destroy(confirm="demo")
+"""
+
 from __future__ import annotations
-class AwsFleet: ...
-def find_orphans(): ...
+
+import logging
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BackendUnavailable, MetricsError, ProvisionError, SpecError
+from ..frames import STATUS_COLUMNS, events_frame
+from ..spec import CapacitySpec, FleetSpec
+from ._boto import client, provision_error
+from .program import STACK_TAG, fleet_program
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["PULUMI_INSTALL", "AwsFleet", "find_orphans", "mlops_home"]
+
+log = logging.getLogger(__name__)
+
+PULUMI_INSTALL = "curl -fsSL https://get.pulumi.com | sh   # or: brew install pulumi/tap/pulumi"
+_STACK_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+_REGION_RE = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+
+
+def mlops_home() -> Path:
+    """The toolkit's state directory: ``$MLOPS_LB_HOME`` or ``~/.mlops_lb``."""
+    return Path(os.environ.get("MLOPS_LB_HOME") or "~/.mlops_lb").expanduser()
+
+
+def _backend_url() -> str:
+    url = os.environ.get("PULUMI_BACKEND_URL")
+    if url:
+        return url
+    path = mlops_home() / "pulumi"
+    path.mkdir(parents=True, exist_ok=True)
+    return f"file://{path}"
+
+
+def _passphrase_env() -> dict[str, str]:
+    """Env vars that give Pulumi the secrets passphrase; only ever a *file path*, never the secret itself."""
+    if os.environ.get("PULUMI_CONFIG_PASSPHRASE") is not None or os.environ.get("PULUMI_CONFIG_PASSPHRASE_FILE"):
+        return {}  # inherited from this process's environment by the CLI
+    path = mlops_home() / "passphrase"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first: use theirs
+            pass
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32))
+            log.info("created the Pulumi secrets passphrase file %s (mode 0600); keep it to read your stacks", path)
+    return {"PULUMI_CONFIG_PASSPHRASE_FILE": str(path)}
+
+
+def _require_cli() -> None:
+    if shutil.which("pulumi") is None:
+        raise BackendUnavailable("pulumi", PULUMI_INSTALL, "the AWS backend drives the Pulumi CLI")
+
+
+def _useful_lines(text: str, limit: int = 30) -> str:
+    keep = [ln.rstrip() for ln in text.splitlines()
+            if re.search(r"error|failed|denied|invalid|exception|unauthori[sz]ed|limit", ln, re.I) or ln.startswith("    * ")]
+    return "\n".join(list(dict.fromkeys(keep))[-limit:])
+
+
+def _translate(action: str, exc: BaseException) -> Exception:
+    """Map a pulumi.automation / OS error to our error tree (caller raises it ``from exc``)."""
+    from pulumi.automation import errors as auto_errors
+
+    if isinstance(exc, FileNotFoundError) and "pulumi" in str(exc):
+        return BackendUnavailable("pulumi", PULUMI_INSTALL, str(exc))
+    if isinstance(exc, auto_errors.ConcurrentUpdateError):
+        return ProvisionError(f"{action}: another update of this stack is running (or a crashed one left a lock); "
+                              "wait for it, or run `pulumi cancel` / `pulumi stack export | import`",
+                              stderr=_useful_lines(str(exc)), result=exc)
+    if isinstance(exc, auto_errors.StackNotFoundError):
+        return ProvisionError(f"{action}: the stack does not exist (launch it first)", stderr=_useful_lines(str(exc)),
+                              result=exc)
+    if isinstance(exc, auto_errors.CommandError):
+        # The CLI's result is only kept as text (" code: ...\n stdout: ...\n stderr: ..."): keep the lines that
+        # say what went wrong, or the tail when none match.
+        text = str(exc)
+        return ProvisionError(f"{action} failed", stderr=_useful_lines(text) or text[-2000:], result=exc)
+    if type(exc).__name__ == "ClientError" or type(exc).__module__.startswith("botocore"):
+        return provision_error(action, exc)
+    return ProvisionError(f"{action} failed: {exc}")
+
+
+class AwsFleet:
+    """A fleet on AWS: ALB + target group + Auto Scaling group of EC2 instances serving the spec's model.
+
+    Example::
+
+        with AwsFleet(FleetSpec(name="demo", region="eu-west-1")) as fleet:
+            fleet.launch(on_output=print)
+            fleet.url
+        # the stack stays; destroy it with fleet.destroy(confirm="demo") or `mlops-lb down fleet.yaml --backend aws --yes`
+    """
+
+    def __init__(self, spec: FleetSpec, *, stack_name: str | None = None, project_name: str = "mlops-lb",
+                 work_dir: str | os.PathLike[str] | None = None, region: str | None = None, session: Any = None,
+                 wheel: str | os.PathLike[str] | None = None) -> None:
+        if not isinstance(spec, FleetSpec):
+            raise SpecError("spec", f"must be a FleetSpec (got {type(spec).__name__})")
+        self.spec = spec
+        self.stack_name = stack_name or spec.name
+        if not _STACK_RE.fullmatch(self.stack_name):
+            raise SpecError("stack_name", f"must be letters, digits, _ . - (got {self.stack_name!r})")
+        if not _STACK_RE.fullmatch(project_name):
+            raise SpecError("project_name", f"must be letters, digits, _ . - (got {project_name!r})")
+        self.project_name = project_name
+        self._session = session
+        self.region = (region or spec.region or getattr(session, "region_name", None)
+                       or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
+        if not self.region or not _REGION_RE.fullmatch(self.region):
+            raise SpecError("region", f"must be an AWS region such as us-east-1: set FleetSpec.region, region= or "
+                                      f"AWS_REGION (got {self.region!r})")
+        self.work_dir = Path(work_dir) if work_dir else mlops_home() / "stacks" / self.stack_name
+        self._wheel = wheel
+        self._stack: Any = None
+        self._outputs: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return (f"AwsFleet(stack={self.stack_name!r}, project={self.project_name!r}, region={self.region!r}, "
+                f"work_dir={str(self.work_dir)!r})")
+
+    # ------------------------------------------------------------------ workspace
+    def env_vars(self) -> dict[str, str]:
+        """Environment given to the Pulumi CLI: backend URL, passphrase *file*, region (never a secret value)."""
+        env = {"PULUMI_BACKEND_URL": _backend_url(), "PULUMI_SKIP_UPDATE_CHECK": "true",
+               "AWS_REGION": str(self.region), **_passphrase_env()}
+        profile = getattr(self._session, "profile_name", None)
+        if profile and profile != "default":
+            env["AWS_PROFILE"] = profile
+        return env
+
+    def stack_config(self) -> dict[str, str]:
+        """Stack config derived from the spec (the program reads these; ``scale()`` changes them)."""
+        return {"aws:region": str(self.region), "minSize": str(self.spec.capacity.min),
+                "maxSize": str(self.spec.capacity.max),
+                "targetRpsPerTarget": repr(self.spec.scaling.target_rps_per_target)}
+
+    def workspace_options(self) -> Any:
+        """The ``LocalWorkspaceOptions`` of this stack (persistent work dir, env, project settings)."""
+        from pulumi import automation as auto
+
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        env = self.env_vars()
+        settings = auto.ProjectSettings(name=self.project_name, runtime="python",
+                                        backend=auto.ProjectBackend(url=env["PULUMI_BACKEND_URL"]),
+                                        description="mlops_lb fleet (inline program)")
+        return auto.LocalWorkspaceOptions(work_dir=str(self.work_dir), env_vars=env, project_settings=settings)
+
+    def _get_stack(self) -> Any:
+        if self._stack is not None:
+            return self._stack
+        _require_cli()  # before any cloud call or wheel build
+        from pulumi import automation as auto
+
+        try:
+            self._stack = auto.create_or_select_stack(
+                stack_name=self.stack_name, project_name=self.project_name,
+                program=fleet_program(self.spec, wheel=self._wheel), opts=self.workspace_options())
+        except Exception as exc:
+            raise _translate(f"selecting stack {self.stack_name}", exc) from exc
+        return self._stack
+
+    def _apply_config(self, stack: Any) -> None:
+        from pulumi import automation as auto
+
+        try:
+            stack.set_all_config({k: auto.ConfigValue(value=v) for k, v in self.stack_config().items()})
+        except Exception as exc:
+            raise _translate("setting stack config", exc) from exc
+
+    # ------------------------------------------------------------------ lifecycle
+    def launch(self, *, on_output: Callable[[str], Any] | None = None,
+               on_event: Callable[[Any], Any] | None = None) -> str:
+        """``pulumi up`` the whole fleet; returns the load balancer URL. Output streams through the callbacks."""
+        stack = self._get_stack()
+        self._apply_config(stack)
+        log.info("pulumi up stack %s in %s", self.stack_name, self.region)
+        try:
+            result = stack.up(on_output=on_output, on_event=on_event, color="never")
+        except Exception as exc:
+            raise _translate(f"pulumi up ({self.stack_name})", exc) from exc
+        self._outputs = {k: v.value for k, v in result.outputs.items() if not v.secret}
+        return str(self._outputs.get("url", ""))
+
+    def preview(self, *, on_output: Callable[[str], Any] | None = None,
+                on_event: Callable[[Any], Any] | None = None) -> dict[str, int]:
+        """``pulumi preview``: what ``launch()`` would change, as {operation: count}."""
+        stack = self._get_stack()
+        self._apply_config(stack)
+        try:
+            result = stack.preview(on_output=on_output, on_event=on_event, color="never")
+        except Exception as exc:
+            raise _translate(f"pulumi preview ({self.stack_name})", exc) from exc
+        return dict(result.change_summary)
+
+    def refresh(self, *, on_output: Callable[[str], Any] | None = None) -> None:
+        """``pulumi refresh``: read the real resources back into the state."""
+        try:
+            self._get_stack().refresh(on_output=on_output, color="never")
+        except (BackendUnavailable, ProvisionError):
+            raise
+        except Exception as exc:
+            raise _translate(f"pulumi refresh ({self.stack_name})", exc) from exc
+
+    def destroy(self, *, confirm: str, on_output: Callable[[str], Any] | None = None,
+                remove_stack: bool = True) -> None:
+        """Delete every resource of the stack; ``confirm`` must equal the stack name.
+
+        Example::
+
+            fleet.destroy(confirm="demo")
+        """
+        if confirm != self.stack_name:
+            raise SpecError("confirm", f"must equal the stack name {self.stack_name!r} to destroy it (got {confirm!r})")
+        stack = self._get_stack()
+        log.info("pulumi destroy stack %s", self.stack_name)
+        try:
+            stack.destroy(on_output=on_output, color="never")
+            if remove_stack:
+                stack.workspace.remove_stack(self.stack_name)
+        except Exception as exc:
+            raise _translate(f"pulumi destroy ({self.stack_name})", exc) from exc
+        self._outputs = None
+
+    def outputs(self) -> dict[str, Any]:
+        """The stack outputs (url, alb_arn, target_group_arn, asg_name, ...), secrets left out."""
+        if self._outputs is None:
+            try:
+                out = self._get_stack().outputs()
+            except (BackendUnavailable, ProvisionError):
+                raise
+            except Exception as exc:
+                raise _translate(f"reading outputs of {self.stack_name}", exc) from exc
+            self._outputs = {k: v.value for k, v in out.items() if not v.secret}
+        return dict(self._outputs)
+
+    def _output(self, key: str) -> str:
+        value = self.outputs().get(key)
+        if not value:
+            raise ProvisionError(f"stack {self.stack_name} has no output {key!r}: launch() it first")
+        return str(value)
+
+    @property
+    def url(self) -> str:
+        """The load balancer's URL (``http://<alb dns>``, or https with a certificate)."""
+        return self._output("url")
+
+    # ------------------------------------------------------------------ fast paths (boto3)
+    def _client(self, service: str) -> Any:
+        return client(service, session=self._session, region=self.region)
+
+    def scale(self, *, min: int | None = None, desired: int | None = None, max: int | None = None,
+              target_rps_per_target: float | None = None) -> None:
+        """Change bounds or the policy (stack config + ``pulumi up``) and/or desired capacity (boto3, immediate).
+
+        Example::
+
+            fleet.scale(desired=3)                       # SetDesiredCapacity, HonorCooldown=False
+            fleet.scale(min=2, max=10, target_rps_per_target=40)
+        """
+        cap = self.spec.capacity
+        new_min = cap.min if min is None else min
+        new_max = cap.max if max is None else max
+        # The spec's desired only matters at creation; keep it inside the new bounds unless one was asked for.
+        new_desired = desired if desired is not None else sorted((new_min, cap.desired, new_max))[1]
+        capacity = CapacitySpec(min=new_min, desired=new_desired, max=new_max)
+        scaling = self.spec.scaling
+        if target_rps_per_target is not None:
+            scaling = type(scaling)(**{**scaling.to_dict(), "target_rps_per_target": target_rps_per_target})
+        slow_change = (capacity.min, capacity.max) != (cap.min, cap.max) or scaling != self.spec.scaling
+        if slow_change:
+            self.spec = self.spec.replace(capacity=capacity, scaling=scaling)
+            self.launch()
+        elif desired is not None:
+            self.spec = self.spec.replace(capacity=capacity)
+        if desired is not None:
+            asg = self._output("asg_name")
+            log.info("set desired capacity of %s to %d", asg, desired)
+            try:
+                self._client("autoscaling").set_desired_capacity(
+                    AutoScalingGroupName=asg, DesiredCapacity=int(desired), HonorCooldown=False)
+            except Exception as exc:
+                raise provision_error("Auto Scaling SetDesiredCapacity", exc) from exc
+
+    def status(self) -> pd.DataFrame:
+        """One row per instance: target, address, state, health, launched_at, az, lifecycle, aws_health."""
+        import pandas as pd
+
+        from .cloudwatch import read_target_health
+
+        asg_name = self._output("asg_name")
+        port = self.spec.target_group.port
+        try:
+            groups = self._client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[asg_name])
+        except Exception as exc:
+            raise provision_error("Auto Scaling DescribeAutoScalingGroups", exc) from exc
+        instances = [i for g in groups.get("AutoScalingGroups", []) for i in g.get("Instances", [])]
+        details: dict[str, dict[str, Any]] = {}
+        ids = [i["InstanceId"] for i in instances]
+        if ids:
+            try:
+                for page in self._client("ec2").get_paginator("describe_instances").paginate(InstanceIds=ids):
+                    for r in page.get("Reservations", []):
+                        for inst in r.get("Instances", []):
+                            details[inst["InstanceId"]] = inst
+            except Exception as exc:
+                raise provision_error("EC2 DescribeInstances", exc) from exc
+        try:
+            health = read_target_health(self._output("target_group_arn"), session=self._session, region=self.region)
+        except MetricsError as exc:
+            raise ProvisionError(str(exc)) from exc
+        by_target = {r.target: r for r in health.itertuples()}
+        rows = []
+        for inst in instances:
+            iid = inst["InstanceId"]
+            life = str(inst.get("LifecycleState", ""))
+            th = by_target.get(iid)
+            state = _lifecycle_state(life)
+            if th is not None:
+                h = str(th.health)
+                if h == "draining":
+                    state = "draining"
+            else:
+                h = "initial" if state == "pending" else "unused"
+            det = details.get(iid, {})
+            ip = det.get("PrivateIpAddress", "")
+            rows.append({"target": iid, "address": f"{ip}:{port}" if ip else "", "state": state, "health": h,
+                         "launched_at": det.get("LaunchTime"), "az": inst.get("AvailabilityZone", ""),
+                         "lifecycle": life, "aws_health": str(inst.get("HealthStatus", ""))})
+        df = pd.DataFrame(rows, columns=[*STATUS_COLUMNS, "az", "lifecycle", "aws_health"])
+        df["launched_at"] = pd.to_datetime(df["launched_at"], utc=True)
+        return df
+
+    def events(self, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
+        """Scaling activities (scale_out/scale_in/launch/terminate) plus the current target health of each target."""
+        from .cloudwatch import read_scaling_activities, read_target_health
+
+        try:
+            acts = read_scaling_activities(self._output("asg_name"), start=start, end=end, session=self._session,
+                                           region=self.region)
+            health = read_target_health(self._output("target_group_arn"), session=self._session, region=self.region)
+        except MetricsError as exc:
+            raise ProvisionError(str(exc)) from exc
+        now = datetime.now(timezone.utc)
+        kind = {"healthy": "healthy", "unhealthy": "unhealthy", "draining": "draining", "initial": "registered"}
+        rows: list[dict[str, Any]] = [{str(k): v for k, v in r.items()} for r in acts.to_dict("records")]
+        for r in health.to_dict("records"):
+            if r["health"] in kind:
+                detail = f"target health {r['aws_state']}" + (f": {r['reason']}" if r["reason"] else "")
+                rows.append({"timestamp": now, "kind": kind[str(r["health"])], "target": r["target"], "detail": detail})
+        return events_frame(rows)
+
+    def metrics(self, start: datetime | None = None, end: datetime | None = None,
+                period_s: float | None = None) -> pd.DataFrame:
+        """The fleet's CloudWatch series as a MetricFrame (default: the last hour, period chosen for the window)."""
+        from .cloudwatch import read_fleet_metrics
+
+        end = end or datetime.now(timezone.utc)
+        start = start or end - timedelta(hours=1)
+        out = self.outputs()
+        ids: Iterable[str] = ()
+        return read_fleet_metrics(load_balancer_arn=self._output("alb_arn"),
+                                  target_group_arn=self._output("target_group_arn"), asg_name=self._output("asg_name"),
+                                  start=start, end=end, period_s=period_s, instance_ids=ids, session=self._session,
+                                  region=out.get("region") or self.region)
+
+    def close(self) -> None:
+        """Forget local handles; the stack keeps running (and billing) until destroyed."""
+        if self._outputs is not None or self._stack is not None:
+            log.warning("stack %s keeps running on AWS. Tear it down with fleet.destroy(confirm=%r) or "
+                        "`mlops-lb down <spec.yaml> --backend aws --yes`", self.stack_name, self.stack_name)
+        self._stack = None
+
+    def __enter__(self) -> AwsFleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _lifecycle_state(life: str) -> str:
+    if life.startswith(("Pending", "Warmed")):
+        return "pending"
+    if life in ("InService", "Standby", "EnteringStandby"):
+        return "in_service"
+    if life in ("Terminated", "Detached"):
+        return "terminated"
+    return "draining"  # Terminating*, Detaching: on the way out
+
+
+# --------------------------------------------------------------------------- cost guard
+def _local_stacks(project: str | None = None) -> set[str] | None:
+    url = os.environ.get("PULUMI_BACKEND_URL") or f"file://{mlops_home() / 'pulumi'}"
+    if not url.startswith("file://"):
+        return None
+    root = Path(url[len("file://"):]).expanduser() / ".pulumi" / "stacks"
+    if not root.is_dir():
+        return set()
+    names = set()
+    for p in root.rglob("*.json*"):
+        in_project = project is None or p.parent.name == project or p.parent == root
+        if p.name.endswith((".json", ".json.gz")) and ".bak" not in p.name and in_project:
+            names.add(p.name.split(".json")[0])
+    return names
+
+
+def find_orphans(*, session: Any = None, region: str | None = None, stacks: Iterable[str] | None = None,
+                 project: str | None = None) -> pd.DataFrame:
+    """Resources tagged ``mlops-lb:stack`` whose stack no longer exists (still billing, nobody owns them).
+
+    ``stacks`` lists the live stack names; by default they are read from the local file backend. Columns:
+    arn, service, resource_type, stack, region.
+
+    Example::
+
+        ml.aws.find_orphans(region="us-east-1")
+    """
+    import pandas as pd
+
+    known = set(stacks) if stacks is not None else _local_stacks(project)
+    if known is None:
+        raise ProvisionError("find_orphans cannot list stacks of a non-file PULUMI_BACKEND_URL without the CLI; "
+                             "pass stacks=[...] (e.g. from `pulumi stack ls --json`)")
+    tagging = client("resourcegroupstaggingapi", session=session, region=region)
+    rows = []
+    try:
+        for page in tagging.get_paginator("get_resources").paginate(TagFilters=[{"Key": STACK_TAG}]):
+            for res in page.get("ResourceTagMappingList", []):
+                tags = {t["Key"]: t["Value"] for t in res.get("Tags", [])}
+                stack = tags.get(STACK_TAG, "")
+                if stack in known:
+                    continue
+                arn = res["ResourceARN"]
+                parts = arn.split(":")
+                rows.append({"arn": arn, "service": parts[2] if len(parts) > 2 else "",
+                             "resource_type": (parts[5].split("/")[0] if len(parts) > 5 else ""),
+                             "stack": stack, "region": parts[3] if len(parts) > 3 else ""})
+    except Exception as exc:
+        raise provision_error("Resource Groups Tagging GetResources", exc) from exc
+    return pd.DataFrame(rows, columns=["arn", "service", "resource_type", "stack", "region"])
