@@ -122,3 +122,19 @@ def run_program(fake_wheel: Path) -> Iterator[Callable[..., Recorded]]:
         return rec
 
     yield run
+
+
+@pytest.fixture(autouse=True)
+def aws_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own toolkit home and fake AWS credentials; no real state or account is touched."""
+    home = tmp_path / "mlops-home"
+    monkeypatch.setenv("MLOPS_LB_HOME", str(home))
+    for var in ("PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE", "AWS_PROFILE",
+                "PULUMI_ACCESS_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("PULUMI_HOME", str(tmp_path / "pulumi-home"))
+    return home
