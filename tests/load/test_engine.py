@@ -1,0 +1,203 @@
+"""The open-loop engine against real loopback servers: counts, errors, stalls, Stop, workers, bundles."""
+
+from __future__ import annotations
+
+import _thread
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops_lb.bundle import RunBundle
+from mlops_lb.load import LoadResult, constant, run_load, start_load, sweep
+from mlops_lb.load.result import INTERVAL_COLUMNS, REQUEST_COLUMNS
+
+BODY = [b'{"rows": [[1.0, 2.0]]}']
+# The test machine is shared; these tests pin behaviour, not the generator's timing precision.
+LAX = {"progress": False, "max_lag_p99_s": 10.0}
+
+
+class TestCountsAndClassification:
+    def test_ok_run_counts_match_server(self, target):
+        """Every scheduled request is sent once, answered 200, tagged with X-Target-Id, and the server saw them all."""
+        r = run_load(f"{target.base}/ok", constant(200, 1.5), BODY, connections=4, **LAX)
+        s = r.summary()
+        assert s["scheduled"] == 300 and s["requests"] == 300 and s["responses"] == 300
+        assert s["errors"] == 0
+        assert target.count() == 300
+        df = r.requests()
+        assert list(df.columns) == list(REQUEST_COLUMNS)
+        assert (df["status"] == 200).all() and (df["target"] == "t-1").all() and (df["error"] == "").all()
+        assert (df["bytes"] > 0).all()
+        assert str(df["intended_at"].dtype) == "datetime64[ns, UTC]"
+        assert np.allclose(df["latency_s"], df["service_s"] + df["lag_s"])
+        iv = r.intervals()
+        assert list(iv.columns) == list(INTERVAL_COLUMNS)
+        assert iv["ok"].sum() == 300 and iv["sent"].sum() == 300
+        assert iv["step_rps"].isna().all()
+
+    @pytest.mark.parametrize(
+        ("path", "kind", "status"),
+        [("/500", "http_5xx", 500), ("/404", "http_4xx", 404), ("/close", "reset", 0)],
+    )
+    def test_error_kinds(self, target, path, kind, status):
+        """5xx, 4xx and a connection closed mid-response are classified by kind, with the status kept."""
+        r = run_load(f"{target.base}{path}", constant(50, 1), BODY, connections=2, **LAX)
+        df = r.requests()
+        assert (df["error"] == kind).all(), df["error"].value_counts()
+        assert (df["status"] == status).all()
+        assert r.summary()["errors_by_kind"][kind] == 50
+        assert r.intervals()[f"err_{kind}"].sum() == 50
+
+    def test_timeout(self, target):
+        """A server that never answers gives `timeout` errors after timeout_s."""
+        r = run_load(f"{target.base}/hang", constant(10, 0.5), BODY, connections=5, timeout_s=0.3, **LAX)
+        df = r.requests()
+        assert (df["error"] == "timeout").all()
+        assert (df["service_s"] >= 0.3).all()
+
+    def test_connect_refused(self, closed_port):
+        """Nothing listening: every request is a `connect` error, none hang."""
+        r = run_load(f"http://127.0.0.1:{closed_port}/x", constant(20, 0.5), BODY, connections=2, **LAX)
+        assert (r.requests()["error"] == "connect").all()
+        assert r.summary()["errors"] == 10
+
+
+class TestCoordinatedOmission:
+    def test_stall_shows_in_corrected_not_uncorrected(self, target_factory):
+        """A 1 s server stall at a fixed rate: corrected p99 shows ~1 s, uncorrected (service time) stays small."""
+        t = target_factory(stall_at=1.0, stall_s=1.0)
+        r = run_load(f"{t.base}/ok", constant(200, 4), BODY, connections=2, progress=False, max_lag_p99_s=0.1)
+        s = r.summary()
+        assert s["requests"] == 800 and s["errors"] == 0
+        assert s["p99_s"] > 0.8
+        assert s["p99_uncorrected_s"] < 0.3
+        assert s["max_uncorrected_s"] > 0.8  # the two stalled requests themselves
+        assert not r.valid and "lag" in " ".join(r.invalid_reasons)  # the backlog is schedule lag
+        assert "INVALID" in repr(r)
+
+
+class TestStop:
+    def test_stop_event_keeps_partial_result(self, target):
+        """Setting `stop` ends the run early; the partial result is marked stopped and matches the server's count."""
+        stop = threading.Event()
+        threading.Timer(1.0, stop.set).start()
+        t0 = time.monotonic()
+        r = run_load(f"{target.base}/ok", constant(100, 30), BODY, connections=4, stop=stop, **LAX)
+        assert time.monotonic() - t0 < 10
+        s = r.summary()
+        assert r.stopped and s["stopped"] and s["stop_reason"] == "stop requested"
+        assert 50 <= s["requests"] < 3000
+        assert s["responses"] == target.count()
+        assert r.valid  # due requests are counted up to the stop, not the whole schedule
+        assert len(r.requests()) == 3000  # unsent requests are kept with NaT sent_at
+        assert r.requests()["sent_at"].notna().sum() == s["requests"]
+
+    def test_keyboard_interrupt_returns_partial_result(self, target):
+        """Ctrl-C during run_load returns the partial result (stop_reason KeyboardInterrupt) with every record."""
+        threading.Timer(1.0, _thread.interrupt_main).start()
+        r = run_load(f"{target.base}/ok", constant(100, 30), BODY, connections=4, **LAX)
+        assert r.stopped and r.stop_reason == "KeyboardInterrupt"
+        assert r.summary()["responses"] == target.count() > 0
+
+    def test_start_load_handle(self, target):
+        """start_load returns at once; latest_intervals grows; stop() ends it with a stopped result."""
+        rows: list[dict] = []
+        run = start_load(f"{target.base}/ok", constant(100, 30), BODY, connections=4, on_interval=rows.append,
+                         interval_s=0.25, **LAX)  # fmt: skip
+        deadline = time.monotonic() + 15
+        while len(run.latest_intervals()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not run.done
+        run.stop()
+        r = run.result(timeout=15)
+        assert run.done and r.stopped
+        assert len(rows) == len(r.intervals()) >= 3
+        assert set(rows[0]) == set(INTERVAL_COLUMNS)
+
+
+class TestValidity:
+    def test_unmeetable_schedule_is_invalid(self, target):
+        """An absurd rate on one connection cannot be sent on time: valid=False with reasons, INVALID in repr."""
+        r = run_load(f"{target.base}/ok", constant(200_000, 0.5), BODY, connections=1, timeout_s=1.0,
+                     progress=False)  # fmt: skip
+        assert not r.valid
+        assert any("lag" in x or "sent" in x for x in r.invalid_reasons)
+        assert "INVALID" in repr(r) and "INVALID" in r._repr_html_()
+
+
+class TestWorkersAndLoops:
+    def test_two_workers_merge(self, target):
+        """workers=2 splits the schedule (interleaved) over two processes and merges records and intervals."""
+        r = run_load(f"{target.base}/ok", constant(200, 1.5), BODY, connections=4, workers=2, **LAX)
+        df = r.requests()
+        assert len(df) == 300 and set(df["worker"]) == {0, 1}
+        assert (df["error"] == "").all()
+        assert df["intended_at"].is_monotonic_increasing
+        assert r.intervals()["ok"].sum() == 300 == target.count()
+        assert r.histogram().get_total_count() == 300
+
+    def test_killed_worker_keeps_other_records(self, target):
+        """Killing one worker process keeps the other's records; the lost share is reported and the run is invalid."""
+        import os
+        import signal
+
+        run = start_load(f"{target.base}/ok", constant(100, 4), BODY, connections=4, workers=2, **LAX)
+        deadline = time.monotonic() + 30
+        while len(run.latest_intervals()) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(run.worker_pids[1], signal.SIGKILL)
+        r = run.result(timeout=60)
+        df = r.requests()
+        assert (df["worker"] == 0).sum() == 200
+        assert 1 in r.lost_workers and r.lost_workers[1] > 0
+        assert not r.valid and any("worker 1 died" in x for x in r.invalid_reasons)
+
+    def test_inside_running_event_loop(self, target):
+        """run_load works while an asyncio loop is running in this thread (a Jupyter cell)."""
+
+        async def cell() -> LoadResult:
+            return run_load(f"{target.base}/ok", constant(50, 0.5), BODY, connections=2, **LAX)
+
+        r = asyncio.run(cell())
+        assert r.summary()["responses"] == 25
+
+
+class TestBundleAndSweep:
+    def test_bundle_appended_during_run(self, target, tmp_path):
+        """Interval and request part files appear while the run goes; the finished bundle loads with one call."""
+        b = RunBundle.create(root=tmp_path, name="load")
+        seen: list[int] = []
+
+        def on_interval(row: dict) -> None:
+            parts = b.path / "intervals.parts"
+            seen.append(len(list(parts.glob("part-*.parquet"))) if parts.exists() else 0)
+
+        r = run_load(f"{target.base}/ok", constant(100, 2), BODY, connections=2, bundle=b, interval_s=0.5,
+                     on_interval=on_interval, **LAX)  # fmt: skip
+        assert seen[1] >= 1  # earlier intervals were already on disk while later ones were being measured
+        loaded = RunBundle.load(b.path)
+        assert len(loaded.requests) == 200 and len(loaded.intervals) == len(r.intervals())
+        assert loaded.summary["requests"] == 200
+        assert loaded.load_settings is not None and loaded.load_settings["profile"]["kind"] == "constant"
+        assert not (b.path / "requests.parts").exists()
+        pd.testing.assert_series_equal(
+            loaded.requests["latency_s"].reset_index(drop=True), r.requests()["latency_s"], check_names=False
+        )
+
+    def test_sweep_stops_at_broken_bound(self, target_factory):
+        """A sweep stops after the first step whose p99 breaks the SLO, and records each step and why it stopped."""
+        t = target_factory(stall_at=1.2, stall_s=0.8)
+        p = sweep(20, 20, step_s=1.0, max_rps=200, slo_p99_s=0.2)
+        r = run_load(f"{t.base}/ok", p, BODY, connections=2, interval_s=0.5, **LAX)
+        steps = r.steps()
+        assert list(steps.columns) == ["rate", "p99_s", "error_rate", "passed"]
+        assert steps["passed"].iloc[0] and not steps["passed"].iloc[-1]
+        assert len(steps) < len(p.rates)
+        assert r.stopped and "sweep bound broken" in r.stop_reason
+        assert r.intervals()["step_rps"].notna().all()
+        spectrum = r.percentile_spectrum()
+        assert spectrum["latency_s"].is_monotonic_increasing
