@@ -73,6 +73,7 @@ class Instance:
     check_status: str = ""
     scur: int = 0
     unhealthy_since: float | None = None
+    exited_seen: float | None = None
     drain_started: float | None = None
     stopping_since: float | None = None
     terminated_at: datetime | None = None
@@ -206,10 +207,7 @@ class AsgEmulator:
                 self._progress_stop(inst, now)
                 continue
             code = inst.worker.exit_code()
-            if code is not None:
-                if inst.state == "pending":
-                    self.failed_starts += 1
-                self.terminate(inst, f"process exited with code {code} (EC2 status check failed); replacing")
+            if code is not None and self._replace_dead(inst, code, now):
                 self._progress_stop(inst, now)
                 continue
             row = rows.get((self.backend, inst.id))
@@ -220,6 +218,25 @@ class AsgEmulator:
             elif row is not None:
                 self._update_health(inst, row, now)
         self._reconcile(now)
+
+    def _replace_dead(self, inst: Instance, code: int, now: float) -> bool:
+        """A dead model server on a live "instance": the ALB notices through failed checks, then it is replaced.
+
+        Returns True once it was terminated. A process that dies before its first passing check (a broken model
+        or command) is replaced at once; otherwise replacement waits for HAProxy to mark it DOWN, at most
+        ``fall x inter + timeout`` plus a second, so the health transition shows in the events as it would on AWS.
+        """
+        if inst.exited_seen is None:
+            inst.exited_seen = now
+        hc = self.spec.health_check
+        limit = (hc.unhealthy_threshold * self.inter_ms + self.timeout_ms) / 1000 + 1.0
+        if inst.state == "pending" or inst.state == "draining":
+            if inst.state == "pending":
+                self.failed_starts += 1
+        elif inst.health != "unhealthy" and now - inst.exited_seen < limit:
+            return False
+        self.terminate(inst, f"process exited with code {code}; replacing")
+        return True
 
     def _update_health(self, inst: Instance, row: StatRow, now: float) -> None:
         status, inst.check_status = row.status, row.check_status

@@ -61,6 +61,7 @@ ALGORITHM_TO_BALANCE = {
 }
 FRONTEND = "alb"
 MIN_CHECK_MS = 100  # below this the checks themselves start to load two shared cores
+MIN_TIMEOUT_MS = 100
 
 
 def find_haproxy() -> str:
@@ -79,8 +80,9 @@ def scaled_ms(seconds: float, time_scale: float, floor_ms: int = MIN_CHECK_MS) -
 def check_timing_ms(spec: FleetSpec) -> tuple[int, int]:
     """(inter, timeout) of the health check in local milliseconds; the timeout stays below the interval."""
     scale = spec.local.time_scale
-    inter = scaled_ms(spec.health_check.interval_s, scale)
-    timeout = min(scaled_ms(spec.health_check.timeout_s, scale, floor_ms=50), max(50, inter - 10))
+    # The timeout floor keeps a busy Python worker on two shared cores from failing checks it would pass on EC2.
+    timeout = scaled_ms(spec.health_check.timeout_s, scale, floor_ms=MIN_TIMEOUT_MS)
+    inter = max(scaled_ms(spec.health_check.interval_s, scale), timeout + 50)
     return inter, timeout
 
 
