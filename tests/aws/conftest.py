@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import stat
+import sys
+import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,3 +143,54 @@ def aws_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("PULUMI_HOME", str(tmp_path / "pulumi-home"))
     return home
+
+
+FAKE_PULUMI = textwrap.dedent('''
+    import json, os, sys
+    args = [a for a in sys.argv[1:] if a != "--non-interactive"]
+    log = os.environ["FAKE_PULUMI_LOG"]
+    with open(log, "a") as f:
+        f.write(json.dumps({"args": args, "cwd": os.getcwd(), "env": {k: v for k, v in os.environ.items()
+                            if k.startswith(("PULUMI_", "AWS_REGION", "AWS_PROFILE"))}}) + "\\n")
+    mode = os.environ.get("FAKE_PULUMI_MODE", "ok")
+    if args[:1] == ["version"]:
+        print("v3.272.0"); sys.exit(0)
+    if args[:1] in (["up"], ["preview"], ["destroy"], ["refresh"]):
+        if mode == "conflict":
+            sys.stderr.write("error: [409] Conflict: Another update is currently in progress.\\n"); sys.exit(255)
+        sys.stdout.write("Updating (teststack)\\n    aws:lb:LoadBalancer demo creating\\n")
+        sys.stderr.write("warning: something harmless\\nerror: creating ELBv2 Load Balancer: AccessDenied: "
+                         "User is not authorized to perform: elasticloadbalancing:CreateLoadBalancer\\n")
+        sys.exit(255)
+    if args[:2] == ["stack", "output"] and os.environ.get("FAKE_PULUMI_OUTPUTS"):
+        print(os.environ["FAKE_PULUMI_OUTPUTS"]); sys.exit(0)
+    if args[:2] == ["stack", "output"]:
+        print(json.dumps({"url": "http://demo-1.elb.amazonaws.com", "asg_name": "demo-asg-123",
+                          "token": "[secret]" if "--show-secrets" not in args else "s3cr3t"}))
+        sys.exit(0)
+    sys.exit(0)
+''')
+
+
+class FakeCli:
+    """The fake CLI's call log."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+
+    def calls(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log.read_text().splitlines()] if self.log.exists() else []
+
+
+@pytest.fixture
+def fake_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeCli:
+    """A `pulumi` on PATH that records every invocation (args, cwd, PULUMI_* env) into a JSON-lines log."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    exe = bindir / "pulumi"
+    exe.write_text(f"#!{sys.executable}\n{FAKE_PULUMI}")
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    log = tmp_path / "pulumi-calls.jsonl"
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setenv("FAKE_PULUMI_LOG", str(log))
+    return FakeCli(log)

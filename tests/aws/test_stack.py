@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
 import stat
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -17,48 +13,6 @@ import pytest
 from mlops_lb import CapacitySpec, FleetSpec, ScalingPolicySpec
 from mlops_lb.aws import AwsFleet
 from mlops_lb.errors import BackendUnavailable, ProvisionError, SpecError
-
-FAKE_PULUMI = textwrap.dedent('''
-    import json, os, sys
-    args = [a for a in sys.argv[1:] if a != "--non-interactive"]
-    log = os.environ["FAKE_PULUMI_LOG"]
-    with open(log, "a") as f:
-        f.write(json.dumps({"args": args, "cwd": os.getcwd(), "env": {k: v for k, v in os.environ.items()
-                            if k.startswith(("PULUMI_", "AWS_REGION", "AWS_PROFILE"))}}) + "\\n")
-    mode = os.environ.get("FAKE_PULUMI_MODE", "ok")
-    if args[:1] == ["version"]:
-        print("v3.272.0"); sys.exit(0)
-    if args[:1] in (["up"], ["preview"], ["destroy"], ["refresh"]):
-        if mode == "conflict":
-            sys.stderr.write("error: [409] Conflict: Another update is currently in progress.\\n"); sys.exit(255)
-        sys.stdout.write("Updating (teststack)\\n    aws:lb:LoadBalancer demo creating\\n")
-        sys.stderr.write("warning: something harmless\\nerror: creating ELBv2 Load Balancer: AccessDenied: "
-                         "User is not authorized to perform: elasticloadbalancing:CreateLoadBalancer\\n")
-        sys.exit(255)
-    if args[:2] == ["stack", "output"]:
-        print(json.dumps({"url": "http://demo-1.elb.amazonaws.com", "asg_name": "demo-asg-123",
-                          "token": "[secret]" if "--show-secrets" not in args else "s3cr3t"}))
-        sys.exit(0)
-    sys.exit(0)
-''')
-
-
-@pytest.fixture
-def fake_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A `pulumi` on PATH that records every invocation (args, cwd, PULUMI_* env) into a JSON-lines log."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    exe = bindir / "pulumi"
-    exe.write_text(f"#!{sys.executable}\n{FAKE_PULUMI}")
-    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
-    log = tmp_path / "pulumi-calls.jsonl"
-    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
-    monkeypatch.setenv("FAKE_PULUMI_LOG", str(log))
-    return log
-
-
-def _calls(log: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
 def _fleet(fake_wheel: Path, **kw: Any) -> AwsFleet:
@@ -109,7 +63,7 @@ class TestWorkspace:
         assert _fleet(fake_wheel).stack_config() == {"aws:region": "us-east-1", "minSize": "1", "maxSize": "5",
                                                      "targetRpsPerTarget": "40.0"}
 
-    def test_real_workspace_options_and_stack_settings(self, aws_home: Path, fake_wheel: Path, fake_cli: Path) -> None:
+    def test_real_workspace_options_and_stack_settings(self, aws_home: Path, fake_wheel: Path, fake_cli: Any) -> None:
         """The real LocalWorkspace writes Pulumi.yaml (name, python runtime, backend) into the persistent work dir."""
         import yaml
 
@@ -122,13 +76,13 @@ class TestWorkspace:
         assert "PULUMI_CONFIG_PASSPHRASE_FILE" in stack.workspace.env_vars
         secret = (aws_home / "passphrase").read_text()
         assert secret not in repr(stack.workspace) and secret not in repr(fleet)
-        calls = _calls(fake_cli)
+        calls = fake_cli.calls()
         select = [c for c in calls if c["args"][:1] == ["stack"]]
         assert select and "demo" in select[0]["args"]
         assert all(c["cwd"] == str(fleet.work_dir) for c in calls if c["args"][:1] != ["version"])
         assert all(c["env"]["PULUMI_BACKEND_URL"] == f"file://{aws_home / 'pulumi'}" for c in calls[1:])
 
-    def test_work_dir_persists_across_fleet_objects(self, aws_home: Path, fake_wheel: Path, fake_cli: Path) -> None:
+    def test_work_dir_persists_across_fleet_objects(self, aws_home: Path, fake_wheel: Path, fake_cli: Any) -> None:
         """A second AwsFleet for the same stack (a restarted kernel) reuses the same work dir and settings file."""
         a = _fleet(fake_wheel)
         a._get_stack()
@@ -136,7 +90,7 @@ class TestWorkspace:
         b._get_stack()
         assert a.work_dir == b.work_dir and (b.work_dir / "Pulumi.yaml").is_file()
 
-    def test_outputs_leave_secrets_out(self, aws_home: Path, fake_wheel: Path, fake_cli: Path) -> None:
+    def test_outputs_leave_secrets_out(self, aws_home: Path, fake_wheel: Path, fake_cli: Any) -> None:
         """outputs() returns plain values and drops secret outputs."""
         out = _fleet(fake_wheel).outputs()
         assert out == {"url": "http://demo-1.elb.amazonaws.com", "asg_name": "demo-asg-123"}
@@ -169,15 +123,15 @@ class TestErrors:
         err = _translate("selecting stack", info.value)
         assert isinstance(err, BackendUnavailable) and "get.pulumi.com" in str(err)
 
-    def test_destroy_needs_the_stack_name_as_confirmation(self, aws_home: Path, fake_wheel: Path, fake_cli: Path) -> None:
+    def test_destroy_needs_the_stack_name_as_confirmation(self, aws_home: Path, fake_wheel: Path, fake_cli: Any) -> None:
         """destroy(confirm=...) with anything but the stack name is a SpecError and calls nothing."""
         with pytest.raises(SpecError) as info:
             _fleet(fake_wheel).destroy(confirm="yes")
         assert info.value.field == "confirm" and "'demo'" in str(info.value)
-        assert _calls(fake_cli) == []
+        assert fake_cli.calls() == []
 
     def test_failed_up_is_a_provision_error_with_the_useful_lines(self, aws_home: Path, fake_wheel: Path,
-                                                                  fake_cli: Path) -> None:
+                                                                  fake_cli: Any) -> None:
         """A failing `pulumi up` becomes ProvisionError carrying the CLI's error lines, the original chained."""
         from pulumi.automation import errors as auto_errors
 
@@ -188,13 +142,13 @@ class TestErrors:
         assert "AccessDenied" in info.value.stderr and "CreateLoadBalancer" in info.value.stderr
         assert "harmless" not in info.value.stderr
         assert isinstance(info.value.__cause__, auto_errors.CommandError)
-        up = [c for c in _calls(fake_cli) if c["args"][:1] == ["up"]]
+        up = [c for c in fake_cli.calls() if c["args"][:1] == ["up"]]
         assert len(up) == 1 and "--yes" in up[0]["args"]
-        config = [c for c in _calls(fake_cli) if c["args"][:2] == ["config", "set-all"]]
+        config = [c for c in fake_cli.calls() if c["args"][:2] == ["config", "set-all"]]
         assert config and "targetRpsPerTarget=40.0" in config[0]["args"] and "aws:region=us-east-1" in config[0]["args"]
         assert any("Updating" in line for line in seen)
 
-    def test_concurrent_update_is_named(self, aws_home: Path, fake_wheel: Path, fake_cli: Path,
+    def test_concurrent_update_is_named(self, aws_home: Path, fake_wheel: Path, fake_cli: Any,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
         """A locked stack (409 / concurrent update) is a ProvisionError that says so."""
         monkeypatch.setenv("FAKE_PULUMI_MODE", "conflict")
@@ -209,7 +163,7 @@ class TestErrors:
             AwsFleet(FleetSpec(name="demo"))
         assert info.value.field == "region"
 
-    def test_passphrase_never_reaches_logs(self, aws_home: Path, fake_wheel: Path, fake_cli: Path,
+    def test_passphrase_never_reaches_logs(self, aws_home: Path, fake_wheel: Path, fake_cli: Any,
                                            caplog: pytest.LogCaptureFixture) -> None:
         """Nothing logged while launching contains the passphrase."""
         caplog.set_level(logging.DEBUG)
