@@ -1,0 +1,88 @@
+"""Every notebook executes top to bottom against the local fleet, and is committed without outputs.
+
+The kernel is ``python3`` started with *this* interpreter: jupyter_client replaces a kernelspec's leading
+``python`` with ``sys.executable``, so running pytest from ``.venv`` runs the notebooks in ``.venv`` too. Each
+notebook runs in a temporary directory (its ``runs/`` land there) with the repository on ``PYTHONPATH`` so
+``import mlops_lb`` works whether or not the package is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+
+
+def _kernel_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env["MPLBACKEND"] = "agg"  # headless: figures render as PNG outputs
+    return env
+
+
+def test_there_are_four_notebooks() -> None:
+    """The four notebooks of the walk exist."""
+    assert [p.stem for p in NOTEBOOKS] == [
+        "01_launch_fleet",
+        "02_load_test",
+        "03_scaling_behaviour",
+        "04_capacity_planning",
+    ]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_without_outputs(path: Path) -> None:
+    """No outputs or execution counts are committed (nbstripout --verify passes)."""
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{path.name} has outputs"
+    nbstripout = Path(sys.executable).with_name("nbstripout")
+    if nbstripout.exists():
+        assert subprocess.run([str(nbstripout), "--verify", str(path)], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_story_shape(path: Path) -> None:
+    """A `parameters` cell with `backend = "local"` comes first; every code cell follows a markdown cell."""
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", []) and 'backend = "local"' in code[0].source
+    for prev, cell in zip(nb.cells, nb.cells[1:], strict=False):
+        if cell.cell_type == "code":
+            assert prev.cell_type == "markdown", f"{path.name}: code cell without markdown before it"
+    assert "close()" in code[-1].source, f"{path.name}: the last cell must close the fleet"
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_executes(path: Path, tmp_path: Path) -> None:
+    """The notebook runs without a cell error on the local fleet (each cell within 150 s)."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        nb,
+        kernel_name="python3",
+        timeout=150,
+        allow_errors=False,
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    t0 = time.monotonic()
+    client.execute(env=_kernel_env())
+    print(f"{path.name}: {time.monotonic() - t0:.1f} s")
+    errors = [
+        o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.get("output_type") == "error"
+    ]
+    assert not errors
