@@ -1,0 +1,206 @@
+"""The HTML report: self-contained, complete, written where asked, and clean in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mlops_lb.errors import SpecError
+from mlops_lb.report import load_bundle, render_report_html, write_report
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def _synthetic() -> ModuleType:
+    """tests/fixtures/synthetic.py, imported by path (tests/ is not a package)."""
+    name = "mlops_lb_tests_synthetic"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).parent / "fixtures" / "synthetic.py"
+        )
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("runs") / "2025-01-15T12-00-00Z-synthetic"
+    _synthetic().make_bundle(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def report(run_dir: Path) -> tuple[Path, str]:
+    out = write_report(run_dir, png=True)
+    return out, out.read_text(encoding="utf-8")
+
+
+class TestContent:
+    def test_written_into_the_bundle(self, run_dir: Path, report: tuple[Path, str]) -> None:
+        """write_report(run_dir) writes run_dir/report.html and, with png=True, one PNG per plot."""
+        out, _ = report
+        assert out == run_dir / "report.html"
+        pngs = sorted(p.name for p in run_dir.glob("*.png"))
+        assert pngs == [
+            "latency_over_time.png",
+            "per_target.png",
+            "percentile_spectrum.png",
+            "scaling_timeline.png",
+            "throughput.png",
+        ]
+        assert all(p.read_bytes()[:4] == b"\x89PNG" for p in run_dir.glob("*.png"))
+        assert not list(run_dir.glob("*.tmp"))
+
+    def test_no_external_resources(self, report: tuple[Path, str]) -> None:
+        """Nothing is fetched from anywhere: no http(s) src/href/url(), no scripts, no link tags."""
+        _, text = report
+        lowered = text.lower()
+        for bad in (
+            'src="http',
+            "src='http",
+            'href="http',
+            "href='http",
+            "url(http",
+            "<script",
+            "<link",
+            "@import",
+            "//cdn",
+        ):
+            assert bad not in lowered, bad
+        srcs = re.findall(r"src='([^']*)'", text)
+        assert len(srcs) == 5 and all(s.startswith("data:image/png;base64,") for s in srcs)
+        png = base64.b64decode(srcs[0].split(",", 1)[1])
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+    def test_summary_table(self, report: tuple[Path, str]) -> None:
+        """The summary has requests, errors by kind, offered vs achieved, VALID, scale times and a cost."""
+        _, text = report
+        syn = _synthetic()
+        b = syn.make_bundle()
+        assert f"<td class='l'>{len(b.requests)}</td>" in text
+        assert "timeout: 5" in text and "http_5xx: 3" in text
+        assert "rps offered" in text and "rps achieved" in text
+        assert "verdict valid'>VALID" in text
+        assert "+20.0 s (12:00:20 UTC)" in text and "+50.0 s (12:00:50 UTC)" in text
+        assert "t3.small in us-east-1 at 0.0208 USD/h" in text
+        assert "estimated cost of this run" in text
+
+    def test_latency_table_corrected_and_uncorrected(self, report: tuple[Path, str]) -> None:
+        """Corrected and uncorrected percentiles appear in ms with one decimal."""
+        _, text = report
+        b = _synthetic().make_bundle()
+        p99 = f"{b.summary['p99_s'] * 1000:.1f}"
+        p99u = f"{b.summary['p99_uncorrected_s'] * 1000:.1f}"
+        assert re.search(r"corrected \(ms\)</th>(<td>[^<]*</td>){2}<td>" + re.escape(p99) + "</td>", text)
+        assert re.search(r"uncorrected \(ms\)</th>(<td>[^<]*</td>){2}<td>" + re.escape(p99u) + "</td>", text)
+
+    def test_waterfall_spec_and_events(self, report: tuple[Path, str]) -> None:
+        """The waterfall names the new targets, the spec is shown as YAML, and every event is listed."""
+        _, text = report
+        waterfall = text.split("Scale-out waterfall", 1)[1].split("<h2>Spec", 1)[0]
+        assert "i-local0002" in waterfall and "i-local0003" in waterfall
+        assert "decision_to_first_request_s" in waterfall
+        assert "name: synthetic" in text and "target_rps_per_target: 40.0" in text
+        events = text.split("<h2>Events</h2>", 1)[1]
+        assert events.count("</tr>") == len(_synthetic().make_events()) + 1
+
+    def test_invalid_run_is_loud(self) -> None:
+        """An invalid run shows INVALID with its reasons."""
+        b = _synthetic().make_bundle()
+        b.summary = {**b.summary, "valid": False, "invalid_reasons": ["sent 90% of schedule", "lag p99 9 ms"]}
+        text = render_report_html(b)
+        assert "verdict invalid'>INVALID</span> sent 90% of schedule; lag p99 9 ms" in text
+
+    def test_sweep_adds_capacity_plan(self, tmp_path: Path) -> None:
+        """A sweep run with an SLO gets the capacity curve and a capacity plan section."""
+        syn = _synthetic()
+        b = syn.make_bundle()
+        b.intervals = syn.make_intervals(
+            b.requests, step_rps=np.repeat([25.0, 50.0, 75.0, 100.0, 125.0, 150.0], 10)
+        )
+        out = write_report(b, out=tmp_path / "r" / "sweep.html", png=True, slo_p99_s=0.05)
+        text = out.read_text()
+        assert "<h2>Capacity plan</h2>" in text and "max OK rate per target" in text
+        assert (tmp_path / "r" / "capacity_curve.png").is_file()
+
+    def test_bundle_without_folder_needs_out(self) -> None:
+        """A bundle object without a path cannot guess where to write."""
+        with pytest.raises(SpecError, match="out"):
+            write_report(_synthetic().make_bundle())
+
+    def test_missing_dir(self, tmp_path: Path) -> None:
+        """A run directory that does not exist is a SpecError naming it."""
+        with pytest.raises(SpecError, match="not a directory"):
+            write_report(tmp_path / "nope")
+
+    def test_loads_a_partial_bundle(self, tmp_path: Path) -> None:
+        """A bundle folder with only requests (a crashed run) still renders, with derived numbers."""
+        b = _synthetic().make_bundle()
+        b.requests.to_parquet(tmp_path / "requests.parquet")
+        loaded = load_bundle(tmp_path)
+        assert len(loaded.requests) == len(b.requests)
+        text = render_report_html(tmp_path)
+        assert "UNKNOWN" in text and "percentile_spectrum" in text
+
+    def test_cli(self, run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """`mlops-lb report RUN_DIR` writes the report and prints its path."""
+        from mlops_lb.cli import main
+
+        assert main(["report", str(run_dir)]) == 0
+        assert capsys.readouterr().out.strip() == str(run_dir / "report.html")
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is missing")
+def test_opens_in_headless_chromium(report: tuple[Path, str], tmp_path: Path) -> None:
+    """Chromium renders the report with no failed resource loads, no console errors and every image decoded."""
+    from playwright.sync_api import sync_playwright
+
+    out, _ = report
+    failed: list[str] = []
+    console_errors: list[str] = []
+    requested: list[str] = []
+    with sync_playwright() as pw:
+        # Playwright takes the profile directory as an argument, not as --user-data-dir.
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        try:
+            page = context.new_page()
+            page.on("requestfailed", lambda r: failed.append(r.url))
+            page.on("request", lambda r: requested.append(r.url))
+            page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+            page.goto(out.as_uri(), wait_until="load")
+            images: Any = page.evaluate(
+                "Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])"
+            )
+            title = page.title()
+            headings = page.eval_on_selector_all("h2", "els => els.map(e => e.textContent)")
+        finally:
+            context.close()
+    assert failed == [] and console_errors == []
+    assert all(u.startswith(("file:", "data:")) for u in requested), requested
+    assert len(images) == 5 and all(c and w > 100 and h > 100 for c, w, h in images)
+    assert title == "mlops_lb report: synthetic"
+    assert headings == ["Summary", "Latency", "Plots", "Scale-out waterfall", "Spec", "Events"]
