@@ -1,0 +1,97 @@
+"""Nothing left behind: close(), Ctrl-C during launch(), and the death of the parent process."""
+
+from __future__ import annotations
+
+import _thread
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import fast_spec, wait_for
+
+from mlops_lb.local import LocalFleet
+
+
+def _children() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def _all_gone(pids: set[int]) -> bool:
+    return not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids)
+
+
+def test_close_leaves_no_process_and_is_idempotent() -> None:
+    """After close() neither HAProxy nor any worker runs, the temp dir is gone, and close() again is a no-op."""
+    before = _children()
+    fleet = LocalFleet(fast_spec("cls", desired=1))
+    fleet.launch()
+    ours = _children() - before
+    assert len(ours) >= 2  # haproxy + a worker
+    work_dir = fleet.work_dir
+    fleet.close()
+    fleet.close()
+    assert _all_gone(ours) and not work_dir.exists()
+    assert "closed" in repr(fleet)
+
+
+def test_keyboard_interrupt_during_launch_cleans_up() -> None:
+    """Ctrl-C while launch() waits for health checks stops HAProxy and the workers before re-raising."""
+    before = _children()
+    seen: set[int] = set()
+    fleet = LocalFleet(fast_spec("kbi", desired=2))
+
+    def interrupt_when_launched() -> None:
+        wait_for(lambda: len(_children() - before) >= 3, 10, "haproxy and two workers")
+        seen.update(_children() - before)
+        _thread.interrupt_main()
+
+    t = threading.Thread(target=interrupt_when_launched, daemon=True)
+    t.start()
+    with pytest.raises(KeyboardInterrupt):
+        fleet.launch()
+    t.join()
+    assert len(seen) >= 3
+    assert _all_gone(seen)
+
+
+SCRIPT = """
+import json, sys, time
+sys.path.insert(0, {tests!r})
+from conftest import fast_spec
+from mlops_lb.local import LocalFleet
+fleet = LocalFleet(fast_spec("orph", desired=1))
+fleet.launch()
+print(json.dumps([int(fleet._haproxy.pid), *map(int, fleet.status()["pid"])]), flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
+def test_killed_parent_takes_children_along(tmp_path: Path) -> None:
+    """SIGKILL the process that owns a fleet (a crashed notebook kernel): HAProxy and the workers follow it."""
+    script = tmp_path / "owner.py"
+    script.write_text(SCRIPT.format(tests=str(Path(__file__).parent)))
+    owner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        line = owner.stdout.readline() if owner.stdout else ""
+        pids = set(json.loads(line))
+        assert len(pids) == 2 and all(psutil.pid_exists(p) for p in pids)
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait(5)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not _all_gone(pids):
+            time.sleep(0.1)
+        assert _all_gone(pids)
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait(5)
+        if owner.stdout:
+            owner.stdout.close()
