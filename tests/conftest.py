@@ -1,0 +1,198 @@
+"""Shared fixtures: free loopback ports and real model-server processes.
+
+* ``free_port`` (fixture): the function ``free_port()`` -> a TCP port free on 127.0.0.1 right now.
+* ``server`` (module scope): one ready demo model server, ``server.url``, ``server.request("GET", "/health")``.
+* ``server_factory``: ``server_factory(slots=2, min_service_ms=50, env={...}, wait_ready=False)`` starts another
+  server for one test; every server started is stopped (SIGTERM, then SIGKILL) when the test ends.
+
+Every test session trains the demo model once into a temporary cache (``MLOPS_LB_CACHE_DIR``), so tests never write
+under the home directory.
+
+Example::
+
+    def test_ready(server):
+        assert server.request("GET", "/health").status == 200
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlops_lb.serving import worker_command
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 now (the OS picks it; a tiny race with other binders remains)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Reply:
+    """One HTTP response: status, lower-cased headers and the body."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class ServerProcess:
+    """A model server running as a child process on 127.0.0.1 (its own session, so signals reach only it)."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    target_id: str
+    log_path: Path
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> Reply:
+        """Send one request on a fresh connection and read the whole reply."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+        finally:
+            conn.close()
+
+    def predict(self, rows: list[list[Any]]) -> Reply:
+        return self.request(
+            "POST", "/predict", json.dumps({"rows": rows}), {"Content-Type": "application/json"}
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Poll /health until 200; fail with the server's log if it exits or never gets ready."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"model server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if self.request("GET", "/health", timeout=2).status == 200:
+                    return
+            except OSError:
+                pass  # not listening yet
+            time.sleep(0.05)
+        pytest.fail(f"model server not ready after {timeout} s:\n{self.log()}")
+
+    def wait_listening(self, timeout: float = 60.0) -> None:
+        """Poll until the server answers any HTTP request."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"model server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                self.request("GET", "/health", timeout=2)
+                return
+            except OSError:
+                time.sleep(0.02)
+        pytest.fail(f"model server not listening after {timeout} s:\n{self.log()}")
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM, wait, SIGKILL if needed; returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # our own session: only this server
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+def _start(
+    log_dir: Path,
+    *,
+    wait_ready: bool = True,
+    env: dict[str, str] | None = None,
+    target_id: str | None = None,
+    **options: Any,
+) -> ServerProcess:
+    port = free_port()
+    target_id = target_id or f"test-{port}"
+    log_path = log_dir / f"server-{port}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            worker_command(port=port, target_id=target_id, **options),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+    server = ServerProcess(proc, port, target_id, log_path, options)
+    try:
+        if wait_ready:
+            server.wait_ready()
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Point the demo model cache at a session temp dir (for this process and the servers it starts)."""
+    path = tmp_path_factory.mktemp("model-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLOPS_LB_CACHE_DIR", str(path))
+        yield path
+
+
+@pytest.fixture(name="free_port")
+def free_port_fixture() -> Callable[[], int]:
+    """The ``free_port()`` helper, for test directories that cannot import this conftest."""
+    return free_port
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One ready demo model server shared by a test module (no slots, no minimum service time)."""
+    s = _start(tmp_path_factory.mktemp("server"))
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Start servers with options (``worker_command``'s, plus ``env`` and ``wait_ready``); all stop after the test."""
+    started: list[ServerProcess] = []
+
+    def start(**options: Any) -> ServerProcess:
+        s = _start(tmp_path, **options)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()
