@@ -138,6 +138,7 @@ class _Conn(asyncio.Protocol):
             return
         self.dead = True
         eng = self._eng
+        eng.busy.discard(self)
         if self.req >= 0:
             eng.finish(self.req, 0, E_RESET, self.nbytes, -1)
             self.req = -1
@@ -164,6 +165,7 @@ class _Conn(asyncio.Protocol):
             eng.release(self)
         else:
             self.dead = True
+            eng.busy.discard(self)
             if self.transport is not None:
                 self.transport.close()
             eng.release(_Conn(eng))
@@ -175,6 +177,7 @@ class _Conn(asyncio.Protocol):
             self.req = -1
         if not self.dead:
             self.dead = True
+            self._eng.busy.discard(self)
             if self.transport is not None:
                 self.transport.abort()
             self._eng.release(_Conn(self._eng))

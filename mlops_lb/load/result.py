@@ -150,7 +150,7 @@ class LoadResult:
         import pandas as pd
 
         df = pd.DataFrame(self._intervals, columns=list(INTERVAL_COLUMNS))
-        df["interval_start"] = pd.to_datetime(df["interval_start"], utc=True)
+        df["interval_start"] = pd.to_datetime(df["interval_start"], utc=True).astype("datetime64[ns, UTC]")
         for c in INTERVAL_COLUMNS[1:]:
             if c in ("sent", "ok", "errors") or c.startswith("err_"):
                 df[c] = df[c].astype("int64")
