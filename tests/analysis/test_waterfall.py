@@ -81,7 +81,8 @@ class TestWaterfall:
 
     def test_no_scale_out(self) -> None:
         """A run without scale-outs gives an empty frame with the columns."""
-        wf = scale_out_waterfall(_events()[lambda d: d["kind"] != "scale_out"])
+        ev = _events()
+        wf = scale_out_waterfall(ev[ev["kind"] != "scale_out"].reset_index(drop=True))
         assert wf.empty and "decision_to_first_request_s" in wf.columns
 
     def test_synthetic_bundle(self, bundle: Any, synthetic: Any) -> None:

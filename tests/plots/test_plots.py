@@ -25,6 +25,10 @@ def _line(ax: Any, label: str) -> Any:
     return matches[0]
 
 
+def _close(actual: Any, expected: Any) -> None:
+    np.testing.assert_allclose(np.asarray(actual, dtype=float), np.asarray(expected, dtype=float))
+
+
 def _renders(fig: Figure) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=40)
@@ -43,7 +47,7 @@ class TestLatencyOverTime:
         assert ax.get_xlabel() == "time since start (s)"
         assert _legend(ax)[:2] == ["p50", "p50 (uncorrected)"]
         p99 = _line(ax, "p99")
-        np.testing.assert_allclose(p99.get_ydata(), bundle.intervals["p99_s"] * 1000.0)
+        _close(p99.get_ydata(), bundle.intervals["p99_s"] * 1000.0)
         assert p99.get_xdata()[0] == 0.0 and p99.get_xdata()[-1] == 59.0
         _renders(fig)
 
@@ -55,7 +59,7 @@ class TestLatencyOverTime:
         assert ax.get_xlabel() == "time (UTC)"
         assert np.issubdtype(np.asarray(ax.get_lines()[0].get_xdata()).dtype, np.datetime64)
         only_unc = plots.latency_over_time(bundle.intervals, corrected=False).axes[0]
-        assert all("uncorrected" in ln.get_label() for ln in only_unc.get_lines())
+        assert all("uncorrected" in str(ln.get_label()) for ln in only_unc.get_lines())
 
     def test_draws_into_given_axes(self, bundle: Any) -> None:
         """With ax=, the plot goes into that axes and its figure is returned."""
@@ -72,8 +76,8 @@ class TestThroughput:
         ax, ax2 = fig.axes
         assert ax.get_ylabel() == "requests per second"
         assert ax2.get_ylabel() == "errors per second (stacked)"
-        np.testing.assert_allclose(_line(ax, "achieved").get_ydata(), bundle.intervals["achieved_rps"])
-        np.testing.assert_allclose(_line(ax, "offered").get_ydata(), bundle.intervals["offered_rps"])
+        _close(_line(ax, "achieved").get_ydata(), bundle.intervals["achieved_rps"])
+        _close(_line(ax, "offered").get_ydata(), bundle.intervals["offered_rps"])
         assert _legend(ax) == ["offered", "achieved", "errors: timeout", "errors: http_5xx"]
         assert len(ax2.collections) == 2
         assert ax2.get_ylim()[1] >= 5  # 5 timeouts in one 1 s interval
@@ -94,18 +98,16 @@ class TestPercentileSpectrum:
         assert ax.get_xscale() == "log"
         assert [t.get_text() for t in ax.get_xticklabels()] == ["50%", "90%", "99%", "99.9%", "99.99%"]
         line = ax.get_lines()[0]
-        np.testing.assert_allclose(line.get_xdata(), [2.0, 10.0, 100.0, 1000.0])
-        np.testing.assert_allclose(line.get_ydata(), [10.0, 20.0, 50.0, 200.0])
+        _close(line.get_xdata(), [2.0, 10.0, 100.0, 1000.0])
+        _close(line.get_ydata(), [10.0, 20.0, 50.0, 200.0])
         frac = spec.assign(percentile=spec["percentile"] / 100.0)
-        np.testing.assert_allclose(
-            plots.percentile_spectrum(frac).axes[0].get_lines()[0].get_xdata(), line.get_xdata()
-        )
+        _close(plots.percentile_spectrum(frac).axes[0].get_lines()[0].get_xdata(), line.get_xdata())
 
     def test_from_requests_corrected_and_uncorrected(self, bundle: Any) -> None:
         """From raw requests: two curves, monotone, topping out near the slowest successful request."""
         ax = plots.percentile_spectrum(bundle.requests).axes[0]
         assert _legend(ax) == ["corrected", "uncorrected (service time)"]
-        y = ax.get_lines()[0].get_ydata()
+        y = np.asarray(ax.get_lines()[0].get_ydata(), dtype=float)
         assert np.all(np.diff(y) >= 0)
         ok = bundle.requests[bundle.requests["error"].isna()]
         assert y[-1] <= ok["latency_s"].max() * 1000.0 + 1e-9
@@ -135,10 +137,8 @@ class TestPerTarget:
         ok = bundle.requests[bundle.requests["error"].isna()]
         counts = ok.groupby("target").size()
         assert [t.get_text() for t in ax.get_xticklabels()] == list(counts.index)
-        assert [p.get_height() for p in ax.patches] == list(counts.to_numpy(dtype=float))
-        np.testing.assert_allclose(
-            ax2.get_lines()[0].get_ydata(), ok.groupby("target")["latency_s"].quantile(0.99) * 1000.0
-        )
+        assert [p.get_height() for p in ax.patches] == list(counts.to_numpy(dtype=float))  # type: ignore[attr-defined]
+        _close(ax2.get_lines()[0].get_ydata(), ok.groupby("target")["latency_s"].quantile(0.99) * 1000.0)
         assert ax.get_title() == "Per-target load and p99 latency"
         assert _legend(ax) == ["even share", "requests served", "p99 latency"]
 
@@ -155,14 +155,14 @@ class TestScalingTimeline:
         target = _line(bottom, "target 80 = 40 rps x 2 s")
         assert list(target.get_ydata()) == [80.0, 80.0]
         rcpt = bundle.metrics[bundle.metrics["metric"] == "RequestCountPerTarget"]
-        np.testing.assert_allclose(_line(bottom, "RequestCountPerTarget").get_ydata(), rcpt["value"])
+        _close(_line(bottom, "RequestCountPerTarget").get_ydata(), rcpt["value"])
         assert bottom.get_ylabel() == "requests per target per 2 s"
         texts = [t.get_text() for t in top.texts]
         assert len(texts) == 2 and texts[0].startswith("scale out: RequestCountPerTarget")
         assert texts[1].startswith("scale in:")
         # The scale-out line sits at t = 20 s.
         vlines = [ln for ln in top.get_lines() if ln.get_linestyle() == ":"]
-        assert vlines[0].get_xdata()[0] == pytest.approx(synthetic.SCALE_OUT_AT)
+        assert np.asarray(vlines[0].get_xdata(), dtype=float)[0] == pytest.approx(synthetic.SCALE_OUT_AT)
         assert _legend(top) == ["desired", "in service", "healthy"]
 
     def test_single_axes_puts_rcpt_on_twin(self, bundle: Any) -> None:
@@ -180,7 +180,7 @@ class TestCapacityCurve:
         """p99 per step in ms, the SLO line, the knee and max-OK verticals, and failing steps as red crosses."""
         plan = plan_capacity(synthetic.sweep_steps(), slo_p99_s=0.05)
         ax = plots.capacity_curve(plan).axes[0]
-        np.testing.assert_allclose(_line(ax, "p99 per step").get_ydata(), [10, 11, 12, 20, 100])
+        _close(_line(ax, "p99 per step").get_ydata(), [10, 11, 12, 20, 100])
         assert list(_line(ax, "step over SLO or error bound").get_xdata()) == [500.0]
         assert list(_line(ax, "SLO p99 50 ms").get_ydata()) == [50.0, 50.0]
         assert list(_line(ax, "knee 400 rps").get_xdata()) == [400.0, 400.0]
