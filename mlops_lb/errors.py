@@ -69,13 +69,14 @@ class BackendUnavailable(MlopsLbError):
     def __init__(self, program: str, install: str, detail: str = "") -> None:
         self.program = program
         self.install = install
+        self.detail = detail
         msg = f"{program} was not found on PATH. Install it with: {install}"
         if detail:
             msg += f" ({detail})"
         super().__init__(msg)
 
     def __reduce__(self):
-        return (type(self), (self.program, self.install))
+        return (type(self), (self.program, self.install, self.detail))
 
 
 class ProvisionError(MlopsLbError):
