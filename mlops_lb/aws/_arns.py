@@ -68,15 +68,24 @@ class FleetDimensions:
         """Derive dimensions from ARNs; a wrong ARN raises MetricsError naming the argument."""
         lb = arn_suffix(load_balancer_arn, argument="load_balancer_arn")
         if not lb.startswith("app/"):
-            raise MetricsError(f"load_balancer_arn must be a load balancer ARN (got {load_balancer_arn!r})",
-                               code="InvalidArn", hint="pass the ALB's ARN, not the target group's")
+            raise MetricsError(
+                f"load_balancer_arn must be a load balancer ARN (got {load_balancer_arn!r})",
+                code="InvalidArn",
+                hint="pass the ALB's ARN, not the target group's",
+            )
         tg = arn_suffix(target_group_arn, argument="target_group_arn")
         if not tg.startswith("targetgroup/"):
-            raise MetricsError(f"target_group_arn must be a target-group ARN (got {target_group_arn!r})",
-                               code="InvalidArn", hint="pass the target group's ARN, not the ALB's")
+            raise MetricsError(
+                f"target_group_arn must be a target-group ARN (got {target_group_arn!r})",
+                code="InvalidArn",
+                hint="pass the target group's ARN, not the ALB's",
+            )
         if not isinstance(asg_name, str) or not asg_name.strip():
-            raise MetricsError(f"asg_name must be the Auto Scaling group's name (got {asg_name!r})",
-                               code="InvalidParameter", hint="pass the stack output asg_name")
+            raise MetricsError(
+                f"asg_name must be the Auto Scaling group's name (got {asg_name!r})",
+                code="InvalidParameter",
+                hint="pass the stack output asg_name",
+            )
         return cls(load_balancer=lb, target_group=tg, asg_name=asg_name)
 
     @property

@@ -146,8 +146,14 @@ def _base_period(start: datetime, now: datetime) -> int:
     return 3600
 
 
-def choose_period(start: datetime, end: datetime, *, period_s: float | None = None, n_queries: int = 1,
-                  now: datetime | None = None) -> int:
+def choose_period(
+    start: datetime,
+    end: datetime,
+    *,
+    period_s: float | None = None,
+    n_queries: int = 1,
+    now: datetime | None = None,
+) -> int:
     """A valid GetMetricData period (seconds) for the window ``start..end``.
 
     The period must be a multiple of 60 s while ``start`` is at most 15 days old, of 300 s up to 63 days and of
@@ -162,16 +168,26 @@ def choose_period(start: datetime, end: datetime, *, period_s: float | None = No
     start, end = _utc(start, "start"), _utc(end, "end")
     now = _utc(now, "now") if now is not None else datetime.now(timezone.utc)
     if end <= start:
-        raise MetricsError(f"end must be after start (got start={start.isoformat()}, end={end.isoformat()})",
-                           code="InvalidParameter", hint="pass a window such as start=now-1h, end=now")
+        raise MetricsError(
+            f"end must be after start (got start={start.isoformat()}, end={end.isoformat()})",
+            code="InvalidParameter",
+            hint="pass a window such as start=now-1h, end=now",
+        )
     base = _base_period(start, now)
     if period_s is not None:
-        if isinstance(period_s, bool) or not isinstance(period_s, (int, float)) or period_s <= 0 \
-                or period_s != int(period_s) or int(period_s) % base:
+        if (
+            isinstance(period_s, bool)
+            or not isinstance(period_s, (int, float))
+            or period_s <= 0
+            or period_s != int(period_s)
+            or int(period_s) % base
+        ):
             raise MetricsError(
                 f"period_s must be a multiple of {base} s for data starting {start.isoformat()} "
                 f"({'<= 15 days' if base == 60 else '15-63 days' if base == 300 else '> 63 days'} old) (got {period_s!r})",
-                code="InvalidParameter", hint=f"use period_s={base} or a multiple of it, or period_s=None")
+                code="InvalidParameter",
+                hint=f"use period_s={base} or a multiple of it, or period_s=None",
+            )
         return int(period_s)
     window = (end - start).total_seconds()
     per_series = max(1, MAX_POINTS_PER_CALL // max(1, min(n_queries, MAX_QUERIES_PER_CALL)))
@@ -188,10 +204,20 @@ def _aligned(start: datetime, end: datetime, period: int) -> tuple[datetime, dat
     return datetime.fromtimestamp(s, timezone.utc), datetime.fromtimestamp(e, timezone.utc)
 
 
-def read_fleet_metrics(*, load_balancer_arn: str, target_group_arn: str, asg_name: str,
-                       start: datetime | None = None, end: datetime | None = None, period_s: float | None = 60,
-                       instance_ids: Iterable[str] = (), session: Any = None, cloudwatch_client: Any = None,
-                       region: str | None = None, now: datetime | None = None) -> pd.DataFrame:
+def read_fleet_metrics(
+    *,
+    load_balancer_arn: str,
+    target_group_arn: str,
+    asg_name: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    period_s: float | None = 60,
+    instance_ids: Iterable[str] = (),
+    session: Any = None,
+    cloudwatch_client: Any = None,
+    region: str | None = None,
+    now: datetime | None = None,
+) -> pd.DataFrame:
     """Read the whole fleet's CloudWatch series (see :data:`CATALOGUE`) into one MetricFrame.
 
     ``start`` defaults to one hour before ``end`` (default: now). Queries go out in batches of at most 500,
@@ -206,8 +232,9 @@ def read_fleet_metrics(*, load_balancer_arn: str, target_group_arn: str, asg_nam
                                 start=datetime.now(timezone.utc) - timedelta(hours=1), end=None)
         df[df.metric == "TargetResponseTime"].pivot_table(index="timestamp", columns="stat", values="value")
     """
-    dims = FleetDimensions.from_arns(load_balancer_arn=load_balancer_arn, target_group_arn=target_group_arn,
-                                     asg_name=asg_name)
+    dims = FleetDimensions.from_arns(
+        load_balancer_arn=load_balancer_arn, target_group_arn=target_group_arn, asg_name=asg_name
+    )
     now_utc = _utc(now, "now") if now is not None else datetime.now(timezone.utc)
     end_utc = _utc(end, "end") if end is not None else now_utc
     start_utc = _utc(start, "start") if start is not None else end_utc - timedelta(hours=1)
@@ -216,15 +243,19 @@ def read_fleet_metrics(*, load_balancer_arn: str, target_group_arn: str, asg_nam
     period = choose_period(start_utc, end_utc, period_s=period_s, n_queries=batch, now=now_utc)
     a_start, a_end = _aligned(start_utc, end_utc, period)
     if cloudwatch_client is None:
-        cloudwatch_client = client("cloudwatch", session=session, region=region or load_balancer_arn.split(":")[3])
+        cloudwatch_client = client(
+            "cloudwatch", session=session, region=region or load_balancer_arn.split(":")[3]
+        )
 
     series: dict[str, dict[datetime, float]] = {q.id: {} for q in queries}
     calls = 0
     for i in range(0, len(queries), MAX_QUERIES_PER_CALL):
-        chunk = queries[i:i + MAX_QUERIES_PER_CALL]
+        chunk = queries[i : i + MAX_QUERIES_PER_CALL]
         request: dict[str, Any] = {
             "MetricDataQueries": [q.to_api(period) for q in chunk],
-            "StartTime": a_start, "EndTime": a_end, "ScanBy": "TimestampAscending",
+            "StartTime": a_start,
+            "EndTime": a_end,
+            "ScanBy": "TimestampAscending",
         }
         token: str | None = None
         while True:
@@ -241,16 +272,32 @@ def read_fleet_metrics(*, load_balancer_arn: str, target_group_arn: str, asg_nam
                 for ts, v in zip(res.get("Timestamps", []), res.get("Values", []), strict=False):
                     points[_utc(ts, "timestamp")] = float(v)
                 if res.get("StatusCode") not in (None, "Complete", "PartialData"):
-                    log.warning("GetMetricData %s: status %s %s", res["Id"], res.get("StatusCode"), res.get("Messages"))
+                    log.warning(
+                        "GetMetricData %s: status %s %s",
+                        res["Id"],
+                        res.get("StatusCode"),
+                        res.get("Messages"),
+                    )
             for m in page.get("Messages", []) or []:
                 log.info("GetMetricData message: %s", m)
             token = page.get("NextToken")
             if not token:
                 break
-    log.info("read %d CloudWatch series over %s..%s (period %d s) in %d call(s)", len(queries),
-             a_start.isoformat(), a_end.isoformat(), period, calls)
+    log.info(
+        "read %d CloudWatch series over %s..%s (period %d s) in %d call(s)",
+        len(queries),
+        a_start.isoformat(),
+        a_end.isoformat(),
+        period,
+        calls,
+    )
 
-    grid = [a_start + timedelta(seconds=period * k) for k in range(int((a_end - a_start).total_seconds() // period))]
+    # Only periods that have ended can be "no requests" (0); the open one may simply not be published yet.
+    grid = [
+        ts
+        for k in range(int((a_end - a_start).total_seconds() // period))
+        if (ts := a_start + timedelta(seconds=period * k)) + timedelta(seconds=period) <= now_utc
+    ]
     rows: list[dict[str, Any]] = []
     for q in queries:
         points = series.get(q.id, {})
@@ -258,10 +305,25 @@ def read_fleet_metrics(*, load_balancer_arn: str, target_group_arn: str, asg_nam
             for ts in grid:
                 points.setdefault(ts, 0.0)
         unit = METRIC_UNITS[q.metric.metric]
-        rows.extend({"timestamp": ts, "metric": q.metric.metric, "stat": q.stat, "value": v, "unit": unit,
-                     "target": q.target} for ts, v in points.items())
-    return metric_frame(rows, api_calls=calls, metrics_requested=len(queries), period_s=period,
-                        start=a_start.isoformat(), end=a_end.isoformat())
+        rows.extend(
+            {
+                "timestamp": ts,
+                "metric": q.metric.metric,
+                "stat": q.stat,
+                "value": v,
+                "unit": unit,
+                "target": q.target,
+            }
+            for ts, v in points.items()
+        )
+    return metric_frame(
+        rows,
+        api_calls=calls,
+        metrics_requested=len(queries),
+        period_s=period,
+        start=a_start.isoformat(),
+        end=a_end.isoformat(),
+    )
 
 
 # --------------------------------------------------------------------------- scaling activities, target health
@@ -272,9 +334,15 @@ def _parse_capacity_change(cause: str) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def read_scaling_activities(asg_name: str, *, start: datetime | None = None, end: datetime | None = None,
-                            session: Any = None, region: str | None = None, autoscaling_client: Any = None
-                            ) -> pd.DataFrame:
+def read_scaling_activities(
+    asg_name: str,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    session: Any = None,
+    region: str | None = None,
+    autoscaling_client: Any = None,
+) -> pd.DataFrame:
     """The Auto Scaling group's activities as an events frame (kinds scale_out, scale_in, launch, terminate).
 
     A capacity change named in an activity's Cause ("changing the desired capacity from 1 to 3") becomes one
@@ -308,13 +376,33 @@ def read_scaling_activities(asg_name: str, *, start: datetime | None = None, end
                     key = (cause.split(" changing")[0], *change)
                     if key not in seen_changes:
                         seen_changes.add(key)
-                        rows.append({"timestamp": ts, "kind": "scale_out" if change[1] > change[0] else "scale_in",
-                                     "target": "", "detail": f"desired {change[0]} -> {change[1]}: {cause}"})
+                        rows.append(
+                            {
+                                "timestamp": ts,
+                                "kind": "scale_out" if change[1] > change[0] else "scale_in",
+                                "target": "",
+                                "detail": f"desired {change[0]} -> {change[1]}: {cause}",
+                            }
+                        )
                 iid = re.search(r"\b(i-[0-9a-f]{8,17})\b", desc)
                 if desc.startswith("Launching"):
-                    rows.append({"timestamp": ts, "kind": "launch", "target": iid.group(1) if iid else "", "detail": detail})
+                    rows.append(
+                        {
+                            "timestamp": ts,
+                            "kind": "launch",
+                            "target": iid.group(1) if iid else "",
+                            "detail": detail,
+                        }
+                    )
                 elif desc.startswith("Terminating"):
-                    rows.append({"timestamp": ts, "kind": "terminate", "target": iid.group(1) if iid else "", "detail": detail})
+                    rows.append(
+                        {
+                            "timestamp": ts,
+                            "kind": "terminate",
+                            "target": iid.group(1) if iid else "",
+                            "detail": detail,
+                        }
+                    )
     except MetricsError:
         raise
     except Exception as exc:
@@ -322,12 +410,20 @@ def read_scaling_activities(asg_name: str, *, start: datetime | None = None, end
     return events_frame(rows)
 
 
-_HEALTH = {"initial": "initial", "healthy": "healthy", "unhealthy": "unhealthy", "unused": "unused",
-           "draining": "draining", "unavailable": "unhealthy", "unhealthy.draining": "draining"}
+_HEALTH = {
+    "initial": "initial",
+    "healthy": "healthy",
+    "unhealthy": "unhealthy",
+    "unused": "unused",
+    "draining": "draining",
+    "unavailable": "unhealthy",
+    "unhealthy.draining": "draining",
+}
 
 
-def read_target_health(target_group_arn: str, *, session: Any = None, region: str | None = None,
-                       elbv2_client: Any = None) -> pd.DataFrame:
+def read_target_health(
+    target_group_arn: str, *, session: Any = None, region: str | None = None, elbv2_client: Any = None
+) -> pd.DataFrame:
     """A snapshot of the target group's targets: target, port, health, aws_state, reason, description.
 
     ``health`` uses the contract's vocabulary (initial, healthy, unhealthy, draining, unused); ``aws_state``
@@ -351,7 +447,14 @@ def read_target_health(target_group_arn: str, *, session: Any = None, region: st
     for d in resp.get("TargetHealthDescriptions", []):
         th = d.get("TargetHealth", {})
         state = str(th.get("State", ""))
-        rows.append({"target": d["Target"]["Id"], "port": int(d["Target"].get("Port", 0)),
-                     "health": _HEALTH.get(state, "unhealthy"), "aws_state": state,
-                     "reason": str(th.get("Reason", "") or ""), "description": str(th.get("Description", "") or "")})
+        rows.append(
+            {
+                "target": d["Target"]["Id"],
+                "port": int(d["Target"].get("Port", 0)),
+                "health": _HEALTH.get(state, "unhealthy"),
+                "aws_state": state,
+                "reason": str(th.get("Reason", "") or ""),
+                "description": str(th.get("Description", "") or ""),
+            }
+        )
     return pd.DataFrame(rows, columns=["target", "port", "health", "aws_state", "reason", "description"])

@@ -43,14 +43,27 @@ from ..errors import ProvisionError, SpecError
 from ..spec import FleetSpec
 from .userdata import render_user_data
 
-__all__ = ["ENABLED_METRICS", "STACK_TAG", "algorithm_settings", "build_wheel", "declare_fleet", "fleet_program"]
+__all__ = [
+    "ENABLED_METRICS",
+    "STACK_TAG",
+    "algorithm_settings",
+    "build_wheel",
+    "declare_fleet",
+    "fleet_program",
+]
 
 log = logging.getLogger(__name__)
 
 STACK_TAG = "mlops-lb:stack"
 ENABLED_METRICS = (
-    "GroupMinSize", "GroupMaxSize", "GroupDesiredCapacity", "GroupInServiceInstances", "GroupPendingInstances",
-    "GroupStandbyInstances", "GroupTerminatingInstances", "GroupTotalInstances",
+    "GroupMinSize",
+    "GroupMaxSize",
+    "GroupDesiredCapacity",
+    "GroupInServiceInstances",
+    "GroupPendingInstances",
+    "GroupStandbyInstances",
+    "GroupTerminatingInstances",
+    "GroupTotalInstances",
 )
 _SSM_POLICY = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 _CW_AGENT_POLICY = "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy"
@@ -85,15 +98,30 @@ def build_wheel(out_dir: str | os.PathLike[str] | None = None) -> Path:
     """
     root = _repo_root()
     if root is None:
-        raise ProvisionError("cannot build the mlops_lb wheel: not running from a source tree; "
-                             "pass wheel=<path to mlops_lb-*.whl> or set MLOPS_LB_WHEEL")
+        raise ProvisionError(
+            "cannot build the mlops_lb wheel: not running from a source tree; "
+            "pass wheel=<path to mlops_lb-*.whl> or set MLOPS_LB_WHEEL"
+        )
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="mlops-lb-wheel-"))
-    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(root)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "-q",
+        "-w",
+        str(out),
+        str(root),
+    ]
     log.info("building wheel: %s", " ".join(cmd))
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     wheels = sorted(out.glob("mlops_lb-*.whl"))
     if proc.returncode != 0 or not wheels:
-        raise ProvisionError("building the mlops_lb wheel failed", stderr=(proc.stderr or proc.stdout)[-2000:])
+        raise ProvisionError(
+            "building the mlops_lb wheel failed", stderr=(proc.stderr or proc.stdout)[-2000:]
+        )
     return wheels[-1]
 
 
@@ -102,8 +130,11 @@ def _model_file(spec: FleetSpec) -> Path | None:
     if src == "demo":
         return None
     if "://" in src:
-        raise SpecError("model.source", f"must be 'demo' or a local file on AWS; the stack uploads it to its own "
-                                        f"bucket (got {src!r}; download it first)")
+        raise SpecError(
+            "model.source",
+            f"must be 'demo' or a local file on AWS; the stack uploads it to its own "
+            f"bucket (got {src!r}; download it first)",
+        )
     path = Path(src).expanduser()
     if not path.is_file():
         raise SpecError("model.source", f"file does not exist (got {src!r})")
@@ -136,7 +167,9 @@ def fleet_program(spec: FleetSpec, *, wheel: str | os.PathLike[str] | None = Non
     def program() -> None:
         import pulumi
 
-        for key, value in declare_fleet(spec, wheel=Path(wheel_arg) if wheel_arg else build_wheel(), model=model).items():
+        for key, value in declare_fleet(
+            spec, wheel=Path(wheel_arg) if wheel_arg else build_wheel(), model=model
+        ).items():
             pulumi.export(key, value)
 
     program.__name__ = f"fleet_program_{spec.name.replace('-', '_')}"
@@ -152,8 +185,14 @@ def _import_pulumi_aws() -> Any:
         warnings.simplefilter("ignore", DeprecationWarning)
         import pulumi_aws as aws
 
-        for sub, attr in (("autoscaling", "Group"), ("ec2", "LaunchTemplate"), ("iam", "Role"),
-                          ("lb", "LoadBalancer"), ("s3", "Bucket"), ("ssm", "get_parameter")):
+        for sub, attr in (
+            ("autoscaling", "Group"),
+            ("ec2", "LaunchTemplate"),
+            ("iam", "Role"),
+            ("lb", "LoadBalancer"),
+            ("s3", "Bucket"),
+            ("ssm", "get_parameter"),
+        ):
             getattr(getattr(aws, sub), attr)
     return aws
 
@@ -195,162 +234,348 @@ def declare_fleet(spec: FleetSpec, *, wheel: Path, model: Path | None = None) ->
     else:
         vpc = aws.ec2.get_vpc(default=True)
         vpc_id = vpc.id
-        subnet_ids = aws.ec2.get_subnets(filters=[{"name": "vpc-id", "values": [vpc.id]},
-                                                  {"name": "default-for-az", "values": ["true"]}]).ids
+        subnet_ids = aws.ec2.get_subnets(
+            filters=[{"name": "vpc-id", "values": [vpc.id]}, {"name": "default-for-az", "values": ["true"]}]
+        ).ids
     if not net.subnet_ids and len(subnet_ids) < 2:
-        raise ProvisionError(f"the VPC {vpc_id} has {len(subnet_ids)} usable subnet(s); an ALB needs two in "
-                             "different zones: set network.vpc_id and network.subnet_ids")
+        raise ProvisionError(
+            f"the VPC {vpc_id} has {len(subnet_ids)} usable subnet(s); an ALB needs two in "
+            "different zones: set network.vpc_id and network.subnet_ids"
+        )
 
-    egress_all = [aws.ec2.SecurityGroupEgressArgs(protocol="-1", from_port=0, to_port=0, cidr_blocks=["0.0.0.0/0"],
-                                                  ipv6_cidr_blocks=["::/0"], description="all outbound")]
+    egress_all = [
+        aws.ec2.SecurityGroupEgressArgs(
+            protocol="-1",
+            from_port=0,
+            to_port=0,
+            cidr_blocks=["0.0.0.0/0"],
+            ipv6_cidr_blocks=["::/0"],
+            description="all outbound",
+        )
+    ]
     listen_ports = [80, 443] if net.certificate_arn else [80]
     alb_sg = aws.ec2.SecurityGroup(
-        f"{name}-alb", vpc_id=vpc_id, description=f"mlops_lb {name}: load balancer",
-        ingress=[aws.ec2.SecurityGroupIngressArgs(protocol="tcp", from_port=p, to_port=p,
-                                                  cidr_blocks=list(net.client_cidrs), description="clients")
-                 for p in listen_ports],
-        egress=egress_all, tags={**tags, "Name": f"{name}-alb"})
-    instance_ingress = [aws.ec2.SecurityGroupIngressArgs(
-        protocol="tcp", from_port=port, to_port=port, security_groups=[alb_sg.id],
-        description="app port from the load balancer only")]
+        f"{name}-alb",
+        vpc_id=vpc_id,
+        description=f"mlops_lb {name}: load balancer",
+        ingress=[
+            aws.ec2.SecurityGroupIngressArgs(
+                protocol="tcp",
+                from_port=p,
+                to_port=p,
+                cidr_blocks=list(net.client_cidrs),
+                description="clients",
+            )
+            for p in listen_ports
+        ],
+        egress=egress_all,
+        tags={**tags, "Name": f"{name}-alb"},
+    )
+    instance_ingress = [
+        aws.ec2.SecurityGroupIngressArgs(
+            protocol="tcp",
+            from_port=port,
+            to_port=port,
+            security_groups=[alb_sg.id],
+            description="app port from the load balancer only",
+        )
+    ]
     if spec.instance.ssh_cidrs:
-        instance_ingress.append(aws.ec2.SecurityGroupIngressArgs(
-            protocol="tcp", from_port=22, to_port=22, cidr_blocks=list(spec.instance.ssh_cidrs), description="ssh"))
+        instance_ingress.append(
+            aws.ec2.SecurityGroupIngressArgs(
+                protocol="tcp",
+                from_port=22,
+                to_port=22,
+                cidr_blocks=list(spec.instance.ssh_cidrs),
+                description="ssh",
+            )
+        )
     inst_sg = aws.ec2.SecurityGroup(
-        f"{name}-instances", vpc_id=vpc_id, description=f"mlops_lb {name}: instances",
-        ingress=instance_ingress, egress=egress_all, tags={**tags, "Name": f"{name}-instances"})
+        f"{name}-instances",
+        vpc_id=vpc_id,
+        description=f"mlops_lb {name}: instances",
+        ingress=instance_ingress,
+        egress=egress_all,
+        tags={**tags, "Name": f"{name}-instances"},
+    )
 
     # ---------------------------------------------------------------- load balancer
     alb = aws.lb.LoadBalancer(
-        name, load_balancer_type="application", internal=net.internal, security_groups=[alb_sg.id],
-        subnets=subnet_ids, idle_timeout=net.idle_timeout_s, drop_invalid_header_fields=True, tags=tags)
+        name,
+        load_balancer_type="application",
+        internal=net.internal,
+        security_groups=[alb_sg.id],
+        subnets=subnet_ids,
+        idle_timeout=net.idle_timeout_s,
+        drop_invalid_header_fields=True,
+        tags=tags,
+    )
     hc = spec.health_check
     tg = aws.lb.TargetGroup(
-        name, port=port, protocol="HTTP", target_type="instance", vpc_id=vpc_id,
+        name,
+        port=port,
+        protocol="HTTP",
+        target_type="instance",
+        vpc_id=vpc_id,
         health_check=aws.lb.TargetGroupHealthCheckArgs(
-            enabled=True, path=hc.path, port="traffic-port", protocol="HTTP", interval=hc.interval_s,
-            timeout=hc.timeout_s, healthy_threshold=hc.healthy_threshold,
-            unhealthy_threshold=hc.unhealthy_threshold, matcher=hc.matcher),
-        deregistration_delay=spec.target_group.deregistration_delay_s, slow_start=spec.target_group.slow_start_s,
-        tags=tags, **algorithm_settings(spec))
+            enabled=True,
+            path=hc.path,
+            port="traffic-port",
+            protocol="HTTP",
+            interval=hc.interval_s,
+            timeout=hc.timeout_s,
+            healthy_threshold=hc.healthy_threshold,
+            unhealthy_threshold=hc.unhealthy_threshold,
+            matcher=hc.matcher,
+        ),
+        deregistration_delay=spec.target_group.deregistration_delay_s,
+        slow_start=spec.target_group.slow_start_s,
+        tags=tags,
+        **algorithm_settings(spec),
+    )
     forward = [aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=tg.arn)]
     if net.certificate_arn:
-        aws.lb.Listener(f"{name}-https", load_balancer_arn=alb.arn, port=443, protocol="HTTPS",
-                        ssl_policy=_TLS_POLICY, certificate_arn=net.certificate_arn, default_actions=forward, tags=tags)
-        aws.lb.Listener(f"{name}-http", load_balancer_arn=alb.arn, port=80, protocol="HTTP", tags=tags,
-                        default_actions=[aws.lb.ListenerDefaultActionArgs(
-                            type="redirect", redirect=aws.lb.ListenerDefaultActionRedirectArgs(
-                                port="443", protocol="HTTPS", status_code="HTTP_301"))])
+        aws.lb.Listener(
+            f"{name}-https",
+            load_balancer_arn=alb.arn,
+            port=443,
+            protocol="HTTPS",
+            ssl_policy=_TLS_POLICY,
+            certificate_arn=net.certificate_arn,
+            default_actions=forward,
+            tags=tags,
+        )
+        aws.lb.Listener(
+            f"{name}-http",
+            load_balancer_arn=alb.arn,
+            port=80,
+            protocol="HTTP",
+            tags=tags,
+            default_actions=[
+                aws.lb.ListenerDefaultActionArgs(
+                    type="redirect",
+                    redirect=aws.lb.ListenerDefaultActionRedirectArgs(
+                        port="443", protocol="HTTPS", status_code="HTTP_301"
+                    ),
+                )
+            ],
+        )
         url = pulumi.Output.concat("https://", alb.dns_name)
     else:
-        aws.lb.Listener(f"{name}-http", load_balancer_arn=alb.arn, port=80, protocol="HTTP",
-                        default_actions=forward, tags=tags)
+        aws.lb.Listener(
+            f"{name}-http",
+            load_balancer_arn=alb.arn,
+            port=80,
+            protocol="HTTP",
+            default_actions=forward,
+            tags=tags,
+        )
         url = pulumi.Output.concat("http://", alb.dns_name)
 
     # ---------------------------------------------------------------- assets bucket (private, encrypted)
     bucket = aws.s3.Bucket(f"{name}-assets", force_destroy=True, tags=tags)
-    aws.s3.BucketPublicAccessBlock(f"{name}-assets", bucket=bucket.id, block_public_acls=True,
-                                   block_public_policy=True, ignore_public_acls=True, restrict_public_buckets=True)
-    aws.s3.BucketOwnershipControls(f"{name}-assets", bucket=bucket.id,
-                                   rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"))
+    aws.s3.BucketPublicAccessBlock(
+        f"{name}-assets",
+        bucket=bucket.id,
+        block_public_acls=True,
+        block_public_policy=True,
+        ignore_public_acls=True,
+        restrict_public_buckets=True,
+    )
+    aws.s3.BucketOwnershipControls(
+        f"{name}-assets",
+        bucket=bucket.id,
+        rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
+    )
     aws.s3.BucketServerSideEncryptionConfiguration(
-        f"{name}-assets", bucket=bucket.id,
-        rules=[aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
-            apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
-                sse_algorithm="AES256"))])
+        f"{name}-assets",
+        bucket=bucket.id,
+        rules=[
+            aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
+                apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+                    sse_algorithm="AES256"
+                )
+            )
+        ],
+    )
     wheel_key = f"wheels/{wheel.name}"
-    aws.s3.BucketObjectv2(f"{name}-wheel", bucket=bucket.id, key=wheel_key, source=pulumi.FileAsset(str(wheel)),
-                          server_side_encryption="AES256", tags=tags)
+    aws.s3.BucketObjectv2(
+        f"{name}-wheel",
+        bucket=bucket.id,
+        key=wheel_key,
+        source=pulumi.FileAsset(str(wheel)),
+        server_side_encryption="AES256",
+        tags=tags,
+    )
     model_key = None
     if model is not None:
         model_key = f"model/{model.name}"
-        aws.s3.BucketObjectv2(f"{name}-model", bucket=bucket.id, key=model_key, source=pulumi.FileAsset(str(model)),
-                              server_side_encryption="AES256", tags=tags)
+        aws.s3.BucketObjectv2(
+            f"{name}-model",
+            bucket=bucket.id,
+            key=model_key,
+            source=pulumi.FileAsset(str(model)),
+            server_side_encryption="AES256",
+            tags=tags,
+        )
 
     # ---------------------------------------------------------------- instance role: SSM, CW agent, read the bucket
-    role = aws.iam.Role(f"{name}-instance", tags=tags, assume_role_policy=json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
-    }))
+    role = aws.iam.Role(
+        f"{name}-instance",
+        tags=tags,
+        assume_role_policy=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "ec2.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ],
+            }
+        ),
+    )
     aws.iam.RolePolicyAttachment(f"{name}-ssm", role=role.name, policy_arn=_SSM_POLICY)
     aws.iam.RolePolicyAttachment(f"{name}-cwagent", role=role.name, policy_arn=_CW_AGENT_POLICY)
-    aws.iam.RolePolicy(f"{name}-assets-read", role=role.id, policy=bucket.arn.apply(lambda arn: json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [f"{arn}/*"]},
-            {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [arn]},
-        ],
-    })))
+    aws.iam.RolePolicy(
+        f"{name}-assets-read",
+        role=role.id,
+        policy=bucket.arn.apply(
+            lambda arn: json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [f"{arn}/*"]},
+                        {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [arn]},
+                    ],
+                }
+            )
+        ),
+    )
     profile = aws.iam.InstanceProfile(f"{name}-instance", role=role.name, tags=tags)
 
     # ---------------------------------------------------------------- launch template
     ami = spec.instance.ami or aws.ssm.get_parameter(name=spec.instance.ami_ssm_parameter).value
     wheel_sha = _sha256(wheel)
-    user_data = bucket.bucket.apply(lambda b: base64.b64encode(render_user_data(
-        bucket=b, region=region, wheel_key=wheel_key, model_key=model_key, port=port,
-        wheel_sha256=wheel_sha).encode()).decode())
+    user_data = bucket.bucket.apply(
+        lambda b: base64.b64encode(
+            render_user_data(
+                bucket=b,
+                region=region,
+                wheel_key=wheel_key,
+                model_key=model_key,
+                port=port,
+                wheel_sha256=wheel_sha,
+            ).encode()
+        ).decode()
+    )
     lt = aws.ec2.LaunchTemplate(
-        f"{name}-lt", image_id=ami, instance_type=spec.instance.type,
+        f"{name}-lt",
+        image_id=ami,
+        instance_type=spec.instance.type,
         iam_instance_profile=aws.ec2.LaunchTemplateIamInstanceProfileArgs(arn=profile.arn),
         vpc_security_group_ids=[inst_sg.id],
         metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
-            http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1,
-            instance_metadata_tags="disabled"),
-        block_device_mappings=[aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
-            device_name="/dev/xvda",  # the root device of Amazon Linux 2023 AMIs
-            ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
-                volume_size=spec.instance.root_volume_gb, volume_type="gp3", encrypted="true",
-                delete_on_termination="true"))],
+            http_endpoint="enabled",
+            http_tokens="required",
+            http_put_response_hop_limit=1,
+            instance_metadata_tags="disabled",
+        ),
+        block_device_mappings=[
+            aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
+                device_name="/dev/xvda",  # the root device of Amazon Linux 2023 AMIs
+                ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+                    volume_size=spec.instance.root_volume_gb,
+                    volume_type="gp3",
+                    encrypted="true",
+                    delete_on_termination="true",
+                ),
+            )
+        ],
         # Detailed (1-minute) instance metrics only pay off when a CPU policy reads them.
         monitoring=aws.ec2.LaunchTemplateMonitoringArgs(enabled=spec.scaling.cpu_target_percent is not None),
-        user_data=user_data, update_default_version=True,
-        tag_specifications=[aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type=t, tags={**tags, "Name": name})
-                            for t in ("instance", "volume")],
-        tags=tags)
+        user_data=user_data,
+        update_default_version=True,
+        tag_specifications=[
+            aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type=t, tags={**tags, "Name": name})
+            for t in ("instance", "volume")
+        ],
+        tags=tags,
+    )
 
     # ---------------------------------------------------------------- auto scaling group
     asg = aws.autoscaling.Group(
-        f"{name}-asg", min_size=min_size, max_size=max_size, desired_capacity=desired,
+        f"{name}-asg",
+        min_size=min_size,
+        max_size=max_size,
+        desired_capacity=desired,
         vpc_zone_identifiers=subnet_ids,
         # The numeric latest version, not the literal "$Latest": a new template version then changes the group,
         # which is what starts the instance refresh below.
-        launch_template=aws.autoscaling.GroupLaunchTemplateArgs(id=lt.id, version=lt.latest_version.apply(str)),
+        launch_template=aws.autoscaling.GroupLaunchTemplateArgs(
+            id=lt.id, version=lt.latest_version.apply(str)
+        ),
         target_group_arns=[tg.arn],
-        health_check_type="ELB", health_check_grace_period=hc.grace_period_s,
+        health_check_type="ELB",
+        health_check_grace_period=hc.grace_period_s,
         default_instance_warmup=spec.scaling.warmup_s,
-        enabled_metrics=list(ENABLED_METRICS), metrics_granularity="1Minute",
+        enabled_metrics=list(ENABLED_METRICS),
+        metrics_granularity="1Minute",
         instance_refresh=aws.autoscaling.GroupInstanceRefreshArgs(
-            strategy="Rolling", triggers=["tag"],
-            preferences=aws.autoscaling.GroupInstanceRefreshPreferencesArgs(min_healthy_percentage=50)),
+            strategy="Rolling",
+            triggers=["tag"],
+            preferences=aws.autoscaling.GroupInstanceRefreshPreferencesArgs(min_healthy_percentage=50),
+        ),
         wait_for_capacity_timeout="15m",
-        tags=[aws.autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True)
-              for k, v in {**tags, "Name": name}.items()],
+        tags=[
+            aws.autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True)
+            for k, v in {**tags, "Name": name}.items()
+        ],
         # Target tracking (and fleet.scale(desired=...)) own desired capacity after creation.
-        opts=pulumi.ResourceOptions(ignore_changes=["desiredCapacity"]))
+        opts=pulumi.ResourceOptions(ignore_changes=["desiredCapacity"]),
+    )
 
     # ---------------------------------------------------------------- scaling policies
     resource_label = pulumi.Output.concat(alb.arn_suffix, "/", tg.arn_suffix)
     aws.autoscaling.Policy(
-        f"{name}-requests", autoscaling_group_name=asg.name, policy_type="TargetTrackingScaling",
+        f"{name}-requests",
+        autoscaling_group_name=asg.name,
+        policy_type="TargetTrackingScaling",
         estimated_instance_warmup=spec.scaling.warmup_s,
         target_tracking_configuration=aws.autoscaling.PolicyTargetTrackingConfigurationArgs(
             predefined_metric_specification=aws.autoscaling.PolicyTargetTrackingConfigurationPredefinedMetricSpecificationArgs(
-                predefined_metric_type="ALBRequestCountPerTarget", resource_label=resource_label),
+                predefined_metric_type="ALBRequestCountPerTarget", resource_label=resource_label
+            ),
             # ALBRequestCountPerTarget counts per target per *minute*; the spec stores per second.
             target_value=target_rps * 60.0,
-            disable_scale_in=not spec.scaling.scale_in_enabled))
+            disable_scale_in=not spec.scaling.scale_in_enabled,
+        ),
+    )
     if spec.scaling.cpu_target_percent is not None:
         aws.autoscaling.Policy(
-            f"{name}-cpu", autoscaling_group_name=asg.name, policy_type="TargetTrackingScaling",
+            f"{name}-cpu",
+            autoscaling_group_name=asg.name,
+            policy_type="TargetTrackingScaling",
             estimated_instance_warmup=spec.scaling.warmup_s,
             target_tracking_configuration=aws.autoscaling.PolicyTargetTrackingConfigurationArgs(
                 predefined_metric_specification=aws.autoscaling.PolicyTargetTrackingConfigurationPredefinedMetricSpecificationArgs(
-                    predefined_metric_type="ASGAverageCPUUtilization"),
+                    predefined_metric_type="ASGAverageCPUUtilization"
+                ),
                 target_value=spec.scaling.cpu_target_percent,
-                disable_scale_in=not spec.scaling.scale_in_enabled))
+                disable_scale_in=not spec.scaling.scale_in_enabled,
+            ),
+        )
 
     return {
-        "url": url, "alb_arn": alb.arn, "alb_arn_suffix": alb.arn_suffix, "alb_dns_name": alb.dns_name,
-        "target_group_arn": tg.arn, "target_group_arn_suffix": tg.arn_suffix, "asg_name": asg.name,
-        "region": region, "bucket": bucket.bucket, "resource_label": resource_label,
+        "url": url,
+        "alb_arn": alb.arn,
+        "alb_arn_suffix": alb.arn_suffix,
+        "alb_dns_name": alb.dns_name,
+        "target_group_arn": tg.arn,
+        "target_group_arn_suffix": tg.arn_suffix,
+        "asg_name": asg.name,
+        "region": region,
+        "bucket": bucket.bucket,
+        "resource_label": resource_label,
     }

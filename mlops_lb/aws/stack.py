@@ -64,7 +64,9 @@ def _backend_url() -> str:
 
 def _passphrase_env() -> dict[str, str]:
     """Env vars that give Pulumi the secrets passphrase; only ever a *file path*, never the secret itself."""
-    if os.environ.get("PULUMI_CONFIG_PASSPHRASE") is not None or os.environ.get("PULUMI_CONFIG_PASSPHRASE_FILE"):
+    if os.environ.get("PULUMI_CONFIG_PASSPHRASE") is not None or os.environ.get(
+        "PULUMI_CONFIG_PASSPHRASE_FILE"
+    ):
         return {}  # inherited from this process's environment by the CLI
     path = mlops_home() / "passphrase"
     if not path.exists():
@@ -76,7 +78,9 @@ def _passphrase_env() -> dict[str, str]:
         else:
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_urlsafe(32))
-            log.info("created the Pulumi secrets passphrase file %s (mode 0600); keep it to read your stacks", path)
+            log.info(
+                "created the Pulumi secrets passphrase file %s (mode 0600); keep it to read your stacks", path
+            )
     return {"PULUMI_CONFIG_PASSPHRASE_FILE": str(path)}
 
 
@@ -86,8 +90,12 @@ def _require_cli() -> None:
 
 
 def _useful_lines(text: str, limit: int = 30) -> str:
-    keep = [ln.rstrip() for ln in text.splitlines()
-            if re.search(r"error|failed|denied|invalid|exception|unauthori[sz]ed|limit", ln, re.I) or ln.startswith("    * ")]
+    keep = [
+        ln.rstrip()
+        for ln in text.splitlines()
+        if re.search(r"error|failed|denied|invalid|exception|unauthori[sz]ed|limit", ln, re.I)
+        or ln.startswith("    * ")
+    ]
     return "\n".join(list(dict.fromkeys(keep))[-limit:])
 
 
@@ -98,12 +106,18 @@ def _translate(action: str, exc: BaseException) -> Exception:
     if isinstance(exc, FileNotFoundError) and "pulumi" in str(exc):
         return BackendUnavailable("pulumi", PULUMI_INSTALL, str(exc))
     if isinstance(exc, auto_errors.ConcurrentUpdateError):
-        return ProvisionError(f"{action}: another update of this stack is running (or a crashed one left a lock); "
-                              "wait for it, or run `pulumi cancel` / `pulumi stack export | import`",
-                              stderr=_useful_lines(str(exc)), result=exc)
+        return ProvisionError(
+            f"{action}: another update of this stack is running (or a crashed one left a lock); "
+            "wait for it, or run `pulumi cancel` / `pulumi stack export | import`",
+            stderr=_useful_lines(str(exc)),
+            result=exc,
+        )
     if isinstance(exc, auto_errors.StackNotFoundError):
-        return ProvisionError(f"{action}: the stack does not exist (launch it first)", stderr=_useful_lines(str(exc)),
-                              result=exc)
+        return ProvisionError(
+            f"{action}: the stack does not exist (launch it first)",
+            stderr=_useful_lines(str(exc)),
+            result=exc,
+        )
     if isinstance(exc, auto_errors.CommandError):
         # The CLI's result is only kept as text (" code: ...\n stdout: ...\n stderr: ..."): keep the lines that
         # say what went wrong, or the tail when none match.
@@ -125,9 +139,17 @@ class AwsFleet:
         # the stack stays; destroy it with fleet.destroy(confirm="demo") or `mlops-lb down fleet.yaml --backend aws --yes`
     """
 
-    def __init__(self, spec: FleetSpec, *, stack_name: str | None = None, project_name: str = "mlops-lb",
-                 work_dir: str | os.PathLike[str] | None = None, region: str | None = None, session: Any = None,
-                 wheel: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        spec: FleetSpec,
+        *,
+        stack_name: str | None = None,
+        project_name: str = "mlops-lb",
+        work_dir: str | os.PathLike[str] | None = None,
+        region: str | None = None,
+        session: Any = None,
+        wheel: str | os.PathLike[str] | None = None,
+    ) -> None:
         if not isinstance(spec, FleetSpec):
             raise SpecError("spec", f"must be a FleetSpec (got {type(spec).__name__})")
         self.spec = spec
@@ -138,25 +160,39 @@ class AwsFleet:
             raise SpecError("project_name", f"must be letters, digits, _ . - (got {project_name!r})")
         self.project_name = project_name
         self._session = session
-        self.region = (region or spec.region or getattr(session, "region_name", None)
-                       or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
+        self.region = (
+            region
+            or spec.region
+            or getattr(session, "region_name", None)
+            or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+        )
         if not self.region or not _REGION_RE.fullmatch(self.region):
-            raise SpecError("region", f"must be an AWS region such as us-east-1: set FleetSpec.region, region= or "
-                                      f"AWS_REGION (got {self.region!r})")
+            raise SpecError(
+                "region",
+                f"must be an AWS region such as us-east-1: set FleetSpec.region, region= or "
+                f"AWS_REGION (got {self.region!r})",
+            )
         self.work_dir = Path(work_dir) if work_dir else mlops_home() / "stacks" / self.stack_name
         self._wheel = wheel
         self._stack: Any = None
         self._outputs: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
-        return (f"AwsFleet(stack={self.stack_name!r}, project={self.project_name!r}, region={self.region!r}, "
-                f"work_dir={str(self.work_dir)!r})")
+        return (
+            f"AwsFleet(stack={self.stack_name!r}, project={self.project_name!r}, region={self.region!r}, "
+            f"work_dir={str(self.work_dir)!r})"
+        )
 
     # ------------------------------------------------------------------ workspace
     def env_vars(self) -> dict[str, str]:
         """Environment given to the Pulumi CLI: backend URL, passphrase *file*, region (never a secret value)."""
-        env = {"PULUMI_BACKEND_URL": _backend_url(), "PULUMI_SKIP_UPDATE_CHECK": "true",
-               "AWS_REGION": str(self.region), **_passphrase_env()}
+        env = {
+            "PULUMI_BACKEND_URL": _backend_url(),
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            "AWS_REGION": str(self.region),
+            **_passphrase_env(),
+        }
         profile = getattr(self._session, "profile_name", None)
         if profile and profile != "default":
             env["AWS_PROFILE"] = profile
@@ -164,9 +200,12 @@ class AwsFleet:
 
     def stack_config(self) -> dict[str, str]:
         """Stack config derived from the spec (the program reads these; ``scale()`` changes them)."""
-        return {"aws:region": str(self.region), "minSize": str(self.spec.capacity.min),
-                "maxSize": str(self.spec.capacity.max),
-                "targetRpsPerTarget": repr(self.spec.scaling.target_rps_per_target)}
+        return {
+            "aws:region": str(self.region),
+            "minSize": str(self.spec.capacity.min),
+            "maxSize": str(self.spec.capacity.max),
+            "targetRpsPerTarget": repr(self.spec.scaling.target_rps_per_target),
+        }
 
     def workspace_options(self) -> Any:
         """The ``LocalWorkspaceOptions`` of this stack (persistent work dir, env, project settings)."""
@@ -174,10 +213,15 @@ class AwsFleet:
 
         self.work_dir.mkdir(parents=True, exist_ok=True)
         env = self.env_vars()
-        settings = auto.ProjectSettings(name=self.project_name, runtime="python",
-                                        backend=auto.ProjectBackend(url=env["PULUMI_BACKEND_URL"]),
-                                        description="mlops_lb fleet (inline program)")
-        return auto.LocalWorkspaceOptions(work_dir=str(self.work_dir), env_vars=env, project_settings=settings)
+        settings = auto.ProjectSettings(
+            name=self.project_name,
+            runtime="python",
+            backend=auto.ProjectBackend(url=env["PULUMI_BACKEND_URL"]),
+            description="mlops_lb fleet (inline program)",
+        )
+        return auto.LocalWorkspaceOptions(
+            work_dir=str(self.work_dir), env_vars=env, project_settings=settings
+        )
 
     def _get_stack(self) -> Any:
         if self._stack is not None:
@@ -187,8 +231,11 @@ class AwsFleet:
 
         try:
             self._stack = auto.create_or_select_stack(
-                stack_name=self.stack_name, project_name=self.project_name,
-                program=fleet_program(self.spec, wheel=self._wheel), opts=self.workspace_options())
+                stack_name=self.stack_name,
+                project_name=self.project_name,
+                program=fleet_program(self.spec, wheel=self._wheel),
+                opts=self.workspace_options(),
+            )
         except Exception as exc:
             raise _translate(f"selecting stack {self.stack_name}", exc) from exc
         return self._stack
@@ -202,8 +249,9 @@ class AwsFleet:
             raise _translate("setting stack config", exc) from exc
 
     # ------------------------------------------------------------------ lifecycle
-    def launch(self, *, on_output: Callable[[str], Any] | None = None,
-               on_event: Callable[[Any], Any] | None = None) -> str:
+    def launch(
+        self, *, on_output: Callable[[str], Any] | None = None, on_event: Callable[[Any], Any] | None = None
+    ) -> str:
         """``pulumi up`` the whole fleet; returns the load balancer URL. Output streams through the callbacks."""
         stack = self._get_stack()
         self._apply_config(stack)
@@ -215,8 +263,9 @@ class AwsFleet:
         self._outputs = {k: v.value for k, v in result.outputs.items() if not v.secret}
         return str(self._outputs.get("url", ""))
 
-    def preview(self, *, on_output: Callable[[str], Any] | None = None,
-                on_event: Callable[[Any], Any] | None = None) -> dict[str, int]:
+    def preview(
+        self, *, on_output: Callable[[str], Any] | None = None, on_event: Callable[[Any], Any] | None = None
+    ) -> dict[str, int]:
         """``pulumi preview``: what ``launch()`` would change, as {operation: count}."""
         stack = self._get_stack()
         self._apply_config(stack)
@@ -235,8 +284,9 @@ class AwsFleet:
         except Exception as exc:
             raise _translate(f"pulumi refresh ({self.stack_name})", exc) from exc
 
-    def destroy(self, *, confirm: str, on_output: Callable[[str], Any] | None = None,
-                remove_stack: bool = True) -> None:
+    def destroy(
+        self, *, confirm: str, on_output: Callable[[str], Any] | None = None, remove_stack: bool = True
+    ) -> None:
         """Delete every resource of the stack; ``confirm`` must equal the stack name.
 
         Example::
@@ -244,7 +294,9 @@ class AwsFleet:
             fleet.destroy(confirm="demo")
         """
         if confirm != self.stack_name:
-            raise SpecError("confirm", f"must equal the stack name {self.stack_name!r} to destroy it (got {confirm!r})")
+            raise SpecError(
+                "confirm", f"must equal the stack name {self.stack_name!r} to destroy it (got {confirm!r})"
+            )
         stack = self._get_stack()
         log.info("pulumi destroy stack %s", self.stack_name)
         try:
@@ -282,8 +334,14 @@ class AwsFleet:
     def _client(self, service: str) -> Any:
         return client(service, session=self._session, region=self.region)
 
-    def scale(self, *, min: int | None = None, desired: int | None = None, max: int | None = None,
-              target_rps_per_target: float | None = None) -> None:
+    def scale(
+        self,
+        *,
+        min: int | None = None,
+        desired: int | None = None,
+        max: int | None = None,
+        target_rps_per_target: float | None = None,
+    ) -> None:
         """Change bounds or the policy (stack config + ``pulumi up``) and/or desired capacity (boto3, immediate).
 
         Example::
@@ -311,7 +369,8 @@ class AwsFleet:
             log.info("set desired capacity of %s to %d", asg, desired)
             try:
                 self._client("autoscaling").set_desired_capacity(
-                    AutoScalingGroupName=asg, DesiredCapacity=int(desired), HonorCooldown=False)
+                    AutoScalingGroupName=asg, DesiredCapacity=int(desired), HonorCooldown=False
+                )
             except Exception as exc:
                 raise provision_error("Auto Scaling SetDesiredCapacity", exc) from exc
 
@@ -324,7 +383,9 @@ class AwsFleet:
         asg_name = self._output("asg_name")
         port = self.spec.target_group.port
         try:
-            groups = self._client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[asg_name])
+            groups = self._client("autoscaling").describe_auto_scaling_groups(
+                AutoScalingGroupNames=[asg_name]
+            )
         except Exception as exc:
             raise provision_error("Auto Scaling DescribeAutoScalingGroups", exc) from exc
         instances = [i for g in groups.get("AutoScalingGroups", []) for i in g.get("Instances", [])]
@@ -339,7 +400,9 @@ class AwsFleet:
             except Exception as exc:
                 raise provision_error("EC2 DescribeInstances", exc) from exc
         try:
-            health = read_target_health(self._output("target_group_arn"), session=self._session, region=self.region)
+            health = read_target_health(
+                self._output("target_group_arn"), session=self._session, region=self.region
+            )
         except MetricsError as exc:
             raise ProvisionError(str(exc)) from exc
         by_target = {r.target: r for r in health.itertuples()}
@@ -357,9 +420,18 @@ class AwsFleet:
                 h = "initial" if state == "pending" else "unused"
             det = details.get(iid, {})
             ip = det.get("PrivateIpAddress", "")
-            rows.append({"target": iid, "address": f"{ip}:{port}" if ip else "", "state": state, "health": h,
-                         "launched_at": det.get("LaunchTime"), "az": inst.get("AvailabilityZone", ""),
-                         "lifecycle": life, "aws_health": str(inst.get("HealthStatus", ""))})
+            rows.append(
+                {
+                    "target": iid,
+                    "address": f"{ip}:{port}" if ip else "",
+                    "state": state,
+                    "health": h,
+                    "launched_at": det.get("LaunchTime"),
+                    "az": inst.get("AvailabilityZone", ""),
+                    "lifecycle": life,
+                    "aws_health": str(inst.get("HealthStatus", "")),
+                }
+            )
         df = pd.DataFrame(rows, columns=[*STATUS_COLUMNS, "az", "lifecycle", "aws_health"])
         df["launched_at"] = pd.to_datetime(df["launched_at"], utc=True)
         return df
@@ -369,22 +441,38 @@ class AwsFleet:
         from .cloudwatch import read_scaling_activities, read_target_health
 
         try:
-            acts = read_scaling_activities(self._output("asg_name"), start=start, end=end, session=self._session,
-                                           region=self.region)
-            health = read_target_health(self._output("target_group_arn"), session=self._session, region=self.region)
+            acts = read_scaling_activities(
+                self._output("asg_name"), start=start, end=end, session=self._session, region=self.region
+            )
+            health = read_target_health(
+                self._output("target_group_arn"), session=self._session, region=self.region
+            )
         except MetricsError as exc:
             raise ProvisionError(str(exc)) from exc
         now = datetime.now(timezone.utc)
-        kind = {"healthy": "healthy", "unhealthy": "unhealthy", "draining": "draining", "initial": "registered"}
+        kind = {
+            "healthy": "healthy",
+            "unhealthy": "unhealthy",
+            "draining": "draining",
+            "initial": "registered",
+        }
         rows: list[dict[str, Any]] = [{str(k): v for k, v in r.items()} for r in acts.to_dict("records")]
         for r in health.to_dict("records"):
             if r["health"] in kind:
                 detail = f"target health {r['aws_state']}" + (f": {r['reason']}" if r["reason"] else "")
-                rows.append({"timestamp": now, "kind": kind[str(r["health"])], "target": r["target"], "detail": detail})
+                rows.append(
+                    {
+                        "timestamp": now,
+                        "kind": kind[str(r["health"])],
+                        "target": r["target"],
+                        "detail": detail,
+                    }
+                )
         return events_frame(rows)
 
-    def metrics(self, start: datetime | None = None, end: datetime | None = None,
-                period_s: float | None = None) -> pd.DataFrame:
+    def metrics(
+        self, start: datetime | None = None, end: datetime | None = None, period_s: float | None = None
+    ) -> pd.DataFrame:
         """The fleet's CloudWatch series as a MetricFrame (default: the last hour, period chosen for the window)."""
         from .cloudwatch import read_fleet_metrics
 
@@ -392,16 +480,27 @@ class AwsFleet:
         start = start or end - timedelta(hours=1)
         out = self.outputs()
         ids: Iterable[str] = ()
-        return read_fleet_metrics(load_balancer_arn=self._output("alb_arn"),
-                                  target_group_arn=self._output("target_group_arn"), asg_name=self._output("asg_name"),
-                                  start=start, end=end, period_s=period_s, instance_ids=ids, session=self._session,
-                                  region=out.get("region") or self.region)
+        return read_fleet_metrics(
+            load_balancer_arn=self._output("alb_arn"),
+            target_group_arn=self._output("target_group_arn"),
+            asg_name=self._output("asg_name"),
+            start=start,
+            end=end,
+            period_s=period_s,
+            instance_ids=ids,
+            session=self._session,
+            region=out.get("region") or self.region,
+        )
 
     def close(self) -> None:
         """Forget local handles; the stack keeps running (and billing) until destroyed."""
         if self._outputs is not None or self._stack is not None:
-            log.warning("stack %s keeps running on AWS. Tear it down with fleet.destroy(confirm=%r) or "
-                        "`mlops-lb down <spec.yaml> --backend aws --yes`", self.stack_name, self.stack_name)
+            log.warning(
+                "stack %s keeps running on AWS. Tear it down with fleet.destroy(confirm=%r) or "
+                "`mlops-lb down <spec.yaml> --backend aws --yes`",
+                self.stack_name,
+                self.stack_name,
+            )
         self._stack = None
 
     def __enter__(self) -> AwsFleet:
@@ -426,7 +525,7 @@ def _local_stacks(project: str | None = None) -> set[str] | None:
     url = os.environ.get("PULUMI_BACKEND_URL") or f"file://{mlops_home() / 'pulumi'}"
     if not url.startswith("file://"):
         return None
-    root = Path(url[len("file://"):]).expanduser() / ".pulumi" / "stacks"
+    root = Path(url[len("file://") :]).expanduser() / ".pulumi" / "stacks"
     if not root.is_dir():
         return set()
     names = set()
@@ -437,8 +536,13 @@ def _local_stacks(project: str | None = None) -> set[str] | None:
     return names
 
 
-def find_orphans(*, session: Any = None, region: str | None = None, stacks: Iterable[str] | None = None,
-                 project: str | None = None) -> pd.DataFrame:
+def find_orphans(
+    *,
+    session: Any = None,
+    region: str | None = None,
+    stacks: Iterable[str] | None = None,
+    project: str | None = None,
+) -> pd.DataFrame:
     """Resources tagged ``mlops-lb:stack`` whose stack no longer exists (still billing, nobody owns them).
 
     ``stacks`` lists the live stack names; by default they are read from the local file backend. Columns:
@@ -452,8 +556,10 @@ def find_orphans(*, session: Any = None, region: str | None = None, stacks: Iter
 
     known = set(stacks) if stacks is not None else _local_stacks(project)
     if known is None:
-        raise ProvisionError("find_orphans cannot list stacks of a non-file PULUMI_BACKEND_URL without the CLI; "
-                             "pass stacks=[...] (e.g. from `pulumi stack ls --json`)")
+        raise ProvisionError(
+            "find_orphans cannot list stacks of a non-file PULUMI_BACKEND_URL without the CLI; "
+            "pass stacks=[...] (e.g. from `pulumi stack ls --json`)"
+        )
     tagging = client("resourcegroupstaggingapi", session=session, region=region)
     rows = []
     try:
@@ -465,9 +571,15 @@ def find_orphans(*, session: Any = None, region: str | None = None, stacks: Iter
                     continue
                 arn = res["ResourceARN"]
                 parts = arn.split(":")
-                rows.append({"arn": arn, "service": parts[2] if len(parts) > 2 else "",
-                             "resource_type": (parts[5].split("/")[0] if len(parts) > 5 else ""),
-                             "stack": stack, "region": parts[3] if len(parts) > 3 else ""})
+                rows.append(
+                    {
+                        "arn": arn,
+                        "service": parts[2] if len(parts) > 2 else "",
+                        "resource_type": (parts[5].split("/")[0] if len(parts) > 5 else ""),
+                        "stack": stack,
+                        "region": parts[3] if len(parts) > 3 else "",
+                    }
+                )
     except Exception as exc:
         raise provision_error("Resource Groups Tagging GetResources", exc) from exc
     return pd.DataFrame(rows, columns=["arn", "service", "resource_type", "stack", "region"])

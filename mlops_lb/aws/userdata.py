@@ -21,8 +21,15 @@ VENV = "/opt/mlops_lb"
 SERVICE_NAME = "mlops-lb"
 
 
-def render_user_data(*, bucket: str, region: str, wheel_key: str, port: int, model_key: str | None = None,
-                     wheel_sha256: str = "") -> str:
+def render_user_data(
+    *,
+    bucket: str,
+    region: str,
+    wheel_key: str,
+    port: int,
+    model_key: str | None = None,
+    wheel_sha256: str = "",
+) -> str:
     """The cloud-init shell script (plain text; the launch template base64-encodes it).
 
     ``model_key`` is the bucket key of a user model; without it the server loads the bundled demo model.

@@ -55,12 +55,19 @@ def make_mocks(rec: Recorded) -> Any:
             state: dict[str, Any] = {**args.inputs, "id": f"{args.name}-id"}
             if args.typ == "aws:lb/loadBalancer:LoadBalancer":
                 suffix = f"app/{phys}/{_hex(phys)}"
-                state.update(name=phys, arnSuffix=suffix, dnsName=f"{phys}-1234567890.{REGION}.elb.amazonaws.com",
-                             arn=f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:loadbalancer/{suffix}")
+                state.update(
+                    name=phys,
+                    arnSuffix=suffix,
+                    dnsName=f"{phys}-1234567890.{REGION}.elb.amazonaws.com",
+                    arn=f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:loadbalancer/{suffix}",
+                )
             elif args.typ == "aws:lb/targetGroup:TargetGroup":
                 suffix = f"targetgroup/{phys}/{_hex(phys)}"
-                state.update(name=phys, arnSuffix=suffix,
-                             arn=f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:{suffix}")
+                state.update(
+                    name=phys,
+                    arnSuffix=suffix,
+                    arn=f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:{suffix}",
+                )
             elif args.typ == "aws:s3/bucket:Bucket":
                 state.update(bucket=phys, arn=f"arn:aws:s3:::{phys}")
             elif args.typ == "aws:ec2/launchTemplate:LaunchTemplate":
@@ -68,7 +75,9 @@ def make_mocks(rec: Recorded) -> Any:
             elif args.typ == "aws:autoscaling/group:Group":
                 state.update(name=phys)
             elif args.typ in ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile"):
-                state.update(name=phys, arn=f"arn:aws:iam::{ACCOUNT}:{args.typ.split(':')[-1].lower()}/{phys}")
+                state.update(
+                    name=phys, arn=f"arn:aws:iam::{ACCOUNT}:{args.typ.split(':')[-1].lower()}/{phys}"
+                )
             elif args.typ == "aws:ec2/securityGroup:SecurityGroup":
                 state.update(id=f"sg-{_hex(phys)}")
             return state["id"], state
@@ -80,8 +89,12 @@ def make_mocks(rec: Recorded) -> Any:
             if args.token == "aws:ec2/getSubnets:getSubnets":
                 return {"id": "subnets", "ids": ["subnet-0aaaa111", "subnet-0bbbb222", "subnet-0cccc333"]}
             if args.token == "aws:ssm/getParameter:getParameter":
-                return {"id": args.args["name"], "name": args.args["name"], "value": "ami-0123456789abcdef0",
-                        "type": "String"}
+                return {
+                    "id": args.args["name"],
+                    "name": args.args["name"],
+                    "value": "ami-0123456789abcdef0",
+                    "type": "String",
+                }
             return {}
 
     return Mocks()
@@ -112,7 +125,9 @@ def run_program(fake_wheel: Path) -> Iterator[Callable[..., Recorded]]:
                     rec.ignore_changes[request.name] = list(request.ignoreChanges)
                 return super().RegisterResource(request)
 
-        pulumi.runtime.set_mocks(mocks, project="mlops-lb", stack=stack, preview=False, monitor=Monitor(mocks))
+        pulumi.runtime.set_mocks(
+            mocks, project="mlops-lb", stack=stack, preview=False, monitor=Monitor(mocks)
+        )
         pulumi.runtime.set_all_config(dict(config or {}))
 
         @pulumi.runtime.test
@@ -134,8 +149,13 @@ def aws_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own toolkit home and fake AWS credentials; no real state or account is touched."""
     home = tmp_path / "mlops-home"
     monkeypatch.setenv("MLOPS_LB_HOME", str(home))
-    for var in ("PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE", "AWS_PROFILE",
-                "PULUMI_ACCESS_TOKEN"):
+    for var in (
+        "PULUMI_BACKEND_URL",
+        "PULUMI_CONFIG_PASSPHRASE",
+        "PULUMI_CONFIG_PASSPHRASE_FILE",
+        "AWS_PROFILE",
+        "PULUMI_ACCESS_TOKEN",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -145,7 +165,7 @@ def aws_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-FAKE_PULUMI = textwrap.dedent('''
+FAKE_PULUMI = textwrap.dedent("""
     import json, os, sys
     args = [a for a in sys.argv[1:] if a != "--non-interactive"]
     log = os.environ["FAKE_PULUMI_LOG"]
@@ -169,7 +189,7 @@ FAKE_PULUMI = textwrap.dedent('''
                           "token": "[secret]" if "--show-secrets" not in args else "s3cr3t"}))
         sys.exit(0)
     sys.exit(0)
-''')
+""")
 
 
 class FakeCli:

@@ -32,16 +32,29 @@ def cloud(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         subnets = [s["SubnetId"] for s in ec2.describe_subnets()["Subnets"]][:2]
         tag = [{"Key": "mlops-lb:stack", "Value": "demo"}]
         lb = elb.create_load_balancer(Name="demo-abc1234", Subnets=subnets, Tags=tag)["LoadBalancers"][0]
-        tg = elb.create_target_group(Name="demo-def5678", Protocol="HTTP", Port=8080, VpcId=vpc,
-                                     TargetType="instance", Tags=tag)["TargetGroups"][0]
-        ec2.create_launch_template(LaunchTemplateName="demo-lt", LaunchTemplateData={
-            "ImageId": "ami-12c6146b", "InstanceType": "t3.small"})
+        tg = elb.create_target_group(
+            Name="demo-def5678", Protocol="HTTP", Port=8080, VpcId=vpc, TargetType="instance", Tags=tag
+        )["TargetGroups"][0]
+        ec2.create_launch_template(
+            LaunchTemplateName="demo-lt",
+            LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.small"},
+        )
         asg.create_auto_scaling_group(
-            AutoScalingGroupName="demo-asg-123", LaunchTemplate={"LaunchTemplateName": "demo-lt", "Version": "$Latest"},
-            MinSize=1, MaxSize=5, DesiredCapacity=2, VPCZoneIdentifier=",".join(subnets),
-            TargetGroupARNs=[tg["TargetGroupArn"]])
-        outputs = {"url": f"http://{lb['DNSName']}", "alb_arn": lb["LoadBalancerArn"],
-                   "target_group_arn": tg["TargetGroupArn"], "asg_name": "demo-asg-123", "region": REGION}
+            AutoScalingGroupName="demo-asg-123",
+            LaunchTemplate={"LaunchTemplateName": "demo-lt", "Version": "$Latest"},
+            MinSize=1,
+            MaxSize=5,
+            DesiredCapacity=2,
+            VPCZoneIdentifier=",".join(subnets),
+            TargetGroupARNs=[tg["TargetGroupArn"]],
+        )
+        outputs = {
+            "url": f"http://{lb['DNSName']}",
+            "alb_arn": lb["LoadBalancerArn"],
+            "target_group_arn": tg["TargetGroupArn"],
+            "asg_name": "demo-asg-123",
+            "region": REGION,
+        }
         monkeypatch.setenv("FAKE_PULUMI_OUTPUTS", json.dumps(outputs))
         yield {"outputs": outputs, "asg": asg, "elb": elb, "ec2": ec2, "vpc": vpc}
 
@@ -49,15 +62,21 @@ def cloud(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
 @pytest.fixture
 def fleet(cloud: dict[str, Any], fake_cli: Any, fake_wheel: Path) -> AwsFleet:
     """An AwsFleet whose stack outputs (from the fake CLI) name the moto resources."""
-    return AwsFleet(FleetSpec(name="demo", region=REGION, capacity=CapacitySpec(min=1, desired=2, max=5)),
-                    wheel=fake_wheel)
+    return AwsFleet(
+        FleetSpec(name="demo", region=REGION, capacity=CapacitySpec(min=1, desired=2, max=5)),
+        wheel=fake_wheel,
+    )
 
 
 class TestDesiredCapacity:
-    def test_scale_desired_sets_the_group_immediately(self, fleet: AwsFleet, cloud: dict[str, Any], fake_cli: Any) -> None:
+    def test_scale_desired_sets_the_group_immediately(
+        self, fleet: AwsFleet, cloud: dict[str, Any], fake_cli: Any
+    ) -> None:
         """scale(desired=3) calls SetDesiredCapacity (no pulumi up) and the group now wants 3."""
         fleet.scale(desired=3)
-        g = cloud["asg"].describe_auto_scaling_groups(AutoScalingGroupNames=["demo-asg-123"])["AutoScalingGroups"][0]
+        g = cloud["asg"].describe_auto_scaling_groups(AutoScalingGroupNames=["demo-asg-123"])[
+            "AutoScalingGroups"
+        ][0]
         assert g["DesiredCapacity"] == 3
         assert not [c for c in fake_cli.calls() if c["args"][:1] == ["up"]]
         assert fleet.spec.capacity.desired == 3
@@ -69,8 +88,9 @@ class TestDesiredCapacity:
         with pytest.raises(SpecError, match=r"capacity\.desired"):
             fleet.scale(desired=9)
 
-    def test_access_denied_is_a_provision_error_with_the_code(self, cloud: dict[str, Any], fake_cli: Any,
-                                                              fake_wheel: Path) -> None:
+    def test_access_denied_is_a_provision_error_with_the_code(
+        self, cloud: dict[str, Any], fake_cli: Any, fake_wheel: Path
+    ) -> None:
         """A botocore ClientError becomes ProvisionError naming the AWS code, the original chained."""
         import boto3
         import botocore.exceptions
@@ -78,9 +98,12 @@ class TestDesiredCapacity:
 
         stubbed = boto3.client("autoscaling", region_name=REGION)
         stub = Stubber(stubbed)
-        stub.add_client_error("set_desired_capacity", service_error_code="AccessDenied",
-                              service_message="User is not authorized to perform: autoscaling:SetDesiredCapacity",
-                              http_status_code=403)
+        stub.add_client_error(
+            "set_desired_capacity",
+            service_error_code="AccessDenied",
+            service_message="User is not authorized to perform: autoscaling:SetDesiredCapacity",
+            http_status_code=403,
+        )
         stub.activate()
 
         class Session:  # the seam AwsFleet takes: anything with .client(service, region_name=, config=)
@@ -98,7 +121,9 @@ class TestDesiredCapacity:
 
 
 class TestStatusAndEvents:
-    def test_status_has_one_row_per_instance_with_health(self, fleet: AwsFleet, cloud: dict[str, Any]) -> None:
+    def test_status_has_one_row_per_instance_with_health(
+        self, fleet: AwsFleet, cloud: dict[str, Any]
+    ) -> None:
         """status() lists every ASG instance with address ip:port, in_service state and ALB health."""
         df = fleet.status()
         check_status_frame(df)
@@ -125,21 +150,45 @@ class TestScalingActivities:
 
         cl = boto3.client("autoscaling", region_name=REGION)
         t0 = datetime.now(timezone.utc) - timedelta(minutes=10)
-        cause = ("At 2026-01-01T10:00:00Z a monitor alarm TargetTracking-AlarmHigh in state ALARM triggered policy "
-                 "demo-requests changing the desired capacity from 1 to 3. At 2026-01-01T10:00:05Z an instance was "
-                 "started in response to a difference between desired and actual capacity, increasing the capacity from 1 to 3.")
-        acts = [{"ActivityId": f"a{i}", "AutoScalingGroupName": "demo-asg", "Cause": cause, "StartTime": t0,
-                 "StatusCode": "Successful", "Progress": 100, "Description": f"Launching a new EC2 instance: i-0abc00000000000{i}"}
-                for i in (1, 2)]
-        acts.append({"ActivityId": "a3", "AutoScalingGroupName": "demo-asg", "StartTime": t0 + timedelta(minutes=5),
-                     "StatusCode": "Successful", "Progress": 100,
-                     "Cause": "At 2026-01-01T10:05:00Z a monitor alarm AlarmLow triggered policy demo-requests changing the desired capacity from 3 to 2.",
-                     "Description": "Terminating EC2 instance: i-0abc000000000001"})
+        cause = (
+            "At 2026-01-01T10:00:00Z a monitor alarm TargetTracking-AlarmHigh in state ALARM triggered policy "
+            "demo-requests changing the desired capacity from 1 to 3. At 2026-01-01T10:00:05Z an instance was "
+            "started in response to a difference between desired and actual capacity, increasing the capacity from 1 to 3."
+        )
+        acts = [
+            {
+                "ActivityId": f"a{i}",
+                "AutoScalingGroupName": "demo-asg",
+                "Cause": cause,
+                "StartTime": t0,
+                "StatusCode": "Successful",
+                "Progress": 100,
+                "Description": f"Launching a new EC2 instance: i-0abc00000000000{i}",
+            }
+            for i in (1, 2)
+        ]
+        acts.append(
+            {
+                "ActivityId": "a3",
+                "AutoScalingGroupName": "demo-asg",
+                "StartTime": t0 + timedelta(minutes=5),
+                "StatusCode": "Successful",
+                "Progress": 100,
+                "Cause": "At 2026-01-01T10:05:00Z a monitor alarm AlarmLow triggered policy demo-requests changing the desired capacity from 3 to 2.",
+                "Description": "Terminating EC2 instance: i-0abc000000000001",
+            }
+        )
         with Stubber(cl) as stub:
-            stub.add_response("describe_scaling_activities", {"Activities": acts[:2], "NextToken": "p2"},
-                              {"AutoScalingGroupName": "demo-asg"})
-            stub.add_response("describe_scaling_activities", {"Activities": acts[2:]},
-                              {"AutoScalingGroupName": "demo-asg", "NextToken": "p2"})
+            stub.add_response(
+                "describe_scaling_activities",
+                {"Activities": acts[:2], "NextToken": "p2"},
+                {"AutoScalingGroupName": "demo-asg"},
+            )
+            stub.add_response(
+                "describe_scaling_activities",
+                {"Activities": acts[2:]},
+                {"AutoScalingGroupName": "demo-asg", "NextToken": "p2"},
+            )
             df = read_scaling_activities("demo-asg", autoscaling_client=cl)
         check_events_frame(df)
         assert list(df["kind"]) == ["scale_out", "launch", "launch", "scale_in", "terminate"]
@@ -153,14 +202,21 @@ class TestOrphans:
         import boto3
 
         boto3.client("ec2", region_name=REGION).create_security_group(
-            GroupName="old", Description="old", VpcId=cloud["vpc"],
-            TagSpecifications=[{"ResourceType": "security-group", "Tags": [{"Key": "mlops-lb:stack", "Value": "gone"}]}])
+            GroupName="old",
+            Description="old",
+            VpcId=cloud["vpc"],
+            TagSpecifications=[
+                {"ResourceType": "security-group", "Tags": [{"Key": "mlops-lb:stack", "Value": "gone"}]}
+            ],
+        )
         df = find_orphans(region=REGION, stacks=["demo"])
         assert list(df["stack"]) == ["gone"]
         assert df.iloc[0]["service"] == "ec2" and df.iloc[0]["region"] == REGION
         assert find_orphans(region=REGION, stacks=["demo", "gone"]).empty
 
-    def test_live_stacks_are_read_from_the_local_file_backend(self, cloud: dict[str, Any], aws_home: Path) -> None:
+    def test_live_stacks_are_read_from_the_local_file_backend(
+        self, cloud: dict[str, Any], aws_home: Path
+    ) -> None:
         """Without stacks=, the live stacks are those in the local file backend: none here, so all are orphans."""
         df = find_orphans(region=REGION)
         assert set(df["stack"]) == {"demo"} and len(df) == 2

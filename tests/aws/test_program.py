@@ -23,18 +23,27 @@ CERT = "arn:aws:acm:us-east-1:123456789012:certificate/0f1e2d3c-aaaa-bbbb-cccc-1
 
 SPECS = {
     "default": FleetSpec(name="demo"),
-    "rps40": FleetSpec(name="rps40", scaling=ScalingPolicySpec(target_rps_per_target=40, warmup_s=120),
-                       capacity=CapacitySpec(min=2, desired=3, max=8),
-                       health_check=HealthCheckSpec(interval_s=10, timeout_s=3, healthy_threshold=2, grace_period_s=240)),
-    "https": FleetSpec(name="secure-fleet", network=NetworkSpec(certificate_arn=CERT, client_cidrs=("203.0.113.0/24",),
-                                                                internal=True, idle_timeout_s=120),
-                       target_group=TargetGroupSpec(algorithm="least_outstanding_requests", port=9000),
-                       instance=InstanceSpec(ssh_cidrs=("198.51.100.7/32",), root_volume_gb=40),
-                       scaling=ScalingPolicySpec(target_rps_per_target=2.5, scale_in_enabled=False,
-                                                 cpu_target_percent=60)),
-    "weighted": FleetSpec(name="wr", target_group=TargetGroupSpec(algorithm="weighted_random", slow_start_s=60,
-                                                                  deregistration_delay_s=30),
-                          instance=InstanceSpec(ami="ami-0fedcba9876543210"), tags={"team": "ml"}),
+    "rps40": FleetSpec(
+        name="rps40",
+        scaling=ScalingPolicySpec(target_rps_per_target=40, warmup_s=120),
+        capacity=CapacitySpec(min=2, desired=3, max=8),
+        health_check=HealthCheckSpec(interval_s=10, timeout_s=3, healthy_threshold=2, grace_period_s=240),
+    ),
+    "https": FleetSpec(
+        name="secure-fleet",
+        network=NetworkSpec(
+            certificate_arn=CERT, client_cidrs=("203.0.113.0/24",), internal=True, idle_timeout_s=120
+        ),
+        target_group=TargetGroupSpec(algorithm="least_outstanding_requests", port=9000),
+        instance=InstanceSpec(ssh_cidrs=("198.51.100.7/32",), root_volume_gb=40),
+        scaling=ScalingPolicySpec(target_rps_per_target=2.5, scale_in_enabled=False, cpu_target_percent=60),
+    ),
+    "weighted": FleetSpec(
+        name="wr",
+        target_group=TargetGroupSpec(algorithm="weighted_random", slow_start_s=60, deregistration_delay_s=30),
+        instance=InstanceSpec(ami="ami-0fedcba9876543210"),
+        tags={"team": "ml"},
+    ),
 }
 
 LB = "aws:lb/loadBalancer:LoadBalancer"
@@ -44,8 +53,6 @@ LT = "aws:ec2/launchTemplate:LaunchTemplate"
 ASG = "aws:autoscaling/group:Group"
 POLICY = "aws:autoscaling/policy:Policy"
 LISTENER = "aws:lb/listener:Listener"
-
-
 
 
 def _rec(run_program: Any, key: str, cache: dict[str, Any] = {}) -> Any:  # noqa: B006 - module-level memo
@@ -64,7 +71,9 @@ def _user_data(rec: Any) -> str:
 
 class TestTargetTracking:
     @pytest.mark.parametrize(("key", "value"), [("default", 3000.0), ("rps40", 2400.0), ("https", 150.0)])
-    def test_target_value_is_requests_per_target_per_minute(self, run_program: Any, key: str, value: float) -> None:
+    def test_target_value_is_requests_per_target_per_minute(
+        self, run_program: Any, key: str, value: float
+    ) -> None:
         """ALBRequestCountPerTarget's target value is the spec's per-second rate x 60 (40 rps -> 2400)."""
         rec = _rec(run_program, key)
         ttc = _policy(rec, f"{SPECS[key].name}-requests")
@@ -96,8 +105,10 @@ class TestTargetTracking:
 
     def test_stack_config_overrides_the_spec(self, run_program: Any) -> None:
         """minSize/maxSize/targetRpsPerTarget in stack config win over the spec (what scale() sets)."""
-        rec = run_program(SPECS["default"], config={"mlops-lb:minSize": "2", "mlops-lb:maxSize": "9",
-                                                    "mlops-lb:targetRpsPerTarget": "40"})
+        rec = run_program(
+            SPECS["default"],
+            config={"mlops-lb:minSize": "2", "mlops-lb:maxSize": "9", "mlops-lb:targetRpsPerTarget": "40"},
+        )
         asg = rec.one(ASG)
         assert (asg["minSize"], asg["maxSize"], asg["desiredCapacity"]) == (2, 9, 2)
         assert _policy(rec, "demo-requests")["targetValue"] == pytest.approx(2400.0)
@@ -118,8 +129,10 @@ class TestLaunchTemplateAndGroup:
     def test_ami_from_public_ssm_parameter_unless_pinned(self, run_program: Any) -> None:
         """The AMI comes from the spec's SSM parameter; a pinned spec.instance.ami skips the lookup."""
         rec = _rec(run_program, "default")
-        assert ("aws:ssm/getParameter:getParameter",
-                {"name": SPECS["default"].instance.ami_ssm_parameter}) in [(t, {"name": a.get("name")}) for t, a in rec.calls]
+        assert (
+            "aws:ssm/getParameter:getParameter",
+            {"name": SPECS["default"].instance.ami_ssm_parameter},
+        ) in [(t, {"name": a.get("name")}) for t, a in rec.calls]
         assert rec.one(LT)["imageId"] == "ami-0123456789abcdef0"
         pinned = _rec(run_program, "weighted")
         assert pinned.one(LT)["imageId"] == "ami-0fedcba9876543210"
@@ -133,10 +146,19 @@ class TestLaunchTemplateAndGroup:
         assert asg["healthCheckType"] == "ELB"
         assert asg["healthCheckGracePeriod"] == spec.health_check.grace_period_s
         assert asg["metricsGranularity"] == "1Minute"
-        for m in ("GroupDesiredCapacity", "GroupInServiceInstances", "GroupPendingInstances", "GroupTerminatingInstances"):
+        for m in (
+            "GroupDesiredCapacity",
+            "GroupInServiceInstances",
+            "GroupPendingInstances",
+            "GroupTerminatingInstances",
+        ):
             assert m in asg["enabledMetrics"]
         assert asg["defaultInstanceWarmup"] == spec.scaling.warmup_s
-        assert (asg["minSize"], asg["desiredCapacity"], asg["maxSize"]) == (spec.capacity.min, spec.capacity.desired, spec.capacity.max)
+        assert (asg["minSize"], asg["desiredCapacity"], asg["maxSize"]) == (
+            spec.capacity.min,
+            spec.capacity.desired,
+            spec.capacity.max,
+        )
 
     @pytest.mark.parametrize("key", list(SPECS))
     def test_desired_capacity_is_ignored_after_creation(self, run_program: Any, key: str) -> None:
@@ -166,8 +188,11 @@ class TestLaunchTemplateAndGroup:
         assert "dnf install -y python3.11 python3.11-pip" in ud
         assert "python3.11 -m venv /opt/mlops_lb" in ud
         assert "/etc/systemd/system/mlops-lb.service" in ud
-        assert re.search(r"ExecStart=/opt/mlops_lb/bin/mlops-lb serve --host 0\.0\.0\.0 --port 9000 --model demo "
-                         r"--target-id \$\{TARGET_ID\}", ud)
+        assert re.search(
+            r"ExecStart=/opt/mlops_lb/bin/mlops-lb serve --host 0\.0\.0\.0 --port 9000 --model demo "
+            r"--target-id \$\{TARGET_ID\}",
+            ud,
+        )
         assert "systemctl enable --now mlops-lb.service" in ud
         assert "X-aws-ec2-metadata-token" in ud  # the instance id through IMDSv2
         assert "aws s3 cp" in ud and "mlops_lb-0.1.0-py3-none-any.whl" in ud
@@ -223,7 +248,11 @@ class TestNetworkAndSecurity:
         assert https["defaultActions"][0]["type"] == "forward"
         http = rec.one(LISTENER, "secure-fleet-http")
         assert http["defaultActions"][0]["type"] == "redirect"
-        assert http["defaultActions"][0]["redirect"] == {"port": "443", "protocol": "HTTPS", "statusCode": "HTTP_301"}
+        assert http["defaultActions"][0]["redirect"] == {
+            "port": "443",
+            "protocol": "HTTPS",
+            "statusCode": "HTTP_301",
+        }
         assert rec.outputs["url"].startswith("https://")
 
     def test_plain_http_listener_forwards(self, run_program: Any) -> None:
@@ -237,12 +266,17 @@ class TestNetworkAndSecurity:
     def test_alb_settings_follow_the_spec(self, run_program: Any) -> None:
         """internal and idle timeout come from spec.network; the default VPC subnets are used when none are named."""
         alb = _rec(run_program, "https").one(LB)
-        assert alb["internal"] is True and alb["idleTimeout"] == 120 and alb["loadBalancerType"] == "application"
+        assert (
+            alb["internal"] is True and alb["idleTimeout"] == 120 and alb["loadBalancerType"] == "application"
+        )
         assert alb["subnets"] == ["subnet-0aaaa111", "subnet-0bbbb222", "subnet-0cccc333"]
 
     def test_named_vpc_and_subnets_skip_the_default_vpc(self, run_program: Any) -> None:
         """With network.vpc_id and subnet_ids, no default-VPC lookup happens and those subnets are used."""
-        spec = FleetSpec(name="own-vpc", network=NetworkSpec(vpc_id="vpc-0abc1234", subnet_ids=("subnet-0aaa1111", "subnet-0bbb2222")))
+        spec = FleetSpec(
+            name="own-vpc",
+            network=NetworkSpec(vpc_id="vpc-0abc1234", subnet_ids=("subnet-0aaa1111", "subnet-0bbb2222")),
+        )
         rec = run_program(spec)
         assert not [t for t, _ in rec.calls if t.startswith("aws:ec2/")]
         assert rec.one(LB)["subnets"] == ["subnet-0aaa1111", "subnet-0bbb2222"]
@@ -250,9 +284,14 @@ class TestNetworkAndSecurity:
 
 
 class TestTargetGroup:
-    @pytest.mark.parametrize(("key", "algo", "mitigation"), [
-        ("default", "round_robin", None), ("https", "least_outstanding_requests", None),
-        ("weighted", "weighted_random", "off")])
+    @pytest.mark.parametrize(
+        ("key", "algo", "mitigation"),
+        [
+            ("default", "round_robin", None),
+            ("https", "least_outstanding_requests", None),
+            ("weighted", "weighted_random", "off"),
+        ],
+    )
     def test_algorithm_mapping(self, run_program: Any, key: str, algo: str, mitigation: str | None) -> None:
         """The spec's algorithm names are AWS's; anomaly mitigation is set only for weighted_random."""
         tg = _rec(run_program, key).one(TG)
@@ -268,8 +307,14 @@ class TestTargetGroup:
         """Health check path/interval/timeout/thresholds/matcher, deregistration delay and slow start come from the spec."""
         tg = _rec(run_program, "rps40").one(TG)
         hc = tg["healthCheck"]
-        assert (hc["path"], hc["interval"], hc["timeout"], hc["healthyThreshold"], hc["unhealthyThreshold"], hc["matcher"]) \
-            == ("/health", 10, 3, 2, 2, "200")
+        assert (
+            hc["path"],
+            hc["interval"],
+            hc["timeout"],
+            hc["healthyThreshold"],
+            hc["unhealthyThreshold"],
+            hc["matcher"],
+        ) == ("/health", 10, 3, 2, 2, "200")
         assert tg["protocol"] == "HTTP" and tg["targetType"] == "instance" and tg["port"] == 8080
         wr = _rec(run_program, "weighted").one(TG)
         assert (wr["deregistrationDelay"], wr["slowStart"]) == (30, 60)
@@ -280,8 +325,13 @@ class TestAssetsAndOutputs:
         """The assets bucket blocks public access, encrypts by default and holds the wheel under wheels/."""
         rec = _rec(run_program, "default")
         pab = rec.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
-        assert all(pab[k] for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"))
-        sse = rec.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
+        assert all(
+            pab[k]
+            for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+        )
+        sse = rec.one(
+            "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+        )
         assert sse["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "AES256"
         (wheel,) = [i for _, i in rec.of_type("aws:s3/bucketObjectv2:BucketObjectv2")]
         assert wheel["key"] == "wheels/mlops_lb-0.1.0-py3-none-any.whl"
@@ -291,14 +341,20 @@ class TestAssetsAndOutputs:
         import json
 
         rec = _rec(run_program, "default")
-        arns = sorted(i["policyArn"] for _, i in rec.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment"))
-        assert arns == ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
-                        "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy"]
+        arns = sorted(
+            i["policyArn"] for _, i in rec.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+        )
+        assert arns == [
+            "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
+            "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy",
+        ]
         doc = json.loads(rec.one("aws:iam/rolePolicy:RolePolicy")["policy"])
         resources = [r for s in doc["Statement"] for r in s["Resource"]]
         bucket_arn = f"arn:aws:s3:::{rec.outputs['bucket']}"
         assert sorted(resources) == sorted([bucket_arn, f"{bucket_arn}/*"])
-        assert all(a.startswith("s3:Get") or a == "s3:ListBucket" for s in doc["Statement"] for a in s["Action"])
+        assert all(
+            a.startswith("s3:Get") or a == "s3:ListBucket" for s in doc["Statement"] for a in s["Action"]
+        )
 
     def test_user_model_is_uploaded_and_served(self, run_program: Any, tmp_path: Any) -> None:
         """A local model file becomes a bucket object and the server's --model argument."""
@@ -314,10 +370,20 @@ class TestAssetsAndOutputs:
     def test_outputs_name_everything_the_readers_need(self, run_program: Any) -> None:
         """Outputs carry url, ARNs and suffixes, the ASG name, region and bucket."""
         out = _rec(run_program, "default").outputs
-        for key in ("url", "alb_arn", "alb_arn_suffix", "target_group_arn", "target_group_arn_suffix", "asg_name",
-                    "region", "bucket"):
+        for key in (
+            "url",
+            "alb_arn",
+            "alb_arn_suffix",
+            "target_group_arn",
+            "target_group_arn_suffix",
+            "asg_name",
+            "region",
+            "bucket",
+        ):
             assert out[key], key
-        assert out["alb_arn"].endswith(out["alb_arn_suffix"]) and out["target_group_arn"].endswith(out["target_group_arn_suffix"])
+        assert out["alb_arn"].endswith(out["alb_arn_suffix"]) and out["target_group_arn"].endswith(
+            out["target_group_arn_suffix"]
+        )
 
 
 class TestProgramFunction:

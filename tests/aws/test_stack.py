@@ -16,9 +16,15 @@ from mlops_lb.errors import BackendUnavailable, ProvisionError, SpecError
 
 
 def _fleet(fake_wheel: Path, **kw: Any) -> AwsFleet:
-    spec = kw.pop("spec", FleetSpec(name="demo", region="us-east-1",
-                                    capacity=CapacitySpec(min=1, desired=2, max=5),
-                                    scaling=ScalingPolicySpec(target_rps_per_target=40)))
+    spec = kw.pop(
+        "spec",
+        FleetSpec(
+            name="demo",
+            region="us-east-1",
+            capacity=CapacitySpec(min=1, desired=2, max=5),
+            scaling=ScalingPolicySpec(target_rps_per_target=40),
+        ),
+    )
     return AwsFleet(spec, wheel=fake_wheel, **kw)
 
 
@@ -31,13 +37,16 @@ class TestWorkspace:
         assert fleet.work_dir == aws_home / "stacks" / "demo"
         assert env["AWS_REGION"] == "us-east-1"
 
-    def test_backend_url_from_the_environment_wins(self, aws_home: Path, fake_wheel: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_backend_url_from_the_environment_wins(
+        self, aws_home: Path, fake_wheel: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """PULUMI_BACKEND_URL, when set, is used as is (e.g. s3:// or the Pulumi Cloud)."""
         monkeypatch.setenv("PULUMI_BACKEND_URL", "s3://my-state-bucket")
         assert _fleet(fake_wheel).env_vars()["PULUMI_BACKEND_URL"] == "s3://my-state-bucket"
 
-    def test_passphrase_is_generated_once_with_0600_and_passed_by_path(self, aws_home: Path, fake_wheel: Path) -> None:
+    def test_passphrase_is_generated_once_with_0600_and_passed_by_path(
+        self, aws_home: Path, fake_wheel: Path
+    ) -> None:
         """A generated passphrase lives in a 0600 file, is reused, and only its path reaches Pulumi."""
         env1 = _fleet(fake_wheel).env_vars()
         path = Path(env1["PULUMI_CONFIG_PASSPHRASE_FILE"])
@@ -50,8 +59,9 @@ class TestWorkspace:
         assert "PULUMI_CONFIG_PASSPHRASE" not in env1
         assert all(secret not in v for v in env1.values())
 
-    def test_passphrase_from_the_environment_is_inherited_not_copied(self, aws_home: Path, fake_wheel: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_passphrase_from_the_environment_is_inherited_not_copied(
+        self, aws_home: Path, fake_wheel: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """With PULUMI_CONFIG_PASSPHRASE set, no file is created and the value is not copied into the workspace."""
         monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "hunter2-from-env")
         env = _fleet(fake_wheel).env_vars()
@@ -60,10 +70,16 @@ class TestWorkspace:
 
     def test_stack_config_comes_from_the_spec(self, aws_home: Path, fake_wheel: Path) -> None:
         """Stack config carries the region, min/max and the per-second target (the program converts to per minute)."""
-        assert _fleet(fake_wheel).stack_config() == {"aws:region": "us-east-1", "minSize": "1", "maxSize": "5",
-                                                     "targetRpsPerTarget": "40.0"}
+        assert _fleet(fake_wheel).stack_config() == {
+            "aws:region": "us-east-1",
+            "minSize": "1",
+            "maxSize": "5",
+            "targetRpsPerTarget": "40.0",
+        }
 
-    def test_real_workspace_options_and_stack_settings(self, aws_home: Path, fake_wheel: Path, fake_cli: Any) -> None:
+    def test_real_workspace_options_and_stack_settings(
+        self, aws_home: Path, fake_wheel: Path, fake_cli: Any
+    ) -> None:
         """The real LocalWorkspace writes Pulumi.yaml (name, python runtime, backend) into the persistent work dir."""
         import yaml
 
@@ -82,7 +98,9 @@ class TestWorkspace:
         assert all(c["cwd"] == str(fleet.work_dir) for c in calls if c["args"][:1] != ["version"])
         assert all(c["env"]["PULUMI_BACKEND_URL"] == f"file://{aws_home / 'pulumi'}" for c in calls[1:])
 
-    def test_work_dir_persists_across_fleet_objects(self, aws_home: Path, fake_wheel: Path, fake_cli: Any) -> None:
+    def test_work_dir_persists_across_fleet_objects(
+        self, aws_home: Path, fake_wheel: Path, fake_cli: Any
+    ) -> None:
         """A second AwsFleet for the same stack (a restarted kernel) reuses the same work dir and settings file."""
         a = _fleet(fake_wheel)
         a._get_stack()
@@ -98,7 +116,8 @@ class TestWorkspace:
 
 class TestErrors:
     def test_missing_cli_is_backend_unavailable_with_the_install_command(
-            self, aws_home: Path, fake_wheel: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self, aws_home: Path, fake_wheel: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """Without pulumi on PATH, launch() raises BackendUnavailable naming the install command, before any cloud call."""
         empty = tmp_path / "empty-bin"
         empty.mkdir()
@@ -111,7 +130,9 @@ class TestErrors:
         assert "get.pulumi.com" in str(info.value) and "brew install pulumi" in str(info.value)
         assert not fleet.work_dir.exists()
 
-    def test_real_automation_api_reports_a_missing_cli_too(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_real_automation_api_reports_a_missing_cli_too(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """The error pulumi.automation itself raises without a CLI is translated into BackendUnavailable."""
         from pulumi import automation as auto
 
@@ -123,15 +144,18 @@ class TestErrors:
         err = _translate("selecting stack", info.value)
         assert isinstance(err, BackendUnavailable) and "get.pulumi.com" in str(err)
 
-    def test_destroy_needs_the_stack_name_as_confirmation(self, aws_home: Path, fake_wheel: Path, fake_cli: Any) -> None:
+    def test_destroy_needs_the_stack_name_as_confirmation(
+        self, aws_home: Path, fake_wheel: Path, fake_cli: Any
+    ) -> None:
         """destroy(confirm=...) with anything but the stack name is a SpecError and calls nothing."""
         with pytest.raises(SpecError) as info:
             _fleet(fake_wheel).destroy(confirm="yes")
         assert info.value.field == "confirm" and "'demo'" in str(info.value)
         assert fake_cli.calls() == []
 
-    def test_failed_up_is_a_provision_error_with_the_useful_lines(self, aws_home: Path, fake_wheel: Path,
-                                                                  fake_cli: Any) -> None:
+    def test_failed_up_is_a_provision_error_with_the_useful_lines(
+        self, aws_home: Path, fake_wheel: Path, fake_cli: Any
+    ) -> None:
         """A failing `pulumi up` becomes ProvisionError carrying the CLI's error lines, the original chained."""
         from pulumi.automation import errors as auto_errors
 
@@ -145,17 +169,24 @@ class TestErrors:
         up = [c for c in fake_cli.calls() if c["args"][:1] == ["up"]]
         assert len(up) == 1 and "--yes" in up[0]["args"]
         config = [c for c in fake_cli.calls() if c["args"][:2] == ["config", "set-all"]]
-        assert config and "targetRpsPerTarget=40.0" in config[0]["args"] and "aws:region=us-east-1" in config[0]["args"]
+        assert (
+            config
+            and "targetRpsPerTarget=40.0" in config[0]["args"]
+            and "aws:region=us-east-1" in config[0]["args"]
+        )
         assert any("Updating" in line for line in seen)
 
-    def test_concurrent_update_is_named(self, aws_home: Path, fake_wheel: Path, fake_cli: Any,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_concurrent_update_is_named(
+        self, aws_home: Path, fake_wheel: Path, fake_cli: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """A locked stack (409 / concurrent update) is a ProvisionError that says so."""
         monkeypatch.setenv("FAKE_PULUMI_MODE", "conflict")
         with pytest.raises(ProvisionError, match="another update"):
             _fleet(fake_wheel).launch()
 
-    def test_region_is_required_before_anything(self, aws_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_region_is_required_before_anything(
+        self, aws_home: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """Without a region in the spec, arguments, session or environment, construction fails with SpecError."""
         monkeypatch.delenv("AWS_REGION", raising=False)
         monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
@@ -163,8 +194,9 @@ class TestErrors:
             AwsFleet(FleetSpec(name="demo"))
         assert info.value.field == "region"
 
-    def test_passphrase_never_reaches_logs(self, aws_home: Path, fake_wheel: Path, fake_cli: Any,
-                                           caplog: pytest.LogCaptureFixture) -> None:
+    def test_passphrase_never_reaches_logs(
+        self, aws_home: Path, fake_wheel: Path, fake_cli: Any, caplog: pytest.LogCaptureFixture
+    ) -> None:
         """Nothing logged while launching contains the passphrase."""
         caplog.set_level(logging.DEBUG)
         with pytest.raises(ProvisionError) as info:
