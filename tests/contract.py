@@ -44,12 +44,19 @@ def assert_metric_frame_contract(df: pd.DataFrame, *, expect: Iterable[str] = ()
     for metric, stats in df.groupby("metric")["stat"]:
         allowed = EXPECTED_STATS.get(str(metric))
         if allowed is not None:
-            assert set(stats) <= allowed, f"{metric} read with {sorted(set(stats) - allowed)}; agreed {sorted(allowed)}"
+            assert set(stats) <= allowed, (
+                f"{metric} read with {sorted(set(stats) - allowed)}; agreed {sorted(allowed)}"
+            )
         assert set(df.loc[df["metric"] == metric, "unit"]) == {METRIC_UNITS[str(metric)]}
     assert (df["value"] >= 0).all(), "metric values are counts, seconds or percents: never negative"
     counts = df[df["unit"] == "Count"]
-    assert (counts["target"] == "").all() or set(counts["metric"]) <= {"RequestCountPerTarget", "RequestCount"}
-    tr = df[df["metric"] == "TargetResponseTime"].pivot_table(index="timestamp", columns="stat", values="value")
+    assert (counts["target"] == "").all() or set(counts["metric"]) <= {
+        "RequestCountPerTarget",
+        "RequestCount",
+    }
+    tr = df[df["metric"] == "TargetResponseTime"].pivot_table(
+        index="timestamp", columns="stat", values="value"
+    )
     if {"p50", "p90", "p99"} <= set(tr.columns):
         ordered = tr.dropna(subset=["p50", "p90", "p99"])
         assert ((ordered["p50"] <= ordered["p90"] + 1e-12) & (ordered["p90"] <= ordered["p99"] + 1e-12)).all()

@@ -12,10 +12,17 @@ from mlops_lb.spec import ScalingPolicySpec
 POLICY = TargetTrackingPolicy(target_value=600.0)
 
 
-def state(desired: int, ready: int | None = None, *, lo: int = 1, hi: int = 6, warming: int = 0,
-          since: int = 10**9) -> CapacityState:
-    return CapacityState(desired=desired, ready=desired if ready is None else ready, min=lo, max=hi,
-                         warming=warming, periods_since_action=since)
+def state(
+    desired: int, ready: int | None = None, *, lo: int = 1, hi: int = 6, warming: int = 0, since: int = 10**9
+) -> CapacityState:
+    return CapacityState(
+        desired=desired,
+        ready=desired if ready is None else ready,
+        min=lo,
+        max=hi,
+        warming=warming,
+        periods_since_action=since,
+    )
 
 
 class TestScaleOut:

@@ -87,8 +87,16 @@ class Instance:
 class AsgEmulator:
     """Keeps ``desired`` healthy targets registered in HAProxy's backend ``backend``."""
 
-    def __init__(self, spec: FleetSpec, *, api: RuntimeApi, emit: Emit, work_dir: Path, backend: str = "tg",
-                 worker_command: WorkerCommand | None = None) -> None:
+    def __init__(
+        self,
+        spec: FleetSpec,
+        *,
+        api: RuntimeApi,
+        emit: Emit,
+        work_dir: Path,
+        backend: str = "tg",
+        worker_command: WorkerCommand | None = None,
+    ) -> None:
         self.spec = spec
         self.api = api
         self.emit = emit
@@ -133,8 +141,9 @@ class AsgEmulator:
         port = free_port()
         argv = worker_argv(self.spec, port=port, target_id=iid, command=self.worker_command)
         worker = WorkerProcess.start(argv, port=port, target_id=iid, log_path=self.work_dir / f"{iid}.log")
-        inst = Instance(id=iid, server_id=self._seq, worker=worker, launched_at=utcnow(),
-                        launched_mono=time.monotonic())
+        inst = Instance(
+            id=iid, server_id=self._seq, worker=worker, launched_at=utcnow(), launched_mono=time.monotonic()
+        )
         self.instances.append(inst)
         self.emit("launch", iid, f"{reason}; pid {worker.pid} on {worker.address}")
         self.register(inst)
@@ -143,9 +152,17 @@ class AsgEmulator:
     def register(self, inst: Instance, *, weight: int = 0) -> None:
         """Add to the checked backend (weight 0 until the first passing check, DESIGN §5 pitfall 2)."""
         hc = self.spec.health_check
-        self.api.add_server(self.backend, inst.id, inst.address, server_id=inst.server_id, weight=weight,
-                            check=True, inter_ms=self.inter_ms, rise=hc.healthy_threshold,
-                            fall=hc.unhealthy_threshold)
+        self.api.add_server(
+            self.backend,
+            inst.id,
+            inst.address,
+            server_id=inst.server_id,
+            weight=weight,
+            check=True,
+            inter_ms=self.inter_ms,
+            rise=hc.healthy_threshold,
+            fall=hc.unhealthy_threshold,
+        )
         inst.registered, inst.weight = True, weight
         if weight:
             self._add_open(inst)
@@ -156,9 +173,11 @@ class AsgEmulator:
         inst.in_open = True
 
     def _remove(self, backend: str, name: str) -> None:
-        for step in (lambda: self.api.set_state(backend, name, "maint"),
-                     lambda: self.api.shutdown_sessions(backend, name),
-                     lambda: self.api.del_server(backend, name)):
+        for step in (
+            lambda: self.api.set_state(backend, name, "maint"),
+            lambda: self.api.shutdown_sessions(backend, name),
+            lambda: self.api.del_server(backend, name),
+        ):
             try:
                 step()
             except (RuntimeApiError, OSError) as exc:
@@ -250,26 +269,45 @@ class AsgEmulator:
                 inst.weight = 1
                 self._add_open(inst)
                 inst.state, inst.health = "in_service", "healthy"
-                self.emit("healthy", inst.id, f"passed its first health check after {now - inst.launched_mono:.2f} s; "
-                          "now receiving traffic")
+                self.emit(
+                    "healthy",
+                    inst.id,
+                    f"passed its first health check after {now - inst.launched_mono:.2f} s; "
+                    "now receiving traffic",
+                )
             elif status == "DOWN" and now - inst.launched_mono >= self.grace_s:
-                self.terminate(inst, f"never passed a health check ({row.check_status}) within the grace period "
-                               f"{self.grace_s:.1f} s; replacing")
+                self.terminate(
+                    inst,
+                    f"never passed a health check ({row.check_status}) within the grace period "
+                    f"{self.grace_s:.1f} s; replacing",
+                )
             return
         if inst.health == "healthy" and status == "DOWN":
             inst.health, inst.unhealthy_since = "unhealthy", now
-            self.emit("unhealthy", inst.id, f"failed {self.spec.health_check.unhealthy_threshold} consecutive "
-                      f"health checks (last: {row.check_status or 'none'})")
+            self.emit(
+                "unhealthy",
+                inst.id,
+                f"failed {self.spec.health_check.unhealthy_threshold} consecutive "
+                f"health checks (last: {row.check_status or 'none'})",
+            )
         elif inst.health == "unhealthy" and status == "UP":
             inst.health, inst.unhealthy_since = "healthy", None
-            self.emit("healthy", inst.id, f"passed {self.spec.health_check.healthy_threshold} consecutive health checks")
+            self.emit(
+                "healthy",
+                inst.id,
+                f"passed {self.spec.health_check.healthy_threshold} consecutive health checks",
+            )
         if inst.health == "unhealthy" and now - inst.launched_mono >= self.grace_s:
             self.terminate(inst, "ELB health check: unhealthy after the grace period; replacing")
 
     def _progress_drain(self, inst: Instance, now: float) -> None:
         elapsed = now - (inst.drain_started or now)
         if inst.scur == 0 or elapsed >= self.dereg_s:
-            why = "no in-flight requests left" if inst.scur == 0 else f"deregistration delay {self.dereg_s:.2f} s passed"
+            why = (
+                "no in-flight requests left"
+                if inst.scur == 0
+                else f"deregistration delay {self.dereg_s:.2f} s passed"
+            )
             self.deregister(inst)
             self.emit("deregistered", inst.id, f"{why} after {elapsed:.2f} s of draining")
             inst.stopping_since = now
@@ -279,8 +317,12 @@ class AsgEmulator:
         force = now - (inst.stopping_since or now) > STOP_TIMEOUT_S
         if inst.worker.reap(force=force):
             inst.state, inst.health, inst.terminated_at = "terminated", "unused", utcnow()
-            self.emit("terminate", inst.id, f"process {inst.worker.pid} exited with code {inst.worker.exit_code()}"
-                      + (f" ({inst.detail})" if inst.detail else ""))
+            self.emit(
+                "terminate",
+                inst.id,
+                f"process {inst.worker.pid} exited with code {inst.worker.exit_code()}"
+                + (f" ({inst.detail})" if inst.detail else ""),
+            )
 
     def _reconcile(self, now: float) -> None:
         active = self.active()
@@ -289,7 +331,7 @@ class AsgEmulator:
             self.launch_one(f"keeping desired capacity {self.desired} ({len(active)} active)")
         if missing < 0:
             order = {"unhealthy": 0, "initial": 1, "healthy": 2}
-            victims = sorted(active, key=lambda i: (order.get(i.health, 1), -i.launched_mono))[: -missing]
+            victims = sorted(active, key=lambda i: (order.get(i.health, 1), -i.launched_mono))[:-missing]
             for v in victims:
                 self.begin_drain(v, f"scale-in to desired {self.desired}")
 
@@ -300,9 +342,17 @@ class AsgEmulator:
             if inst.state in ("pending", "in_service") and inst.stopping_since is None:
                 inst.registered = inst.in_open = False
                 hc = self.spec.health_check
-                self.api.add_server(self.backend, inst.id, inst.address, server_id=inst.server_id,
-                                    weight=inst.weight, check=True, inter_ms=self.inter_ms,
-                                    rise=hc.healthy_threshold, fall=hc.unhealthy_threshold)
+                self.api.add_server(
+                    self.backend,
+                    inst.id,
+                    inst.address,
+                    server_id=inst.server_id,
+                    weight=inst.weight,
+                    check=True,
+                    inter_ms=self.inter_ms,
+                    rise=hc.healthy_threshold,
+                    fall=hc.unhealthy_threshold,
+                )
                 inst.registered = True
                 if inst.weight:
                     self._add_open(inst)

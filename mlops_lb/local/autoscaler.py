@@ -32,8 +32,21 @@ if TYPE_CHECKING:
 
 __all__ = ["DECISION_COLUMNS", "Autoscaler"]
 
-DECISION_COLUMNS = ("timestamp", "request_count", "ready", "warming", "min", "max", "periods_since_action",
-                    "target_value", "metric", "desired_before", "desired_after", "action", "reason")
+DECISION_COLUMNS = (
+    "timestamp",
+    "request_count",
+    "ready",
+    "warming",
+    "min",
+    "max",
+    "periods_since_action",
+    "target_value",
+    "metric",
+    "desired_before",
+    "desired_after",
+    "action",
+    "reason",
+)
 
 
 class Autoscaler:
@@ -59,21 +72,47 @@ class Autoscaler:
         """A manual capacity change restarts the scale-in window, like a scaling activity on AWS."""
         self.periods_since_action = 0
 
-    def tick(self, timestamp: datetime, *, request_count: float, ready: int, warming: int, desired: int,
-             min: int, max: int) -> Decision:
+    def tick(
+        self,
+        timestamp: datetime,
+        *,
+        request_count: float,
+        ready: int,
+        warming: int,
+        desired: int,
+        min: int,
+        max: int,
+    ) -> Decision:
         """Append this period's datapoint and decide."""
         self.history.append(PeriodSample(request_count=request_count, ready=ready))
         if self.periods_since_action < 10**9:
             self.periods_since_action += 1
-        state = CapacityState(desired=desired, ready=ready, min=min, max=max, warming=warming,
-                              periods_since_action=self.periods_since_action)
+        state = CapacityState(
+            desired=desired,
+            ready=ready,
+            min=min,
+            max=max,
+            warming=warming,
+            periods_since_action=self.periods_since_action,
+        )
         decision = decide(self.policy, self.history, state)
-        self.records.append({
-            "timestamp": timestamp, "request_count": float(request_count), "ready": ready, "warming": warming,
-            "min": min, "max": max, "periods_since_action": state.periods_since_action,
-            "target_value": self.policy.target_value, "metric": decision.metric, "desired_before": desired,
-            "desired_after": decision.desired, "action": decision.action, "reason": decision.reason,
-        })
+        self.records.append(
+            {
+                "timestamp": timestamp,
+                "request_count": float(request_count),
+                "ready": ready,
+                "warming": warming,
+                "min": min,
+                "max": max,
+                "periods_since_action": state.periods_since_action,
+                "target_value": self.policy.target_value,
+                "metric": decision.metric,
+                "desired_before": desired,
+                "desired_after": decision.desired,
+                "action": decision.action,
+                "reason": decision.reason,
+            }
+        )
         if decision.changed:
             self.periods_since_action = 0
         return decision

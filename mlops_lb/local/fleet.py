@@ -102,9 +102,16 @@ class LocalFleet:
         fleet.close()
     """
 
-    def __init__(self, spec: FleetSpec, *, work_dir: str | Path | None = None, port: int = 0,
-                 on_event: EventCallback | None = None, worker_command: WorkerCommand | None = None,
-                 launch_timeout_s: float = 120.0) -> None:
+    def __init__(
+        self,
+        spec: FleetSpec,
+        *,
+        work_dir: str | Path | None = None,
+        port: int = 0,
+        on_event: EventCallback | None = None,
+        worker_command: WorkerCommand | None = None,
+        launch_timeout_s: float = 120.0,
+    ) -> None:
         if not isinstance(spec, FleetSpec):
             raise SpecError("spec", f"must be a FleetSpec (got {type(spec).__name__})")
         self._binary = find_haproxy()
@@ -165,7 +172,9 @@ class LocalFleet:
         try:
             self._say(f"{self.clock_mapping()}")
             self._state = "launching"
-            self._thread = threading.Thread(target=self._run, name=f"mlops-lb-fleet-{self.spec.name}", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, name=f"mlops-lb-fleet-{self.spec.name}", daemon=True
+            )
             self._thread.start()
             self._started.wait()
             if self._start_error is not None:
@@ -180,13 +189,20 @@ class LocalFleet:
                 if healthy >= desired:
                     break
                 if failed >= max(3, 2 * desired):
-                    raise ProvisionError(f"{failed} workers exited before passing a health check; see their logs "
-                                         f"in {self._work_dir}", stderr=self._log_tail())
+                    raise ProvisionError(
+                        f"{failed} workers exited before passing a health check (the model or "
+                        "the worker command is broken); last log lines:",
+                        stderr=self._log_tail(),
+                    )
                 if not (self._thread and self._thread.is_alive()):
-                    raise ProvisionError("the fleet controller stopped during launch", stderr=self._log_tail())
+                    raise ProvisionError(
+                        "the fleet controller stopped during launch", stderr=self._log_tail()
+                    )
                 if time.monotonic() > deadline:
-                    raise ProvisionError(f"only {healthy} of {desired} targets healthy after "
-                                         f"{self._launch_timeout_s:g} s", stderr=self._log_tail())
+                    raise ProvisionError(
+                        f"only {healthy} of {desired} targets healthy after {self._launch_timeout_s:g} s",
+                        stderr=self._log_tail(),
+                    )
                 time.sleep(0.05)
             self._state = "running"
             self._say(f"{healthy} target(s) healthy behind {self.url}")
@@ -197,8 +213,14 @@ class LocalFleet:
         finally:
             self._on_output = None
 
-    def scale(self, *, min: int | None = None, desired: int | None = None, max: int | None = None,
-              target_rps_per_target: float | None = None) -> None:
+    def scale(
+        self,
+        *,
+        min: int | None = None,
+        desired: int | None = None,
+        max: int | None = None,
+        target_rps_per_target: float | None = None,
+    ) -> None:
         """Change capacity bounds, desired capacity or the tracking target (validated like the spec).
 
         Without ``desired``, the current desired capacity is clamped into the new bounds (as AWS does).
@@ -215,18 +237,24 @@ class LocalFleet:
                 new_desired = desired
             CapacitySpec(min=new_min, desired=new_desired, max=new_max)  # raises SpecError naming the field
             if target_rps_per_target is not None:
-                scaling = self.spec.scaling.__class__(**{**self.spec.scaling.to_dict(),
-                                                         "target_rps_per_target": target_rps_per_target})
+                scaling = self.spec.scaling.__class__(
+                    **{**self.spec.scaling.to_dict(), "target_rps_per_target": target_rps_per_target}
+                )
                 self.spec = self.spec.replace(scaling=scaling)
                 self._autoscaler.set_target(scaling)
-                self._event("decision", "", f"manual: target set to {scaling.target_rps_per_target:g} rps per target "
-                            f"({self._autoscaler.policy.target_value:g} requests per target per local period)")
+                self._event(
+                    "decision",
+                    "",
+                    f"manual: target set to {scaling.target_rps_per_target:g} rps per target "
+                    f"({self._autoscaler.policy.target_value:g} requests per target per local period)",
+                )
             self._capacity = (new_min, new_desired, new_max)
             if new_desired != cur_desired:
                 self._autoscaler.note_manual_change()
                 kind = "scale_out" if new_desired > cur_desired else "scale_in"
-                self._event(kind, "", f"manual: desired {cur_desired} -> {new_desired} "
-                            f"(min {new_min}, max {new_max})")
+                self._event(
+                    kind, "", f"manual: desired {cur_desired} -> {new_desired} (min {new_min}, max {new_max})"
+                )
             elif (new_min, new_max) != (cur_min, cur_max):
                 self._event("decision", "", f"manual: bounds now min {new_min}, max {new_max}")
 
@@ -234,26 +262,52 @@ class LocalFleet:
         """One row per target: target, address, state, health, launched_at, pid, weight, sessions, haproxy status."""
         import pandas as pd
 
-        cols = ["target", "address", "state", "health", "launched_at", "pid", "weight", "sessions",
-                "haproxy_status", "check_status"]
+        cols = [
+            "target",
+            "address",
+            "state",
+            "health",
+            "launched_at",
+            "pid",
+            "weight",
+            "sessions",
+            "haproxy_status",
+            "check_status",
+        ]
         with self._lock:
             insts: list[Instance] = list(self._asg.instances) if self._asg else []
-            rows = [{"target": i.id, "address": i.address, "state": i.state, "health": i.health,
-                     "launched_at": i.launched_at, "pid": i.worker.pid, "weight": i.weight, "sessions": i.scur,
-                     "haproxy_status": i.haproxy_status, "check_status": i.check_status}
-                    for i in insts if include_terminated or i.state != "terminated"]
+            rows = [
+                {
+                    "target": i.id,
+                    "address": i.address,
+                    "state": i.state,
+                    "health": i.health,
+                    "launched_at": i.launched_at,
+                    "pid": i.worker.pid,
+                    "weight": i.weight,
+                    "sessions": i.scur,
+                    "haproxy_status": i.haproxy_status,
+                    "check_status": i.check_status,
+                }
+                for i in insts
+                if include_terminated or i.state != "terminated"
+            ]
         df = pd.DataFrame(rows, columns=cols)
         df["launched_at"] = pd.to_datetime(df["launched_at"], utc=True)
         return df
 
-    def metrics(self, start: datetime | None = None, end: datetime | None = None,
-                period_s: float | None = None) -> pd.DataFrame:
+    def metrics(
+        self, start: datetime | None = None, end: datetime | None = None, period_s: float | None = None
+    ) -> pd.DataFrame:
         """MetricFrame of the periods in [start, end); ``period_s`` groups whole local periods per datapoint."""
         local = self.spec.local.period_s
         group = 1 if period_s is None else max(1, round(period_s / local))
         with self._lock:
-            recs = [r for r in self._records
-                    if (start is None or r.start >= _utc(start)) and (end is None or r.start < _utc(end))]
+            recs = [
+                r
+                for r in self._records
+                if (start is None or r.start >= _utc(start)) and (end is None or r.start < _utc(end))
+            ]
         df = to_metric_frame(recs, group=group, api_calls=0)
         df.attrs["metrics_requested"] = int(df[["metric", "stat", "target"]].drop_duplicates().shape[0])
         df.attrs["period_s"] = local * group
@@ -264,8 +318,12 @@ class LocalFleet:
         from ..frames import events_frame
 
         with self._lock:
-            rows = [e for e in self._events
-                    if (start is None or e["timestamp"] >= _utc(start)) and (end is None or e["timestamp"] < _utc(end))]
+            rows = [
+                e
+                for e in self._events
+                if (start is None or e["timestamp"] >= _utc(start))
+                and (end is None or e["timestamp"] < _utc(end))
+            ]
         return events_frame(rows)
 
     def decisions(self) -> pd.DataFrame:
@@ -294,19 +352,23 @@ class LocalFleet:
         """The local clock in words: ``1 AWS minute = 2.0 s here; health interval 10 s -> 0.33 s; ...``."""
         s = self.spec
         inter, timeout = check_timing_ms(s)
-        return (f"1 AWS minute = {s.local.period_s:g} s here; health interval {s.health_check.interval_s} s -> "
-                f"{inter / 1000:.2f} s, timeout {s.health_check.timeout_s} s -> {timeout / 1000:.2f} s; "
-                f"warm-up {s.scaling.warmup_s} s -> {s.scaling.warmup_s * s.local.time_scale:.2f} s; target "
-                f"{s.scaling.target_rps_per_target:g} rps/target = {self._autoscaler.policy.target_value:g} "
-                f"requests/target per {s.local.period_s:g} s period")
+        return (
+            f"1 AWS minute = {s.local.period_s:g} s here; health interval {s.health_check.interval_s} s -> "
+            f"{inter / 1000:.2f} s, timeout {s.health_check.timeout_s} s -> {timeout / 1000:.2f} s; "
+            f"warm-up {s.scaling.warmup_s} s -> {s.scaling.warmup_s * s.local.time_scale:.2f} s; target "
+            f"{s.scaling.target_rps_per_target:g} rps/target = {self._autoscaler.policy.target_value:g} "
+            f"requests/target per {s.local.period_s:g} s period"
+        )
 
     def __repr__(self) -> str:
         with self._lock:
             insts = self._asg.live() if self._asg else []
             healthy = sum(1 for i in insts if i.health == "healthy")
             lo, want, hi = self._capacity
-        return (f"<LocalFleet {self.spec.name!r} {self._state} url={self.url} targets: {healthy} healthy / "
-                f"{len(insts)} live, desired {want} in [{lo}, {hi}]; {self.clock_mapping()}>")
+        return (
+            f"<LocalFleet {self.spec.name!r} {self._state} url={self.url} targets: {healthy} healthy / "
+            f"{len(insts)} live, desired {want} in [{lo}, {hi}]; {self.clock_mapping()}>"
+        )
 
     # ------------------------------------------------------------------ internals
     def _say(self, line: str) -> None:
@@ -338,7 +400,9 @@ class LocalFleet:
         return "\n".join(x for x in parts if x)
 
     def _start_haproxy(self) -> None:
-        cfg = render_config(self.spec, port=self._port, socket_path=self._work_dir / "admin.sock", backend=BACKEND)
+        cfg = render_config(
+            self.spec, port=self._port, socket_path=self._work_dir / "admin.sock", backend=BACKEND
+        )
         hp = HaproxyProcess(cfg, self._work_dir, binary=self._binary)
         self._haproxy = self._res.haproxy = hp
         hp.start()
@@ -350,9 +414,14 @@ class LocalFleet:
         try:
             self._start_haproxy()
             assert self._api is not None
-            self._asg = self._res.asg = AsgEmulator(self.spec, api=self._api, emit=self._event,
-                                                    work_dir=self._work_dir, backend=BACKEND,
-                                                    worker_command=self._worker_command)
+            self._asg = self._res.asg = AsgEmulator(
+                self.spec,
+                api=self._api,
+                emit=self._event,
+                work_dir=self._work_dir,
+                backend=BACKEND,
+                worker_command=self._worker_command,
+            )
         except BaseException as exc:
             self._start_error = exc
             self._started.set()
@@ -397,8 +466,12 @@ class LocalFleet:
         self._counters.clear()  # the new process counts from zero
         with self._lock:
             n = self._asg.reregister_all()
-        self._event("balancer_restart", "", f"haproxy exited with code {code}; restarted on {self.url} "
-                    f"(pid {self._haproxy.pid}) and re-registered {n} target(s)")
+        self._event(
+            "balancer_restart",
+            "",
+            f"haproxy exited with code {code}; restarted on {self.url} "
+            f"(pid {self._haproxy.pid}) and re-registered {n} target(s)",
+        )
 
     @staticmethod
     def _new_acc() -> dict[str, Any]:
@@ -415,7 +488,9 @@ class LocalFleet:
             else:
                 continue
             old = self._counters.get(key)
-            d = tuple(v - o if old is not None and v >= o else v for v, o in zip(vals, old or vals, strict=True))
+            d = tuple(
+                v - o if old is not None and v >= o else v for v, o in zip(vals, old or vals, strict=True)
+            )
             self._counters[key] = vals
             if len(d) == 2:
                 acc["req"] += d[0]
@@ -479,21 +554,43 @@ class LocalFleet:
             ready, warming = asg.ready_and_warming()
             lo, want, hi = self._capacity
             rec = PeriodRecord(
-                start=self._period_start, end=end, request_count=acc["req"], target_2xx=acc["2xx"],
-                target_4xx=acc["4xx"], target_5xx=acc["5xx"], elb_5xx=max(0, acc["fe5xx"] - acc["5xx"]),
+                start=self._period_start,
+                end=end,
+                request_count=acc["req"],
+                target_2xx=acc["2xx"],
+                target_4xx=acc["4xx"],
+                target_5xx=acc["5xx"],
+                elb_5xx=max(0, acc["fe5xx"] - acc["5xx"]),
                 healthy=len(asg.healthy()),
-                unhealthy=sum(1 for i in asg.instances if i.state == "in_service" and i.health == "unhealthy"),
-                desired=want, in_service=sum(1 for i in asg.instances if i.state == "in_service"), ready=ready,
-                latency=latency, cpu=cpu, per_target=dict(acc["per_target"]),
+                unhealthy=sum(
+                    1 for i in asg.instances if i.state == "in_service" and i.health == "unhealthy"
+                ),
+                desired=want,
+                in_service=sum(1 for i in asg.instances if i.state == "in_service"),
+                ready=ready,
+                latency=latency,
+                cpu=cpu,
+                per_target=dict(acc["per_target"]),
             )
             self._records.append(rec)
             self._period_start = end
-            decision = self._autoscaler.tick(rec.start, request_count=rec.request_count, ready=ready,
-                                             warming=warming, desired=want, min=lo, max=hi)
+            decision = self._autoscaler.tick(
+                rec.start,
+                request_count=rec.request_count,
+                ready=ready,
+                warming=warming,
+                desired=want,
+                min=lo,
+                max=hi,
+            )
             if decision.changed:
                 self._capacity = (lo, decision.desired, hi)
         if decision.changed:
-            self._event(decision.action, "", f"target tracking: desired {want} -> {decision.desired}: {decision.reason}")
+            self._event(
+                decision.action,
+                "",
+                f"target tracking: desired {want} -> {decision.desired}: {decision.reason}",
+            )
 
 
 def _clamp(v: int, lo: int, hi: int) -> int:

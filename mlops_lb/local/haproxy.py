@@ -162,10 +162,17 @@ class HaproxyProcess:
 
     def validate(self) -> None:
         """``haproxy -c``: a bad config raises ProvisionError with HAProxy's own message."""
-        res = subprocess.run([self.binary, "-c", "-f", str(self.config_path)], capture_output=True, text=True,
-                             check=False, timeout=30)
+        res = subprocess.run(
+            [self.binary, "-c", "-f", str(self.config_path)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
         if res.returncode != 0:
-            raise ProvisionError(f"haproxy rejected {self.config_path}", stderr=(res.stdout + res.stderr).strip())
+            raise ProvisionError(
+                f"haproxy rejected {self.config_path}", stderr=(res.stdout + res.stderr).strip()
+            )
 
     def start(self, *, timeout_s: float = 10.0) -> None:
         """Start in the foreground (``-db``) and wait for the admin socket to answer."""
@@ -175,15 +182,21 @@ class HaproxyProcess:
         log.info("starting haproxy -f %s", self.config_path)
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(
-                [self.binary, "-db", "-f", str(self.config_path)], stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=child_preexec, close_fds=True,
+                [self.binary, "-db", "-f", str(self.config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=child_preexec,
+                close_fds=True,
             )
         deadline = time.monotonic() + timeout_s
         api = RuntimeApi(self.socket_path)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise ProvisionError(f"haproxy exited with code {self.proc.returncode} at start",
-                                     stderr=self.tail_log())
+                raise ProvisionError(
+                    f"haproxy exited with code {self.proc.returncode} at start", stderr=self.tail_log()
+                )
             if self.socket_path.exists():
                 try:
                     api.command("show info")
@@ -192,7 +205,9 @@ class HaproxyProcess:
                     pass
             time.sleep(0.02)
         self.stop()
-        raise ProvisionError(f"haproxy did not open its admin socket within {timeout_s:g} s", stderr=self.tail_log())
+        raise ProvisionError(
+            f"haproxy did not open its admin socket within {timeout_s:g} s", stderr=self.tail_log()
+        )
 
     @property
     def pid(self) -> int | None:
@@ -236,9 +251,36 @@ class RuntimeApiError(ProvisionError):
     """HAProxy answered a Runtime API command with an error."""
 
 
-_INT_FIELDS = ("qcur", "scur", "smax", "stot", "weight", "act", "bck", "chkfail", "chkdown", "lastchg", "downtime",
-               "hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other", "req_tot", "econ",
-               "eresp", "check_code", "check_duration", "qtime", "ctime", "rtime", "ttime", "iid", "sid")
+_INT_FIELDS = (
+    "qcur",
+    "scur",
+    "smax",
+    "stot",
+    "weight",
+    "act",
+    "bck",
+    "chkfail",
+    "chkdown",
+    "lastchg",
+    "downtime",
+    "hrsp_1xx",
+    "hrsp_2xx",
+    "hrsp_3xx",
+    "hrsp_4xx",
+    "hrsp_5xx",
+    "hrsp_other",
+    "req_tot",
+    "econ",
+    "eresp",
+    "check_code",
+    "check_duration",
+    "qtime",
+    "ctime",
+    "rtime",
+    "ttime",
+    "iid",
+    "sid",
+)
 
 
 @dataclass(frozen=True)
@@ -308,15 +350,25 @@ def _parse_stat(text: str) -> list[StatRow]:
         if not rec.get("pxname"):
             continue
         raw = {k: (v or "") for k, v in rec.items() if k}
-        rows.append(StatRow(
-            proxy=raw["pxname"], server=raw["svname"], status=raw.get("status", ""),
-            weight=_to_int(raw.get("weight", "")), scur=_to_int(raw.get("scur", "")),
-            stot=_to_int(raw.get("stot", "")), hrsp_2xx=_to_int(raw.get("hrsp_2xx", "")),
-            hrsp_4xx=_to_int(raw.get("hrsp_4xx", "")), hrsp_5xx=_to_int(raw.get("hrsp_5xx", "")),
-            hrsp_other=_to_int(raw.get("hrsp_other", "")), req_tot=_to_int(raw.get("req_tot", "")),
-            check_status=raw.get("check_status", ""), chkfail=_to_int(raw.get("chkfail", "")),
-            lastchg=_to_int(raw.get("lastchg", "")), raw=raw,
-        ))
+        rows.append(
+            StatRow(
+                proxy=raw["pxname"],
+                server=raw["svname"],
+                status=raw.get("status", ""),
+                weight=_to_int(raw.get("weight", "")),
+                scur=_to_int(raw.get("scur", "")),
+                stot=_to_int(raw.get("stot", "")),
+                hrsp_2xx=_to_int(raw.get("hrsp_2xx", "")),
+                hrsp_4xx=_to_int(raw.get("hrsp_4xx", "")),
+                hrsp_5xx=_to_int(raw.get("hrsp_5xx", "")),
+                hrsp_other=_to_int(raw.get("hrsp_other", "")),
+                req_tot=_to_int(raw.get("req_tot", "")),
+                check_status=raw.get("check_status", ""),
+                chkfail=_to_int(raw.get("chkfail", "")),
+                lastchg=_to_int(raw.get("lastchg", "")),
+                raw=raw,
+            )
+        )
     return rows
 
 
@@ -332,12 +384,20 @@ def _parse_servers_state(text: str) -> list[ServerState]:
         if not header or len(parts) < len(header) - 3:  # trailing optional columns may be absent
             continue
         rec = dict(zip(header, parts, strict=False))
-        out.append(ServerState(
-            backend=rec["be_name"], server_id=_to_int(rec["srv_id"]), name=rec["srv_name"],
-            address=rec["srv_addr"], port=_to_int(rec.get("srv_port", "0")), op_state=_to_int(rec["srv_op_state"]),
-            admin_state=_to_int(rec["srv_admin_state"]), user_weight=_to_int(rec["srv_uweight"]),
-            check_status=_to_int(rec["srv_check_status"]), check_health=_to_int(rec["srv_check_health"]),
-        ))
+        out.append(
+            ServerState(
+                backend=rec["be_name"],
+                server_id=_to_int(rec["srv_id"]),
+                name=rec["srv_name"],
+                address=rec["srv_addr"],
+                port=_to_int(rec.get("srv_port", "0")),
+                op_state=_to_int(rec["srv_op_state"]),
+                admin_state=_to_int(rec["srv_admin_state"]),
+                user_weight=_to_int(rec["srv_uweight"]),
+                check_status=_to_int(rec["srv_check_status"]),
+                check_health=_to_int(rec["srv_check_health"]),
+            )
+        )
     return out
 
 
@@ -352,8 +412,13 @@ class RuntimeApi:
         api.set_state("tg", "i-local0001", "drain")
     """
 
-    def __init__(self, socket_path: str | Path, *, timeout_s: float = 5.0,
-                 on_command: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        socket_path: str | Path,
+        *,
+        timeout_s: float = 5.0,
+        on_command: Callable[[str], None] | None = None,
+    ) -> None:
         self.socket_path = str(socket_path)
         self.timeout_s = timeout_s
         self.on_command = on_command
@@ -380,8 +445,19 @@ class RuntimeApi:
             raise RuntimeApiError(f"haproxy refused {cmd!r}: {answer.strip()}")
         return answer
 
-    def add_server(self, backend: str, name: str, address: str, *, server_id: int, weight: int = 0,
-                   check: bool = False, inter_ms: int = 1000, rise: int = 2, fall: int = 2) -> None:
+    def add_server(
+        self,
+        backend: str,
+        name: str,
+        address: str,
+        *,
+        server_id: int,
+        weight: int = 0,
+        check: bool = False,
+        inter_ms: int = 1000,
+        rise: int = 2,
+        fall: int = 2,
+    ) -> None:
         """Add a dynamic server and enable it (pitfall 1: ``add server`` leaves it in maintenance).
 
         Always with an explicit ``id`` (pitfall 4: ``balance random`` drops servers without one) and a connection
@@ -389,7 +465,9 @@ class RuntimeApi:
         """
         args = f"{address} id {server_id} weight {weight} pool-max-conn -1 pool-purge-delay 5s"
         if check:
-            args += f" check inter {inter_ms} fastinter {inter_ms} downinter {inter_ms} rise {rise} fall {fall}"
+            args += (
+                f" check inter {inter_ms} fastinter {inter_ms} downinter {inter_ms} rise {rise} fall {fall}"
+            )
         self._checked(f"add server {backend}/{name} {args}", lambda a: "New server registered" in a)
         if check:
             self._checked(f"enable health {backend}/{name}")

@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["HistogramDelta", "PeriodRecord", "histogram_quantile", "parse_duration_histogram", "to_metric_frame"]
+__all__ = [
+    "HistogramDelta",
+    "PeriodRecord",
+    "histogram_quantile",
+    "parse_duration_histogram",
+    "to_metric_frame",
+]
 
 DURATION_METRIC = "mlops_request_duration_seconds"
 SKIP_PATHS = frozenset({"/health", "/metrics"})
@@ -41,8 +47,11 @@ class HistogramDelta:
         """This minus ``older``; a counter that went backwards (restarted worker) counts from zero."""
         if older is None or self.count < older.count:
             return HistogramDelta(dict(self.buckets), self.sum, self.count)
-        return HistogramDelta({le: c - older.buckets.get(le, 0.0) for le, c in self.buckets.items()},
-                              self.sum - older.sum, self.count - older.count)
+        return HistogramDelta(
+            {le: c - older.buckets.get(le, 0.0) for le, c in self.buckets.items()},
+            self.sum - older.sum,
+            self.count - older.count,
+        )
 
     def add(self, other: HistogramDelta) -> None:
         for le, c in other.buckets.items():
@@ -117,8 +126,16 @@ def _rows_for(group: Sequence[PeriodRecord]) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
 
     def add(metric: str, stat: str, value: float, unit: str, target: str = "") -> None:
-        rows.append({"timestamp": ts, "metric": metric, "stat": stat, "value": float(value), "unit": unit,
-                     "target": target})
+        rows.append(
+            {
+                "timestamp": ts,
+                "metric": metric,
+                "stat": stat,
+                "value": float(value),
+                "unit": unit,
+                "target": target,
+            }
+        )
 
     rc = sum(r.request_count for r in group)
     counts = {
@@ -163,5 +180,5 @@ def to_metric_frame(records: Iterable[PeriodRecord], *, group: int = 1, **attrs:
     recs = list(records)
     rows: list[dict[str, object]] = []
     for i in range(0, len(recs), max(1, group)):
-        rows.extend(_rows_for(recs[i:i + max(1, group)]))
+        rows.extend(_rows_for(recs[i : i + max(1, group)]))
     return metric_frame(rows, **attrs)

@@ -37,7 +37,9 @@ WorkerCommand = Callable[..., list[str]]
 """``(*, port, target_id, model, slots, min_service_ms) -> argv``, like ``mlops_lb.serving.worker_command``."""
 
 
-def worker_argv(spec: FleetSpec, *, port: int, target_id: str, command: WorkerCommand | None = None) -> list[str]:
+def worker_argv(
+    spec: FleetSpec, *, port: int, target_id: str, command: WorkerCommand | None = None
+) -> list[str]:
     """The argv that starts one worker for ``spec`` (``mlops_lb.serving.worker_command`` when it exists)."""
     if command is None:
         try:
@@ -46,14 +48,37 @@ def worker_argv(spec: FleetSpec, *, port: int, target_id: str, command: WorkerCo
             command = serving_command
         except ImportError:
             command = _default_command
-    argv = command(port=port, target_id=target_id, model=spec.model.source, slots=spec.local.slots,
-                   min_service_ms=spec.local.min_service_ms)
+    argv = command(
+        port=port,
+        target_id=target_id,
+        model=spec.model.source,
+        slots=spec.local.slots,
+        min_service_ms=spec.local.min_service_ms,
+    )
     return [str(a) for a in argv]
 
 
-def _default_command(*, port: int, target_id: str, model: str, slots: int, min_service_ms: float) -> list[str]:
-    return [sys.executable, "-m", "mlops_lb", "serve", "--port", str(port), "--target-id", target_id,
-            "--model", model, "--slots", str(slots), "--min-service-ms", str(min_service_ms), "--host", "127.0.0.1"]
+def _default_command(
+    *, port: int, target_id: str, model: str, slots: int, min_service_ms: float
+) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "mlops_lb",
+        "serve",
+        "--port",
+        str(port),
+        "--target-id",
+        target_id,
+        "--model",
+        model,
+        "--slots",
+        str(slots),
+        "--min-service-ms",
+        str(min_service_ms),
+        "--host",
+        "127.0.0.1",
+    ]
 
 
 @dataclass
@@ -67,12 +92,21 @@ class WorkerProcess:
     _stopping: bool = field(default=False, repr=False)
 
     @classmethod
-    def start(cls, argv: list[str], *, port: int, target_id: str, log_path: Path | None = None) -> WorkerProcess:
+    def start(
+        cls, argv: list[str], *, port: int, target_id: str, log_path: Path | None = None
+    ) -> WorkerProcess:
         """Spawn ``argv`` in a new session, with the parent-death signal set (call from a long-lived thread)."""
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True, preexec_fn=child_preexec, close_fds=True)
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=child_preexec,
+                close_fds=True,
+            )
         finally:
             if log_path:
                 out.close()  # type: ignore[union-attr]

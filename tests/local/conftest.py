@@ -20,17 +20,30 @@ if shutil.which("haproxy") is None:
     pytest.skip("haproxy is not installed (apt-get install -y haproxy)", allow_module_level=True)
 
 
-def fast_spec(name: str = "t", *, period_s: float = 1.0, algorithm: str = "round_robin", min: int = 1,
-              desired: int = 2, max: int = 3, target_rps: float = 50.0, slots: int = 4,
-              min_service_ms: float = 5.0, scale_in: bool = True) -> ml.FleetSpec:
+def fast_spec(
+    name: str = "t",
+    *,
+    period_s: float = 1.0,
+    algorithm: str = "round_robin",
+    min: int = 1,
+    desired: int = 2,
+    max: int = 3,
+    target_rps: float = 50.0,
+    slots: int = 4,
+    min_service_ms: float = 5.0,
+    scale_in: bool = True,
+) -> ml.FleetSpec:
     """A spec on a fast clock: 1 s periods, health interval 10 s -> 0.17 s, warm-up 60 s -> 1 s."""
     return ml.FleetSpec(
         name=name,
         capacity=ml.CapacitySpec(min=min, desired=desired, max=max),
-        health_check=ml.HealthCheckSpec(interval_s=10, timeout_s=5, healthy_threshold=2, unhealthy_threshold=2,
-                                        grace_period_s=60),
+        health_check=ml.HealthCheckSpec(
+            interval_s=10, timeout_s=5, healthy_threshold=2, unhealthy_threshold=2, grace_period_s=60
+        ),
         target_group=ml.TargetGroupSpec(algorithm=algorithm, deregistration_delay_s=30),  # type: ignore[arg-type]
-        scaling=ml.ScalingPolicySpec(target_rps_per_target=target_rps, warmup_s=60, scale_in_enabled=scale_in),
+        scaling=ml.ScalingPolicySpec(
+            target_rps_per_target=target_rps, warmup_s=60, scale_in_enabled=scale_in
+        ),
         local=ml.LocalSpec(period_s=period_s, slots=slots, min_service_ms=min_service_ms),
     )
 
@@ -49,15 +62,18 @@ class LoadStats:
     errors: int = 0
 
 
-def run_load(url: str, *, requests: int, concurrency: int = 1, rps: float | None = None,
-             max_s: float = 30.0) -> LoadStats:
+def run_load(
+    url: str, *, requests: int, concurrency: int = 1, rps: float | None = None, max_s: float = 30.0
+) -> LoadStats:
     """POST /predict ``requests`` times from ``concurrency`` keep-alive threads, optionally paced; bounded by ``max_s``."""
     host, port = url.removeprefix("http://").split(":")
     body = payload()
     stats = LoadStats()
     lock = threading.Lock()
     deadline = time.monotonic() + max_s
-    per_thread = [requests // concurrency + (1 if i < requests % concurrency else 0) for i in range(concurrency)]
+    per_thread = [
+        requests // concurrency + (1 if i < requests % concurrency else 0) for i in range(concurrency)
+    ]
     interval = None if rps is None else concurrency / rps
 
     def worker(n: int) -> None:

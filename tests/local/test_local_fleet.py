@@ -55,8 +55,12 @@ class TestLaunched:
     def test_everything_binds_loopback(self, rr_fleet: LocalFleet) -> None:
         """HAProxy and every worker listen on 127.0.0.1 only."""
         pids = [*rr_fleet.status()["pid"], rr_fleet._haproxy.pid]  # type: ignore[union-attr]
-        listening = [c for p in pids for c in psutil.Process(p).net_connections(kind="inet")
-                     if c.status == psutil.CONN_LISTEN]
+        listening = [
+            c
+            for p in pids
+            for c in psutil.Process(p).net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN
+        ]
         assert len(listening) >= 3
         assert {c.laddr.ip for c in listening} == {"127.0.0.1"}
 
@@ -75,7 +79,9 @@ class TestLaunched:
         old = rr_fleet._haproxy.pid  # type: ignore[union-attr]
         os.killpg(old, signal.SIGKILL)  # type: ignore[arg-type]
         killed = time.monotonic()
-        wait_for(lambda: (rr_fleet.events()["kind"] == "balancer_restart").any(), 5, "a balancer_restart event")
+        wait_for(
+            lambda: (rr_fleet.events()["kind"] == "balancer_restart").any(), 5, "a balancer_restart event"
+        )
         assert time.monotonic() - killed < 2.0
         assert rr_fleet._haproxy.pid != old  # type: ignore[union-attr]
         stats = run_load(rr_fleet.url, requests=20)
@@ -87,26 +93,42 @@ class TestLaunched:
 def test_leastconn_and_sigkill_replacement() -> None:
     """Least outstanding requests uses both targets; a worker SIGKILLed under load is marked unhealthy within
     unhealthy_threshold x interval + timeout (scaled) and replaced."""
-    spec = fast_spec("lor", algorithm="least_outstanding_requests", min=2, desired=2, max=3, min_service_ms=20)
+    spec = fast_spec(
+        "lor", algorithm="least_outstanding_requests", min=2, desired=2, max=3, min_service_ms=20
+    )
     with LocalFleet(spec) as fleet:
         fleet.launch()
         stats = run_load(fleet.url, requests=120, concurrency=4)
         assert stats.statuses == {200: 120}
         assert len(stats.targets) == 2 and min(stats.targets.values()) >= 30
         victim = fleet.status().iloc[0]
-        load = threading.Thread(target=run_load, args=(fleet.url,), kwargs={"requests": 300, "concurrency": 2,
-                                                                             "rps": 60, "max_s": 10})
+        load = threading.Thread(
+            target=run_load,
+            args=(fleet.url,),
+            kwargs={"requests": 300, "concurrency": 2, "rps": 60, "max_s": 10},
+        )
         load.start()
         time.sleep(0.3)
         os.killpg(int(victim["pid"]), signal.SIGKILL)
         killed = time.monotonic()
-        wait_for(lambda: ((fleet.events()["kind"] == "unhealthy") & (fleet.events()["target"] == victim["target"])).any(),
-                 5, "the victim marked unhealthy")
+        wait_for(
+            lambda: (
+                (fleet.events()["kind"] == "unhealthy") & (fleet.events()["target"] == victim["target"])
+            ).any(),
+            5,
+            "the victim marked unhealthy",
+        )
         took = time.monotonic() - killed
         inter_s, timeout_s = fleet._asg.inter_ms / 1000, fleet._asg.timeout_ms / 1000  # type: ignore[union-attr]
         assert took <= spec.health_check.unhealthy_threshold * inter_s + timeout_s + 0.5
-        wait_for(lambda: len(fleet.status().query("health == 'healthy'")) == 2
-                 and victim["target"] not in set(fleet.status()["target"]), 20, "a healthy replacement")
+        wait_for(
+            lambda: (
+                len(fleet.status().query("health == 'healthy'")) == 2
+                and victim["target"] not in set(fleet.status()["target"])
+            ),
+            20,
+            "a healthy replacement",
+        )
         load.join()
         ev = fleet.events()
         assert ((ev["kind"] == "terminate") & (ev["target"] == victim["target"])).any()

@@ -33,7 +33,13 @@ def test_scale_out_under_load_then_in_when_quiet() -> None:
         policy = TargetTrackingPolicy.from_spec(spec.scaling, period_s=spec.local.period_s)
         samples = [PeriodSample(r.request_count, int(r.ready)) for r in d.itertuples()]
         for i, r in enumerate(d.itertuples()):
-            state = CapacityState(desired=int(r.desired_before), ready=int(r.ready), min=int(r.min), max=int(r.max),
-                                  warming=int(r.warming), periods_since_action=int(r.periods_since_action))
+            state = CapacityState(
+                desired=int(r.desired_before),
+                ready=int(r.ready),
+                min=int(r.min),
+                max=int(r.max),
+                warming=int(r.warming),
+                periods_since_action=int(r.periods_since_action),
+            )
             got = decide(policy, samples[: i + 1], state)
             assert (got.action, got.desired) == (r.action, r.desired_after), i

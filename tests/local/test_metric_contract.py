@@ -24,9 +24,17 @@ def _load_contract():  # tests/ is not a package: load the shared helper by path
 
 assert_metric_frame_contract = _load_contract().assert_metric_frame_contract
 
-LOCAL_METRICS = ("RequestCount", "RequestCountPerTarget", "TargetResponseTime", "HTTPCode_Target_2XX_Count",
-                 "HealthyHostCount", "UnHealthyHostCount", "GroupDesiredCapacity", "GroupInServiceInstances",
-                 "CPUUtilization")
+LOCAL_METRICS = (
+    "RequestCount",
+    "RequestCountPerTarget",
+    "TargetResponseTime",
+    "HTTPCode_Target_2XX_Count",
+    "HealthyHostCount",
+    "UnHealthyHostCount",
+    "GroupDesiredCapacity",
+    "GroupInServiceInstances",
+    "CPUUtilization",
+)
 
 
 @pytest.fixture(params=["local"])
