@@ -66,7 +66,7 @@ import json, sys, time
 sys.path.insert(0, {tests!r})
 from conftest import fast_spec
 from mlops_lb.local import LocalFleet
-fleet = LocalFleet(fast_spec("orph", desired=1))
+fleet = LocalFleet(fast_spec("orph", desired=1), work_dir={work_dir!r})
 fleet.launch()
 print(json.dumps([int(fleet._haproxy.pid), *map(int, fleet.status()["pid"])]), flush=True)
 time.sleep(60)
@@ -77,7 +77,7 @@ time.sleep(60)
 def test_killed_parent_takes_children_along(tmp_path: Path) -> None:
     """SIGKILL the process that owns a fleet (a crashed notebook kernel): HAProxy and the workers follow it."""
     script = tmp_path / "owner.py"
-    script.write_text(SCRIPT.format(tests=str(Path(__file__).parent)))
+    script.write_text(SCRIPT.format(tests=str(Path(__file__).parent), work_dir=str(tmp_path / "fleet")))
     owner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
         line = owner.stdout.readline() if owner.stdout else ""
