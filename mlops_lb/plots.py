@@ -243,6 +243,11 @@ def percentile_spectrum(
         reqs = src
     elif callable(getattr(src, "percentile_spectrum", None)):
         curves.append((label or "corrected", src.percentile_spectrum()))
+        if uncorrected:
+            try:
+                curves.append(("uncorrected (service time)", src.percentile_spectrum(corrected=False)))
+            except TypeError:  # a spectrum source without the corrected switch
+                pass
     if reqs is not None and not curves:
         ok = (
             reqs[reqs["error"].isna() | (reqs["error"].astype(str) == "")]

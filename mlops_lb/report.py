@@ -377,6 +377,9 @@ def _render(b: Any, slo_p99_s: float | None) -> tuple[str, list[tuple[str, str, 
             )._repr_html_()
         )
     ev_cols = [c for c in ("timestamp", "kind", "target", "detail") if c in events.columns]
+    settings = getattr(b, "load_settings", None)
+    load_html = (f"<h2>Load settings</h2><pre>{html.escape(json.dumps(settings, indent=2, default=str))}</pre>"
+                 if settings else "")
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -401,6 +404,7 @@ uncorrected from the actual send.</p>
 {_df_html(waterfall)}
 <h2>Spec</h2>
 <pre>{html.escape(_spec_text(spec))}</pre>
+{load_html}
 <h2>Events</h2>
 {_df_html(events[ev_cols] if ev_cols else events)}
 </body></html>

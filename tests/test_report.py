@@ -204,3 +204,37 @@ def test_opens_in_headless_chromium(report: tuple[Path, str], tmp_path: Path) ->
     assert len(images) == 5 and all(c and w > 100 and h > 100 for c, w, h in images)
     assert title == "mlops_lb report: synthetic"
     assert headings == ["Summary", "Latency", "Plots", "Scale-out waterfall", "Spec", "Events"]
+
+
+RECORDED = Path(__file__).parent / "fixtures" / "recorded_sweep"
+
+
+class TestRecordedBundle:
+    """tests/fixtures/recorded_sweep: a real 3 s sweep (100/300/500 rps, 1 s steps) recorded with run_load into a
+    RunBundle against a loopback server answering `X-Target-Id: i-test1`; the run is INVALID (lag p99 > 3 ms on a
+    busy 2-core box), which the report must say."""
+
+    def test_report_from_recorded_run(self, tmp_path: Path) -> None:
+        """The real bundle layout loads, plots, and reports INVALID with the load settings and a capacity plan."""
+        import shutil
+
+        run = tmp_path / "recorded"
+        shutil.copytree(RECORDED, run)
+        out = write_report(run, slo_p99_s=0.05)
+        text = out.read_text()
+        assert "verdict invalid'>INVALID</span> schedule lag p99" in text
+        assert "<h2>Load settings</h2>" in text and "&quot;kind&quot;: &quot;sweep&quot;" in text
+        assert "<h2>Capacity plan</h2>" in text and "500.0 rps" in text
+        assert text.count("data:image/png;base64,") == 5  # no scaling metrics in a bare load test
+        assert "<td class='l'>900</td>" in text
+
+    def test_plots_from_recorded_run(self) -> None:
+        """Plots read the recorded frames: 4 intervals, one target serving all 900 requests."""
+        from mlops_lb import plots
+
+        b = load_bundle(RECORDED)
+        ax = plots.latency_over_time(b.intervals).axes[0]
+        assert len(ax.get_lines()) == 8 and len(ax.get_lines()[0].get_xdata()) == 4
+        bars = plots.per_target(b.requests).axes[0]
+        assert [t.get_text() for t in bars.get_xticklabels()] == ["i-test1"]
+        assert [p.get_height() for p in bars.patches] == [900.0]  # type: ignore[attr-defined]

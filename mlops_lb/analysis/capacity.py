@@ -6,8 +6,9 @@ DataFrame with ``rate, p99_s, error_rate``, or sweep intervals with ``step_rps``
 * **max OK rate per target** — the highest step, walking up from the lowest, whose p99 is at most the SLO and
   whose error rate is at most the bound; steps above the first failing one are ignored (a pass after a failure is
   noise, not capacity). Rates are divided by ``targets_in_test`` to get per-target numbers.
-* **knee** — "kneedle" (Satopää et al., 2011): normalise rate and p99 to [0, 1] and take the step farthest below
-  the chord from the first to the last point (``x_norm - y_norm`` largest). That is where p99 bends up.
+* **knee** — "kneedle" (Satopää et al., 2011): the interior step farthest below the chord from the first to the
+  last step of the p99-vs-rate curve (distances in units of the p99 range). That is where p99 bends up; a sweep
+  whose p99 does not rise, or stays on or above the chord, has no knee.
 * **instances needed** for ``target_total_rps``: ``ceil(total / max_ok_rate_per_target)``.
 * **recommended target tracking value**: ``safety_factor x max_ok_rate`` requests/s per target, and × 60 for
   ALBRequestCountPerTarget (requests per target per *minute*); at that target the fleet would settle at
@@ -158,12 +159,15 @@ def find_knee(rates: Any, p99s: Any) -> int | None:
     if len(idx) < 3:
         return None
     x, y = x[ok], y[ok]
-    if x.max() == x.min() or y.max() == y.min():
-        return None
-    xn = (x - x.min()) / (x.max() - x.min())
-    yn = (y - y.min()) / (y.max() - y.min())
-    diff = xn - yn  # distance below the chord y = x of a convex, increasing curve
-    best = int(np.argmax(diff))
+    order = np.argsort(x, kind="stable")
+    x, y, idx = x[order], y[order], idx[order]
+    if x[-1] == x[0] or y[-1] <= y[0]:
+        return None  # p99 does not rise over the sweep: nothing bends up
+    # Distance below the chord from the first to the last step, in units of the p99 range; the endpoints are 0,
+    # so the knee is always an interior step.
+    chord = y[0] + (x - x[0]) * (y[-1] - y[0]) / (x[-1] - x[0])
+    diff = (chord - y) / (y.max() - y.min())
+    best = int(np.argmax(diff[1:-1])) + 1
     if diff[best] <= 0:
         return None
     return int(idx[best])

@@ -312,9 +312,10 @@ def reproduce(
     """Feed a recorded decision log back to ``decide`` and return what it decides, row by row.
 
     ``decisions_df`` has the ``fleet.decisions()`` columns (timestamp, request_count, ready, desired_before,
-    desired_after, action, reason); optional ``warming``, ``min``, ``max`` columns are used when present,
-    otherwise warming is ``desired_before - ready`` and min/max come from the arguments (default: the smallest and
-    largest capacity in the log). ``periods_since_action`` is counted from the recorded actions. The result adds
+    desired_after, action, reason); optional ``warming``, ``min``, ``max`` and ``periods_since_action`` columns
+    (the local fleet records them) are used when present, otherwise warming is ``desired_before - ready``, min/max
+    come from the arguments (default: the smallest and largest capacity in the log) and periods since the last
+    action are counted from the recorded actions. The result adds
     ``replayed_desired``, ``replayed_action``, ``replayed_reason`` and ``matches``.
 
     Example::
@@ -345,6 +346,8 @@ def reproduce(
         warming = int(row["warming"]) if "warming" in df.columns else desired_before - ready
         row_min = int(row["min"]) if "min" in df.columns else (min if min is not None else lo_default)
         row_max = int(row["max"]) if "max" in df.columns else (max if max is not None else hi_default)
+        if "periods_since_action" in df.columns:
+            since_action = int(row["periods_since_action"])
         history.append(PeriodSample(request_count=float(row["request_count"]), ready=ready))
         d = decide(
             pol,

@@ -17,8 +17,8 @@ class TestHandWorked:
         """Sweep 100..500 rps, p99 10/11/12/20/100 ms, errors 0/0/0/0.1%/5%, SLO 50 ms, 1 % errors:
 
         * max OK rate: 400 (500 fails p99 100 > 50 and errors 5 % > 1 %);
-        * knee (kneedle): x_n = 0, .25, .5, .75, 1; y_n = (p99 - 10)/90 = 0, .011, .022, .111, 1;
-          x_n - y_n = 0, .239, .478, .639, 0 -> 400 rps (p99 20 ms);
+        * knee (kneedle): chord from (100, 10 ms) to (500, 100 ms) = 10 + (rate - 100) x 0.225 ms: 32.5, 55, 77.5 at
+          200/300/400; chord - p99 = 21.5, 43, 57.5 -> 400 rps (p99 20 ms);
         * instances for 1000 rps: ceil(1000 / 400) = 3; at the target: ceil(1000 / 280) = 4;
         * target value: 0.7 x 400 = 280 rps per target = 280 x 60 = 16800 per minute;
         * warm-up: 95 s launch-to-ready -> 120 s (whole minutes);
@@ -89,6 +89,11 @@ class TestKnee:
     def test_too_few_points(self) -> None:
         """Two points are not enough for a knee."""
         assert find_knee([1, 2], [1, 5]) is None
+
+    def test_not_rising_has_no_knee(self) -> None:
+        """p99 that ends lower than it starts, or bulges above the chord, has no knee (a noisy fast server)."""
+        assert find_knee([100, 300, 500], [0.003, 0.016, 0.006]) is None
+        assert find_knee([100, 300, 500], [0.003, 0.016, 0.017]) is None
 
     def test_hockey_stick(self) -> None:
         """Flat then steep: the knee is the last flat point."""
