@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -244,10 +245,9 @@ def percentile_spectrum(
     elif callable(getattr(src, "percentile_spectrum", None)):
         curves.append((label or "corrected", src.percentile_spectrum()))
         if uncorrected:
-            try:
+            # A spectrum source without the corrected switch has only the corrected curve.
+            with contextlib.suppress(TypeError):
                 curves.append(("uncorrected (service time)", src.percentile_spectrum(corrected=False)))
-            except TypeError:  # a spectrum source without the corrected switch
-                pass
     if reqs is not None and not curves:
         ok = (
             reqs[reqs["error"].isna() | (reqs["error"].astype(str) == "")]

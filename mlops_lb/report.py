@@ -378,8 +378,11 @@ def _render(b: Any, slo_p99_s: float | None) -> tuple[str, list[tuple[str, str, 
         )
     ev_cols = [c for c in ("timestamp", "kind", "target", "detail") if c in events.columns]
     settings = getattr(b, "load_settings", None)
-    load_html = (f"<h2>Load settings</h2><pre>{html.escape(json.dumps(settings, indent=2, default=str))}</pre>"
-                 if settings else "")
+    load_html = (
+        f"<h2>Load settings</h2><pre>{html.escape(json.dumps(settings, indent=2, default=str))}</pre>"
+        if settings
+        else ""
+    )
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">

@@ -234,7 +234,7 @@ class TestRecordedBundle:
 
         b = load_bundle(RECORDED)
         ax = plots.latency_over_time(b.intervals).axes[0]
-        assert len(ax.get_lines()) == 8 and len(ax.get_lines()[0].get_xdata()) == 4
+        assert len(ax.get_lines()) == 8 and np.asarray(ax.get_lines()[0].get_xdata()).shape == (4,)
         bars = plots.per_target(b.requests).axes[0]
         assert [t.get_text() for t in bars.get_xticklabels()] == ["i-test1"]
         assert [p.get_height() for p in bars.patches] == [900.0]  # type: ignore[attr-defined]
