@@ -25,3 +25,90 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     print(write_report(args.run_dir))
     return 0
+
+
+_LOCAL_ONLY_IN_PROCESS = (
+    "the local fleet lives inside the process that launched it: run `mlops-lb up SPEC --backend local` "
+    "(it stays in the foreground until Ctrl-C) or use a notebook"
+)
+
+
+def _fleet(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .fleet import open_fleet
+
+    return open_fleet(args.spec, backend=args.backend)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    import time
+
+    fleet = _fleet(args)
+    if args.backend == "aws":
+        url = fleet.launch(on_output=lambda line: print(line, end="" if line.endswith("\n") else "\n"))
+        print(f"fleet is up: {url}")
+        return 0
+    with fleet:
+        fleet.launch(on_output=print)
+        print(f"local fleet is up at {fleet.url} — Ctrl-C to stop it")
+        print(fleet.status().to_string(index=False))
+        while True:
+            time.sleep(3600)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .errors import SpecError
+
+    if args.backend == "local":
+        raise SpecError("backend", _LOCAL_ONLY_IN_PROCESS)
+    fleet = _fleet(args)
+    print(f"{fleet.url}")
+    print(fleet.status().to_string(index=False))
+    return 0
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    from .errors import SpecError
+
+    if args.backend == "local":
+        raise SpecError("backend", _LOCAL_ONLY_IN_PROCESS)
+    fleet = _fleet(args)
+    fleet.scale(min=args.min, desired=args.desired, max=args.max, target_rps_per_target=args.target_rps)
+    print(fleet.status().to_string(index=False))
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from .errors import SpecError
+
+    if args.backend == "local":
+        raise SpecError("backend", _LOCAL_ONLY_IN_PROCESS + "; stopping that process (Ctrl-C) stops the fleet")
+    fleet = _fleet(args)
+    if not args.yes:
+        raise SpecError("--yes", f"is required to destroy AWS stack {fleet.stack_name!r} and all its resources")
+    fleet.destroy(confirm=fleet.stack_name, on_output=lambda line: print(line, end="" if line.endswith("\n") else "\n"))
+    print(f"stack {fleet.stack_name} destroyed")
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from . import load
+    from .bundle import RunBundle
+    from .report import write_report
+
+    if args.profile == "constant":
+        profile = load.constant(args.rps, args.duration_s)
+    elif args.profile == "ramp":
+        profile = load.ramp(args.start_rps, args.rps, args.duration_s)
+    elif args.profile == "step":
+        profile = load.step([args.rps * f for f in (0.25, 0.5, 0.75, 1.0)], args.duration_s / 4)
+    else:
+        profile = load.spike(args.start_rps, args.rps, args.duration_s, args.duration_s / 3, args.duration_s / 6)
+    bundle = RunBundle.create(root=args.out, name="load")
+    try:
+        result = load.run_load(args.url, profile, bundle=bundle)
+    finally:
+        bundle.finalize()
+    bundle.write_json("summary", result.summary())
+    print(repr(result))
+    print(f"report: {write_report(bundle.path)}")
+    return 0

@@ -35,9 +35,13 @@ _SHAPE = ((0.0, 0.12), (0.08, 0.12), (0.32, 1.0), (0.55, 1.0), (0.58, 0.05), (1.
 
 
 def demo_rates(spec: FleetSpec) -> tuple[float, float]:
-    """(peak rps, target rps per target): the peak needs ``max - 1`` targets at the policy's target."""
+    """(peak rps, target rps per target).
+
+    The peak asks for ``max - 1`` targets at 95 % of the policy's target: far enough below a whole number of
+    targets that per-period noise does not add one more, and above the 90 % scale-in line so the fleet holds.
+    """
     target = spec.scaling.target_rps_per_target
-    peak = target * max(spec.capacity.max - 1, 2)
+    peak = 0.95 * target * max(spec.capacity.max - 1, 2)
     return peak, target
 
 
@@ -78,7 +82,7 @@ def fleet_counts(fleet: Any) -> tuple[int, int]:
         healthy = int((st["health"] == "healthy").sum()) if len(st) else 0
     except Exception:  # status during shutdown: report nothing rather than crash the printout
         healthy = 0
-    return healthy, int(getattr(fleet, "desired", 0) or 0)
+    return healthy, int(fleet.capacity[1])
 
 
 def run_demo(

@@ -27,8 +27,9 @@ EXPECTED_STATS: dict[str, set[str]] = {
     "HTTPCode_Target_4XX_Count": {"Sum"},
     "HTTPCode_Target_5XX_Count": {"Sum"},
     "HTTPCode_ELB_5XX_Count": {"Sum"},
-    "HealthyHostCount": {"Average"},
-    "UnHealthyHostCount": {"Average"},
+    # Minimum shows a dip that the period's Average hides (issue 6 reads both).
+    "HealthyHostCount": {"Average", "Minimum"},
+    "UnHealthyHostCount": {"Average", "Minimum"},
     "GroupDesiredCapacity": {"Average"},
     "GroupInServiceInstances": {"Average"},
     "CPUUtilization": {"Average"},

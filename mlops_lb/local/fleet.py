@@ -159,6 +159,11 @@ class LocalFleet:
     def work_dir(self) -> Path:
         return self._work_dir
 
+    @property
+    def capacity(self) -> tuple[int, int, int]:
+        """The group's current ``(min, desired, max)``, as the autoscaler and ``scale()`` left it."""
+        return self._capacity
+
     def launch(self, *, on_output: Callable[[str], Any] | None = None) -> str:
         """Start HAProxy and ``desired`` workers; block until that many targets are healthy. Returns the url.
 
