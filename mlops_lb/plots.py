@@ -88,10 +88,17 @@ def _x(ts: pd.Series, time: TimeAxis, t0: Any) -> Any:
 
 def _plain_log_y(ax: Axes) -> None:
     """Log y axis with plain numbers (5, 10, 200) rather than 10^x, which reads better in milliseconds."""
-    from matplotlib.ticker import FuncFormatter
+    import numpy as np
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
+    ys = [np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()]
+    if not any(np.any(np.isfinite(y) & (y > 0)) for y in ys):
+        # Nothing positive to draw (every request failed): a log axis would raise at draw time.
+        ax.text(0.5, 0.5, "no successful requests", transform=ax.transAxes, ha="center", va="center")
+        return
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _time_label(ax: Axes, time: TimeAxis) -> None:
@@ -196,6 +203,8 @@ def _spectrum_xy(p: Any) -> tuple[Any, Any]:
     import numpy as np
 
     p = np.asarray(p, dtype=float)
+    if p.size == 0:  # a run whose every request failed has no latency spectrum
+        return p, np.zeros(0, dtype=bool)
     if np.nanmax(p) > 1.0:  # percent, not fraction
         p = p / 100.0
     keep = (p >= 0) & (p < 1)

@@ -222,3 +222,22 @@ class TestDashboard:
         )
         fig = plots.dashboard(partial)
         assert any(t.get_text() == "no metrics in this run" for a in fig.axes for t in a.texts)
+
+
+def test_plots_of_a_run_where_every_request_failed_say_so_instead_of_raising() -> None:
+    """An all-error run (no latencies) renders with a 'no successful requests' note, not a log-scale crash."""
+    import io
+
+    import numpy as np
+    import pandas as pd
+
+    from mlops_lb import plots
+
+    t = pd.date_range("2026-01-01", periods=3, freq="1s", tz="UTC")
+    requests = pd.DataFrame({"latency_s": [np.nan] * 3, "service_s": [np.nan] * 3, "error": ["connect"] * 3})
+    intervals = pd.DataFrame(
+        {"interval_start": t, **{f"{k}_s": [np.nan] * 3 for k in ("p50", "p90", "p99", "p999", "max")}}
+    )
+    for fig in (plots.percentile_spectrum(requests), plots.latency_over_time(intervals)):
+        fig.savefig(io.BytesIO(), format="png")  # drawing is where a log axis without data raised
+        assert "no successful requests" in [txt.get_text() for txt in fig.axes[0].texts]
