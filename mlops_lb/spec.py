@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import ipaddress
+import numbers
 import re
 import types
 import typing
@@ -54,35 +55,45 @@ def _fail(path: str, msg: str) -> typing.NoReturn:
     raise SpecError(path, msg)
 
 
+def _show(value: Any, limit: int = 60) -> str:
+    """``repr`` for error messages: short, and never failing (a 5000-digit int cannot even be printed)."""
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _int(path: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
-    # bool is an int subclass: `interval_s: true` in YAML is a typo, not 1.
-    if isinstance(value, bool) or not isinstance(value, int):
-        _fail(path, f"must be an integer (got {value!r})")
+    # bool is an int subclass: `interval_s: true` in YAML is a typo, not 1. numpy integers are welcome, stored as int
+    # (YAML and JSON cannot write them).
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        _fail(path, f"must be an integer (got {_show(value)})")
     _range(path, value, lo, hi)
-    return value
+    return int(value)
 
 
 def _num(path: str, value: Any, lo: float | None = None, hi: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        _fail(path, f"must be a number (got {value!r})")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        _fail(path, f"must be a number (got {_show(value)})")
     if value != value or value in (float("inf"), float("-inf")):
-        _fail(path, f"must be a finite number (got {value!r})")
+        _fail(path, f"must be a finite number (got {_show(value)})")
     _range(path, value, lo, hi)
     return float(value)
 
 
-def _range(path: str, value: float, lo: float | None, hi: float | None) -> None:
+def _range(path: str, value: Any, lo: float | None, hi: float | None) -> None:
     if lo is not None and hi is not None and not lo <= value <= hi:
-        _fail(path, f"must be between {lo:g} and {hi:g} (got {value!r})")
+        _fail(path, f"must be between {lo:g} and {hi:g} (got {_show(value)})")
     if lo is not None and value < lo:
-        _fail(path, f"must be >= {lo:g} (got {value!r})")
+        _fail(path, f"must be >= {lo:g} (got {_show(value)})")
     if hi is not None and value > hi:
-        _fail(path, f"must be <= {hi:g} (got {value!r})")
+        _fail(path, f"must be <= {hi:g} (got {_show(value)})")
 
 
 def _str(path: str, value: Any, *, empty: bool = False) -> str:
     if not isinstance(value, str):
-        _fail(path, f"must be a string (got {value!r})")
+        _fail(path, f"must be a string (got {_show(value)})")
     if not empty and not value.strip():
         _fail(path, "must not be empty")
     return value
@@ -94,7 +105,7 @@ def _opt_str(path: str, value: Any) -> str | None:
 
 def _bool(path: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        _fail(path, f"must be true or false (got {value!r})")
+        _fail(path, f"must be true or false (got {_show(value)})")
     return value
 
 
@@ -103,13 +114,20 @@ def _cidr(path: str, value: Any) -> str:
     try:
         return str(ipaddress.ip_network(value, strict=True))
     except ValueError:
-        _fail(path, f"must be a CIDR block such as 203.0.113.0/24 (got {value!r})")
+        _fail(path, f"must be a CIDR block such as 203.0.113.0/24, without host bits (got {_show(value)})")
 
 
 def _str_tuple(path: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        _fail(path, f"must be a list of strings (got {value!r})")
+        _fail(path, f"must be a list of strings (got {_show(value)})")
     return tuple(_str(f"{path}[{i}]", v) for i, v in enumerate(value))
+
+
+def _unknown_field(path: str, key: Any, names: typing.Iterable[str]) -> typing.NoReturn:
+    names = sorted(names)
+    close = difflib.get_close_matches(str(key), names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(names)})"
+    _fail(f"{path}.{key}" if path else str(key), f"is not a known field{hint}")
 
 
 class _Part:
@@ -122,6 +140,10 @@ class _Part:
 
     def _validate(self, p: str) -> None:  # pragma: no cover - overridden
         pass
+
+    def _set(self, name: str, value: Any) -> None:
+        """Store a normalised value (the dataclass is frozen; validation runs inside ``__init__``)."""
+        object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of builtins (tuples become lists), suitable for JSON and YAML."""
@@ -142,26 +164,27 @@ class _Part:
         """Build from a dict, naming unknown keys (with a suggestion) and wrong types as SpecError."""
         path = cls._path if _path is None else _path
         if not isinstance(data, Mapping):
-            _fail(path or "spec", f"must be a mapping (got {data!r})")
+            _fail(path or "spec", f"must be a mapping (got {_show(data)})")
         names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         hints = typing.get_type_hints(cls)
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
             if key not in names:
-                where = f"{path}.{key}" if path else str(key)
-                close = difflib.get_close_matches(str(key), list(names), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(sorted(names))})"
-                _fail(where, f"is not a known field{hint}")
+                _unknown_field(path, key, names)
             sub = _part_type(hints[key])
             if sub is not None and isinstance(value, Mapping):
                 value = sub.from_dict(value, _path=f"{path}.{key}" if path else key)
             elif isinstance(value, list):
                 value = tuple(value)
             kwargs[key] = value
-        try:
-            return cls(**kwargs)
-        except TypeError as exc:  # a required field missing
-            raise SpecError(path or None, str(exc)) from exc
+        for name, f in names.items():
+            if (
+                name not in kwargs
+                and f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING
+            ):
+                _fail(f"{path}.{name}" if path else name, "is required")
+        return cls(**kwargs)
 
 
 def _part_type(hint: Any) -> type[_Part] | None:
@@ -192,13 +215,22 @@ class InstanceSpec(_Part):
     def _validate(self, p: str) -> None:
         t = _str(f"{p}.type", self.type)
         if not re.fullmatch(r"[a-z][a-z0-9-]*\.[a-z0-9]+", t):
-            _fail(f"{p}.type", f"must look like an EC2 instance type such as t3.small (got {t!r})")
+            _fail(f"{p}.type", f"must look like an EC2 instance type such as t3.small (got {_show(t)})")
         if self.ami is not None and not re.fullmatch(r"ami-[0-9a-f]{8,17}", _str(f"{p}.ami", self.ami)):
-            _fail(f"{p}.ami", f"must be an AMI id such as ami-0123456789abcdef0 (got {self.ami!r})")
+            _fail(f"{p}.ami", f"must be an AMI id such as ami-0123456789abcdef0 (got {_show(self.ami)})")
         if not _str(f"{p}.ami_ssm_parameter", self.ami_ssm_parameter).startswith("/"):
-            _fail(f"{p}.ami_ssm_parameter", f"must be an SSM parameter path starting with / (got {self.ami_ssm_parameter!r})")
-        _int(f"{p}.root_volume_gb", self.root_volume_gb, 8, 16384)
-        object.__setattr__(self, "ssh_cidrs", tuple(_cidr(f"{p}.ssh_cidrs[{i}]", c) for i, c in enumerate(_str_tuple(f"{p}.ssh_cidrs", self.ssh_cidrs))))
+            _fail(
+                f"{p}.ami_ssm_parameter",
+                f"must be an SSM parameter path starting with / (got {_show(self.ami_ssm_parameter)})",
+            )
+        self._set("root_volume_gb", _int(f"{p}.root_volume_gb", self.root_volume_gb, 8, 16384))
+        self._set(
+            "ssh_cidrs",
+            tuple(
+                _cidr(f"{p}.ssh_cidrs[{i}]", c)
+                for i, c in enumerate(_str_tuple(f"{p}.ssh_cidrs", self.ssh_cidrs))
+            ),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -216,13 +248,16 @@ class CapacitySpec(_Part):
     max: int = 4
 
     def _validate(self, p: str) -> None:
-        _int(f"{p}.min", self.min, 0, 1000)
-        _int(f"{p}.desired", self.desired, 0, 1000)
-        _int(f"{p}.max", self.max, 1, 1000)
+        self._set("min", _int(f"{p}.min", self.min, 0, 1000))
+        self._set("desired", _int(f"{p}.desired", self.desired, 0, 1000))
+        self._set("max", _int(f"{p}.max", self.max, 1, 1000))
         if self.min > self.max:
             _fail(f"{p}.min", f"must be <= capacity.max (got min={self.min}, max={self.max})")
         if not self.min <= self.desired <= self.max:
-            _fail(f"{p}.desired", f"must be between capacity.min and capacity.max (got min={self.min}, desired={self.desired}, max={self.max})")
+            _fail(
+                f"{p}.desired",
+                f"must be between capacity.min and capacity.max (got min={self.min}, desired={self.desired}, max={self.max})",
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -246,17 +281,31 @@ class HealthCheckSpec(_Part):
     def _validate(self, p: str) -> None:
         path = _str(f"{p}.path", self.path)
         if not path.startswith("/") or any(c.isspace() for c in path) or len(path) > 1024:
-            _fail(f"{p}.path", f"must be a URL path starting with / without spaces (got {path!r})")
-        _int(f"{p}.interval_s", self.interval_s, 5, 300)
-        _int(f"{p}.timeout_s", self.timeout_s, 2, 120)
+            _fail(f"{p}.path", f"must be a URL path starting with / without spaces (got {_show(path)})")
+        self._set("interval_s", _int(f"{p}.interval_s", self.interval_s, 5, 300))
+        self._set("timeout_s", _int(f"{p}.timeout_s", self.timeout_s, 2, 120))
         if self.timeout_s >= self.interval_s:
-            _fail(f"{p}.timeout_s", f"must be less than health_check.interval_s (got timeout_s={self.timeout_s}, interval_s={self.interval_s})")
-        _int(f"{p}.healthy_threshold", self.healthy_threshold, 2, 10)
-        _int(f"{p}.unhealthy_threshold", self.unhealthy_threshold, 2, 10)
+            _fail(
+                f"{p}.timeout_s",
+                f"must be less than health_check.interval_s (got timeout_s={self.timeout_s}, interval_s={self.interval_s})",
+            )
+        self._set("healthy_threshold", _int(f"{p}.healthy_threshold", self.healthy_threshold, 2, 10))
+        self._set("unhealthy_threshold", _int(f"{p}.unhealthy_threshold", self.unhealthy_threshold, 2, 10))
         m = _str(f"{p}.matcher", self.matcher)
-        if not _MATCHER_RE.fullmatch(m) or any(not 200 <= int(c) <= 499 for c in re.findall(r"\d{3}", m)):
-            _fail(f"{p}.matcher", f"must be HTTP codes 200-499 such as 200, 200,202 or 200-299 (got {m!r})")
-        _int(f"{p}.grace_period_s", self.grace_period_s, 0, 7200)
+        ranges = (
+            [tuple(int(c) for c in part.split("-")) for part in m.split(",")]
+            if _MATCHER_RE.fullmatch(m)
+            else []
+        )
+        if (
+            not ranges
+            or any(not 200 <= c <= 499 for r in ranges for c in r)
+            or any(r[0] > r[-1] for r in ranges)
+        ):
+            _fail(
+                f"{p}.matcher", f"must be HTTP codes 200-499 such as 200, 200,202 or 200-299 (got {_show(m)})"
+            )
+        self._set("grace_period_s", _int(f"{p}.grace_period_s", self.grace_period_s, 0, 7200))
 
     def matcher_codes(self) -> list[int]:
         """Every status code the matcher accepts (``"200-202,204"`` -> ``[200, 201, 202, 204]``)."""
@@ -283,15 +332,21 @@ class TargetGroupSpec(_Part):
     slow_start_s: int = 0
 
     def _validate(self, p: str) -> None:
-        _int(f"{p}.port", self.port, 1, 65535)
-        if self.algorithm not in ALGORITHMS:
-            _fail(f"{p}.algorithm", f"must be one of {', '.join(ALGORITHMS)} (got {self.algorithm!r})")
-        _int(f"{p}.deregistration_delay_s", self.deregistration_delay_s, 0, 3600)
-        _int(f"{p}.slow_start_s", self.slow_start_s, 0, 900)
+        self._set("port", _int(f"{p}.port", self.port, 1, 65535))
+        if not isinstance(self.algorithm, str) or self.algorithm not in ALGORITHMS:
+            _fail(f"{p}.algorithm", f"must be one of {', '.join(ALGORITHMS)} (got {_show(self.algorithm)})")
+        self._set(
+            "deregistration_delay_s",
+            _int(f"{p}.deregistration_delay_s", self.deregistration_delay_s, 0, 3600),
+        )
+        self._set("slow_start_s", _int(f"{p}.slow_start_s", self.slow_start_s, 0, 900))
         if 0 < self.slow_start_s < 30:
             _fail(f"{p}.slow_start_s", f"must be 0 (off) or between 30 and 900 (got {self.slow_start_s})")
         if self.slow_start_s and self.algorithm == "least_outstanding_requests":
-            _fail(f"{p}.slow_start_s", "cannot be used with algorithm least_outstanding_requests (AWS rule); set it to 0 or use round_robin")
+            _fail(
+                f"{p}.slow_start_s",
+                "cannot be used with algorithm least_outstanding_requests (AWS rule); set it to 0 or use round_robin",
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -310,12 +365,14 @@ class ScalingPolicySpec(_Part):
     cpu_target_percent: float | None = None
 
     def _validate(self, p: str) -> None:
-        _num(f"{p}.target_rps_per_target", self.target_rps_per_target, 0.01, 1_000_000)
-        _int(f"{p}.warmup_s", self.warmup_s, 0, 3600)
+        self._set(
+            "target_rps_per_target",
+            _num(f"{p}.target_rps_per_target", self.target_rps_per_target, 0.01, 1_000_000),
+        )
+        self._set("warmup_s", _int(f"{p}.warmup_s", self.warmup_s, 0, 3600))
         _bool(f"{p}.scale_in_enabled", self.scale_in_enabled)
         if self.cpu_target_percent is not None:
-            _num(f"{p}.cpu_target_percent", self.cpu_target_percent, 1, 100)
-        object.__setattr__(self, "target_rps_per_target", float(self.target_rps_per_target))
+            self._set("cpu_target_percent", _num(f"{p}.cpu_target_percent", self.cpu_target_percent, 1, 100))
 
     @property
     def alb_target_value(self) -> float:
@@ -337,8 +394,13 @@ class ModelSpec(_Part):
 
     def _validate(self, p: str) -> None:
         s = _str(f"{p}.source", self.source)
-        if s != "demo" and not re.search(r"\.(joblib|pkl|skops)$", s):
-            _fail(f"{p}.source", f"must be 'demo' or a path/URI ending in .joblib, .pkl or .skops (got {s!r})")
+        if s != "demo" and not re.search(
+            r"\.(joblib|pkl|skops)\Z", s
+        ):  # \Z: "$" would allow a trailing newline
+            _fail(
+                f"{p}.source",
+                f"must be 'demo' or a path/URI ending in .joblib, .pkl or .skops (got {_show(s)})",
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -361,12 +423,10 @@ class LocalSpec(_Part):
     workers_per_target: int = 1
 
     def _validate(self, p: str) -> None:
-        _num(f"{p}.period_s", self.period_s, 0.5, 60)
-        _int(f"{p}.slots", self.slots, 1, 1024)
-        _num(f"{p}.min_service_ms", self.min_service_ms, 0, 60_000)
-        _int(f"{p}.workers_per_target", self.workers_per_target, 1, 1)
-        object.__setattr__(self, "period_s", float(self.period_s))
-        object.__setattr__(self, "min_service_ms", float(self.min_service_ms))
+        self._set("period_s", _num(f"{p}.period_s", self.period_s, 0.5, 60))
+        self._set("slots", _int(f"{p}.slots", self.slots, 1, 1024))
+        self._set("min_service_ms", _num(f"{p}.min_service_ms", self.min_service_ms, 0, 60_000))
+        self._set("workers_per_target", _int(f"{p}.workers_per_target", self.workers_per_target, 1, 1))
 
     @property
     def time_scale(self) -> float:
@@ -397,25 +457,35 @@ class NetworkSpec(_Part):
     idle_timeout_s: int = 60
 
     def _validate(self, p: str) -> None:
-        if self.vpc_id is not None and not re.fullmatch(r"vpc-[0-9a-f]{8,17}", _str(f"{p}.vpc_id", self.vpc_id)):
-            _fail(f"{p}.vpc_id", f"must be a VPC id such as vpc-0123abcd (got {self.vpc_id!r})")
+        if self.vpc_id is not None and not re.fullmatch(
+            r"vpc-[0-9a-f]{8,17}", _str(f"{p}.vpc_id", self.vpc_id)
+        ):
+            _fail(f"{p}.vpc_id", f"must be a VPC id such as vpc-0123abcd (got {_show(self.vpc_id)})")
         subnets = _str_tuple(f"{p}.subnet_ids", self.subnet_ids)
         for i, s in enumerate(subnets):
             if not re.fullmatch(r"subnet-[0-9a-f]{8,17}", s):
-                _fail(f"{p}.subnet_ids[{i}]", f"must be a subnet id such as subnet-0123abcd (got {s!r})")
+                _fail(f"{p}.subnet_ids[{i}]", f"must be a subnet id such as subnet-0123abcd (got {_show(s)})")
         if subnets and len(subnets) < 2:
-            _fail(f"{p}.subnet_ids", f"must list at least two subnets in different zones for an ALB (got {len(subnets)})")
+            _fail(
+                f"{p}.subnet_ids",
+                f"must list at least two subnets in different zones for an ALB (got {len(subnets)})",
+            )
         if subnets and self.vpc_id is None:
             _fail(f"{p}.vpc_id", "must be set when network.subnet_ids is given")
         cidrs = _str_tuple(f"{p}.client_cidrs", self.client_cidrs)
         if not cidrs:
             _fail(f"{p}.client_cidrs", "must list at least one CIDR block")
-        object.__setattr__(self, "client_cidrs", tuple(_cidr(f"{p}.client_cidrs[{i}]", c) for i, c in enumerate(cidrs)))
-        object.__setattr__(self, "subnet_ids", subnets)
+        self._set("client_cidrs", tuple(_cidr(f"{p}.client_cidrs[{i}]", c) for i, c in enumerate(cidrs)))
+        self._set("subnet_ids", subnets)
         _bool(f"{p}.internal", self.internal)
-        if self.certificate_arn is not None and not re.fullmatch(r"arn:aws[\w-]*:acm:[\w-]+:\d{12}:certificate/[\w-]+", _str(f"{p}.certificate_arn", self.certificate_arn)):
-            _fail(f"{p}.certificate_arn", f"must be an ACM certificate ARN (got {self.certificate_arn!r})")
-        _int(f"{p}.idle_timeout_s", self.idle_timeout_s, 1, 4000)
+        if self.certificate_arn is not None and not re.fullmatch(
+            r"arn:aws[\w-]*:acm:[\w-]+:\d{12}:certificate/[\w-]+",
+            _str(f"{p}.certificate_arn", self.certificate_arn),
+        ):
+            _fail(
+                f"{p}.certificate_arn", f"must be an ACM certificate ARN (got {_show(self.certificate_arn)})"
+            )
+        self._set("idle_timeout_s", _int(f"{p}.idle_timeout_s", self.idle_timeout_s, 1, 4000))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -445,32 +515,57 @@ class FleetSpec(_Part):
     def _validate(self, p: str) -> None:
         name = _str("name", self.name)
         if len(name) > MAX_NAME_LEN:
-            _fail("name", f"must be at most {MAX_NAME_LEN} characters so ALB and target-group names fit AWS's 32 with Pulumi's suffix (got {len(name)}: {name!r})")
+            _fail(
+                "name",
+                f"must be at most {MAX_NAME_LEN} characters so ALB and target-group names fit AWS's 32 with Pulumi's suffix (got {len(name)}: {_show(name)})",
+            )
         if not _NAME_RE.fullmatch(name):
-            _fail("name", f"must use letters, digits and inner hyphens only (got {name!r})")
+            _fail("name", f"must use letters, digits and inner hyphens only (got {_show(name)})")
         if name.lower().startswith("internal-"):
-            _fail("name", f"must not start with 'internal-' (AWS reserves it for ALB names) (got {name!r})")
-        if self.region is not None and not re.fullmatch(r"[a-z]{2}(-gov)?-[a-z]+-\d", _str("region", self.region)):
-            _fail("region", f"must be an AWS region such as us-east-1 (got {self.region!r})")
-        for fname, ftype in (("instance", InstanceSpec), ("capacity", CapacitySpec), ("health_check", HealthCheckSpec),
-                             ("target_group", TargetGroupSpec), ("scaling", ScalingPolicySpec), ("model", ModelSpec),
-                             ("local", LocalSpec), ("network", NetworkSpec)):
-            if not isinstance(getattr(self, fname), ftype):
-                _fail(fname, f"must be a {ftype.__name__} or a mapping of its fields (got {getattr(self, fname)!r})")
+            _fail(
+                "name", f"must not start with 'internal-' (AWS reserves it for ALB names) (got {_show(name)})"
+            )
+        if self.region is not None and not re.fullmatch(
+            r"[a-z]{2}(-gov)?-[a-z]+-\d", _str("region", self.region)
+        ):
+            _fail("region", f"must be an AWS region such as us-east-1 (got {_show(self.region)})")
+        for fname, ftype in (
+            ("instance", InstanceSpec),
+            ("capacity", CapacitySpec),
+            ("health_check", HealthCheckSpec),
+            ("target_group", TargetGroupSpec),
+            ("scaling", ScalingPolicySpec),
+            ("model", ModelSpec),
+            ("local", LocalSpec),
+            ("network", NetworkSpec),
+        ):
+            value = getattr(self, fname)
+            if isinstance(value, Mapping):  # FleetSpec(name="x", capacity={"max": 6}) works like from_dict
+                self._set(fname, ftype.from_dict(value, _path=fname))
+            elif not isinstance(value, ftype):
+                _fail(
+                    fname,
+                    f"must be a {ftype.__name__} or a mapping of its fields (got {_show(getattr(self, fname))})",
+                )
         if not isinstance(self.tags, Mapping):
-            _fail("tags", f"must be a mapping of strings to strings (got {self.tags!r})")
+            _fail("tags", f"must be a mapping of strings to strings (got {_show(self.tags)})")
         if len(self.tags) > 40:
             _fail("tags", f"must have at most 40 entries (got {len(self.tags)})")
         for k, v in self.tags.items():
+            where = f"tags.{k if isinstance(k, str) else _show(k)}"
             if not isinstance(k, str) or not _TAG_KEY_RE.fullmatch(k) or k.lower().startswith("aws:"):
-                _fail(f"tags.{k}", "key must be 1-128 letters, digits, spaces or _.:/=+-@ and not start with aws:")
+                _fail(where, "key must be 1-128 letters, digits, spaces or _.:/=+-@ and not start with aws:")
             if not isinstance(v, str) or len(v) > 256:
-                _fail(f"tags.{k}", f"value must be a string of at most 256 characters (got {v!r})")
-        object.__setattr__(self, "tags", dict(self.tags))
+                _fail(where, f"value must be a string of at most 256 characters (got {_show(v)})")
+        self._set("tags", dict(self.tags))
 
     # ------------------------------------------------------------------ conveniences
     def replace(self, **changes: Any) -> FleetSpec:
         """A copy with some top-level fields changed, validated again."""
+        names = [f.name for f in dataclasses.fields(self)]
+        for key in changes:
+            if key not in names:
+                _unknown_field("", key, names)
         return dataclasses.replace(self, **changes)
 
     @classmethod
@@ -489,15 +584,23 @@ class FleetSpec(_Part):
 
     @classmethod
     def from_yaml(cls, source: str | Path) -> FleetSpec:
-        """Load from a YAML file path, or from YAML text when ``source`` contains a newline or colon."""
+        """Load from a YAML file path, or from YAML text when ``source`` contains a newline.
+
+        A path is never guessed from the text (``C:\\specs\\a.yaml`` has a colon too): one-line YAML needs a
+        trailing newline, ``FleetSpec.from_yaml("name: demo\\n")``.
+        """
         import yaml
 
+        if not isinstance(source, (str, Path)):
+            raise SpecError(None, f"from_yaml takes a path or YAML text (got {type(source).__name__})")
         text: str
         if isinstance(source, Path) or "\n" not in source:
             p = Path(source)
-            if not p.is_file():
-                raise SpecError(None, f"spec file {str(p)!r} does not exist")
-            text = p.read_text()
+            try:
+                text = p.read_text()
+            except (OSError, ValueError) as exc:  # missing, a directory, unreadable, or a NUL in the name
+                hint = " (to pass YAML text, end it with a newline)" if ":" in str(source) else ""
+                raise SpecError(None, f"spec file {_show(str(p))} cannot be read: {exc}{hint}") from exc
         else:
             text = source
         try:
@@ -506,8 +609,14 @@ class FleetSpec(_Part):
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             raise SpecError(None, f"spec is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+        except (ValueError, RecursionError) as exc:  # e.g. an integer too long to convert, absurd nesting
+            raise SpecError(
+                None, f"spec YAML holds a value that cannot be read: {_show(str(exc), 120)}"
+            ) from exc
         if not isinstance(data, Mapping):
-            raise SpecError(None, f"spec YAML must be a mapping with at least 'name' (got {type(data).__name__})")
+            raise SpecError(
+                None, f"spec YAML must be a mapping with at least 'name' (got {type(data).__name__})"
+            )
         return cls.from_dict(data)
 
     @classmethod
@@ -515,4 +624,8 @@ class FleetSpec(_Part):
         """A bundled example spec (``demo``: tuned so scaling is visible on two cores)."""
         from importlib.resources import files
 
-        return cls.from_yaml(files("mlops_lb.examples").joinpath(f"{which}.yaml").read_text())
+        folder = files("mlops_lb.examples")
+        names = sorted(f.name[: -len(".yaml")] for f in folder.iterdir() if f.name.endswith(".yaml"))
+        if which not in names:
+            raise SpecError(None, f"there is no example spec {_show(which)} (available: {', '.join(names)})")
+        return cls.from_yaml(folder.joinpath(f"{which}.yaml").read_text())
