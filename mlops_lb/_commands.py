@@ -8,8 +8,14 @@ import argparse
 def cmd_serve(args: argparse.Namespace) -> int:
     from .serving import serve
 
-    serve(port=args.port, host=args.host, model=args.model, target_id=args.target_id,
-          slots=args.slots, min_service_ms=args.min_service_ms)
+    serve(
+        port=args.port,
+        host=args.host,
+        model=args.model,
+        target_id=args.target_id,
+        slots=args.slots,
+        min_service_ms=args.min_service_ms,
+    )
     return 0
 
 
@@ -81,11 +87,17 @@ def cmd_down(args: argparse.Namespace) -> int:
     from .errors import SpecError
 
     if args.backend == "local":
-        raise SpecError("backend", _LOCAL_ONLY_IN_PROCESS + "; stopping that process (Ctrl-C) stops the fleet")
+        raise SpecError(
+            "backend", _LOCAL_ONLY_IN_PROCESS + "; stopping that process (Ctrl-C) stops the fleet"
+        )
     fleet = _fleet(args)
     if not args.yes:
-        raise SpecError("--yes", f"is required to destroy AWS stack {fleet.stack_name!r} and all its resources")
-    fleet.destroy(confirm=fleet.stack_name, on_output=lambda line: print(line, end="" if line.endswith("\n") else "\n"))
+        raise SpecError(
+            "--yes", f"is required to destroy AWS stack {fleet.stack_name!r} and all its resources"
+        )
+    fleet.destroy(
+        confirm=fleet.stack_name, on_output=lambda line: print(line, end="" if line.endswith("\n") else "\n")
+    )
     print(f"stack {fleet.stack_name} destroyed")
     return 0
 
@@ -102,7 +114,9 @@ def cmd_load(args: argparse.Namespace) -> int:
     elif args.profile == "step":
         profile = load.step([args.rps * f for f in (0.25, 0.5, 0.75, 1.0)], args.duration_s / 4)
     else:
-        profile = load.spike(args.start_rps, args.rps, args.duration_s, args.duration_s / 3, args.duration_s / 6)
+        profile = load.spike(
+            args.start_rps, args.rps, args.duration_s, args.duration_s / 3, args.duration_s / 6
+        )
     bundle = RunBundle.create(root=args.out, name="load")
     try:
         result = load.run_load(args.url, profile, bundle=bundle)

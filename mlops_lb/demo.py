@@ -71,8 +71,10 @@ def _status_line(row: dict[str, Any], t0: float, fleet: LocalFleet) -> str:
     start = row.get("interval_start")
     t = (start.timestamp() - t0) if hasattr(start, "timestamp") else 0.0
     err = int(row.get("errors", 0) or 0)
-    return (f"t={t:5.0f}s  offered {row.get('offered_rps', 0):6.1f} rps  achieved {row.get('achieved_rps', 0):6.1f} rps"
-            f"  p99 {p99_txt}  errors {err:3d}  healthy {healthy}  desired {desired}")
+    return (
+        f"t={t:5.0f}s  offered {row.get('offered_rps', 0):6.1f} rps  achieved {row.get('achieved_rps', 0):6.1f} rps"
+        f"  p99 {p99_txt}  errors {err:3d}  healthy {healthy}  desired {desired}"
+    )
 
 
 def fleet_counts(fleet: Any) -> tuple[int, int]:
@@ -114,14 +116,18 @@ def run_demo(
     if duration_s < 20:
         from .errors import SpecError
 
-        raise SpecError("duration_s", f"must be at least 20 s for the demo to show scaling (got {duration_s:g})")
+        raise SpecError(
+            "duration_s", f"must be at least 20 s for the demo to show scaling (got {duration_s:g})"
+        )
 
     peak, target = demo_rates(fleet_spec)
     local = fleet_spec.local
     scale_in_s = 15 * local.period_s + fleet_spec.target_group.deregistration_delay_s * local.time_scale
     if 0.42 * duration_s < scale_in_s + 2 * local.period_s:
-        say(f"note: the quiet tail ({0.42 * duration_s:.0f} s) is shorter than scale-in needs (~{scale_in_s:.0f} s); "
-            f"use a longer --duration-s to see targets drain away")
+        say(
+            f"note: the quiet tail ({0.42 * duration_s:.0f} s) is shorter than scale-in needs (~{scale_in_s:.0f} s); "
+            f"use a longer --duration-s to see targets drain away"
+        )
 
     bundle = RunBundle.create(root=out, name=fleet_spec.name, spec=fleet_spec)
     fleet = ml.open_fleet(fleet_spec, backend="local")
@@ -140,7 +146,11 @@ def run_demo(
         profile = ml.load.trace(demo_schedule(fleet_spec, duration_s))
         try:
             result = ml.run_load(
-                fleet.url + "/predict", profile, progress=False, bundle=bundle, stop=stop,
+                fleet.url + "/predict",
+                profile,
+                progress=False,
+                bundle=bundle,
+                stop=stop,
                 on_interval=lambda row: say(_status_line(row, t0, fleet)),
             )
         except KeyboardInterrupt:
@@ -196,7 +206,10 @@ def _summary_table(summary: dict[str, Any], fleet: Any) -> str:
     rows = [
         ("requests", f"{summary.get('requests', 0):,}"),
         ("errors", f"{summary.get('errors', 0):,}"),
-        ("offered / achieved", f"{summary.get('offered_rps', 0):.1f} / {summary.get('achieved_rps', 0):.1f} rps"),
+        (
+            "offered / achieved",
+            f"{summary.get('offered_rps', 0):.1f} / {summary.get('achieved_rps', 0):.1f} rps",
+        ),
         ("p50 / p90 / p99", f"{ms('p50_s')} / {ms('p90_s')} / {ms('p99_s')}"),
         ("p99.9 / max", f"{ms('p999_s')} / {ms('max_s')}"),
         ("p99 uncorrected", ms("p99_uncorrected_s")),
