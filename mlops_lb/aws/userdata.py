@@ -15,10 +15,25 @@ from __future__ import annotations
 
 import shlex
 
-__all__ = ["SERVICE_NAME", "VENV", "render_user_data"]
+__all__ = ["SERVE_REQUIREMENTS", "SERVICE_NAME", "VENV", "render_user_data"]
 
 VENV = "/opt/mlops_lb"
 SERVICE_NAME = "mlops-lb"
+# What `mlops-lb serve` needs (pyproject's `serve` extra; a test keeps the two equal). Instances install these and
+# the wheel with --no-deps, skipping pulumi, boto3, pandas and matplotlib: minutes less before the first health
+# check passes, well inside the grace period.
+SERVE_REQUIREMENTS = (
+    "fastapi>=0.110",
+    "uvicorn[standard]>=0.29",
+    "uvloop>=0.19",
+    "httptools>=0.6",
+    "scikit-learn>=1.4",
+    "joblib>=1.3",
+    "skops>=0.10",
+    "prometheus-client>=0.20",
+    "numpy>=1.26",
+    "pyyaml>=6",
+)
 
 
 def render_user_data(
@@ -55,7 +70,8 @@ mkdir -p {VENV}/dist {VENV}/model
 aws s3 cp --region {q(region)} {q(f"s3://{bucket}/{wheel_key}")} {q(f"{VENV}/dist/{wheel_name}")}
 {fetch_model}python3.11 -m venv {VENV}
 {VENV}/bin/python -m pip install --upgrade pip
-{VENV}/bin/python -m pip install {q(f"{VENV}/dist/{wheel_name}")}
+{VENV}/bin/python -m pip install {" ".join(q(r) for r in SERVE_REQUIREMENTS)}
+{VENV}/bin/python -m pip install --no-deps {q(f"{VENV}/dist/{wheel_name}")}
 
 # IMDSv2 (http_tokens=required): a session token first, then the instance id.
 TOKEN=$(curl -sS -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 300")

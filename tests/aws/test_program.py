@@ -404,3 +404,19 @@ class TestProgramFunction:
 
         program = fleet_program(FleetSpec(name="demo"), wheel=fake_wheel)
         assert callable(program) and not inspect.signature(program).parameters
+
+
+def test_instances_install_exactly_the_serve_extra_and_the_wheel_without_its_dependencies() -> None:
+    """User data installs pyproject's `serve` extra and the wheel with --no-deps (no pulumi/pandas on instances)."""
+    import tomllib
+    from pathlib import Path
+
+    from mlops_lb.aws.userdata import SERVE_REQUIREMENTS, render_user_data
+
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    assert tuple(pyproject["project"]["optional-dependencies"]["serve"]) == SERVE_REQUIREMENTS
+    script = render_user_data(
+        bucket="b", region="us-east-1", wheel_key="wheels/mlops_lb-0.1.0-py3-none-any.whl", port=8080
+    )
+    assert "pip install --no-deps /opt/mlops_lb/dist/mlops_lb-0.1.0-py3-none-any.whl" in script
+    assert "'uvicorn[standard]>=0.29'" in script and "pulumi" not in script.split("ExecStart")[0]
