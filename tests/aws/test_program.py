@@ -408,8 +408,9 @@ class TestProgramFunction:
 
 def test_instances_install_exactly_the_serve_extra_and_the_wheel_without_its_dependencies() -> None:
     """User data installs pyproject's `serve` extra and the wheel with --no-deps (no pulumi/pandas on instances)."""
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     from mlops_lb.aws.userdata import SERVE_REQUIREMENTS, render_user_data
 
