@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -159,12 +160,17 @@ class RunBundle:
         self._seq: dict[str, int] = {}
         for name in _APPENDABLE:
             parts = self.path / f"{name}.parts"
-            existing = [int(p.stem.split("-")[1]) for p in parts.glob("part-*.parquet")] if parts.is_dir() else []
+            existing = (
+                [int(p.stem.split("-")[1]) for p in parts.glob("part-*.parquet")] if parts.is_dir() else []
+            )
             self._seq[name] = max(existing, default=-1) + 1
 
     @classmethod
     def create(
-        cls, root: str | os.PathLike[str] = "runs", name: str = "run", spec: FleetSpec | dict[str, Any] | None = None
+        cls,
+        root: str | os.PathLike[str] = "runs",
+        name: str = "run",
+        spec: FleetSpec | dict[str, Any] | None = None,
     ) -> RunBundle:
         """Make ``<root>/<utc-time>-<name>/`` (a numeric suffix if it exists) and write ``spec.json``."""
         safe = _NAME_RE.sub("-", str(name)).strip("-") or "run"
@@ -246,10 +252,9 @@ class RunBundle:
                     (parts_dir / p).unlink(missing_ok=True)
                 for leftover in parts_dir.glob("*.tmp"):
                     leftover.unlink(missing_ok=True)
-                try:
+                # a concurrent append may have landed: then the folder stays and the next finalize takes it
+                with contextlib.suppress(OSError):
                     parts_dir.rmdir()
-                except OSError:
-                    pass  # a concurrent append landed; the next finalize takes it
 
     # ---------------------------------------------------------------- readers
     @staticmethod

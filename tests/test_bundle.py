@@ -38,7 +38,9 @@ class TestRunBundle:
         b = RunBundle.create(root=tmp_path, name="r")
         b.append_requests(_rows(0, 3))
         b.append_requests(_rows(3, 2))
-        b.append_intervals(pd.DataFrame({"interval_start": pd.to_datetime([0], unit="s", utc=True), "ok": [5]}))
+        b.append_intervals(
+            pd.DataFrame({"interval_start": pd.to_datetime([0], unit="s", utc=True), "ok": [5]})
+        )
         assert len(RunBundle.load(b.path).requests) == 5
         b.finalize()
         assert (b.path / "requests.parquet").exists() and not (b.path / "requests.parts").exists()

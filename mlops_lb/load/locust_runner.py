@@ -119,7 +119,9 @@ def locust_history_to_intervals(path: str | os.PathLike[str]) -> pd.DataFrame:
     errors = fails.diff().fillna(fails).clip(lower=0).astype("int64")
     out = pd.DataFrame(
         {
-            "interval_start": pd.to_datetime(agg["Timestamp"], unit="s", utc=True).astype("datetime64[ns, UTC]"),
+            "interval_start": pd.to_datetime(agg["Timestamp"], unit="s", utc=True).astype(
+                "datetime64[ns, UTC]"
+            ),
             "offered_rps": np.nan,  # a closed loop offers no schedule
             "achieved_rps": agg["Requests/s"].astype(float),
             "sent": sent,
@@ -152,9 +154,11 @@ class LocustResult:
 
     loop = "closed"
     valid = True
-    invalid_reasons: list[str] = []  # noqa: RUF012 - read-only marker, same shape as LoadResult
+    invalid_reasons: tuple[str, ...] = ()
 
-    def __init__(self, *, url: str, out_dir: Path, prefix: Path, users: int, workers: int, duration_s: float) -> None:
+    def __init__(
+        self, *, url: str, out_dir: Path, prefix: Path, users: int, workers: int, duration_s: float
+    ) -> None:
         self.url = url
         self.out_dir = out_dir
         self.users = users
@@ -247,7 +251,7 @@ def run_locust(
     locustfile.write_text(_LOCUSTFILE.format(host=host, path=path))
     prefix = out / "locust"
     port = _free_port()
-    run_time = max(1, int(math.ceil(duration_s)))
+    run_time = max(1, math.ceil(duration_s))
     base = [sys.executable, "-m", "locust", "-f", str(locustfile), "--loglevel", "WARNING"]
     master_cmd = [
         *base, "--headless", "--master", "--master-bind-host", "127.0.0.1" if workers else "*",
@@ -262,7 +266,9 @@ def run_locust(
         try:
             log_m = (out / "master.log").open("wb")
             logs.append(log_m)
-            master = subprocess.Popen(master_cmd, stdout=log_m, stderr=subprocess.STDOUT, start_new_session=True)
+            master = subprocess.Popen(
+                master_cmd, stdout=log_m, stderr=subprocess.STDOUT, start_new_session=True
+            )
         except FileNotFoundError as exc:  # pragma: no cover - sys.executable always exists
             raise BackendUnavailable("python", "reinstall Python") from exc
         procs.append(master)
@@ -284,10 +290,14 @@ def run_locust(
         if "No module named locust" in master_log:
             raise BackendUnavailable("locust", "pip install 'mlops_lb[locust]'")
         if not Path(f"{prefix}_stats_history.csv").exists():
-            raise LoadTestError(f"locust wrote no stats history (exit {master.returncode}):\n{master_log[-2000:]}")
+            raise LoadTestError(
+                f"locust wrote no stats history (exit {master.returncode}):\n{master_log[-2000:]}"
+            )
     finally:
         for p in reversed(procs):
             _kill_group(p)
         for fh in logs:
             fh.close()
-    return LocustResult(url=url, out_dir=out, prefix=prefix, users=users, workers=workers, duration_s=run_time)
+    return LocustResult(
+        url=url, out_dir=out, prefix=prefix, users=users, workers=workers, duration_s=run_time
+    )

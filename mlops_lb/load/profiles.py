@@ -213,7 +213,11 @@ class StepProfile(LoadProfile):
     step_s: float = 1.0
 
     def _validate(self) -> None:
-        if isinstance(self.rates, (str, bytes)) or not isinstance(self.rates, (tuple, list)) or not self.rates:
+        if (
+            isinstance(self.rates, (str, bytes))
+            or not isinstance(self.rates, (tuple, list))
+            or not self.rates
+        ):
             _fail("rates", f"must be a non-empty sequence of numbers (got {self.rates!r})")
         if len(self.rates) > 10_000:
             _fail("rates", f"must have at most 10000 steps (got {len(self.rates)})")
@@ -317,7 +321,7 @@ class SweepProfile(LoadProfile):
     @property
     def rates(self) -> list[float]:
         """The rate of each step, from ``start_rps`` up to ``max_rps`` (inclusive)."""
-        n = int(math.floor((self.max_rps - self.start_rps) / self.step_rps + 1e-9)) + 1
+        n = math.floor((self.max_rps - self.start_rps) / self.step_rps + 1e-9) + 1
         return [float(self.start_rps + i * self.step_rps) for i in range(min(n, 1001))]
 
     def _segments(self) -> list[tuple[float, float, float]]:
@@ -479,7 +483,9 @@ def sweep(
 _TRACE_COLUMNS = ("timestamp", "timestamp_s", "t", "time", "time_s", "send_at", "sent_at", "offset_s", "ts")
 
 
-def trace(path_or_seconds: str | os.PathLike[str] | Sequence[float], *, column: str | None = None) -> LoadProfile:
+def trace(
+    path_or_seconds: str | os.PathLike[str] | Sequence[float], *, column: str | None = None
+) -> LoadProfile:
     """Replay send times: a CSV file (a column of timestamps in seconds) or a sequence of seconds.
 
     Times are shifted so the first one is 0. The CSV column is ``column`` if given, else the first of
@@ -523,10 +529,12 @@ def trace(path_or_seconds: str | os.PathLike[str] | Sequence[float], *, column: 
                 _fail("trace", f"{path} line {n}: {row[col]!r} is not a number of seconds")
     else:
         if not isinstance(path_or_seconds, Sequence) and not hasattr(path_or_seconds, "__array__"):
-            _fail("trace", f"must be a CSV path or a sequence of seconds (got {type(path_or_seconds).__name__})")
+            _fail(
+                "trace", f"must be a CSV path or a sequence of seconds (got {type(path_or_seconds).__name__})"
+            )
         values = []
         for i, v in enumerate(path_or_seconds):  # type: ignore[union-attr]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) and not hasattr(v, "__float__"):
+            if isinstance(v, bool) or (not isinstance(v, (int, float)) and not hasattr(v, "__float__")):
                 _fail(f"trace[{i}]", f"must be a number of seconds (got {v!r})")
             values.append(float(v))
     if not values:

@@ -186,7 +186,9 @@ class LoadResult:
     def summary(self) -> dict[str, Any]:
         """Headline numbers as a dict (see DESIGN §2); latencies in seconds, corrected and uncorrected."""
         err = self._rec["err"]
-        counts = np.bincount(err.astype(np.int64), minlength=len(ERROR_KINDS)) if len(err) else np.zeros(7, int)
+        counts = (
+            np.bincount(err.astype(np.int64), minlength=len(ERROR_KINDS)) if len(err) else np.zeros(7, int)
+        )
         by_kind = {k: int(counts[i]) for i, k in enumerate(ERROR_KINDS) if i}
         responses = int(np.count_nonzero(self._rec["status"] > 0))
         dur = self.duration_s if self.duration_s > 0 else math.nan

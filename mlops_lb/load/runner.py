@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -76,7 +77,9 @@ def _parse_url(url: str) -> tuple[str, int, str, str]:
         raise LoadTestError(f"url must be a string such as http://127.0.0.1:8080/predict (got {url!r})")
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
-        raise LoadTestError(f"url must be http://host[:port]/path (got {url!r}); https is not supported by the engine")
+        raise LoadTestError(
+            f"url must be http://host[:port]/path (got {url!r}); https is not supported by the engine"
+        )
     try:
         port = parts.port or 80
     except ValueError as exc:
@@ -89,7 +92,12 @@ def _parse_url(url: str) -> tuple[str, int, str, str]:
 
 
 def _head(method: str, path: str, hostport: str, headers: Mapping[str, str] | None) -> bytes:
-    h = {"Host": hostport, "User-Agent": "mlops-lb", "Content-Type": "application/json", "Connection": "keep-alive"}
+    h = {
+        "Host": hostport,
+        "User-Agent": "mlops-lb",
+        "Content-Type": "application/json",
+        "Connection": "keep-alive",
+    }
     for k, v in (headers or {}).items():
         h = {kk: vv for kk, vv in h.items() if kk.lower() != k.lower()}
         h[k] = v
@@ -101,7 +109,9 @@ def _default_payloads() -> list[bytes]:
     try:
         from ..serving import demo_payloads  # type: ignore[attr-defined]
     except ImportError as exc:
-        raise LoadTestError("no payloads: pass payloads=[...] (mlops_lb.serving.demo_payloads is unavailable)") from exc
+        raise LoadTestError(
+            "no payloads: pass payloads=[...] (mlops_lb.serving.demo_payloads is unavailable)"
+        ) from exc
     return list(demo_payloads())
 
 
@@ -141,7 +151,9 @@ class _Run:
         max_lag_p99_s: float,
     ) -> None:
         if not isinstance(profile, LoadProfile):
-            raise SpecError("profile", f"must be a LoadProfile such as load.constant(100, 30) (got {profile!r})")
+            raise SpecError(
+                "profile", f"must be a LoadProfile such as load.constant(100, 30) (got {profile!r})"
+            )
         self.connections = _check_int("connections", connections, 1, 100_000)
         self.timeout_s = _check_num("timeout_s", timeout_s, 0.001, 3600)
         self.interval_s = _check_num("interval_s", interval_s, 0.05, 3600)
@@ -213,6 +225,11 @@ class _Run:
     # ---------------------------------------------------------------- main
     def execute(self) -> LoadResult:
         log.info("load run: %s against %s (%d workers)", self.profile.describe(), self.url, self.workers)
+        # Import now what the collector needs later: a first import mid-run holds the GIL for a few hundred ms
+        # and would show up as schedule lag of the engine thread.
+        import hdrh.histogram  # noqa: F401
+        import pandas  # noqa: F401
+
         if self.bundle is not None:
             self.bundle.write_json("load.json", self._spec_dict())
         if self.progress:
@@ -260,10 +277,9 @@ class _Run:
             return self.epoch
 
         def target() -> None:
-            try:
+            # a failure is reported through the queue as ("error", ...)
+            with contextlib.suppress(BaseException):
                 run_engine(self._config(0, encode=False), q.put, self._internal_stop, start_at)
-            except BaseException:  # reported through the queue as ("error", ...)
-                pass
 
         th = threading.Thread(target=target, name="mlops-lb-load-engine", daemon=True)
         th.start()
@@ -329,7 +345,11 @@ class _Run:
                         on_all_ready()
                         on_all_ready = None
                     continue
-                if self.user_stop is not None and self.user_stop.is_set() and not self._internal_stop.is_set():
+                if (
+                    self.user_stop is not None
+                    and self.user_stop.is_set()
+                    and not self._internal_stop.is_set()
+                ):
                     self.stop_reason = self.stop_reason or "stop requested"
                     self._internal_stop.set()
                 if on_all_ready is not None and time.monotonic() - started > 120:
@@ -410,14 +430,14 @@ class _Run:
         offered = sent = responses = ok = 0
         err = np.zeros(len(ERROR_KINDS), dtype=np.int64)
         for counts, hists in parts.values():
-            for total, h in zip((corr, unc, lag), hists):
+            for total, h in zip((corr, unc, lag), hists, strict=False):
                 total.add(HdrHistogram.decode(h) if isinstance(h, (bytes, str)) else h)
             offered += counts["offered"]
             sent += counts["sent"]
             responses += counts["responses"]
             ok += counts["ok"]
             err += np.asarray(counts["err"], dtype=np.int64)
-        for total, h in zip(self._totals, (corr, unc, lag)):
+        for total, h in zip(self._totals, (corr, unc, lag), strict=False):
             total.add(h)
         length = self.interval_s
         ends = [d["end"] for d in self._done.values() if d["last_k"] == k]
@@ -451,7 +471,9 @@ class _Run:
                 log.exception("could not append an interval to the run bundle")
         if self._bar is not None:
             self._bar.update(min(sent, self._bar.total - self._bar.n))
-            self._bar.set_postfix_str(f"p99 {row['p99_s'] * 1e3:.1f} ms, errors {row['errors']}", refresh=False)
+            self._bar.set_postfix_str(
+                f"p99 {row['p99_s'] * 1e3:.1f} ms, errors {row['errors']}", refresh=False
+            )
         if self.on_interval is not None:
             try:
                 self.on_interval(dict(row))
@@ -464,7 +486,7 @@ class _Run:
         p = self.profile
         assert isinstance(p, SweepProfile)
         rates = p.rates
-        j = int(math.floor(k * self.interval_s / p.step_s + 1e-9))
+        j = math.floor(k * self.interval_s / p.step_s + 1e-9)
         if j >= len(rates):
             return
         row["step_rps"] = rates[j]

@@ -12,10 +12,11 @@ import argparse
 import asyncio
 import sys
 import time
+from typing import Any, ClassVar
 
 
 class Handler(asyncio.Protocol):
-    state = {"count": 0, "first": None}
+    state: ClassVar[dict[str, Any]] = {"count": 0, "first": None}
     args: argparse.Namespace
 
     def connection_made(self, transport):
