@@ -27,7 +27,6 @@ pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy
 def _kernel_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    env["MPLBACKEND"] = "agg"  # headless: figures render as PNG outputs
     return env
 
 
