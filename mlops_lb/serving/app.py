@@ -29,6 +29,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import math
@@ -40,7 +41,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -184,9 +186,12 @@ class ServerState:
 
 
 class _Instrument:
-    """Pure-ASGI middleware: X-Target-Id on every response, request metrics, and a 500 for unhandled errors.
+    """Pure-ASGI middleware: X-Target-Id on every response, request metrics, a 500 for unhandled errors, and
+    ``/predict`` itself.
 
-    Pure ASGI rather than Starlette's BaseHTTPMiddleware, which costs a task and a stream per request.
+    Pure ASGI rather than Starlette's BaseHTTPMiddleware, which costs a task and a stream per request. ``/predict``
+    is answered here, not by a FastAPI route: FastAPI's routing and dependency solving cost about three times the
+    prediction itself, and this is the path load tests hammer. Its OpenAPI entry is added by ``create_app``.
     """
 
     def __init__(self, app: ASGIApp, state: ServerState) -> None:
@@ -216,7 +221,10 @@ class _Instrument:
         metrics.in_flight.inc()
         t0 = time.perf_counter()
         try:
-            await self.app(scope, receive, send_with_id)
+            if scope["path"] == "/predict":
+                await _predict(state, scope, receive, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
         except Exception:
             log.exception("unhandled error serving %s %s", scope.get("method"), scope.get("path"))
             status = 500
@@ -256,11 +264,16 @@ def _describe(v: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+_DECODER = json.JSONDecoder(
+    parse_constant=_reject_constant
+)  # made once: json.loads(**kw) builds one per call
+
+
 def parse_rows(body: bytes, n_features: int) -> np.ndarray:
     """Validate a /predict body and return its rows as a float64 array; raises ``_Invalid`` with a 422 message."""
     expected = f'expected a JSON object {{"rows": [[{n_features} numbers], ...]}} with 1 to {MAX_ROWS} rows'
     try:
-        data = json.loads(body, parse_constant=_reject_constant)
+        data = _DECODER.decode(body.decode("utf-8"))  # JSON travels as UTF-8 (RFC 8259)
     except (ValueError, RecursionError) as exc:
         raise _Invalid(422, f"body is not valid JSON ({exc}); {expected}") from None
     if not isinstance(data, dict) or "rows" not in data:
@@ -307,11 +320,48 @@ def _json(status: int, payload: dict[str, Any]) -> Response:
 _DETAIL = {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
 
 
+_PREDICT_RESPONSES: dict[str, dict[str, Any]] = {
+    "200": {
+        "description": "one prediction per row",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["predictions", "model", "target"],
+                    "properties": {
+                        "predictions": {"type": "array"},
+                        "model": {"type": "string"},
+                        "target": {"type": "string"},
+                    },
+                }
+            }
+        },
+    },
+    "413": {
+        "description": "body larger than the limit",
+        "content": {"application/json": {"schema": _DETAIL}},
+    },
+    "422": {
+        "description": "rows of the wrong shape or type; detail says what was expected",
+        "content": {"application/json": {"schema": _DETAIL}},
+    },
+    "503": {
+        "description": "the model is still loading",
+        "content": {"application/json": {"schema": _DETAIL}},
+    },
+}
+
+
 def _predict_openapi(n_features: int | None) -> dict[str, Any]:
+    """The OpenAPI operation of ``POST /predict`` (rows of exactly ``n_features`` numbers once that is known)."""
     row: dict[str, Any] = {"type": "array", "items": {"type": "number"}}
     if n_features is not None:
         row.update(minItems=n_features, maxItems=n_features)
     return {
+        "summary": "Predict",
+        "description": 'One prediction per row. Body: `{"rows": [[number, ...], ...]}`.',
+        "operationId": "predict",
+        "responses": _PREDICT_RESPONSES,
         "requestBody": {
             "required": True,
             "content": {
@@ -331,34 +381,10 @@ def _predict_openapi(n_features: int | None) -> dict[str, Any]:
                     }
                 }
             },
-        }
+        },
     }
 
 
-_PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "one prediction per row",
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["predictions", "model", "target"],
-                    "properties": {
-                        "predictions": {"type": "array"},
-                        "model": {"type": "string"},
-                        "target": {"type": "string"},
-                    },
-                }
-            }
-        },
-    },
-    413: {"description": "body larger than the limit", "content": {"application/json": {"schema": _DETAIL}}},
-    422: {
-        "description": "rows of the wrong shape or type; detail says what was expected",
-        "content": {"application/json": {"schema": _DETAIL}},
-    },
-    503: {"description": "the model is still loading", "content": {"application/json": {"schema": _DETAIL}}},
-}
 _HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "ready: model loaded and self-tested"},
     503: {"description": "not ready: loading, failed to load, or switched to failing (SIGUSR1)"},
@@ -366,6 +392,15 @@ _HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 # --------------------------------------------------------------------------- the app
+# Recent FastAPI asks OpenTelemetry on every request whether anyone is listening (several os.environ reads); this
+# server reports through Prometheus, so switch that off where the option exists.
+_NO_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
+
+
 def create_app(
     *,
     model: str = DEMO,
@@ -394,42 +429,27 @@ def create_app(
         state.start_loading()
         yield
 
-    app = FastAPI(title="mlops_lb model server", version="1", lifespan=lifespan, redoc_url=None)
+    app = FastAPI(
+        title="mlops_lb model server", version="1", lifespan=lifespan, redoc_url=None, **_NO_TELEMETRY
+    )
     app.state.server = state
-    predict_openapi = _predict_openapi(None)
 
-    def on_loaded(handle: ModelHandle) -> None:
-        # The row width is known only now: describe it in the OpenAPI document, regenerated on next request.
-        predict_openapi.update(_predict_openapi(handle.n_features))
-        app.openapi_schema = None
+    def openapi() -> dict[str, Any]:
+        # /predict is served by the middleware (see _Instrument), so its operation is added here by hand. The row
+        # width is known once the model has loaded; until then the document is rebuilt on every request.
+        if app.openapi_schema is None:
+            handle = state.handle
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            schema["paths"] = {
+                "/predict": {"post": _predict_openapi(handle.n_features if handle else None)},
+                **schema.get("paths", {}),
+            }
+            if handle is None:
+                return schema
+            app.openapi_schema = schema
+        return app.openapi_schema
 
-    state.on_loaded = on_loaded
-
-    @app.post("/predict", openapi_extra=predict_openapi, responses=_PREDICT_RESPONSES)
-    async def predict(request: Request) -> Response:
-        """Predict one value per row. Body: ``{"rows": [[number, ...], ...]}``."""
-        handle = state.handle
-        if handle is None:
-            return _json(503, {"detail": state.load_error or "the model is still loading"})
-        try:
-            body = await _read_body(request, state.max_body_bytes)
-            x = parse_rows(body, handle.n_features)
-        except _Invalid as exc:
-            return _json(exc.status, {"detail": exc.detail})
-        sem = state.semaphore
-        if sem is None:
-            predictions = await _predict_for_at_least(handle, x, state.min_service_s)
-        else:
-            t0 = time.perf_counter()
-            async with sem:
-                state.metrics.queue_wait.observe(time.perf_counter() - t0)
-                predictions = await _predict_for_at_least(handle, x, state.min_service_s)
-        payload = {"predictions": predictions, "model": handle.name, "target": state.target_id}
-        try:
-            text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
-        except ValueError:
-            text = json.dumps({**payload, "predictions": _json_safe(predictions)}, separators=(",", ":"))
-        return Response(text.encode(), media_type="application/json")
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.get("/health", responses=_HEALTH_RESPONSES)
     async def health() -> Response:
@@ -483,23 +503,82 @@ def create_app(
     return app
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+async def _send(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] = _JSON_HEADERS
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _detail(text: str) -> bytes:
+    return json.dumps({"detail": text}, separators=(",", ":")).encode()
+
+
+async def _predict(state: ServerState, scope: Scope, receive: Receive, send: Send) -> None:
+    """``POST /predict`` in plain ASGI: read the body (bounded), validate, wait for a slot, predict, answer."""
+    if scope["method"] != "POST":
+        await _send(send, 405, _detail("Method Not Allowed"), [*_JSON_HEADERS, (b"allow", b"POST")])
+        return
+    handle = state.handle
+    if handle is None:
+        await _send(send, 503, _detail(state.load_error or "the model is still loading"))
+        return
+    try:
+        body = await _read_body(scope, receive, state.max_body_bytes)
+        if body is None:
+            return  # the client went away
+        x = parse_rows(body, handle.n_features)
+    except _Invalid as exc:
+        await _send(send, exc.status, _detail(exc.detail))
+        return
+    sem = state.semaphore
+    if sem is None:
+        predictions = await _predict_for_at_least(handle, x, state.min_service_s)
+    else:
+        t0 = time.perf_counter()
+        async with sem:
+            state.metrics.queue_wait.observe(time.perf_counter() - t0)
+            predictions = await _predict_for_at_least(handle, x, state.min_service_s)
+    payload = {"predictions": predictions, "model": handle.name, "target": state.target_id}
+    try:
+        text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        text = json.dumps({**payload, "predictions": _json_safe(predictions)}, separators=(",", ":"))
+    await _send(send, 200, text.encode())
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
+    """The request body, refused with 413 past ``limit`` bytes; None if the client disconnected."""
     too_big = _Invalid(413, f"body must be at most {limit} bytes")
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            if int(declared) > limit:
-                raise too_big
-        except ValueError:
-            raise _Invalid(422, f"Content-Length must be a number (got {declared!r})") from None
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            if not value.isdigit():
+                raise _Invalid(422, f"Content-Length must be a number (got {value.decode('latin-1')!r})")
+            if int(value) > limit:
+                raise too_big  # refused before reading a byte
+            break
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():  # checked again as it streams: Content-Length may be absent or wrong
+    while True:  # checked again as it streams: Content-Length may be absent (chunked) or wrong
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise too_big
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 async def _predict_for_at_least(handle: ModelHandle, x: np.ndarray, min_service_s: float) -> list[Any]:
