@@ -2,7 +2,8 @@
 
 The same app runs as a local worker and on an EC2 instance behind an ALB. What it promises:
 
-* Every response, errors and 404s included, carries ``X-Target-Id`` naming the target that served it.
+* Every response, errors and 404s included, carries ``X-Target-Id`` naming the target that served it (all but
+  uvicorn's own 400 for a request that is not HTTP at all, which never reaches the app).
 * ``POST /predict`` takes ``{"rows": [[number, ...], ...]}`` (1 to 1000 rows of exactly ``n_features`` finite
   numbers) and returns ``{"predictions": [...], "model": name, "target": target_id}``. A wrong shape or type is a
   422 whose ``detail`` says what was expected; a body over ``max_body_bytes`` is a 413 (checked on Content-Length
@@ -138,7 +139,6 @@ class ServerState:
         self._semaphore: asyncio.Semaphore | None = None
         self._load_started = False
         self._lock = threading.Lock()
-        self.on_loaded: Callable[[ModelHandle], None] | None = None
 
     # ---------------------------------------------------------------- model loading
     def start_loading(self) -> None:
@@ -164,8 +164,6 @@ class ServerState:
             log.error("model %r failed to load: %s", self.model_source, self.load_error)
             return
         self.metrics.load_seconds.set(time.perf_counter() - t0)
-        if self.on_loaded is not None:
-            self.on_loaded(handle)
         self.handle = handle  # last: from here on the server is ready
         log.info(
             "model %s ready in %.2f s (%d features)", handle.name, time.perf_counter() - t0, handle.n_features
