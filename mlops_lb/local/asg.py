@@ -39,13 +39,17 @@ from .workers import WorkerCommand, WorkerProcess, worker_argv
 if TYPE_CHECKING:
     from ..spec import FleetSpec
 
-__all__ = ["MIN_GRACE_S", "AsgEmulator", "Instance"]
+__all__ = ["BOOT_GRACE_S", "MIN_GRACE_S", "AsgEmulator", "Instance"]
 
 log = logging.getLogger(__name__)
 
 # A Python model server needs a couple of real seconds to import and load its model whatever the clock scale;
 # a grace period shorter than that would replace every new instance before it could ever pass a check.
 MIN_GRACE_S = 8.0
+# A new worker that has never passed a check is booting: importing scikit-learn and FastAPI and loading the model
+# takes 3 s on a quiet machine and over 10 s on a busy one (measured in the demo at load average 6). EC2 boots in
+# about a minute against a 300 s default grace; this keeps that proportion instead of replacing boots in a loop.
+BOOT_GRACE_S = 30.0
 STOP_TIMEOUT_S = 5.0
 
 Emit = Callable[[str, str, str], None]
@@ -275,11 +279,11 @@ class AsgEmulator:
                     f"passed its first health check after {now - inst.launched_mono:.2f} s; "
                     "now receiving traffic",
                 )
-            elif status == "DOWN" and now - inst.launched_mono >= self.grace_s:
+            elif status == "DOWN" and now - inst.launched_mono >= max(self.grace_s, BOOT_GRACE_S):
                 self.terminate(
                     inst,
-                    f"never passed a health check ({row.check_status}) within the grace period "
-                    f"{self.grace_s:.1f} s; replacing",
+                    f"never passed a health check ({row.check_status}) within the boot grace period "
+                    f"{max(self.grace_s, BOOT_GRACE_S):.1f} s; replacing",
                 )
             return
         if inst.health == "healthy" and status == "DOWN":

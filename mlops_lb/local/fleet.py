@@ -1,8 +1,9 @@
 """LocalFleet: the Fleet protocol on this machine -- HAProxy as the ALB, worker processes as instances.
 
 **The clock.** One CloudWatch period (an AWS minute) lasts ``spec.local.period_s`` seconds here, and every
-duration in the spec is multiplied by ``time_scale = period_s / 60``: health-check interval and timeout (never
-below 100 ms), grace period (never below a few real seconds, the time a Python worker needs to start),
+duration in the spec is multiplied by ``time_scale = period_s / 60``: health-check interval and timeout (timeout
+never below 500 ms, interval above it), grace period (never below a few real seconds, and 30 s for a worker that
+has not yet passed its first check: the time a Python worker needs to boot on a busy machine),
 deregistration delay and instance warm-up. Request *rates* are not scaled: the target is
 ``target_rps_per_target`` requests per second per target, i.e. ``target_rps_per_target x period_s`` requests per
 target per local period, just as AWS compares ``x 60`` per minute. MetricFrame timestamps are real wall-clock UTC

@@ -61,7 +61,9 @@ ALGORITHM_TO_BALANCE = {
 }
 FRONTEND = "alb"
 MIN_CHECK_MS = 100  # below this the checks themselves start to load two shared cores
-MIN_TIMEOUT_MS = 100
+# On an oversubscribed laptop or CI box a Python worker can stall a few hundred ms; a check timing out there
+# marks a good target DOWN and the ASG replaces it, a cascade EC2 would never show.
+MIN_TIMEOUT_MS = 500
 
 
 def find_haproxy() -> str:
@@ -119,9 +121,15 @@ defaults
     timeout http-keep-alive {idle}s
     timeout http-request 60s
     timeout queue 60s
+    # Errors HAProxy makes itself carry a marker, so the frontend can tell them from a target's own 503.
+    http-error status 503 content-type text/plain string "no target could take the request" hdr x-lb-error 1
 
 frontend {FRONTEND}
     bind 127.0.0.1:{port}
+    # The ALB answers 502 when a target refuses the connection (a dead process) and 503 only when no target is
+    # registered; HAProxy says 503 for both. A server was chosen (srv_id) only in the first case.
+    http-after-response set-status 502 if {{ status 503 }} {{ res.hdr(x-lb-error) -m found }} {{ srv_id -m found }}
+    http-after-response del-header x-lb-error
     # Fail open: with no healthy target the ALB routes to all registered targets.
     use_backend {backend}_open if {{ nbsrv({backend}) eq 0 }}
     default_backend {backend}

@@ -43,7 +43,9 @@ class TestLaunched:
         for kind in ("launch", "registered", "healthy"):
             assert (ev["kind"] == kind).sum() >= 2, kind
         text = repr(rr_fleet)
-        assert "1 AWS minute = 1 s here" in text and "health interval 10 s -> 0.17 s" in text
+        assert (
+            "1 AWS minute = 1 s here" in text and "health interval 10 s -> 0.55 s" in text
+        )  # 0.17 s raised to timeout floor + 50 ms
         assert rr_fleet.url in text
 
     def test_admin_socket_is_private(self, rr_fleet: LocalFleet) -> None:
