@@ -33,13 +33,14 @@ from .spec import (
 if TYPE_CHECKING:
     from . import analysis, aws, load, plots, report, widgets
     from .bundle import RunBundle
-    from .load import LoadResult, run_load
+    from .load import LoadResult, run_load, start_load
 
 __version__ = "0.1.0"
 
 # Names resolved on first use, so `import mlops_lb` stays light.
 _LAZY = {
     "run_load": ("mlops_lb.load", "run_load"),
+    "start_load": ("mlops_lb.load", "start_load"),
     "LoadResult": ("mlops_lb.load", "LoadResult"),
     "RunBundle": ("mlops_lb.bundle", "RunBundle"),
     "load": ("mlops_lb.load", None),
@@ -77,6 +78,7 @@ __all__ = [
     "plots",
     "report",
     "run_load",
+    "start_load",
     "widgets",
 ]
 
