@@ -394,7 +394,7 @@ class LoadTestPanel:
             _save_fleet_data(self.bundle, self.fleet, summary)
             writer = self._write_report or _default_write_report()
             path = writer(getattr(self.bundle, "path", self.bundle))
-            self.report_path = Path(path)
+            self.report_path = Path(path).resolve()
             self.report_html.value = (
                 f'report: <code class="mlops-lb-report">{_esc(str(self.report_path))}</code>'
             )

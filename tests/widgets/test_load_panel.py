@@ -98,7 +98,7 @@ class TestRun:
         p, bundles = _panel(fleet, FakeStartLoad(), tmp_path)
         p.start_button.click()
         report = p.wait(5)
-        assert report == tmp_path / "mlops-lb-demo" / "report.html"
+        assert report == (tmp_path / "mlops-lb-demo" / "report.html").resolve()
         assert str(report) in p.report_html.value
         assert "requests" in p.summary_html.value and "done" in p.message.value
         assert set(bundles[0].written) == {"summary", "metrics", "events"} and bundles[0].finalized
