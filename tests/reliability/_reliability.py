@@ -1,7 +1,8 @@
 """Helpers of the reliability suite (tests/ is not a package: imported as ``from _reliability import ...``).
 
-* ``fault_spec(name, **changes)``: a two-target spec on a 1 s clock whose health check runs every ~0.3 s with
-  a ~0.17 s timeout (interval 18 s, timeout 10 s scaled by 1/60), so faults are detected in about a second.
+* ``fault_spec(name, **changes)``: a two-target spec on a 1 s clock whose health checks run as fast as the
+  emulator's floors allow (interval 18 s and timeout 10 s scaled by 1/60, then raised to its minimum timeout),
+  so faults are detected within about a second or two.
 * ``served_ok(fleet)``: ``mlops_requests_total{path="/predict",status="200"}`` summed over the live targets.
 * ``wait_for(cond, timeout_s, what)``: poll, or fail naming what never happened.
 
@@ -34,7 +35,8 @@ _OK_RE = re.compile(
 def fault_spec(
     name: str = "rel", *, desired: int = 2, grace_period_s: int = 60, **local: Any
 ) -> ml.FleetSpec:
-    """Two targets, a 1 s period, health interval 18 s -> 0.3 s, timeout 10 s -> 0.17 s, ALB idle timeout 2 s.
+    """Two targets, a 1 s period, health interval 18 s and timeout 10 s (scaled by 1/60, floors applied), ALB idle
+    timeout 2 s.
 
     ``grace_period_s`` is AWS seconds (scaled by 1/60, never below the emulator's 8 s floor); ``local`` overrides
     LocalSpec fields (slots, min_service_ms).

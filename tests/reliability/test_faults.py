@@ -1,7 +1,7 @@
 """Faults under steady open-loop load on the local fleet: each fault shows exactly the errors an ALB would show.
 
-Every test launches its own two-target fleet (``fault_spec``: health checks every 0.3 s, timeout 0.17 s, ALB idle
-timeout 2 s), sends a constant 80 rps through HAProxy with the open-loop engine, injects one fault and checks
+Every test launches its own two-target fleet (``fault_spec``: the fastest health checks the emulator allows, ALB
+idle timeout 2 s), sends a constant 80 rps through HAProxy with the open-loop engine, injects one fault and checks
 three things: which requests failed and how (kind, status, when), how many (bounded by what was routed to the
 faulty target before the balancer noticed), and how the fleet recovered (events, replacement, time).
 """
