@@ -13,6 +13,7 @@ import http.client
 import inspect
 import socket
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -70,7 +71,13 @@ def test_one_bad_field_is_named_by_the_spec_error(leaf: tuple[str, str], value: 
         assert str(exc).startswith(exc.field)
 
 
-_PROFILES = {"constant": constant, "ramp": ramp, "step": step, "spike": spike, "sweep": sweep}
+_PROFILES: dict[str, Callable[..., Any]] = {
+    "constant": constant,
+    "ramp": ramp,
+    "step": step,
+    "spike": spike,
+    "sweep": sweep,
+}
 _GOOD_ARGS = {
     "constant": (10, 2),
     "ramp": (1, 10, 3),
