@@ -55,7 +55,11 @@ class TargetTrackingPolicy:
     scale_in_enabled: bool = True
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.target_value, (int, float)) and self.target_value > 0 and math.isfinite(self.target_value)):
+        if not (
+            isinstance(self.target_value, (int, float))
+            and self.target_value > 0
+            and math.isfinite(self.target_value)
+        ):
             raise SpecError("policy.target_value", f"must be a positive number (got {self.target_value!r})")
         for name in ("scale_out_periods", "scale_in_periods"):
             v = getattr(self, name)
@@ -133,8 +137,11 @@ def decide(policy: TargetTrackingPolicy, history: Sequence[PeriodSample], state:
     current = _clamp(state.desired, state)
     if current != state.desired:
         side = "min" if state.desired < state.min else "max"
-        return Decision("scale_out" if current > state.desired else "scale_in", current,
-                        f"desired {state.desired} outside [{state.min}, {state.max}]: clamped to {side}")
+        return Decision(
+            "scale_out" if current > state.desired else "scale_in",
+            current,
+            f"desired {state.desired} outside [{state.min}, {state.max}]: clamped to {side}",
+        )
     if not history:
         return Decision("none", current, "no datapoints yet")
     last = history[-1]
@@ -146,14 +153,17 @@ def decide(policy: TargetTrackingPolicy, history: Sequence[PeriodSample], state:
         wanted = _clamp(math.ceil(last.request_count / target), state)
         if wanted > current:
             return Decision(
-                "scale_out", wanted,
+                "scale_out",
+                wanted,
                 f"RequestCountPerTarget {metric:.1f} > target {target:.1f} for {n_out} periods: "
                 f"ceil({last.request_count:.0f} / {target:.1f}) = {math.ceil(last.request_count / target)} targets",
                 metric,
             )
         if current >= state.max and math.ceil(last.request_count / target) > state.max:
             return Decision("none", current, f"above target but already at max {state.max}", metric)
-        return Decision("none", current, f"above target; {state.warming} warming target(s) already cover it", metric)
+        return Decision(
+            "none", current, f"above target; {state.warming} warming target(s) already cover it", metric
+        )
 
     n_in = policy.scale_in_periods
     threshold = policy.scale_in_threshold
@@ -168,7 +178,8 @@ def decide(policy: TargetTrackingPolicy, history: Sequence[PeriodSample], state:
         wanted = _clamp(max(1, math.ceil(last.request_count / target)), state)
         if wanted < current:
             return Decision(
-                "scale_in", wanted,
+                "scale_in",
+                wanted,
                 f"RequestCountPerTarget {metric:.1f} < {threshold:.1f} (90% of target) for {n_in} periods: "
                 f"ceil({last.request_count:.0f} / {target:.1f}) -> {wanted} targets",
                 metric,

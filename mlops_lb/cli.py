@@ -22,7 +22,9 @@ __all__ = ["build_parser", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of ``mlops-lb`` (kept separate so tests can inspect it)."""
-    p = argparse.ArgumentParser(prog="mlops-lb", description="Load-balanced inference fleets: launch, load test, plot.")
+    p = argparse.ArgumentParser(
+        prog="mlops-lb", description="Load-balanced inference fleets: launch, load test, plot."
+    )
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -30,11 +32,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 on an instance behind an ALB)")
     s.add_argument("--model", default="demo", help="'demo' or a path to a .joblib/.pkl/.skops model")
-    s.add_argument("--target-id", default=None, help="id returned in X-Target-Id (default: the EC2 instance id or host:port)")
+    s.add_argument(
+        "--target-id",
+        default=None,
+        help="id returned in X-Target-Id (default: host:port; the AWS user data passes the instance id)",
+    )
     s.add_argument("--slots", type=int, default=0, help="emulated concurrent slots (0 = unlimited)")
-    s.add_argument("--min-service-ms", type=float, default=0.0, help="emulated minimum service time per request")
+    s.add_argument(
+        "--min-service-ms", type=float, default=0.0, help="emulated minimum service time per request"
+    )
 
-    d = sub.add_parser("demo", help="the whole story on this machine: launch, load past capacity, scale, report")
+    d = sub.add_parser(
+        "demo", help="the whole story on this machine: launch, load past capacity, scale, report"
+    )
     d.add_argument("--duration-s", type=float, default=120.0)
     d.add_argument("--spec", default=None, help="a FleetSpec YAML (default: the bundled demo spec)")
     d.add_argument("--out", default="runs", help="folder for the run bundle")
@@ -42,7 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="(re)write report.html for a run bundle")
     r.add_argument("run_dir")
 
-    for name, text in (("up", "launch the fleet"), ("status", "show targets"), ("down", "close/destroy the fleet")):
+    for name, text in (
+        ("up", "launch the fleet"),
+        ("status", "show targets"),
+        ("down", "close/destroy the fleet"),
+    ):
         c = sub.add_parser(name, help=text)
         c.add_argument("spec")
         c.add_argument("--backend", choices=("local", "aws"), default="local")
@@ -58,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("load", help="run a load profile against a URL")
     c.add_argument("url")
     c.add_argument("--profile", default="constant", choices=("constant", "ramp", "step", "spike"))
-    c.add_argument("--rps", type=float, default=50.0, help="rate (constant), end rate (ramp), peak (spike/step)")
+    c.add_argument(
+        "--rps", type=float, default=50.0, help="rate (constant), end rate (ramp), peak (spike/step)"
+    )
     c.add_argument("--start-rps", type=float, default=1.0)
     c.add_argument("--duration-s", type=float, default=30.0)
     c.add_argument("--out", default="runs")

@@ -17,14 +17,11 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
 from .spec import FleetSpec
-
-if TYPE_CHECKING:
-    from .local import LocalFleet
 
 __all__ = ["demo_rates", "demo_schedule", "run_demo"]
 
@@ -64,11 +61,11 @@ def demo_schedule(spec: FleetSpec, duration_s: float) -> np.ndarray:
     return np.asarray(grid[np.minimum(idx, len(grid) - 1)], dtype=float)
 
 
-def _status_line(row: dict[str, Any], t0: float, fleet: LocalFleet) -> str:
+def _status_line(row: dict[str, Any], t0: float, fleet: Any) -> str:
     healthy, desired = fleet_counts(fleet)
     p99 = row.get("p99_s")
     p99_txt = f"{p99 * 1000:7.1f} ms" if p99 is not None and p99 == p99 else "      - ms"
-    start = row.get("interval_start")
+    start: Any = row.get("interval_start")
     t = (start.timestamp() - t0) if hasattr(start, "timestamp") else 0.0
     err = int(row.get("errors", 0) or 0)
     return (
@@ -143,7 +140,7 @@ def run_demo(
         import time
 
         t0 = time.time()
-        profile = ml.load.trace(demo_schedule(fleet_spec, duration_s))
+        profile = ml.load.trace(demo_schedule(fleet_spec, duration_s).tolist())
         try:
             result = ml.run_load(
                 fleet.url + "/predict",

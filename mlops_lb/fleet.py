@@ -42,13 +42,20 @@ class Fleet(Protocol):
 
     def launch(self, *, on_output: Callable[[str], Any] | None = None) -> str: ...
 
-    def scale(self, *, min: int | None = None, desired: int | None = None, max: int | None = None,
-              target_rps_per_target: float | None = None) -> None: ...
+    def scale(
+        self,
+        *,
+        min: int | None = None,
+        desired: int | None = None,
+        max: int | None = None,
+        target_rps_per_target: float | None = None,
+    ) -> None: ...
 
     def status(self) -> pd.DataFrame: ...
 
-    def metrics(self, start: datetime | None = None, end: datetime | None = None,
-                period_s: float | None = None) -> pd.DataFrame: ...
+    def metrics(
+        self, start: datetime | None = None, end: datetime | None = None, period_s: float | None = None
+    ) -> pd.DataFrame: ...
 
     def events(self, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame: ...
 
@@ -59,7 +66,9 @@ class Fleet(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
-def open_fleet(spec: FleetSpec | str | dict[str, Any], backend: Literal["local", "aws"] = "local", **options: Any) -> Fleet:
+def open_fleet(
+    spec: FleetSpec | str | dict[str, Any], backend: Literal["local", "aws"] = "local", **options: Any
+) -> Fleet:
     """Open (not yet launch) a fleet for ``spec`` on ``backend``.
 
     ``spec`` may be a FleetSpec, a path to a YAML file or a dict. Options go to the backend's constructor

@@ -36,10 +36,21 @@ __all__ = [
 
 METRIC_COLUMNS = ("timestamp", "metric", "stat", "value", "unit", "target")
 EVENT_COLUMNS = ("timestamp", "kind", "target", "detail")
-EVENT_KINDS = frozenset({
-    "scale_out", "scale_in", "launch", "terminate", "healthy", "unhealthy", "registered", "draining",
-    "deregistered", "balancer_restart", "decision",
-})
+EVENT_KINDS = frozenset(
+    {
+        "scale_out",
+        "scale_in",
+        "launch",
+        "terminate",
+        "healthy",
+        "unhealthy",
+        "registered",
+        "draining",
+        "deregistered",
+        "balancer_restart",
+        "decision",
+    }
+)
 STATUS_COLUMNS = ("target", "address", "state", "health", "launched_at")
 STATE_VALUES = frozenset({"pending", "in_service", "draining", "terminated"})
 HEALTH_VALUES = frozenset({"initial", "healthy", "unhealthy", "draining", "unused"})
@@ -131,7 +142,9 @@ def check_metric_frame(df: pd.DataFrame) -> None:
     wrong_unit = df[df["unit"] != df["metric"].map(METRIC_UNITS)]
     if len(wrong_unit):
         r = wrong_unit.iloc[0]
-        raise ValueError(f"MetricFrame unit for {r['metric']} must be {METRIC_UNITS[r['metric']]} (got {r['unit']!r})")
+        raise ValueError(
+            f"MetricFrame unit for {r['metric']} must be {METRIC_UNITS[r['metric']]} (got {r['unit']!r})"
+        )
     if df.duplicated(["timestamp", "metric", "stat", "target"]).any():
         raise ValueError("MetricFrame has duplicate (timestamp, metric, stat, target) rows")
     for key in ("api_calls", "metrics_requested"):
