@@ -43,9 +43,52 @@ _ERROR_KINDS = ("timeout", "connect", "reset", "http_4xx", "http_5xx", "other")
 
 
 # --------------------------------------------------------------------------- helpers
+_FORMATTER_REGISTERED = False
+
+
+def _show_figures_in_notebooks() -> None:
+    """Let a bare Figure (no pyplot) display as a PNG when it is a notebook cell's last value.
+
+    Figures built without pyplot have no inline display unless ``%matplotlib inline`` ran first; registering a
+    PNG formatter for the Figure type makes ``plots.latency_over_time(r)`` show a picture in any kernel.
+    """
+    global _FORMATTER_REGISTERED
+    if _FORMATTER_REGISTERED:
+        return
+    _FORMATTER_REGISTERED = True
+    import sys
+
+    ipython_mod = sys.modules.get("IPython")
+    ip = ipython_mod.get_ipython() if ipython_mod is not None else None  # type: ignore[attr-defined]
+    if ip is None:
+        return
+    from matplotlib.figure import Figure
+
+    png = ip.display_formatter.formatters["image/png"]
+    if not _has_type(png, Figure):  # %matplotlib inline registers its own; keep it
+        png.for_type(Figure, _png_bytes)
+
+
+def _has_type(formatter: Any, cls: type) -> bool:
+    try:
+        formatter.lookup_by_type(cls)
+    except KeyError:
+        return False
+    return True
+
+
+def _png_bytes(fig: Figure) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
 def _axes(ax: Axes | None, figsize: tuple[float, float] = (9.0, 4.0)) -> tuple[Figure, Axes]:
     from matplotlib.figure import Figure
 
+    _show_figures_in_notebooks()
     if ax is not None:
         return ax.figure, ax  # type: ignore[return-value]
     fig = Figure(figsize=figsize, layout="constrained")

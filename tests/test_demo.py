@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import mlops_lb as ml
@@ -47,6 +48,12 @@ def test_shortened_demo_writes_a_bundle_that_shows_scale_out_and_scale_in(tmp_pa
     assert cap.max() >= 2 and cap.iloc[-1] < cap.max()  # a capacity series that rose and fell
     assert len(bundle.requests) == bundle.summary["requests"]
     assert json.loads((path / "spec.json").read_text())["name"] == FAST.name
+
+    # The what-if replay reproduces the local autoscaler's own decisions on the same trace.
+    decisions = pd.DataFrame(json.loads((path / "decisions.json").read_text()))
+    replayed = ml.analysis.reproduce(decisions, FAST.scaling, period_s=FAST.local.period_s)
+    assert len(replayed) > 20 and replayed["matches"].all(), replayed[~replayed["matches"]].to_string()
+    assert set(replayed["action"]) >= {"scale_out", "scale_in", "none"}
 
     html = (path / "report.html").read_text()
     assert "data:image/png;base64," in html
