@@ -269,6 +269,7 @@ def test_slow_and_partial_bodies_do_not_block_other_requests(server, record) -> 
         t0 = time.monotonic()
         for i, byte in enumerate(body):
             trickle.sendall(bytes([byte]))
+            time.sleep(0.003)  # about a second for the whole body: slow, not stalled
             if i % 20 == 0:
                 statuses.append(_predict_ok(server.port, body))
         trickled = _status(trickle)
