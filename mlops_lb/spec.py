@@ -224,13 +224,17 @@ class InstanceSpec(_Part):
                 f"must be an SSM parameter path starting with / (got {_show(self.ami_ssm_parameter)})",
             )
         self._set("root_volume_gb", _int(f"{p}.root_volume_gb", self.root_volume_gb, 8, 16384))
-        self._set(
-            "ssh_cidrs",
-            tuple(
-                _cidr(f"{p}.ssh_cidrs[{i}]", c)
-                for i, c in enumerate(_str_tuple(f"{p}.ssh_cidrs", self.ssh_cidrs))
-            ),
+        cidrs = tuple(
+            _cidr(f"{p}.ssh_cidrs[{i}]", c)
+            for i, c in enumerate(_str_tuple(f"{p}.ssh_cidrs", self.ssh_cidrs))
         )
+        for i, c in enumerate(cidrs):
+            if c.endswith("/0"):  # SSH to every instance from the whole internet is never what anyone means
+                _fail(
+                    f"{p}.ssh_cidrs[{i}]",
+                    f"must not open SSH to the whole internet (got {c!r}); list your own network, e.g. 203.0.113.0/24",
+                )
+        self._set("ssh_cidrs", cidrs)
 
 
 @dataclass(frozen=True, kw_only=True)

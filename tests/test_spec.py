@@ -99,6 +99,7 @@ class TestInstance:
         assert InstanceSpec(ssh_cidrs=("2001:DB8::/32",)).ssh_cidrs == ("2001:db8::/32",)
         rejects(lambda: InstanceSpec(ssh_cidrs=("10.0.0.1/24",)), "instance.ssh_cidrs[0]", "CIDR")
         rejects(lambda: InstanceSpec(ssh_cidrs="10.0.0.0/8"), "instance.ssh_cidrs", "list of strings")
+        rejects(lambda: InstanceSpec(ssh_cidrs=("0.0.0.0/0",)), "instance.ssh_cidrs[0]", "whole internet")
 
 
 class TestCapacity:
@@ -599,7 +600,7 @@ valid_specs = st.builds(
         ami=st.none() | hex_ids.map(lambda h: f"ami-{h}"),
         ami_ssm_parameter=st.text(min_size=1, max_size=40).map(lambda t: "/" + t),
         root_volume_gb=st.integers(8, 16384),
-        ssh_cidrs=st.lists(cidrs(4), max_size=2).map(tuple),
+        ssh_cidrs=st.lists(cidrs(4).filter(lambda c: not c.endswith("/0")), max_size=2).map(tuple),
     ),
     capacity=capacities(),
     health_check=health_checks(),

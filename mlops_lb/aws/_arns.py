@@ -50,6 +50,29 @@ def arn_suffix(arn: str, *, argument: str = "arn") -> str:
     )
 
 
+def target_group_suffix(arn: str, *, argument: str = "target_group_arn") -> str:
+    """``targetgroup/<name>/<id>`` of a target-group ARN; an ALB's or a malformed ARN raises MetricsError."""
+    tg = arn_suffix(arn, argument=argument)
+    if not tg.startswith("targetgroup/"):
+        raise MetricsError(
+            f"{argument} must be a target-group ARN (got {arn!r})",
+            code="InvalidArn",
+            hint="pass the target group's ARN, not the ALB's",
+        )
+    return tg
+
+
+def check_asg_name(name: object, *, argument: str = "asg_name") -> str:
+    """An Auto Scaling group name (1-255 characters), checked before any AWS client is built."""
+    if not isinstance(name, str) or not name.strip() or len(name) > 255:
+        raise MetricsError(
+            f"{argument} must be the Auto Scaling group's name (got {name!r})",
+            code="InvalidParameter",
+            hint="pass the stack output asg_name",
+        )
+    return name
+
+
 @dataclass(frozen=True)
 class FleetDimensions:
     """The dimension values of one fleet's CloudWatch metrics.
@@ -73,20 +96,8 @@ class FleetDimensions:
                 code="InvalidArn",
                 hint="pass the ALB's ARN, not the target group's",
             )
-        tg = arn_suffix(target_group_arn, argument="target_group_arn")
-        if not tg.startswith("targetgroup/"):
-            raise MetricsError(
-                f"target_group_arn must be a target-group ARN (got {target_group_arn!r})",
-                code="InvalidArn",
-                hint="pass the target group's ARN, not the ALB's",
-            )
-        if not isinstance(asg_name, str) or not asg_name.strip():
-            raise MetricsError(
-                f"asg_name must be the Auto Scaling group's name (got {asg_name!r})",
-                code="InvalidParameter",
-                hint="pass the stack output asg_name",
-            )
-        return cls(load_balancer=lb, target_group=tg, asg_name=asg_name)
+        tg = target_group_suffix(target_group_arn)
+        return cls(load_balancer=lb, target_group=tg, asg_name=check_asg_name(asg_name))
 
     @property
     def resource_label(self) -> str:

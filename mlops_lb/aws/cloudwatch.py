@@ -355,6 +355,9 @@ def read_scaling_activities(
     """
     import re
 
+    from ._arns import check_asg_name
+
+    check_asg_name(asg_name)
     cl = autoscaling_client or client("autoscaling", session=session, region=region)
     lo = _utc(start, "start") if start is not None else None
     hi = _utc(end, "end") if end is not None else None
@@ -435,9 +438,9 @@ def read_target_health(
     """
     import pandas as pd
 
-    from ._arns import arn_suffix
+    from ._arns import target_group_suffix
 
-    arn_suffix(target_group_arn, argument="target_group_arn")
+    target_group_suffix(target_group_arn)
     cl = elbv2_client or client("elbv2", session=session, region=region or target_group_arn.split(":")[3])
     try:
         resp = cl.describe_target_health(TargetGroupArn=target_group_arn)

@@ -191,14 +191,7 @@ def test_wrong_arns_or_outputs_raise_metrics_error_before_any_call(kwargs: dict[
 @pytest.mark.parametrize(
     "arn",
     [
-        pytest.param(
-            LB,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="defect: read_target_health takes an ALB ARN and calls DescribeTargetHealth with it "
-                "(mlops_lb/aws/cloudwatch.py checks arn_suffix only); reported to the lead",
-            ),
-        ),
+        LB,
         "",
         None,
         "targetgroup/demo/73e2d6bc24d8a067",
@@ -211,11 +204,6 @@ def test_target_health_reader_refuses_wrong_arns(arn: Any) -> None:
         read_target_health(arn, session=_NoAws())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: read_scaling_activities builds an autoscaling client for an empty or non-string asg_name "
-    "(mlops_lb/aws/cloudwatch.py); reported to the lead",
-)
 @pytest.mark.parametrize("name", ["", None, 42])
 def test_scaling_activities_reader_refuses_a_missing_group_name(name: Any) -> None:
     """read_scaling_activities without a usable ASG name is MetricsError, no AWS call."""

@@ -237,11 +237,6 @@ def test_program_opens_instances_to_the_alb_only(
     assert {r["fromPort"] for r in alb["ingress"]} <= {80, 443}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: InstanceSpec accepts ssh_cidrs=('0.0.0.0/0',), opening SSH on every instance to the "
-    "internet; mlops_lb/spec.py should refuse /0 there (reported to the lead)",
-)
 @pytest.mark.parametrize("cidr", ["0.0.0.0/0", "::/0"])
 def test_spec_refuses_ssh_open_to_the_world(cidr: str) -> None:
     """SSH from anywhere is refused by the spec, naming instance.ssh_cidrs[0]."""
