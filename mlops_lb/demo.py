@@ -145,6 +145,9 @@ def run_demo(
             result = ml.run_load(
                 fleet.url + "/predict",
                 profile,
+                # Open loop: while one overloaded target holds requests, new ones must still go out on time,
+                # so the client needs more connections than the fleet has slots (clients of an ALB are many).
+                connections=256,
                 progress=False,
                 bundle=bundle,
                 stop=stop,

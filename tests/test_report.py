@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import re
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -20,17 +18,10 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 
 def _synthetic() -> ModuleType:
-    """tests/fixtures/synthetic.py, imported by path (tests/ is not a package)."""
-    name = "mlops_lb_tests_synthetic"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).parent / "fixtures" / "synthetic.py"
-        )
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+    """tests/fixtures/synthetic.py (importable by name: pytest puts tests/ on sys.path)."""
+    from fixtures import synthetic
+
+    return synthetic
 
 
 @pytest.fixture(scope="module")

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,17 +23,10 @@ ID = {(q.metric.metric, q.stat): q.id for q in QUERIES}
 
 
 def _contract() -> Any:
-    """The shared MetricFrame contract (tests/contract.py) when present, else the package's own check."""
-    path = Path(__file__).parents[1] / "contract.py"
-    if not path.is_file():
-        return lambda df, expect=(): check_metric_frame(df)
-    name = "_mlops_lb_tests_contract"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name].assert_metric_frame_contract
+    """The shared MetricFrame contract (tests/contract.py), the same assertions the local fleet passes."""
+    from contract import assert_metric_frame_contract
+
+    return assert_metric_frame_contract
 
 
 def _shared_contract(df: Any, expect: tuple[str, ...] = ()) -> None:

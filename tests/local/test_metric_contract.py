@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pandas as pd
 import pytest
+from contract import assert_metric_frame_contract
 
 from mlops_lb.local import LocalFleet
-
-
-def _load_contract():  # tests/ is not a package: load the shared helper by path, once
-    name = "_mlops_lb_tests_contract"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "contract.py")
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-assert_metric_frame_contract = _load_contract().assert_metric_frame_contract
 
 LOCAL_METRICS = (
     "RequestCount",
