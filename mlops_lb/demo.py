@@ -155,6 +155,9 @@ def run_demo(
             )
         except KeyboardInterrupt:
             interrupted = True
+        # run_load turns Ctrl-C into a stopped result (every record kept); the demo still ends as interrupted.
+        if interrupted or (result is not None and result.stop_reason == "KeyboardInterrupt"):
+            interrupted = True
             say("interrupted: keeping what was measured")
     except KeyboardInterrupt:
         interrupted = True

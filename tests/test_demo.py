@@ -58,3 +58,50 @@ def test_shortened_demo_writes_a_bundle_that_shows_scale_out_and_scale_in(tmp_pa
     html = (path / "report.html").read_text()
     assert "data:image/png;base64," in html
     assert not re.search(r"""(src|href)=["']?https?:|url\(\s*["']?https?:""", html)  # self-contained
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_keeps_the_bundle_writes_the_report_and_leaves_no_process(tmp_path: Path) -> None:
+    """SIGINT mid-run: exit 130, the partial bundle and its report are written, HAProxy and workers are gone."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    spec_file = tmp_path / "fast.yaml"
+    FAST.to_yaml(spec_file)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlops_lb",
+            "demo",
+            "--duration-s",
+            "60",
+            "--spec",
+            str(spec_file),
+            "--out",
+            str(tmp_path / "runs"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        # a shell without job control starts background jobs with SIGINT ignored; a terminal would not
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    children: list[psutil.Process] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(children) < 2:  # HAProxy + the first worker
+        children = psutil.Process(proc.pid).children(recursive=True)
+        time.sleep(0.2)
+    time.sleep(4)  # some load has run
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "interrupted" in out
+    report = Path(out.split("report:")[-1].strip().splitlines()[0])
+    assert report.is_file() and ml.RunBundle.load(report.parent).summary["requests"] > 0
+    assert children and not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
