@@ -3,7 +3,8 @@
 Starts nginx (config in a temp dir) on 127.0.0.1 serving a fixed 2-byte response, pinned to core 0 when the
 machine has two or more; the clients are pinned to the last core. Measures, in one run:
 
-* wrk -t1 -c32 -d5s (closed loop, C): its requests/s;
+* wrk -t1 -c32 -d5s (closed loop, C): its requests/s, before and after the engine search (the mean is the
+  reference: the machine is shared and wrk alone swings by 2x between runs);
 * mlops_lb.load.run_load, 32 connections: the highest constant rate that stays *clean* (>= 99 % of the schedule
   sent and schedule-lag p99 <= 3 ms), found by doubling then bisecting 3 s runs;
 * Locust FastHttpUser, one worker process, 32 users (closed loop): its requests/s.
@@ -99,11 +100,14 @@ def engine_trial(url: str, rps: float) -> tuple[bool, float, float, float]:
     return r.valid, s["requests"] / max(s["scheduled"], 1), s["lag_p99_s"], s["achieved_rps"]
 
 
-def engine_search(url: str, budget_s: float = 75) -> tuple[float, list[tuple[float, bool, float, float]]]:
+def engine_search(
+    url: str, budget_s: float = 75
+) -> tuple[float, float, list[tuple[float, bool, float, float]]]:
+    """Highest clean rate found (and its lag p99) by doubling from 10k rps, then bisecting."""
     t_end = time.monotonic() + budget_s
     trials: list[tuple[float, bool, float, float]] = []
-    best, lo, hi = 0.0, 0.0, None
-    rps = 5000.0
+    best, best_lag, lo, hi = 0.0, float("nan"), 0.0, None
+    rps = 10000.0
     while time.monotonic() < t_end:
         ok, frac, lag, ach = engine_trial(url, rps)
         if not ok:  # the machine is shared: one retry so a neighbour's burst does not decide the result
@@ -116,6 +120,7 @@ def engine_search(url: str, budget_s: float = 75) -> tuple[float, list[tuple[flo
         )
         if ok:
             best = lo = rps
+            best_lag = lag
         else:
             hi = rps
         if hi is None:
@@ -124,7 +129,7 @@ def engine_search(url: str, budget_s: float = 75) -> tuple[float, list[tuple[flo
             if hi - lo <= max(0.05 * hi, 1000):
                 break
             rps = (lo + hi) / 2
-    return best, trials
+    return best, best_lag, trials
 
 
 def run_locust_bench(url: str) -> float:
@@ -146,9 +151,13 @@ def main() -> int:
         url = f"http://127.0.0.1:{port}/"
         try:
             print(f"nginx on core {server_core}, clients on core {client_core}, target {url}", flush=True)
-            wrk = run_wrk(url, client_core)
-            print(f"  wrk -t1 -c32 -d5s: {wrk:,.0f} rps", flush=True)
-            engine, _ = engine_search(url)
+            load0 = os.getloadavg()[0]
+            wrk1 = run_wrk(url, client_core)
+            print(f"  wrk -t1 -c32 -d5s: {wrk1:,.0f} rps (load average {load0:.2f})", flush=True)
+            engine, engine_lag, _ = engine_search(url)
+            wrk2 = run_wrk(url, client_core)
+            print(f"  wrk -t1 -c32 -d5s again: {wrk2:,.0f} rps", flush=True)
+            wrk = (wrk1 + wrk2) / 2
             # Raw capacity at the goal rate, whatever the lag: shows whether CPU or timing precision is the limit.
             raw_rps = round(wrk / 2, -3)
             ok, frac, lag, ach = engine_trial(url, raw_rps)
@@ -159,6 +168,7 @@ def main() -> int:
             )
             locust = run_locust_bench(url)
             print(f"  locust FastHttpUser (1 worker, 32 users, 8 s): {locust:,.0f} rps", flush=True)
+            load1 = os.getloadavg()[0]
         finally:
             os.killpg(nginx.pid, signal.SIGTERM)
             try:
@@ -168,12 +178,14 @@ def main() -> int:
     print()
     print("| client (one core, 32 connections) | rps | engine / client |")
     print("|---|---|---|")
-    print(f"| wrk (C, closed loop) | {wrk:,.0f} | {engine / wrk:.2f} |")
-    print(f"| mlops_lb engine, highest clean open-loop rate | {engine:,.0f} | 1 |")
+    print(f"| wrk (C, closed loop), mean of {wrk1:,.0f} and {wrk2:,.0f} | {wrk:,.0f} | {engine / wrk:.2f} |")
+    print(
+        f"| mlops_lb engine, highest clean open-loop rate (lag p99 {engine_lag * 1e3:.2f} ms) | {engine:,.0f} | 1 |"
+    )
     print(f"| Locust FastHttpUser, 1 worker (closed loop) | {locust:,.0f} | {engine / locust:.1f} |")
     print(
         f"\nengine/wrk = {engine / wrk:.2f} (goal >= 0.5); engine/Locust = {engine / locust:.1f} (goal >= 8); "
-        f"bench took {time.monotonic() - t0:.0f} s"
+        f"bench took {time.monotonic() - t0:.0f} s; load average {load0:.2f} at start, {load1:.2f} at end"
     )
     return 0
 
