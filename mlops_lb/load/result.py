@@ -183,6 +183,11 @@ class LoadResult:
 
         return pd.DataFrame(self._steps, columns=["rate", "p99_s", "error_rate", "passed"])
 
+    def _last_done_s(self) -> float:
+        done = np.asarray(self._rec["done"], dtype=float)
+        done = done[np.isfinite(done)]
+        return float(done.max()) if done.size else 0.0
+
     def summary(self) -> dict[str, Any]:
         """Headline numbers as a dict (see DESIGN §2); latencies in seconds, corrected and uncorrected."""
         err = self._rec["err"]
@@ -199,7 +204,8 @@ class LoadResult:
             "errors": int(sum(by_kind.values())),
             "errors_by_kind": by_kind,
             "offered_rps": self.due / dur if dur == dur else math.nan,
-            "achieved_rps": responses / dur if dur == dur else math.nan,
+            # Over the time the responses really took: a generator or server that fell behind finishes late.
+            "achieved_rps": responses / max(dur, self._last_done_s()) if dur == dur else math.nan,
             "valid": self.valid,
             "invalid_reasons": list(self.invalid_reasons),
             "stopped": self.stopped,

@@ -79,6 +79,16 @@ class TestCoordinatedOmission:
         assert not r.valid and "lag" in " ".join(r.invalid_reasons)  # the backlog is schedule lag
         assert "INVALID" in repr(r)
 
+    def test_achieved_rate_counts_the_time_responses_really_took(self, target_factory):
+        """Answers held past the schedule's end stretch the run: achieved rps falls below offered, not equal to it."""
+        t = target_factory(stall_at=0.5, stall_s=1.5)  # answers due in [0.5, 2.0) s arrive at 2.0 s
+        r = run_load(
+            f"{t.base}/ok", constant(100, 1), BODY, connections=64, progress=False, max_lag_p99_s=1.0
+        )
+        s = r.summary()
+        assert s["responses"] == 100 and s["offered_rps"] == pytest.approx(100, rel=0.05)
+        assert s["achieved_rps"] < 0.7 * s["offered_rps"]  # 100 responses over ~2 s, not over the 1 s plan
+
 
 class TestStop:
     def test_stop_event_keeps_partial_result(self, target):
