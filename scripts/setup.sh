@@ -37,11 +37,15 @@ command -v haproxy >/dev/null 2>&1 || { echo "setup: haproxy is required: apt-ge
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -U pip
-if [ "$DEV" = 1 ]; then
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
-else
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[notebook]"
+# pip's and setuptools' build chatter goes to a log; it is shown only when the install fails.
+log=.venv/setup-pip.log
+extras=notebook; [ "$DEV" = 1 ] && extras=dev
+echo "setup: installing mlops_lb[$extras] into .venv (log: $log)"
+if ! { .venv/bin/python -m pip install -q --disable-pip-version-check -U pip &&
+       .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]"; } >"$log" 2>&1; then
+  cat "$log" >&2
+  echo "setup: pip install failed (see above)" >&2
+  exit 1
 fi
 command -v pulumi >/dev/null 2>&1 || echo "setup: note: the Pulumi CLI is not installed; the local fleet does not need it. For AWS: curl -fsSL https://get.pulumi.com | sh"
 echo "setup: ready (.venv)"
