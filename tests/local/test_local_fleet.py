@@ -135,3 +135,18 @@ def test_leastconn_and_sigkill_replacement() -> None:
         ev = fleet.events()
         assert ((ev["kind"] == "terminate") & (ev["target"] == victim["target"])).any()
         assert (ev["kind"] == "launch").sum() == 3
+
+
+def test_weighted_random_uses_every_target_including_one_added_later() -> None:
+    """weighted_random (HAProxy `balance random`) spreads over all targets, also a server added at runtime
+    (HAProxy drops dynamic servers without an explicit `id` from random balancing: DESIGN §5 pitfall 4)."""
+    spec = fast_spec("wr", algorithm="weighted_random", min=1, desired=2, max=3)
+    with LocalFleet(spec) as fleet:
+        fleet.launch()
+        fleet.scale(desired=3)
+        wait_for(lambda: (fleet.status()["health"] == "healthy").sum() == 3, 60, "3 healthy targets")
+        stats = run_load(fleet.url, requests=300, concurrency=2)
+        assert stats.statuses == {200: 300}
+        assert set(stats.targets) == set(fleet.status()["target"])
+        # 300 random picks over 3 equal weights: each gets ~100; under 40 would mean a target is left out
+        assert min(stats.targets.values()) >= 40, stats.targets
