@@ -114,6 +114,14 @@ def _merged_parts(path: Path) -> set[str]:
     return set(json.loads(raw)) if raw else set()
 
 
+def _part_seq(name: str) -> int:
+    """Sequence number of ``part-000012.parquet`` (-1 for a name that is not one)."""
+    try:
+        return int(name.split(".")[0].split("-")[1])
+    except (IndexError, ValueError):
+        return -1
+
+
 def _read_table(folder: Path, name: str) -> pd.DataFrame:
     """Consolidated file (if any) plus the part files it does not contain; unreadable pieces are skipped."""
     import pandas as pd
@@ -160,9 +168,13 @@ class RunBundle:
         self._seq: dict[str, int] = {}
         for name in _APPENDABLE:
             parts = self.path / f"{name}.parts"
-            existing = (
-                [int(p.stem.split("-")[1]) for p in parts.glob("part-*.parquet")] if parts.is_dir() else []
-            )
+            names = {p.name for p in parts.glob("part-*.parquet")} if parts.is_dir() else set()
+            main = self.path / f"{name}.parquet"
+            # Parts already merged into the consolidated file are gone from disk but listed in its metadata:
+            # reusing one of their names would make load() and finalize() skip the new part as merged.
+            if main.exists():
+                names |= _merged_parts(main)
+            existing = [_part_seq(n) for n in names]
             self._seq[name] = max(existing, default=-1) + 1
 
     @classmethod

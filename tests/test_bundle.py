@@ -90,3 +90,14 @@ class TestRunBundle:
         """Loading a folder that does not exist raises MlopsLbError."""
         with pytest.raises(MlopsLbError):
             RunBundle.load(tmp_path / "nope")
+
+    def test_reopened_bundle_appends_after_finalize_are_kept(self, tmp_path):
+        """A RunBundle reopened on a finalized folder names new parts past the merged ones, so none is lost."""
+        b = RunBundle.create(root=tmp_path, name="reopen")
+        b.append_requests(_rows(0, 3))
+        b.finalize()
+        again = RunBundle(b.path)
+        again.append_requests(_rows(3, 2))
+        assert len(RunBundle.load(b.path).requests) == 5
+        again.finalize()
+        assert len(RunBundle.load(b.path).requests) == 5
