@@ -206,13 +206,15 @@ class RunBundle:
 
     # ---------------------------------------------------------------- writers
     def _append(self, name: str, df: pd.DataFrame) -> Path:
+        # The whole write holds the lock: finalize() lists the parts, merges what it reads and deletes what it
+        # listed (plus stray .tmp files), so a part landing in between would be merged twice or lose its file.
         with self._lock:
             seq = self._seq[name]
             self._seq[name] = seq + 1
-        parts = self.path / f"{name}.parts"
-        parts.mkdir(exist_ok=True)
-        target = parts / f"part-{seq:06d}.parquet"
-        _atomic_write_parquet(target, df)
+            parts = self.path / f"{name}.parts"
+            parts.mkdir(exist_ok=True)
+            target = parts / f"part-{seq:06d}.parquet"
+            _atomic_write_parquet(target, df)
         return target
 
     def append_requests(self, df: pd.DataFrame) -> Path:

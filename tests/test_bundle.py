@@ -101,3 +101,29 @@ class TestRunBundle:
         assert len(RunBundle.load(b.path).requests) == 5
         again.finalize()
         assert len(RunBundle.load(b.path).requests) == 5
+
+    def test_finalize_concurrent_with_appends_loses_nothing(self, tmp_path):
+        """finalize() racing appends from another thread (the collector) neither breaks an append nor drops rows."""
+        import threading
+
+        b = RunBundle.create(root=tmp_path, name="race")
+        errors: list[BaseException] = []
+        done = threading.Event()
+
+        def writer() -> None:
+            try:
+                for i in range(150):
+                    b.append_requests(_rows(i, 1))
+            except BaseException as exc:  # pragma: no cover - the failure being pinned
+                errors.append(exc)
+            finally:
+                done.set()
+
+        t = threading.Thread(target=writer)
+        t.start()
+        while not done.is_set():
+            b.finalize()
+        t.join()
+        b.finalize()
+        assert errors == []
+        assert len(RunBundle.load(b.path).requests) == 150
