@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -118,6 +119,13 @@ def run_program(fake_wheel: Path) -> Iterator[Callable[..., Recorded]]:
     def run(spec: Any, *, config: dict[str, str] | None = None, stack: str = "teststack") -> Recorded:
         rec = Recorded()
         mocks = make_mocks(rec)
+        # Pulumi's mocks need a current event loop in the main thread; an earlier asyncio.run() in the same session
+        # leaves none (it sets the loop to None on exit), so put one back, as the interpreter starts with.
+        policy = asyncio.get_event_loop_policy()
+        try:
+            policy.get_event_loop()
+        except RuntimeError:
+            policy.set_event_loop(policy.new_event_loop())
 
         class Monitor(pulumi.runtime.mocks.MockMonitor):
             def RegisterResource(self, request: Any) -> Any:
