@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import fast_spec, wait_for
+from _localfleet import fast_spec, wait_for
 
 from mlops_lb.local import LocalFleet
 
@@ -64,7 +64,7 @@ def test_keyboard_interrupt_during_launch_cleans_up() -> None:
 SCRIPT = """
 import json, sys, time
 sys.path.insert(0, {tests!r})
-from conftest import fast_spec
+from _localfleet import fast_spec
 from mlops_lb.local import LocalFleet
 fleet = LocalFleet(fast_spec("orph", desired=1), work_dir={work_dir!r})
 fleet.launch()

@@ -10,7 +10,7 @@ import time
 
 import psutil
 import pytest
-from conftest import fast_spec, run_load, wait_for
+from _localfleet import fast_spec, run_load, wait_for
 
 from mlops_lb.errors import SpecError
 from mlops_lb.frames import check_events_frame, check_status_frame

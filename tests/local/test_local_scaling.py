@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import fast_spec, run_load, wait_for
+from _localfleet import fast_spec, run_load, wait_for
 
 from mlops_lb.autoscaling import CapacityState, PeriodSample, TargetTrackingPolicy, decide
 from mlops_lb.local import LocalFleet
