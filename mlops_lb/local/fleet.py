@@ -78,13 +78,19 @@ class _Resources:
     pgids: set[int] = field(default_factory=set)
 
     def kill(self) -> None:
+        # Only groups whose leader we have not reaped: a reaped id is free for reuse (pid_max is often 32768),
+        # and by close() after a long run it may lead an unrelated process group. Reaping already killed the
+        # group of every worker that ended (WorkerProcess.reap) and HaproxyProcess.stop waited for its exit.
         if self.asg is not None:
             for inst in self.asg.instances:
-                kill_group(inst.worker.pid)
+                if inst.worker.proc.returncode is None:
+                    kill_group(inst.worker.pid)
                 unregister_pgid(inst.worker.pid)
-        if self.haproxy is not None and self.haproxy.pid is not None:
-            kill_group(self.haproxy.pid)
-            unregister_pgid(self.haproxy.pid)
+        hp = self.haproxy
+        if hp is not None and hp.pid is not None:
+            if hp.proc is not None and hp.proc.returncode is None:
+                kill_group(hp.pid)
+            unregister_pgid(hp.pid)
         if self.owned_dir is not None:
             shutil.rmtree(self.owned_dir, ignore_errors=True)
 

@@ -95,3 +95,30 @@ def test_killed_parent_takes_children_along(tmp_path: Path) -> None:
             owner.wait(5)
         if owner.stdout:
             owner.stdout.close()
+
+
+def test_finalizer_signals_no_reaped_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fleet's last-resort kill skips workers and HAProxy already reaped (their ids may be reused by then:
+    pid_max is 32768 on many machines) and still kills the ones alive."""
+    from types import SimpleNamespace
+
+    import mlops_lb.local.fleet as fleet_mod
+    from mlops_lb.local.workers import WorkerProcess
+
+    signalled: list[int] = []
+    monkeypatch.setattr(fleet_mod, "kill_group", lambda pgid, *a: signalled.append(pgid))
+    done = subprocess.Popen(["true"], start_new_session=True)
+    done.wait(5)
+    alive = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        workers = [WorkerProcess(target_id=f"i-{p.pid}", port=1, proc=p) for p in (done, alive)]
+        haproxy = SimpleNamespace(pid=done.pid, proc=done)
+        res = fleet_mod._Resources(
+            haproxy=haproxy,  # type: ignore[arg-type]
+            asg=SimpleNamespace(instances=[SimpleNamespace(worker=w) for w in workers]),  # type: ignore[arg-type]
+        )
+        res.kill()
+        assert signalled == [alive.pid]
+    finally:
+        alive.kill()
+        alive.wait(5)
