@@ -148,6 +148,14 @@ def _time_label(ax: Axes, time: TimeAxis) -> None:
     ax.set_xlabel("time (UTC)" if time == "utc" else "time since start (s)")
 
 
+def _metric_period(mf: pd.DataFrame, rcpt: pd.DataFrame) -> float:
+    """Seconds one datapoint covers: RequestCountPerTarget's spacing, else the whole frame's, else CloudWatch's 60."""
+    if len(rcpt) > 1:
+        return _interval_s(rcpt["timestamp"])
+    stamps = mf["timestamp"].drop_duplicates()
+    return _interval_s(stamps) if len(stamps) > 1 else 60.0
+
+
 def _interval_s(ts: pd.Series) -> float:
     d = _utc(ts).sort_values().diff().dt.total_seconds().dropna()
     d = d[d > 0]
@@ -438,7 +446,7 @@ def scaling_timeline(
     top.grid(True, alpha=0.3)
 
     rcpt = _series(mf, "RequestCountPerTarget", "Sum")
-    per = period_s or (_interval_s(rcpt["timestamp"]) if len(rcpt) > 1 else 60.0)
+    per = period_s or _metric_period(mf, rcpt)
     if len(rcpt):
         bottom.plot(
             _x(rcpt["timestamp"], time, t0),
@@ -606,7 +614,8 @@ def dashboard(bundle: Any, *, time: TimeAxis = "relative", slo_p99_s: float | No
         per_target(requests, ax=a_tgt)
     if has["metrics"]:
         scaling = getattr(spec, "scaling", None)
-        local = getattr(spec, "local", None)
+        # No period_s from spec.local: an AWS run's datapoints cover 60 s whatever the local clock says, and a
+        # local frame may group several periods per datapoint; the metrics' own spacing is right for both.
         scaling_timeline(
             metrics,
             events if has["events"] else None,
@@ -614,7 +623,6 @@ def dashboard(bundle: Any, *, time: TimeAxis = "relative", slo_p99_s: float | No
             time=time,
             t0=t0,
             target_rps_per_target=getattr(scaling, "target_rps_per_target", None),
-            period_s=getattr(local, "period_s", None),
         )
     is_sweep = has["intervals"] and "step_rps" in intervals.columns and intervals["step_rps"].notna().any()
     if is_sweep and slo_p99_s is not None:

@@ -229,3 +229,19 @@ class TestRecordedBundle:
         bars = plots.per_target(b.requests).axes[0]
         assert [t.get_text() for t in bars.get_xticklabels()] == ["i-test1"]
         assert [p.get_height() for p in bars.patches] == [900.0]  # type: ignore[attr-defined]
+
+
+def test_report_target_line_follows_the_metric_period_not_the_local_clock() -> None:
+    """An AWS run's report compares RequestCountPerTarget (per 60 s) with target x 60, not x local.period_s."""
+    from types import SimpleNamespace
+
+    from mlops_lb.report import _plots
+
+    b = _synthetic().make_bundle()
+    mf = b.metrics.copy()
+    start = mf["timestamp"].min()
+    mf["timestamp"] = start + (mf["timestamp"] - start) * 30  # 2 s local periods -> 60 s CloudWatch periods
+    aws = SimpleNamespace(**{**vars(b), "metrics": mf})
+    fig = {stem: f for stem, _, f in _plots(aws, None)}["scaling_timeline"]
+    labels = [ln.get_label() for a in fig.axes for ln in a.get_lines()]
+    assert "target 2400 = 40 rps x 60 s" in labels, labels

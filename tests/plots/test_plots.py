@@ -241,3 +241,29 @@ def test_plots_of_a_run_where_every_request_failed_say_so_instead_of_raising() -
     for fig in (plots.percentile_spectrum(requests), plots.latency_over_time(intervals)):
         fig.savefig(io.BytesIO(), format="png")  # drawing is where a log axis without data raised
         assert "no successful requests" in [txt.get_text() for txt in fig.axes[0].texts]
+
+
+def _aws_run(bundle: Any) -> Any:
+    """The synthetic run as an AWS run: CloudWatch's 60 s datapoints, and a spec whose local clock is irrelevant."""
+    from types import SimpleNamespace
+
+    mf = bundle.metrics.copy()
+    start = mf["timestamp"].min()
+    mf["timestamp"] = start + (mf["timestamp"] - start) * 30  # 2 s local periods -> 60 s CloudWatch periods
+    return SimpleNamespace(**{**vars(bundle), "metrics": mf})
+
+
+def test_dashboard_target_line_follows_the_metric_period_not_the_local_clock(bundle: Any) -> None:
+    """On 60 s CloudWatch data the policy line is target x 60, even though spec.local.period_s is 2."""
+    fig = plots.dashboard(_aws_run(bundle))
+    labels = [ln.get_label() for a in fig.axes for ln in a.get_lines()]
+    assert "target 2400 = 40 rps x 60 s" in labels, labels
+
+
+def test_scaling_timeline_infers_the_period_from_the_frame_when_rcpt_has_one_point(bundle: Any) -> None:
+    """With a single RequestCountPerTarget point the period comes from the other series' spacing, not 60 s."""
+    mf = bundle.metrics
+    first = mf[mf["metric"] == "RequestCountPerTarget"]["timestamp"].min()
+    one = mf[(mf["metric"] != "RequestCountPerTarget") | (mf["timestamp"] == first)]
+    fig = plots.scaling_timeline(one, None, target_rps_per_target=40)
+    assert "target 80 = 40 rps x 2 s" in _legend(fig.axes[1])
