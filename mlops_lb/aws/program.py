@@ -35,7 +35,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +176,18 @@ def fleet_program(spec: FleetSpec, *, wheel: str | os.PathLike[str] | None = Non
     return program
 
 
+def _cidr_args(cidrs: Iterable[str]) -> dict[str, list[str]]:
+    """Security-group rule sources: IPv4 blocks in ``cidr_blocks``, IPv6 in ``ipv6_cidr_blocks``.
+
+    EC2 takes an IPv6 block only as an Ipv6Range; in ``cidr_blocks`` (CidrIp) it refuses the rule.
+    """
+    out: dict[str, list[str]] = {}
+    for c in cidrs:
+        key = "ipv6_cidr_blocks" if ":" in c else "cidr_blocks"
+        out.setdefault(key, []).append(c)
+    return out
+
+
 def _import_pulumi_aws() -> Any:
     import warnings
 
@@ -263,7 +275,7 @@ def declare_fleet(spec: FleetSpec, *, wheel: Path, model: Path | None = None) ->
                 protocol="tcp",
                 from_port=p,
                 to_port=p,
-                cidr_blocks=list(net.client_cidrs),
+                **_cidr_args(net.client_cidrs),
                 description="clients",
             )
             for p in listen_ports
@@ -286,7 +298,7 @@ def declare_fleet(spec: FleetSpec, *, wheel: Path, model: Path | None = None) ->
                 protocol="tcp",
                 from_port=22,
                 to_port=22,
-                cidr_blocks=list(spec.instance.ssh_cidrs),
+                **_cidr_args(spec.instance.ssh_cidrs),
                 description="ssh",
             )
         )

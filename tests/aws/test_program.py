@@ -240,6 +240,21 @@ class TestNetworkAndSecurity:
         assert sorted(r["fromPort"] for r in tls["ingress"]) == [80, 443]
         assert all(r["cidrBlocks"] == ["203.0.113.0/24"] for r in tls["ingress"])
 
+    def test_ipv6_sources_go_to_ipv6_cidr_blocks(self, run_program: Any) -> None:
+        """IPv6 client and SSH sources are ipv6CidrBlocks: EC2 refuses an IPv6 block in cidrBlocks (CidrIp)."""
+        spec = FleetSpec(
+            name="v6",
+            network=NetworkSpec(client_cidrs=("203.0.113.0/24", "2001:db8::/32")),
+            instance=InstanceSpec(ssh_cidrs=("2001:db8:1::/48",)),
+        )
+        rec = run_program(spec)
+        (alb_rule,) = rec.one(SG, "v6-alb")["ingress"]
+        assert alb_rule["cidrBlocks"] == ["203.0.113.0/24"]
+        assert alb_rule["ipv6CidrBlocks"] == ["2001:db8::/32"]
+        ssh = [r for r in rec.one(SG, "v6-instances")["ingress"] if r["fromPort"] == 22]
+        assert len(ssh) == 1 and not ssh[0].get("cidrBlocks")
+        assert ssh[0]["ipv6CidrBlocks"] == ["2001:db8:1::/48"]
+
     def test_https_forwards_and_http_redirects_with_a_certificate(self, run_program: Any) -> None:
         """With a certificate: an HTTPS listener forwards, the HTTP listener redirects to 443; the URL is https."""
         rec = _rec(run_program, "https")
