@@ -360,8 +360,15 @@ class AwsFleet:
             scaling = type(scaling)(**{**scaling.to_dict(), "target_rps_per_target": target_rps_per_target})
         slow_change = (capacity.min, capacity.max) != (cap.min, cap.max) or scaling != self.spec.scaling
         if slow_change:
+            previous = self.spec
             self.spec = self.spec.replace(capacity=capacity, scaling=scaling)
-            self.launch()
+            try:
+                self.launch()
+            except BaseException:
+                # The stack still has the old bounds; launch() writes the config from the spec every time, so
+                # restoring it keeps the next scale(desired=...) checked against what AWS really has.
+                self.spec = previous
+                raise
         elif desired is not None:
             self.spec = self.spec.replace(capacity=capacity)
         if desired is not None:

@@ -176,6 +176,16 @@ class TestErrors:
         )
         assert any("Updating" in line for line in seen)
 
+    def test_failed_scale_leaves_the_spec_as_the_stack_has_it(
+        self, aws_home: Path, fake_wheel: Path, fake_cli: Any
+    ) -> None:
+        """scale(max=...) whose `pulumi up` fails keeps the old bounds, so later calls check against what AWS has."""
+        fleet = _fleet(fake_wheel)
+        before = fleet.spec
+        with pytest.raises(ProvisionError):
+            fleet.scale(max=8, target_rps_per_target=20)
+        assert fleet.spec == before
+
     def test_concurrent_update_is_named(
         self, aws_home: Path, fake_wheel: Path, fake_cli: Any, monkeypatch: pytest.MonkeyPatch
     ) -> None:
