@@ -34,7 +34,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 _LOCAL_ONLY_IN_PROCESS = (
-    "the local fleet lives inside the process that launched it: run `mlops-lb up SPEC --backend local` "
+    "--backend local: the local fleet lives inside the process that launched it; run `mlops-lb up SPEC` "
     "(it stays in the foreground until Ctrl-C) or use a notebook"
 )
 
@@ -65,7 +65,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .errors import SpecError
 
     if args.backend == "local":
-        raise SpecError("backend", _LOCAL_ONLY_IN_PROCESS)
+        raise SpecError(None, _LOCAL_ONLY_IN_PROCESS)
     fleet = _fleet(args)
     print(f"{fleet.url}")
     print(fleet.status().to_string(index=False))
@@ -76,7 +76,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
     from .errors import SpecError
 
     if args.backend == "local":
-        raise SpecError("backend", _LOCAL_ONLY_IN_PROCESS)
+        raise SpecError(None, _LOCAL_ONLY_IN_PROCESS)
     fleet = _fleet(args)
     fleet.scale(min=args.min, desired=args.desired, max=args.max, target_rps_per_target=args.target_rps)
     print(fleet.status().to_string(index=False))
