@@ -180,7 +180,7 @@ def decide(policy: TargetTrackingPolicy, history: Sequence[PeriodSample], state:
             return Decision(
                 "scale_in",
                 wanted,
-                f"RequestCountPerTarget {metric:.1f} < {threshold:.1f} (90% of target) for {n_in} periods: "
+                f"RequestCountPerTarget {metric:.1f} < {threshold:.1f} ({policy.scale_in_ratio:.0%} of target) for {n_in} periods: "
                 f"ceil({last.request_count:.0f} / {target:.1f}) -> {wanted} targets",
                 metric,
             )

@@ -113,3 +113,13 @@ class TestUnitsAndBounds:
         with pytest.raises(SpecError) as exc:
             TargetTrackingPolicy(target_value=0)
         assert exc.value.field == "policy.target_value"
+
+
+def test_scale_in_reason_names_the_configured_ratio() -> None:
+    """The scale-in reason states the policy's own ratio (not a hard-coded 90 %)."""
+    from mlops_lb.autoscaling import CapacityState, PeriodSample, TargetTrackingPolicy, decide
+
+    policy = TargetTrackingPolicy(target_value=100.0, scale_in_ratio=0.5)
+    history = [PeriodSample(request_count=40, ready=2)] * 15
+    d = decide(policy, history, CapacityState(desired=2, ready=2, min=1, max=4))
+    assert d.action == "scale_in" and "(50% of target)" in d.reason

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import contextlib
 import os
 import signal
 import socket
@@ -91,8 +92,10 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(5)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
+        # Called from `finally`: never let cleanup replace the error that brought us here.
+        with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
     except ProcessLookupError:
         pass
 
