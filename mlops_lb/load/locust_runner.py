@@ -27,10 +27,10 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
-import contextlib
 import os
 import signal
 import socket
