@@ -341,11 +341,16 @@ class AsgEmulator:
 
     def reregister_all(self) -> int:
         """After a balancer restart: put every live target back with its weight. Returns how many."""
-        n = 0
+        # The new process knows no server: mark all unregistered first, so a failure part-way leaves no
+        # instance believed registered that is not.
         for inst in self.instances:
-            if inst.state in ("pending", "in_service") and inst.stopping_since is None:
-                inst.registered = inst.in_open = False
-                hc = self.spec.health_check
+            inst.registered = inst.in_open = False
+        n = 0
+        hc = self.spec.health_check
+        for inst in self.instances:
+            if inst.state not in ("pending", "in_service") or inst.stopping_since is not None:
+                continue
+            try:
                 self.api.add_server(
                     self.backend,
                     inst.id,
@@ -360,9 +365,11 @@ class AsgEmulator:
                 inst.registered = True
                 if inst.weight:
                     self._add_open(inst)
-                n += 1
-            else:
-                inst.registered = inst.in_open = False
+            except Exception as exc:  # an instance the balancer will not take is replaced, as the ASG would
+                log.warning("could not re-register %s after the balancer restart: %s", inst.id, exc)
+                self.terminate(inst, f"could not re-register with the restarted balancer ({exc}); replacing")
+                continue
+            n += 1
         return n
 
     def stop_all(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
