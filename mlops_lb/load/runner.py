@@ -271,6 +271,15 @@ class _Run:
             else:
                 self._execute_processes()
             result = self._result()
+        except BaseException:
+            # Ctrl-C (or a failure) outside the collector, e.g. while joining the engine: stop the engine and
+            # still merge what was appended, so the bundle on disk is whole.
+            if self._internal_stop is not None:
+                self._internal_stop.set()
+            if self.bundle is not None:
+                with contextlib.suppress(Exception):
+                    self.bundle.finalize()
+            raise
         finally:
             if self._bar is not None:
                 self._bar.close()

@@ -177,6 +177,20 @@ class TestWorkersAndLoops:
 
 
 class TestBundleAndSweep:
+    def test_interrupt_after_the_collector_still_merges_the_bundle(self, target, tmp_path, monkeypatch):
+        """Ctrl-C that lands after the run's records are in (while building the result) leaves a merged bundle."""
+        from mlops_lb.load import runner
+
+        def interrupted(self):  # fault injection at the seam: the interrupt arrives after collection
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(runner._Run, "_result", interrupted)
+        b = RunBundle.create(root=tmp_path, name="load")
+        with pytest.raises(KeyboardInterrupt):
+            run_load(f"{target.base}/ok", constant(50, 1), BODY, connections=2, bundle=b, **LAX)
+        assert not (b.path / "requests.parts").exists()  # merged, not left in parts
+        assert len(RunBundle.load(b.path).requests) == 50
+
     def test_bundle_appended_during_run(self, target, tmp_path):
         """Interval and request part files appear while the run goes; the finished bundle loads with one call."""
         b = RunBundle.create(root=tmp_path, name="load")
