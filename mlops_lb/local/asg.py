@@ -112,6 +112,8 @@ class AsgEmulator:
         self.inter_ms, self.timeout_ms = check_timing_ms(spec)
         self.grace_s = max(spec.health_check.grace_period_s * scale, MIN_GRACE_S)
         self.dereg_s = spec.target_group.deregistration_delay_s * scale
+        # Target-group slow start (0 = off), on the local clock; HAProxy ramps the weight from the first pass.
+        self.slowstart_ms = round(spec.target_group.slow_start_s * scale * 1000)
         self.warmup_s = spec.scaling.warmup_s * scale
         self.min = spec.capacity.min
         self.max = spec.capacity.max
@@ -166,6 +168,7 @@ class AsgEmulator:
             inter_ms=self.inter_ms,
             rise=hc.healthy_threshold,
             fall=hc.unhealthy_threshold,
+            slowstart_ms=self.slowstart_ms,
         )
         inst.registered, inst.weight = True, weight
         if weight:
@@ -361,6 +364,7 @@ class AsgEmulator:
                     inter_ms=self.inter_ms,
                     rise=hc.healthy_threshold,
                     fall=hc.unhealthy_threshold,
+                    slowstart_ms=self.slowstart_ms,
                 )
                 inst.registered = True
                 if inst.weight:

@@ -465,13 +465,19 @@ class RuntimeApi:
         inter_ms: int = 1000,
         rise: int = 2,
         fall: int = 2,
+        slowstart_ms: int = 0,
     ) -> None:
         """Add a dynamic server and enable it (pitfall 1: ``add server`` leaves it in maintenance).
+
+        ``slowstart_ms`` > 0 ramps the server's effective weight linearly from when it comes up, HAProxy's
+        counterpart of the target group's slow start.
 
         Always with an explicit ``id`` (pitfall 4: ``balance random`` drops servers without one) and a connection
         pool (pitfall 3: without ``pool-max-conn`` dynamic servers keep no idle connections).
         """
         args = f"{address} id {server_id} weight {weight} pool-max-conn -1 pool-purge-delay 5s"
+        if slowstart_ms > 0:
+            args += f" slowstart {int(slowstart_ms)}"
         if check:
             args += (
                 f" check inter {inter_ms} fastinter {inter_ms} downinter {inter_ms} rise {rise} fall {fall}"

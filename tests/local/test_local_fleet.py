@@ -150,3 +150,22 @@ def test_weighted_random_uses_every_target_including_one_added_later() -> None:
         assert set(stats.targets) == set(fleet.status()["target"])
         # 300 random picks over 3 equal weights: each gets ~100; under 40 would mean a target is left out
         assert min(stats.targets.values()) >= 40, stats.targets
+
+
+def test_slow_start_ramps_a_new_targets_share() -> None:
+    """With target-group slow start (900 s -> 15 s here) a just-healthy target gets a small share, not half."""
+    import dataclasses
+
+    base = fast_spec("ss", algorithm="round_robin", min=1, desired=1, max=2)
+    spec = base.replace(target_group=dataclasses.replace(base.target_group, slow_start_s=900))
+    with LocalFleet(spec) as fleet:
+        fleet.launch()
+        first = fleet.status()["target"].iloc[0]
+        fleet.scale(desired=2)
+        wait_for(lambda: (fleet.status()["health"] == "healthy").sum() == 2, 60, "2 healthy targets")
+        stats = run_load(fleet.url, requests=100, concurrency=1)
+        assert stats.statuses == {200: 100}
+        new_share = sum(n for t, n in stats.targets.items() if t != first) / 100
+        # Sequential round robin without slow start splits exactly 50/50; seconds into the 15 s ramp HAProxy
+        # still gives the new target less (measured 0.30 at 1 s, 0.42 at 5 s, 0.45 at 10 s).
+        assert new_share < 0.45, stats.targets
