@@ -118,11 +118,7 @@ def cmd_load(args: argparse.Namespace) -> int:
             args.start_rps, args.rps, args.duration_s, args.duration_s / 3, args.duration_s / 6
         )
     bundle = RunBundle.create(root=args.out, name="load")
-    try:
-        result = load.run_load(args.url, profile, bundle=bundle)
-    finally:
-        bundle.finalize()
-    bundle.write_json("summary", result.summary())
+    result = load.run_load(args.url, profile, bundle=bundle)  # writes summary.json and merges the bundle
     print(repr(result))
     print(f"report: {write_report(bundle.path)}")
     return 0

@@ -168,8 +168,7 @@ def run_demo(
             _write_fleet_data(bundle, fleet)
         finally:
             fleet.close()
-    if result is not None:
-        bundle.write_json("summary", result.summary())
+    # run_load has already written summary.json and merged its parts; this covers a run stopped during launch.
     bundle.finalize()
     report = write_report(bundle.path)
     if result is not None:
