@@ -178,6 +178,9 @@ class _Run:
         stop: threading.Event | None,
         bundle: RunBundle | None,
         max_lag_p99_s: float,
+        cluster: str | None = None,
+        shards: int | str | None = None,
+        placement: str = "spread",
     ) -> None:
         if not isinstance(profile, LoadProfile):
             raise SpecError(
@@ -190,6 +193,12 @@ class _Run:
         self.max_lag_p99_s = _check_num("max_lag_p99_s", max_lag_p99_s, 0, 3600)
         if workers > connections:
             raise SpecError("workers", f"must be <= connections ({connections}) (got {workers})")
+        from .distributed import check_options
+
+        check_options(cluster, shards, placement, workers, connections)
+        self.cluster, self.shards, self.placement = cluster, shards, placement
+        self.shard_sizes: dict[int, int] = {}  # shard -> its share of the schedule (Ray shards)
+        self.shard_table: pd.DataFrame | None = None
         self.url = url
         self.host, self.port, path, hostport = _parse_url(url)
         self.profile = profile
@@ -266,11 +275,16 @@ class _Run:
 
             self._bar = tqdm(total=self.scheduled, unit="req", desc="load", leave=True)
         try:
-            if self.workers == 1:
+            if self.cluster is not None:
+                from .distributed import execute_shards
+
+                execute_shards(self)
+            elif self.workers == 1:
                 self._execute_thread()
             else:
                 self._execute_processes()
             result = self._result()
+            result.shards = self.shard_table
         except BaseException:
             # Ctrl-C (or a failure) outside the collector, e.g. while joining the engine: stop the engine and
             # still merge what was appended, so the bundle on disk is whole.
@@ -302,6 +316,8 @@ class _Run:
             "timeout_s": self.timeout_s,
             "interval_s": self.interval_s,
             "workers": self.workers,
+            "cluster": self.cluster,
+            "shards": self.shards,
             "max_lag_p99_s": self.max_lag_p99_s,
             "scheduled": self.scheduled,
         }
@@ -581,7 +597,7 @@ class _Run:
             self.stop_reason = "sweep finished"
         lost: dict[int, int] = {}
         for w in self._dead:
-            share = len(self.schedule[w :: self.workers])
+            share = self.shard_sizes.get(w, len(self.schedule[w :: self.workers]))
             lost[w] = share - self._received.get(w, 0)
         if self._dead and not self.stop_reason:
             self.stop_reason = "a worker died"
@@ -621,6 +637,9 @@ def run_load(
     stop: threading.Event | None = None,
     bundle: RunBundle | None = None,
     max_lag_p99_s: float = 0.003,
+    cluster: str | None = None,
+    shards: int | str | None = None,
+    placement: str = "spread",
 ) -> LoadResult:
     """Send ``profile``'s schedule to ``url`` (open loop) and return a :class:`LoadResult`.
 
@@ -630,6 +649,9 @@ def run_load(
     ``workers``-th request of the schedule). ``on_interval(row)`` gets each interval's summary row.
     ``stop`` (a ``threading.Event``) or Ctrl-C end the run early with a partial result (``stopped=True``).
     ``bundle`` (a :class:`mlops_lb.bundle.RunBundle`) receives records and intervals as the run goes.
+    ``cluster="ray"`` (an existing ``ray.init()`` connection, else a local Ray for this run) or
+    ``"ray://head:10001"`` runs ``shards`` engines (``"auto"``: one per free CPU) as Ray actors at rate/shards
+    each, merged exactly; ``placement`` is ``spread``, ``strict_spread`` or ``pack`` (docs/distributed.md).
 
     A run that sent under 99 % of its schedule, or whose schedule-lag p99 exceeded ``max_lag_p99_s``, is
     returned with ``valid=False`` and ``invalid_reasons``.
@@ -642,7 +664,7 @@ def run_load(
     run = _Run(
         url, profile, payloads, method=method, headers=headers, connections=connections, timeout_s=timeout_s,
         interval_s=interval_s, workers=workers, on_interval=on_interval, progress=progress, stop=stop,
-        bundle=bundle, max_lag_p99_s=max_lag_p99_s,
+        bundle=bundle, max_lag_p99_s=max_lag_p99_s, cluster=cluster, shards=shards, placement=placement,
     )  # fmt: skip
     return run.execute()
 
@@ -728,6 +750,9 @@ def start_load(
     stop: threading.Event | None = None,
     bundle: RunBundle | None = None,
     max_lag_p99_s: float = 0.003,
+    cluster: str | None = None,
+    shards: int | str | None = None,
+    placement: str = "spread",
 ) -> LoadRun:
     """Like :func:`run_load` but returns at once with a :class:`LoadRun` handle (the run goes on a thread).
 
@@ -741,6 +766,6 @@ def start_load(
     run = _Run(
         url, profile, payloads, method=method, headers=headers, connections=connections, timeout_s=timeout_s,
         interval_s=interval_s, workers=workers, on_interval=on_interval, progress=progress, stop=stop,
-        bundle=bundle, max_lag_p99_s=max_lag_p99_s,
+        bundle=bundle, max_lag_p99_s=max_lag_p99_s, cluster=cluster, shards=shards, placement=placement,
     )  # fmt: skip
     return LoadRun(run, stop)
