@@ -111,12 +111,12 @@ def _node() -> dict[str, int]:
 
 def _start_head(cluster_cls: type) -> object:
     # Ray's node start waits a fixed 30 s for the raylet to register (ray/_private/node.py); on this shared
-    # 2-core machine under load the GCS can miss that once. One more try is for Ray's start-up, not our code.
-    for attempt in (1, 2):
+    # 2-core machine under load the GCS or the node agents can miss that. Another try is for Ray's start-up, not our code.
+    for attempt in (1, 2, 3):
         try:
             return cluster_cls(initialize_head=True, head_node_args={**_node(), "include_dashboard": False})
         except Exception:
-            if attempt == 2:
+            if attempt == 3:
                 raise
             time.sleep(2)
     raise AssertionError("unreachable")

@@ -60,6 +60,15 @@ def test_unreachable_ray_address_fails_fast():
         )
 
 
+def test_shard_payloads_use_the_global_index():
+    """Shard position j builds the body of global request glob[j]: bodies match an unsharded run's."""
+    from mlops_lb.load.distributed import _GlobalPayload
+
+    glob = np.array([1, 4, 7])
+    assert [_GlobalPayload(glob, lambda i: b"%d" % i, None)(j) for j in range(3)] == [b"1", b"4", b"7"]
+    assert [_GlobalPayload(glob, None, [b"a", b"b"])(j) for j in range(3)] == [b"b", b"a", b"b"]
+
+
 class TestShardSchedules:
     def test_shards_partition_the_schedule(self):
         p = constant(2000, 5, arrival="poisson", seed=3)
