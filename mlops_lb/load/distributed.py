@@ -62,6 +62,7 @@ MAX_SHARDS = 1024
 START_LEAD_S = 0.25
 STARTUP_TIMEOUT_S = 180.0
 CONNECT_TIMEOUT_S = 5.0
+FREE_WAIT_S = 10.0
 # The object store of a Ray this module starts itself: interval messages are small and freed at once.
 LOCAL_OBJECT_STORE_BYTES = 256 * 2**20
 
@@ -365,8 +366,14 @@ def _connect(ray: Any, cluster: str) -> bool:
 
 
 def _shard_count(ray: Any, shards: int | str | None) -> int:
-    free = int(ray.available_resources().get("CPU", 0))
     total = int(ray.cluster_resources().get("CPU", 0))
+    free = int(ray.available_resources().get("CPU", 0))
+    # The actors of a run that just ended release their CPUs asynchronously: give them a moment.
+    deadline = time.monotonic() + FREE_WAIT_S
+    want = total if shards in (None, "auto") else min(int(shards), total)  # type: ignore[call-overload]
+    while free < want and time.monotonic() < deadline:
+        time.sleep(0.2)
+        free = int(ray.available_resources().get("CPU", 0))
     if shards in (None, "auto"):
         if free < 1:
             raise SpecError(

@@ -98,15 +98,16 @@ def wait_gone(pids: list[int], timeout: float = 30) -> list[int]:
     return alive
 
 
-def _node() -> dict[str, int]:
+def _free_port() -> int:
     import socket
 
-    ports = {}
-    for name in AGENT_PORTS:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports[name] = int(s.getsockname()[1])
-    return {**NODE, **ports}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _node() -> dict[str, int]:
+    return {**NODE, **{name: _free_port() for name in AGENT_PORTS}}
 
 
 def _start_head(cluster_cls: type) -> object:
@@ -114,7 +115,10 @@ def _start_head(cluster_cls: type) -> object:
     # 2-core machine under load the GCS or the node agents can miss that. Another try is for Ray's start-up, not our code.
     for attempt in (1, 2, 3):
         try:
-            return cluster_cls(initialize_head=True, head_node_args={**_node(), "include_dashboard": False})
+            head = {**_node(), "include_dashboard": False, "ray_client_server_port": _free_port()}
+            cluster = cluster_cls(initialize_head=True, head_node_args=head)
+            cluster.client_port = head["ray_client_server_port"]  # type: ignore[attr-defined]
+            return cluster
         except Exception:
             if attempt == 3:
                 raise

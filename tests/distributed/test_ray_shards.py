@@ -8,8 +8,12 @@ shard is reported with its lost requests; Stop keeps what every shard measured; 
 
 from __future__ import annotations
 
+import _thread
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -123,6 +127,39 @@ def test_stop_keeps_what_every_shard_measured(ray_cluster, start_target):
     assert 0 < s["responses"] == t.count() < 6000
     assert list(r.shards["state"]) == ["stopped", "stopped"]
     assert r.valid
+
+
+def test_keyboard_interrupt_stops_every_shard(ray_cluster, start_target):
+    """Ctrl-C during run_load stops both shards and returns what they measured (stop_reason KeyboardInterrupt)."""
+    t = start_target(DELAY_SERVER, delay_s=0.002)
+    rows: list[dict] = []
+
+    def on_interval(row: dict) -> None:
+        rows.append(row)
+        if len(rows) == 2:
+            _thread.interrupt_main()
+
+    r = run_load(f"{t.base}/ok", constant(100, 60), BODY, connections=4, cluster="ray", shards=2,
+                 interval_s=0.5, on_interval=on_interval, **LAX)  # fmt: skip
+    assert r.stopped and r.stop_reason == "KeyboardInterrupt"
+    assert 0 < r.summary()["responses"] == t.count() < 6000
+    assert list(r.shards["state"]) == ["stopped", "stopped"]
+
+
+def test_ray_client_address(ray_cluster, start_target):
+    """cluster='ray://host:port' connects with Ray Client for the run (a fresh process: no ray.init there)."""
+    t = start_target(DELAY_SERVER, delay_s=0.001)
+    code = f"""
+import json, ray
+from mlops_lb.load import constant, run_load
+r = run_load("{t.base}/ok", constant(50, 1), [b"{{}}"], connections=2, cluster="ray://127.0.0.1:{ray_cluster.client_port}",
+             shards=2, progress=False, max_lag_p99_s=10)
+print(json.dumps({{"responses": r.summary()["responses"], "nodes": r.shards["node"].nunique(), "up": ray.is_initialized()}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res == {"responses": 50, "nodes": 2, "up": False} and t.count() == 50
 
 
 class TestBadInputBeforeAnyRequest:
