@@ -280,6 +280,11 @@ class _Transport:
             self.dead.add(k)
             self.state[k] = "died"
             return
+        except Exception:  # a failure of the transport itself: that shard's unreported share is lost
+            log.exception("load shard %d: its messages could not be fetched", k)
+            self.dead.add(k)
+            self.state[k] = "failed"
+            return
         last = False
         for m in msgs:
             self._account(k, m)
@@ -450,6 +455,10 @@ def execute_shards(run: _Run) -> None:
             )
         except ray.exceptions.GetTimeoutError as exc:
             raise LoadTestError(f"{n} Ray shards did not start within {STARTUP_TIMEOUT_S:g} s") from exc
+        except ray.exceptions.RayError as exc:  # e.g. mlops_lb missing or another version on a node
+            raise LoadTestError(
+                f"a Ray shard failed to start (is mlops_lb[ray] installed on every node?): {exc}"
+            ) from exc
         for k, info in enumerate(infos):
             if info["size"] != expected[k]:
                 raise LoadTestError(

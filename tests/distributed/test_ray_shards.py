@@ -26,6 +26,11 @@ from mlops_lb.load import constant, run_load, start_load
 from mlops_lb.load._engine import fold, new_histogram
 
 pytest.importorskip("ray")
+# Ray's head leaves its client server's log file open (ray/_private/node.py, start_ray_client_server): a
+# ResourceWarning from Ray's code, reported when the file object is collected; not ours to fix.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Exception ignored in.*ray_client_server:pytest.PytestUnraisableExceptionWarning"
+)
 
 BODY = [b'{"rows": [[1.0, 2.0]]}']
 LAX = {"progress": False, "max_lag_p99_s": 10.0}
@@ -146,6 +151,9 @@ def test_keyboard_interrupt_stops_every_shard(ray_cluster, start_target):
     assert list(r.shards["state"]) == ["stopped", "stopped"]
 
 
+# slow: Ray Client starts a server process per client on the head, about 50 s on this loaded 2-core machine
+# (and it timed out there once: "Starting Ray client server failed").
+@pytest.mark.slow
 def test_ray_client_address(ray_cluster, start_target):
     """cluster='ray://host:port' connects with Ray Client for the run (a fresh process: no ray.init there)."""
     t = start_target(DELAY_SERVER, delay_s=0.001)
