@@ -220,16 +220,34 @@ FAKE_PULUMI = textwrap.dedent("""
     import json, os, sys
     args = [a for a in sys.argv[1:] if a != "--non-interactive"]
     log = os.environ["FAKE_PULUMI_LOG"]
+    state_path = log + ".config.json"
+    config = json.load(open(state_path)) if os.path.exists(state_path) else {}
     with open(log, "a") as f:
-        f.write(json.dumps({"args": args, "cwd": os.getcwd(), "env": {k: v for k, v in os.environ.items()
-                            if k.startswith(("PULUMI_", "AWS_REGION", "AWS_PROFILE"))}}) + "\\n")
+        f.write(json.dumps({"args": args, "cwd": os.getcwd(), "config": config,
+                            "env": {k: v for k, v in os.environ.items()
+                                    if k.startswith(("PULUMI_", "AWS_REGION", "AWS_PROFILE"))}}) + "\\n")
     mode = os.environ.get("FAKE_PULUMI_MODE", "ok")
     if args[:1] == ["version"]:
         print("v3.272.0"); sys.exit(0)
+    if args[:2] == ["config", "set-all"]:
+        # ... --stack NAME [--plaintext|--secret] key=value ...; keys without a namespace belong to the project
+        for a in args[2:]:
+            if "=" in a and not a.startswith("-"):
+                k, v = a.split("=", 1)
+                config[k if ":" in k else "mlops-lb:" + k] = {"value": v, "secret": False}
+        json.dump(config, open(state_path, "w")); sys.exit(0)
+    if args[:1] == ["config"] and "--json" in args:
+        print(json.dumps(config)); sys.exit(0)
+    if args[:2] == ["stack", "history"]:
+        print(json.dumps([{"kind": "update", "startTime": "2026-12-01T10:00:00.000Z", "message": "",
+                           "environment": {}, "config": {}, "result": "succeeded",
+                           "endTime": "2026-12-01T10:01:00.000Z", "version": 1}])); sys.exit(0)
     if args[:1] in (["up"], ["preview"], ["destroy"], ["refresh"]):
         if mode == "conflict":
             sys.stderr.write("error: [409] Conflict: Another update is currently in progress.\\n"); sys.exit(255)
         sys.stdout.write("Updating (teststack)\\n    aws:lb:LoadBalancer demo creating\\n")
+        if mode == "up-ok":  # a succeeding update (the real CLI would run the inline program here)
+            sys.stdout.write("Resources:\\n    14 unchanged\\n"); sys.exit(0)
         sys.stderr.write("warning: something harmless\\nerror: creating ELBv2 Load Balancer: AccessDenied: "
                          "User is not authorized to perform: elasticloadbalancing:CreateLoadBalancer\\n")
         sys.exit(255)
@@ -265,3 +283,40 @@ def fake_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeCli:
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
     monkeypatch.setenv("FAKE_PULUMI_LOG", str(log))
     return FakeCli(log)
+
+
+def complete_default_vpc(ec2: Any) -> str:
+    """Give moto's default VPC what AWS's has: an attached internet gateway and a 0.0.0.0/0 route to it in the
+    main route table (https://docs.aws.amazon.com/vpc/latest/userguide/default-vpc.html); moto leaves both out."""
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+    igw = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+    ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc)
+    main = ec2.describe_route_tables(
+        Filters=[{"Name": "vpc-id", "Values": [vpc]}, {"Name": "association.main", "Values": ["true"]}]
+    )["RouteTables"][0]["RouteTableId"]
+    ec2.create_route(RouteTableId=main, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
+    return vpc
+
+
+@pytest.fixture
+def moto_account() -> Iterator[Any]:
+    """A moto account in us-east-1 whose default VPC looks like AWS's (six AZs; no t3.small in us-east-1e)."""
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        ec2 = boto3.client("ec2", region_name=REGION)
+        complete_default_vpc(ec2)
+        yield ec2
+
+
+@pytest.fixture
+def fake_wheelhouse(tmp_path: Path) -> Any:
+    """A prebuilt wheelhouse (one stand-in wheel + requirements.txt): launch() never downloads from PyPI here."""
+    from mlops_lb.aws.assets import Wheelhouse
+
+    house = tmp_path / "wheelhouse"
+    house.mkdir()
+    (house / "numpy-2.0.0-cp311-cp311-manylinux_2_17_x86_64.whl").write_bytes(b"PK\x05\x06" + b"\x00" * 18)
+    (house / "requirements.txt").write_text("numpy==2.0.0\n")
+    return Wheelhouse(path=house, requirements=("numpy==2.0.0",), digest="0" * 64)
