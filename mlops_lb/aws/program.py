@@ -452,7 +452,7 @@ def _assets_bucket(ctx: _Ctx, assets: Assets) -> tuple[Any, dict[str, Any]]:
             resource,
             bucket=bucket.id,
             key=key,
-            source=pulumi.FileAsset(str(path)),
+            source=pulumi.FileAsset(str(_staged(path, key))),
             server_side_encryption="AES256",
             tags=ctx.asset_tags,
         )
@@ -467,6 +467,20 @@ def _assets_bucket(ctx: _Ctx, assets: Assets) -> tuple[Any, dict[str, Any]]:
         for f in assets.wheelhouse.files:
             upload(f"{name}-wh-{f.name}", f"{keys['wheelhouse']}/{f.name}", f)
     return bucket, keys
+
+
+def _staged(path: Path, key: str) -> Path:
+    """A copy of ``path`` at a content-addressed local path, so the asset's path, not only its hash, is the same
+    on every run (a freshly built wheel lives in a new temporary directory each time)."""
+    from .stack import mlops_home
+
+    dest = mlops_home() / "assets" / key
+    if not dest.is_file():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".part")
+        tmp.write_bytes(path.read_bytes())
+        tmp.replace(dest)
+    return dest
 
 
 def _instance_role(ctx: _Ctx, bucket: Any) -> Any:
