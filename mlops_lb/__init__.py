@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import BackendUnavailable, LoadTestError, MetricsError, MlopsLbError, ProvisionError, SpecError
 from .fleet import Fleet, open_fleet
 from .spec import (
+    AwsSpec,
     CapacitySpec,
     FleetSpec,
     HealthCheckSpec,
@@ -28,6 +29,7 @@ from .spec import (
     NetworkSpec,
     ScalingPolicySpec,
     TargetGroupSpec,
+    WarmPoolSpec,
 )
 
 if TYPE_CHECKING:
@@ -52,6 +54,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "AwsSpec",
     "BackendUnavailable",
     "CapacitySpec",
     "Fleet",
@@ -70,6 +73,7 @@ __all__ = [
     "ScalingPolicySpec",
     "SpecError",
     "TargetGroupSpec",
+    "WarmPoolSpec",
     "__version__",
     "analysis",
     "aws",

@@ -69,8 +69,9 @@ _RETRY = """retry() {
   until "$@"; do
     if [ "$i" -ge "$n" ]; then echo "mlops-lb: giving up after $n attempts: $*" >&2; return 1; fi
     echo "mlops-lb: attempt $i/$n failed: $* (retrying in ${delay}s)" >&2
-    sleep "$delay"; i=$((i + 1)); delay=$((delay * 2)); [ "$delay" -gt 30 ] && delay=30
+    sleep "$delay"; i=$((i + 1)); delay=$((delay * 2)); if [ "$delay" -gt 30 ]; then delay=30; fi
   done
+  return 0
 }"""
 
 
