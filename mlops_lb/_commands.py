@@ -61,6 +61,15 @@ def cmd_up(args: argparse.Namespace) -> int:
             time.sleep(3600)
 
 
+def cmd_preflight(args: argparse.Namespace) -> int:
+    from .aws import preflight
+    from .spec import FleetSpec
+
+    result = preflight(FleetSpec.from_yaml(args.spec))
+    print(repr(result))
+    return 0 if result.ok else 1
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from .errors import SpecError
 

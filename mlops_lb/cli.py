@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--backend", choices=("local", "aws"), default="local")
         if name == "down":
             c.add_argument("--yes", action="store_true", help="confirm destroying an AWS stack")
+    c = sub.add_parser("preflight", help="check the AWS account against a spec (read-only), before `up`")
+    c.add_argument("spec")
     c = sub.add_parser("scale", help="change min/desired/max or the target rps per target")
     c.add_argument("spec")
     c.add_argument("--backend", choices=("local", "aws"), default="aws")
