@@ -1,5 +1,8 @@
 """AwsFleet: the Fleet protocol on AWS, through the Pulumi Automation API (slow paths) and boto3 (fast paths).
 
+(Over 500 lines on purpose: one class implementing the Fleet protocol, plus the orphan finder that reads the
+same state directory; splitting the class would scatter the one object users hold.)
+
 Where things live: Pulumi state in a local file backend ``file://~/.mlops_lb/pulumi`` unless
 ``PULUMI_BACKEND_URL`` says otherwise; one persistent work dir per stack (``~/.mlops_lb/stacks/<stack>``) so
 the stack's config survives a kernel restart; the secrets passphrase from ``PULUMI_CONFIG_PASSPHRASE`` /
