@@ -245,6 +245,14 @@ def _instance_type(pf: Preflight, ec2: Any, spec: FleetSpec) -> str | None:
     pf.resolved["architecture"] = arch
     pf.resolved["vcpus"] = int(info.get("VCpuInfo", {}).get("DefaultVCpus", 2))
     pf.resolved["gpu"] = _is_gpu(info)
+    warm = spec.capacity.warm_pool
+    if warm is not None and warm.state == "hibernated" and not info.get("HibernationSupported", False):
+        pf.add(
+            "warm pool",
+            False,
+            f"{itype} does not support hibernation (warm_pool.state: hibernated)",
+            "use warm_pool.state: stopped, or an instance type that supports hibernation",
+        )
     pf.add(
         "instance type",
         True,

@@ -158,3 +158,13 @@ def test_metrics_errors_keep_their_type_code_and_hint(
     with pytest.raises(MetricsError) as info:
         fleet.events()
     assert info.value.code == "AccessDenied" and info.value.hint == "allow it"
+
+
+def test_scale_keeps_the_warm_pool(up_ok: Any, fake_wheel: Path, fake_wheelhouse: Any) -> None:
+    """scale(max=...) rebuilds capacity from the old one: the warm pool must not be dropped (and so destroyed)."""
+    from mlops_lb import WarmPoolSpec
+
+    spec = SPEC.replace(capacity=CapacitySpec(min=1, desired=1, max=4, warm_pool=WarmPoolSpec(min_size=2)))
+    fleet = AwsFleet(spec, wheel=fake_wheel, wheelhouse=fake_wheelhouse)
+    fleet.scale(max=8)
+    assert fleet.spec.capacity.max == 8 and fleet.spec.capacity.warm_pool == WarmPoolSpec(min_size=2)
