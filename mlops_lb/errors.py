@@ -7,7 +7,8 @@
      ├── BackendUnavailable            HAProxy or the Pulumi CLI is missing; the message gives the install command
      ├── ProvisionError                launching/changing a fleet failed (Pulumi `up`, a local launch); keeps stderr
      ├── MetricsError                  CloudWatch or a local metric read failed; keeps the AWS error code and a hint
-     └── LoadTestError                 a load test could not run (bad URL, no payloads, worker crash)
+     ├── LoadTestError                 a load test could not run (bad URL, no payloads, worker crash)
+     └── StorageError (OSError)        a run bundle or report could not be written/read; ``path`` and ``cause``
 
 Foreign errors (botocore, pulumi.automation) are translated at the boundary with ``raise ... from exc`` so the
 original stays on ``__cause__``.
@@ -29,6 +30,7 @@ __all__ = [
     "MlopsLbError",
     "ProvisionError",
     "SpecError",
+    "StorageError",
 ]
 
 
@@ -119,3 +121,34 @@ class LoadTestError(MlopsLbError):
 
         raise LoadTestError("no payloads: pass payloads=[...] or a callable")
     """
+
+
+class StorageError(MlopsLbError, OSError):
+    """A file or folder of a run bundle (or report) could not be written or read.
+
+    ``path`` is the file or folder, ``cause`` the underlying error (usually an ``OSError``: ENOSPC, EACCES,
+    ENOTDIR...; also on ``__cause__``). ``run_load`` never raises it mid-run: it keeps it as
+    ``LoadResult.bundle_error`` and returns the whole result.
+
+    Example::
+
+        try:
+            RunBundle.create(root="/read-only/runs")
+        except StorageError as exc:
+            print(exc.path, exc.cause)    # cannot create /read-only/runs: [Errno 30] Read-only file system
+    """
+
+    def __init__(self, path: object, cause: BaseException, action: str = "write") -> None:
+        self.path = path
+        self.cause = cause
+        self.action = action
+        detail = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
+        errno = getattr(cause, "errno", None)
+        super().__init__(f"cannot {action} {path}: {detail}" + (f" (errno {errno})" if errno else ""))
+        self.errno = errno  # type: ignore[misc]
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.cause, self.action))
