@@ -16,7 +16,15 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import BackendUnavailable, LoadTestError, MetricsError, MlopsLbError, ProvisionError, SpecError
+from .errors import (
+    BackendUnavailable,
+    LoadTestError,
+    MetricsError,
+    MlopsLbError,
+    ProvisionError,
+    SpecError,
+    StorageError,
+)
 from .fleet import Fleet, open_fleet
 from .spec import (
     CapacitySpec,
@@ -69,6 +77,7 @@ __all__ = [
     "RunBundle",
     "ScalingPolicySpec",
     "SpecError",
+    "StorageError",
     "TargetGroupSpec",
     "__version__",
     "analysis",

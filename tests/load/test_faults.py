@@ -97,3 +97,51 @@ class TestRunEndsOnTime:
         # requests intended after the Stop were never due: kept, unsent, outside the run
         later = df[df["sent_at"].isna() & (df["error"] == "")]
         assert len(later) > 1000
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MB tmpfs (mount needs root; skipped where not permitted), filled to leave ``free`` bytes."""
+    import os
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True)
+    if res.returncode != 0:
+        pytest.skip(f"mount not permitted here: {res.stderr.decode().strip()}")
+
+    def fill(free: int) -> None:
+        st = os.statvfs(mnt)
+        with open(mnt / "filler", "wb") as fh:
+            fh.write(b"\0" * max(st.f_bavail * st.f_frsize - free, 0))
+
+    try:
+        yield mnt, fill
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+class TestStorageFailure:
+    def test_full_disk_keeps_the_result(self, target, tiny_disk, caplog):
+        """The bundle's disk fills mid-run: run_load still returns the whole result with bundle_error set, logs
+        one warning (not a traceback per append), and what reached disk loads."""
+        import logging
+
+        from mlops_lb.bundle import RunBundle
+        from mlops_lb.errors import StorageError
+
+        mnt, fill = tiny_disk
+        b = RunBundle.create(root=mnt, name="full")
+        fill(60_000)  # room for load.json and a part or two, not for the whole run
+        with caplog.at_level(logging.WARNING, logger="mlops_lb.load.runner"):
+            r = run_load(f"{target.base}/ok", constant(1000, 3), BODY, connections=8, bundle=b,
+                         interval_s=0.25, **LAX)  # fmt: skip
+        assert isinstance(r.bundle_error, StorageError) and r.bundle_error.errno == 28
+        assert str(b.path) in str(r.bundle_error)
+        assert r.summary()["bundle_error"] == str(r.bundle_error)
+        assert len(r.requests()) == 3000 and r.summary()["responses"] == 3000
+        warnings = [rec for rec in caplog.records if rec.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and warnings[0].exc_info is None
+        loaded = RunBundle.load(b.path)
+        assert 0 < len(loaded.requests) < 3000
