@@ -179,7 +179,9 @@ class TestStorageErrors:
 
         mnt = tmp_path / "ro"
         mnt.mkdir()
-        res = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)], capture_output=True)
+        res = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)], capture_output=True
+        )
         if res.returncode != 0:
             pytest.skip(f"mount not permitted here: {res.stderr.decode().strip()}")
         try:
