@@ -122,7 +122,10 @@ def _check_request_line(method: Any, headers: Mapping[str, str] | None) -> None:
 
 
 def _resolve(host: str, port: int) -> str:
-    """The address the engine connects to, resolved once before any request (a clear error if it fails)."""
+    """Check that ``host`` resolves before any request (a clear error if not); returns its first address.
+
+    The engine still connects by name, so every address of the name is tried, as a browser would.
+    """
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
@@ -302,7 +305,7 @@ class _Run:
         n = self.workers
         per_worker = max(1, self.connections // n + (1 if w < self.connections % n else 0))
         return EngineConfig(
-            host=self.address,
+            host=self.host,
             port=self.port,
             schedule=self.schedule[w::n],
             requests=self.requests,

@@ -145,3 +145,39 @@ class TestStorageFailure:
         assert len(warnings) == 1 and warnings[0].exc_info is None
         loaded = RunBundle.load(b.path)
         assert 0 < len(loaded.requests) < 3000
+
+
+class TestBadRequestInput:
+    @pytest.mark.parametrize(
+        ("kwargs", "needle"),
+        [
+            ({"headers": {"X-A": "v\r\nX-Injected: 1"}}, "headers['X-A']"),
+            ({"headers": {"X-A": "v\nX"}}, "CR, LF"),
+            ({"headers": {"Bad Name": "v"}}, "'Bad Name'"),
+            ({"method": "PO ST"}, "method"),
+            ({"method": "GET /x HTTP/1.1\r\n"}, "method"),
+        ],
+    )
+    def test_request_line_and_headers_are_validated(self, target, kwargs, needle):
+        """RFC 9110 §5.5/§5.6.2: a CR/LF in a header value or a space in a method would split the request
+        (header injection); refused with a LoadTestError naming the field, before any request is sent."""
+        from mlops_lb.errors import LoadTestError
+
+        with pytest.raises(LoadTestError) as ei:
+            run_load(f"{target.base}/ok", constant(10, 0.5), BODY, **kwargs, **LAX)
+        assert needle in str(ei.value)
+        assert target.count() == 0
+
+    def test_unresolvable_host_fails_before_the_run(self):
+        """A host that does not resolve (.invalid is reserved, RFC 2606) is a clear error before any request."""
+        from mlops_lb.errors import LoadTestError
+
+        t0 = time.monotonic()
+        with pytest.raises(LoadTestError, match="does not resolve"):
+            run_load("http://no-such-host.invalid:8080/x", constant(10, 30), BODY, **LAX)
+        assert time.monotonic() - t0 < 10  # not after the 30 s run
+
+    def test_hostname_resolves_once(self, target):
+        """A name (localhost) is resolved before the run and the Host header keeps the name."""
+        r = run_load(f"http://localhost:{target.port}/ok", constant(20, 0.5), BODY, connections=2, **LAX)
+        assert r.summary()["responses"] == 10
