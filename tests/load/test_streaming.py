@@ -107,7 +107,7 @@ class TestSlo:
         """An unknown SLO key is a SpecError naming it and the allowed keys, before any request."""
         from mlops_lb.errors import SpecError
 
-        with pytest.raises(SpecError, match="slo.ttfb_s.*ttft_s"):
+        with pytest.raises(SpecError, match=r"slo\.ttfb_s.*ttft_s"):
             _run(target, "/ok", slo={"ttfb_s": 1})
         assert target.count() == 0
 
