@@ -25,10 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from . import _aws_rules as aws_rules
 from .errors import SpecError
 
 __all__ = [
     "ALGORITHMS",
+    "AwsSpec",
     "CapacitySpec",
     "FleetSpec",
     "HealthCheckSpec",
@@ -38,13 +40,15 @@ __all__ = [
     "NetworkSpec",
     "ScalingPolicySpec",
     "TargetGroupSpec",
+    "WarmPoolSpec",
 ]
 
 Algorithm = Literal["round_robin", "least_outstanding_requests", "weighted_random"]
 ALGORITHMS: tuple[str, ...] = typing.get_args(Algorithm)
 
-# Pulumi appends "-" + 7 random characters to autonamed resources, and ALB / target-group names are at most 32.
-MAX_NAME_LEN = 24
+# Pulumi appends "-" + 7 random characters to autonamed resources, and ALB / target-group names are at most 32
+# (mlops_lb/_aws_rules.py: the table of AWS limits, with sources).
+MAX_NAME_LEN = aws_rules.MAX_NAME_PREFIX
 _NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")
 _MATCHER_RE = re.compile(r"^\d{3}(?:-\d{3})?(?:,\d{3}(?:-\d{3})?)*$")
 _TAG_KEY_RE = re.compile(r"^[\w .:/=+\-@]{1,128}$")
@@ -237,6 +241,38 @@ class InstanceSpec(_Part):
         self._set("ssh_cidrs", cidrs)
 
 
+WarmPoolState = Literal["stopped", "hibernated", "running"]
+WARM_POOL_STATES: tuple[str, ...] = typing.get_args(WarmPoolState)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WarmPoolSpec(_Part):
+    """An Auto Scaling warm pool: instances booted ahead of need, kept ``state`` until a scale-out takes them.
+
+    ``min_size`` instances stay in the pool; ``max_group_prepared_capacity`` caps group + pool (None: the
+    group's max). ``reuse_on_scale_in`` returns scaled-in instances to the pool instead of terminating them.
+
+    Example::
+
+        CapacitySpec(min=1, desired=1, max=6, warm_pool=WarmPoolSpec(min_size=2, state="stopped"))
+    """
+
+    _path: ClassVar[str] = "capacity.warm_pool"
+    min_size: int = 0
+    state: WarmPoolState = "stopped"
+    reuse_on_scale_in: bool = False
+    max_group_prepared_capacity: int | None = None
+
+    def _validate(self, p: str) -> None:
+        self._set("min_size", _int(f"{p}.min_size", self.min_size, 0, 1000))
+        if not isinstance(self.state, str) or self.state not in WARM_POOL_STATES:
+            _fail(f"{p}.state", f"must be one of {', '.join(WARM_POOL_STATES)} (got {_show(self.state)})")
+        _bool(f"{p}.reuse_on_scale_in", self.reuse_on_scale_in)
+        if self.max_group_prepared_capacity is not None:
+            cap = _int(f"{p}.max_group_prepared_capacity", self.max_group_prepared_capacity, 0, 1000)
+            self._set("max_group_prepared_capacity", cap)
+
+
 @dataclass(frozen=True, kw_only=True)
 class CapacitySpec(_Part):
     """Auto Scaling group bounds. Always ``min <= desired <= max``.
@@ -250,8 +286,15 @@ class CapacitySpec(_Part):
     min: int = 1
     desired: int = 1
     max: int = 4
+    warm_pool: WarmPoolSpec | None = None
 
     def _validate(self, p: str) -> None:
+        if isinstance(self.warm_pool, Mapping):
+            self._set("warm_pool", WarmPoolSpec.from_dict(self.warm_pool))
+        elif self.warm_pool is not None and not isinstance(self.warm_pool, WarmPoolSpec):
+            _fail(
+                f"{p}.warm_pool", f"must be a WarmPoolSpec, a mapping or null (got {_show(self.warm_pool)})"
+            )
         self._set("min", _int(f"{p}.min", self.min, 0, 1000))
         self._set("desired", _int(f"{p}.desired", self.desired, 0, 1000))
         self._set("max", _int(f"{p}.max", self.max, 1, 1000))
@@ -493,6 +536,36 @@ class NetworkSpec(_Part):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AwsSpec(_Part):
+    """Values that apply only on AWS; the local backend ignores this section.
+
+    ``health_check`` holds any HealthCheckSpec fields to use on AWS instead of the top-level ones: a local worker
+    is ready in a second, an instance needs minutes to boot and install (see docs/aws.md, "Boot time"), so a
+    spec tuned for the local clock can carry AWS-safe values here.
+
+    Example::
+
+        FleetSpec(name="demo", aws=AwsSpec(health_check={"grace_period_s": 600, "interval_s": 15}))
+        spec.aws_health_check.grace_period_s     # 600 (what the AWS program uses)
+    """
+
+    _path: ClassVar[str] = "aws"
+    health_check: Mapping[str, Any] = field(default_factory=dict)
+
+    def _validate(self, p: str) -> None:
+        if not isinstance(self.health_check, Mapping):
+            _fail(
+                f"{p}.health_check",
+                f"must be a mapping of health_check fields (got {_show(self.health_check)})",
+            )
+        names = {f.name for f in dataclasses.fields(HealthCheckSpec)}
+        for key in self.health_check:
+            if key not in names:
+                _unknown_field(f"{p}.health_check", key, names)
+        self._set("health_check", dict(self.health_check))
+
+
+@dataclass(frozen=True, kw_only=True)
 class FleetSpec(_Part):
     """A whole fleet: load balancer, target group, Auto Scaling group, scaling policy and model.
 
@@ -515,6 +588,7 @@ class FleetSpec(_Part):
     local: LocalSpec = field(default_factory=LocalSpec)
     network: NetworkSpec = field(default_factory=NetworkSpec)
     tags: Mapping[str, str] = field(default_factory=dict)
+    aws: AwsSpec = field(default_factory=AwsSpec)
 
     def _validate(self, p: str) -> None:
         name = _str("name", self.name)
@@ -529,6 +603,12 @@ class FleetSpec(_Part):
             _fail(
                 "name", f"must not start with 'internal-' (AWS reserves it for ALB names) (got {_show(name)})"
             )
+        # Security groups are named <name>-alb / <name>-instances; EC2 refuses names starting with sg-.
+        if aws_rules.security_group_name_problem(f"{name}-alb"):
+            _fail(
+                "name",
+                f"must not start with 'sg-' (EC2 refuses such security-group names) (got {_show(name)})",
+            )
         if self.region is not None and not re.fullmatch(
             r"[a-z]{2}(-gov)?-[a-z]+-\d", _str("region", self.region)
         ):
@@ -542,6 +622,7 @@ class FleetSpec(_Part):
             ("model", ModelSpec),
             ("local", LocalSpec),
             ("network", NetworkSpec),
+            ("aws", AwsSpec),
         ):
             value = getattr(self, fname)
             if isinstance(value, Mapping):  # FleetSpec(name="x", capacity={"max": 6}) works like from_dict
@@ -562,6 +643,17 @@ class FleetSpec(_Part):
             if not isinstance(v, str) or len(v) > 256:
                 _fail(where, f"value must be a string of at most 256 characters (got {_show(v)})")
         self._set("tags", dict(self.tags))
+        try:
+            self.aws_health_check  # noqa: B018 - validates the aws: overrides against HealthCheckSpec's rules
+        except SpecError as exc:
+            raise SpecError(f"aws.{exc.field}" if exc.field else "aws", str(exc).split(" ", 1)[-1]) from None
+
+    @property
+    def aws_health_check(self) -> HealthCheckSpec:
+        """The health check the AWS program uses: ``health_check`` with the ``aws.health_check`` overrides."""
+        if not self.aws.health_check:
+            return self.health_check
+        return HealthCheckSpec(**{**self.health_check.to_dict(), **self.aws.health_check})
 
     # ------------------------------------------------------------------ conveniences
     def replace(self, **changes: Any) -> FleetSpec:
