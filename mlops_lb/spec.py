@@ -191,6 +191,48 @@ class _Part:
         return cls(**kwargs)
 
 
+_SPEC_LOADER: Any = None
+# YAML 1.1 (PyYAML) reads a float only with a dot and a signed exponent: `1e12` and `1.5e3` would be strings.
+# YAML 1.2's core schema reads them as floats (https://yaml.org/spec/1.2.2/#1022-tag-resolution); so do we.
+_EXP_FLOAT_RE = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+
+
+def _spec_loader() -> Any:
+    """A SafeLoader that refuses duplicate keys (naming the line of both) and reads ``1e12`` as a number."""
+    global _SPEC_LOADER
+    if _SPEC_LOADER is not None:
+        return _SPEC_LOADER
+    import yaml
+
+    class SpecLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            # PyYAML keeps the last of two equal keys: a second `capacity:` block would silently replace the
+            # first whole. Merge keys (`<<`) may be overridden on purpose, so only explicit keys count.
+            if isinstance(node, yaml.MappingNode):
+                first: dict[Any, Any] = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        prev = first.setdefault(key, key_node)
+                    except TypeError:  # an unhashable key: the base class names it
+                        continue
+                    if prev is not key_node:
+                        raise yaml.constructor.ConstructorError(
+                            None,
+                            None,
+                            f"duplicate key {_show(key)} (first at line {prev.start_mark.line + 1}, again at "
+                            f"line {key_node.start_mark.line + 1}); keep one",
+                            key_node.start_mark,
+                        )
+            return super().construct_mapping(node, deep=deep)
+
+    SpecLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXP_FLOAT_RE, list("-+0123456789."))
+    _SPEC_LOADER = SpecLoader
+    return SpecLoader
+
+
 def _part_type(hint: Any) -> type[_Part] | None:
     candidates = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     for c in candidates:
@@ -700,7 +742,7 @@ class FleetSpec(_Part):
         else:
             text = source
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_spec_loader())  # a SafeLoader subclass: safe
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
