@@ -27,6 +27,7 @@ from .spec import (
     ModelSpec,
     NetworkSpec,
     ScalingPolicySpec,
+    ServerSpec,
     TargetGroupSpec,
 )
 
@@ -68,6 +69,7 @@ __all__ = [
     "ProvisionError",
     "RunBundle",
     "ScalingPolicySpec",
+    "ServerSpec",
     "SpecError",
     "TargetGroupSpec",
     "__version__",
