@@ -35,6 +35,7 @@ from .spec import (
     ModelSpec,
     NetworkSpec,
     ScalingPolicySpec,
+    ServerSpec,
     TargetGroupSpec,
 )
 
@@ -76,6 +77,7 @@ __all__ = [
     "ProvisionError",
     "RunBundle",
     "ScalingPolicySpec",
+    "ServerSpec",
     "SpecError",
     "StorageError",
     "TargetGroupSpec",
