@@ -7,7 +7,8 @@
      ├── BackendUnavailable            HAProxy or the Pulumi CLI is missing; the message gives the install command
      ├── ProvisionError                launching/changing a fleet failed (Pulumi `up`, a local launch); keeps stderr
      ├── MetricsError                  CloudWatch or a local metric read failed; keeps the AWS error code and a hint
-     └── LoadTestError                 a load test could not run (bad URL, no payloads, worker crash)
+     ├── LoadTestError                 a load test could not run (bad URL, no payloads, worker crash)
+     └── StorageError                  a run bundle or report could not be written (disk full, permissions)
 
 Foreign errors (botocore, pulumi.automation) are translated at the boundary with ``raise ... from exc`` so the
 original stays on ``__cause__``.
@@ -29,6 +30,7 @@ __all__ = [
     "MlopsLbError",
     "ProvisionError",
     "SpecError",
+    "StorageError",
 ]
 
 
@@ -119,3 +121,17 @@ class LoadTestError(MlopsLbError):
 
         raise LoadTestError("no payloads: pass payloads=[...] or a callable")
     """
+
+
+class StorageError(MlopsLbError):
+    """A file of a run (bundle table, report) could not be written or read. ``path`` and ``cause`` are kept.
+
+    Example::
+
+        raise StorageError(Path("runs/x/report.html"), exc)    # exc: the OSError
+    """
+
+    def __init__(self, path: object, cause: BaseException) -> None:
+        self.path = path
+        self.cause = cause
+        super().__init__(f"could not write {path}: {cause} (check free space and permissions of its folder)")
