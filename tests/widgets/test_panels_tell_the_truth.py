@@ -61,7 +61,9 @@ class TestScalingPanelReadsTheFleet:
 
 
 class TestClosedFleet:
-    def test_refresh_says_closed_and_disables_the_panel(self, fleet: FakeFleet, inline: InlineExecutor) -> None:
+    def test_refresh_says_closed_and_disables_the_panel(
+        self, fleet: FakeFleet, inline: InlineExecutor
+    ) -> None:
         """After fleet.close() the panel says so and every control is disabled."""
         p = ScalingPanel(fleet, refresh_s=None, executor=inline)
         fleet.close()
@@ -106,7 +108,9 @@ def _load_panel(fleet: Any, start: FakeStartLoad, tmp_path: Path, **kw: Any) -> 
 
 
 class TestLoadPanel:
-    @pytest.mark.parametrize("field,value", [("rate_input", -5.0), ("rate_input", 0.0), ("duration_input", 0.0)])
+    @pytest.mark.parametrize(
+        "field,value", [("rate_input", -5.0), ("rate_input", 0.0), ("duration_input", 0.0)]
+    )
     def test_bad_inputs_are_rejected_by_name(
         self, fleet: FakeFleet, tmp_path: Path, field: str, value: float
     ) -> None:
@@ -141,9 +145,13 @@ class TestLoadPanel:
         second.wait(5)
         assert len(start.calls) == 2
 
-    def test_saturated_run_is_named_with_its_fix(self, fleet: FakeFleet, tmp_path: Path, monkeypatch: Any) -> None:
+    def test_saturated_run_is_named_with_its_fix(
+        self, fleet: FakeFleet, tmp_path: Path, monkeypatch: Any
+    ) -> None:
         """An invalid run classified connections_exhausted reads 'fleet saturated' and shows the engine's fix."""
-        reason = "every one of 32 connections was waiting on the fleet: raise connections= (the panel's field)"
+        reason = (
+            "every one of 32 connections was waiting on the fleet: raise connections= (the panel's field)"
+        )
 
         def summary(self: FakeResult) -> dict[str, Any]:
             return {"requests": 30, "errors": 0, "valid": False, "invalid_kinds": ["connections_exhausted"],

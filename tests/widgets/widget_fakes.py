@@ -45,7 +45,9 @@ class FakeFleet:
         cap = self.spec.capacity
         new = {"min": cap.min, "desired": self.desired, "max": cap.max}
         new.update({k: v for k, v in kwargs.items() if k in new})
-        if "desired" not in kwargs:  # like LocalFleet.scale and AWS: the current desired is clamped into the bounds
+        if (
+            "desired" not in kwargs
+        ):  # like LocalFleet.scale and AWS: the current desired is clamped into the bounds
             new["desired"] = min(max(new["desired"], new["min"]), new["max"])
         self.spec = self.spec.replace(capacity=CapacitySpec(**new))  # raises SpecError like a real fleet
         self.desired = new["desired"]
