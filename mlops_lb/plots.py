@@ -527,7 +527,7 @@ def scaling_timeline(
     scale = ev[ev["kind"].isin(["scale_out", "scale_in"])] if len(ev) else ev
     if len(scale):
         xs = _x(scale["timestamp"], time, t0)
-        for xv, kind, detail in zip(xs, scale["kind"], scale.get("detail", [""] * len(scale)), strict=False):
+        for xv, kind in zip(xs, scale["kind"], strict=False):
             color = "tab:green" if kind == "scale_out" else "tab:red"
             for a in (top, bottom) if ax is None else (top,):
                 a.axvline(xv, color=color, alpha=0.5, linestyle=":")
