@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     BackendUnavailable,
+    BalancerDown,
     LoadTestError,
     MetricsError,
     MlopsLbError,
+    PortInUse,
     ProvisionError,
     SpecError,
     StorageError,
@@ -62,6 +64,7 @@ _LAZY = {
 
 __all__ = [
     "BackendUnavailable",
+    "BalancerDown",
     "CapacitySpec",
     "Fleet",
     "FleetSpec",
@@ -74,6 +77,7 @@ __all__ = [
     "MlopsLbError",
     "ModelSpec",
     "NetworkSpec",
+    "PortInUse",
     "ProvisionError",
     "RunBundle",
     "ScalingPolicySpec",

@@ -30,9 +30,9 @@ from .errors import SpecError
 
 __all__ = [
     "ALGORITHMS",
-    "AwsSpec",
     "SCALING_METRICS",
     "SERVER_KINDS",
+    "AwsSpec",
     "CapacitySpec",
     "FleetSpec",
     "HealthCheckSpec",
@@ -238,6 +238,23 @@ def _spec_loader() -> Any:
     SpecLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXP_FLOAT_RE, list("-+0123456789."))
     _SPEC_LOADER = SpecLoader
     return SpecLoader
+
+
+_SPEC_DUMPER: Any = None
+
+
+def _spec_dumper() -> Any:
+    """A SafeDumper that quotes every string :func:`_spec_loader` would read back as a number (``"1e3"``)."""
+    global _SPEC_DUMPER
+    if _SPEC_DUMPER is None:
+        import yaml
+
+        class SpecDumper(yaml.SafeDumper):
+            pass
+
+        SpecDumper.add_implicit_resolver("tag:yaml.org,2002:float", _EXP_FLOAT_RE, list("-+0123456789."))
+        _SPEC_DUMPER = SpecDumper
+    return _SPEC_DUMPER
 
 
 def _part_type(hint: Any) -> type[_Part] | None:
@@ -989,7 +1006,7 @@ class FleetSpec(_Part):
         """YAML text of ``to_dict()``; also written to ``path`` when given."""
         import yaml
 
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        text = yaml.dump(self.to_dict(), Dumper=_spec_dumper(), sort_keys=False)
         if path is not None:
             Path(path).write_text(text)
         return text
