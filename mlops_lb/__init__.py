@@ -16,7 +16,17 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import BackendUnavailable, LoadTestError, MetricsError, MlopsLbError, ProvisionError, SpecError
+from .errors import (
+    BackendUnavailable,
+    BalancerDown,
+    LoadTestError,
+    MetricsError,
+    MlopsLbError,
+    PortInUse,
+    ProvisionError,
+    SpecError,
+    StorageError,
+)
 from .fleet import Fleet, open_fleet
 from .spec import (
     AwsSpec,
@@ -28,6 +38,7 @@ from .spec import (
     ModelSpec,
     NetworkSpec,
     ScalingPolicySpec,
+    ServerSpec,
     TargetGroupSpec,
     WarmPoolSpec,
 )
@@ -56,6 +67,7 @@ _LAZY = {
 __all__ = [
     "AwsSpec",
     "BackendUnavailable",
+    "BalancerDown",
     "CapacitySpec",
     "Fleet",
     "FleetSpec",
@@ -68,10 +80,13 @@ __all__ = [
     "MlopsLbError",
     "ModelSpec",
     "NetworkSpec",
+    "PortInUse",
     "ProvisionError",
     "RunBundle",
     "ScalingPolicySpec",
+    "ServerSpec",
     "SpecError",
+    "StorageError",
     "TargetGroupSpec",
     "WarmPoolSpec",
     "__version__",
