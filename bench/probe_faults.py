@@ -48,7 +48,7 @@ def probe_close_delimited() -> None:
 
     for mode in ("close11", "http10"):
         with raw_server(mode) as port:
-            r, took, exc = timed_run(f"http://127.0.0.1:{port}/", 40, 1, connections=4)
+            r, _took, exc = timed_run(f"http://127.0.0.1:{port}/", 40, 1, connections=4)
         print(f"[4] close-delimited {mode}: {exc!r}" if exc else f"[4] close-delimited {mode}: {kinds(r)}")
 
 
@@ -94,7 +94,7 @@ def probe_stop() -> None:
             stop.set()
 
         threading.Timer(2.0, fire).start()
-        r, took, exc = timed_run(f"http://127.0.0.1:{port}/", 50, 30, timeout_s=10.0, stop=stop)
+        r, _took, exc = timed_run(f"http://127.0.0.1:{port}/", 50, 30, timeout_s=10.0, stop=stop)
         after = time.monotonic() - t_stop[0]
     if exc:
         print(f"[3] stop during hang: {exc!r}")
@@ -143,7 +143,7 @@ def probe_full_disk(url: str) -> None:
         h = Keep(level=logging.WARNING)
         logging.getLogger("mlops_lb").addHandler(h)
         try:
-            r, took, exc = timed_run(url, 5000, 5, bundle=b, connections=32)
+            r, _took, exc = timed_run(url, 5000, 5, bundle=b, connections=32)
         finally:
             logging.getLogger("mlops_lb").removeHandler(h)
         tracebacks = sum(1 for x in records if x.exc_info)
