@@ -9,6 +9,7 @@ machine, same clock). Per rate it prints streams/s, output tokens/s, first- and 
 engine process's CPU per token. Bounded: about 30 s with the defaults.
 
     .venv/bin/python bench/bench_streaming.py [--rates 50,200,400] [--tokens 64] [--gap-ms 5] [--duration-s 4]
+    .venv/bin/python bench/bench_streaming.py --truth     # measured vs known schedule (tests/load/_server.py)
 """
 
 from __future__ import annotations
@@ -135,8 +136,49 @@ def trial(url: str, log_path: Path, rps: float, duration_s: float, tokens: int) 
     }
 
 
+def truth() -> int:
+    """The engine's TTFT/ITL/TPOT/tokens against tests/load/_server.py's known schedule, with and without a stall."""
+    from mlops_lb.load import constant, run_load
+
+    root = Path(__file__).resolve().parents[1]
+    srv = subprocess.Popen([sys.executable, str(root / "tests/load/_server.py")], stdout=subprocess.PIPE, text=True,
+                           start_new_session=True)  # fmt: skip
+    try:
+        assert srv.stdout is not None
+        base = f"http://127.0.0.1:{int(srv.stdout.readline())}"
+        n, ttft, gap = 10, 0.2, 0.05
+        print("| case | metric | truth | engine p50 | engine max |")
+        print("|---|---|---|---|---|")
+        for label, stall in (("no stall", 0.0), ("1 s stall before token 6", 1.0)):
+            q = f"/sse?tokens={n}&ttft={ttft}&gap={gap}&usage=1" + (
+                f"&stall_at=5&stall_s={stall}" if stall else ""
+            )
+            r = run_load(base + q, constant(4, 2), [b'{"stream": true}'], connections=8, progress=False,
+                         max_lag_p99_s=10.0)  # fmt: skip
+            df = r.requests()
+            truths = {
+                "ttft_s": ttft,
+                "itl_mean_s": ((n - 1) * gap + stall) / (n - 1),
+                "itl_max_s": gap + stall,
+                "tpot_s": ((n - 1) * gap + stall) / (n - 1),
+                "output_tokens": n,
+            }
+            for col, t in truths.items():
+                v = df[col]
+                print(f"| {label} ({len(df)} streams, errors {int((df['error'] != '').sum())}) | {col} | {t:.4g} | "
+                      f"{v.median():.4g} | {v.max():.4g} |")  # fmt: skip
+            s = r.summary()
+            print(f"| {label} | summary itl_p50_s / itl_max_s | {gap:g} / {gap + stall:g} | {s['itl_p50_s']:.4g} | "
+                  f"{s['itl_max_s']:.4g} |")  # fmt: skip
+    finally:
+        os.killpg(srv.pid, signal.SIGTERM)
+        srv.wait(5)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--truth", action="store_true")
     ap.add_argument("--serve", help=argparse.SUPPRESS)
     ap.add_argument("--rates", default="50,200,400")
     ap.add_argument("--tokens", type=int, default=64)
@@ -147,6 +189,8 @@ def main() -> int:
         serve(args.serve, args.tokens, args.gap_ms / 1e3)
         return 0
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    if args.truth:
+        return truth()
     n = os.cpu_count() or 1
     if hasattr(os, "sched_setaffinity") and n >= 2:
         os.sched_setaffinity(0, {n - 1})
