@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     BackendUnavailable,
+    BalancerDown,
     LoadTestError,
     MetricsError,
     MlopsLbError,
+    PortInUse,
     ProvisionError,
     SpecError,
     StorageError,
@@ -35,6 +37,7 @@ from .spec import (
     ModelSpec,
     NetworkSpec,
     ScalingPolicySpec,
+    ServerSpec,
     TargetGroupSpec,
 )
 
@@ -61,6 +64,7 @@ _LAZY = {
 
 __all__ = [
     "BackendUnavailable",
+    "BalancerDown",
     "CapacitySpec",
     "Fleet",
     "FleetSpec",
@@ -73,9 +77,11 @@ __all__ = [
     "MlopsLbError",
     "ModelSpec",
     "NetworkSpec",
+    "PortInUse",
     "ProvisionError",
     "RunBundle",
     "ScalingPolicySpec",
+    "ServerSpec",
     "SpecError",
     "StorageError",
     "TargetGroupSpec",

@@ -8,6 +8,8 @@ Layout of ``runs/<utc-time>-<name>/``::
     intervals.parquet    per-interval summaries      (idem, intervals.parts/)
     metrics.parquet      MetricFrame
     events.parquet       events frame
+    decisions.parquet    the autoscaler's decisions (``fleet.decisions()``; the local fleet has them)
+    status.parquet       ``fleet.status()`` when the run ended
     summary.json         LoadResult.summary()
     report.html          written by mlops_lb.report
 
@@ -54,7 +56,7 @@ __all__ = ["LoadedBundle", "RunBundle"]
 log = logging.getLogger(__name__)
 
 _APPENDABLE = ("requests", "intervals")
-_TABLES = ("requests", "intervals", "metrics", "events")
+_TABLES = ("requests", "intervals", "metrics", "events", "decisions", "status")
 _PARTS_KEY = b"mlops_lb_parts"
 _NAME_RE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -260,6 +262,50 @@ class RunBundle:
             _atomic_write_parquet(path, df)
         return path
 
+    def write_decisions(self, df: pd.DataFrame) -> Path:
+        """Write (replace) ``decisions.parquet`` with a ``fleet.decisions()`` frame."""
+        path = self.path / "decisions.parquet"
+        _atomic_write_parquet(path, df)
+        return path
+
+    def write_status(self, df: pd.DataFrame) -> Path:
+        """Write (replace) ``status.parquet`` with a ``fleet.status()`` frame."""
+        path = self.path / "status.parquet"
+        _atomic_write_parquet(path, df)
+        return path
+
+    def capture(self, fleet: Any, *, start: datetime | None = None, end: datetime | None = None) -> list[str]:
+        """Save the fleet's metrics, events, decisions and status (each best effort); returns what failed.
+
+        ``start``/``end`` bound the metrics and events read (the run's window); a failed read is logged and named
+        in the returned list but never loses what the load already wrote. A fleet without ``decisions()`` (AWS)
+        simply has no decisions table.
+
+        Example::
+
+            bundle.capture(fleet, start=result.started_at)     # -> [] when everything was saved
+        """
+        failed: list[str] = []
+        readers: list[tuple[str, Any]] = [
+            ("metrics", lambda: fleet.metrics(start=start, end=end)),
+            ("events", lambda: fleet.events(start=start, end=end)),
+            ("status", fleet.status),
+        ]
+        if callable(getattr(fleet, "decisions", None)):
+            readers.append(("decisions", fleet.decisions))
+        for name, read in readers:
+            try:
+                df = read()
+                if name == "decisions" and start is not None and "timestamp" in df.columns and len(df):
+                    import pandas as pd
+
+                    df = df[pd.to_datetime(df["timestamp"], utc=True) >= pd.Timestamp(start)]
+                getattr(self, f"write_{name}")(df)
+            except Exception as exc:
+                log.warning("could not save %s of %r: %s", name, fleet, exc)
+                failed.append(name)
+        return failed
+
     def write_json(self, name: str, obj: Any) -> Path:
         """Write ``obj`` as strict JSON (NaN -> null) to ``<name>`` (``.json`` added when missing)."""
         if not name.endswith(".json"):
@@ -350,17 +396,26 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+def _empty() -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame()
+
+
 @dataclass
 class LoadedBundle:
-    """A run bundle read back from disk (see :meth:`RunBundle.load`).
+    """A run bundle read back from disk (see :meth:`RunBundle.load`); the report's typed input.
+
+    ``window`` is the run's own time span (first intended send to last response), which the report and its plots
+    cut metrics, events, decisions and costs to.
 
     Example::
 
         b = RunBundle.load(path)
-        b.spec, len(b.requests), b.summary.get("p99_s")
+        b.spec, len(b.requests), b.summary.get("p99_s"), b.window
     """
 
-    path: Path
+    path: Path | None
     spec: FleetSpec | None
     requests: pd.DataFrame
     intervals: pd.DataFrame
@@ -369,10 +424,114 @@ class LoadedBundle:
     summary: dict[str, Any] = field(default_factory=dict)
     spec_dict: dict[str, Any] | None = None
     load_settings: dict[str, Any] | None = None
+    decisions: pd.DataFrame = field(default_factory=_empty)
+    status: pd.DataFrame = field(default_factory=_empty)
+
+    @classmethod
+    def coerce(cls, obj: Any) -> LoadedBundle:
+        """A LoadedBundle from a run folder, a LoadedBundle, or a bundle-like object with the same attributes.
+
+        This is the one place that adapts foreign shapes (a test's namespace, an older caller's object); the report
+        reads typed fields only.
+
+        Example::
+
+            LoadedBundle.coerce("runs/20250101T120000Z-demo").window
+        """
+        import pandas as pd
+
+        if isinstance(obj, LoadedBundle):
+            return obj
+        if isinstance(obj, (str, os.PathLike)):
+            return RunBundle.load(obj)
+
+        def frame(name: str) -> pd.DataFrame:
+            v = getattr(obj, name, None)
+            if callable(v):
+                v = v()
+            return v if isinstance(v, pd.DataFrame) else pd.DataFrame()
+
+        summary = getattr(obj, "summary", None)
+        if callable(summary):
+            summary = summary()
+        path = getattr(obj, "path", None)
+        return cls(
+            path=Path(path) if path is not None else None,
+            spec=getattr(obj, "spec", None),
+            requests=frame("requests"),
+            intervals=frame("intervals"),
+            metrics=frame("metrics"),
+            events=frame("events"),
+            summary=dict(summary) if isinstance(summary, dict) else {},
+            spec_dict=getattr(obj, "spec_dict", None),
+            load_settings=getattr(obj, "load_settings", None),
+            decisions=frame("decisions"),
+            status=frame("status"),
+        )
+
+    @property
+    def window(self) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+        """(start, end) of the run in UTC: first intended send (or interval) to the last response, or None."""
+        import pandas as pd
+
+        starts: list[pd.Timestamp] = []
+        ends: list[pd.Timestamp] = []
+        req = self.requests
+        if len(req) and "intended_at" in req.columns:
+            starts.append(pd.to_datetime(req["intended_at"], utc=True).min())
+            done = pd.to_datetime(req["done_at"], utc=True) if "done_at" in req.columns else None
+            ends.append(done.max() if done is not None and done.notna().any() else starts[-1])
+            ends.append(pd.to_datetime(req["intended_at"], utc=True).max())
+        iv = self.intervals
+        if len(iv) and "interval_start" in iv.columns:
+            ts = pd.to_datetime(iv["interval_start"], utc=True)
+            step = ts.sort_values().diff().dt.total_seconds().median() if len(ts) > 1 else 1.0
+            starts.append(ts.min())
+            ends.append(ts.max() + pd.Timedelta(seconds=float(step if step == step else 1.0)))
+        starts = [t for t in starts if not pd.isna(t)]
+        ends = [t for t in ends if not pd.isna(t)]
+        if not starts:
+            return None
+        return min(starts), max([*ends, min(starts)])
+
+    def in_window(self) -> LoadedBundle:
+        """A copy whose metrics, events and decisions are cut to :attr:`window` (unchanged when it is None).
+
+        A metric datapoint is kept when its period overlaps the window (its timestamp is the period's start).
+        """
+        import dataclasses
+
+        import pandas as pd
+
+        win = self.window
+        if win is None:
+            return self
+        start, end = win
+
+        def cut(df: pd.DataFrame, margin_s: float = 0.0) -> pd.DataFrame:
+            if not len(df) or "timestamp" not in df.columns:
+                return df
+            ts = pd.to_datetime(df["timestamp"], utc=True)
+            keep = (ts >= start - pd.Timedelta(seconds=margin_s)) & (ts <= end)
+            return df[keep].reset_index(drop=True)
+
+        period = 0.0
+        if len(self.metrics) and "timestamp" in self.metrics.columns:
+            stamps = pd.to_datetime(self.metrics["timestamp"], utc=True).drop_duplicates().sort_values()
+            d = stamps.diff().dt.total_seconds().dropna()
+            period = float(d[d > 0].median()) if len(d[d > 0]) else 0.0
+        # a period that started just before the run still covers its first seconds
+        metrics = cut(self.metrics, margin_s=max(period - 1e-6, 0.0))
+        metrics.attrs = dict(self.metrics.attrs)
+        return dataclasses.replace(
+            self, metrics=metrics, events=cut(self.events), decisions=cut(self.decisions)
+        )
 
     def __repr__(self) -> str:
         spec = self.spec.name if self.spec is not None else None
+        path = str(self.path) if self.path is not None else None
         return (
-            f"LoadedBundle({str(self.path)!r}, spec={spec!r}, requests={len(self.requests):,}, "
-            f"intervals={len(self.intervals):,}, metrics={len(self.metrics):,}, events={len(self.events):,})"
+            f"LoadedBundle({path!r}, spec={spec!r}, requests={len(self.requests):,}, "
+            f"intervals={len(self.intervals):,}, metrics={len(self.metrics):,}, events={len(self.events):,}, "
+            f"decisions={len(self.decisions):,})"
         )
