@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 from .locust_runner import LocustResult, run_locust
+from .payloads import openai_chat, openai_completions, payloads_from_jsonl
 from .profiles import LoadProfile, constant, ramp, spike, step, sweep, trace
 from .result import LoadResult
 from .runner import LoadRun, run_load, start_load
@@ -25,6 +26,9 @@ __all__ = [
     "LoadRun",
     "LocustResult",
     "constant",
+    "openai_chat",
+    "openai_completions",
+    "payloads_from_jsonl",
     "ramp",
     "run_load",
     "run_locust",

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
+from .._validate import check_int
 from ..errors import SpecError
 
 if TYPE_CHECKING:
@@ -341,6 +342,8 @@ class TraceProfile(LoadProfile):
     kind: ClassVar[str] = "trace"
     offsets: tuple[float, ...] = (0.0,)
     source: str = ""
+    prompt_tokens: tuple[int, ...] = ()
+    output_tokens: tuple[int, ...] = ()
 
     def _validate(self) -> None:
         import numpy as np
@@ -354,6 +357,27 @@ class TraceProfile(LoadProfile):
             _fail("trace", f"offsets must be between 0 and {MAX_DURATION_S:g} s")
         if len(arr) > MAX_REQUESTS:
             _fail("trace", f"must have at most {MAX_REQUESTS:,} timestamps (got {len(arr):,})")
+        if len(arr) > 1 and bool((np.diff(arr) < 0).any()):
+            _fail("trace", "offsets must be sorted (trace() sorts them, with their sizes)")
+        for name in ("prompt_tokens", "output_tokens"):
+            sizes = getattr(self, name)
+            if not sizes:
+                continue
+            if len(sizes) != len(arr):
+                _fail(name, f"must have one size per timestamp ({len(arr)}) (got {len(sizes)})")
+            sz = np.asarray(sizes)
+            if sz.dtype.kind not in "iu" or int(sz.min()) < 1:
+                _fail(name, "must be whole numbers of tokens >= 1")
+        if bool(self.prompt_tokens) != bool(self.output_tokens):
+            _fail(
+                "output_tokens" if self.prompt_tokens else "prompt_tokens",
+                "must be given with the other size",
+            )
+
+    @property
+    def has_sizes(self) -> bool:
+        """True when each request carries its own prompt and output length (a recorded LLM trace)."""
+        return bool(self.prompt_tokens)
 
     def _segments(self) -> list[tuple[float, float, float]]:
         # Only used for the size check and duration; the schedule is the trace itself.
@@ -380,7 +404,10 @@ class TraceProfile(LoadProfile):
         return f"trace of {len(self.offsets):,} requests over {self.duration_s:g} s{src}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "offsets": list(self.offsets), "source": self.source}
+        out: dict[str, Any] = {"kind": self.kind, "offsets": list(self.offsets), "source": self.source}
+        if self.has_sizes:
+            out.update(prompt_tokens=list(self.prompt_tokens), output_tokens=list(self.output_tokens))
+        return out
 
 
 # --------------------------------------------------------------------------- constructors (the public names)
@@ -481,23 +508,50 @@ def sweep(
 
 
 _TRACE_COLUMNS = ("timestamp", "timestamp_s", "t", "time", "time_s", "send_at", "sent_at", "offset_s", "ts")
+# Request-size columns of recorded LLM traces (ours, vLLM/GuideLLM-style names, Azure's LLM inference trace).
+_PROMPT_COLUMNS = (
+    "prompt_tokens",
+    "input_tokens",
+    "input_length",
+    "prompt_len",
+    "context_tokens",
+    "ContextTokens",
+)
+_OUTPUT_COLUMNS = (
+    "output_tokens",
+    "output_length",
+    "output_len",
+    "max_tokens",
+    "generated_tokens",
+    "GeneratedTokens",
+)
 
 
 def trace(
-    path_or_seconds: str | os.PathLike[str] | Sequence[float], *, column: str | None = None
-) -> LoadProfile:
+    path_or_seconds: str | os.PathLike[str] | Sequence[float],
+    *,
+    column: str | None = None,
+    prompt_tokens: Sequence[int] | None = None,
+    output_tokens: Sequence[int] | None = None,
+) -> TraceProfile:
     """Replay send times: a CSV file (a column of timestamps in seconds) or a sequence of seconds.
 
     Times are shifted so the first one is 0. The CSV column is ``column`` if given, else the first of
-    ``timestamp``, ``t``, ``time``, ``send_at``, ``offset_s`` … present, else the first column.
+    ``timestamp``, ``t``, ``time``, ``send_at``, ``offset_s`` … present, else the first column. A recorded LLM
+    trace may also carry each request's size: CSV columns ``prompt_tokens`` (or ``input_tokens``,
+    ``input_length``, ``ContextTokens`` …) and ``output_tokens`` (or ``output_length``, ``GeneratedTokens`` …),
+    or the ``prompt_tokens``/``output_tokens`` arguments; :func:`mlops_lb.load.openai_chat` (``profile=``) then
+    builds each request with its own lengths.
 
     Example::
 
         trace("recorded.csv")                # header 'timestamp', one send time per row
         trace([0.0, 0.01, 0.5, 0.51])
+        trace([0.0, 0.2], prompt_tokens=[512, 40], output_tokens=[128, 300])
     """
     source = ""
     values: list[float]
+    sizes: dict[str, list[int]] = {}
     if isinstance(path_or_seconds, (str, os.PathLike)):
         path = Path(path_or_seconds)
         source = str(path)
@@ -511,6 +565,7 @@ def trace(
         header = [h.strip() for h in rows[0]]
         has_header = any(_not_number(h) for h in header)
         col = 0
+        size_cols: dict[str, int] = {}
         if has_header:
             if column is not None:
                 if column not in header:
@@ -518,6 +573,11 @@ def trace(
                 col = header.index(column)
             else:
                 col = next((header.index(c) for c in _TRACE_COLUMNS if c in header), 0)
+            for name, names in (("prompt_tokens", _PROMPT_COLUMNS), ("output_tokens", _OUTPUT_COLUMNS)):
+                found = next((header.index(c) for c in names if c in header), None)
+                if found is not None:
+                    size_cols[name] = found
+                    sizes[name] = []
             rows = rows[1:]
         values = []
         for n, row in enumerate(rows, start=2 if has_header else 1):
@@ -527,6 +587,11 @@ def trace(
                 values.append(float(row[col]))
             except ValueError:
                 _fail("trace", f"{path} line {n}: {row[col]!r} is not a number of seconds")
+            for name, c in size_cols.items():
+                cell = row[c].strip() if c < len(row) else ""
+                if not cell.isdigit() or int(cell) < 1:
+                    _fail(name, f"{path} line {n}: {cell!r} is not a whole number of tokens >= 1")
+                sizes[name].append(int(cell))
     else:
         if not isinstance(path_or_seconds, Sequence) and not hasattr(path_or_seconds, "__array__"):
             _fail(
@@ -537,12 +602,26 @@ def trace(
             if isinstance(v, bool) or (not isinstance(v, (int, float)) and not hasattr(v, "__float__")):
                 _fail(f"trace[{i}]", f"must be a number of seconds (got {v!r})")
             values.append(float(v))
+    for name, given in (("prompt_tokens", prompt_tokens), ("output_tokens", output_tokens)):
+        if given is not None:
+            if isinstance(given, (str, bytes)) or not hasattr(given, "__len__"):
+                _fail(name, f"must be a sequence of token counts (got {given!r})")
+            sizes[name] = [check_int(f"{name}[{i}]", v, 1) for i, v in enumerate(given)]
     if not values:
         _fail("trace", "must contain at least one timestamp")
     if not all(math.isfinite(v) for v in values):
         _fail("trace", "timestamps must be finite numbers")
+    for name, got in sizes.items():
+        if len(got) != len(values):
+            _fail(name, f"must have one size per timestamp ({len(values)}) (got {len(got)})")
     first = min(values)
-    return TraceProfile(offsets=tuple(sorted(v - first for v in values)), source=source)
+    order = sorted(range(len(values)), key=values.__getitem__)  # stable: equal times keep their sizes' order
+    return TraceProfile(
+        offsets=tuple(values[i] - first for i in order),
+        source=source,
+        prompt_tokens=tuple(sizes["prompt_tokens"][i] for i in order) if "prompt_tokens" in sizes else (),
+        output_tokens=tuple(sizes["output_tokens"][i] for i in order) if "output_tokens" in sizes else (),
+    )
 
 
 def _not_number(text: str) -> bool:
@@ -570,7 +649,7 @@ def profile_from_dict(data: dict[str, Any]) -> LoadProfile:
     if kind not in _KINDS:
         _fail("kind", f"must be one of {', '.join(_KINDS)} (got {kind!r})")
     cls = _KINDS[kind]
-    for key in ("rates", "offsets"):
+    for key in ("rates", "offsets", "prompt_tokens", "output_tokens"):
         if key in data and isinstance(data[key], list):
             data[key] = tuple(data[key])
     try:
