@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the model server (what each instance runs)")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 on an instance behind an ALB)")
-    s.add_argument("--model", default="demo", help="'demo' or a path to a .joblib/.pkl/.skops model")
+    s.add_argument(
+        "--model", default="demo", help="'demo', 'demo.onnx' or a path to a .joblib/.pkl/.skops/.onnx model"
+    )
     s.add_argument(
         "--target-id",
         default=None,
