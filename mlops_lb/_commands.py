@@ -126,16 +126,10 @@ def cmd_load(args: argparse.Namespace) -> int:
     from .bundle import RunBundle
     from .report import write_report
 
-    if args.profile == "constant":
-        profile = load.constant(args.rps, args.duration_s)
-    elif args.profile == "ramp":
-        profile = load.ramp(args.start_rps, args.rps, args.duration_s)
-    elif args.profile == "step":
-        profile = load.step([args.rps * f for f in (0.25, 0.5, 0.75, 1.0)], args.duration_s / 4)
-    else:
-        profile = load.spike(
-            args.start_rps, args.rps, args.duration_s, args.duration_s / 3, args.duration_s / 6
-        )
+    # The widget builds its shapes the same way: "step" means the same in both.
+    profile = load.make_profile(
+        args.profile, rps=args.rps, start_rps=args.start_rps, duration_s=args.duration_s
+    )
     bundle = RunBundle.create(root=args.out, name="load")
     result = load.run_load(args.url, profile, bundle=bundle)  # writes summary.json and merges the bundle
     print(repr(result))

@@ -99,9 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("url")
     c.add_argument("--profile", default="constant", choices=("constant", "ramp", "step", "spike"))
     c.add_argument(
-        "--rps", type=float, default=50.0, help="rate (constant), end rate (ramp), peak (spike/step)"
+        "--rps", type=float, default=50.0, help="rate (constant), end rate (ramp/step), burst (spike)"
     )
-    c.add_argument("--start-rps", type=float, default=1.0)
+    c.add_argument(
+        "--start-rps",
+        type=float,
+        default=1.0,
+        help="start (ramp; step climbs in 4 equal steps), base (spike)",
+    )
     c.add_argument("--duration-s", type=float, default=30.0)
     c.add_argument("--out", default="runs")
     return p
