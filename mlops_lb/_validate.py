@@ -83,7 +83,7 @@ def check_num(
         fail(path, f"must be a number (got {show(value)})")
     if value != value or value in (float("inf"), float("-inf")):
         fail(path, f"must be a finite number (got {show(value)})")
-    if lo_open and lo is not None and (value <= lo or (hi is not None and value > hi)):
+    if lo_open and lo is not None and (float(value) <= lo or (hi is not None and float(value) > hi)):
         fail(
             path,
             f"must be > {lo:g}" + (f" and <= {hi:g}" if hi is not None else "") + f" (got {show(value)})",

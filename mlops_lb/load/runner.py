@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from .._validate import check_int, check_num
 from ..errors import LoadTestError, SpecError
 from ._engine import ERROR_KINDS, EngineConfig, run_engine, worker_main
 from .profiles import LoadProfile
@@ -146,15 +147,11 @@ def _short_gil_switch() -> Iterator[None]:
 
 # --------------------------------------------------------------------------- validation
 def _check_int(name: str, v: Any, lo: int, hi: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise SpecError(name, f"must be an integer between {lo} and {hi} (got {v!r})")
-    return v
+    return check_int(name, v, lo, hi)
 
 
 def _check_num(name: str, v: Any, lo: float, hi: float) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
-        raise SpecError(name, f"must be a number between {lo:g} and {hi:g} (got {v!r})")
-    return float(v)
+    return check_num(name, v, lo, hi)
 
 
 # --------------------------------------------------------------------------- the run
