@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from .errors import SpecError
+from ._validate import check_bool, check_int, check_num
 
 __all__ = ["CapacityState", "Decision", "PeriodSample", "TargetTrackingPolicy", "decide"]
 
@@ -55,20 +55,12 @@ class TargetTrackingPolicy:
     scale_in_enabled: bool = True
 
     def __post_init__(self) -> None:
-        if not (
-            isinstance(self.target_value, (int, float))
-            and self.target_value > 0
-            and math.isfinite(self.target_value)
-        ):
-            raise SpecError("policy.target_value", f"must be a positive number (got {self.target_value!r})")
-        for name in ("scale_out_periods", "scale_in_periods"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise SpecError(f"policy.{name}", f"must be an integer >= 1 (got {v!r})")
-        if not 0 < self.scale_in_ratio <= 1:
-            raise SpecError("policy.scale_in_ratio", f"must be in (0, 1] (got {self.scale_in_ratio!r})")
-        if self.warmup_periods < 0:
-            raise SpecError("policy.warmup_periods", f"must be >= 0 (got {self.warmup_periods!r})")
+        check_num("policy.target_value", self.target_value, 0, None, lo_open=True)
+        check_int("policy.scale_out_periods", self.scale_out_periods, 1)
+        check_int("policy.scale_in_periods", self.scale_in_periods, 1)
+        check_num("policy.scale_in_ratio", self.scale_in_ratio, 0, 1, lo_open=True)
+        check_num("policy.warmup_periods", self.warmup_periods, 0)
+        check_bool("policy.scale_in_enabled", self.scale_in_enabled)
 
     @classmethod
     def from_spec(cls, scaling: object, *, period_s: float = 60.0) -> TargetTrackingPolicy:
