@@ -54,7 +54,7 @@ from .haproxy import (
     render_config,
 )
 from .metrics import HistogramDelta, PeriodRecord, parse_duration_histogram, to_metric_frame
-from .workers import WorkerCommand
+from .workers import WorkerCommand, find_program, tail_lines
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -121,6 +121,7 @@ class LocalFleet:
     ) -> None:
         if not isinstance(spec, FleetSpec):
             raise SpecError("spec", f"must be a FleetSpec (got {type(spec).__name__})")
+        check_runs_locally(spec)
         self._binary = find_haproxy()
         self.spec = spec
         self._port = port or free_port()
@@ -200,6 +201,12 @@ class LocalFleet:
                     desired = self._capacity[1]
                 if healthy >= desired:
                     break
+                if failed and self.spec.server.kind != "model":
+                    # The user's own server failing to start is a bug in it or in the spec, not bad luck:
+                    # say so at once, with that target's exit code and output.
+                    with self._lock:
+                        why = self._asg.start_failures[0] if self._asg else ""
+                    raise ProvisionError("a target did not start:", stderr=why)
                 if failed >= max(3, 2 * desired):
                     raise ProvisionError(
                         f"{failed} workers exited before passing a health check (the model or "
@@ -337,6 +344,25 @@ class LocalFleet:
                 and (end is None or e["timestamp"] < _utc(end))
             ]
         return events_frame(rows)
+
+    def logs(self, target: str, *, tail: int = 200) -> str:
+        """The last ``tail`` lines of what target ``target`` wrote to stdout and stderr (terminated ones too).
+
+        Example::
+
+            print(fleet.logs(fleet.status()["target"].iloc[0], tail=20))
+        """
+        if isinstance(tail, bool) or not isinstance(tail, int) or tail < 0:
+            raise SpecError("tail", f"must be an integer >= 0 (got {tail!r})")
+        with self._lock:
+            known = [i.id for i in self._asg.instances] if self._asg else []
+            path = self._asg.log_path(target) if self._asg and target in known else None
+        if path is None:
+            raise SpecError(
+                "target",
+                f"is not a target of this fleet (got {target!r}; known: {', '.join(known) or 'none'})",
+            )
+        return tail_lines(path, tail)
 
     def decisions(self) -> pd.DataFrame:
         """Every target-tracking decision (``none`` included) with the exact inputs given to ``decide``."""
@@ -533,8 +559,10 @@ class LocalFleet:
 
         total = HistogramDelta()
         cpu: dict[str, float] = {}
+        metrics_path = self.spec.server.default_metrics_path
         for inst in insts:
-            text = inst.worker.scrape_metrics(timeout_s=0.3)
+            # A user's server exposes our latency histogram only if it says so (server.metrics_path).
+            text = None if metrics_path is None else inst.worker.scrape_metrics(0.3, metrics_path)
             if text is not None:
                 try:
                     h = parse_duration_histogram(text)
@@ -603,6 +631,38 @@ class LocalFleet:
                 "",
                 f"target tracking: desired {want} -> {decision.desired}: {decision.reason}",
             )
+
+
+def check_runs_locally(spec: FleetSpec) -> None:
+    """SpecError for what the local backend cannot run, before any process starts.
+
+    Example::
+
+        check_runs_locally(FleetSpec.from_dict({"name": "x", "server": {"image": "vllm/vllm-openai:v0.6.3"}}))
+        # SpecError: server.image cannot run on the local backend: ...
+    """
+    server = spec.server
+    if server.image is not None:
+        raise SpecError(
+            "server.image",
+            f"cannot run on the local backend: it starts processes directly and has no container engine "
+            f"(got {server.image!r}); run the server with server.command instead (the command the image would "
+            f"run, e.g. ['python', '-m', 'vllm.entrypoints.openai.api_server', '--port', '{{port}}']), or use "
+            f"backend='aws'",
+        )
+    if spec.model.source.startswith("s3://"):
+        raise SpecError(
+            "model.source",
+            f"cannot be read by the local backend (got {spec.model.source!r}): only AWS instances download "
+            f"s3:// models (with their role); download it and give the local path",
+        )
+    if server.kind == "command" and find_program(spec) is None:
+        argv0 = (server.command or ("",))[0]
+        raise SpecError(
+            "server.command",
+            f"starts {argv0!r}, which is not an executable file or on PATH (the fleet's Python bin directory "
+            f"comes first); give its full path or install it",
+        )
 
 
 def _clamp(v: int, lo: int, hi: int) -> int:
