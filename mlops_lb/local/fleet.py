@@ -48,12 +48,11 @@ from .haproxy import (
     FRONTEND,
     HaproxyProcess,
     RuntimeApi,
-    StatRow,
     check_timing_ms,
     find_haproxy,
     render_config,
 )
-from .metrics import HistogramDelta, PeriodRecord, parse_duration_histogram, to_metric_frame
+from .metrics import HistogramDelta, PeriodRecord, PeriodSampler, parse_duration_histogram, to_metric_frame
 from .workers import WorkerCommand, find_program, tail_lines
 
 if TYPE_CHECKING:
@@ -151,8 +150,7 @@ class LocalFleet:
         self._api: RuntimeApi | None = None
         self._asg: AsgEmulator | None = None
         self._haproxy: HaproxyProcess | None = None
-        self._counters: dict[tuple[str, str], tuple[int, ...]] = {}
-        self._acc = self._new_acc()
+        self._sampler = PeriodSampler(frontend=FRONTEND, backends=(BACKEND, f"{BACKEND}_open"))
         self._hist_last: dict[str, HistogramDelta] = {}
         self._cpu_procs: dict[str, Any] = {}
         self._period_start = utcnow()
@@ -255,6 +253,12 @@ class LocalFleet:
             else:
                 new_desired = desired
             CapacitySpec(min=new_min, desired=new_desired, max=new_max)  # raises SpecError naming the field
+            if target_rps_per_target is not None and self.spec.scaling.metric != "request_count_per_target":
+                raise SpecError(
+                    "target_rps_per_target",
+                    f"does not apply: this fleet's policy tracks {self.spec.scaling.metric} "
+                    f"(target {self.spec.scaling.target_concurrency_per_target:g} in-flight requests per target)",
+                )
             if target_rps_per_target is not None:
                 scaling = self.spec.scaling.__class__(
                     **{**self.spec.scaling.to_dict(), "target_rps_per_target": target_rps_per_target}
@@ -501,7 +505,7 @@ class LocalFleet:
         self._haproxy.start()
         if self._haproxy.pid is not None:
             register_pgid(self._haproxy.pid)
-        self._counters.clear()  # the new process counts from zero
+        self._sampler.reset_counters()  # the new process counts from zero
         with self._lock:
             n = self._asg.reregister_all()
         self._event(
@@ -510,34 +514,6 @@ class LocalFleet:
             f"haproxy exited with code {code}; restarted on {self.url} "
             f"(pid {self._haproxy.pid}) and re-registered {n} target(s)",
         )
-
-    @staticmethod
-    def _new_acc() -> dict[str, Any]:
-        return {"req": 0, "fe5xx": 0, "2xx": 0, "4xx": 0, "5xx": 0, "per_target": {}}
-
-    def _accumulate(self, rows: list[StatRow]) -> None:
-        acc = self._acc
-        for r in rows:
-            key = (r.proxy, r.server)
-            if r.proxy == FRONTEND and r.server == "FRONTEND":
-                vals: tuple[int, ...] = (r.req_tot, r.hrsp_5xx)
-            elif r.proxy in (BACKEND, f"{BACKEND}_open") and r.is_server:
-                vals = (r.stot, r.hrsp_2xx, r.hrsp_4xx, r.hrsp_5xx)
-            else:
-                continue
-            old = self._counters.get(key)
-            d = tuple(
-                v - o if old is not None and v >= o else v for v, o in zip(vals, old or vals, strict=True)
-            )
-            self._counters[key] = vals
-            if len(d) == 2:
-                acc["req"] += d[0]
-                acc["fe5xx"] += d[1]
-            else:
-                acc["per_target"][r.server] = acc["per_target"].get(r.server, 0) + d[0]
-                acc["2xx"] += d[1]
-                acc["4xx"] += d[2]
-                acc["5xx"] += d[3]
 
     def _tick(self) -> None:
         assert self._haproxy is not None and self._asg is not None and self._api is not None
@@ -549,7 +525,7 @@ class LocalFleet:
             log.debug("show stat failed: %s", exc)
             return
         with self._lock:
-            self._accumulate(rows)
+            self._sampler.add_stats(rows)
             lo, want, hi = self._capacity
             self._asg.min, self._asg.desired, self._asg.max = lo, want, hi
             self._asg.tick(rows)
@@ -589,18 +565,12 @@ class LocalFleet:
             live = [i for i in self._asg.live() if i.worker.exit_code() is None]
         latency, cpu = self._scrape(live)  # outside the lock: a busy worker may take a moment to answer
         with self._lock:
-            acc, self._acc = self._acc, self._new_acc()
             asg = self._asg
             ready, warming = asg.ready_and_warming()
             lo, want, hi = self._capacity
-            rec = PeriodRecord(
+            rec: PeriodRecord = self._sampler.end_period(
                 start=self._period_start,
                 end=end,
-                request_count=acc["req"],
-                target_2xx=acc["2xx"],
-                target_4xx=acc["4xx"],
-                target_5xx=acc["5xx"],
-                elb_5xx=max(0, acc["fe5xx"] - acc["5xx"]),
                 healthy=len(asg.healthy()),
                 unhealthy=sum(
                     1 for i in asg.instances if i.state == "in_service" and i.health == "unhealthy"
@@ -610,13 +580,13 @@ class LocalFleet:
                 ready=ready,
                 latency=latency,
                 cpu=cpu,
-                per_target=dict(acc["per_target"]),
             )
             self._records.append(rec)
             self._period_start = end
             decision = self._autoscaler.tick(
                 rec.start,
                 request_count=rec.request_count,
+                concurrency=rec.concurrency,
                 ready=ready,
                 warming=warming,
                 desired=want,
