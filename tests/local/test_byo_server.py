@@ -15,19 +15,16 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
-from _localfleet import fast_spec, run_load, wait_for
+from _localfleet import USER_SERVER, fast_spec, run_load, wait_for
 
 import mlops_lb as ml
 from mlops_lb.errors import ProvisionError, SpecError
 from mlops_lb.local import LocalFleet
 from mlops_lb.local.workers import worker_argv
-
-USER_SERVER = Path(__file__).with_name("user_server.py")
 
 
 def byo_spec(name: str, *, env: dict[str, str] | None = None, **kw: Any) -> ml.FleetSpec:
