@@ -92,8 +92,10 @@ class CapacityPlan:
 
             spec = spec.replace(scaling=plan.scaling_policy("concurrency_per_target"))
         """
-        from ..spec import ScalingPolicySpec
+        from ..spec import SCALING_METRICS, ScalingPolicySpec
 
+        if metric not in SCALING_METRICS:
+            raise SpecError("metric", f"must be one of {', '.join(SCALING_METRICS)} (got {metric!r})")
         warm = warmup_s if warmup_s is not None else (self.recommended_warmup_s or 300)
         if metric == "concurrency_per_target":
             if self.recommended_concurrency_per_target is None:
@@ -109,7 +111,7 @@ class CapacityPlan:
         if self.recommended_rps_per_target is None:
             raise SpecError("metric", "the plan has no passing step, so no target to recommend")
         return ScalingPolicySpec(
-            metric=metric, target_rps_per_target=round(self.recommended_rps_per_target, 3), warmup_s=warm
+            target_rps_per_target=round(self.recommended_rps_per_target, 3), warmup_s=warm
         )
 
     def _lines(self) -> list[tuple[str, str]]:

@@ -9,6 +9,12 @@ deregistration delay and instance warm-up. Request *rates* are not scaled: the t
 target per local period, just as AWS compares ``x 60`` per minute. MetricFrame timestamps are real wall-clock UTC
 times, one datapoint per local period; count metrics are per local period.
 
+**Targets.** Each runs what ``spec.server`` says: our model server (with emulated capacity), our LLM emulator, or
+the user's own ``server.command`` (real capacity: every target shares this machine's cores). Its output goes to
+``<work_dir>/<target>.log`` (``fleet.logs(target)``); HAProxy adds ``X-Target-Id``. What this backend cannot run
+(``server.image``, an ``s3://`` model, a program that is not there) is a SpecError from the constructor, before
+any process starts.
+
 **Threads.** One controller thread owns HAProxy, the workers and the emulators: it ticks every 100 ms (health,
 replacement, draining, balancer restarts) and once per period samples metrics and runs target tracking. It also
 forks every child, because Linux's parent-death signal follows the forking thread. Public methods are safe to
@@ -21,6 +27,7 @@ Example::
         fleet.launch(on_output=print)
         fleet.scale(desired=3)
         fleet.status(); fleet.events(); fleet.decisions(); fleet.metrics()
+        fleet.logs(fleet.status()["target"].iloc[0], tail=20)
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ from .haproxy import (
     find_haproxy,
     render_config,
 )
-from .metrics import HistogramDelta, PeriodRecord, PeriodSampler, parse_duration_histogram, to_metric_frame
+from .metrics import PeriodRecord, PeriodSampler, to_metric_frame
 from .workers import WorkerCommand, find_program, tail_lines
 
 if TYPE_CHECKING:
@@ -151,8 +158,6 @@ class LocalFleet:
         self._asg: AsgEmulator | None = None
         self._haproxy: HaproxyProcess | None = None
         self._sampler = PeriodSampler(frontend=FRONTEND, backends=(BACKEND, f"{BACKEND}_open"))
-        self._hist_last: dict[str, HistogramDelta] = {}
-        self._cpu_procs: dict[str, Any] = {}
         self._period_start = utcnow()
 
     # ------------------------------------------------------------------ protocol
@@ -182,6 +187,8 @@ class LocalFleet:
         self._on_output = on_output
         try:
             self._say(f"{self.clock_mapping()}")
+            if self.spec.server.install is not None:
+                self._say("server.install is for AWS instances; locally the server runs from this environment")
             self._state = "launching"
             self._thread = threading.Thread(
                 target=self._run, name=f"mlops-lb-fleet-{self.spec.name}", daemon=True
@@ -530,40 +537,15 @@ class LocalFleet:
             self._asg.min, self._asg.desired, self._asg.max = lo, want, hi
             self._asg.tick(rows)
 
-    def _scrape(self, insts: list[Instance]) -> tuple[HistogramDelta, dict[str, float]]:
-        import psutil
-
-        total = HistogramDelta()
-        cpu: dict[str, float] = {}
-        metrics_path = self.spec.server.default_metrics_path
-        for inst in insts:
-            # A user's server exposes our latency histogram only if it says so (server.metrics_path).
-            text = None if metrics_path is None else inst.worker.scrape_metrics(0.3, metrics_path)
-            if text is not None:
-                try:
-                    h = parse_duration_histogram(text)
-                except ValueError:
-                    h = None
-                if h is not None:
-                    total.add(h.minus(self._hist_last.get(inst.id)))
-                    self._hist_last[inst.id] = h
-            try:
-                p = self._cpu_procs.get(inst.id)
-                if p is None:
-                    p = self._cpu_procs[inst.id] = psutil.Process(inst.worker.pid)
-                    p.cpu_percent(None)  # the first call only sets the baseline
-                else:
-                    cpu[inst.id] = float(p.cpu_percent(None))
-            except psutil.Error:
-                pass
-        return total, cpu
-
     def _end_period(self) -> None:
         assert self._asg is not None
         end = utcnow()
         with self._lock:
             live = [i for i in self._asg.live() if i.worker.exit_code() is None]
-        latency, cpu = self._scrape(live)  # outside the lock: a busy worker may take a moment to answer
+        # Outside the lock: a busy worker may take a moment to answer.
+        latency, cpu = self._sampler.scrape(
+            [(i.id, i.worker) for i in live], metrics_path=self.spec.server.default_metrics_path
+        )
         with self._lock:
             asg = self._asg
             ready, warming = asg.ready_and_warming()

@@ -161,6 +161,41 @@ class PeriodSampler:
         self.backends = tuple(backends)
         self._last: dict[tuple[str, str], tuple[int, ...]] = {}
         self._counts = _Counts()
+        self._hist_last: dict[str, HistogramDelta] = {}
+        self._cpu_procs: dict[str, Any] = {}
+
+    def scrape(
+        self, targets: Sequence[tuple[str, Any]], *, metrics_path: str | None
+    ) -> tuple[HistogramDelta, dict[str, float]]:
+        """Latency histogram delta merged over ``targets`` ((id, WorkerProcess) pairs) and CPU percent per target.
+
+        ``metrics_path`` None skips the histogram (a user's server that does not serve ours); CPU works for any
+        process. A target's first CPU reading only sets psutil's baseline.
+        """
+        import psutil
+
+        total = HistogramDelta()
+        cpu: dict[str, float] = {}
+        for tid, worker in targets:
+            text = None if metrics_path is None else worker.scrape_metrics(0.3, metrics_path)
+            if text is not None:
+                try:
+                    h = parse_duration_histogram(text)
+                except ValueError:
+                    h = None
+                if h is not None:
+                    total.add(h.minus(self._hist_last.get(tid)))
+                    self._hist_last[tid] = h
+            try:
+                p = self._cpu_procs.get(tid)
+                if p is None:
+                    p = self._cpu_procs[tid] = psutil.Process(worker.pid)
+                    p.cpu_percent(None)
+                else:
+                    cpu[tid] = float(p.cpu_percent(None))
+            except psutil.Error:
+                pass
+        return total, cpu
 
     def reset_counters(self) -> None:
         """Forget the last cumulative counters (a new HAProxy process counts from zero)."""
