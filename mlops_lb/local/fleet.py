@@ -188,7 +188,9 @@ class LocalFleet:
         try:
             self._say(f"{self.clock_mapping()}")
             if self.spec.server.install is not None:
-                self._say("server.install is for AWS instances; locally the server runs from this environment")
+                self._say(
+                    "server.install is for AWS instances; locally the server runs from this environment"
+                )
             self._state = "launching"
             self._thread = threading.Thread(
                 target=self._run, name=f"mlops-lb-fleet-{self.spec.name}", daemon=True
