@@ -32,7 +32,8 @@ class Fleet(Protocol):
     """What a notebook can do with a fleet, whichever backend runs it.
 
     ``status()`` columns: target, address, state, health, launched_at (+ pid locally); ``metrics()`` returns a
-    MetricFrame and ``events()`` an events frame (see :mod:`mlops_lb.frames`).
+    MetricFrame and ``events()`` an events frame (see :mod:`mlops_lb.frames`); ``logs(target, tail)`` the last
+    ``tail`` lines a target's server wrote (stdout and stderr).
     """
 
     spec: FleetSpec
@@ -58,6 +59,8 @@ class Fleet(Protocol):
     ) -> pd.DataFrame: ...
 
     def events(self, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame: ...
+
+    def logs(self, target: str, *, tail: int = 200) -> str: ...
 
     def close(self) -> None: ...
 
