@@ -16,7 +16,15 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import BackendUnavailable, LoadTestError, MetricsError, MlopsLbError, ProvisionError, SpecError
+from .errors import (
+    BackendUnavailable,
+    LoadTestError,
+    MetricsError,
+    MlopsLbError,
+    ProvisionError,
+    SpecError,
+    StorageError,
+)
 from .fleet import Fleet, open_fleet
 from .spec import (
     CapacitySpec,
@@ -34,6 +42,7 @@ if TYPE_CHECKING:
     from . import analysis, aws, load, plots, report, widgets
     from .bundle import RunBundle
     from .load import LoadResult, run_load, start_load
+    from .session import RunSession, run_session
 
 __version__ = "0.1.0"
 
@@ -43,6 +52,8 @@ _LAZY = {
     "start_load": ("mlops_lb.load", "start_load"),
     "LoadResult": ("mlops_lb.load", "LoadResult"),
     "RunBundle": ("mlops_lb.bundle", "RunBundle"),
+    "RunSession": ("mlops_lb.session", "RunSession"),
+    "run_session": ("mlops_lb.session", "run_session"),
     "load": ("mlops_lb.load", None),
     "aws": ("mlops_lb.aws", None),
     "plots": ("mlops_lb.plots", None),
@@ -67,8 +78,10 @@ __all__ = [
     "NetworkSpec",
     "ProvisionError",
     "RunBundle",
+    "RunSession",
     "ScalingPolicySpec",
     "SpecError",
+    "StorageError",
     "TargetGroupSpec",
     "__version__",
     "analysis",
@@ -78,6 +91,7 @@ __all__ = [
     "plots",
     "report",
     "run_load",
+    "run_session",
     "start_load",
     "widgets",
 ]
