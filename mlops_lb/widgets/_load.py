@@ -100,7 +100,17 @@ class _LivePlot:
         for ax in (self.lat_ax, self.rps_ax):
             ax.legend(loc="upper left", fontsize="small")
             ax.grid(alpha=0.3)
+            ax.set_xlim(0, 1)  # before the first interval: an honest empty frame, not -0.04…0.04
+            ax.set_ylim(0, 1)
         self.figure.tight_layout()
+        if isinstance(self.widget, w.Output):
+            self.widget.outputs = (
+                {
+                    "output_type": "display_data",
+                    "metadata": {},
+                    "data": {"text/plain": "live plot: waiting for the first interval…"},
+                },
+            )
 
     def update(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Redraw from every interval row so far."""
@@ -115,11 +125,11 @@ class _LivePlot:
         }
         for name, ys in series.items():
             self.lines[name].set_data(xs, ys)
-        for ax in (self.lat_ax, self.rps_ax):
-            ax.relim()
-            ax.autoscale_view()
-            ax.set_xlim(left=0, right=max(max(xs), 1.0) * 1.05)
-            ax.set_ylim(bottom=0)
+        right = max(max(xs), 1.0) * 1.05
+        for ax, names in ((self.lat_ax, ("p50", "p99")), (self.rps_ax, ("offered", "achieved"))):
+            finite = [y for n in names for y in series[n] if y == y]
+            ax.set_xlim(left=0, right=right)
+            ax.set_ylim(bottom=0, top=max(finite, default=1.0) * 1.15 or 1.0)  # head room for the top point
         self.redraws += 1
         if self.mode == "ipympl":
             self.figure.canvas.draw_idle()
