@@ -184,7 +184,9 @@ class LoadTestPanel:
     ``phase_html`` says what the run is doing (sending, draining in-flight requests, writing the report); Start
     stays disabled until all of that is over. The verdict names why a run is invalid (``fleet saturated``,
     ``generator lag``…) and the summary table gives each reason's fix. One load at a time per fleet: a second
-    panel's Start says why it is refused. For a fleet the URL is ``fleet.url + "/predict"``.
+    panel's Start says why it is refused. Every ``watch_s`` seconds the panel checks whether the fleet was closed and
+    then disables Start with a visible reason (``watch_s=None``: only at Start; the cockpit drives it from its own
+    tick). For a fleet the URL is ``fleet.url + "/predict"``.
 
     Example::
 
@@ -206,6 +208,7 @@ class LoadTestPanel:
         executor: Executor | None = None,
         plot: str = "auto",
         connections: int = 32,
+        watch_s: float | None = 2.0,
     ) -> None:
         if isinstance(fleet_or_url, str):
             self.fleet: Any = None
@@ -272,6 +275,10 @@ class LoadTestPanel:
         self.start_button.on_click(lambda _b: self.start())
         self.stop_button.on_click(lambda _b: self.stop())
         self._sync_inputs()
+        # Notices fleet.close() between runs, so Start is disabled with a reason before anyone clicks it.
+        self._watch: Ticker | None = None
+        if watch_s and self.fleet is not None:
+            self._watch = Ticker(watch_s, self.sync_fleet_state, name="load-watch").start()
         self._widget = w.VBox(
             [
                 w.HTML("<b>Load test</b>"),
@@ -496,10 +503,14 @@ class LoadTestPanel:
         """Disable Start with a visible message once the fleet is closed (the cockpit calls this each tick)."""
         if fleet_closed(self.fleet) and not self.running:
             self._show_closed()
+            if self._watch is not None:
+                self._watch.stop(timeout=0)
 
     def close(self) -> None:
-        """Stop a running load and release the panel's thread."""
+        """Stop a running load and release the panel's threads."""
         self.stop()
+        if self._watch is not None:
+            self._watch.stop(timeout=0)
         if self._owns_executor:
             self._executor.shutdown(wait=False)
 
