@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     BackendUnavailable,
+    BalancerDown,
     LoadTestError,
     MetricsError,
     MlopsLbError,
+    PortInUse,
     ProvisionError,
     SpecError,
     StorageError,
@@ -35,6 +37,7 @@ from .spec import (
     ModelSpec,
     NetworkSpec,
     ScalingPolicySpec,
+    ServerSpec,
     TargetGroupSpec,
 )
 
@@ -64,6 +67,7 @@ _LAZY = {
 
 __all__ = [
     "BackendUnavailable",
+    "BalancerDown",
     "CapacitySpec",
     "Fleet",
     "FleetSpec",
@@ -76,10 +80,12 @@ __all__ = [
     "MlopsLbError",
     "ModelSpec",
     "NetworkSpec",
+    "PortInUse",
     "ProvisionError",
     "RunBundle",
     "RunSession",
     "ScalingPolicySpec",
+    "ServerSpec",
     "SpecError",
     "StorageError",
     "TargetGroupSpec",

@@ -8,6 +8,25 @@ import argparse
 def cmd_serve(args: argparse.Namespace) -> int:
     from .serving import serve
 
+    if args.llm:
+        from .serving import EngineParams, serve_llm
+
+        params = EngineParams(
+            max_num_seqs=args.max_num_seqs,
+            prefill_ms_per_token=args.prefill_ms_per_token,
+            decode_ms_per_token=args.decode_ms_per_token,
+            decode_slowdown_per_seq=args.decode_slowdown_per_seq,
+            max_model_len=args.max_model_len,
+            seed=args.seed,
+        )
+        serve_llm(
+            port=args.port,
+            host=args.host,
+            target_id=args.target_id,
+            params=params,
+            served_model_name=args.served_model_name,
+        )
+        return 0
     serve(
         port=args.port,
         host=args.host,

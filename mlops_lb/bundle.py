@@ -38,10 +38,13 @@ import os
 import re
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .errors import StorageError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -73,6 +76,17 @@ def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "to_dict") and callable(obj.to_dict):
         return _jsonable(obj.to_dict())
     return obj
+
+
+@contextlib.contextmanager
+def _storage(path: Path, action: str = "write") -> Iterator[None]:
+    """Translate a filesystem error (ENOSPC, EACCES, a root that is a file...) into a StorageError naming ``path``."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as exc:  # pyarrow's IO errors are OSErrors too
+        raise StorageError(path, exc, action) from exc
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -190,14 +204,20 @@ class RunBundle:
         safe = _NAME_RE.sub("-", str(name)).strip("-") or "run"
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         root_path = Path(root)
-        root_path.mkdir(parents=True, exist_ok=True)
+        with _storage(root_path, "create the bundle root"):
+            if root_path.exists() and not root_path.is_dir():
+                raise NotADirectoryError(20, "exists and is not a directory", str(root_path))
+            root_path.mkdir(parents=True, exist_ok=True)
         path = root_path / f"{stamp}-{safe}"
         n = 1
         while True:
             try:
-                path.mkdir()
+                with _storage(path, "create"):
+                    path.mkdir()
                 break
-            except FileExistsError:
+            except StorageError as exc:
+                if not isinstance(exc.cause, FileExistsError):
+                    raise
                 n += 1
                 path = root_path / f"{stamp}-{safe}-{n}"
         bundle = cls(path)
@@ -214,9 +234,10 @@ class RunBundle:
             seq = self._seq[name]
             self._seq[name] = seq + 1
             parts = self.path / f"{name}.parts"
-            parts.mkdir(exist_ok=True)
             target = parts / f"part-{seq:06d}.parquet"
-            _atomic_write_parquet(target, df)
+            with _storage(target):
+                parts.mkdir(exist_ok=True)
+                _atomic_write_parquet(target, df)
         return target
 
     def append_requests(self, df: pd.DataFrame) -> Path:
@@ -230,13 +251,15 @@ class RunBundle:
     def write_metrics(self, df: pd.DataFrame) -> Path:
         """Write (replace) ``metrics.parquet`` with a MetricFrame."""
         path = self.path / "metrics.parquet"
-        _atomic_write_parquet(path, df)
+        with _storage(path):
+            _atomic_write_parquet(path, df)
         return path
 
     def write_events(self, df: pd.DataFrame) -> Path:
         """Write (replace) ``events.parquet`` with an events frame."""
         path = self.path / "events.parquet"
-        _atomic_write_parquet(path, df)
+        with _storage(path):
+            _atomic_write_parquet(path, df)
         return path
 
     def write_decisions(self, df: pd.DataFrame) -> Path:
@@ -288,33 +311,42 @@ class RunBundle:
         if not name.endswith(".json"):
             name += ".json"
         path = self.path / name
-        _atomic_write_bytes(path, json.dumps(_jsonable(obj), indent=2, sort_keys=True).encode())
+        with _storage(path):
+            _atomic_write_bytes(path, json.dumps(_jsonable(obj), indent=2, sort_keys=True).encode())
         return path
 
     def finalize(self) -> None:
-        """Merge part files into ``requests.parquet`` / ``intervals.parquet``; safe to call again."""
+        """Merge part files into ``requests.parquet`` / ``intervals.parquet``; safe to call again.
+
+        A failure (a full disk) raises :class:`~mlops_lb.errors.StorageError` and leaves the parts in place:
+        the bundle still loads.
+        """
         for name in _APPENDABLE:
-            parts_dir = self.path / f"{name}.parts"
-            if not parts_dir.is_dir():
-                continue
-            with self._lock:
-                main = self.path / f"{name}.parquet"
-                merged = _merged_parts(main) if main.exists() else set()
-                parts = sorted(p.name for p in parts_dir.glob("part-*.parquet"))
-                if not set(parts) - merged:
-                    continue
-                df = _read_table(self.path, name)
-                sort_col = "intended_at" if name == "requests" else "interval_start"
-                if sort_col in df.columns:
-                    df = df.sort_values(sort_col, kind="stable").reset_index(drop=True)
-                _atomic_write_parquet(main, df, parts=sorted(set(parts) | merged))
-                for p in parts:
-                    (parts_dir / p).unlink(missing_ok=True)
-                for leftover in parts_dir.glob("*.tmp"):
-                    leftover.unlink(missing_ok=True)
-                # a concurrent append may have landed: then the folder stays and the next finalize takes it
-                with contextlib.suppress(OSError):
-                    parts_dir.rmdir()
+            with _storage(self.path / f"{name}.parquet", "merge parts into"):
+                self._finalize_one(name)
+
+    def _finalize_one(self, name: str) -> None:
+        parts_dir = self.path / f"{name}.parts"
+        if not parts_dir.is_dir():
+            return
+        with self._lock:
+            main = self.path / f"{name}.parquet"
+            merged = _merged_parts(main) if main.exists() else set()
+            parts = sorted(p.name for p in parts_dir.glob("part-*.parquet"))
+            if not set(parts) - merged:
+                return
+            df = _read_table(self.path, name)
+            sort_col = "intended_at" if name == "requests" else "interval_start"
+            if sort_col in df.columns:
+                df = df.sort_values(sort_col, kind="stable").reset_index(drop=True)
+            _atomic_write_parquet(main, df, parts=sorted(set(parts) | merged))
+            for p in parts:
+                (parts_dir / p).unlink(missing_ok=True)
+            for leftover in parts_dir.glob("*.tmp"):
+                leftover.unlink(missing_ok=True)
+            # a concurrent append may have landed: then the folder stays and the next finalize takes it
+            with contextlib.suppress(OSError):
+                parts_dir.rmdir()
 
     # ---------------------------------------------------------------- readers
     @staticmethod

@@ -440,6 +440,41 @@ class TestYaml:
         assert FleetSpec.from_yaml("name: demo\n").name == "demo"
         rejects(lambda: FleetSpec.from_yaml(b"name: x\n"), None, "path or YAML text")  # type: ignore[arg-type]
 
+    def test_duplicate_keys_are_refused_naming_both_lines(self):
+        """PyYAML keeps the last of two equal keys: a second `capacity:` block replaced the first whole (issue 19)."""
+        text = "name: prod\ncapacity:\n  min: 2\n  desired: 3\n  max: 4\nname: demo\n"
+        rejects(lambda: FleetSpec.from_yaml(text), None, "duplicate key 'name'", "line 1", "line 6")
+        nested = "name: x\ncapacity:\n  min: 2\n  desired: 3\n  min: 1\n"
+        rejects(lambda: FleetSpec.from_yaml(nested), None, "duplicate key 'min'", "line 3", "line 5")
+        flow = "name: x\ncapacity: {min: 2, desired: 3, max: 4}\ncapacity: {min: 1, desired: 1}\n"
+        rejects(lambda: FleetSpec.from_yaml(flow), None, "duplicate key 'capacity'", "line 2", "line 3")
+
+    def test_merge_keys_may_still_be_overridden(self):
+        """A `<<` merge followed by an explicit key is YAML's override, not a duplicate."""
+        text = "name: x\ncapacity:\n  <<: {min: 1, desired: 1, max: 2}\n  max: 6\n"
+        assert FleetSpec.from_yaml(text).capacity.max == 6
+
+    @pytest.mark.parametrize(
+        ("literal", "value"),
+        [("1e3", 1000.0), ("1.5e3", 1500.0), ("2E+2", 200.0), ("5e-1", 0.5), ("1_0e1", 100.0)],
+    )
+    def test_exponent_numbers_read_as_numbers(self, literal, value):
+        """YAML 1.1 needs a dot and a signed exponent for a float; `1e3` was the string '1e3' (issue 19)."""
+        spec = FleetSpec.from_yaml(f"name: x\nscaling: {{target_rps_per_target: {literal}}}\n")
+        assert spec.scaling.target_rps_per_target == value
+        rejects(
+            lambda: FleetSpec.from_yaml("name: x\nscaling: {target_rps_per_target: 1e12}\n"),
+            "scaling.target_rps_per_target",
+            "1000000000000.0",
+        )
+        assert FleetSpec.from_yaml("name: 1e3x\n").name == "1e3x"  # not a number: stays a string
+
+    def test_strings_that_look_like_exponent_numbers_stay_strings(self):
+        """to_yaml quotes '1e3'-like strings, which the loader would otherwise read back as numbers."""
+        spec = FleetSpec(name="x", tags={"a": "0e0", "b": "1E5", "c": "-2.5e-3"})
+        assert "'0e0'" in spec.to_yaml()
+        assert FleetSpec.from_yaml(spec.to_yaml()) == spec
+
     def test_unreadable_yaml_values(self):
         """A YAML integer too long for Python to convert is a SpecError, not a ValueError from deep inside."""
         rejects(lambda: FleetSpec.from_yaml("name: x\ncapacity: {max: " + "9" * 5000 + "}\n"), None)

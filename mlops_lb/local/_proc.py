@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 
-__all__ = ["child_preexec", "free_port", "kill_group", "register_pgid", "unregister_pgid"]
+__all__ = ["child_preexec", "free_port", "kill_group", "port_holder", "register_pgid", "unregister_pgid"]
 
 _PR_SET_PDEATHSIG = 1
 _live_groups: set[int] = set()
@@ -55,6 +55,40 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def port_holder(port: int, host: str = "127.0.0.1") -> str:
+    """Who listens on ``host:port``, in words: ``pid 4242 (haproxy -db -f ...)``, or why that cannot be told.
+
+    psutil sees the owning PID of another user's socket only with privileges; then the answer says so.
+    """
+    import psutil
+
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except (psutil.Error, OSError) as exc:
+        return f"another process (listing sockets was refused: {exc})"
+    pids = sorted(
+        {
+            c.pid
+            for c in conns
+            if c.status == psutil.CONN_LISTEN
+            and c.laddr
+            and c.laddr.port == port
+            and c.laddr.ip in (host, "0.0.0.0", "::")
+            and c.pid is not None
+        }
+    )
+    if not pids:
+        return "another process (its owner is not visible to this user)"
+    names = []
+    for pid in pids:
+        try:
+            cmd = " ".join(psutil.Process(pid).cmdline())[:120]
+        except psutil.Error:
+            cmd = "?"
+        names.append(f"pid {pid} ({cmd})")
+    return ", ".join(names)
 
 
 def register_pgid(pgid: int) -> None:

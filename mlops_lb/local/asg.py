@@ -100,8 +100,12 @@ class AsgEmulator:
         work_dir: Path,
         backend: str = "tg",
         worker_command: WorkerCommand | None = None,
+        id_prefix: str = "i-local",
     ) -> None:
         self.spec = spec
+        # Target ids are "<id_prefix>-0001"...: the fleet passes a prefix unique to it, so the records of two
+        # fleets (one bundle, one plot) never share a target id.
+        self.id_prefix = id_prefix
         self.api = api
         self.emit = emit
         self.work_dir = work_dir
@@ -143,7 +147,7 @@ class AsgEmulator:
     # ------------------------------------------------------------------ actions
     def launch_one(self, reason: str) -> Instance:
         self._seq += 1
-        iid = f"i-local{self._seq:04d}"
+        iid = f"{self.id_prefix}-{self._seq:04d}"
         port = free_port()
         argv = worker_argv(self.spec, port=port, target_id=iid, command=self.worker_command)
         worker = WorkerProcess.start(argv, port=port, target_id=iid, log_path=self.work_dir / f"{iid}.log")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 import threading
@@ -124,6 +125,8 @@ class LocalFleet:
         self._binary = find_haproxy()
         self.spec = spec
         self._port = port or free_port()
+        # Unique per fleet: target ids are i-local-<fleet_id>-0001..., so two fleets' records never mix.
+        self.fleet_id = secrets.token_hex(3)
         self._on_event = on_event
         self._on_output: Callable[[str], Any] | None = None
         self._worker_command = worker_command
@@ -406,7 +409,7 @@ class LocalFleet:
         parts = []
         if self._haproxy:
             parts.append(self._haproxy.tail_log(5))
-        for p in sorted(self._work_dir.glob("i-local*.log"))[-2:]:
+        for p in sorted(self._work_dir.glob("i-local-*.log"))[-2:]:
             with contextlib.suppress(OSError):
                 parts.append(f"{p.name}: " + " | ".join(p.read_text(errors="replace").splitlines()[-5:]))
         return "\n".join(x for x in parts if x)
@@ -433,6 +436,7 @@ class LocalFleet:
                 work_dir=self._work_dir,
                 backend=BACKEND,
                 worker_command=self._worker_command,
+                id_prefix=f"i-local-{self.fleet_id}",
             )
         except BaseException as exc:
             self._start_error = exc
