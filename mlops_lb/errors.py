@@ -6,8 +6,6 @@
      ├── SpecError (ValueError)        a FleetSpec or load profile is invalid; names field, value, allowed
      ├── BackendUnavailable            HAProxy or the Pulumi CLI is missing; the message gives the install command
      ├── ProvisionError                launching/changing a fleet failed (Pulumi `up`, a local launch); keeps stderr
-     │    ├── PortInUse                 the balancer's port is held by another process (``port``, ``holder``)
-     │    └── BalancerDown              the local balancer is down and could not be restarted (``reason``)
      ├── MetricsError                  CloudWatch or a local metric read failed; keeps the AWS error code and a hint
      └── LoadTestError                 a load test could not run (bad URL, no payloads, worker crash)
 
@@ -26,11 +24,9 @@ from __future__ import annotations
 
 __all__ = [
     "BackendUnavailable",
-    "BalancerDown",
     "LoadTestError",
     "MetricsError",
     "MlopsLbError",
-    "PortInUse",
     "ProvisionError",
     "SpecError",
 ]
@@ -95,50 +91,6 @@ class ProvisionError(MlopsLbError):
         self.stderr = stderr
         self.result = result
         super().__init__(message + (f"\n{stderr}" if stderr else ""))
-
-
-class PortInUse(ProvisionError):
-    """The balancer cannot bind ``port``: another process holds it. ``holder`` says who (PID and command when
-    this user may see them).
-
-    Example::
-
-        raise PortInUse(8000, "pid 4242 (haproxy -db -f /tmp/a/haproxy.cfg)")
-    """
-
-    def __init__(self, port: int, holder: str, *, stderr: str = "") -> None:
-        self.port = port
-        self.holder = holder
-        super().__init__(
-            f"port {port} on 127.0.0.1 is already in use by {holder}; a fleet's balancer must own its port "
-            "alone (pass port=0 for a free one, or close the other fleet)",
-            stderr=stderr,
-        )
-
-    def __reduce__(self):
-        return (_make_port_in_use, (self.port, self.holder, self.stderr))
-
-
-def _make_port_in_use(port: int, holder: str, stderr: str) -> PortInUse:
-    return PortInUse(port, holder, stderr=stderr)
-
-
-class BalancerDown(ProvisionError):
-    """The local balancer (HAProxy) died and could not be restarted yet; ``reason`` says why.
-
-    ``launch()`` and ``scale()`` raise it at once rather than act on a fleet nobody can reach.
-
-    Example::
-
-        raise BalancerDown("port 8000 on 127.0.0.1 is already in use by pid 4242 (nginx)")
-    """
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(f"the fleet's balancer is down: {reason}")
-
-    def __reduce__(self):
-        return (type(self), (self.reason,))
 
 
 class MetricsError(MlopsLbError):

@@ -48,6 +48,8 @@ EVENT_KINDS = frozenset(
         "draining",
         "deregistered",
         "balancer_restart",
+        "balancer_down",
+        "balancer_up",
         "decision",
     }
 )

@@ -10,5 +10,6 @@ Example::
 from __future__ import annotations
 
 from .fleet import LocalFleet
+from .haproxy import BalancerDown, PortInUse
 
-__all__ = ["LocalFleet"]
+__all__ = ["BalancerDown", "LocalFleet", "PortInUse"]

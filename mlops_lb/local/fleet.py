@@ -47,6 +47,7 @@ from .asg import AsgEmulator, Instance, utcnow
 from .autoscaler import Autoscaler
 from .haproxy import (
     FRONTEND,
+    BalancerDown,
     HaproxyProcess,
     RuntimeApi,
     StatRow,
@@ -65,6 +66,8 @@ __all__ = ["LocalFleet"]
 log = logging.getLogger(__name__)
 
 TICK_S = 0.1
+# A balancer that cannot restart (its port taken, a broken binary) is retried with this backoff, not every tick.
+RESTART_BACKOFF_S = (0.2, 5.0)
 BACKEND = "tg"
 EventCallback = Callable[[dict[str, Any]], Any]
 
@@ -158,6 +161,11 @@ class LocalFleet:
         self._hist_last: dict[str, HistogramDelta] = {}
         self._cpu_procs: dict[str, Any] = {}
         self._period_start = utcnow()
+        self._balancer = "up"  # "up" or "down" (died and could not be restarted yet)
+        self._balancer_reason = ""
+        self._balancer_down_since = 0.0
+        self._restart_after = 0.0
+        self._restart_backoff_s = RESTART_BACKOFF_S[0]
 
     # ------------------------------------------------------------------ protocol
     @property
@@ -168,6 +176,20 @@ class LocalFleet:
     @property
     def work_dir(self) -> Path:
         return self._work_dir
+
+    @property
+    def balancer(self) -> str:
+        """``"up"``, or ``"down"`` while HAProxy is dead and its restart keeps failing (``balancer_reason`` says why)."""
+        return self._balancer
+
+    @property
+    def balancer_reason(self) -> str:
+        """Why the balancer is down (empty while it is up)."""
+        return self._balancer_reason
+
+    def _check_balancer(self) -> None:
+        if self._balancer == "down":
+            raise BalancerDown(self._balancer_reason)
 
     @property
     def capacity(self) -> tuple[int, int, int]:
@@ -181,6 +203,7 @@ class LocalFleet:
         """
         if self._state == "closed":
             raise ProvisionError("this LocalFleet is closed; open a new one")
+        self._check_balancer()
         if self._state == "running":
             return self.url
         self._on_output = on_output
@@ -203,6 +226,7 @@ class LocalFleet:
                     desired = self._capacity[1]
                 if healthy >= desired:
                     break
+                self._check_balancer()
                 if failed >= max(3, 2 * desired):
                     raise ProvisionError(
                         f"{failed} workers exited before passing a health check (the model or "
@@ -238,8 +262,10 @@ class LocalFleet:
     ) -> None:
         """Change capacity bounds, desired capacity or the tracking target (validated like the spec).
 
-        Without ``desired``, the current desired capacity is clamped into the new bounds (as AWS does).
+        Without ``desired``, the current desired capacity is clamped into the new bounds (as AWS does). Raises
+        ``BalancerDown`` at once while the balancer is down.
         """
+        self._check_balancer()
         with self._lock:
             cur_min, cur_desired, cur_max = self._capacity
             new_min = cur_min if min is None else min
@@ -309,6 +335,8 @@ class LocalFleet:
             ]
         df = pd.DataFrame(rows, columns=cols)
         df["launched_at"] = pd.to_datetime(df["launched_at"], utc=True)
+        df.attrs["balancer"] = self._balancer
+        df.attrs["balancer_reason"] = self._balancer_reason
         return df
 
     def metrics(
@@ -380,8 +408,9 @@ class LocalFleet:
             insts = self._asg.live() if self._asg else []
             healthy = sum(1 for i in insts if i.health == "healthy")
             lo, want, hi = self._capacity
+        down = f" BALANCER DOWN ({self._balancer_reason})" if self._balancer == "down" else ""
         return (
-            f"<LocalFleet {self.spec.name!r} {self._state} url={self.url} targets: {healthy} healthy / "
+            f"<LocalFleet {self.spec.name!r} {self._state}{down} url={self.url} targets: {healthy} healthy / "
             f"{len(insts)} live, desired {want} in [{lo}, {hi}]; {self.clock_mapping()}>"
         )
 
@@ -489,6 +518,38 @@ class LocalFleet:
             f"(pid {self._haproxy.pid}) and re-registered {n} target(s)",
         )
 
+    def _try_restart_haproxy(self) -> bool:
+        """Restart a dead HAProxy; on failure the balancer is down: one event and one warning per change of state,
+        retries with exponential backoff. True once it is up again."""
+        now = time.monotonic()
+        if now < self._restart_after:
+            return False
+        try:
+            self._restart_haproxy()
+        except ProvisionError as exc:  # PortInUse, a config HAProxy refuses, a start that timed out
+            reason = str(exc).split("\n", 1)[0]
+            self._restart_after = now + self._restart_backoff_s
+            self._restart_backoff_s = min(2 * self._restart_backoff_s, RESTART_BACKOFF_S[1])
+            if self._balancer != "down" or reason != self._balancer_reason:
+                first = self._balancer != "down"
+                self._balancer, self._balancer_reason = "down", reason
+                if first:
+                    self._balancer_down_since = now
+                log.warning(
+                    "balancer down: %s; retrying with backoff up to %g s", reason, RESTART_BACKOFF_S[1]
+                )
+                self._event("balancer_down", "", f"haproxy could not be restarted: {reason}")
+            else:
+                log.debug("balancer still down: %s", reason)
+            return False
+        self._restart_backoff_s, self._restart_after = RESTART_BACKOFF_S[0], 0.0
+        if self._balancer == "down":
+            took = now - self._balancer_down_since
+            self._balancer, self._balancer_reason = "up", ""
+            log.warning("balancer up again after %.2f s", took)
+            self._event("balancer_up", "", f"haproxy listening on {self.url} again after {took:.2f} s down")
+        return True
+
     @staticmethod
     def _new_acc() -> dict[str, Any]:
         return {"req": 0, "fe5xx": 0, "2xx": 0, "4xx": 0, "5xx": 0, "per_target": {}}
@@ -519,8 +580,8 @@ class LocalFleet:
 
     def _tick(self) -> None:
         assert self._haproxy is not None and self._asg is not None and self._api is not None
-        if not self._haproxy.alive():
-            self._restart_haproxy()
+        if not self._haproxy.alive() and not self._try_restart_haproxy():
+            return
         try:
             rows = self._api.show_stat()
         except OSError as exc:
