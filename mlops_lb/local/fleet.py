@@ -26,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -41,8 +42,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ProvisionError, SpecError
-from ..spec import CapacitySpec, FleetSpec
-from ._proc import free_port, kill_group, register_pgid, unregister_pgid
+from ..spec import FleetSpec
+from ._proc import (
+    free_port,
+    kill_group,
+    process_start_time,
+    register_dir,
+    register_pgid,
+    unregister_dir,
+    unregister_pgid,
+)
 from .asg import AsgEmulator, Instance, utcnow
 from .autoscaler import Autoscaler
 from .haproxy import (
@@ -97,6 +106,7 @@ class _Resources:
             unregister_pgid(hp.pid)
         if self.owned_dir is not None:
             shutil.rmtree(self.owned_dir, ignore_errors=True)
+            unregister_dir(self.owned_dir)
 
 
 class LocalFleet:
@@ -146,8 +156,11 @@ class LocalFleet:
         self._start_error: BaseException | None = None
         self._res = _Resources()
         if work_dir is None:
-            self._work_dir = Path(tempfile.mkdtemp(prefix="mlops-lb-"))
+            _sweep_orphaned_work_dirs()
+            self._work_dir = Path(tempfile.mkdtemp(prefix=WORK_DIR_PREFIX))
             self._res.owned_dir = self._work_dir
+            (self._work_dir / OWNER_FILE).write_text(f"{os.getpid()} {process_start_time(os.getpid())}\n")
+            register_dir(self._work_dir)  # removed by the reaper if this process is killed
         else:
             self._work_dir = Path(work_dir)
             self._work_dir.mkdir(parents=True, exist_ok=True)
@@ -260,35 +273,34 @@ class LocalFleet:
         max: int | None = None,
         target_rps_per_target: float | None = None,
     ) -> None:
-        """Change capacity bounds, desired capacity or the tracking target (validated like the spec).
+        """Change capacity bounds, desired capacity or the tracking target, through ``FleetSpec.rescaled``
+        (validated and clamped like the spec); only what changed is applied.
 
-        Without ``desired``, the current desired capacity is clamped into the new bounds (as AWS does). Raises
-        ``BalancerDown`` at once while the balancer is down.
+        Raises ``ProvisionError`` after ``close()`` and ``BalancerDown`` at once while the balancer is down.
         """
+        if self._state == "closed":
+            raise ProvisionError("this LocalFleet is closed: scale() cannot change it; open a new one")
         self._check_balancer()
         with self._lock:
             cur_min, cur_desired, cur_max = self._capacity
-            new_min = cur_min if min is None else min
-            new_max = cur_max if max is None else max
-            if desired is None:
-                new_desired = cur_desired
-                if isinstance(new_min, int) and isinstance(new_max, int) and new_min <= new_max:
-                    new_desired = _clamp(cur_desired, new_min, new_max)
-            else:
-                new_desired = desired
-            CapacitySpec(min=new_min, desired=new_desired, max=new_max)  # raises SpecError naming the field
-            if target_rps_per_target is not None:
-                scaling = self.spec.scaling.__class__(
-                    **{**self.spec.scaling.to_dict(), "target_rps_per_target": target_rps_per_target}
+            live = self.spec.replace(
+                capacity=dataclasses.replace(
+                    self.spec.capacity, min=cur_min, desired=cur_desired, max=cur_max
                 )
-                self.spec = self.spec.replace(scaling=scaling)
-                self._autoscaler.set_target(scaling)
+            )
+            new = live.rescaled(
+                min=min, desired=desired, max=max, target_rps_per_target=target_rps_per_target
+            )
+            new_min, new_desired, new_max = new.capacity.min, new.capacity.desired, new.capacity.max
+            if new.scaling != self.spec.scaling:
+                self._autoscaler.set_target(new.scaling)
                 self._event(
                     "decision",
                     "",
-                    f"manual: target set to {scaling.target_rps_per_target:g} rps per target "
+                    f"manual: target set to {new.scaling.target_rps_per_target:g} rps per target "
                     f"({self._autoscaler.policy.target_value:g} requests per target per local period)",
                 )
+            self.spec = new
             self._capacity = (new_min, new_desired, new_max)
             if new_desired != cur_desired:
                 self._autoscaler.note_manual_change()
@@ -670,8 +682,32 @@ class LocalFleet:
             )
 
 
-def _clamp(v: int, lo: int, hi: int) -> int:
-    return max(lo, min(hi, v))
+WORK_DIR_PREFIX = "mlops-lb-"
+OWNER_FILE = "owner"
+
+
+def _sweep_orphaned_work_dirs() -> None:
+    """Remove temp work dirs whose owner process is gone (its reaper was killed too, or a power cut).
+
+    Only dirs of this user that carry an ``owner`` file (``pid start-time``) naming a process that no longer
+    exists, or whose pid now belongs to a process started at another time.
+    """
+    root = Path(tempfile.gettempdir())
+    try:
+        candidates = list(root.glob(WORK_DIR_PREFIX + "*"))
+    except OSError:
+        return
+    for d in candidates:
+        try:
+            if d.is_symlink() or d.stat().st_uid != os.getuid():
+                continue
+            pid_text, _, started = (d / OWNER_FILE).read_text().strip().partition(" ")
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            continue
+        if process_start_time(pid) != started:
+            log.info("removing %s: its owner (pid %d) is gone", d, pid)
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _utc(t: datetime) -> datetime:
