@@ -35,13 +35,13 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ProvisionError, SpecError
+from ..fleet import Capacity, OnFleetEvent, OnOutput
 from ..spec import FleetSpec
 from ._proc import (
     free_port,
@@ -78,7 +78,6 @@ TICK_S = 0.1
 # A balancer that cannot restart (its port taken, a broken binary) is retried with this backoff, not every tick.
 RESTART_BACKOFF_S = (0.2, 5.0)
 BACKEND = "tg"
-EventCallback = Callable[[dict[str, Any]], Any]
 
 
 @dataclass
@@ -129,7 +128,7 @@ class LocalFleet:
         *,
         work_dir: str | Path | None = None,
         port: int = 0,
-        on_event: EventCallback | None = None,
+        on_event: OnFleetEvent | None = None,
         worker_command: WorkerCommand | None = None,
         launch_timeout_s: float = 120.0,
     ) -> None:
@@ -141,7 +140,7 @@ class LocalFleet:
         # Unique per fleet: target ids are i-local-<fleet_id>-0001..., so two fleets' records never mix.
         self.fleet_id = secrets.token_hex(3)
         self._on_event = on_event
-        self._on_output: Callable[[str], Any] | None = None
+        self._on_output: OnOutput | None = None
         self._worker_command = worker_command
         self._launch_timeout_s = launch_timeout_s
         self._lock = threading.RLock()
@@ -205,11 +204,11 @@ class LocalFleet:
             raise BalancerDown(self._balancer_reason)
 
     @property
-    def capacity(self) -> tuple[int, int, int]:
-        """The group's current ``(min, desired, max)``, as the autoscaler and ``scale()`` left it."""
-        return self._capacity
+    def capacity(self) -> Capacity:
+        """The group's current ``Capacity(min, desired, max)``, as the autoscaler and ``scale()`` left it."""
+        return Capacity(*self._capacity)
 
-    def launch(self, *, on_output: Callable[[str], Any] | None = None) -> str:
+    def launch(self, *, on_output: OnOutput | None = None) -> str:
         """Start HAProxy and ``desired`` workers; block until that many targets are healthy. Returns the url.
 
         Any failure or Ctrl-C closes the fleet, leaving no process behind.
