@@ -16,7 +16,17 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import BackendUnavailable, LoadTestError, MetricsError, MlopsLbError, ProvisionError, SpecError
+from .errors import (
+    BackendUnavailable,
+    BalancerDown,
+    LoadTestError,
+    MetricsError,
+    MlopsLbError,
+    PortInUse,
+    ProvisionError,
+    SpecError,
+    StorageError,
+)
 from .fleet import Fleet, open_fleet
 from .spec import (
     CapacitySpec,
@@ -27,6 +37,7 @@ from .spec import (
     ModelSpec,
     NetworkSpec,
     ScalingPolicySpec,
+    ServerSpec,
     TargetGroupSpec,
 )
 
@@ -53,6 +64,7 @@ _LAZY = {
 
 __all__ = [
     "BackendUnavailable",
+    "BalancerDown",
     "CapacitySpec",
     "Fleet",
     "FleetSpec",
@@ -65,10 +77,13 @@ __all__ = [
     "MlopsLbError",
     "ModelSpec",
     "NetworkSpec",
+    "PortInUse",
     "ProvisionError",
     "RunBundle",
     "ScalingPolicySpec",
+    "ServerSpec",
     "SpecError",
+    "StorageError",
     "TargetGroupSpec",
     "__version__",
     "analysis",

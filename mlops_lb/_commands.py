@@ -8,6 +8,25 @@ import argparse
 def cmd_serve(args: argparse.Namespace) -> int:
     from .serving import serve
 
+    if args.llm:
+        from .serving import EngineParams, serve_llm
+
+        params = EngineParams(
+            max_num_seqs=args.max_num_seqs,
+            prefill_ms_per_token=args.prefill_ms_per_token,
+            decode_ms_per_token=args.decode_ms_per_token,
+            decode_slowdown_per_seq=args.decode_slowdown_per_seq,
+            max_model_len=args.max_model_len,
+            seed=args.seed,
+        )
+        serve_llm(
+            port=args.port,
+            host=args.host,
+            target_id=args.target_id,
+            params=params,
+            served_model_name=args.served_model_name,
+        )
+        return 0
     serve(
         port=args.port,
         host=args.host,
@@ -111,8 +130,8 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_load(args: argparse.Namespace) -> int:
     from . import load
-    from .bundle import RunBundle
-    from .report import write_report
+    from .session import run_session
+    from .summary import summary_rows, text_table
 
     if args.profile == "constant":
         profile = load.constant(args.rps, args.duration_s)
@@ -124,8 +143,11 @@ def cmd_load(args: argparse.Namespace) -> int:
         profile = load.spike(
             args.start_rps, args.rps, args.duration_s, args.duration_s / 3, args.duration_s / 6
         )
-    bundle = RunBundle.create(root=args.out, name="load")
-    result = load.run_load(args.url, profile, bundle=bundle)  # writes summary.json and merges the bundle
-    print(repr(result))
-    print(f"report: {write_report(bundle.path)}")
+    outcome = run_session(args.url, profile, out=args.out, name="load")
+    print(text_table(summary_rows(outcome.summary)))
+    if outcome.error is not None:
+        raise outcome.error
+    if outcome.report_error is not None:
+        raise outcome.report_error
+    print(f"report: {outcome.report_path}")
     return 0

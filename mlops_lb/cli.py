@@ -42,6 +42,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--min-service-ms", type=float, default=0.0, help="emulated minimum service time per request"
     )
+    # The LLM emulator (server.kind: llm-emulator). Defaults: one small engine that serves about 9 requests/s of
+    # 128-token prompts and 64-token answers, so a few tens of rps on a 2-core machine make TTFT climb.
+    llm = s.add_argument_group("LLM emulator (--llm)")
+    llm.add_argument(
+        "--llm", action="store_true", help="serve the OpenAI-compatible LLM emulator instead of a model"
+    )
+    llm.add_argument(
+        "--max-num-seqs", type=int, default=8, help="sequences decoded at once; the rest queue (8)"
+    )
+    llm.add_argument(
+        "--prefill-ms-per-token", type=float, default=0.1, help="prefill time per prompt token (0.1)"
+    )
+    llm.add_argument(
+        "--decode-ms-per-token", type=float, default=10.0, help="decode time per output token, alone (10)"
+    )
+    llm.add_argument(
+        "--decode-slowdown-per-seq",
+        type=float,
+        default=0.05,
+        help="decode step grows by this fraction per extra sequence decoding (0.05: 8 at once -> 13.5 ms)",
+    )
+    llm.add_argument("--max-model-len", type=int, default=4096, help="prompt + max_tokens limit (4096)")
+    llm.add_argument("--seed", type=int, default=0, help="seed of the generated words (0)")
+    llm.add_argument("--served-model-name", default=None, help="name in /v1/models (mlops-lb-llm-emulator)")
 
     d = sub.add_parser(
         "demo", help="the whole story on this machine: launch, load past capacity, scale, report"

@@ -498,6 +498,12 @@ class TestYaml:
         )
         assert FleetSpec.from_yaml("name: 1e3x\n").name == "1e3x"  # not a number: stays a string
 
+    def test_strings_that_look_like_exponent_numbers_stay_strings(self):
+        """to_yaml quotes '1e3'-like strings, which the loader would otherwise read back as numbers."""
+        spec = FleetSpec(name="x", tags={"a": "0e0", "b": "1E5", "c": "-2.5e-3"})
+        assert "'0e0'" in spec.to_yaml()
+        assert FleetSpec.from_yaml(spec.to_yaml()) == spec
+
     def test_unreadable_yaml_values(self):
         """A YAML integer too long for Python to convert is a SpecError, not a ValueError from deep inside."""
         rejects(lambda: FleetSpec.from_yaml("name: x\ncapacity: {max: " + "9" * 5000 + "}\n"), None)

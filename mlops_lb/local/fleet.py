@@ -40,7 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ProvisionError, SpecError
+from ..errors import BalancerDown, ProvisionError, SpecError
 from ..fleet import Capacity, OnFleetEvent, OnOutput
 from ..spec import FleetSpec
 from ._proc import (
@@ -56,7 +56,6 @@ from .asg import AsgEmulator, Instance, utcnow
 from .autoscaler import Autoscaler
 from .haproxy import (
     FRONTEND,
-    BalancerDown,
     HaproxyProcess,
     RuntimeApi,
     StatRow,

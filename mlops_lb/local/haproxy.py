@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import BackendUnavailable, ProvisionError
+from ..errors import BackendUnavailable, PortInUse, ProvisionError
 from ._proc import child_preexec, port_holder
 
 if TYPE_CHECKING:
@@ -42,9 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALGORITHM_TO_BALANCE",
-    "BalancerDown",
     "HaproxyProcess",
-    "PortInUse",
     "RuntimeApi",
     "RuntimeApiError",
     "ServerState",
@@ -152,51 +150,6 @@ backend {backend}
 backend {backend}_open
     balance {balance}
 """
-
-
-# --------------------------------------------------------------------------- errors
-class PortInUse(ProvisionError):
-    """The balancer cannot bind ``port``: another process holds it. ``holder`` says who (PID and command when
-    this user may see them).
-
-    Example::
-
-        raise PortInUse(8000, "pid 4242 (haproxy -db -f /tmp/a/haproxy.cfg)")
-    """
-
-    def __init__(self, port: int, holder: str, *, stderr: str = "") -> None:
-        self.port = port
-        self.holder = holder
-        super().__init__(
-            f"port {port} on 127.0.0.1 is already in use by {holder}; a fleet's balancer must own its port "
-            "alone (pass port=0 for a free one, or close the other fleet)",
-            stderr=stderr,
-        )
-
-    def __reduce__(self):
-        return (_make_port_in_use, (self.port, self.holder, self.stderr))
-
-
-def _make_port_in_use(port: int, holder: str, stderr: str) -> PortInUse:
-    return PortInUse(port, holder, stderr=stderr)
-
-
-class BalancerDown(ProvisionError):
-    """The local balancer (HAProxy) died and could not be restarted yet; ``reason`` says why.
-
-    ``launch()`` and ``scale()`` raise it at once rather than act on a fleet nobody can reach.
-
-    Example::
-
-        raise BalancerDown("port 8000 on 127.0.0.1 is already in use by pid 4242 (nginx)")
-    """
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(f"the fleet's balancer is down: {reason}")
-
-    def __reduce__(self):
-        return (type(self), (self.reason,))
 
 
 # --------------------------------------------------------------------------- process

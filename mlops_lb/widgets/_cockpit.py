@@ -170,6 +170,12 @@ class FleetCockpit:
                 return
             now = self._clock()
             status = self.scaling.refresh()
+            self.load.sync_fleet_state()
+            if self.scaling.closed:
+                self.cost_html.value = message_html(
+                    "cost: " + self.meter.text() + " · fleet closed, no longer billed"
+                )
+                return
             if status is not None:
                 self.meter.update(now, len(live_targets(status)))
                 self.cost_html.value = message_html("cost: " + self.meter.text())
