@@ -59,6 +59,8 @@ EVENT_KINDS = frozenset(
         "draining",
         "deregistered",
         "balancer_restart",
+        "balancer_down",
+        "balancer_up",
         "decision",
     }
 )

@@ -14,6 +14,8 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import numbers
 import re
 import types
 import typing
@@ -172,6 +174,13 @@ def _spec_loader() -> Any:
     SpecLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXP_FLOAT_RE, list("-+0123456789."))
     _SPEC_LOADER = SpecLoader
     return SpecLoader
+
+
+builtins_min, builtins_max = min, max  # FleetSpec.rescaled's keywords shadow them
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 _SPEC_DUMPER: Any = None
@@ -929,6 +938,48 @@ class FleetSpec(_Part):
         for key in changes:
             if key not in names:
                 _unknown_field("", key, names)
+        return dataclasses.replace(self, **changes)
+
+    def rescaled(
+        self,
+        *,
+        min: int | None = None,
+        desired: int | None = None,
+        max: int | None = None,
+        target_rps_per_target: float | None = None,
+    ) -> FleetSpec:
+        """A validated copy with new capacity bounds, desired capacity or tracking target (``None``: unchanged).
+
+        This is the one place ``scale()`` arguments are checked and clamped, for every backend: without
+        ``desired``, the current desired capacity is clamped into the new bounds, as AWS does when only min or
+        max changes. Values are stored as plain ints and floats (a numpy integer is fine; a bool or a float
+        where an integer belongs is a SpecError naming the field).
+
+        Example::
+
+            spec = FleetSpec(name="demo", capacity=CapacitySpec(min=1, desired=3, max=6))
+            spec.rescaled(max=2).capacity        # CapacitySpec(min=1, desired=2, max=2)
+        """
+        cap = self.capacity
+        new_min = cap.min if min is None else min
+        new_max = cap.max if max is None else max
+        new_desired = desired
+        if new_desired is None:
+            new_desired = cap.desired
+            if _is_int(new_min) and _is_int(new_max) and new_min <= new_max:
+                new_desired = builtins_max(new_min, builtins_min(new_max, cap.desired))
+        capacity = dataclasses.replace(cap, min=new_min, desired=new_desired, max=new_max)
+        changes: dict[str, Any] = {"capacity": capacity}
+        if target_rps_per_target is not None:
+            if self.scaling.metric != "request_count_per_target":
+                raise SpecError(
+                    "target_rps_per_target",
+                    f"does not apply: this fleet's policy tracks {self.scaling.metric} "
+                    f"(target {self.scaling.target_concurrency_per_target:g} in-flight requests per target)",
+                )
+            changes["scaling"] = dataclasses.replace(
+                self.scaling, target_rps_per_target=target_rps_per_target
+            )
         return dataclasses.replace(self, **changes)
 
     @classmethod

@@ -33,6 +33,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -41,15 +42,23 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ProvisionError, SpecError
-from ..spec import CapacitySpec, FleetSpec
-from ._proc import free_port, kill_group, register_pgid, unregister_pgid
+from ..errors import BalancerDown, ProvisionError, SpecError
+from ..fleet import Capacity, OnFleetEvent, OnOutput
+from ..spec import FleetSpec
+from ._proc import (
+    free_port,
+    kill_group,
+    process_start_time,
+    register_dir,
+    register_pgid,
+    unregister_dir,
+    unregister_pgid,
+)
 from .asg import AsgEmulator, Instance, utcnow
 from .autoscaler import Autoscaler
 from .haproxy import (
@@ -71,8 +80,9 @@ __all__ = ["LocalFleet"]
 log = logging.getLogger(__name__)
 
 TICK_S = 0.1
+# A balancer that cannot restart (its port taken, a broken binary) is retried with this backoff, not every tick.
+RESTART_BACKOFF_S = (0.2, 5.0)
 BACKEND = "tg"
-EventCallback = Callable[[dict[str, Any]], Any]
 
 
 @dataclass
@@ -100,6 +110,7 @@ class _Resources:
             unregister_pgid(hp.pid)
         if self.owned_dir is not None:
             shutil.rmtree(self.owned_dir, ignore_errors=True)
+            unregister_dir(self.owned_dir)
 
 
 class LocalFleet:
@@ -122,7 +133,7 @@ class LocalFleet:
         *,
         work_dir: str | Path | None = None,
         port: int = 0,
-        on_event: EventCallback | None = None,
+        on_event: OnFleetEvent | None = None,
         worker_command: WorkerCommand | None = None,
         launch_timeout_s: float = 120.0,
     ) -> None:
@@ -135,7 +146,7 @@ class LocalFleet:
         # Unique per fleet: target ids are i-local-<fleet_id>-0001..., so two fleets' records never mix.
         self.fleet_id = secrets.token_hex(3)
         self._on_event = on_event
-        self._on_output: Callable[[str], Any] | None = None
+        self._on_output: OnOutput | None = None
         self._worker_command = worker_command
         self._launch_timeout_s = launch_timeout_s
         self._lock = threading.RLock()
@@ -150,8 +161,11 @@ class LocalFleet:
         self._start_error: BaseException | None = None
         self._res = _Resources()
         if work_dir is None:
-            self._work_dir = Path(tempfile.mkdtemp(prefix="mlops-lb-"))
+            _sweep_orphaned_work_dirs()
+            self._work_dir = Path(tempfile.mkdtemp(prefix=WORK_DIR_PREFIX))
             self._res.owned_dir = self._work_dir
+            (self._work_dir / OWNER_FILE).write_text(f"{os.getpid()} {process_start_time(os.getpid())}\n")
+            register_dir(self._work_dir)  # removed by the reaper if this process is killed
         else:
             self._work_dir = Path(work_dir)
             self._work_dir.mkdir(parents=True, exist_ok=True)
@@ -162,6 +176,11 @@ class LocalFleet:
         self._haproxy: HaproxyProcess | None = None
         self._sampler = PeriodSampler(frontend=FRONTEND, backends=(BACKEND, f"{BACKEND}_open"))
         self._period_start = utcnow()
+        self._balancer = "up"  # "up" or "down" (died and could not be restarted yet)
+        self._balancer_reason = ""
+        self._balancer_down_since = 0.0
+        self._restart_after = 0.0
+        self._restart_backoff_s = RESTART_BACKOFF_S[0]
 
     # ------------------------------------------------------------------ protocol
     @property
@@ -174,17 +193,32 @@ class LocalFleet:
         return self._work_dir
 
     @property
-    def capacity(self) -> tuple[int, int, int]:
-        """The group's current ``(min, desired, max)``, as the autoscaler and ``scale()`` left it."""
-        return self._capacity
+    def balancer(self) -> str:
+        """``"up"``, or ``"down"`` while HAProxy is dead and its restart keeps failing (``balancer_reason`` says why)."""
+        return self._balancer
 
-    def launch(self, *, on_output: Callable[[str], Any] | None = None) -> str:
+    @property
+    def balancer_reason(self) -> str:
+        """Why the balancer is down (empty while it is up)."""
+        return self._balancer_reason
+
+    def _check_balancer(self) -> None:
+        if self._balancer == "down":
+            raise BalancerDown(self._balancer_reason)
+
+    @property
+    def capacity(self) -> Capacity:
+        """The group's current ``Capacity(min, desired, max)``, as the autoscaler and ``scale()`` left it."""
+        return Capacity(*self._capacity)
+
+    def launch(self, *, on_output: OnOutput | None = None) -> str:
         """Start HAProxy and ``desired`` workers; block until that many targets are healthy. Returns the url.
 
         Any failure or Ctrl-C closes the fleet, leaving no process behind.
         """
         if self._state == "closed":
             raise ProvisionError("this LocalFleet is closed; open a new one")
+        self._check_balancer()
         if self._state == "running":
             return self.url
         self._on_output = on_output
@@ -217,6 +251,7 @@ class LocalFleet:
                     with self._lock:
                         why = self._asg.start_failures[0] if self._asg else ""
                     raise ProvisionError("a target did not start:", stderr=why)
+                self._check_balancer()
                 if failed >= max(3, 2 * desired):
                     raise ProvisionError(
                         f"{failed} workers exited before passing a health check (the model or "
@@ -250,39 +285,34 @@ class LocalFleet:
         max: int | None = None,
         target_rps_per_target: float | None = None,
     ) -> None:
-        """Change capacity bounds, desired capacity or the tracking target (validated like the spec).
+        """Change capacity bounds, desired capacity or the tracking target, through ``FleetSpec.rescaled``
+        (validated and clamped like the spec); only what changed is applied.
 
-        Without ``desired``, the current desired capacity is clamped into the new bounds (as AWS does).
+        Raises ``ProvisionError`` after ``close()`` and ``BalancerDown`` at once while the balancer is down.
         """
+        if self._state == "closed":
+            raise ProvisionError("this LocalFleet is closed: scale() cannot change it; open a new one")
+        self._check_balancer()
         with self._lock:
             cur_min, cur_desired, cur_max = self._capacity
-            new_min = cur_min if min is None else min
-            new_max = cur_max if max is None else max
-            if desired is None:
-                new_desired = cur_desired
-                if isinstance(new_min, int) and isinstance(new_max, int) and new_min <= new_max:
-                    new_desired = _clamp(cur_desired, new_min, new_max)
-            else:
-                new_desired = desired
-            CapacitySpec(min=new_min, desired=new_desired, max=new_max)  # raises SpecError naming the field
-            if target_rps_per_target is not None and self.spec.scaling.metric != "request_count_per_target":
-                raise SpecError(
-                    "target_rps_per_target",
-                    f"does not apply: this fleet's policy tracks {self.spec.scaling.metric} "
-                    f"(target {self.spec.scaling.target_concurrency_per_target:g} in-flight requests per target)",
+            live = self.spec.replace(
+                capacity=dataclasses.replace(
+                    self.spec.capacity, min=cur_min, desired=cur_desired, max=cur_max
                 )
-            if target_rps_per_target is not None:
-                scaling = self.spec.scaling.__class__(
-                    **{**self.spec.scaling.to_dict(), "target_rps_per_target": target_rps_per_target}
-                )
-                self.spec = self.spec.replace(scaling=scaling)
-                self._autoscaler.set_target(scaling)
+            )
+            new = live.rescaled(
+                min=min, desired=desired, max=max, target_rps_per_target=target_rps_per_target
+            )
+            new_min, new_desired, new_max = new.capacity.min, new.capacity.desired, new.capacity.max
+            if new.scaling != self.spec.scaling:
+                self._autoscaler.set_target(new.scaling)
                 self._event(
                     "decision",
                     "",
-                    f"manual: target set to {scaling.target_rps_per_target:g} rps per target "
+                    f"manual: target set to {new.scaling.target_rps_per_target:g} rps per target "
                     f"({self._autoscaler.policy.target_value:g} requests per target per local period)",
                 )
+            self.spec = new
             self._capacity = (new_min, new_desired, new_max)
             if new_desired != cur_desired:
                 self._autoscaler.note_manual_change()
@@ -329,6 +359,8 @@ class LocalFleet:
             ]
         df = pd.DataFrame(rows, columns=cols)
         df["launched_at"] = pd.to_datetime(df["launched_at"], utc=True)
+        df.attrs["balancer"] = self._balancer
+        df.attrs["balancer_reason"] = self._balancer_reason
         return df
 
     def metrics(
@@ -419,8 +451,9 @@ class LocalFleet:
             insts = self._asg.live() if self._asg else []
             healthy = sum(1 for i in insts if i.health == "healthy")
             lo, want, hi = self._capacity
+        down = f" BALANCER DOWN ({self._balancer_reason})" if self._balancer == "down" else ""
         return (
-            f"<LocalFleet {self.spec.name!r} {self._state} url={self.url} targets: {healthy} healthy / "
+            f"<LocalFleet {self.spec.name!r} {self._state}{down} url={self.url} targets: {healthy} healthy / "
             f"{len(insts)} live, desired {want} in [{lo}, {hi}]; {self.clock_mapping()}>"
         )
 
@@ -528,10 +561,42 @@ class LocalFleet:
             f"(pid {self._haproxy.pid}) and re-registered {n} target(s)",
         )
 
+    def _try_restart_haproxy(self) -> bool:
+        """Restart a dead HAProxy; on failure the balancer is down: one event and one warning per change of state,
+        retries with exponential backoff. True once it is up again."""
+        now = time.monotonic()
+        if now < self._restart_after:
+            return False
+        try:
+            self._restart_haproxy()
+        except ProvisionError as exc:  # PortInUse, a config HAProxy refuses, a start that timed out
+            reason = str(exc).split("\n", 1)[0]
+            self._restart_after = now + self._restart_backoff_s
+            self._restart_backoff_s = min(2 * self._restart_backoff_s, RESTART_BACKOFF_S[1])
+            if self._balancer != "down" or reason != self._balancer_reason:
+                first = self._balancer != "down"
+                self._balancer, self._balancer_reason = "down", reason
+                if first:
+                    self._balancer_down_since = now
+                log.warning(
+                    "balancer down: %s; retrying with backoff up to %g s", reason, RESTART_BACKOFF_S[1]
+                )
+                self._event("balancer_down", "", f"haproxy could not be restarted: {reason}")
+            else:
+                log.debug("balancer still down: %s", reason)
+            return False
+        self._restart_backoff_s, self._restart_after = RESTART_BACKOFF_S[0], 0.0
+        if self._balancer == "down":
+            took = now - self._balancer_down_since
+            self._balancer, self._balancer_reason = "up", ""
+            log.warning("balancer up again after %.2f s", took)
+            self._event("balancer_up", "", f"haproxy listening on {self.url} again after {took:.2f} s down")
+        return True
+
     def _tick(self) -> None:
         assert self._haproxy is not None and self._asg is not None and self._api is not None
-        if not self._haproxy.alive():
-            self._restart_haproxy()
+        if not self._haproxy.alive() and not self._try_restart_haproxy():
+            return
         try:
             rows = self._api.show_stat()
         except OSError as exc:
@@ -623,8 +688,32 @@ def check_runs_locally(spec: FleetSpec) -> None:
         )
 
 
-def _clamp(v: int, lo: int, hi: int) -> int:
-    return max(lo, min(hi, v))
+WORK_DIR_PREFIX = "mlops-lb-"
+OWNER_FILE = "owner"
+
+
+def _sweep_orphaned_work_dirs() -> None:
+    """Remove temp work dirs whose owner process is gone (its reaper was killed too, or a power cut).
+
+    Only dirs of this user that carry an ``owner`` file (``pid start-time``) naming a process that no longer
+    exists, or whose pid now belongs to a process started at another time.
+    """
+    root = Path(tempfile.gettempdir())
+    try:
+        candidates = list(root.glob(WORK_DIR_PREFIX + "*"))
+    except OSError:
+        return
+    for d in candidates:
+        try:
+            if d.is_symlink() or d.stat().st_uid != os.getuid():
+                continue
+            pid_text, _, started = (d / OWNER_FILE).read_text().strip().partition(" ")
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            continue
+        if process_start_time(pid) != started:
+            log.info("removing %s: its owner (pid %d) is gone", d, pid)
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _utc(t: datetime) -> datetime:
