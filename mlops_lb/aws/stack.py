@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendUnavailable, ProvisionError, SpecError
+from ..fleet import Capacity
 from ..frames import STATUS_COLUMNS, events_frame
 from ..spec import FleetSpec
 from ._boto import client, provision_error
@@ -549,6 +550,7 @@ class AwsFleet:
         """Scaling activities (scale_out/scale_in/launch/terminate) plus the current target health of each target."""
         from .cloudwatch import read_scaling_activities, read_target_health
 
+        # A failed read stays a MetricsError (its AWS code and hint intact), as everywhere else.
         acts = read_scaling_activities(
             self._output("asg_name"), start=start, end=end, session=self._session, region=self.region
         )
@@ -575,6 +577,54 @@ class AwsFleet:
                     }
                 )
         return events_frame(rows)
+
+    @property
+    def capacity(self) -> Capacity:
+        """The group's live ``Capacity(min, desired, max)`` (one DescribeAutoScalingGroups call)."""
+        asg = self._output("asg_name")
+        try:
+            groups = self._client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[asg])
+        except Exception as exc:
+            raise provision_error("Auto Scaling DescribeAutoScalingGroups", exc) from exc
+        found = groups.get("AutoScalingGroups", [])
+        if not found:
+            raise ProvisionError(f"Auto Scaling group {asg!r} of stack {self.stack_name!r} does not exist")
+        g = found[0]
+        return Capacity(int(g["MinSize"]), int(g["DesiredCapacity"]), int(g["MaxSize"]))
+
+    def decisions(self, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
+        """The group's capacity changes from its scaling activities, one row per decision.
+
+        Columns as the local fleet's ``decisions()``; AWS records only decisions that changed capacity (no
+        ``none`` rows) and not the metric inputs, so those columns are empty. ``attrs["source"]`` says so.
+        """
+        import re
+
+        import pandas as pd
+
+        from ..local.autoscaler import DECISION_COLUMNS
+        from .cloudwatch import read_scaling_activities
+
+        acts = read_scaling_activities(
+            self._output("asg_name"), start=start, end=end, session=self._session, region=self.region
+        )
+        rows = []
+        for r in acts[acts["kind"].isin(["scale_out", "scale_in"])].itertuples():
+            m = re.match(r"desired (\d+) -> (\d+): (.*)", str(r.detail), re.S)
+            if m:
+                rows.append(
+                    {
+                        "timestamp": r.timestamp,
+                        "action": r.kind,
+                        "desired_before": int(m[1]),
+                        "desired_after": int(m[2]),
+                        "reason": m[3],
+                    }
+                )
+        df = pd.DataFrame(rows, columns=list(DECISION_COLUMNS))
+        df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
+        df.attrs["source"] = "aws scaling activities (capacity changes only)"
+        return df
 
     def metrics(
         self, start: datetime | None = None, end: datetime | None = None, period_s: float | None = None

@@ -47,6 +47,7 @@ SERVE_REQUIREMENTS = (
     "scikit-learn>=1.4",
     "joblib>=1.3",
     "skops>=0.10",
+    "onnxruntime>=1.17",
     "prometheus-client>=0.20",
     "numpy>=1.26",
     "pyyaml>=6",
