@@ -5,7 +5,9 @@ Importing this package loads neither pulumi, pulumi_aws nor boto3; they load whe
 Example::
 
     import mlops_lb as ml
-    fleet = ml.open_fleet(ml.FleetSpec(name="demo", region="us-east-1"), backend="aws")
+    spec = ml.FleetSpec(name="demo", region="us-east-1")
+    ml.aws.preflight(spec)                     # read-only checks of the account; launch() runs them first
+    fleet = ml.open_fleet(spec, backend="aws")
     fleet.launch(on_output=print)              # pulumi up (needs the pulumi CLI and AWS credentials)
     ml.aws.read_fleet_metrics(load_balancer_arn=fleet.outputs()["alb_arn"], ...)
     fleet.destroy(confirm="demo")
@@ -14,8 +16,10 @@ Example::
 from __future__ import annotations
 
 from ._arns import FleetDimensions, arn_suffix
+from ._preflight import Preflight, preflight
+from .assets import build_wheel
 from .cloudwatch import CATALOGUE, read_fleet_metrics, read_scaling_activities, read_target_health
-from .program import STACK_TAG, build_wheel, declare_fleet, fleet_program
+from .program import STACK_TAG, declare_fleet, fleet_program
 from .stack import AwsFleet, find_orphans
 
 __all__ = [
@@ -23,11 +27,13 @@ __all__ = [
     "STACK_TAG",
     "AwsFleet",
     "FleetDimensions",
+    "Preflight",
     "arn_suffix",
     "build_wheel",
     "declare_fleet",
     "find_orphans",
     "fleet_program",
+    "preflight",
     "read_fleet_metrics",
     "read_scaling_activities",
     "read_target_health",

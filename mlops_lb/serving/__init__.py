@@ -2,6 +2,8 @@
 
 * :func:`serve` runs it (``mlops-lb serve --port 8080``); :func:`worker_command` is the argv that starts one as a
   process; :func:`create_app` builds the FastAPI app (``POST /predict``, ``GET /health``, ``GET /metrics``).
+* :func:`serve_llm` runs the LLM emulator (``mlops-lb serve --llm``): an OpenAI-compatible server whose
+  engine (:class:`EngineParams`, :mod:`.llm_engine`) emulates continuous batching; :func:`llm_command` is its argv.
 * :func:`load_model` loads the bundled demo model or a user's model file; :func:`demo_payloads` makes request bodies
   for the load generator.
 
@@ -18,13 +20,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .model import ModelHandle, demo_payloads, load_model
-from .server import serve, worker_command
+from .llm_engine import EngineParams
+from .model import ModelHandle, check_model, demo_payloads, load_model
+from .server import llm_command, serve, serve_llm, worker_command
 
 if TYPE_CHECKING:
     from .app import create_app
 
-__all__ = ["ModelHandle", "create_app", "demo_payloads", "load_model", "serve", "worker_command"]
+__all__ = [
+    "EngineParams",
+    "ModelHandle",
+    "check_model",
+    "create_app",
+    "demo_payloads",
+    "llm_command",
+    "load_model",
+    "serve",
+    "serve_llm",
+    "worker_command",
+]
 
 
 def __getattr__(name: str) -> Any:

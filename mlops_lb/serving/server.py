@@ -16,8 +16,9 @@ import warnings
 from typing import Any
 
 from ..errors import SpecError
+from .llm_engine import EngineParams
 
-__all__ = ["GRACEFUL_SHUTDOWN_S", "serve", "worker_command"]
+__all__ = ["GRACEFUL_SHUTDOWN_S", "llm_command", "serve", "serve_llm", "worker_command"]
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,79 @@ def serve(
     signal.signal(signal.SIGUSR1, lambda *_: state.toggle_health_failing())
     # uvicorn handles SIGTERM itself, then restores the previous handler and raises the signal again so the process
     # dies "by SIGTERM" (exit status -15). Leaving a no-op handler in place makes a graceful stop exit 0 instead.
+    signal.signal(signal.SIGTERM, _after_graceful_stop)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="info",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        workers=1,
+    )
+    uvicorn.Server(config).run()
+
+
+def llm_command(
+    *,
+    port: int,
+    target_id: str,
+    host: str = "127.0.0.1",
+    params: EngineParams | None = None,
+) -> list[str]:
+    """The argv that starts one LLM emulator (``mlops-lb serve --llm``) as its own process.
+
+    Example::
+
+        llm_command(port=8001, target_id="llm-1", params=EngineParams(max_num_seqs=4))
+        # [sys.executable, '-m', 'mlops_lb', 'serve', '--llm', '--port', '8001', ..., '--max-num-seqs', '4', ...]
+    """
+    p = params or EngineParams()
+    return [
+        sys.executable, "-m", "mlops_lb", "serve", "--llm",
+        "--port", str(int(port)), "--host", host, "--target-id", target_id,
+        "--max-num-seqs", str(p.max_num_seqs),
+        "--prefill-ms-per-token", repr(float(p.prefill_ms_per_token)),
+        "--decode-ms-per-token", repr(float(p.decode_ms_per_token)),
+        "--decode-slowdown-per-seq", repr(float(p.decode_slowdown_per_seq)),
+        "--max-model-len", str(p.max_model_len),
+        "--seed", str(p.seed),
+    ]  # fmt: skip
+
+
+def serve_llm(
+    *,
+    port: int,
+    host: str = "127.0.0.1",
+    target_id: str | None = None,
+    params: EngineParams | None = None,
+    served_model_name: str | None = None,
+) -> None:
+    """Serve the LLM emulator on ``host:port`` until SIGTERM or Ctrl+C (what ``mlops-lb serve --llm`` does).
+
+    Same process rules as :func:`serve`: uvloop and httptools, SIGTERM finishes in-flight streams (up to
+    ``GRACEFUL_SHUTDOWN_S``) and exits 0, SIGUSR1 toggles /health to 503 and back.
+
+    Example::
+
+        serve_llm(port=8000, params=EngineParams(max_num_seqs=4, decode_ms_per_token=20))
+    """
+    if not 0 <= port <= 65535:
+        raise SpecError("port", f"must be between 0 and 65535 (got {port})")
+    import uvicorn
+
+    from .llm_app import SERVED_MODEL_NAME, create_llm_app
+
+    app = create_llm_app(
+        params or EngineParams(),
+        target_id=target_id or f"{socket.gethostname()}:{port}",
+        served_model_name=served_model_name or SERVED_MODEL_NAME,
+    )
+    state = app.state  # type: ignore[attr-defined]
+    signal.signal(signal.SIGUSR1, lambda *_: state.toggle_health_failing())
     signal.signal(signal.SIGTERM, _after_graceful_stop)
     config = uvicorn.Config(
         app,
