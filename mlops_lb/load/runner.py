@@ -38,6 +38,7 @@ from ..errors import LoadTestError, SpecError
 from ._engine import ERROR_KINDS, EngineConfig, run_engine, worker_main
 from .profiles import LoadProfile
 from .result import LoadResult, empty_hists, hist_percentiles, records_frame
+from .settings import LoadSettings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -622,6 +623,7 @@ def run_load(
     profile: LoadProfile,
     payloads: Payloads = None,
     *,
+    settings: LoadSettings | None = None,
     method: str = "POST",
     headers: Mapping[str, str] | None = None,
     connections: int = 32,
@@ -642,6 +644,8 @@ def run_load(
     ``workers``-th request of the schedule). ``on_interval(row)`` gets each interval's summary row.
     ``stop`` (a ``threading.Event``) or Ctrl-C end the run early with a partial result (``stopped=True``).
     ``bundle`` (a :class:`mlops_lb.bundle.RunBundle`) receives records and intervals as the run goes.
+    ``settings`` (a :class:`mlops_lb.load.LoadSettings`) gives method, headers, connections, timeout_s,
+    interval_s, workers, progress and max_lag_p99_s in one value instead of those keywords.
 
     A run that sent under 99 % of its schedule, or whose schedule-lag p99 exceeded ``max_lag_p99_s``, is
     returned with ``valid=False`` and ``invalid_reasons``.
@@ -651,6 +655,12 @@ def run_load(
         r = run_load("http://127.0.0.1:8080/predict", ramp(10, 500, 60), payloads=[{"rows": [[5.1, 3.5]]}])
         r.summary()["p99_s"], r.valid
     """
+    # One LoadSettings instead of the keywords; a keyword that disagrees with it is an error.
+    if settings is not None:
+        method, headers, connections, timeout_s, interval_s, workers, progress, max_lag_p99_s = settings.resolve(
+            method=method, headers=headers, connections=connections, timeout_s=timeout_s, interval_s=interval_s,
+            workers=workers, progress=progress, max_lag_p99_s=max_lag_p99_s,
+        )  # fmt: skip
     run = _Run(
         url, profile, payloads, method=method, headers=headers, connections=connections, timeout_s=timeout_s,
         interval_s=interval_s, workers=workers, on_interval=on_interval, progress=progress, stop=stop,
@@ -729,6 +739,7 @@ def start_load(
     profile: LoadProfile,
     payloads: Payloads = None,
     *,
+    settings: LoadSettings | None = None,
     method: str = "POST",
     headers: Mapping[str, str] | None = None,
     connections: int = 32,
@@ -749,6 +760,12 @@ def start_load(
         ...                       # widgets stay live
         run.stop(); run.result()
     """
+    # One LoadSettings instead of the keywords; a keyword that disagrees with it is an error.
+    if settings is not None:
+        method, headers, connections, timeout_s, interval_s, workers, progress, max_lag_p99_s = settings.resolve(
+            method=method, headers=headers, connections=connections, timeout_s=timeout_s, interval_s=interval_s,
+            workers=workers, progress=progress, max_lag_p99_s=max_lag_p99_s,
+        )  # fmt: skip
     stop = stop if stop is not None else threading.Event()
     run = _Run(
         url, profile, payloads, method=method, headers=headers, connections=connections, timeout_s=timeout_s,
