@@ -16,9 +16,20 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import BackendUnavailable, LoadTestError, MetricsError, MlopsLbError, ProvisionError, SpecError
+from .errors import (
+    BackendUnavailable,
+    BalancerDown,
+    LoadTestError,
+    MetricsError,
+    MlopsLbError,
+    PortInUse,
+    ProvisionError,
+    SpecError,
+    StorageError,
+)
 from .fleet import Fleet, open_fleet
 from .spec import (
+    AwsSpec,
     CapacitySpec,
     FleetSpec,
     HealthCheckSpec,
@@ -27,13 +38,16 @@ from .spec import (
     ModelSpec,
     NetworkSpec,
     ScalingPolicySpec,
+    ServerSpec,
     TargetGroupSpec,
+    WarmPoolSpec,
 )
 
 if TYPE_CHECKING:
     from . import analysis, aws, load, plots, report, widgets
     from .bundle import RunBundle
     from .load import LoadResult, run_load, start_load
+    from .session import RunSession, run_session
 
 __version__ = "0.1.0"
 
@@ -43,6 +57,8 @@ _LAZY = {
     "start_load": ("mlops_lb.load", "start_load"),
     "LoadResult": ("mlops_lb.load", "LoadResult"),
     "RunBundle": ("mlops_lb.bundle", "RunBundle"),
+    "RunSession": ("mlops_lb.session", "RunSession"),
+    "run_session": ("mlops_lb.session", "run_session"),
     "load": ("mlops_lb.load", None),
     "aws": ("mlops_lb.aws", None),
     "plots": ("mlops_lb.plots", None),
@@ -52,7 +68,9 @@ _LAZY = {
 }
 
 __all__ = [
+    "AwsSpec",
     "BackendUnavailable",
+    "BalancerDown",
     "CapacitySpec",
     "Fleet",
     "FleetSpec",
@@ -65,11 +83,16 @@ __all__ = [
     "MlopsLbError",
     "ModelSpec",
     "NetworkSpec",
+    "PortInUse",
     "ProvisionError",
     "RunBundle",
+    "RunSession",
     "ScalingPolicySpec",
+    "ServerSpec",
     "SpecError",
+    "StorageError",
     "TargetGroupSpec",
+    "WarmPoolSpec",
     "__version__",
     "analysis",
     "aws",
@@ -78,6 +101,7 @@ __all__ = [
     "plots",
     "report",
     "run_load",
+    "run_session",
     "start_load",
     "widgets",
 ]

@@ -8,6 +8,8 @@ Layout of ``runs/<utc-time>-<name>/``::
     intervals.parquet    per-interval summaries      (idem, intervals.parts/)
     metrics.parquet      MetricFrame
     events.parquet       events frame
+    decisions.parquet    the autoscaler's decisions (``fleet.decisions()``; the local fleet has them)
+    status.parquet       ``fleet.status()`` when the run ended
     summary.json         LoadResult.summary()
     report.html          written by mlops_lb.report
 
@@ -36,10 +38,13 @@ import os
 import re
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .errors import StorageError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,7 +56,7 @@ __all__ = ["LoadedBundle", "RunBundle"]
 log = logging.getLogger(__name__)
 
 _APPENDABLE = ("requests", "intervals")
-_TABLES = ("requests", "intervals", "metrics", "events")
+_TABLES = ("requests", "intervals", "metrics", "events", "decisions", "status")
 _PARTS_KEY = b"mlops_lb_parts"
 _NAME_RE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -71,6 +76,17 @@ def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "to_dict") and callable(obj.to_dict):
         return _jsonable(obj.to_dict())
     return obj
+
+
+@contextlib.contextmanager
+def _storage(path: Path, action: str = "write") -> Iterator[None]:
+    """Translate a filesystem error (ENOSPC, EACCES, a root that is a file...) into a StorageError naming ``path``."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as exc:  # pyarrow's IO errors are OSErrors too
+        raise StorageError(path, exc, action) from exc
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -188,14 +204,20 @@ class RunBundle:
         safe = _NAME_RE.sub("-", str(name)).strip("-") or "run"
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         root_path = Path(root)
-        root_path.mkdir(parents=True, exist_ok=True)
+        with _storage(root_path, "create the bundle root"):
+            if root_path.exists() and not root_path.is_dir():
+                raise NotADirectoryError(20, "exists and is not a directory", str(root_path))
+            root_path.mkdir(parents=True, exist_ok=True)
         path = root_path / f"{stamp}-{safe}"
         n = 1
         while True:
             try:
-                path.mkdir()
+                with _storage(path, "create"):
+                    path.mkdir()
                 break
-            except FileExistsError:
+            except StorageError as exc:
+                if not isinstance(exc.cause, FileExistsError):
+                    raise
                 n += 1
                 path = root_path / f"{stamp}-{safe}-{n}"
         bundle = cls(path)
@@ -212,9 +234,10 @@ class RunBundle:
             seq = self._seq[name]
             self._seq[name] = seq + 1
             parts = self.path / f"{name}.parts"
-            parts.mkdir(exist_ok=True)
             target = parts / f"part-{seq:06d}.parquet"
-            _atomic_write_parquet(target, df)
+            with _storage(target):
+                parts.mkdir(exist_ok=True)
+                _atomic_write_parquet(target, df)
         return target
 
     def append_requests(self, df: pd.DataFrame) -> Path:
@@ -228,47 +251,102 @@ class RunBundle:
     def write_metrics(self, df: pd.DataFrame) -> Path:
         """Write (replace) ``metrics.parquet`` with a MetricFrame."""
         path = self.path / "metrics.parquet"
-        _atomic_write_parquet(path, df)
+        with _storage(path):
+            _atomic_write_parquet(path, df)
         return path
 
     def write_events(self, df: pd.DataFrame) -> Path:
         """Write (replace) ``events.parquet`` with an events frame."""
         path = self.path / "events.parquet"
+        with _storage(path):
+            _atomic_write_parquet(path, df)
+        return path
+
+    def write_decisions(self, df: pd.DataFrame) -> Path:
+        """Write (replace) ``decisions.parquet`` with a ``fleet.decisions()`` frame."""
+        path = self.path / "decisions.parquet"
         _atomic_write_parquet(path, df)
         return path
+
+    def write_status(self, df: pd.DataFrame) -> Path:
+        """Write (replace) ``status.parquet`` with a ``fleet.status()`` frame."""
+        path = self.path / "status.parquet"
+        _atomic_write_parquet(path, df)
+        return path
+
+    def capture(self, fleet: Any, *, start: datetime | None = None, end: datetime | None = None) -> list[str]:
+        """Save the fleet's metrics, events, decisions and status (each best effort); returns what failed.
+
+        ``start``/``end`` bound the metrics and events read (the run's window); a failed read is logged and named
+        in the returned list but never loses what the load already wrote. A fleet without ``decisions()`` (AWS)
+        simply has no decisions table.
+
+        Example::
+
+            bundle.capture(fleet, start=result.started_at)     # -> [] when everything was saved
+        """
+        failed: list[str] = []
+        readers: list[tuple[str, Any]] = [
+            ("metrics", lambda: fleet.metrics(start=start, end=end)),
+            ("events", lambda: fleet.events(start=start, end=end)),
+            ("status", fleet.status),
+        ]
+        if callable(getattr(fleet, "decisions", None)):
+            readers.append(("decisions", fleet.decisions))
+        for name, read in readers:
+            try:
+                df = read()
+                if name == "decisions" and start is not None and "timestamp" in df.columns and len(df):
+                    import pandas as pd
+
+                    df = df[pd.to_datetime(df["timestamp"], utc=True) >= pd.Timestamp(start)]
+                getattr(self, f"write_{name}")(df)
+            except Exception as exc:
+                log.warning("could not save %s of %r: %s", name, fleet, exc)
+                failed.append(name)
+        return failed
 
     def write_json(self, name: str, obj: Any) -> Path:
         """Write ``obj`` as strict JSON (NaN -> null) to ``<name>`` (``.json`` added when missing)."""
         if not name.endswith(".json"):
             name += ".json"
         path = self.path / name
-        _atomic_write_bytes(path, json.dumps(_jsonable(obj), indent=2, sort_keys=True).encode())
+        with _storage(path):
+            _atomic_write_bytes(path, json.dumps(_jsonable(obj), indent=2, sort_keys=True).encode())
         return path
 
     def finalize(self) -> None:
-        """Merge part files into ``requests.parquet`` / ``intervals.parquet``; safe to call again."""
+        """Merge part files into ``requests.parquet`` / ``intervals.parquet``; safe to call again.
+
+        A failure (a full disk) raises :class:`~mlops_lb.errors.StorageError` and leaves the parts in place:
+        the bundle still loads.
+        """
         for name in _APPENDABLE:
-            parts_dir = self.path / f"{name}.parts"
-            if not parts_dir.is_dir():
-                continue
-            with self._lock:
-                main = self.path / f"{name}.parquet"
-                merged = _merged_parts(main) if main.exists() else set()
-                parts = sorted(p.name for p in parts_dir.glob("part-*.parquet"))
-                if not set(parts) - merged:
-                    continue
-                df = _read_table(self.path, name)
-                sort_col = "intended_at" if name == "requests" else "interval_start"
-                if sort_col in df.columns:
-                    df = df.sort_values(sort_col, kind="stable").reset_index(drop=True)
-                _atomic_write_parquet(main, df, parts=sorted(set(parts) | merged))
-                for p in parts:
-                    (parts_dir / p).unlink(missing_ok=True)
-                for leftover in parts_dir.glob("*.tmp"):
-                    leftover.unlink(missing_ok=True)
-                # a concurrent append may have landed: then the folder stays and the next finalize takes it
-                with contextlib.suppress(OSError):
-                    parts_dir.rmdir()
+            with _storage(self.path / f"{name}.parquet", "merge parts into"):
+                self._finalize_one(name)
+
+    def _finalize_one(self, name: str) -> None:
+        parts_dir = self.path / f"{name}.parts"
+        if not parts_dir.is_dir():
+            return
+        with self._lock:
+            main = self.path / f"{name}.parquet"
+            merged = _merged_parts(main) if main.exists() else set()
+            parts = sorted(p.name for p in parts_dir.glob("part-*.parquet"))
+            if not set(parts) - merged:
+                return
+            df = _read_table(self.path, name)
+            sort_col = "intended_at" if name == "requests" else "interval_start"
+            if sort_col in df.columns:
+                df = df.sort_values(sort_col, kind="stable").reset_index(drop=True)
+            _atomic_write_parquet(main, df, parts=sorted(set(parts) | merged))
+            for p in parts:
+                (parts_dir / p).unlink(missing_ok=True)
+            for leftover in parts_dir.glob("*.tmp"):
+                leftover.unlink(missing_ok=True)
+            # a concurrent append may have landed: then the folder stays and the next finalize takes it
+            with contextlib.suppress(OSError):
+                parts_dir.rmdir()
 
     # ---------------------------------------------------------------- readers
     @staticmethod
@@ -318,17 +396,26 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+def _empty() -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame()
+
+
 @dataclass
 class LoadedBundle:
-    """A run bundle read back from disk (see :meth:`RunBundle.load`).
+    """A run bundle read back from disk (see :meth:`RunBundle.load`); the report's typed input.
+
+    ``window`` is the run's own time span (first intended send to last response), which the report and its plots
+    cut metrics, events, decisions and costs to.
 
     Example::
 
         b = RunBundle.load(path)
-        b.spec, len(b.requests), b.summary.get("p99_s")
+        b.spec, len(b.requests), b.summary.get("p99_s"), b.window
     """
 
-    path: Path
+    path: Path | None
     spec: FleetSpec | None
     requests: pd.DataFrame
     intervals: pd.DataFrame
@@ -337,10 +424,114 @@ class LoadedBundle:
     summary: dict[str, Any] = field(default_factory=dict)
     spec_dict: dict[str, Any] | None = None
     load_settings: dict[str, Any] | None = None
+    decisions: pd.DataFrame = field(default_factory=_empty)
+    status: pd.DataFrame = field(default_factory=_empty)
+
+    @classmethod
+    def coerce(cls, obj: Any) -> LoadedBundle:
+        """A LoadedBundle from a run folder, a LoadedBundle, or a bundle-like object with the same attributes.
+
+        This is the one place that adapts foreign shapes (a test's namespace, an older caller's object); the report
+        reads typed fields only.
+
+        Example::
+
+            LoadedBundle.coerce("runs/20250101T120000Z-demo").window
+        """
+        import pandas as pd
+
+        if isinstance(obj, LoadedBundle):
+            return obj
+        if isinstance(obj, (str, os.PathLike)):
+            return RunBundle.load(obj)
+
+        def frame(name: str) -> pd.DataFrame:
+            v = getattr(obj, name, None)
+            if callable(v):
+                v = v()
+            return v if isinstance(v, pd.DataFrame) else pd.DataFrame()
+
+        summary = getattr(obj, "summary", None)
+        if callable(summary):
+            summary = summary()
+        path = getattr(obj, "path", None)
+        return cls(
+            path=Path(path) if path is not None else None,
+            spec=getattr(obj, "spec", None),
+            requests=frame("requests"),
+            intervals=frame("intervals"),
+            metrics=frame("metrics"),
+            events=frame("events"),
+            summary=dict(summary) if isinstance(summary, dict) else {},
+            spec_dict=getattr(obj, "spec_dict", None),
+            load_settings=getattr(obj, "load_settings", None),
+            decisions=frame("decisions"),
+            status=frame("status"),
+        )
+
+    @property
+    def window(self) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+        """(start, end) of the run in UTC: first intended send (or interval) to the last response, or None."""
+        import pandas as pd
+
+        starts: list[pd.Timestamp] = []
+        ends: list[pd.Timestamp] = []
+        req = self.requests
+        if len(req) and "intended_at" in req.columns:
+            starts.append(pd.to_datetime(req["intended_at"], utc=True).min())
+            done = pd.to_datetime(req["done_at"], utc=True) if "done_at" in req.columns else None
+            ends.append(done.max() if done is not None and done.notna().any() else starts[-1])
+            ends.append(pd.to_datetime(req["intended_at"], utc=True).max())
+        iv = self.intervals
+        if len(iv) and "interval_start" in iv.columns:
+            ts = pd.to_datetime(iv["interval_start"], utc=True)
+            step = ts.sort_values().diff().dt.total_seconds().median() if len(ts) > 1 else 1.0
+            starts.append(ts.min())
+            ends.append(ts.max() + pd.Timedelta(seconds=float(step if step == step else 1.0)))
+        starts = [t for t in starts if not pd.isna(t)]
+        ends = [t for t in ends if not pd.isna(t)]
+        if not starts:
+            return None
+        return min(starts), max([*ends, min(starts)])
+
+    def in_window(self) -> LoadedBundle:
+        """A copy whose metrics, events and decisions are cut to :attr:`window` (unchanged when it is None).
+
+        A metric datapoint is kept when its period overlaps the window (its timestamp is the period's start).
+        """
+        import dataclasses
+
+        import pandas as pd
+
+        win = self.window
+        if win is None:
+            return self
+        start, end = win
+
+        def cut(df: pd.DataFrame, margin_s: float = 0.0) -> pd.DataFrame:
+            if not len(df) or "timestamp" not in df.columns:
+                return df
+            ts = pd.to_datetime(df["timestamp"], utc=True)
+            keep = (ts >= start - pd.Timedelta(seconds=margin_s)) & (ts <= end)
+            return df[keep].reset_index(drop=True)
+
+        period = 0.0
+        if len(self.metrics) and "timestamp" in self.metrics.columns:
+            stamps = pd.to_datetime(self.metrics["timestamp"], utc=True).drop_duplicates().sort_values()
+            d = stamps.diff().dt.total_seconds().dropna()
+            period = float(d[d > 0].median()) if len(d[d > 0]) else 0.0
+        # a period that started just before the run still covers its first seconds
+        metrics = cut(self.metrics, margin_s=max(period - 1e-6, 0.0))
+        metrics.attrs = dict(self.metrics.attrs)
+        return dataclasses.replace(
+            self, metrics=metrics, events=cut(self.events), decisions=cut(self.decisions)
+        )
 
     def __repr__(self) -> str:
         spec = self.spec.name if self.spec is not None else None
+        path = str(self.path) if self.path is not None else None
         return (
-            f"LoadedBundle({str(self.path)!r}, spec={spec!r}, requests={len(self.requests):,}, "
-            f"intervals={len(self.intervals):,}, metrics={len(self.metrics):,}, events={len(self.events):,})"
+            f"LoadedBundle({path!r}, spec={spec!r}, requests={len(self.requests):,}, "
+            f"intervals={len(self.intervals):,}, metrics={len(self.metrics):,}, events={len(self.events):,}, "
+            f"decisions={len(self.decisions):,})"
         )

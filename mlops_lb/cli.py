@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from .errors import MlopsLbError
+from .fleet import backend_names
 
 __all__ = ["build_parser", "main"]
 
@@ -85,12 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         c = sub.add_parser(name, help=text)
         c.add_argument("spec")
-        c.add_argument("--backend", choices=("local", "aws"), default="local")
+        c.add_argument("--backend", choices=backend_names(), default="local")
         if name == "down":
             c.add_argument("--yes", action="store_true", help="confirm destroying an AWS stack")
+    c = sub.add_parser("preflight", help="check the AWS account against a spec (read-only), before `up`")
+    c.add_argument("spec")
     c = sub.add_parser("scale", help="change min/desired/max or the target rps per target")
     c.add_argument("spec")
-    c.add_argument("--backend", choices=("local", "aws"), default="aws")
+    c.add_argument("--backend", choices=backend_names(), default="aws")
     c.add_argument("--min", type=int)
     c.add_argument("--desired", type=int)
     c.add_argument("--max", type=int)

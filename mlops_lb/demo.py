@@ -94,6 +94,8 @@ def run_demo(
 
     from .bundle import RunBundle
     from .report import write_report
+    from .session import run_session
+    from .summary import summary_rows, text_table
 
     out_stream = stream or sys.stdout
 
@@ -123,8 +125,8 @@ def run_demo(
         )
 
     bundle = RunBundle.create(root=out, name=fleet_spec.name, spec=fleet_spec)
+    report = Path(bundle.path) / "report.html"
     fleet = ml.open_fleet(fleet_spec, backend="local")
-    result = None
     interrupted = False
     try:
         say(f"mlops-lb demo: {fleet!r}")
@@ -138,19 +140,17 @@ def run_demo(
         t0 = time.time()
         profile = ml.load.trace(demo_schedule(fleet_spec, duration_s).tolist())
         try:
-            result = ml.run_load(
-                fleet.url + "/predict",
+            # The session saves the fleet's data for the run's window and writes the report, Ctrl-C included.
+            run_session(
+                fleet,
                 profile,
-                connections=_open_loop_connections(),
-                progress=False,
                 bundle=bundle,
+                connections=_open_loop_connections(),
                 stop=stop,
                 on_interval=lambda row: say(_status_line(row, t0, fleet)),
+                on_phase=lambda phase: say(f"[{phase}]") if phase in ("draining", "writing report") else None,
             )
         except KeyboardInterrupt:
-            interrupted = True
-        # run_load turns Ctrl-C into a stopped result (every record kept); the demo still ends as interrupted.
-        if interrupted or (result is not None and result.stop_reason == "KeyboardInterrupt"):
             interrupted = True
             say("interrupted: keeping what was measured")
     except KeyboardInterrupt:
@@ -158,20 +158,32 @@ def run_demo(
         say("interrupted during launch")
     finally:
         try:
-            _write_fleet_data(bundle, fleet)
+            if not report.exists():  # stopped before the session saved the fleet's data (during launch)
+                bundle.capture(fleet)
         finally:
             fleet.close()
-    # run_load has already written summary.json and merged its parts; this covers a run stopped during launch.
-    bundle.finalize()
-    report = write_report(bundle.path)
-    if result is not None:
+    if not report.exists():
+        bundle.finalize()
+        report = write_report(bundle.path)
+    summary = RunBundle.load(bundle.path).summary
+    if summary:
         say("")
-        say(_summary_table(result.summary(), fleet))
+        say(text_table(summary_rows(summary, scale_events=_scale_counts(bundle.path))))
     say(f"run bundle: {bundle.path}")
     say(f"report:     {report}")
     if interrupted:
         raise KeyboardInterrupt
     return Path(bundle.path)
+
+
+def _scale_counts(path: Path) -> tuple[int, int]:
+    """(scale-outs, scale-ins) during the run, from the bundle's own window."""
+    from .bundle import RunBundle
+
+    ev = RunBundle.load(path).in_window().events
+    if not len(ev):
+        return 0, 0
+    return int((ev["kind"] == "scale_out").sum()), int((ev["kind"] == "scale_in").sum())
 
 
 def _open_loop_connections(wanted: int = 1024) -> int:
@@ -192,45 +204,3 @@ def _open_loop_connections(wanted: int = 1024) -> int:
     except (ImportError, ValueError, OSError):  # Windows, or a limit we may not raise
         return 256
     return max(64, min(wanted, soft // 4))
-
-
-def _write_fleet_data(bundle: Any, fleet: Any) -> None:
-    """Save metrics, events and autoscaler decisions; a failure here must not lose the load records."""
-    for name, getter in (("metrics", fleet.metrics), ("events", fleet.events)):
-        try:
-            getattr(bundle, f"write_{name}")(getter())
-        except Exception:
-            log.exception("could not save %s", name)
-    decisions = getattr(fleet, "decisions", None)
-    if decisions is not None:
-        try:
-            df = decisions()
-            bundle.write_json("decisions", df.astype({"timestamp": str}).to_dict(orient="records"))
-        except Exception:
-            log.exception("could not save decisions")
-
-
-def _summary_table(summary: dict[str, Any], fleet: Any) -> str:
-    ev = fleet.events()
-    outs = int((ev["kind"] == "scale_out").sum()) if len(ev) else 0
-    ins = int((ev["kind"] == "scale_in").sum()) if len(ev) else 0
-
-    def ms(key: str) -> str:
-        v = summary.get(key)
-        return f"{v * 1000:.1f} ms" if isinstance(v, (int, float)) and v == v else "-"
-
-    rows = [
-        ("requests", f"{summary.get('requests', 0):,}"),
-        ("errors", f"{summary.get('errors', 0):,}"),
-        (
-            "offered / achieved",
-            f"{summary.get('offered_rps', 0):.1f} / {summary.get('achieved_rps', 0):.1f} rps",
-        ),
-        ("p50 / p90 / p99", f"{ms('p50_s')} / {ms('p90_s')} / {ms('p99_s')}"),
-        ("p99.9 / max", f"{ms('p999_s')} / {ms('max_s')}"),
-        ("p99 uncorrected", ms("p99_uncorrected_s")),
-        ("scale-outs / scale-ins", f"{outs} / {ins}"),
-        ("valid", "yes" if summary.get("valid") else f"NO: {'; '.join(summary.get('invalid_reasons', []))}"),
-    ]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

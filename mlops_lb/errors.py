@@ -6,8 +6,11 @@
      ├── SpecError (ValueError)        a FleetSpec or load profile is invalid; names field, value, allowed
      ├── BackendUnavailable            HAProxy or the Pulumi CLI is missing; the message gives the install command
      ├── ProvisionError                launching/changing a fleet failed (Pulumi `up`, a local launch); keeps stderr
+     │    ├── PortInUse                 the balancer's port is held by another process (``port``, ``holder``)
+     │    └── BalancerDown              the local balancer is down and could not be restarted (``reason``)
      ├── MetricsError                  CloudWatch or a local metric read failed; keeps the AWS error code and a hint
-     └── LoadTestError                 a load test could not run (bad URL, no payloads, worker crash)
+     ├── LoadTestError                 a load test could not run (bad URL, no payloads, worker crash)
+     └── StorageError (OSError)        a run bundle or report could not be written/read; ``path`` and ``cause``
 
 Foreign errors (botocore, pulumi.automation) are translated at the boundary with ``raise ... from exc`` so the
 original stays on ``__cause__``.
@@ -24,11 +27,14 @@ from __future__ import annotations
 
 __all__ = [
     "BackendUnavailable",
+    "BalancerDown",
     "LoadTestError",
     "MetricsError",
     "MlopsLbError",
+    "PortInUse",
     "ProvisionError",
     "SpecError",
+    "StorageError",
 ]
 
 
@@ -93,6 +99,50 @@ class ProvisionError(MlopsLbError):
         super().__init__(message + (f"\n{stderr}" if stderr else ""))
 
 
+class PortInUse(ProvisionError):
+    """The balancer cannot bind ``port``: another process holds it. ``holder`` says who (PID and command when
+    this user may see them).
+
+    Example::
+
+        raise PortInUse(8000, "pid 4242 (haproxy -db -f /tmp/a/haproxy.cfg)")
+    """
+
+    def __init__(self, port: int, holder: str, *, stderr: str = "") -> None:
+        self.port = port
+        self.holder = holder
+        super().__init__(
+            f"port {port} on 127.0.0.1 is already in use by {holder}; a fleet's balancer must own its port "
+            "alone (pass port=0 for a free one, or close the other fleet)",
+            stderr=stderr,
+        )
+
+    def __reduce__(self):
+        return (_make_port_in_use, (self.port, self.holder, self.stderr))
+
+
+def _make_port_in_use(port: int, holder: str, stderr: str) -> PortInUse:
+    return PortInUse(port, holder, stderr=stderr)
+
+
+class BalancerDown(ProvisionError):
+    """The local balancer (HAProxy) died and could not be restarted yet; ``reason`` says why.
+
+    ``launch()`` and ``scale()`` raise it at once rather than act on a fleet nobody can reach.
+
+    Example::
+
+        raise BalancerDown("port 8000 on 127.0.0.1 is already in use by pid 4242 (nginx)")
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"the fleet's balancer is down: {reason}")
+
+    def __reduce__(self):
+        return (type(self), (self.reason,))
+
+
 class MetricsError(MlopsLbError):
     """A metric read failed. ``code`` is the AWS error code when there is one, ``hint`` what to try.
 
@@ -119,3 +169,34 @@ class LoadTestError(MlopsLbError):
 
         raise LoadTestError("no payloads: pass payloads=[...] or a callable")
     """
+
+
+class StorageError(MlopsLbError, OSError):
+    """A file or folder of a run bundle (or report) could not be written or read.
+
+    ``path`` is the file or folder, ``cause`` the underlying error (usually an ``OSError``: ENOSPC, EACCES,
+    ENOTDIR...; also on ``__cause__``). ``run_load`` never raises it mid-run: it keeps it as
+    ``LoadResult.bundle_error`` and returns the whole result.
+
+    Example::
+
+        try:
+            RunBundle.create(root="/read-only/runs")
+        except StorageError as exc:
+            print(exc.path, exc.cause)    # cannot create /read-only/runs: [Errno 30] Read-only file system
+    """
+
+    def __init__(self, path: object, cause: BaseException, action: str = "write") -> None:
+        self.path = path
+        self.cause = cause
+        self.action = action
+        detail = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
+        errno = getattr(cause, "errno", None)
+        super().__init__(f"cannot {action} {path}: {detail}" + (f" (errno {errno})" if errno else ""))
+        self.errno = errno  # type: ignore[misc]
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.cause, self.action))

@@ -129,19 +129,46 @@ def _x(ts: pd.Series, time: TimeAxis, t0: Any) -> Any:
     return (ts - start).dt.total_seconds().to_numpy()
 
 
-def _plain_log_y(ax: Axes) -> None:
-    """Log y axis with plain numbers (5, 10, 200) rather than 10^x, which reads better in milliseconds."""
+def _latency_y(ax: Axes, what: str = "latency") -> None:
+    """A latency axis in ms that always has numbers: linear when the data spans less than a decade, else log
+    with ticks at 1-2-5 steps (10, 20, 50, 100 ms); the label says which."""
     import numpy as np
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     ys = [np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()]
-    if not any(np.any(np.isfinite(y) & (y > 0)) for y in ys):
+    pos = np.concatenate([y[np.isfinite(y) & (y > 0)] for y in ys]) if ys else np.zeros(0)
+    if not pos.size:
         # Nothing positive to draw (every request failed): a log axis would raise at draw time.
         ax.text(0.5, 0.5, "no successful requests", transform=ax.transAxes, ha="center", va="center")
+        ax.set_ylabel(f"{what} (ms)")
+        return
+    lo, hi = float(pos.min()), float(pos.max())
+    if hi / lo < 10.0:
+        # A narrow range: on a log axis it would sit between two decade ticks with no number in sight.
+        ax.set_ylim(bottom=0, top=hi * 1.1)
+        ax.set_ylabel(f"{what} (ms)")
         return
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10.0, subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.yaxis.set_minor_locator(LogLocator(base=10.0, subs=tuple(float(k) for k in range(1, 10))))
     ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylabel(f"{what} (ms, log scale)")
+
+
+def _nominal(period_s: float) -> float:
+    """The period a measured spacing stands for: 2.03577 s of real spacing is the nominal 2 s period."""
+    if period_s <= 0 or not math.isfinite(period_s):
+        return period_s
+    nearest = round(period_s)
+    if nearest >= 1 and abs(period_s - nearest) <= 0.05 * nearest:
+        return float(nearest)
+    return float(f"{period_s:.2g}")
+
+
+def _markers(n: int) -> dict[str, Any]:
+    """Markers for short series: a run of one interval is a single point, which a bare line does not draw."""
+    return {"marker": "o", "markersize": 3} if n <= 60 else {}
 
 
 def _time_label(ax: Axes, time: TimeAxis) -> None:
@@ -172,7 +199,8 @@ def latency_over_time(
     time: TimeAxis = "relative",
     t0: Any = None,
 ) -> Figure:
-    """Latency percentiles per interval (p50/p90/p99/p99.9) on a log scale, in ms.
+    """Latency percentiles per interval (p50/p90/p99/p99.9) in ms: a log scale with 1-2-5 ticks when they span a
+    decade or more, linear otherwise.
 
     Solid lines are corrected for coordinated omission (measured from the intended send time), dashed lines are
     uncorrected (from the actual send): where they part, the client fell behind its schedule.
@@ -184,9 +212,10 @@ def latency_over_time(
     df = _frame(intervals, "intervals")
     fig, ax = _axes(ax)
     x = _x(df["interval_start"], time, t0)
+    mk = _markers(len(df))
     for key, label in _PCTS:
         if corrected and f"{key}_s" in df.columns:
-            ax.plot(x, df[f"{key}_s"].to_numpy(dtype=float) * 1000.0, color=_COLORS[key], label=label)
+            ax.plot(x, df[f"{key}_s"].to_numpy(dtype=float) * 1000.0, color=_COLORS[key], label=label, **mk)
         if uncorrected and f"{key}_uncorrected_s" in df.columns:
             ax.plot(
                 x,
@@ -195,9 +224,9 @@ def latency_over_time(
                 linestyle="--",
                 alpha=0.7,
                 label=f"{label} (uncorrected)",
+                **mk,
             )
-    _plain_log_y(ax)
-    ax.set_ylabel("latency (ms, log scale)")
+    _latency_y(ax)
     _time_label(ax, time)
     ax.set_title("Latency percentiles per interval")
     ax.grid(True, which="both", alpha=0.3)
@@ -216,6 +245,8 @@ def throughput(
 ) -> Figure:
     """Offered vs achieved requests per second, with errors per second stacked by kind on a second axis.
 
+    The last interval is partial (the run ends inside it), so it is a hollow point of its own, not a drop.
+
     Example::
 
         throughput(result.intervals())
@@ -223,8 +254,24 @@ def throughput(
     df = _frame(intervals, "intervals")
     fig, ax = _axes(ax)
     x = _x(df["interval_start"], time, t0)
-    ax.plot(x, df["offered_rps"].to_numpy(dtype=float), color="tab:gray", linestyle="--", label="offered")
-    ax.plot(x, df["achieved_rps"].to_numpy(dtype=float), color="tab:blue", label="achieved")
+    mk = _markers(len(df))
+    offered = df["offered_rps"].to_numpy(dtype=float)
+    achieved = df["achieved_rps"].to_numpy(dtype=float)
+    # The last interval ends with the run, part of the way through: its rate covers a fraction of an interval
+    # and would read as a collapse. It is drawn apart, hollow, and named.
+    whole = slice(None, -1) if len(df) > 1 else slice(None)
+    ax.plot(x[whole], offered[whole], color="tab:gray", linestyle="--", label="offered", **mk)
+    ax.plot(x[whole], achieved[whole], color="tab:blue", label="achieved", **mk)
+    if len(df) > 1:
+        ax.plot(
+            x[-1:],
+            achieved[-1:],
+            linestyle="none",
+            marker="o",
+            markerfacecolor="none",
+            color="tab:blue",
+            label="last interval (partial)",
+        )
     ax.set_ylabel("requests per second")
     ax.set_ylim(bottom=0)
     _time_label(ax, time)
@@ -328,13 +375,12 @@ def percentile_spectrum(
         x, keep = _spectrum_xy(spec["percentile"])
         ax.plot(x, spec["latency_s"].to_numpy(dtype=float)[keep] * 1000.0, linestyle=style, label=name)
     ax.set_xscale("log")
-    _plain_log_y(ax)
+    _latency_y(ax)
     ticks = [2.0, 10.0, 100.0, 1000.0, 10000.0]
     ax.set_xticks(ticks, ["50%", "90%", "99%", "99.9%", "99.99%"])
     ax.set_xticks([], minor=True)
     ax.set_xlim(1.0, max(ticks[-1], ax.get_xlim()[1]))
     ax.set_xlabel("percentile")
-    ax.set_ylabel("latency (ms, log scale)")
     ax.set_title("Latency by percentile (HDR spectrum)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="upper left", fontsize="small")
@@ -368,12 +414,18 @@ def per_target(requests: Any, *, ax: Axes | None = None) -> Figure:
     ax.set_ylabel("requests served")
     ax.set_title("Per-target load and p99 latency")
     ax2 = ax.twinx()
-    ax2.plot(xs, p99.to_numpy(dtype=float), "o", color="tab:red", label="p99 latency")
+    p99v = p99.to_numpy(dtype=float)
+    ax2.plot(xs, p99v, "o", color="tab:red", label="p99 latency", clip_on=False, zorder=5)
     ax2.set_ylabel("p99 latency (ms)")
-    ax2.set_ylim(bottom=0)
+    top = float(np.nanmax(p99v)) if p99v.size and np.isfinite(p99v).any() else 1.0
+    ax2.set_ylim(bottom=0, top=top * 1.2)  # head room: the highest dot is never on the frame
+    ax.set_ylim(bottom=0, top=float(counts.max()) * 1.15 if len(counts) else 1.0)
+    if len(names):
+        ax.set_xlim(-0.6, len(names) - 0.4)
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, loc="upper right", fontsize="small")
+    # outside the axes, where it cannot cover a bar or a dot
+    ax.legend(h1 + h2, l1 + l2, loc="upper left", bbox_to_anchor=(1.12, 1.0), fontsize="small")
     return fig
 
 
@@ -427,10 +479,11 @@ def scaling_timeline(
     # Time zero is the first metric point: events from before it (the initial launch) get negative times.
     if t0 is None and (len(mf) or len(ev)):
         t0 = _utc(mf["timestamp"] if len(mf) else ev["timestamp"]).min()
-    for metric, stat, label, color in (
-        ("GroupDesiredCapacity", "Average", "desired", "tab:blue"),
-        ("GroupInServiceInstances", "Average", "in service", "tab:green"),
-        ("HealthyHostCount", "Average", "healthy", "tab:orange"),
+    # Three series that often coincide: widths and dashes differ so each stays visible on top of the others.
+    for metric, stat, label, color, style, width in (
+        ("GroupDesiredCapacity", "Average", "desired", "tab:blue", "-", 4.0),
+        ("GroupInServiceInstances", "Average", "in service", "tab:green", "--", 2.5),
+        ("HealthyHostCount", "Average", "healthy", "tab:orange", "-.", 2.0),
     ):
         s = _series(mf, metric, stat)
         if len(s):
@@ -440,6 +493,9 @@ def scaling_timeline(
                 where="post",
                 label=label,
                 color=color,
+                linestyle=style,
+                linewidth=width,
+                alpha=0.85,
             )
     top.set_ylabel("targets")
     top.set_ylim(bottom=0)
@@ -447,13 +503,14 @@ def scaling_timeline(
     top.grid(True, alpha=0.3)
 
     rcpt = _series(mf, "RequestCountPerTarget", "Sum")
-    per = period_s or _metric_period(mf, rcpt)
+    per = period_s or _nominal(_metric_period(mf, rcpt))
     if len(rcpt):
         bottom.plot(
             _x(rcpt["timestamp"], time, t0),
             rcpt["value"].to_numpy(dtype=float),
             color="tab:purple",
-            marker=".",
+            marker="o",
+            markersize=3,
             label="RequestCountPerTarget",
         )
     if target_rps_per_target is not None:
@@ -462,7 +519,7 @@ def scaling_timeline(
             tv,
             color="tab:red",
             linestyle="--",
-            label=f"target {tv:g} = {target_rps_per_target:g} rps x {per:g} s",
+            label=f"target {tv:.4g} = {target_rps_per_target:g} rps x {per:g} s",
         )
     bottom.set_ylabel(f"requests per target per {per:g} s")
     bottom.set_ylim(bottom=0)
@@ -470,37 +527,37 @@ def scaling_timeline(
     scale = ev[ev["kind"].isin(["scale_out", "scale_in"])] if len(ev) else ev
     if len(scale):
         xs = _x(scale["timestamp"], time, t0)
-        for xv, kind, detail in zip(xs, scale["kind"], scale.get("detail", [""] * len(scale)), strict=False):
+        for xv, kind in zip(xs, scale["kind"], strict=False):
             color = "tab:green" if kind == "scale_out" else "tab:red"
             for a in (top, bottom) if ax is None else (top,):
                 a.axvline(xv, color=color, alpha=0.5, linestyle=":")
-            text = str(detail) if detail is not None else ""
-            text = kind.replace("_", " ") + (
-                ": " + (text[:45] + "…" if len(text) > 45 else text) if text else ""
-            )
+            # A short horizontal tag inside the axes (the reasons are long: they are in the events table).
             top.annotate(
-                text,
-                (xv, 1.0),
+                kind.replace("_", " "),
+                (xv, 0.02),
                 xycoords=("data", "axes fraction"),
-                rotation=90,
-                va="top",
-                ha="right",
+                xytext=(2, 0),
+                textcoords="offset points",
+                va="bottom",
+                ha="left",
                 fontsize="x-small",
                 color=color,
+                annotation_clip=True,
             )
     if ax is None:
         _time_label(bottom, time)
         bottom.set_title("RequestCountPerTarget vs the policy target")
         bottom.grid(True, alpha=0.3)
-        top.legend(loc="upper left", fontsize="small")
+        # legends outside the axes: inside they covered the peak of RequestCountPerTarget
+        top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
         if bottom.get_lines():
-            bottom.legend(loc="upper left", fontsize="small")
+            bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     else:
         _time_label(top, time)
         h1, l1 = top.get_legend_handles_labels()
         h2, l2 = bottom.get_legend_handles_labels()
         if h1 or h2:
-            top.legend(h1 + h2, l1 + l2, loc="upper left", fontsize="small")
+            top.legend(h1 + h2, l1 + l2, loc="upper left", bbox_to_anchor=(1.08, 1.0), fontsize="small")
     return fig
 
 
@@ -551,23 +608,17 @@ def capacity_curve(
         linestyle="--",
         label=f"SLO p99 {plan.slo_p99_s * 1000:g} ms",
     )
-    if plan.knee_rate_per_target is not None:
-        ax.axvline(
-            plan.knee_rate_per_target,
-            color="tab:orange",
-            linestyle=":",
-            label=f"knee {plan.knee_rate_per_target:g} rps",
-        )
-    if plan.max_ok_rate_per_target is not None:
-        ax.axvline(
-            plan.max_ok_rate_per_target,
-            color="tab:green",
-            linestyle="-.",
-            label=f"max OK {plan.max_ok_rate_per_target:g} rps",
-        )
-    _plain_log_y(ax)
+    knee, max_ok = plan.knee_rate_per_target, plan.max_ok_rate_per_target
+    if knee is not None and max_ok is not None and math.isclose(knee, max_ok):
+        # one line, one label: two lines at the same rate would hide one under the other
+        ax.axvline(knee, color="tab:orange", linestyle="-.", linewidth=2, label=f"knee = max OK {knee:g} rps")
+    else:
+        if knee is not None:
+            ax.axvline(knee, color="tab:orange", linestyle=":", linewidth=2, label=f"knee {knee:g} rps")
+        if max_ok is not None:
+            ax.axvline(max_ok, color="tab:green", linestyle="-.", label=f"max OK {max_ok:g} rps")
+    _latency_y(ax, "p99 latency")
     ax.set_xlabel("offered rate per target (rps)")
-    ax.set_ylabel("p99 latency (ms, log scale)")
     ax.set_title("Capacity curve: p99 vs offered rate")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="upper left", fontsize="small")

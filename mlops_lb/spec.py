@@ -14,6 +14,8 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import numbers
 import re
 import types
 import typing
@@ -22,26 +24,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from . import _aws_rules as aws_rules
 from .errors import SpecError
 
 __all__ = [
     "ALGORITHMS",
+    "SCALING_METRICS",
+    "SERVER_KINDS",
+    "AwsSpec",
     "CapacitySpec",
     "FleetSpec",
     "HealthCheckSpec",
     "InstanceSpec",
+    "LlmEmulatorSpec",
     "LocalSpec",
     "ModelSpec",
     "NetworkSpec",
     "ScalingPolicySpec",
+    "ServerSpec",
     "TargetGroupSpec",
+    "WarmPoolSpec",
+    "is_gpu_instance_type",
 ]
 
 Algorithm = Literal["round_robin", "least_outstanding_requests", "weighted_random"]
 ALGORITHMS: tuple[str, ...] = typing.get_args(Algorithm)
+ScalingMetric = Literal["request_count_per_target", "concurrency_per_target"]
+SCALING_METRICS: tuple[str, ...] = typing.get_args(ScalingMetric)
 
-# Pulumi appends "-" + 7 random characters to autonamed resources, and ALB / target-group names are at most 32.
-MAX_NAME_LEN = 24
+# Pulumi appends "-" + 7 random characters to autonamed resources, and ALB / target-group names are at most 32
+# (mlops_lb/_aws_rules.py: the table of AWS limits, with sources).
+MAX_NAME_LEN = aws_rules.MAX_NAME_PREFIX
 _NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")
 _MATCHER_RE = re.compile(r"^\d{3}(?:-\d{3})?(?:,\d{3}(?:-\d{3})?)*$")
 _TAG_KEY_RE = re.compile(r"^[\w .:/=+\-@]{1,128}$")
@@ -121,6 +134,72 @@ class _Part:
         return cls(**kwargs)
 
 
+_SPEC_LOADER: Any = None
+# YAML 1.1 (PyYAML) reads a float only with a dot and a signed exponent: `1e12` and `1.5e3` would be strings.
+# YAML 1.2's core schema reads them as floats (https://yaml.org/spec/1.2.2/#1022-tag-resolution); so do we.
+_EXP_FLOAT_RE = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+
+
+def _spec_loader() -> Any:
+    """A SafeLoader that refuses duplicate keys (naming the line of both) and reads ``1e12`` as a number."""
+    global _SPEC_LOADER
+    if _SPEC_LOADER is not None:
+        return _SPEC_LOADER
+    import yaml
+
+    class SpecLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            # PyYAML keeps the last of two equal keys: a second `capacity:` block would silently replace the
+            # first whole. Merge keys (`<<`) may be overridden on purpose, so only explicit keys count.
+            if isinstance(node, yaml.MappingNode):
+                first: dict[Any, Any] = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        prev = first.setdefault(key, key_node)
+                    except TypeError:  # an unhashable key: the base class names it
+                        continue
+                    if prev is not key_node:
+                        raise yaml.constructor.ConstructorError(
+                            None,
+                            None,
+                            f"duplicate key {_show(key)} (first at line {prev.start_mark.line + 1}, again at "
+                            f"line {key_node.start_mark.line + 1}); keep one",
+                            key_node.start_mark,
+                        )
+            return super().construct_mapping(node, deep=deep)
+
+    SpecLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXP_FLOAT_RE, list("-+0123456789."))
+    _SPEC_LOADER = SpecLoader
+    return SpecLoader
+
+
+builtins_min, builtins_max = min, max  # FleetSpec.rescaled's keywords shadow them
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+_SPEC_DUMPER: Any = None
+
+
+def _spec_dumper() -> Any:
+    """A SafeDumper that quotes every string :func:`_spec_loader` would read back as a number (``"1e3"``)."""
+    global _SPEC_DUMPER
+    if _SPEC_DUMPER is None:
+        import yaml
+
+        class SpecDumper(yaml.SafeDumper):
+            pass
+
+        SpecDumper.add_implicit_resolver("tag:yaml.org,2002:float", _EXP_FLOAT_RE, list("-+0123456789."))
+        _SPEC_DUMPER = SpecDumper
+    return _SPEC_DUMPER
+
+
 def _part_type(hint: Any) -> type[_Part] | None:
     candidates = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     for c in candidates:
@@ -171,6 +250,38 @@ class InstanceSpec(_Part):
         self._set("ssh_cidrs", cidrs)
 
 
+WarmPoolState = Literal["stopped", "hibernated", "running"]
+WARM_POOL_STATES: tuple[str, ...] = typing.get_args(WarmPoolState)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WarmPoolSpec(_Part):
+    """An Auto Scaling warm pool: instances booted ahead of need, kept ``state`` until a scale-out takes them.
+
+    ``min_size`` instances stay in the pool; ``max_group_prepared_capacity`` caps group + pool (None: the
+    group's max). ``reuse_on_scale_in`` returns scaled-in instances to the pool instead of terminating them.
+
+    Example::
+
+        CapacitySpec(min=1, desired=1, max=6, warm_pool=WarmPoolSpec(min_size=2, state="stopped"))
+    """
+
+    _path: ClassVar[str] = "capacity.warm_pool"
+    min_size: int = 0
+    state: WarmPoolState = "stopped"
+    reuse_on_scale_in: bool = False
+    max_group_prepared_capacity: int | None = None
+
+    def _validate(self, p: str) -> None:
+        self._set("min_size", _int(f"{p}.min_size", self.min_size, 0, 1000))
+        if not isinstance(self.state, str) or self.state not in WARM_POOL_STATES:
+            _fail(f"{p}.state", f"must be one of {', '.join(WARM_POOL_STATES)} (got {_show(self.state)})")
+        _bool(f"{p}.reuse_on_scale_in", self.reuse_on_scale_in)
+        if self.max_group_prepared_capacity is not None:
+            cap = _int(f"{p}.max_group_prepared_capacity", self.max_group_prepared_capacity, 0, 1000)
+            self._set("max_group_prepared_capacity", cap)
+
+
 @dataclass(frozen=True, kw_only=True)
 class CapacitySpec(_Part):
     """Auto Scaling group bounds. Always ``min <= desired <= max``.
@@ -184,8 +295,15 @@ class CapacitySpec(_Part):
     min: int = 1
     desired: int = 1
     max: int = 4
+    warm_pool: WarmPoolSpec | None = None
 
     def _validate(self, p: str) -> None:
+        if isinstance(self.warm_pool, Mapping):
+            self._set("warm_pool", WarmPoolSpec.from_dict(self.warm_pool))
+        elif self.warm_pool is not None and not isinstance(self.warm_pool, WarmPoolSpec):
+            _fail(
+                f"{p}.warm_pool", f"must be a WarmPoolSpec, a mapping or null (got {_show(self.warm_pool)})"
+            )
         self._set("min", _int(f"{p}.min", self.min, 0, 1000))
         self._set("desired", _int(f"{p}.desired", self.desired, 0, 1000))
         self._set("max", _int(f"{p}.max", self.max, 1, 1000))
@@ -289,11 +407,13 @@ class TargetGroupSpec(_Part):
 
 @dataclass(frozen=True, kw_only=True)
 class ScalingPolicySpec(_Part):
-    """Target tracking on requests per target. Stored **per second**; AWS's ALBRequestCountPerTarget is per minute.
+    """Target tracking on requests per target (stored **per second**; AWS's ALBRequestCountPerTarget is per minute)
+    or, with ``metric: concurrency_per_target``, on the average in-flight requests per target.
 
     Example::
 
         ScalingPolicySpec(target_rps_per_target=20).alb_target_value   # 1200.0 requests/target/minute
+        ScalingPolicySpec(metric="concurrency_per_target", target_concurrency_per_target=4)
     """
 
     _path: ClassVar[str] = "scaling"
@@ -301,12 +421,34 @@ class ScalingPolicySpec(_Part):
     warmup_s: int = 300
     scale_in_enabled: bool = True
     cpu_target_percent: float | None = None
+    # What target tracking follows: requests per target (ALBRequestCountPerTarget), or the average number of
+    # in-flight requests per target (what Ray Serve, Knative and SageMaker scale LLM servers on), whose target is
+    # ``target_concurrency_per_target``.
+    metric: ScalingMetric = "request_count_per_target"
+    target_concurrency_per_target: float | None = None
 
     def _validate(self, p: str) -> None:
         self._set(
             "target_rps_per_target",
             _num(f"{p}.target_rps_per_target", self.target_rps_per_target, 0.01, 1_000_000),
         )
+        if not isinstance(self.metric, str) or self.metric not in SCALING_METRICS:
+            _fail(f"{p}.metric", f"must be one of {', '.join(SCALING_METRICS)} (got {_show(self.metric)})")
+        if self.metric == "concurrency_per_target":
+            if self.target_concurrency_per_target is None:
+                _fail(
+                    f"{p}.target_concurrency_per_target",
+                    "is required with metric concurrency_per_target (average in-flight requests per target, e.g. 4)",
+                )
+            self._set(
+                "target_concurrency_per_target",
+                _num(f"{p}.target_concurrency_per_target", self.target_concurrency_per_target, 0.01, 100_000),
+            )
+        elif self.target_concurrency_per_target is not None:
+            _fail(
+                f"{p}.target_concurrency_per_target",
+                "has no effect with metric request_count_per_target; set scaling.metric: concurrency_per_target",
+            )
         self._set("warmup_s", _int(f"{p}.warmup_s", self.warmup_s, 0, 3600))
         _bool(f"{p}.scale_in_enabled", self.scale_in_enabled)
         if self.cpu_target_percent is not None:
@@ -320,7 +462,7 @@ class ScalingPolicySpec(_Part):
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec(_Part):
-    """Which model the servers load: ``"demo"`` (bundled scikit-learn model) or a path/URI to a joblib/skops file.
+    """Which model the servers load: ``"demo"``, ``"demo.onnx"`` or a path/URI to a joblib/pkl/skops/onnx file.
 
     Example::
 
@@ -333,12 +475,248 @@ class ModelSpec(_Part):
     def _validate(self, p: str) -> None:
         s = _str(f"{p}.source", self.source)
         if s != "demo" and not re.search(
-            r"\.(joblib|pkl|skops)\Z", s
+            r"\.(joblib|pkl|skops|onnx)\Z", s
         ):  # \Z: "$" would allow a trailing newline
             _fail(
                 f"{p}.source",
-                f"must be 'demo' or a path/URI ending in .joblib, .pkl or .skops (got {_show(s)})",
+                f"must be 'demo' or a path/URI ending in .joblib, .pkl, .skops or .onnx (got {_show(s)})",
             )
+
+
+ServerKind = Literal["model", "llm-emulator", "command"]
+SERVER_KINDS: tuple[str, ...] = typing.get_args(ServerKind)
+# Placeholders a server command may use; the same values also reach the process as environment variables.
+SERVER_PLACEHOLDERS: Mapping[str, str] = {
+    "port": "PORT",
+    "host": "HOST",
+    "target_id": "TARGET_ID",
+    "model": "MODEL_PATH",
+}
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# NVIDIA GPU families (g4dn, g5, g6, g6e, gr6, p3, p4d, p5, ...): what `docker run --gpus` can use.
+_GPU_FAMILY_RE = re.compile(r"^(g|gr|p)\d")
+
+
+def is_gpu_instance_type(instance_type: str) -> bool:
+    """True for EC2 GPU families (``g4dn.xlarge``, ``g6.2xlarge``, ``p5.48xlarge``...).
+
+    Example::
+
+        is_gpu_instance_type("g6.xlarge"), is_gpu_instance_type("t3.small")   # (True, False)
+    """
+    return bool(_GPU_FAMILY_RE.match(instance_type.split(".", 1)[0]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class LlmEmulatorSpec(_Part):
+    """Options of our OpenAI-compatible LLM emulator (``server.kind: llm-emulator``); None keeps its own default.
+
+    Each field becomes the flag of the same name (``max_num_seqs`` -> ``--max-num-seqs``).
+
+    Example::
+
+        LlmEmulatorSpec(max_num_seqs=8, decode_ms_per_token=20, seed=1)
+    """
+
+    _path: ClassVar[str] = "server.llm"
+    max_num_seqs: int | None = None
+    prefill_ms_per_token: float | None = None
+    decode_ms_per_token: float | None = None
+    decode_slowdown_per_seq: float | None = None
+    max_model_len: int | None = None
+    seed: int | None = None
+
+    def _validate(self, p: str) -> None:
+        for name, lo, hi in (
+            ("max_num_seqs", 1, 4096),
+            ("max_model_len", 1, 10_000_000),
+            ("seed", 0, 2**32 - 1),
+        ):
+            if getattr(self, name) is not None:
+                self._set(name, _int(f"{p}.{name}", getattr(self, name), lo, hi))
+        for name in ("prefill_ms_per_token", "decode_ms_per_token", "decode_slowdown_per_seq"):
+            if getattr(self, name) is not None:
+                self._set(name, _num(f"{p}.{name}", getattr(self, name), 0, 60_000))
+
+    def flags(self) -> list[str]:
+        """The emulator's command-line flags for the fields that are set."""
+        out: list[str] = []
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if v is not None:
+                out += [f"--{f.name.replace('_', '-')}", repr(v) if isinstance(v, float) else str(v)]
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerSpec(_Part):
+    """What each target runs. Whatever it is, a target is healthy when it answers the health check (the ALB's rule).
+
+    * ``kind: model`` (default): our ``mlops-lb serve`` with ``model.source`` and, locally, emulated capacity.
+    * ``kind: llm-emulator``: our OpenAI-compatible LLM emulator, with the options in ``llm``.
+    * ``kind: command``: the user's own server. ``command`` is an argv list or one shell-free string (split with
+      ``shlex``); placeholders ``{port}``, ``{host}``, ``{target_id}``, ``{model}`` are filled per target and the
+      same values arrive as env ``PORT``, ``HOST``, ``TARGET_ID``, ``MODEL_PATH``. On AWS ``image`` (with
+      ``container_port``, ``gpus``, ``registry_auth``) runs a container instead; ``command`` then is its arguments.
+
+    ``kind`` defaults to ``command`` when ``command`` or ``image`` is given, else ``model``. ``startup_timeout_s``
+    (real seconds: a boot takes as long here as there; None: the backend's default) bounds launch to first
+    passing check; ``drain_timeout_s`` is how long a SIGTERMed server may finish in-flight requests before SIGKILL.
+
+    Example::
+
+        ServerSpec(command="python app.py --port {port}", startup_timeout_s=60)
+        ServerSpec(image="vllm/vllm-openai:v0.6.3", command=["--model", "{model}"], container_port=8000, gpus="all")
+    """
+
+    _path: ClassVar[str] = "server"
+    kind: ServerKind | None = None
+    command: tuple[str, ...] | str | None = None
+    image: str | None = None
+    container_port: int | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    gpus: str | int | None = None
+    registry_auth: str | None = None
+    install: str | None = None
+    startup_timeout_s: int | None = None
+    drain_timeout_s: int = 30
+    metrics_path: str | None = None
+    llm: LlmEmulatorSpec = field(default_factory=LlmEmulatorSpec)
+
+    def _validate(self, p: str) -> None:
+        kind = self.kind
+        if kind is None:
+            kind = "command" if self.command is not None or self.image is not None else "model"
+        if not isinstance(kind, str) or kind not in SERVER_KINDS:
+            _fail(f"{p}.kind", f"must be one of {', '.join(SERVER_KINDS)} (got {_show(kind)})")
+        self._set("kind", kind)
+        self._set("command", self._argv(p))
+        if kind != "command":
+            for name in ("command", "image", "install", "registry_auth", "gpus", "container_port"):
+                if getattr(self, name) is not None:
+                    _fail(f"{p}.{name}", f"is for kind 'command' (the user's own server), not {kind!r}")
+        elif self.command is None and self.image is None:
+            _fail(f"{p}.command", "is required for kind 'command' (or, on AWS, server.image)")
+        if self.image is not None:
+            img = _str(f"{p}.image", self.image)
+            if any(c.isspace() for c in img) or img.startswith("-"):
+                _fail(
+                    f"{p}.image",
+                    f"must be an image reference such as vllm/vllm-openai:v0.6.3 (got {_show(img)})",
+                )
+        else:
+            for name in ("container_port", "gpus", "registry_auth"):
+                if getattr(self, name) is not None:
+                    _fail(f"{p}.{name}", "applies to server.image only (a command sees the machine directly)")
+        if self.container_port is not None:
+            self._set("container_port", _int(f"{p}.container_port", self.container_port, 1, 65535))
+        if self.gpus is not None and self.gpus != "all":
+            if isinstance(self.gpus, str):
+                _fail(f"{p}.gpus", f"must be 'all' or a number of GPUs (got {_show(self.gpus)})")
+            self._set("gpus", _int(f"{p}.gpus", self.gpus, 1, 16))
+        if self.registry_auth is not None and not re.fullmatch(
+            r"arn:aws[\w-]*:secretsmanager:[\w-]+:\d{12}:secret:[\w/+=.@-]+",
+            _str(f"{p}.registry_auth", self.registry_auth),
+        ):
+            _fail(
+                f"{p}.registry_auth",
+                "must be the ARN of a Secrets Manager secret with the registry's username and password "
+                f"(ECR images need none: the instance role pulls them) (got {_show(self.registry_auth)})",
+            )
+        if self.install is not None:
+            _str(f"{p}.install", self.install)
+        if not isinstance(self.env, Mapping):
+            _fail(f"{p}.env", f"must be a mapping of variable names to strings (got {_show(self.env)})")
+        for k, v in self.env.items():
+            where = f"{p}.env.{k if isinstance(k, str) else _show(k)}"
+            if not isinstance(k, str) or not _ENV_NAME_RE.fullmatch(k):
+                _fail(
+                    where,
+                    "must be an environment variable name (letters, digits, _; not starting with a digit)",
+                )
+            if k in SERVER_PLACEHOLDERS.values():
+                _fail(
+                    where, f"is set by the fleet for each target ({', '.join(SERVER_PLACEHOLDERS.values())})"
+                )
+            if not isinstance(v, str):
+                _fail(where, f"must be a string (got {_show(v)}); quote numbers in YAML")
+        self._set("env", dict(self.env))
+        if self.startup_timeout_s is not None:
+            self._set("startup_timeout_s", _int(f"{p}.startup_timeout_s", self.startup_timeout_s, 1, 3600))
+        self._set("drain_timeout_s", _int(f"{p}.drain_timeout_s", self.drain_timeout_s, 0, 3600))
+        if self.metrics_path is not None:
+            mp = _str(f"{p}.metrics_path", self.metrics_path)
+            if not mp.startswith("/") or any(c.isspace() for c in mp):
+                _fail(f"{p}.metrics_path", f"must be a URL path starting with / (got {_show(mp)})")
+        if isinstance(self.llm, Mapping):
+            self._set("llm", LlmEmulatorSpec.from_dict(self.llm, _path=f"{p}.llm"))
+        elif not isinstance(self.llm, LlmEmulatorSpec):
+            _fail(f"{p}.llm", f"must be a mapping of emulator options (got {_show(self.llm)})")
+        if kind != "llm-emulator" and self.llm != LlmEmulatorSpec():
+            _fail(f"{p}.llm", f"is for kind 'llm-emulator' (got kind {kind!r})")
+
+    def _argv(self, p: str) -> tuple[str, ...] | None:
+        import shlex
+        import string
+
+        cmd = self.command
+        if cmd is None:
+            return None
+        if isinstance(cmd, str):
+            try:
+                cmd = tuple(shlex.split(cmd))
+            except ValueError as exc:
+                _fail(f"{p}.command", f"cannot be split into arguments ({exc}) (got {_show(cmd)})")
+        argv = _str_tuple(f"{p}.command", cmd)
+        if not argv:
+            _fail(f"{p}.command", "must not be empty")
+        for i, arg in enumerate(argv):
+            try:
+                names = [n for _, n, _, _ in string.Formatter().parse(arg) if n is not None]
+            except ValueError as exc:
+                _fail(
+                    f"{p}.command[{i}]",
+                    f"has a malformed placeholder ({exc}); write {{{{ for a literal brace",
+                )
+            for n in names:
+                if n not in SERVER_PLACEHOLDERS:
+                    close = difflib.get_close_matches(n, list(SERVER_PLACEHOLDERS), n=1)
+                    hint = f"did you mean {{{close[0]}}}?" if close else "write {{ and }} for literal braces"
+                    _fail(
+                        f"{p}.command[{i}]",
+                        f"has an unknown placeholder {{{n}}} (known: {', '.join('{' + k + '}' for k in SERVER_PLACEHOLDERS)}; {hint})",
+                    )
+        return argv
+
+    @property
+    def default_metrics_path(self) -> str | None:
+        """``metrics_path``, or ``/metrics`` for our own servers (they always expose Prometheus metrics)."""
+        return self.metrics_path or (None if self.kind == "command" else "/metrics")
+
+    @property
+    def install_kind(self) -> Literal["requirements", "wheel", "project"] | None:
+        """What ``install`` names: a requirements file (``.txt``), a wheel (``.whl``) or a project directory."""
+        if self.install is None:
+            return None
+        if self.install.endswith(".whl"):
+            return "wheel"
+        return "requirements" if self.install.endswith(".txt") else "project"
+
+    def render_command(self, *, port: int, host: str, target_id: str, model: str) -> list[str]:
+        """``command`` with its placeholders filled for one target (``[]`` when there is none).
+
+        Example::
+
+            ServerSpec(command="app --port {port}").render_command(port=9001, host="127.0.0.1", target_id="i-1",
+                                                                   model="demo")   # ['app', '--port', '9001']
+        """
+        values = {"port": port, "host": host, "target_id": target_id, "model": model}
+        return [a.format(**values) for a in (self.command or ())]
+
+    def environment(self, *, port: int, host: str, target_id: str, model: str) -> dict[str, str]:
+        """The variables a target gets on top of the machine's: ``env`` plus PORT, HOST, TARGET_ID, MODEL_PATH."""
+        values = {"port": port, "host": host, "target_id": target_id, "model": model}
+        return {**self.env, **{var: str(values[k]) for k, var in SERVER_PLACEHOLDERS.items()}}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -427,6 +805,36 @@ class NetworkSpec(_Part):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AwsSpec(_Part):
+    """Values that apply only on AWS; the local backend ignores this section.
+
+    ``health_check`` holds any HealthCheckSpec fields to use on AWS instead of the top-level ones: a local worker
+    is ready in a second, an instance needs minutes to boot and install (see docs/aws.md, "Boot time"), so a
+    spec tuned for the local clock can carry AWS-safe values here.
+
+    Example::
+
+        FleetSpec(name="demo", aws=AwsSpec(health_check={"grace_period_s": 600, "interval_s": 15}))
+        spec.aws_health_check.grace_period_s     # 600 (what the AWS program uses)
+    """
+
+    _path: ClassVar[str] = "aws"
+    health_check: Mapping[str, Any] = field(default_factory=dict)
+
+    def _validate(self, p: str) -> None:
+        if not isinstance(self.health_check, Mapping):
+            _fail(
+                f"{p}.health_check",
+                f"must be a mapping of health_check fields (got {_show(self.health_check)})",
+            )
+        names = {f.name for f in dataclasses.fields(HealthCheckSpec)}
+        for key in self.health_check:
+            if key not in names:
+                _unknown_field(f"{p}.health_check", key, names)
+        self._set("health_check", dict(self.health_check))
+
+
+@dataclass(frozen=True, kw_only=True)
 class FleetSpec(_Part):
     """A whole fleet: load balancer, target group, Auto Scaling group, scaling policy and model.
 
@@ -446,9 +854,11 @@ class FleetSpec(_Part):
     target_group: TargetGroupSpec = field(default_factory=TargetGroupSpec)
     scaling: ScalingPolicySpec = field(default_factory=ScalingPolicySpec)
     model: ModelSpec = field(default_factory=ModelSpec)
+    server: ServerSpec = field(default_factory=ServerSpec)
     local: LocalSpec = field(default_factory=LocalSpec)
     network: NetworkSpec = field(default_factory=NetworkSpec)
     tags: Mapping[str, str] = field(default_factory=dict)
+    aws: AwsSpec = field(default_factory=AwsSpec)
 
     def _validate(self, p: str) -> None:
         name = _str("name", self.name)
@@ -463,6 +873,12 @@ class FleetSpec(_Part):
             _fail(
                 "name", f"must not start with 'internal-' (AWS reserves it for ALB names) (got {_show(name)})"
             )
+        # Security groups are named <name>-alb / <name>-instances; EC2 refuses names starting with sg-.
+        if aws_rules.security_group_name_problem(f"{name}-alb"):
+            _fail(
+                "name",
+                f"must not start with 'sg-' (EC2 refuses such security-group names) (got {_show(name)})",
+            )
         if self.region is not None and not re.fullmatch(
             r"[a-z]{2}(-gov)?-[a-z]+-\d", _str("region", self.region)
         ):
@@ -474,8 +890,10 @@ class FleetSpec(_Part):
             ("target_group", TargetGroupSpec),
             ("scaling", ScalingPolicySpec),
             ("model", ModelSpec),
+            ("server", ServerSpec),
             ("local", LocalSpec),
             ("network", NetworkSpec),
+            ("aws", AwsSpec),
         ):
             value = getattr(self, fname)
             if isinstance(value, Mapping):  # FleetSpec(name="x", capacity={"max": 6}) works like from_dict
@@ -496,6 +914,22 @@ class FleetSpec(_Part):
             if not isinstance(v, str) or len(v) > 256:
                 _fail(where, f"value must be a string of at most 256 characters (got {_show(v)})")
         self._set("tags", dict(self.tags))
+        if self.server.gpus is not None and not is_gpu_instance_type(self.instance.type):
+            _fail(
+                "server.gpus",
+                f"needs a GPU instance type such as g5.xlarge or g6.xlarge (instance.type is {self.instance.type!r})",
+            )
+        try:
+            self.aws_health_check  # noqa: B018 - validates the aws: overrides against HealthCheckSpec's rules
+        except SpecError as exc:
+            raise SpecError(f"aws.{exc.field}" if exc.field else "aws", str(exc).split(" ", 1)[-1]) from None
+
+    @property
+    def aws_health_check(self) -> HealthCheckSpec:
+        """The health check the AWS program uses: ``health_check`` with the ``aws.health_check`` overrides."""
+        if not self.aws.health_check:
+            return self.health_check
+        return HealthCheckSpec(**{**self.health_check.to_dict(), **self.aws.health_check})
 
     # ------------------------------------------------------------------ conveniences
     def replace(self, **changes: Any) -> FleetSpec:
@@ -504,6 +938,48 @@ class FleetSpec(_Part):
         for key in changes:
             if key not in names:
                 _unknown_field("", key, names)
+        return dataclasses.replace(self, **changes)
+
+    def rescaled(
+        self,
+        *,
+        min: int | None = None,
+        desired: int | None = None,
+        max: int | None = None,
+        target_rps_per_target: float | None = None,
+    ) -> FleetSpec:
+        """A validated copy with new capacity bounds, desired capacity or tracking target (``None``: unchanged).
+
+        This is the one place ``scale()`` arguments are checked and clamped, for every backend: without
+        ``desired``, the current desired capacity is clamped into the new bounds, as AWS does when only min or
+        max changes. Values are stored as plain ints and floats (a numpy integer is fine; a bool or a float
+        where an integer belongs is a SpecError naming the field).
+
+        Example::
+
+            spec = FleetSpec(name="demo", capacity=CapacitySpec(min=1, desired=3, max=6))
+            spec.rescaled(max=2).capacity        # CapacitySpec(min=1, desired=2, max=2)
+        """
+        cap = self.capacity
+        new_min = cap.min if min is None else min
+        new_max = cap.max if max is None else max
+        new_desired = desired
+        if new_desired is None:
+            new_desired = cap.desired
+            if _is_int(new_min) and _is_int(new_max) and new_min <= new_max:
+                new_desired = builtins_max(new_min, builtins_min(new_max, cap.desired))
+        capacity = dataclasses.replace(cap, min=new_min, desired=new_desired, max=new_max)
+        changes: dict[str, Any] = {"capacity": capacity}
+        if target_rps_per_target is not None:
+            if self.scaling.metric != "request_count_per_target":
+                raise SpecError(
+                    "target_rps_per_target",
+                    f"does not apply: this fleet's policy tracks {self.scaling.metric} "
+                    f"(target {self.scaling.target_concurrency_per_target:g} in-flight requests per target)",
+                )
+            changes["scaling"] = dataclasses.replace(
+                self.scaling, target_rps_per_target=target_rps_per_target
+            )
         return dataclasses.replace(self, **changes)
 
     @classmethod
@@ -515,7 +991,7 @@ class FleetSpec(_Part):
         """YAML text of ``to_dict()``; also written to ``path`` when given."""
         import yaml
 
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        text = yaml.dump(self.to_dict(), Dumper=_spec_dumper(), sort_keys=False)
         if path is not None:
             Path(path).write_text(text)
         return text
@@ -542,7 +1018,7 @@ class FleetSpec(_Part):
         else:
             text = source
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_spec_loader())  # a SafeLoader subclass: safe
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -127,3 +127,83 @@ class TestRunBundle:
         b.finalize()
         assert errors == []
         assert len(RunBundle.load(b.path).requests) == 150
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A tiny tmpfs (mounted as root; the test is skipped where mount is not permitted) and a filler to fill it.
+
+    ``fill(free)`` leaves about ``free`` bytes: a disk that fills up mid-run, reproducibly.
+    """
+    import shutil
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True)
+    if res.returncode != 0:
+        pytest.skip(f"mount not permitted here: {res.stderr.decode().strip()}")
+
+    def fill(free: int) -> None:
+        st = os.statvfs(mnt)
+        avail = st.f_bavail * st.f_frsize
+        with open(mnt / "filler", "wb") as fh:
+            fh.write(b"\0" * max(avail - free, 0))
+
+    try:
+        yield mnt, fill
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+class TestStorageErrors:
+    def test_root_that_is_a_file(self, tmp_path):
+        """A bundle root that is a file: StorageError (an MlopsLbError) naming the path and the cause."""
+        from mlops_lb.errors import StorageError
+
+        root = tmp_path / "runs"
+        root.write_text("not a folder")
+        with pytest.raises(StorageError) as ei:
+            RunBundle.create(root=root, name="x")
+        assert isinstance(ei.value, MlopsLbError)
+        assert str(root) in str(ei.value) and "not a directory" in str(ei.value).lower()
+        assert ei.value.path == root and isinstance(ei.value.cause, OSError)
+
+    def test_read_only_root(self, tmp_path):
+        """A read-only filesystem (root ignores file modes, so a read-only mount): StorageError naming the path."""
+        import subprocess
+
+        from mlops_lb.errors import StorageError
+
+        mnt = tmp_path / "ro"
+        mnt.mkdir()
+        res = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)], capture_output=True
+        )
+        if res.returncode != 0:
+            pytest.skip(f"mount not permitted here: {res.stderr.decode().strip()}")
+        try:
+            with pytest.raises(StorageError) as ei:
+                RunBundle.create(root=mnt / "runs", name="x")
+            assert str(mnt / "runs") in str(ei.value) and "read-only" in str(ei.value).lower()
+        finally:
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+    def test_full_disk_append_and_finalize(self, small_fs):
+        """ENOSPC on append and on finalize: StorageError with the part's path; whatever reached disk loads."""
+        from mlops_lb.errors import StorageError
+
+        mnt, fill = small_fs
+        b = RunBundle.create(root=mnt, name="full")
+        b.append_requests(_rows(0, 50))
+        fill(0)
+        with pytest.raises(StorageError) as ei:
+            for i in range(200):
+                b.append_requests(_rows(50 + i * 1000, 1000))
+        assert "requests.parts" in str(ei.value) and ei.value.errno == 28
+        with pytest.raises(StorageError):
+            b.finalize()
+        assert len(RunBundle.load(b.path).requests) >= 50
+        assert not list((b.path / "requests.parts").glob("*.tmp"))  # no half-written file left behind

@@ -244,12 +244,14 @@ class TestScaling:
 
 
 class TestModel:
-    @pytest.mark.parametrize("source", ["demo", "m.joblib", "dir/m.pkl", "s3://bucket/m.skops"])
+    @pytest.mark.parametrize(
+        "source", ["demo", "m.joblib", "dir/m.pkl", "s3://bucket/m.skops", "demo.onnx", "models/m.onnx"]
+    )
     def test_demo_or_model_files(self, source):
-        """The demo model or a joblib/pickle/skops path or URI."""
+        """The demo model or a joblib/pickle/skops/onnx path or URI."""
         assert ModelSpec(source=source).source == source
 
-    @pytest.mark.parametrize("source", ["", "model.onnx", "m.joblib\n", "Demo", 3])
+    @pytest.mark.parametrize("source", ["", "model.h5", "m.onnx\n", "m.joblib\n", "Demo", 3])
     def test_anything_else_is_refused(self, source):
         """Other suffixes, empty text and non-strings are refused."""
         rejects(lambda: ModelSpec(source=source), "model.source")
@@ -412,6 +414,35 @@ class TestFromDict:
         assert FleetSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
 
 
+class TestRescaled:
+    BASE = FleetSpec(name="x", capacity=CapacitySpec(min=1, desired=3, max=6))
+
+    def test_desired_is_clamped_into_new_bounds_only_when_not_given(self):
+        """Without desired, the current one is clamped into the new bounds (AWS's rule); with it, it is checked."""
+        assert self.BASE.rescaled(max=2).capacity == CapacitySpec(min=1, desired=2, max=2)
+        assert self.BASE.rescaled(min=4).capacity == CapacitySpec(min=4, desired=4, max=6)
+        assert self.BASE.rescaled(desired=5).capacity.desired == 5
+        rejects(lambda: self.BASE.rescaled(min=2, desired=1), "capacity.desired", "between")
+        rejects(lambda: self.BASE.rescaled(min=7), "capacity.min", "<= capacity.max")
+
+    def test_values_are_plain_and_typed(self):
+        """numpy integers become ints; bools, floats and strings where an integer belongs name the field."""
+        spec = self.BASE.rescaled(desired=np.int64(2), max=np.int32(5))
+        assert type(spec.capacity.desired) is int and type(spec.capacity.max) is int
+        for bad in (True, 2.0, "2"):
+            rejects(lambda bad=bad: self.BASE.rescaled(desired=bad), "capacity.desired", "must be an integer")
+
+    def test_target_and_other_fields_are_kept(self):
+        """The tracking target changes alone; every other field (and the original spec) stays as it was."""
+        spec = self.BASE.rescaled(target_rps_per_target=np.float64(12.5))
+        assert (
+            spec.scaling.target_rps_per_target == 12.5 and type(spec.scaling.target_rps_per_target) is float
+        )
+        assert spec.capacity == self.BASE.capacity and spec.scaling.warmup_s == self.BASE.scaling.warmup_s
+        assert self.BASE.rescaled() == self.BASE and self.BASE.capacity.desired == 3
+        rejects(lambda: self.BASE.rescaled(target_rps_per_target=0), "scaling.target_rps_per_target")
+
+
 class TestYaml:
     def test_round_trip_text_and_file(self, tmp_path):
         """to_yaml/from_yaml round-trip, as text and through a file."""
@@ -439,6 +470,41 @@ class TestYaml:
         rejects(lambda: FleetSpec.from_yaml("name: demo"), None, "end it with a newline")
         assert FleetSpec.from_yaml("name: demo\n").name == "demo"
         rejects(lambda: FleetSpec.from_yaml(b"name: x\n"), None, "path or YAML text")  # type: ignore[arg-type]
+
+    def test_duplicate_keys_are_refused_naming_both_lines(self):
+        """PyYAML keeps the last of two equal keys: a second `capacity:` block replaced the first whole (issue 19)."""
+        text = "name: prod\ncapacity:\n  min: 2\n  desired: 3\n  max: 4\nname: demo\n"
+        rejects(lambda: FleetSpec.from_yaml(text), None, "duplicate key 'name'", "line 1", "line 6")
+        nested = "name: x\ncapacity:\n  min: 2\n  desired: 3\n  min: 1\n"
+        rejects(lambda: FleetSpec.from_yaml(nested), None, "duplicate key 'min'", "line 3", "line 5")
+        flow = "name: x\ncapacity: {min: 2, desired: 3, max: 4}\ncapacity: {min: 1, desired: 1}\n"
+        rejects(lambda: FleetSpec.from_yaml(flow), None, "duplicate key 'capacity'", "line 2", "line 3")
+
+    def test_merge_keys_may_still_be_overridden(self):
+        """A `<<` merge followed by an explicit key is YAML's override, not a duplicate."""
+        text = "name: x\ncapacity:\n  <<: {min: 1, desired: 1, max: 2}\n  max: 6\n"
+        assert FleetSpec.from_yaml(text).capacity.max == 6
+
+    @pytest.mark.parametrize(
+        ("literal", "value"),
+        [("1e3", 1000.0), ("1.5e3", 1500.0), ("2E+2", 200.0), ("5e-1", 0.5), ("1_0e1", 100.0)],
+    )
+    def test_exponent_numbers_read_as_numbers(self, literal, value):
+        """YAML 1.1 needs a dot and a signed exponent for a float; `1e3` was the string '1e3' (issue 19)."""
+        spec = FleetSpec.from_yaml(f"name: x\nscaling: {{target_rps_per_target: {literal}}}\n")
+        assert spec.scaling.target_rps_per_target == value
+        rejects(
+            lambda: FleetSpec.from_yaml("name: x\nscaling: {target_rps_per_target: 1e12}\n"),
+            "scaling.target_rps_per_target",
+            "1000000000000.0",
+        )
+        assert FleetSpec.from_yaml("name: 1e3x\n").name == "1e3x"  # not a number: stays a string
+
+    def test_strings_that_look_like_exponent_numbers_stay_strings(self):
+        """to_yaml quotes '1e3'-like strings, which the loader would otherwise read back as numbers."""
+        spec = FleetSpec(name="x", tags={"a": "0e0", "b": "1E5", "c": "-2.5e-3"})
+        assert "'0e0'" in spec.to_yaml()
+        assert FleetSpec.from_yaml(spec.to_yaml()) == spec
 
     def test_unreadable_yaml_values(self):
         """A YAML integer too long for Python to convert is a SpecError, not a ValueError from deep inside."""

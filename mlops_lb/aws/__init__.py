@@ -14,8 +14,10 @@ Example::
 from __future__ import annotations
 
 from ._arns import FleetDimensions, arn_suffix
+from ._preflight import Preflight, preflight
+from .assets import build_wheel
 from .cloudwatch import CATALOGUE, read_fleet_metrics, read_scaling_activities, read_target_health
-from .program import STACK_TAG, build_wheel, declare_fleet, fleet_program
+from .program import STACK_TAG, declare_fleet, fleet_program
 from .stack import AwsFleet, find_orphans
 
 __all__ = [
@@ -23,11 +25,13 @@ __all__ = [
     "STACK_TAG",
     "AwsFleet",
     "FleetDimensions",
+    "Preflight",
     "arn_suffix",
     "build_wheel",
     "declare_fleet",
     "find_orphans",
     "fleet_program",
+    "preflight",
     "read_fleet_metrics",
     "read_scaling_activities",
     "read_target_health",

@@ -1,5 +1,8 @@
 """AwsFleet: the Fleet protocol on AWS, through the Pulumi Automation API (slow paths) and boto3 (fast paths).
 
+(Over 500 lines on purpose: one class implementing the Fleet protocol, plus the orphan finder that reads the
+same state directory; splitting the class would scatter the one object users hold.)
+
 Where things live: Pulumi state in a local file backend ``file://~/.mlops_lb/pulumi`` unless
 ``PULUMI_BACKEND_URL`` says otherwise; one persistent work dir per stack (``~/.mlops_lb/stacks/<stack>``) so
 the stack's config survives a kernel restart; the secrets passphrase from ``PULUMI_CONFIG_PASSPHRASE`` /
@@ -11,15 +14,18 @@ Example::
 
     import mlops_lb as ml
     fleet = ml.open_fleet(ml.FleetSpec(name="demo", region="us-east-1"), backend="aws")
+    fleet.preflight()                      # read-only checks of the account; launch() runs them first
     fleet.launch(on_output=print)          # pulumi up: ALB, target group, launch template, ASG, policy
-    fleet.scale(desired=3)                 # boto3 SetDesiredCapacity, immediate
-    fleet.scale(max=8)                     # stack config + pulumi up
+    fleet.scale(desired=3)                 # boto3 SetDesiredCapacity, immediate, no pulumi
+    fleet.scale(max=8)                     # stack config + pulumi up: only the group changes
+    fleet.logs(fleet.status().target[0])   # the instance's console (bootstrap log)
     fleet.status(); fleet.events(); fleet.metrics()
     fleet.destroy(confirm="demo")
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -30,14 +36,18 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BackendUnavailable, MetricsError, ProvisionError, SpecError
+from ..errors import BackendUnavailable, ProvisionError, SpecError
+from ..fleet import Capacity
 from ..frames import STATUS_COLUMNS, events_frame
-from ..spec import CapacitySpec, FleetSpec
+from ..spec import FleetSpec
 from ._boto import client, provision_error
+from .assets import Wheelhouse
 from .program import STACK_TAG, fleet_program
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from ._preflight import Preflight
 
 __all__ = ["PULUMI_INSTALL", "AwsFleet", "find_orphans", "mlops_home"]
 
@@ -149,6 +159,7 @@ class AwsFleet:
         region: str | None = None,
         session: Any = None,
         wheel: str | os.PathLike[str] | None = None,
+        wheelhouse: Wheelhouse | None = None,
     ) -> None:
         if not isinstance(spec, FleetSpec):
             raise SpecError("spec", f"must be a FleetSpec (got {type(spec).__name__})")
@@ -175,6 +186,9 @@ class AwsFleet:
             )
         self.work_dir = Path(work_dir) if work_dir else mlops_home() / "stacks" / self.stack_name
         self._wheel = wheel
+        self._wheelhouse = wheelhouse
+        self._resolved: dict[str, Any] | None = None
+        self._repin_ami = False
         self._stack: Any = None
         self._outputs: dict[str, Any] | None = None
 
@@ -229,11 +243,18 @@ class AwsFleet:
         _require_cli()  # before any cloud call or wheel build
         from pulumi import automation as auto
 
+        fleet_program(self.spec, wheel=self._wheel)  # a bad model path fails here, before any cloud call
+
+        def program() -> None:  # reads the fleet's state when Pulumi runs it: spec, preflight ids, wheelhouse
+            fleet_program(
+                self.spec, wheel=self._wheel, resolved=self._resolved, wheelhouse=self._wheelhouse
+            )()
+
         try:
             self._stack = auto.create_or_select_stack(
                 stack_name=self.stack_name,
                 project_name=self.project_name,
-                program=fleet_program(self.spec, wheel=self._wheel),
+                program=program,
                 opts=self.workspace_options(),
             )
         except Exception as exc:
@@ -248,13 +269,85 @@ class AwsFleet:
         except Exception as exc:
             raise _translate("setting stack config", exc) from exc
 
+    # ------------------------------------------------------------------ preflight
+    def preflight(self) -> Preflight:
+        """Read-only checks of the account against the spec (``ml.aws.preflight``), AMI pinned to the stack's.
+
+        The AMI stays the one the stack already runs (stack output ``ami_id``) unless the architecture changed,
+        the spec pins another, or :meth:`update_ami` asked for the latest: a new AMI release never rolls the
+        fleet by itself.
+        """
+        from ._preflight import preflight
+
+        pf = preflight(self.spec, session=self._session, region=self.region)
+        pinned = None if self._repin_ami or self.spec.instance.ami else self._live_outputs().get("ami_id")
+        live_arch = self._live_outputs().get("architecture")
+        if pinned and pf.resolved.get("ami_id") and live_arch == pf.resolved.get("architecture"):
+            pf.resolved["ami_id"] = pinned
+            pf.add("ami pinned", True, f"{pinned}: the AMI the stack runs (fleet.update_ami() moves it)")
+        return pf
+
+    def _live_outputs(self) -> dict[str, Any]:
+        """Outputs of the last update, or {} for a stack never launched (or when they cannot be read)."""
+        try:
+            return self.outputs()
+        except (ProvisionError, BackendUnavailable):
+            return {}
+
+    def _ready(self, on_output: Callable[[str], Any] | None) -> Any:
+        """CLI check, preflight (raises listing failures), wheelhouse, stack, drift report, config: before any up."""
+        _require_cli()  # before any cloud call or wheel build
+        pf = self.preflight()
+        pf.raise_for_failures()
+        self._resolved = dict(pf.resolved)
+        if self._wheelhouse is None:
+            from .assets import build_wheelhouse, pinned_requirements
+
+            arch = str(self._resolved.get("architecture", "x86_64"))
+            self._wheelhouse = build_wheelhouse(pinned_requirements(architecture=arch), architecture=arch)
+        stack = self._get_stack()
+        self._report_drift(stack, on_output)
+        self._apply_config(stack)
+        return stack
+
+    def live_config(self) -> dict[str, str]:
+        """The stack's current config (``minSize``, ``maxSize``, ... without the project prefix); {} when new."""
+        try:
+            cfg = self._get_stack().get_all_config()
+        except Exception as exc:  # a new stack has none; anything else is reported by the update itself
+            log.debug("reading stack config: %s", exc)
+            return {}
+        prefix = f"{self.project_name}:"
+        return {(k[len(prefix) :] if k.startswith(prefix) else k): v.value for k, v in cfg.items()}
+
+    def _report_drift(self, stack: Any, on_output: Callable[[str], Any] | None) -> None:
+        """Say, before applying, where the spec differs from the live stack (e.g. after scale()): never silently."""
+        live = self.live_config()
+        want = self.stack_config()
+        diff = {k: (live[k], v) for k, v in want.items() if k in live and live[k] != v}
+        if not diff:
+            return
+        lines = [f"  {k}: {old} (live) -> {new} (spec)" for k, (old, new) in sorted(diff.items())]
+        text = (
+            f"stack {self.stack_name} differs from the spec; this update applies the spec:\n"
+            + "\n".join(lines)
+            + "\n(to keep the live values, put them in the spec or call fleet.scale(...) after launch)\n"
+        )
+        log.warning("%s", text.rstrip())
+        if on_output is not None:
+            on_output(text)
+
     # ------------------------------------------------------------------ lifecycle
     def launch(
         self, *, on_output: Callable[[str], Any] | None = None, on_event: Callable[[Any], Any] | None = None
     ) -> str:
-        """``pulumi up`` the whole fleet; returns the load balancer URL. Output streams through the callbacks."""
-        stack = self._get_stack()
-        self._apply_config(stack)
+        """Preflight, then ``pulumi up`` the whole fleet; returns the load balancer URL.
+
+        A failed preflight raises ProvisionError listing the failed checks, and nothing is created. Where the
+        spec differs from the live stack (say after ``scale()``), the difference goes through ``on_output``
+        before the update applies the spec. Output streams through the callbacks.
+        """
+        stack = self._ready(on_output)
         log.info("pulumi up stack %s in %s", self.stack_name, self.region)
         try:
             result = stack.up(on_output=on_output, on_event=on_event, color="never")
@@ -266,14 +359,21 @@ class AwsFleet:
     def preview(
         self, *, on_output: Callable[[str], Any] | None = None, on_event: Callable[[Any], Any] | None = None
     ) -> dict[str, int]:
-        """``pulumi preview``: what ``launch()`` would change, as {operation: count}."""
-        stack = self._get_stack()
-        self._apply_config(stack)
+        """Preflight, then ``pulumi preview``: what ``launch()`` would change, as {operation: count}."""
+        stack = self._ready(on_output)
         try:
             result = stack.preview(on_output=on_output, on_event=on_event, color="never")
         except Exception as exc:
             raise _translate(f"pulumi preview ({self.stack_name})", exc) from exc
         return dict(result.change_summary)
+
+    def update_ami(self, *, on_output: Callable[[str], Any] | None = None) -> str:
+        """Move the fleet to the latest AMI for its architecture (an instance refresh, capacity kept)."""
+        self._repin_ami = True
+        try:
+            return self.launch(on_output=on_output)
+        finally:
+            self._repin_ami = False
 
     def refresh(self, *, on_output: Callable[[str], Any] | None = None) -> None:
         """``pulumi refresh``: read the real resources back into the state."""
@@ -344,6 +444,10 @@ class AwsFleet:
     ) -> None:
         """Change bounds or the policy (stack config + ``pulumi up``) and/or desired capacity (boto3, immediate).
 
+        ``desired`` alone never runs Pulumi. Bounds and target go through the stack config, so the stack keeps
+        them; the update changes only the group and the policy (assets and user data are reproducible, so the
+        launch template stays and no instance is replaced).
+
         Example::
 
             fleet.scale(desired=3)                       # SetDesiredCapacity, HonorCooldown=False
@@ -354,7 +458,8 @@ class AwsFleet:
         new_max = cap.max if max is None else max
         # The spec's desired only matters at creation; keep it inside the new bounds unless one was asked for.
         new_desired = desired if desired is not None else sorted((new_min, cap.desired, new_max))[1]
-        capacity = CapacitySpec(min=new_min, desired=new_desired, max=new_max)
+        # replace(), not CapacitySpec(...): the warm pool (and any later capacity field) must survive a scale.
+        capacity = dataclasses.replace(cap, min=new_min, desired=new_desired, max=new_max)
         scaling = self.spec.scaling
         if target_rps_per_target is not None:
             scaling = type(scaling)(**{**scaling.to_dict(), "target_rps_per_target": target_rps_per_target})
@@ -406,12 +511,10 @@ class AwsFleet:
                             details[inst["InstanceId"]] = inst
             except Exception as exc:
                 raise provision_error("EC2 DescribeInstances", exc) from exc
-        try:
-            health = read_target_health(
-                self._output("target_group_arn"), session=self._session, region=self.region
-            )
-        except MetricsError as exc:
-            raise ProvisionError(str(exc)) from exc
+        # A MetricsError keeps its type, AWS code and hint (it used to become ProvisionError(str(exc))).
+        health = read_target_health(
+            self._output("target_group_arn"), session=self._session, region=self.region
+        )
         by_target = {r.target: r for r in health.itertuples()}
         rows = []
         for inst in instances:
@@ -447,15 +550,13 @@ class AwsFleet:
         """Scaling activities (scale_out/scale_in/launch/terminate) plus the current target health of each target."""
         from .cloudwatch import read_scaling_activities, read_target_health
 
-        try:
-            acts = read_scaling_activities(
-                self._output("asg_name"), start=start, end=end, session=self._session, region=self.region
-            )
-            health = read_target_health(
-                self._output("target_group_arn"), session=self._session, region=self.region
-            )
-        except MetricsError as exc:
-            raise ProvisionError(str(exc)) from exc
+        # A failed read stays a MetricsError (its AWS code and hint intact), as everywhere else.
+        acts = read_scaling_activities(
+            self._output("asg_name"), start=start, end=end, session=self._session, region=self.region
+        )
+        health = read_target_health(
+            self._output("target_group_arn"), session=self._session, region=self.region
+        )
         now = datetime.now(timezone.utc)
         kind = {
             "healthy": "healthy",
@@ -476,6 +577,54 @@ class AwsFleet:
                     }
                 )
         return events_frame(rows)
+
+    @property
+    def capacity(self) -> Capacity:
+        """The group's live ``Capacity(min, desired, max)`` (one DescribeAutoScalingGroups call)."""
+        asg = self._output("asg_name")
+        try:
+            groups = self._client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[asg])
+        except Exception as exc:
+            raise provision_error("Auto Scaling DescribeAutoScalingGroups", exc) from exc
+        found = groups.get("AutoScalingGroups", [])
+        if not found:
+            raise ProvisionError(f"Auto Scaling group {asg!r} of stack {self.stack_name!r} does not exist")
+        g = found[0]
+        return Capacity(int(g["MinSize"]), int(g["DesiredCapacity"]), int(g["MaxSize"]))
+
+    def decisions(self, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
+        """The group's capacity changes from its scaling activities, one row per decision.
+
+        Columns as the local fleet's ``decisions()``; AWS records only decisions that changed capacity (no
+        ``none`` rows) and not the metric inputs, so those columns are empty. ``attrs["source"]`` says so.
+        """
+        import re
+
+        import pandas as pd
+
+        from ..local.autoscaler import DECISION_COLUMNS
+        from .cloudwatch import read_scaling_activities
+
+        acts = read_scaling_activities(
+            self._output("asg_name"), start=start, end=end, session=self._session, region=self.region
+        )
+        rows = []
+        for r in acts[acts["kind"].isin(["scale_out", "scale_in"])].itertuples():
+            m = re.match(r"desired (\d+) -> (\d+): (.*)", str(r.detail), re.S)
+            if m:
+                rows.append(
+                    {
+                        "timestamp": r.timestamp,
+                        "action": r.kind,
+                        "desired_before": int(m[1]),
+                        "desired_after": int(m[2]),
+                        "reason": m[3],
+                    }
+                )
+        df = pd.DataFrame(rows, columns=list(DECISION_COLUMNS))
+        df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
+        df.attrs["source"] = "aws scaling activities (capacity changes only)"
+        return df
 
     def metrics(
         self, start: datetime | None = None, end: datetime | None = None, period_s: float | None = None
@@ -498,6 +647,32 @@ class AwsFleet:
             session=self._session,
             region=out.get("region") or self.region,
         )
+
+    def logs(self, target: str, *, tail: int = 200) -> str:
+        """The last ``tail`` lines of an instance's console: the bootstrap log (EC2 GetConsoleOutput).
+
+        The user data tees every step to the console, so this shows where a boot got stuck without SSH.
+
+        Example::
+
+            print(fleet.logs("i-0123456789abcdef0"))
+        """
+        import base64
+        import binascii
+
+        if not isinstance(target, str) or not re.fullmatch(r"i-[0-9a-f]{8,17}", target):
+            raise SpecError("target", f"must be an instance id such as i-0123456789abcdef0 (got {target!r})")
+        try:
+            out = self._client("ec2").get_console_output(InstanceId=target, Latest=True)
+        except Exception as exc:
+            raise provision_error("EC2 GetConsoleOutput", exc) from exc
+        raw = out.get("Output") or ""
+        try:  # the API returns base64; some SDK layers decode it already
+            text = base64.b64decode(raw, validate=True).decode("utf-8", "replace")
+        except (binascii.Error, ValueError):
+            text = raw
+        lines = text.splitlines()
+        return "\n".join(lines[-tail:] if tail > 0 else lines)
 
     def close(self) -> None:
         """Forget local handles; the stack keeps running (and billing) until destroyed."""

@@ -24,23 +24,46 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import time
 import traceback
+import weakref
 from array import array
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ERROR_KINDS", "EngineConfig", "fold", "new_histogram", "run_engine"]
+__all__ = [
+    "ERROR_KINDS",
+    "EngineConfig",
+    "body_until_close",
+    "concat_records",
+    "fold",
+    "new_histogram",
+    "run_engine",
+]
 
 log = logging.getLogger(__name__)
 
-# Error codes stored per request; index = code.
-ERROR_KINDS = ("", "timeout", "connect", "reset", "http_4xx", "http_5xx", "other")
-E_OK, E_TIMEOUT, E_CONNECT, E_RESET, E_4XX, E_5XX, E_OTHER = range(7)
+# Error codes stored per request; index = code. ``no_connection``: the request waited ``timeout_s`` past its
+# intended send time without getting a connection (every connection busy or none could be opened);
+# ``cancelled``: in flight or waiting when a Stop ended the run. The ``stream_*``/``bad_event``/``no_tokens``
+# kinds only occur on streamed responses (SSE or chunked), whose partial token timings are kept.
+ERROR_KINDS = (
+    "", "timeout", "connect", "reset", "http_4xx", "http_5xx", "other", "no_connection", "cancelled",
+    "stream_truncated", "bad_event", "no_tokens",
+)  # fmt: skip
+(
+    E_OK, E_TIMEOUT, E_CONNECT, E_RESET, E_4XX, E_5XX, E_OTHER, E_NO_CONN, E_CANCELLED, E_TRUNCATED,
+    E_BAD_EVENT, E_NO_TOKENS,
+) = range(len(ERROR_KINDS))  # fmt: skip
+# Which kinds still measure a whole response: their latency goes into the percentiles (an HTTP error is a
+# response; a broken or timed-out stream is not, although its partial timings stay in its record).
+LATENCY_KINDS = np.zeros(len(ERROR_KINDS), dtype=bool)
+LATENCY_KINDS[[E_OK, E_4XX, E_5XX, E_NO_TOKENS]] = True
 
 # HDR histograms in microseconds, 1 µs to 1 hour, 3 significant figures.
 HIST_LOWEST_US = 1
@@ -114,6 +137,7 @@ class EngineConfig:
         interval_s: float,
         worker: int,
         encode_hists: bool,
+        connect_timeout_s: float | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -127,6 +151,27 @@ class EngineConfig:
         self.interval_s = interval_s
         self.worker = worker
         self.encode_hists = encode_hists
+        self.connect_timeout_s = min(timeout_s, 3.0) if connect_timeout_s is None else connect_timeout_s
+
+
+def body_until_close(head: bytes) -> bool:
+    """True when a response header block declares no body length, so the body ends when the server closes.
+
+    RFC 9112 §6.3 (https://www.rfc-editor.org/rfc/rfc9112#section-6.3): a response without Content-Length
+    or a chunked Transfer-Encoding (and not 1xx/204/304) is delimited by the close of the connection; so is
+    any HTTP/1.0 response without Content-Length. httptools does not expose llhttp_finish(), so the engine
+    completes such a response itself when the connection ends.
+    """
+    end = head.find(b"\r\n\r\n")
+    block = (head if end < 0 else head[:end]).lower()
+    if end < 0 or block[9:10] == b"1" or block[9:12] in (b"204", b"304"):
+        return False
+    for line in block.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip()
+        if name == b"content-length" or (name == b"transfer-encoding" and b"chunked" in value):
+            return False
+    return True
 
 
 class _Conn(asyncio.Protocol):
@@ -134,9 +179,11 @@ class _Conn(asyncio.Protocol):
 
     Only ``on_message_complete`` is a parser callback: per-header callbacks cost a Python call per header line
     (six or more per response), so the X-Target-Id header is found by a byte search of the first chunk instead.
+    A response whose header block names ``chunked`` or ``event-stream`` is handed to a :class:`_Stream` (its own
+    parser with body callbacks), so only streamed responses pay for token timing.
     """
 
-    __slots__ = ("_eng", "dead", "nbytes", "parser", "req", "target", "transport")
+    __slots__ = ("_eng", "dead", "head", "held", "nbytes", "parser", "req", "sp", "target", "transport")
 
     def __init__(self, eng: _Engine) -> None:
         self._eng = eng
@@ -146,6 +193,9 @@ class _Conn(asyncio.Protocol):
         self.dead = False
         self.nbytes = 0
         self.target = -1
+        self.head = b""
+        self.held: bytes | None = None
+        self.sp: _Stream | None = None
         eng.conns.add(self)
 
     # -- asyncio.Protocol
@@ -154,6 +204,7 @@ class _Conn(asyncio.Protocol):
 
         self.transport = transport  # type: ignore[assignment]
         self.parser = httptools.HttpResponseParser(self)
+        self._eng.transports.add(transport)
 
     def data_received(self, data: bytes) -> None:
         if self.req < 0:
@@ -161,8 +212,25 @@ class _Conn(asyncio.Protocol):
         eng = self._eng
         # One clock read per read event: it stamps this response's completion and any send it triggers.
         eng.now = eng.perf() - eng.t0
+        sp = self.sp
+        if sp is not None:
+            self.nbytes += len(data)
+            sp.feed(data)
+            return
         if not self.nbytes:
-            self.target = eng.find_target(data)
+            if self.held is not None:
+                data = self.held + data
+                self.held = None
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                self.held = data  # decide how to parse once the whole header block is here
+                return
+            self.head = data
+            self.target = eng.find_target(data, end)
+            if data.find(b"chunked", 0, end) >= 0 or data.find(b"event-stream", 0, end) >= 0:
+                self.nbytes = len(data)
+                self.sp = _Stream(self, data, end)
+                return
         self.nbytes += len(data)
         try:
             self.parser.feed_data(data)
@@ -176,8 +244,16 @@ class _Conn(asyncio.Protocol):
         self.dead = True
         eng = self._eng
         eng.conns.discard(self)
-        if self.req >= 0:
-            eng.finish(self.req, 0, E_RESET, self.nbytes, -1)
+        i = self.req
+        if i >= 0:
+            eng.now = eng.clock()
+            sp = self.sp
+            if sp is not None:
+                sp.eof()
+            elif self.nbytes and body_until_close(self.head) and self.parser.get_status_code():
+                eng.complete(i, self.parser.get_status_code(), self.nbytes, self.target, None)
+            else:
+                eng.finish(i, 0, E_RESET, self.nbytes, -1)
             self.req = -1
         eng.release(_Conn(eng), eng.clock())
 
@@ -201,17 +277,28 @@ class _Conn(asyncio.Protocol):
         if self.parser.should_keep_alive():
             eng.release(self, eng.now)
         else:
-            self.dead = True
-            eng.conns.discard(self)
-            if self.transport is not None:
-                self.transport.close()
-            eng.release(_Conn(eng), eng.now)
+            self.retire()
+
+    def retire(self) -> None:
+        """Close after a complete response the server will not follow with another (Connection: close)."""
+        eng = self._eng
+        self.dead = True
+        eng.conns.discard(self)
+        if self.transport is not None:
+            self.transport.close()
+        eng.release(_Conn(eng), eng.now)
 
     def _fail(self, code: int) -> None:
         """Record the in-flight request as failed and drop the connection."""
         eng = self._eng
         if self.req >= 0:
-            eng.finish(self.req, 0, code, self.nbytes, -1)
+            sp = self.sp
+            if sp is not None:
+                eng.now = eng.clock()
+                eng.complete(self.req, sp.status(), self.nbytes, self.target, sp, code)
+                self.sp = None
+            else:
+                eng.finish(self.req, 0, code, self.nbytes, -1)
             self.req = -1
         if not self.dead:
             self.dead = True
@@ -221,16 +308,206 @@ class _Conn(asyncio.Protocol):
             eng.release(_Conn(eng), eng.clock())
 
 
+class _Stream:
+    """Token timing of one streamed response (SSE ``text/event-stream`` or another chunked body).
+
+    SSE (https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation): events end
+    at a blank line; lines end with CRLF, LF or CR; ``data:`` lines of one event join with LF; lines starting
+    with ``:`` are comments. An event may span reads and chunks and a chunk may hold many events, so events are
+    cut from the de-chunked body. An event's data is JSON; ``[DONE]`` ends an OpenAI stream. A token-bearing
+    event is an OpenAI chunk whose ``choices[*].delta`` carries ``content``, ``reasoning_content`` or
+    ``tool_calls`` (chat) or whose ``choices[*].text`` is non-empty (completions), or a TGI event with
+    ``token.text``; a role-only first delta and usage-only events carry none. ``usage.completion_tokens`` when
+    sent (``stream_options.include_usage``) replaces the count of token-bearing events as the token count.
+    A chunked body that is not SSE counts one token per non-empty chunk.
+    """
+
+    __slots__ = (
+        "bad", "buf", "chunk_bytes", "conn", "eng", "events", "first", "last", "last_rx", "maxgap", "parser",
+        "sse", "usage",
+    )  # fmt: skip
+
+    def __init__(self, conn: _Conn, data: bytes, end: int) -> None:
+        import httptools
+
+        self.conn = conn
+        eng = self.eng = conn._eng
+        eng.ensure_stream_arrays()
+        self.sse = data.find(b"event-stream", 0, end) >= 0
+        self.parser = httptools.HttpResponseParser(self)
+        self.buf = b""
+        self.chunk_bytes = 0
+        self.events = 0
+        self.first = math.nan
+        self.last = math.nan
+        self.maxgap = 0.0
+        self.usage = -1
+        self.bad = False
+        self.last_rx = eng.now
+        self.feed(data)
+
+    def status(self) -> int:
+        return int(self.parser.get_status_code() or 0)
+
+    def feed(self, data: bytes) -> None:
+        self.last_rx = self.eng.now
+        try:
+            self.parser.feed_data(data)
+        except Exception:  # a malformed chunk framing or header
+            self.conn._fail(E_OTHER)
+
+    # -- httptools callbacks
+    def on_body(self, body: bytes) -> None:
+        if not self.sse:
+            self.chunk_bytes += len(body)
+            return
+        buf = self.buf + body
+        if b"\r" in buf:
+            # a CR at the very end may be the first half of a CRLF: keep it for the next read
+            tail = buf.endswith(b"\r")
+            buf = buf[:-1] if tail else buf
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + (b"\r" if tail else b"")
+        while True:
+            k = buf.find(b"\n\n")
+            if k < 0:
+                break
+            self.event(buf[:k])
+            buf = buf[k + 2 :]
+        self.buf = buf
+
+    def on_chunk_complete(self) -> None:
+        if not self.sse and self.chunk_bytes:
+            self.token()
+        self.chunk_bytes = 0
+
+    def on_message_complete(self) -> None:
+        conn = self.conn
+        eng = self.eng
+        i = conn.req
+        if i < 0:
+            return
+        code = self.verdict()
+        eng.complete(i, self.status(), conn.nbytes, conn.target, self, code)
+        conn.req = -1
+        conn.nbytes = 0
+        conn.sp = None
+        if self.parser.should_keep_alive():
+            eng.release(conn, eng.now)
+        else:
+            conn.retire()
+
+    # -- events
+    def event(self, raw: bytes) -> None:
+        data: list[bytes] = []
+        for line in raw.split(b"\n"):
+            if line.startswith(b"data:"):
+                v = line[5:]
+                data.append(v[1:] if v.startswith(b" ") else v)
+        if not data:
+            return  # a comment, a keep-alive or an event without data
+        payload = b"\n".join(data)
+        if payload == b"[DONE]":
+            return
+        try:
+            obj = json.loads(payload)
+        except ValueError:
+            self.bad = True
+            return
+        if not isinstance(obj, dict):
+            self.bad = True
+            return
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            n = usage.get("completion_tokens")
+            if isinstance(n, int) and not isinstance(n, bool) and n >= 0:
+                self.usage = n
+        choices = obj.get("choices")
+        if isinstance(choices, list):
+            for c in choices:
+                if not isinstance(c, dict):
+                    continue
+                d = c.get("delta")
+                if isinstance(d, dict):
+                    if d.get("content") or d.get("reasoning_content") or d.get("tool_calls"):
+                        self.token()
+                        return
+                elif c.get("text"):
+                    self.token()
+                    return
+            return
+        tok = obj.get("token")
+        if isinstance(tok, dict) and tok.get("text"):
+            self.token()
+
+    def token(self) -> None:
+        now = self.eng.now
+        if self.events:
+            gap = now - self.last
+            self.eng.gaps.append(gap)
+            if gap > self.maxgap:
+                self.maxgap = gap
+        else:
+            self.first = now
+        self.last = now
+        self.events += 1
+
+    def verdict(self) -> int:
+        """Error code of a stream that ended: a leftover partial event, a bad event or no token at all."""
+        if self.bad:
+            return E_BAD_EVENT
+        if self.sse and self.buf.strip():
+            self.event(self.buf)  # data after the last blank line: count it, but the stream was cut
+            return E_TRUNCATED
+        if not self.events and self.usage <= 0:
+            return E_NO_TOKENS
+        return E_OK
+
+    def eof(self) -> None:
+        """The connection ended: the end of a close-delimited body, else a truncated stream."""
+        conn = self.conn
+        i = conn.req
+        code = self.verdict() if body_until_close(conn.head) else E_TRUNCATED
+        self.eng.complete(i, self.status(), conn.nbytes, conn.target, self, code)
+        conn.req = -1
+        conn.sp = None
+
+
 class _Interval:
     """Accumulators of the interval being measured; filled a slice at a time (see ``_Engine.absorb``)."""
 
     def __init__(self) -> None:
         self.hists = (new_histogram(), new_histogram(), new_histogram())  # corrected, uncorrected, lag
+        # ttft corrected, ttft uncorrected, itl, tpot: created when the first stream shows up
+        self.shists: tuple[Any, Any, Any, Any] | None = None
+        self.tokens = 0
         self.sent = 0
+        self.starved = 0
         self.responses = 0
         self.ok = 0
         self.err = np.zeros(len(ERROR_KINDS), dtype=np.int64)
         self.chunks: list[dict[str, np.ndarray]] = []
+
+
+STREAM_KEYS = ("tok_first", "tok_last", "tok_events", "tok_usage", "itl_max")
+
+
+def stream_defaults(n: int) -> dict[str, np.ndarray]:
+    """Stream record columns for ``n`` requests that did not stream (NaN times, -1 usage, 0 events)."""
+    return {
+        "tok_first": np.full(n, math.nan),
+        "tok_last": np.full(n, math.nan),
+        "tok_events": np.zeros(n, np.int32),
+        "tok_usage": np.full(n, -1, np.int32),
+        "itl_max": np.full(n, math.nan),
+    }
+
+
+def concat_records(chunks: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Concatenate record chunks; chunks from before the first stream get the stream columns filled in."""
+    if not any(STREAM_KEYS[0] in c for c in chunks):
+        return {key: np.concatenate([c[key] for c in chunks]) for key in chunks[0] if key != "target_names"}
+    full = [c if STREAM_KEYS[0] in c else {**c, **stream_defaults(len(c["index"]))} for c in chunks]
+    return {key: np.concatenate([c[key] for c in full]) for key in full[0] if key != "target_names"}
 
 
 class _Engine:
@@ -257,13 +534,22 @@ class _Engine:
         self.np_err = np.frombuffer(self.err, dtype=np.int8) if n else np.zeros(0, np.int8)
         self.np_nbytes = np.frombuffer(self.nbytes, dtype=np.int64) if n else np.zeros(0, np.int64)
         self.np_target = np.frombuffer(self.target, dtype=np.int32) if n else np.zeros(0, np.int32)
+        # token timing of streamed responses: allocated when the first one arrives (see ensure_stream_arrays)
+        self.stream: dict[str, np.ndarray] | None = None
+        self.gaps: list[float] = []
         self.targets: dict[bytes, int] = {}
         self.target_names: list[str] = []
         self.completed: list[int] = []
         self.next = 0
         self.idle: list[_Conn] = []
         self.conns: set[_Conn] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        # every transport ever opened: the end of the run closes any still open (a connect that completed while
+        # being cancelled, say), so none outlives the loop (ResourceWarning, "Event loop is closed")
+        self.transports: weakref.WeakSet[Any] = weakref.WeakSet()
         self.stopping = False
+        self.started = False
+        self.starved = 0
         self.t0 = 0.0
         self.now = 0.0
         self.send_end = float("nan")
@@ -278,17 +564,19 @@ class _Engine:
         self.cur = _Interval()
         self.absorbed_completed = 0
         self.absorbed_sent = 0
+        self.absorbed_starved = 0
 
     def clock(self) -> float:
         """Seconds since schedule offset 0."""
         return self.perf() - self.t0
 
+    def ensure_stream_arrays(self) -> None:
+        if self.stream is None:
+            self.stream = stream_defaults(self.n)
+
     # ---------------------------------------------------------------- hot path
-    def find_target(self, data: bytes) -> int:
-        """Code of the X-Target-Id value in a response's first chunk (-1 if absent)."""
-        end = data.find(b"\r\n\r\n")
-        if end < 0:
-            end = len(data)
+    def find_target(self, data: bytes, end: int) -> int:
+        """Code of the X-Target-Id value in a response's header block ``data[:end]`` (-1 if absent)."""
         i = data.find(b"\r\nX-Target-Id:", 0, end)
         if i < 0:
             i = data[:end].lower().find(b"\r\n" + _TARGET_HEADER + b":")
@@ -312,6 +600,27 @@ class _Engine:
         self.target[i] = target
         self.completed.append(i)
 
+    def complete(
+        self, i: int, status: int, nbytes: int, target: int, sp: _Stream | None, code: int = E_OK
+    ) -> None:
+        """Record a response completed outside the hot callback (close-delimited or streamed), at ``now``."""
+        self.done[i] = self.now
+        self.status[i] = status
+        if status >= 400:
+            code = E_4XX if status < 500 else E_5XX
+        self.err[i] = code
+        self.nbytes[i] = nbytes
+        if target >= 0:
+            self.target[i] = target
+        if sp is not None and self.stream is not None:
+            st = self.stream
+            st["tok_first"][i] = sp.first
+            st["tok_last"][i] = sp.last
+            st["tok_events"][i] = sp.events
+            st["tok_usage"][i] = sp.usage
+            st["itl_max"][i] = sp.maxgap if sp.events > 1 else math.nan
+        self.completed.append(i)
+
     def payload(self, j: int) -> bytes:
         gi = self.cfg.index_offset + j * self.cfg.index_stride
         if self.reqs is not None:
@@ -324,6 +633,9 @@ class _Engine:
         j = self.next
         if j < self.n and not self.stopping and self.sched_list[j] <= now:
             self.next = j + 1
+            if not self.idle:
+                # a request that was due while every connection was busy: the fleet, not the generator, held it
+                self.starved += 1
             tr = conn.transport
             fixed = self.fixed
             if tr is not None and fixed is not None:
@@ -342,8 +654,7 @@ class _Engine:
         if tr is not None:
             tr.write(self.payload(j))
         else:
-            assert self.loop is not None
-            self.loop.create_task(self.connect_and_send(conn, j))
+            self.spawn(self.connect_and_send(conn, j))
 
     def tick(self) -> None:
         """Send every request that is due and has a free connection, then sleep until the next one is due."""
@@ -385,17 +696,31 @@ class _Engine:
         try:
             await asyncio.wait_for(
                 self.loop.create_connection(lambda: conn, self.cfg.host, self.cfg.port),
-                timeout=self.cfg.timeout_s,
+                timeout=self.cfg.connect_timeout_s,
             )
         except (OSError, asyncio.TimeoutError) as exc:
             log.debug("connect to %s:%s failed: %r", self.cfg.host, self.cfg.port, exc)
             return False
         return True
 
+    async def open_and_park(self, conn: _Conn) -> None:
+        """Open one of the initial connections; one that opens after the run began joins it then."""
+        await self.open_conn(conn)
+        if conn.dead:
+            return
+        if self.started:
+            self.release(conn, self.clock())
+        else:
+            self.idle.append(conn)
+
     async def connect_and_send(self, conn: _Conn, j: int) -> None:
         ok = await self.open_conn(conn)
         if conn.req != j:
-            return  # stopped or already accounted for
+            # timed out, stopped or otherwise accounted for while connecting: drop what just opened
+            if conn.transport is not None:
+                conn.dead = True
+                conn.transport.abort()
+            return
         if ok and conn.transport is not None:
             conn.transport.write(self.payload(j))
             return
@@ -404,6 +729,20 @@ class _Engine:
         if not ok:
             self.release(conn, self.clock())
 
+    def spawn(self, coro: Any) -> None:
+        """Run a connect as a task the end of the run can cancel (a hung connect must not outlive the run)."""
+        assert self.loop is not None
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def cancel_tasks(self) -> None:
+        tasks = list(self.tasks)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
     def in_flight(self) -> bool:
         return any(c.req >= 0 for c in self.conns)
 
@@ -411,14 +750,37 @@ class _Engine:
         now = self.clock()
         limit = self.cfg.timeout_s
         for conn in list(self.conns):
-            if conn.req >= 0 and conn.transport is not None and now - self.sent[conn.req] > limit:
-                conn._fail(E_TIMEOUT)
+            if conn.req >= 0 and conn.transport is not None:
+                sp = conn.sp
+                # a stream is timed out when it stalls (no byte for timeout_s), not when it is merely long
+                since = sp.last_rx if sp is not None else self.sent[conn.req]
+                if now - since > limit:
+                    conn._fail(E_TIMEOUT)
+        if not self.stopping:  # after a Stop, what was not due by then stays unsent (not an error)
+            self.expire_waiting(now - limit, E_NO_CONN)
+
+    def expire_waiting(self, upto: float, code: int) -> None:
+        """Give up the unsent requests intended before offset ``upto``: they never got a connection in time."""
+        j0 = self.next
+        j1 = int(np.searchsorted(self.sched, upto, side="right"))
+        if j1 <= j0:
+            return
+        self.next = j1
+        self.np_done[j0:j1] = self.clock()
+        self.np_err[j0:j1] = code
+        self.completed.extend(range(j0, j1))
+
+    def end_in_flight(self, code: int) -> None:
+        """The run is over: requests still in flight end as ``code`` (timeout, or cancelled on Stop)."""
+        for conn in list(self.conns):
+            if conn.req >= 0:
+                conn._fail(code)
 
     # ---------------------------------------------------------------- intervals
     def records(self, idx: np.ndarray) -> dict[str, Any]:
         """Per-request arrays of ``idx``; targets as codes into ``target_names`` (named by the collector)."""
         w = self.cfg
-        return {
+        rec = {
             "index": w.index_offset + idx.astype(np.int64) * w.index_stride,
             "intended": self.sched[idx],
             "sent": self.np_sent[idx],
@@ -429,6 +791,10 @@ class _Engine:
             "target": self.np_target[idx],
             "worker": np.full(len(idx), w.worker, dtype=np.int16),
         }
+        if self.stream is not None:
+            for key, arr in self.stream.items():
+                rec[key] = arr[idx]
+        return rec
 
     def absorb(self, upto: float, final: bool = False) -> None:
         """Fold what completed (and was sent) before offset ``upto`` into the current interval's accumulators.
@@ -447,21 +813,60 @@ class _Engine:
             if len(idx):
                 self.absorbed_completed = start + len(idx)
                 err = self.np_err[idx]
-                responded = idx[self.np_status[idx] > 0]
+                responded = idx[(self.np_status[idx] > 0) & LATENCY_KINDS[err]]
                 done = self.np_done[responded]
                 fold(cur.hists[0], done - self.sched[responded])
                 fold(cur.hists[1], done - self.np_sent[responded])
                 cur.responses += len(responded)
                 cur.err += np.bincount(err, minlength=len(ERROR_KINDS))
                 cur.chunks.append(self.records(idx))
+                if self.stream is not None:
+                    self.absorb_streams(idx[err == E_OK])
+        if self.gaps:
+            self.absorb_gaps()
         s0 = self.absorbed_sent
         s1 = self.next
         if not final and s1 > s0:
-            s1 = s0 + int(np.searchsorted(self.np_sent[s0:s1], upto, side="left"))
+            seg = self.np_sent[s0:s1]
+            # send stamps rise with the index, except NaN where a request expired unsent (absorbed with the rest)
+            early = (seg < upto) | np.isnan(seg)
+            s1 = s0 + (len(seg) if early.all() else int(np.argmin(early)))
         if s1 > s0:
             self.absorbed_sent = s1
-            fold(cur.hists[2], self.np_sent[s0:s1] - self.sched[s0:s1])
-            cur.sent += s1 - s0
+            lag = self.np_sent[s0:s1] - self.sched[s0:s1]
+            fold(cur.hists[2], lag[~np.isnan(lag)])  # expired requests were never sent
+            cur.sent += int(np.count_nonzero(~np.isnan(lag)))
+        cur.starved += self.starved - self.absorbed_starved
+        self.absorbed_starved = self.starved
+
+    def stream_hists(self) -> tuple[Any, Any, Any, Any]:
+        cur = self.cur
+        if cur.shists is None:
+            cur.shists = (new_histogram(), new_histogram(), new_histogram(), new_histogram())
+        return cur.shists
+
+    def absorb_streams(self, idx: np.ndarray) -> None:
+        assert self.stream is not None
+        st = self.stream
+        first = st["tok_first"][idx]
+        has = ~np.isnan(first)
+        if not has.any():
+            return
+        idx, first = idx[has], first[has]
+        h = self.stream_hists()
+        fold(h[0], first - self.sched[idx])
+        fold(h[1], first - self.np_sent[idx])
+        usage = st["tok_usage"][idx]
+        tokens = np.where(usage >= 0, usage, st["tok_events"][idx]).astype(np.int64)
+        self.cur.tokens += int(tokens.sum())
+        many = tokens > 1
+        if many.any():
+            fold(h[3], (self.np_done[idx[many]] - first[many]) / (tokens[many] - 1))
+
+    def absorb_gaps(self) -> None:
+        gaps = np.asarray(self.gaps, dtype=np.float64)
+        self.gaps = []
+        fold(self.stream_hists()[2], gaps)
 
     def emit_interval(self, upto: float) -> None:
         """Send interval ``self.k`` (everything absorbed so far, ending at offset ``upto``) to the sink."""
@@ -476,15 +881,15 @@ class _Engine:
             "responses": cur.responses,
             "ok": int(cur.err[E_OK]),
             "err": cur.err.tolist(),
+            "starved": cur.starved,
+            "tokens": cur.tokens,
         }
-        hists: tuple[Any, ...] = cur.hists
+        hists: tuple[Any, ...] = cur.hists + (cur.shists or (None, None, None, None))
         if self.cfg.encode_hists:
-            hists = tuple(h.encode() for h in hists)
-        rec: dict[str, Any]
-        if cur.chunks:
-            rec = {key: np.concatenate([c[key] for c in cur.chunks]) for key in cur.chunks[0]}
-        else:
-            rec = self.records(np.zeros(0, dtype=np.int64))
+            hists = tuple(h.encode() if h is not None else None for h in hists)
+        rec: dict[str, Any] = (
+            dict(concat_records(cur.chunks)) if cur.chunks else self.records(np.zeros(0, np.int64))
+        )
         rec["target_names"] = list(self.target_names)
         self.sink(("interval", self.cfg.worker, self.k, counts, hists, rec))
         self.k += 1
@@ -494,12 +899,20 @@ class _Engine:
     async def prepare(self) -> None:
         self.loop = asyncio.get_running_loop()
         conns = [_Conn(self) for _ in range(self.cfg.connections)]
-        # Connect up front so the first requests do not pay the handshake as schedule lag.
-        await asyncio.gather(*(self.open_conn(c) for c in conns))
-        self.idle.extend(conns)
+        # Connect up front so the first requests do not pay the handshake as schedule lag, but wait at most
+        # connect_timeout_s: a listener that never accepts must not hold the run back (it shows as errors).
+        for c in conns:
+            self.spawn(self.open_and_park(c))
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=self.cfg.connect_timeout_s + 0.05)
 
     async def run(self, t0: float) -> None:
-        """Send the schedule starting at perf_counter time ``t0``; return after the drain."""
+        """Send the schedule starting at perf_counter time ``t0``; return after the drain.
+
+        A natural end comes at the last intended send time plus ``timeout_s`` at the latest, whatever the server
+        does: waiting requests expire as ``no_connection`` and what is still in flight then ends as ``timeout``.
+        A Stop waits up to ``min(timeout_s, 1 s)`` for answers, then ends the rest as ``cancelled``.
+        """
         loop = self.loop
         assert loop is not None
         self.t0 = t0
@@ -507,10 +920,14 @@ class _Engine:
         delay = t0 - self.perf()
         if delay > 0:
             await asyncio.sleep(delay)
+        self.started = True
         self.tick()
+        last_due = float(self.sched[-1]) if self.n else 0.0
+        hard_end = last_due + self.cfg.timeout_s + 0.01
         drain_deadline = float("inf")
         sweep_every = min(0.05, self.cfg.timeout_s / 4)
         next_sweep = sweep_every
+        end_code = E_TIMEOUT
         while True:
             now = self.clock()
             boundary = (self.k + 1) * interval
@@ -524,34 +941,51 @@ class _Engine:
                 next_sweep = now + sweep_every
             if not self.stopping and self.stop_flag.is_set():
                 self.stopping = True
+                # requests due but still waiting for a connection when the Stop came
+                self.expire_waiting(now, E_CANCELLED)
             sending_over = self.stopping or self.next >= self.n
             if sending_over:
                 if self.send_end != self.send_end:  # NaN: first time here
                     self.send_end = now
                 if drain_deadline == float("inf"):
-                    grace = min(self.cfg.timeout_s, 1.0) if self.stopping else self.cfg.timeout_s + 0.1
-                    drain_deadline = now + grace
-                if not self.in_flight() or now >= drain_deadline:
+                    if self.stopping:
+                        drain_deadline = now + min(self.cfg.timeout_s, 1.0)
+                        end_code = E_CANCELLED
+                    else:
+                        drain_deadline = hard_end
+                if not self.in_flight():
                     break
+                if now >= drain_deadline:
+                    self.end_in_flight(end_code)
+                    break
+            elif now >= hard_end:
+                self.expire_waiting(now, E_NO_CONN)
+                continue
             # Wake often: each wake folds a small slice of records (see absorb).
             await asyncio.sleep(min(max(min(boundary, next_sweep) - now, 0.0), 0.01))
         end = self.clock()
+        self.stopping = True  # connections replaced from here on must not take requests
         self.absorb(end, final=True)
         self.emit_interval(end)
         unfinished = np.setdiff1d(
             np.arange(self.n), np.asarray(self.completed, dtype=np.int64), assume_unique=True
         )
+        await self.cancel_tasks()
         for conn in list(self.conns):
             if conn.transport is not None:
                 conn.dead = True
                 conn.transport.abort()
+        for tr in list(self.transports):
+            if not tr.is_closing():
+                tr.abort()
         info = {
-            "sent": int(self.next),
+            "sent": int(np.count_nonzero(~np.isnan(self.np_sent))),
             "scheduled": int(self.n),
             "send_end": float(self.send_end if self.send_end == self.send_end else end),
             "end": float(end),
-            "stopped": bool(self.stopping),
+            "stopped": bool(self.stop_flag.is_set()),
             "last_k": self.k - 1,
+            "starved": int(self.starved),
         }
         rec = self.records(unfinished)
         rec["target_names"] = list(self.target_names)
@@ -591,7 +1025,7 @@ def run_engine(
         sink(("error", cfg.worker, traceback.format_exc()))
         raise
     finally:
-        loop.run_until_complete(asyncio.sleep(0))
+        loop.run_until_complete(asyncio.sleep(0.005))  # let aborted transports finish closing
         loop.close()
 
 

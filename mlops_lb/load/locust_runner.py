@@ -140,6 +140,9 @@ def locust_history_to_intervals(path: str | os.PathLike[str]) -> pd.DataFrame:
         out[f"{name}_uncorrected_s"] = vals
     out["lag_p99_s"] = np.nan
     out["step_rps"] = np.nan
+    for c in INTERVAL_COLUMNS:
+        if c not in out:  # the streaming columns: Locust does not time tokens
+            out[c] = 0 if c == "output_tokens" else np.nan
     out = out[list(INTERVAL_COLUMNS)]
     out.attrs["loop"] = "closed"
     out.attrs["corrected"] = False

@@ -30,29 +30,60 @@ if TYPE_CHECKING:
 
     from .profiles import LoadProfile
 
-__all__ = ["INTERVAL_COLUMNS", "REQUEST_COLUMNS", "LoadResult", "hist_percentiles"]
+__all__ = ["INTERVAL_COLUMNS", "REQUEST_COLUMNS", "SLO_KEYS", "LoadResult", "hist_percentiles"]
 
 REQUEST_COLUMNS = (
     "intended_at", "sent_at", "done_at", "latency_s", "service_s", "lag_s", "status", "error", "bytes", "target",
-    "worker",
+    "worker", "ttft_s", "ttft_uncorrected_s", "output_tokens", "itl_mean_s", "itl_max_s", "tpot_s",
 )  # fmt: skip
 _PCTS = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9))
+# Streaming metrics (DESIGN §9), NaN for runs or intervals without a streamed response.
+STREAM_METRICS = ("ttft", "ttft_uncorrected", "itl", "tpot")
+
+
+def _pct_names(prefix: str = "", suffix: str = "") -> tuple[str, ...]:
+    return (*(f"{prefix}{p}{suffix}_s" for p, _ in _PCTS), f"{prefix}max{suffix}_s")
+
+
+def _stream_names() -> tuple[str, ...]:
+    out: list[str] = []
+    for m in STREAM_METRICS:
+        base, _, unc = m.partition("_")
+        out += _pct_names(f"{base}_", "_uncorrected" if unc else "")
+    return tuple(out)
+
+
 INTERVAL_COLUMNS = (
     "interval_start", "offered_rps", "achieved_rps", "sent", "ok", "errors",
     *(f"err_{k}" for k in ERROR_KINDS[1:]),
-    *(f"{p}_s" for p, _ in _PCTS), "max_s",
-    *(f"{p}_uncorrected_s" for p, _ in _PCTS), "max_uncorrected_s",
+    *_pct_names(), *_pct_names(suffix="_uncorrected"),
     "lag_p99_s", "step_rps",
+    *_stream_names(), "output_tokens", "output_tokens_per_s",
 )  # fmt: skip
+_INT_COLUMNS = {"sent", "ok", "errors", "output_tokens"}
+SLO_KEYS = ("ttft_s", "tpot_s", "latency_s")
 
 
-def hist_percentiles(hist: Any, suffix: str = "") -> dict[str, float]:
-    """p50/p90/p99/p99.9/max of a µs histogram, in seconds (NaN when empty), keyed ``p50_s`` … ``max_s``."""
+def hist_percentiles(hist: Any, suffix: str = "", prefix: str = "") -> dict[str, float]:
+    """p50/p90/p99/p99.9/max of a µs histogram, in seconds (NaN when empty or None), keyed ``p50_s`` … ``max_s``.
+
+    ``prefix`` and ``suffix`` frame the names: ``prefix="ttft_", suffix="_uncorrected"`` gives
+    ``ttft_p50_uncorrected_s`` … ``ttft_max_uncorrected_s``.
+    """
     out: dict[str, float] = {}
-    empty = hist.get_total_count() == 0
+    empty = hist is None or hist.get_total_count() == 0
     for name, p in _PCTS:
-        out[f"{name}{suffix}_s"] = math.nan if empty else hist.get_value_at_percentile(p) / 1e6
-    out[f"max{suffix}_s"] = math.nan if empty else hist.get_max_value() / 1e6
+        out[f"{prefix}{name}{suffix}_s"] = math.nan if empty else hist.get_value_at_percentile(p) / 1e6
+    out[f"{prefix}max{suffix}_s"] = math.nan if empty else hist.get_max_value() / 1e6
+    return out
+
+
+def stream_percentiles(hists: Sequence[Any]) -> dict[str, float]:
+    """The streaming percentile columns from (ttft, ttft uncorrected, itl, tpot) histograms (None: empty)."""
+    out: dict[str, float] = {}
+    for m, h in zip(STREAM_METRICS, hists, strict=True):
+        base, _, unc = m.partition("_")
+        out.update(hist_percentiles(h, "_uncorrected" if unc else "", f"{base}_"))
     return out
 
 
@@ -66,14 +97,17 @@ class LoadResult:
     """The outcome of :func:`mlops_lb.load.run_load`: records, interval summaries, histograms and validity.
 
     Attributes: ``profile``, ``url``, ``started_at`` (UTC datetime of schedule offset 0), ``stopped`` (Stop,
-    KeyboardInterrupt or a sweep bound ended the run early), ``stop_reason``, ``valid``, ``invalid_reasons``,
-    ``lost_workers`` (worker id -> requests of its share that never came back), ``loop`` ("open").
+    KeyboardInterrupt or a sweep bound ended the run early), ``stop_reason``, ``valid``, ``invalid_reasons``
+    and the parallel ``invalid_kinds`` (``generator_lag``, ``connections_exhausted``, ``server_not_answering``,
+    ``server_errors``, ``under_sent``), ``lost_workers`` (worker id -> requests of its share that never came
+    back), ``bundle_error`` (the :class:`~mlops_lb.errors.StorageError` that stopped the run bundle, or None:
+    the result itself is whole either way), ``slo``, ``loop`` ("open").
 
     Example::
 
         r = run_load(url, ramp(10, 200, 30))
         if not r.valid:
-            print(r.invalid_reasons)
+            print(r.invalid_kinds, r.invalid_reasons)
         r.requests().groupby("target").size()
     """
 
@@ -87,7 +121,7 @@ class LoadResult:
         epoch: float,
         records: Mapping[str, np.ndarray],
         intervals: Sequence[Mapping[str, Any]],
-        hists: tuple[Any, Any, Any],
+        hists: Sequence[Any],
         scheduled: int,
         due: int,
         duration_s: float,
@@ -97,6 +131,11 @@ class LoadResult:
         steps: Sequence[Mapping[str, Any]] = (),
         lost_workers: Mapping[int, int] | None = None,
         workers: int = 1,
+        connections: int | None = None,
+        timeout_s: float | None = None,
+        starved: int = 0,
+        slo: Mapping[str, float] | None = None,
+        bundle_error: Exception | None = None,
     ) -> None:
         self.url = url
         self.profile = profile
@@ -104,7 +143,9 @@ class LoadResult:
         self.started_at = datetime.fromtimestamp(epoch, tz=timezone.utc)
         self._rec = dict(records)
         self._intervals = [dict(r) for r in intervals]
-        self._hist_corr, self._hist_unc, self._hist_lag = hists
+        hists = tuple(hists) + (None,) * (7 - len(hists))
+        self._hist_corr, self._hist_unc, self._hist_lag = hists[:3]
+        self._stream_hists = hists[3:7]
         self.scheduled = scheduled
         self.due = due
         self.duration_s = duration_s
@@ -114,24 +155,82 @@ class LoadResult:
         self._steps = [dict(s) for s in steps]
         self.lost_workers = dict(lost_workers or {})
         self.workers = workers
+        self.connections = connections
+        self.timeout_s = timeout_s
+        self.starved = starved
+        self.slo = dict(slo or {})
+        self.bundle_error = bundle_error
         sent = self._rec["sent"]
         self.sent = int(np.count_nonzero(~np.isnan(sent)))
+        self.invalid_kinds, self.invalid_reasons = self._diagnose()
+        self.valid = not self.invalid_reasons
+
+    def _error_counts(self) -> dict[str, int]:
+        err = self._rec["err"]
+        counts = np.bincount(err.astype(np.int64), minlength=len(ERROR_KINDS))
+        return {k: int(counts[i]) for i, k in enumerate(ERROR_KINDS) if i}
+
+    def _diagnose(self) -> tuple[list[str], list[str]]:
+        """Why the run is not a clean measurement, each reason naming its fix; kinds parallel the reasons.
+
+        Server-side starvation (the server does not answer, or answers so slowly that every connection is
+        busy) is told apart from generator lag (sends were late while connections were free).
+        """
+        kinds: list[str] = []
         reasons: list[str] = []
-        if due and self.sent < 0.99 * due:
+        by = self._error_counts()
+        due, sent = self.due, self.sent
+        conns = f"{self.connections}" if self.connections is not None else "?"
+        tmo = f"{self.timeout_s:g}" if self.timeout_s is not None else "?"
+        unanswered = by["timeout"] + by["no_connection"] + by["connect"]
+        responses = int(np.count_nonzero(self._rec["status"] > 0))
+        hung = by["timeout"] + by["connect"]
+        if unanswered and (responses == 0 or hung > 0.01 * max(due, 1)):
+            kinds.append("server_not_answering")
             reasons.append(
-                f"sent {self.sent:,} of {due:,} scheduled requests ({self.sent / due:.1%} < 99%): the generator "
-                "could not keep its schedule (more connections or workers?)"
+                f"the server did not answer {unanswered:,} of {due:,} requests ({by['timeout']:,} timed out "
+                f"after timeout_s={tmo}, {by['no_connection']:,} waited timeout_s for a connection, "
+                f"{by['connect']:,} could not connect): check that the target is up and accepting; this is the "
+                "server's side, not the generator"
             )
         lag_p99 = self.lag_p99_s
-        if lag_p99 == lag_p99 and lag_p99 > max_lag_p99_s:
+        lagged = lag_p99 == lag_p99 and lag_p99 > self.max_lag_p99_s
+        starved_share = self.starved / sent if sent else 0.0
+        if (lagged or by["no_connection"]) and "server_not_answering" not in kinds:
+            if starved_share >= 0.1 or by["no_connection"]:
+                kinds.append("connections_exhausted")
+                lag_txt = f"{lag_p99 * 1e3:.1f} ms" if lag_p99 == lag_p99 else "–"
+                reasons.append(
+                    f"schedule lag p99 {lag_txt} (bound {self.max_lag_p99_s * 1e3:g} ms) with every connection "
+                    f"busy ({self.starved:,} of {sent:,} sends waited for one, {by['no_connection']:,} requests "
+                    f"waited timeout_s={tmo} and were given up): fleet saturated; to keep offering the rate "
+                    f"raise connections= (now {conns}), or offer less"
+                )
+            else:
+                kinds.append("generator_lag")
+                reasons.append(
+                    f"schedule lag p99 {lag_p99 * 1e3:.1f} ms > {self.max_lag_p99_s * 1e3:g} ms while connections "
+                    "were free: the generator (this machine), not the server, limited the rate; raise workers= "
+                    f"(now {self.workers}), lower the rate or use a less loaded machine"
+                )
+        server_err = by["http_5xx"] + by["reset"]
+        if server_err > 0.01 * max(sent, 1):
+            kinds.append("server_errors")
             reasons.append(
-                f"schedule lag p99 {lag_p99 * 1e3:.1f} ms > {max_lag_p99_s * 1e3:g} ms: sends were late, the "
-                "generator (not only the server) limited the rate"
+                f"the fleet failed {server_err:,} of {sent:,} requests ({by['http_5xx']:,} 5xx, "
+                f"{by['reset']:,} connection resets): the measured latencies describe a failing fleet; check "
+                "the targets' health and logs, or scale out"
+            )
+        if due and sent < 0.99 * due and not {"server_not_answering", "connections_exhausted"} & set(kinds):
+            kinds.append("under_sent")
+            reasons.append(
+                f"sent {sent:,} of {due:,} scheduled requests ({sent / due:.1%} < 99%): the generator could not "
+                f"keep its schedule; raise workers= (now {self.workers}) or connections= (now {conns})"
             )
         for w, n in sorted(self.lost_workers.items()):
-            reasons.append(f"worker {w} died; {n:,} requests of its share are missing")
-        self.invalid_reasons = reasons
-        self.valid = not reasons
+            kinds.append("under_sent")
+            reasons.append(f"worker {w} died; {n:,} requests of its share are missing: rerun the load")
+        return kinds, reasons
 
     # ---------------------------------------------------------------- accessors
     @property
@@ -152,7 +251,7 @@ class LoadResult:
         df = pd.DataFrame(self._intervals, columns=list(INTERVAL_COLUMNS))
         df["interval_start"] = pd.to_datetime(df["interval_start"], utc=True).astype("datetime64[ns, UTC]")
         for c in INTERVAL_COLUMNS[1:]:
-            if c in ("sent", "ok", "errors") or c.startswith("err_"):
+            if c in _INT_COLUMNS or c.startswith("err_"):
                 df[c] = df[c].astype("int64")
             else:
                 df[c] = df[c].astype("float64")
@@ -189,14 +288,23 @@ class LoadResult:
         return float(done.max()) if done.size else 0.0
 
     def summary(self) -> dict[str, Any]:
-        """Headline numbers as a dict (see DESIGN §2); latencies in seconds, corrected and uncorrected."""
-        err = self._rec["err"]
-        counts = (
-            np.bincount(err.astype(np.int64), minlength=len(ERROR_KINDS)) if len(err) else np.zeros(7, int)
-        )
-        by_kind = {k: int(counts[i]) for i, k in enumerate(ERROR_KINDS) if i}
+        """Headline numbers as a dict (see DESIGN §2); latencies in seconds, corrected and uncorrected.
+
+        Streaming keys (NaN without streamed responses): ``ttft_p50_s`` … ``ttft_max_s``,
+        ``ttft_p50_uncorrected_s`` …, ``itl_p50_s`` …, ``tpot_p50_s`` …, ``output_tokens``,
+        ``output_tokens_per_s``. ``requests_meeting_slo`` / ``goodput_rps``: successful requests meeting every
+        bound of ``slo`` (all successful requests when no SLO was given) and their rate over the run.
+        """
+        by_kind = self._error_counts()
         responses = int(np.count_nonzero(self._rec["status"] > 0))
         dur = self.duration_s if self.duration_s > 0 else math.nan
+        d = derived_columns(self._rec)
+        ok = self._rec["err"] == 0
+        tokens = int(d["output_tokens"][ok].sum())
+        meeting = ok.copy()
+        for key, bound in self.slo.items():
+            meeting &= d[key] <= bound  # NaN (e.g. no TTFT on a non-streamed response) fails the bound
+        n_meet = int(np.count_nonzero(meeting))
         out: dict[str, Any] = {
             "requests": self.sent,
             "scheduled": self.scheduled,
@@ -208,30 +316,34 @@ class LoadResult:
             "achieved_rps": responses / max(dur, self._last_done_s()) if dur == dur else math.nan,
             "valid": self.valid,
             "invalid_reasons": list(self.invalid_reasons),
+            "invalid_kinds": list(self.invalid_kinds),
             "stopped": self.stopped,
             "stop_reason": self.stop_reason,
             "duration_s": self.duration_s,
             "lag_p99_s": self.lag_p99_s,
+            "bundle_error": str(self.bundle_error) if self.bundle_error is not None else None,
         }
         out.update(hist_percentiles(self._hist_corr))
         out.update(hist_percentiles(self._hist_unc, "_uncorrected"))
+        out.update(stream_percentiles(self._stream_hists))
+        out["output_tokens"] = tokens
+        out["output_tokens_per_s"] = tokens / dur if dur == dur else math.nan
+        out["slo"] = dict(self.slo)
+        out["requests_meeting_slo"] = n_meet
+        out["goodput_rps"] = n_meet / dur if dur == dur else math.nan
         return out
+
+    def stream_histogram(self, metric: str = "ttft") -> Any:
+        """The merged HdrHistogram (µs) of ``ttft``, ``ttft_uncorrected``, ``itl`` or ``tpot`` (None if no stream)."""
+        return self._stream_hists[STREAM_METRICS.index(metric)]
 
     # ---------------------------------------------------------------- display
     def __repr__(self) -> str:
-        s = self.summary()
+        from ..summary import summary_rows  # the rows every view shows (terminal, panel, report)
+
         head = "LoadResult" if self.valid else "LoadResult *** INVALID ***"
-        parts = [
-            f"{self.profile.describe()}",
-            f"{s['requests']:,} sent, {s['errors']:,} errors",
-            f"p99 {_fmt_s(s['p99_s'])} (uncorrected {_fmt_s(s['p99_uncorrected_s'])})",
-            f"achieved {s['achieved_rps']:.1f} rps",
-        ]
-        if self.stopped:
-            parts.append(f"stopped: {self.stop_reason}")
-        if not self.valid:
-            parts.append("INVALID: " + "; ".join(self.invalid_reasons))
-        return f"{head}({', '.join(parts)})"
+        rows = [f"{k} {v}" for k, v in summary_rows(self.summary()) if k != "verdict"]
+        return f"{head}({self.profile.describe()}: {'; '.join(rows)})"
 
     def _repr_html_(self) -> str:
         s = self.summary()
@@ -258,6 +370,36 @@ class LoadResult:
         return f"<div>{banner}<table>{body}</table></div>"
 
 
+def derived_columns(rec: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-request latency and streaming columns (seconds) from the raw record arrays (offsets from epoch).
+
+    TTFT runs from the intended send (``ttft_uncorrected_s`` from the actual send) to the first token-bearing
+    event; ``output_tokens`` is ``usage.completion_tokens`` when the server sent it, else the count of
+    token-bearing events; ITL is the gap between token events (mean and max per request); TPOT is
+    ``(e2e - ttft) / (output_tokens - 1)`` (DESIGN §9). Requests that did not stream get NaN and 0 tokens.
+    """
+    intended, sent, done = rec["intended"], rec["sent"], rec["done"]
+    out = {"latency_s": done - intended}
+    n = len(intended)
+    if "tok_first" not in rec:
+        nan = np.full(n, math.nan)
+        out.update(ttft_s=nan, ttft_uncorrected_s=nan, output_tokens=np.zeros(n, np.int64), itl_mean_s=nan,
+                   itl_max_s=nan, tpot_s=nan)  # fmt: skip
+        return out
+    first, last = rec["tok_first"], rec["tok_last"]
+    events = rec["tok_events"].astype(np.int64)
+    usage = rec["tok_usage"].astype(np.int64)
+    tokens = np.where(usage >= 0, usage, events)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["ttft_s"] = first - intended
+        out["ttft_uncorrected_s"] = first - sent
+        out["output_tokens"] = tokens
+        out["itl_mean_s"] = np.where(events > 1, (last - first) / (events - 1), math.nan)
+        out["itl_max_s"] = rec["itl_max"].astype(np.float64)
+        out["tpot_s"] = np.where(tokens > 1, (done - first) / (tokens - 1), math.nan)
+    return out
+
+
 def records_frame(rec: Mapping[str, np.ndarray], epoch: float) -> pd.DataFrame:
     """Per-request arrays (offsets in seconds from ``epoch``) -> the ``requests()`` DataFrame."""
     import pandas as pd
@@ -268,12 +410,13 @@ def records_frame(rec: Mapping[str, np.ndarray], epoch: float) -> pd.DataFrame:
         return base + pd.to_timedelta(offsets, unit="s")
 
     intended, sent, done = rec["intended"], rec["sent"], rec["done"]
+    d = derived_columns(rec)
     df = pd.DataFrame(
         {
             "intended_at": at(intended),
             "sent_at": at(sent),
             "done_at": at(done),
-            "latency_s": done - intended,
+            "latency_s": d["latency_s"],
             "service_s": done - sent,
             "lag_s": sent - intended,
             "status": rec["status"].astype("int64"),
@@ -281,11 +424,18 @@ def records_frame(rec: Mapping[str, np.ndarray], epoch: float) -> pd.DataFrame:
             "bytes": rec["bytes"].astype("int64"),
             "target": rec["target"].astype(str) if len(rec["target"]) else rec["target"].astype(object),
             "worker": rec["worker"].astype("int64"),
+            "ttft_s": d["ttft_s"],
+            "ttft_uncorrected_s": d["ttft_uncorrected_s"],
+            "output_tokens": d["output_tokens"].astype("int64"),
+            "itl_mean_s": d["itl_mean_s"],
+            "itl_max_s": d["itl_max_s"],
+            "tpot_s": d["tpot_s"],
         }
     )
     return df
 
 
-def empty_hists() -> tuple[Any, Any, Any]:
-    """Three empty µs histograms: corrected latency, uncorrected latency, schedule lag."""
-    return new_histogram(), new_histogram(), new_histogram()
+def empty_hists() -> tuple[Any, ...]:
+    """Seven empty µs histograms: corrected and uncorrected latency, schedule lag, then TTFT (corrected and
+    uncorrected), ITL and TPOT."""
+    return tuple(new_histogram() for _ in range(7))

@@ -24,6 +24,8 @@ import json
 import logging
 import math
 import queue as queue_mod
+import re
+import socket
 import sys
 import threading
 import time
@@ -34,10 +36,10 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from .._validate import check_int, check_num
-from ..errors import LoadTestError, SpecError
-from ._engine import ERROR_KINDS, EngineConfig, run_engine, worker_main
+from ..errors import LoadTestError, SpecError, StorageError
+from ._engine import ERROR_KINDS, EngineConfig, concat_records, run_engine, worker_main
 from .profiles import LoadProfile
-from .result import LoadResult, empty_hists, hist_percentiles, records_frame
+from .result import SLO_KEYS, LoadResult, empty_hists, hist_percentiles, records_frame, stream_percentiles
 from .settings import LoadSettings
 
 if TYPE_CHECKING:
@@ -92,6 +94,47 @@ def _parse_url(url: str) -> tuple[str, int, str, str]:
         path += "?" + parts.query
     hostport = parts.netloc.rsplit("@", 1)[-1]
     return parts.hostname, port, path, hostport
+
+
+# RFC 9110 §5.6.2 (https://www.rfc-editor.org/rfc/rfc9110#section-5.6.2): methods and field names are tokens;
+# §5.5: a field value must not contain CR, LF or NUL (they would split the request: header injection).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _check_request_line(method: Any, headers: Mapping[str, str] | None) -> None:
+    if not isinstance(method, str) or not _TOKEN.fullmatch(method):
+        raise LoadTestError(
+            f"method must be an HTTP token such as POST or GET, without spaces (got {method!r})"
+        )
+    if headers is None:
+        return
+    if not isinstance(headers, Mapping):
+        raise LoadTestError(f"headers must be a mapping of name -> value (got {type(headers).__name__})")
+    for k, v in headers.items():
+        if not isinstance(k, str) or not _TOKEN.fullmatch(k):
+            raise LoadTestError(f"headers: name {k!r} is not a valid HTTP field name (letters, digits, -)")
+        if not isinstance(v, str):
+            raise LoadTestError(f"headers[{k!r}] must be a string (got {type(v).__name__})")
+        if any(c in v for c in "\r\n\0"):
+            raise LoadTestError(f"headers[{k!r}] must not contain CR, LF or NUL (got {v!r})")
+        try:
+            v.encode("latin-1")
+        except UnicodeEncodeError as exc:
+            raise LoadTestError(f"headers[{k!r}] must be latin-1 text (got {v!r})") from exc
+
+
+def _resolve(host: str, port: int) -> str:
+    """Check that ``host`` resolves before any request (a clear error if not); returns its first address.
+
+    The engine still connects by name, so every address of the name is tried, as a browser would.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise LoadTestError(
+            f"url host {host!r} does not resolve ({exc}): check the host name in the url"
+        ) from exc
+    return str(infos[0][4][0])
 
 
 def _head(method: str, path: str, hostport: str, headers: Mapping[str, str] | None) -> bytes:
@@ -155,6 +198,19 @@ def _check_num(name: str, v: Any, lo: float, hi: float) -> float:
     return check_num(name, v, lo, hi)
 
 
+def _check_slo(slo: Any) -> dict[str, float]:
+    if slo is None:
+        return {}
+    if not isinstance(slo, Mapping):
+        raise SpecError("slo", f"must be a dict such as {{'ttft_s': 0.5, 'tpot_s': 0.05}} (got {slo!r})")
+    out: dict[str, float] = {}
+    for k, v in slo.items():
+        if k not in SLO_KEYS:
+            raise SpecError(f"slo.{k}", f"is not an SLO bound; allowed: {', '.join(SLO_KEYS)}")
+        out[k] = _check_num(f"slo.{k}", v, 1e-6, 3600)
+    return out
+
+
 # --------------------------------------------------------------------------- the run
 class _Run:
     """One load run: launches engines, collects their messages, builds the LoadResult."""
@@ -176,6 +232,8 @@ class _Run:
         stop: threading.Event | None,
         bundle: RunBundle | None,
         max_lag_p99_s: float,
+        slo: Mapping[str, float] | None = None,
+        connect_timeout_s: float | None = None,
     ) -> None:
         if not isinstance(profile, LoadProfile):
             raise SpecError(
@@ -188,8 +246,16 @@ class _Run:
         self.max_lag_p99_s = _check_num("max_lag_p99_s", max_lag_p99_s, 0, 3600)
         if workers > connections:
             raise SpecError("workers", f"must be <= connections ({connections}) (got {workers})")
+        self.connect_timeout_s = (
+            min(self.timeout_s, 3.0)
+            if connect_timeout_s is None
+            else _check_num("connect_timeout_s", connect_timeout_s, 0.001, 3600)
+        )
+        self.slo = _check_slo(slo)
+        _check_request_line(method, headers)
         self.url = url
         self.host, self.port, path, hostport = _parse_url(url)
+        self.address = _resolve(self.host, self.port)
         self.profile = profile
         head = _head(method, path, hostport, headers)
         self.requests: list[bytes] | None = None
@@ -209,6 +275,8 @@ class _Run:
         self.progress = progress
         self.user_stop = stop
         self.bundle = bundle
+        self.bundle_error: StorageError | None = None
+        self._starved = 0
         self.schedule = profile.schedule()
         self.scheduled = len(self.schedule)
         self.epoch = 0.0
@@ -253,6 +321,7 @@ class _Run:
             interval_s=self.interval_s,
             worker=w,
             encode_hists=encode,
+            connect_timeout_s=self.connect_timeout_s,
         )
 
     # ---------------------------------------------------------------- main
@@ -263,8 +332,7 @@ class _Run:
         import hdrh.histogram  # noqa: F401
         import pandas  # noqa: F401
 
-        if self.bundle is not None:
-            self.bundle.write_json("load.json", self._spec_dict())
+        self._to_bundle("write_json", "load.json", self._spec_dict())
         if self.progress:
             from tqdm.auto import tqdm
 
@@ -288,12 +356,33 @@ class _Run:
             if self._bar is not None:
                 self._bar.close()
         if self.bundle is not None:
-            self.bundle.write_json("summary.json", result.summary())
-            self.bundle.finalize()
+            # after a storage failure these are still tried (a part may have failed for want of space that is
+            # free again), but only the first failure is reported
+            self._to_bundle("write_json", "summary.json", result.summary(), retry=True)
+            self._to_bundle("finalize", retry=True)
+            result.bundle_error = self.bundle_error
         failed = {w: t for w, t in self._dead.items() if t and t != "killed"}
         if failed and not self._chunks_have_records():
             raise LoadTestError(f"load engine failed:\n{next(iter(failed.values()))}")
         return result
+
+    def _to_bundle(self, method: str, *args: Any, retry: bool = False) -> None:
+        """Write to the bundle; the first failure is kept as ``bundle_error`` and logged once, never raised.
+
+        After it, appends stop (each would fail the same way and the run must not slow down), but what reached
+        disk stays loadable: every part is written atomically.
+        """
+        if self.bundle is None or (self.bundle_error is not None and not retry):
+            return
+        try:
+            getattr(self.bundle, method)(*args)
+        except Exception as exc:
+            if self.bundle_error is not None:
+                log.debug("run bundle write failed again: %s", exc)
+                return
+            err = exc if isinstance(exc, StorageError) else StorageError(self.bundle.path, exc)
+            self.bundle_error = err
+            log.warning("run bundle stopped, the result in memory is whole: %s", err)
 
     def _chunks_have_records(self) -> bool:
         return any(len(c["index"]) for c in self._chunks)
@@ -307,6 +396,8 @@ class _Run:
             "interval_s": self.interval_s,
             "workers": self.workers,
             "max_lag_p99_s": self.max_lag_p99_s,
+            "connect_timeout_s": self.connect_timeout_s,
+            "slo": self.slo,
             "scheduled": self.scheduled,
         }
 
@@ -440,11 +531,8 @@ class _Run:
         rec["target"] = names[rec["target"]]  # -1 picks the trailing ""
         self._chunks.append(rec)
         self._received[w] = self._received.get(w, 0) + len(rec["index"])
-        if self.bundle is not None and len(rec["index"]):
-            try:
-                self.bundle.append_requests(records_frame(rec, self.epoch))
-            except Exception:
-                log.exception("could not append requests to the run bundle")
+        if self.bundle is not None and self.bundle_error is None and len(rec["index"]):
+            self._to_bundle("append_requests", records_frame(rec, self.epoch))
 
     def _complete(self, k: int) -> bool:
         have = self._pending.get(k, {})
@@ -473,18 +561,28 @@ class _Run:
         from ._engine import new_histogram
 
         corr, unc, lag = new_histogram(), new_histogram(), new_histogram()
-        offered = sent = responses = ok = 0
+        shists: list[Any] = [None, None, None, None]  # ttft, ttft uncorrected, itl, tpot: only if streams
+        offered = sent = responses = ok = tokens = 0
         err = np.zeros(len(ERROR_KINDS), dtype=np.int64)
         for counts, hists in parts.values():
-            for total, h in zip((corr, unc, lag), hists, strict=False):
+            for total, h in zip((corr, unc, lag), hists[:3], strict=True):
                 total.add(HdrHistogram.decode(h) if isinstance(h, (bytes, str)) else h)
+            for m, h in enumerate(hists[3:]):
+                if h is None:
+                    continue
+                if shists[m] is None:
+                    shists[m] = new_histogram()
+                shists[m].add(HdrHistogram.decode(h) if isinstance(h, (bytes, str)) else h)
             offered += counts["offered"]
             sent += counts["sent"]
             responses += counts["responses"]
             ok += counts["ok"]
+            tokens += counts.get("tokens", 0)
+            self._starved += counts.get("starved", 0)
             err += np.asarray(counts["err"], dtype=np.int64)
-        for total, h in zip(self._totals, (corr, unc, lag), strict=False):
-            total.add(h)
+        for total, h in zip(self._totals, (corr, unc, lag, *shists), strict=True):
+            if h is not None:
+                total.add(h)
         length = self.interval_s
         ends = [d["end"] for d in self._done.values() if d["last_k"] == k]
         if ends:  # the final, partial interval
@@ -506,15 +604,15 @@ class _Run:
         row.update(hist_percentiles(unc, "_uncorrected"))
         row["lag_p99_s"] = lag.get_value_at_percentile(99.0) / 1e6 if lag.get_total_count() else math.nan
         row["step_rps"] = math.nan
+        row.update(stream_percentiles(shists))
+        row["output_tokens"] = tokens
+        row["output_tokens_per_s"] = tokens / length
         if self._step_plan:
             self._step_account(k, row, corr, ok, int(err[1:].sum()))
         with self.rows_lock:
             self.rows.append(row)
-        if self.bundle is not None:
-            try:
-                self.bundle.append_intervals(pd.DataFrame([row]))
-            except Exception:
-                log.exception("could not append an interval to the run bundle")
+        if self.bundle is not None and self.bundle_error is None:
+            self._to_bundle("append_intervals", pd.DataFrame([row]))
         if self._bar is not None:
             self._bar.update(min(sent, self._bar.total - self._bar.n))
             self._bar.set_postfix_str(
@@ -569,10 +667,9 @@ class _Run:
 
     # ---------------------------------------------------------------- result
     def _result(self) -> LoadResult:
-        keys = ("index", "intended", "sent", "done", "status", "err", "bytes", "target", "worker")
         chunks = [c for c in self._chunks if len(c["index"])]
         if chunks:
-            rec = {key: np.concatenate([c[key] for c in chunks]) for key in keys}
+            rec = concat_records(chunks)
         else:
             rec = {
                 "index": np.zeros(0, np.int64), "intended": np.zeros(0), "sent": np.zeros(0), "done": np.zeros(0),
@@ -614,6 +711,11 @@ class _Run:
             steps=self._steps,
             lost_workers=lost,
             workers=self.workers,
+            connections=self.connections,
+            timeout_s=self.timeout_s,
+            starved=self._starved,
+            slo=self.slo,
+            bundle_error=self.bundle_error,
         )
 
 
@@ -635,6 +737,8 @@ def run_load(
     stop: threading.Event | None = None,
     bundle: RunBundle | None = None,
     max_lag_p99_s: float = 0.003,
+    slo: Mapping[str, float] | None = None,
+    connect_timeout_s: float | None = None,
 ) -> LoadResult:
     """Send ``profile``'s schedule to ``url`` (open loop) and return a :class:`LoadResult`.
 
@@ -645,10 +749,19 @@ def run_load(
     ``stop`` (a ``threading.Event``) or Ctrl-C end the run early with a partial result (``stopped=True``).
     ``bundle`` (a :class:`mlops_lb.bundle.RunBundle`) receives records and intervals as the run goes.
     ``settings`` (a :class:`mlops_lb.load.LoadSettings`) gives method, headers, connections, timeout_s,
-    interval_s, workers, progress and max_lag_p99_s in one value instead of those keywords.
+    interval_s, workers, progress, max_lag_p99_s, slo and connect_timeout_s in one value instead of keywords.
 
-    A run that sent under 99 % of its schedule, or whose schedule-lag p99 exceeded ``max_lag_p99_s``, is
-    returned with ``valid=False`` and ``invalid_reasons``.
+    A run ends at its last intended send time plus ``timeout_s`` at the latest, whatever the server does: a
+    request that waits ``timeout_s`` past its intended time without a connection ends as ``no_connection``,
+    one still unanswered at the end as ``timeout`` (``cancelled`` after a Stop). Opening a connection has its
+    own bound, ``connect_timeout_s`` (default ``min(timeout_s, 3)``). Streamed responses (SSE or chunked)
+    get TTFT, ITL, TPOT and token counts (see :class:`LoadResult`); ``slo={"ttft_s": …, "tpot_s": …,
+    "latency_s": …}`` (any subset) sets the bounds of ``requests_meeting_slo`` and ``goodput_rps``.
+
+    A run that sent under 99 % of its schedule, lagged behind it (schedule-lag p99 above ``max_lag_p99_s``),
+    went unanswered or met many server errors is returned with ``valid=False``, ``invalid_reasons`` and the
+    parallel ``invalid_kinds``. If the bundle cannot be written, the run goes on and the result carries the
+    :class:`~mlops_lb.errors.StorageError` as ``bundle_error``.
 
     Example::
 
@@ -657,14 +770,16 @@ def run_load(
     """
     # One LoadSettings instead of the keywords; a keyword that disagrees with it is an error.
     if settings is not None:
-        method, headers, connections, timeout_s, interval_s, workers, progress, max_lag_p99_s = settings.resolve(
+        (method, headers, connections, timeout_s, interval_s, workers, progress, max_lag_p99_s, slo,
+         connect_timeout_s) = settings.resolve(
             method=method, headers=headers, connections=connections, timeout_s=timeout_s, interval_s=interval_s,
-            workers=workers, progress=progress, max_lag_p99_s=max_lag_p99_s,
+            workers=workers, progress=progress, max_lag_p99_s=max_lag_p99_s, slo=slo,
+            connect_timeout_s=connect_timeout_s,
         )  # fmt: skip
     run = _Run(
         url, profile, payloads, method=method, headers=headers, connections=connections, timeout_s=timeout_s,
         interval_s=interval_s, workers=workers, on_interval=on_interval, progress=progress, stop=stop,
-        bundle=bundle, max_lag_p99_s=max_lag_p99_s,
+        bundle=bundle, max_lag_p99_s=max_lag_p99_s, slo=slo, connect_timeout_s=connect_timeout_s,
     )  # fmt: skip
     return run.execute()
 
@@ -751,6 +866,8 @@ def start_load(
     stop: threading.Event | None = None,
     bundle: RunBundle | None = None,
     max_lag_p99_s: float = 0.003,
+    slo: Mapping[str, float] | None = None,
+    connect_timeout_s: float | None = None,
 ) -> LoadRun:
     """Like :func:`run_load` but returns at once with a :class:`LoadRun` handle (the run goes on a thread).
 
@@ -762,14 +879,16 @@ def start_load(
     """
     # One LoadSettings instead of the keywords; a keyword that disagrees with it is an error.
     if settings is not None:
-        method, headers, connections, timeout_s, interval_s, workers, progress, max_lag_p99_s = settings.resolve(
+        (method, headers, connections, timeout_s, interval_s, workers, progress, max_lag_p99_s, slo,
+         connect_timeout_s) = settings.resolve(
             method=method, headers=headers, connections=connections, timeout_s=timeout_s, interval_s=interval_s,
-            workers=workers, progress=progress, max_lag_p99_s=max_lag_p99_s,
+            workers=workers, progress=progress, max_lag_p99_s=max_lag_p99_s, slo=slo,
+            connect_timeout_s=connect_timeout_s,
         )  # fmt: skip
     stop = stop if stop is not None else threading.Event()
     run = _Run(
         url, profile, payloads, method=method, headers=headers, connections=connections, timeout_s=timeout_s,
         interval_s=interval_s, workers=workers, on_interval=on_interval, progress=progress, stop=stop,
-        bundle=bundle, max_lag_p99_s=max_lag_p99_s,
+        bundle=bundle, max_lag_p99_s=max_lag_p99_s, slo=slo, connect_timeout_s=connect_timeout_s,
     )  # fmt: skip
     return LoadRun(run, stop)

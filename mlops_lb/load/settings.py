@@ -20,15 +20,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._validate import check_bool, check_int, check_num, check_str, fail, show, unknown_field
+from .._validate import check_bool, check_choice, check_int, check_num, check_str, fail, show, unknown_field
 
 __all__ = ["LoadSettings"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class LoadSettings:
-    """How a run sends: method and headers, connections, timeout, interval, worker processes, progress bar, and the
-    schedule-lag bound that makes a run valid. Defaults are ``run_load``'s.
+    """How a run sends and is judged: method and headers, connections, timeouts, interval, worker processes,
+    progress bar, the schedule-lag bound that makes a run valid and the streaming SLO. Defaults are ``run_load``'s.
 
     Example::
 
@@ -43,6 +43,8 @@ class LoadSettings:
     workers: int = 1
     progress: bool = True
     max_lag_p99_s: float = 0.003
+    slo: Mapping[str, float] | None = None
+    connect_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         check_str("method", self.method)
@@ -61,6 +63,19 @@ class LoadSettings:
         check_int("workers", self.workers, 1, 256)
         check_num("max_lag_p99_s", self.max_lag_p99_s, 0, 3600)
         check_bool("progress", self.progress)
+        if self.connect_timeout_s is not None:
+            check_num("connect_timeout_s", self.connect_timeout_s, 0.001, 3600)
+        if self.slo is not None:
+            from .result import SLO_KEYS
+
+            if not isinstance(self.slo, Mapping):
+                fail(
+                    "slo", f"must be a dict such as {{'ttft_s': 0.5, 'tpot_s': 0.05}} (got {show(self.slo)})"
+                )
+            for key, bound in self.slo.items():
+                check_choice("slo", key, SLO_KEYS)
+                check_num(f"slo.{key}", bound, 1e-6, 3600)
+            object.__setattr__(self, "slo", dict(self.slo))
         if self.workers > self.connections:
             fail("workers", f"must be <= connections ({self.connections}) (got {self.workers})")
 
@@ -97,6 +112,8 @@ class LoadSettings:
             default = _DEFAULTS[f.name]
             if f.name == "headers":
                 theirs = dict(theirs or {})
+            if f.name == "slo" and theirs is not None:
+                theirs = dict(theirs)
             if theirs != default and theirs != mine:
                 fail(
                     f"settings.{f.name}",

@@ -114,7 +114,7 @@ class FleetCockpit:
         self._lock = threading.Lock()
         # One ticker (the cockpit's) drives the status table too, so status is read once per tick.
         self.scaling = ScalingPanel(fleet, refresh_s=None, executor=executor)
-        self.load = LoadTestPanel(fleet, root=root, start_load=start_load, **load_options)
+        self.load = LoadTestPanel(fleet, root=root, start_load=start_load, watch_s=None, **load_options)
         price = price_per_hour if price_per_hour is not None else default_price(fleet.spec)
         self.meter = CostMeter(price)
         self.cost_html = w.HTML(message_html("cost: not measured yet"))
@@ -170,6 +170,12 @@ class FleetCockpit:
                 return
             now = self._clock()
             status = self.scaling.refresh()
+            self.load.sync_fleet_state()
+            if self.scaling.closed:
+                self.cost_html.value = message_html(
+                    "cost: " + self.meter.text() + " · fleet closed, no longer billed"
+                )
+                return
             if status is not None:
                 self.meter.update(now, len(live_targets(status)))
                 self.cost_html.value = message_html("cost: " + self.meter.text())

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
-from ._common import error_text, message_html
+from ..summary import html_table, summary_rows, verdict
+from ._common import CLOSED_TEXT, Ticker, error_text, fleet_closed, message_html
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -81,18 +82,29 @@ class _LivePlot:
         self.lat_ax: Axes
         self.rps_ax: Axes
         self.lat_ax, self.rps_ax = self.figure.subplots(1, 2)
+        # markers: a run of one interval is a point, and a line without markers would draw nothing
         self.lines = {
-            "p50": self.lat_ax.plot([], [], label="p50")[0],
-            "p99": self.lat_ax.plot([], [], label="p99")[0],
-            "offered": self.rps_ax.plot([], [], label="offered", linestyle="--")[0],
-            "achieved": self.rps_ax.plot([], [], label="achieved")[0],
+            "p50": self.lat_ax.plot([], [], marker="o", markersize=3, label="p50")[0],
+            "p99": self.lat_ax.plot([], [], marker="o", markersize=3, label="p99")[0],
+            "offered": self.rps_ax.plot([], [], marker="o", markersize=3, label="offered", linestyle="--")[0],
+            "achieved": self.rps_ax.plot([], [], marker="o", markersize=3, label="achieved")[0],
         }
-        self.lat_ax.set(title="latency (corrected)", xlabel="s", ylabel="ms")
-        self.rps_ax.set(title="throughput", xlabel="s", ylabel="requests/s")
+        self.lat_ax.set(title="latency (corrected)", xlabel="time since start (s)", ylabel="latency (ms)")
+        self.rps_ax.set(title="throughput", xlabel="time since start (s)", ylabel="requests per second")
         for ax in (self.lat_ax, self.rps_ax):
             ax.legend(loc="upper left", fontsize="small")
             ax.grid(alpha=0.3)
+            ax.set_xlim(0, 1)  # before the first interval: an honest empty frame, not -0.04…0.04
+            ax.set_ylim(0, 1)
         self.figure.tight_layout()
+        if isinstance(self.widget, w.Output):
+            self.widget.outputs = (
+                {
+                    "output_type": "display_data",
+                    "metadata": {},
+                    "data": {"text/plain": "live plot: waiting for the first interval…"},
+                },
+            )
 
     def update(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Redraw from every interval row so far."""
@@ -107,9 +119,11 @@ class _LivePlot:
         }
         for name, ys in series.items():
             self.lines[name].set_data(xs, ys)
-        for ax in (self.lat_ax, self.rps_ax):
-            ax.relim()
-            ax.autoscale_view()
+        right = max(max(xs), 1.0) * 1.05
+        for ax, names in ((self.lat_ax, ("p50", "p99")), (self.rps_ax, ("offered", "achieved"))):
+            finite = [y for n in names for y in series[n] if y == y]
+            ax.set_xlim(left=0, right=right)
+            ax.set_ylim(bottom=0, top=max(finite, default=1.0) * 1.15 or 1.0)  # head room for the top point
         self.redraws += 1
         if self.mode == "ipympl":
             self.figure.canvas.draw_idle()
@@ -157,12 +171,16 @@ def _seconds_since_first(stamps: list[Any]) -> list[float]:
 class LoadTestPanel:
     """Start and stop a load test against a fleet (or a URL) and watch it live.
 
-    Start builds the profile from the inputs, creates a run bundle under ``root`` (``root=None``: none), and calls
-    ``start_load(url, profile, on_interval=..., progress=False, bundle=bundle)`` which returns at once with a
-    running load (``mlops_lb.load.start_load`` unless injected). Each interval updates the plots and the progress
-    bar; when the run ends (or Stop is clicked) the fleet's metrics and events go into the bundle, the report is
-    written and its path shown in ``report_html`` (``panel.report_path``). For a fleet the URL is
-    ``fleet.url + "/predict"``.
+    Start checks the inputs (a wrong one is named, never replaced), then runs a
+    :class:`~mlops_lb.session.RunSession`: a bundle under ``root`` (``root=None``: none), the load through
+    ``start_load`` (``mlops_lb.load.start_load`` unless injected) with ``connections`` from its field, the fleet's
+    data for the run's window and the report, whose link appears in ``report_html`` (``panel.report_path``).
+    ``phase_html`` says what the run is doing (sending, draining in-flight requests, writing the report); Start
+    stays disabled until all of that is over. The verdict names why a run is invalid (``fleet saturated``,
+    ``generator lag``…) and the summary table gives each reason's fix. One load at a time per fleet: a second
+    panel's Start says why it is refused. Every ``watch_s`` seconds the panel checks whether the fleet was closed and
+    then disables Start with a visible reason (``watch_s=None``: only at Start; the cockpit drives it from its own
+    tick). For a fleet the URL is ``fleet.url + "/predict"``.
 
     Example::
 
@@ -183,6 +201,8 @@ class LoadTestPanel:
         write_report: Callable[[Any], Any] | None = None,
         executor: Executor | None = None,
         plot: str = "auto",
+        connections: int = 32,
+        watch_s: float | None = 2.0,
     ) -> None:
         if isinstance(fleet_or_url, str):
             self.fleet: Any = None
@@ -212,6 +232,8 @@ class LoadTestPanel:
         self.result: Any = None
         self.report_path: Path | None = None
         self._future: Future[Any] | None = None
+        self.session: Any = None
+        self._phase_ticker: Ticker | None = None
 
         target = spec.scaling.target_rps_per_target if spec is not None else 20.0
         top = target * (spec.capacity.max if spec is not None else 4)
@@ -219,18 +241,24 @@ class LoadTestPanel:
         self.profile_dropdown = w.Dropdown(
             options=list(PROFILES), value="ramp", description="profile", style=style
         )
-        self.rate_input = w.BoundedFloatText(
-            value=round(target / 2, 1), min=0.1, max=1e6, step=1, description="rps (start)", style=style
+        # Unbounded inputs on purpose: a bounded one silently replaces -5 by its minimum; Start checks them
+        # and says which value is wrong instead.
+        self.rate_input = w.FloatText(
+            value=round(target / 2, 1), step=1, description="rps (start)", style=style
         )
-        self.end_rate_input = w.BoundedFloatText(
-            value=round(top, 1), min=0.1, max=1e6, step=1, description="rps (end)", style=style
-        )
-        self.duration_input = w.BoundedFloatText(
-            value=30.0, min=1.0, max=86_400.0, step=5, description="duration s", style=style
+        self.end_rate_input = w.FloatText(value=round(top, 1), step=1, description="rps (end)", style=style)
+        self.duration_input = w.FloatText(value=30.0, step=5, description="duration s", style=style)
+        self.connections_input = w.IntText(
+            value=int(connections),
+            description="connections",
+            style=style,
+            tooltip="keep-alive connections of the generator (run_load's connections=); "
+            "raise it when a saturated fleet holds every connection",
         )
         self.start_button = w.Button(description="Start", button_style="success", icon="play")
         self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="progress", style=style)
+        self.phase_html = w.HTML("")
         self.message = w.HTML(message_html("choose a profile and press Start"))
         self.summary_html = w.HTML("")
         self.report_html = w.HTML("")
@@ -241,12 +269,17 @@ class LoadTestPanel:
         self.start_button.on_click(lambda _b: self.start())
         self.stop_button.on_click(lambda _b: self.stop())
         self._sync_inputs()
+        # Notices fleet.close() between runs, so Start is disabled with a reason before anyone clicks it.
+        self._watch: Ticker | None = None
+        if watch_s and self.fleet is not None:
+            self._watch = Ticker(watch_s, self.sync_fleet_state, name="load-watch").start()
         self._widget = w.VBox(
             [
                 w.HTML("<b>Load test</b>"),
                 w.HBox([self.profile_dropdown, self.duration_input]),
                 w.HBox([self.rate_input, self.end_rate_input]),
-                w.HBox([self.start_button, self.stop_button, self.progress]),
+                w.HBox([self.connections_input]),
+                w.HBox([self.start_button, self.stop_button, self.progress, self.phase_html]),
                 self.message,
                 self.plot,
                 self.summary_html,
@@ -275,14 +308,37 @@ class LoadTestPanel:
         self.end_rate_input.description = "spike rps" if kind == "spike" else "rps (end)"
 
     # ------------------------------------------------------------------ actions
+    def _checked_inputs(self) -> tuple[float, float, float, int]:
+        """The inputs, or a SpecError naming the first one that is wrong (nothing is replaced silently)."""
+        from ..errors import SpecError
+
+        def positive(ctl: w.Widget, what: str) -> float:
+            try:
+                v = float(ctl.value)
+            except (TypeError, ValueError):
+                raise SpecError(what, f"must be a number (got {ctl.value!r})") from None
+            if not v > 0 or v != v:
+                raise SpecError(what, f"must be greater than 0 (got {v:g}); nothing was started")
+            return v
+
+        rate = positive(self.rate_input, self.rate_input.description)
+        end = (
+            rate
+            if self.end_rate_input.disabled
+            else positive(self.end_rate_input, self.end_rate_input.description)
+        )
+        duration = positive(self.duration_input, "duration s")
+        conns = self.connections_input.value
+        if not isinstance(conns, int) or conns < 1:
+            raise SpecError(
+                "connections", f"must be a whole number >= 1 (got {conns!r}); nothing was started"
+            )
+        return rate, end, duration, conns
+
     def profile(self) -> Any:
         """The profile the inputs describe (see :func:`build_profile`)."""
-        return build_profile(
-            self.profile_dropdown.value,
-            float(self.rate_input.value),
-            float(self.end_rate_input.value),
-            float(self.duration_input.value),
-        )
+        rate, end, duration, _ = self._checked_inputs()
+        return build_profile(self.profile_dropdown.value, rate, end, duration)
 
     @property
     def running(self) -> bool:
@@ -291,43 +347,90 @@ class LoadTestPanel:
 
     def start(self) -> None:
         """Start a run in the background; problems are shown in ``message``."""
+        from ..session import RunSession
+
         if self.running:
             self.message.value = message_html("a run is already going: Stop it first", "error")
+            return
+        if fleet_closed(self.fleet):
+            self._show_closed()
             return
         self._stopped = False
         self.result = self.report_path = None
         self.summary_html.value = self.report_html.value = ""
         self.progress.value = 0.0
+        self.progress.bar_style = ""
         with self._rows_lock:
             self._rows = []
         try:
-            url = self.url or self.fleet.url.rstrip("/") + "/predict"
             profile = self.profile()
-            self.bundle = self._new_bundle()
-            start_load = self._start_load or _default_start_load()
-            self._duration_s = max(float(self.duration_input.value), 1e-9)
-            self._t0 = time.monotonic()
-            self.run = start_load(
-                url, profile, self.payloads, on_interval=self._on_interval, progress=False, bundle=self.bundle
+            _rate, _end, duration, conns = self._checked_inputs()
+            self._duration_s = duration
+            self.session = RunSession(
+                self.fleet if self.fleet is not None else self.url,
+                profile,
+                out=self.root,
+                name=getattr(self.spec, "name", None) or "load",
+                payloads=self.payloads,
+                on_interval=self._on_interval,
+                on_phase=self._on_phase,
+                start_load=self._start_load,
+                make_bundle=self._make_bundle,
+                write_report=self._write_report or _default_write_report(),
+                connections=conns,
             )
+            self._t0 = time.monotonic()
+            self.session.start()
         except Exception as exc:
             log.info("load test did not start: %s", exc)
             self.message.value = message_html(error_text(exc), "error")
             return
+        self.run = self.session.run
+        self.bundle = self.session.bundle
+        url = self.session.url
         log.info("load test started against %s", url)
+        # Start stays disabled until the run has ended *and* its report is written.
         self.start_button.disabled = True
         self.stop_button.disabled = False
         self.message.value = message_html(f"running {self.profile_dropdown.value} against {url}…", "busy")
         self._future = self._executor.submit(self._finish)
+        self._phase_ticker = Ticker(0.5, self._tick_phase, name="load-phase").start()
+
+    def _on_phase(self, phase: str) -> None:
+        self._show_phase(phase)
+
+    def _tick_phase(self) -> None:
+        s = self.session
+        if s is not None:
+            self._show_phase(s.phase)
+
+    def _show_phase(self, phase: str) -> None:
+        s = self.session
+        elapsed = s.elapsed_s if s is not None else 0.0
+        if phase == "sending":
+            self.progress.value = min(1.0, elapsed / self._duration_s)
+            text = f"sending: {min(elapsed, self._duration_s):.0f} of {self._duration_s:g} s"
+        elif phase == "draining":
+            self.progress.value = 1.0
+            self.progress.bar_style = "warning"
+            late = max(0.0, elapsed - self._duration_s)
+            text = f"draining in-flight requests: schedule over {late:.0f} s ago, waiting for the fleet's responses"
+        elif phase == "writing report":
+            text = "writing the report…"
+        else:
+            text = phase
+        self.phase_html.value = message_html(
+            text, "busy" if phase in ("sending", "draining", "writing report") else "info"
+        )
 
     def stop(self) -> None:
         """Ask the running load to stop; what was measured is kept and reported."""
-        if self.run is None or not self.running:
+        if self.session is None or not self.running:
             return
         self._stopped = True
         self.stop_button.disabled = True
-        self.message.value = message_html("stopping…", "busy")
-        self.run.stop()
+        self.message.value = message_html("stopping… (in-flight requests are still awaited)", "busy")
+        self.session.stop()
 
     def wait(self, timeout: float | None = None) -> Path | None:
         """Block until the run is over and its report written; returns the report's path (or None)."""
@@ -352,53 +455,56 @@ class LoadTestPanel:
         with self._rows_lock:
             return list(self._rows)
 
-    def _new_bundle(self) -> Any:
-        if self.root is None:
-            return None
-        name = getattr(self.spec, "name", None) or "load"
-        if self._make_bundle is not None:
-            return self._make_bundle(name, self.spec)
-        from ..bundle import RunBundle
-
-        return RunBundle.create(root=self.root, name=name, spec=self.spec)
-
     def _finish(self) -> None:
         try:
-            self.result = self.run.result()
-        except Exception as exc:
-            log.info("load test failed: %s", exc)
+            outcome = self.session.finish()
+        except Exception as exc:  # the session itself broke: say so, never leave Start disabled
+            log.exception("load session failed")
             self.message.value = message_html(error_text(exc), "error")
-            self._write_bundle(None)
             return
         finally:
-            self.start_button.disabled = False
+            if self._phase_ticker is not None:
+                self._phase_ticker.stop(timeout=0)
+            self.start_button.disabled = fleet_closed(self.fleet)
             self.stop_button.disabled = True
-        self.progress.value = 1.0
-        summary = _summary(self.result)
-        self.summary_html.value = _summary_html(summary) if summary else ""
-        self.message.value = message_html(
-            "stopped — kept what was measured" if self._stopped else "done", "ok"
-        )
-        self._write_bundle(summary)
-
-    def _write_bundle(self, summary: dict[str, Any] | None) -> None:
-        if self.bundle is None:
-            return
-        try:
-            _save_fleet_data(self.bundle, self.fleet, summary)
-            writer = self._write_report or _default_write_report()
-            path = writer(getattr(self.bundle, "path", self.bundle))
-            self.report_path = Path(path).resolve()
-            self.report_html.value = (
-                f'report: <code class="mlops-lb-report">{_esc(str(self.report_path))}</code>'
+        self.result = outcome.result
+        if outcome.error is not None:
+            log.info("load test failed: %s", outcome.error)
+            self.message.value = message_html(error_text(outcome.error), "error")
+        else:
+            self.progress.value = 1.0
+            v = verdict(outcome.summary)
+            done = "stopped — kept what was measured" if self._stopped else "done"
+            self.message.value = message_html(
+                f"{done} — {v.headline}", "ok" if v.valid is not False else "error"
             )
-        except Exception as exc:
-            log.exception("report failed")
-            self.report_html.value = message_html("report: " + error_text(exc), "error")
+            self.progress.bar_style = "success" if v.valid is not False else "danger"
+        self.phase_html.value = message_html("ended", "info")
+        summary = outcome.summary
+        self.summary_html.value = html_table(summary_rows(summary)) if summary else ""
+        if outcome.report_path is not None:
+            self.report_path = outcome.report_path
+            self.report_html.value = _report_link(self.report_path)
+        elif outcome.report_error is not None:
+            self.report_html.value = message_html("report: " + error_text(outcome.report_error), "error")
+
+    def _show_closed(self) -> None:
+        self.start_button.disabled = True
+        self.stop_button.disabled = True
+        self.message.value = message_html(CLOSED_TEXT, "error")
+
+    def sync_fleet_state(self) -> None:
+        """Disable Start with a visible message once the fleet is closed (the cockpit calls this each tick)."""
+        if fleet_closed(self.fleet) and not self.running:
+            self._show_closed()
+            if self._watch is not None:
+                self._watch.stop(timeout=0)
 
     def close(self) -> None:
-        """Stop a running load and release the panel's thread."""
+        """Stop a running load and release the panel's threads."""
         self.stop()
+        if self._watch is not None:
+            self._watch.stop(timeout=0)
         if self._owns_executor:
             self._executor.shutdown(wait=False)
 
@@ -409,44 +515,10 @@ class LoadTestPanel:
         )
 
 
-def _default_start_load() -> Callable[..., Any]:
-    from ..load import start_load
-
-    return start_load  # type: ignore[no-any-return]
-
-
 def _default_write_report() -> Callable[[Any], Any]:
     from ..report import write_report
 
     return write_report  # type: ignore[no-any-return]
-
-
-def _save_fleet_data(bundle: Any, fleet: Any, summary: dict[str, Any] | None) -> None:
-    """Metrics and events of the fleet and the summary into the bundle; each part is best effort."""
-    if summary is not None and hasattr(bundle, "write_json"):
-        try:
-            bundle.write_json("summary", summary)
-        except Exception:
-            log.exception("could not save the summary")
-    if fleet is not None:
-        for name in ("metrics", "events"):
-            writer = getattr(bundle, f"write_{name}", None)
-            if writer is None:
-                continue
-            try:
-                writer(getattr(fleet, name)())
-            except Exception:
-                log.exception("could not save %s", name)
-    if hasattr(bundle, "finalize"):
-        bundle.finalize()
-
-
-def _summary(result: Any) -> dict[str, Any]:
-    try:
-        return dict(result.summary())
-    except Exception:
-        log.exception("summary failed")
-        return {}
 
 
 def _esc(text: str) -> str:
@@ -455,20 +527,10 @@ def _esc(text: str) -> str:
     return html.escape(text)
 
 
-def _summary_html(s: Mapping[str, Any]) -> str:
-    def ms(key: str) -> str:
-        v = s.get(key)
-        return f"{float(v) * 1000:.1f} ms" if isinstance(v, (int, float)) and v == v else "-"
-
-    def rps(key: str) -> str:
-        v = s.get(key)
-        return f"{float(v):.1f}" if isinstance(v, (int, float)) else "-"
-
-    cells = [
-        ("requests", str(s.get("requests", "-"))),
-        ("errors", str(s.get("errors", "-"))),
-        ("offered / achieved rps", f"{rps('offered_rps')} / {rps('achieved_rps')}"),
-        ("p50 / p99 / max", f"{ms('p50_s')} / {ms('p99_s')} / {ms('max_s')}"),
-    ]
-    body = "".join(f"<tr><th style='text-align:left'>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in cells)
-    return f'<table class="mlops-lb-summary">{body}</table>'
+def _report_link(path: Path) -> str:
+    """The report's path as a link (opens in a new tab) with the path as text to copy."""
+    uri = path.as_uri()
+    return (
+        f'report: <a class="mlops-lb-report" href="{_esc(uri)}" target="_blank" rel="noopener">'
+        f"<code>{_esc(str(path))}</code></a>"
+    )

@@ -1,4 +1,5 @@
-"""Shared fixtures of the AWS tests: Pulumi mocks that record every resource, a fake wheel, moto credentials."""
+"""Shared fixtures of the AWS tests: Pulumi mocks that record every resource *and reject any resource that breaks
+an AWS rule* (mlops_lb/_aws_rules.py, each rule with its doc source), a fake wheel, moto credentials."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ import pytest
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 
+# The account the mocks pretend to be (moto's us-east-1 default VPC); importable by tests as _awsaccount.
+sys.path.insert(0, str(Path(__file__).parent)) if str(Path(__file__).parent) not in sys.path else None
+from _awsaccount import OFFERED_AZS, RESOLVED, SUBNET_AZS, RuleViolation  # noqa: E402
+
 
 @dataclass
 class Recorded:
@@ -28,6 +33,10 @@ class Recorded:
     ignore_changes: dict[str, list[str]] = field(default_factory=dict)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
+    violations: list[str] = field(default_factory=list)
+    instance_type: str | None = None
+    parents: dict[tuple[str, str], str] = field(default_factory=dict)
+    aliases: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
     def of_type(self, typ: str) -> list[tuple[str, dict[str, Any]]]:
         return [(n, i) for t, n, i in self.resources if t == typ]
@@ -46,12 +55,30 @@ def _hex(seed: str, n: int = 16) -> str:
     return hashlib.sha256(seed.encode()).hexdigest()[:n]
 
 
-def make_mocks(rec: Recorded) -> Any:
+def make_mocks(rec: Recorded, *, region: str = REGION, strict: bool = True) -> Any:
+    """Mocks that record resources and, when ``strict``, raise RuleViolation for one that breaks an AWS rule."""
     import pulumi
+
+    from mlops_lb._aws_rules import resource_violations
 
     class Mocks(pulumi.runtime.Mocks):
         def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-            rec.resources.append((args.typ, args.name, dict(args.inputs)))
+            inputs = dict(args.inputs)
+            if args.typ == "aws:ec2/launchTemplate:LaunchTemplate":
+                rec.instance_type = inputs.get("instanceType")
+            problems = resource_violations(
+                args.typ,
+                args.name,
+                inputs,
+                region=region,
+                subnet_azs=SUBNET_AZS,
+                offered_azs=OFFERED_AZS,
+                instance_type=rec.instance_type,
+            )
+            if problems and strict:
+                rec.violations.extend(problems)
+                raise RuleViolation(f"{args.typ} {args.name}: " + "; ".join(problems))
+            rec.resources.append((args.typ, args.name, inputs))
             phys = f"{args.name}-{_hex(args.name, 7)}"
             state: dict[str, Any] = {**args.inputs, "id": f"{args.name}-id"}
             if args.typ == "aws:lb/loadBalancer:LoadBalancer":
@@ -88,7 +115,7 @@ def make_mocks(rec: Recorded) -> Any:
             if args.token == "aws:ec2/getVpc:getVpc":
                 return {"id": "vpc-0default0", "cidrBlock": "172.31.0.0/16"}
             if args.token == "aws:ec2/getSubnets:getSubnets":
-                return {"id": "subnets", "ids": ["subnet-0aaaa111", "subnet-0bbbb222", "subnet-0cccc333"]}
+                return {"id": "subnets", "ids": sorted(SUBNET_AZS)[:3]}
             if args.token == "aws:ssm/getParameter:getParameter":
                 return {
                     "id": args.args["name"],
@@ -109,45 +136,65 @@ def fake_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture
-def run_program(fake_wheel: Path) -> Iterator[Callable[..., Recorded]]:
-    """Run ``declare_fleet(spec)`` under Pulumi mocks (preview=False) and return what it registered."""
+def run_declare(
+    spec: Any,
+    *,
+    assets: Any,
+    resolved: Any = RESOLVED,
+    config: dict[str, str] | None = None,
+    stack: str = "teststack",
+    region: str = REGION,
+) -> Recorded:
+    """``declare_fleet`` under the strict mocks; a RuleViolation from a resource fails the run (raised here)."""
     import pulumi
 
-    from mlops_lb.aws.program import _model_file, declare_fleet
+    from mlops_lb.aws.program import declare_fleet
 
-    def run(spec: Any, *, config: dict[str, str] | None = None, stack: str = "teststack") -> Recorded:
-        rec = Recorded()
-        mocks = make_mocks(rec)
-        # Pulumi's mocks need a current event loop in the main thread; an earlier asyncio.run() in the same session
-        # leaves none (it sets the loop to None on exit), so put one back, as the interpreter starts with.
-        policy = asyncio.get_event_loop_policy()
-        try:
-            policy.get_event_loop()
-        except RuntimeError:
-            policy.set_event_loop(policy.new_event_loop())
+    rec = Recorded()
+    mocks = make_mocks(rec, region=region)
+    # Pulumi's mocks need a current event loop in the main thread; an earlier asyncio.run() in the same session
+    # leaves none (it sets the loop to None on exit), so put one back, as the interpreter starts with.
+    policy = asyncio.get_event_loop_policy()
+    try:
+        policy.get_event_loop()
+    except RuntimeError:
+        policy.set_event_loop(policy.new_event_loop())
 
-        class Monitor(pulumi.runtime.mocks.MockMonitor):
-            def RegisterResource(self, request: Any) -> Any:
-                if request.ignoreChanges:
-                    rec.ignore_changes[request.name] = list(request.ignoreChanges)
-                return super().RegisterResource(request)
+    class Monitor(pulumi.runtime.mocks.MockMonitor):
+        def RegisterResource(self, request: Any) -> Any:
+            if request.ignoreChanges:
+                rec.ignore_changes[request.name] = list(request.ignoreChanges)
+            rec.parents[(request.type, request.name)] = request.parent
+            rec.aliases[(request.type, request.name)] = [str(a) for a in request.aliases]
+            return super().RegisterResource(request)
 
-        pulumi.runtime.set_mocks(
-            mocks, project="mlops-lb", stack=stack, preview=False, monitor=Monitor(mocks)
-        )
-        pulumi.runtime.set_all_config(dict(config or {}))
+    pulumi.runtime.set_mocks(mocks, project="mlops-lb", stack=stack, preview=False, monitor=Monitor(mocks))
+    pulumi.runtime.set_all_config({"aws:region": region, **(config or {})})
 
-        @pulumi.runtime.test
-        def body() -> Any:
-            outputs = declare_fleet(spec, wheel=fake_wheel, model=_model_file(spec))
-            return pulumi.Output.all(**outputs).apply(rec.outputs.update)
+    @pulumi.runtime.test
+    def body() -> Any:
+        outputs = declare_fleet(spec, assets=assets, resolved=resolved)
+        return pulumi.Output.all(**outputs).apply(rec.outputs.update)
 
-        try:
-            body()
-        finally:
-            pulumi.runtime.set_all_config({})
-        return rec
+    try:
+        body()
+    finally:
+        pulumi.runtime.set_all_config({})
+    if rec.violations:
+        raise RuleViolation("; ".join(rec.violations))
+    return rec
+
+
+@pytest.fixture
+def run_program(fake_wheel: Path) -> Iterator[Callable[..., Recorded]]:
+    """Run ``declare_fleet(spec)`` under the strict Pulumi mocks (preview=False) and return what it registered."""
+    from mlops_lb.aws.program import Assets, _model_file
+
+    def run(
+        spec: Any, *, config: dict[str, str] | None = None, stack: str = "teststack", **kw: Any
+    ) -> Recorded:
+        assets = kw.pop("assets", None) or Assets(wheel=fake_wheel, model=_model_file(spec))
+        return run_declare(spec, assets=assets, config=config, stack=stack, **kw)
 
     yield run
 
@@ -177,16 +224,34 @@ FAKE_PULUMI = textwrap.dedent("""
     import json, os, sys
     args = [a for a in sys.argv[1:] if a != "--non-interactive"]
     log = os.environ["FAKE_PULUMI_LOG"]
+    state_path = log + ".config.json"
+    config = json.load(open(state_path)) if os.path.exists(state_path) else {}
     with open(log, "a") as f:
-        f.write(json.dumps({"args": args, "cwd": os.getcwd(), "env": {k: v for k, v in os.environ.items()
-                            if k.startswith(("PULUMI_", "AWS_REGION", "AWS_PROFILE"))}}) + "\\n")
+        f.write(json.dumps({"args": args, "cwd": os.getcwd(), "config": config,
+                            "env": {k: v for k, v in os.environ.items()
+                                    if k.startswith(("PULUMI_", "AWS_REGION", "AWS_PROFILE"))}}) + "\\n")
     mode = os.environ.get("FAKE_PULUMI_MODE", "ok")
     if args[:1] == ["version"]:
         print("v3.272.0"); sys.exit(0)
+    if args[:2] == ["config", "set-all"]:
+        # ... --stack NAME [--plaintext|--secret] key=value ...; keys without a namespace belong to the project
+        for a in args[2:]:
+            if "=" in a and not a.startswith("-"):
+                k, v = a.split("=", 1)
+                config[k if ":" in k else "mlops-lb:" + k] = {"value": v, "secret": False}
+        json.dump(config, open(state_path, "w")); sys.exit(0)
+    if args[:1] == ["config"] and "--json" in args:
+        print(json.dumps(config)); sys.exit(0)
+    if args[:2] == ["stack", "history"]:
+        print(json.dumps([{"kind": "update", "startTime": "2026-12-01T10:00:00.000Z", "message": "",
+                           "environment": {}, "config": {}, "result": "succeeded",
+                           "endTime": "2026-12-01T10:01:00.000Z", "version": 1}])); sys.exit(0)
     if args[:1] in (["up"], ["preview"], ["destroy"], ["refresh"]):
         if mode == "conflict":
             sys.stderr.write("error: [409] Conflict: Another update is currently in progress.\\n"); sys.exit(255)
         sys.stdout.write("Updating (teststack)\\n    aws:lb:LoadBalancer demo creating\\n")
+        if mode == "up-ok":  # a succeeding update (the real CLI would run the inline program here)
+            sys.stdout.write("Resources:\\n    14 unchanged\\n"); sys.exit(0)
         sys.stderr.write("warning: something harmless\\nerror: creating ELBv2 Load Balancer: AccessDenied: "
                          "User is not authorized to perform: elasticloadbalancing:CreateLoadBalancer\\n")
         sys.exit(255)
@@ -222,3 +287,40 @@ def fake_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeCli:
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
     monkeypatch.setenv("FAKE_PULUMI_LOG", str(log))
     return FakeCli(log)
+
+
+def complete_default_vpc(ec2: Any) -> str:
+    """Give moto's default VPC what AWS's has: an attached internet gateway and a 0.0.0.0/0 route to it in the
+    main route table (https://docs.aws.amazon.com/vpc/latest/userguide/default-vpc.html); moto leaves both out."""
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+    igw = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+    ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc)
+    main = ec2.describe_route_tables(
+        Filters=[{"Name": "vpc-id", "Values": [vpc]}, {"Name": "association.main", "Values": ["true"]}]
+    )["RouteTables"][0]["RouteTableId"]
+    ec2.create_route(RouteTableId=main, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
+    return vpc
+
+
+@pytest.fixture
+def moto_account() -> Iterator[Any]:
+    """A moto account in us-east-1 whose default VPC looks like AWS's (six AZs; no t3.small in us-east-1e)."""
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        ec2 = boto3.client("ec2", region_name=REGION)
+        complete_default_vpc(ec2)
+        yield ec2
+
+
+@pytest.fixture
+def fake_wheelhouse(tmp_path: Path) -> Any:
+    """A prebuilt wheelhouse (one stand-in wheel + requirements.txt): launch() never downloads from PyPI here."""
+    from mlops_lb.aws.assets import Wheelhouse
+
+    house = tmp_path / "wheelhouse"
+    house.mkdir()
+    (house / "numpy-2.0.0-cp311-cp311-manylinux_2_17_x86_64.whl").write_bytes(b"PK\x05\x06" + b"\x00" * 18)
+    (house / "requirements.txt").write_text("numpy==2.0.0\n")
+    return Wheelhouse(path=house, requirements=("numpy==2.0.0",), digest="0" * 64)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 from typing import Any
 
 import pytest
+from _awsaccount import RESOLVED, SUBNET_AZS
 
 from mlops_lb import (
     CapacitySpec,
@@ -126,17 +128,15 @@ class TestLaunchTemplateAndGroup:
         assert bdm["ebs"]["volumeType"] == "gp3"
         assert bdm["ebs"]["volumeSize"] == SPECS[key].instance.root_volume_gb
 
-    def test_ami_from_public_ssm_parameter_unless_pinned(self, run_program: Any) -> None:
-        """The AMI comes from the spec's SSM parameter; a pinned spec.instance.ami skips the lookup."""
-        rec = _rec(run_program, "default")
-        assert (
-            "aws:ssm/getParameter:getParameter",
-            {"name": SPECS["default"].instance.ami_ssm_parameter},
-        ) in [(t, {"name": a.get("name")}) for t, a in rec.calls]
-        assert rec.one(LT)["imageId"] == "ami-0123456789abcdef0"
-        pinned = _rec(run_program, "weighted")
-        assert pinned.one(LT)["imageId"] == "ami-0fedcba9876543210"
-        assert not [t for t, _ in pinned.calls if t.startswith("aws:ssm/")]
+    @pytest.mark.parametrize("key", list(SPECS))
+    def test_no_lookups_inside_the_program(self, run_program: Any, key: str) -> None:
+        """The program declares from the preflight's ids: no get_vpc/get_subnets/get_parameter call at all."""
+        assert _rec(run_program, key).calls == []
+
+    def test_ami_from_the_preflight_unless_pinned(self, run_program: Any) -> None:
+        """The AMI is the preflight's (pinned in stack state by AwsFleet); a spec's instance.ami wins."""
+        assert _rec(run_program, "default").one(LT)["imageId"] == RESOLVED["ami_id"]
+        assert _rec(run_program, "weighted").one(LT)["imageId"] == "ami-0fedcba9876543210"
 
     @pytest.mark.parametrize("key", list(SPECS))
     def test_group_uses_elb_health_checks_and_one_minute_metrics(self, run_program: Any, key: str) -> None:
@@ -173,7 +173,13 @@ class TestLaunchTemplateAndGroup:
         assert asg["launchTemplate"]["id"].startswith("lt-")
         assert asg["instanceRefresh"]["strategy"] == "Rolling"
         assert asg["targetGroupArns"] == [_rec(run_program, "default").outputs["target_group_arn"]]
-        assert asg["vpcZoneIdentifiers"] == ["subnet-0aaaa111", "subnet-0bbbb222", "subnet-0cccc333"]
+        assert asg["vpcZoneIdentifiers"] == RESOLVED["instance_subnet_ids"]
+
+    def test_instance_refresh_launches_before_it_terminates(self, run_program: Any) -> None:
+        """Refresh preferences keep capacity: min healthy 100 %, max healthy above 100 % (AWS default 90/100
+        lets a one-instance fleet go dark; API_InstanceMaintenancePolicy). Old code: min 50, no max."""
+        prefs = _rec(run_program, "default").one(ASG)["instanceRefresh"]["preferences"]
+        assert prefs["minHealthyPercentage"] == 100 and 100 < prefs["maxHealthyPercentage"] <= 200
 
     @pytest.mark.parametrize("key", list(SPECS))
     def test_no_launch_configuration_anywhere(self, run_program: Any, key: str) -> None:
@@ -202,7 +208,9 @@ class TestLaunchTemplateAndGroup:
         """Every taggable resource carries mlops-lb:stack=<stack>; the ASG propagates it (and spec tags) at launch."""
         rec = _rec(run_program, "weighted")
         for typ, name, inputs in rec.resources:
-            if "tags" in inputs and typ != ASG:
+            if typ == "aws:s3/bucketObjectv2:BucketObjectv2":  # S3: at most 10 tags per object, only ours
+                assert inputs["tags"] == {"mlops-lb:stack": "teststack", "mlops-lb:fleet": "wr"}
+            elif "tags" in inputs and typ != ASG:
                 assert inputs["tags"]["mlops-lb:stack"] == "teststack", (typ, name)
                 assert inputs["tags"]["team"] == "ml"
         asg_tags = {t["key"]: t for t in rec.one(ASG)["tags"]}
@@ -284,17 +292,20 @@ class TestNetworkAndSecurity:
         assert (
             alb["internal"] is True and alb["idleTimeout"] == 120 and alb["loadBalancerType"] == "application"
         )
-        assert alb["subnets"] == ["subnet-0aaaa111", "subnet-0bbbb222", "subnet-0cccc333"]
+        assert alb["subnets"] == RESOLVED["alb_subnet_ids"]
 
-    def test_named_vpc_and_subnets_skip_the_default_vpc(self, run_program: Any) -> None:
-        """With network.vpc_id and subnet_ids, no default-VPC lookup happens and those subnets are used."""
-        spec = FleetSpec(
-            name="own-vpc",
-            network=NetworkSpec(vpc_id="vpc-0abc1234", subnet_ids=("subnet-0aaa1111", "subnet-0bbb2222")),
-        )
-        rec = run_program(spec)
-        assert not [t for t, _ in rec.calls if t.startswith("aws:ec2/")]
-        assert rec.one(LB)["subnets"] == ["subnet-0aaa1111", "subnet-0bbb2222"]
+    def test_resolved_network_is_used_as_given(self, run_program: Any) -> None:
+        """The ALB takes the preflight's one-subnet-per-AZ list, the group its instance subnets, all in its VPC."""
+        ids = sorted(SUBNET_AZS)
+        resolved = {
+            **RESOLVED,
+            "vpc_id": "vpc-0abc1234",
+            "alb_subnet_ids": ids[:2],
+            "instance_subnet_ids": ids[1:3],
+        }
+        rec = run_program(FleetSpec(name="own-vpc"), resolved=resolved)
+        assert not rec.calls
+        assert rec.one(LB)["subnets"] == ids[:2] and rec.one(ASG)["vpcZoneIdentifiers"] == ids[1:3]
         assert rec.one(TG)["vpcId"] == "vpc-0abc1234"
 
 
@@ -349,7 +360,7 @@ class TestAssetsAndOutputs:
         )
         assert sse["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "AES256"
         (wheel,) = [i for _, i in rec.of_type("aws:s3/bucketObjectv2:BucketObjectv2")]
-        assert wheel["key"] == "wheels/mlops_lb-0.1.0-py3-none-any.whl"
+        assert re.fullmatch(r"wheels/[0-9a-f]{16}/mlops_lb-0\.1\.0-py3-none-any\.whl", wheel["key"])
 
     def test_instance_role_reads_only_its_bucket(self, run_program: Any) -> None:
         """The instance role gets SSM + CloudWatch agent policies and read access to the assets bucket only."""
@@ -379,7 +390,13 @@ class TestAssetsAndOutputs:
 
         rec = run_program(FleetSpec(name="m", model=ModelSpec(source=str(model))))
         keys = sorted(i["key"] for _, i in rec.of_type("aws:s3/bucketObjectv2:BucketObjectv2"))
-        assert keys == ["model/churn.joblib", "wheels/mlops_lb-0.1.0-py3-none-any.whl"]
+        assert [k.split("/")[0] + "/" + k.split("/")[-1] for k in keys] == [
+            "model/churn.joblib",
+            "wheels/mlops_lb-0.1.0-py3-none-any.whl",
+        ]
+        assert (
+            keys[0] == f"model/{hashlib.sha256(b'model').hexdigest()[:16]}/churn.joblib"
+        )  # content-addressed
         assert "--model /opt/mlops_lb/model/churn.joblib" in _user_data(rec)
 
     def test_outputs_name_everything_the_readers_need(self, run_program: Any) -> None:
@@ -434,5 +451,42 @@ def test_instances_install_exactly_the_serve_extra_and_the_wheel_without_its_dep
     script = render_user_data(
         bucket="b", region="us-east-1", wheel_key="wheels/mlops_lb-0.1.0-py3-none-any.whl", port=8080
     )
-    assert "pip install --no-deps /opt/mlops_lb/dist/mlops_lb-0.1.0-py3-none-any.whl" in script
-    assert "'uvicorn[standard]>=0.29'" in script and "pulumi" not in script.split("ExecStart")[0]
+    assert "--no-index --no-deps /opt/mlops_lb/dist/mlops_lb-0.1.0-py3-none-any.whl" in script
+    assert "pulumi" not in script.split("ExecStart")[0]
+    with_house = render_user_data(
+        bucket="b",
+        region="us-east-1",
+        wheel_key="wheels/x/mlops_lb-0.1.0-py3-none-any.whl",
+        port=8080,
+        wheelhouse_prefix="wheelhouse/abc",
+    )
+    assert (
+        "--no-index --find-links /opt/mlops_lb/wheelhouse -r /opt/mlops_lb/wheelhouse/requirements.txt"
+        in with_house
+    )
+
+
+class TestComponents:
+    @pytest.mark.parametrize("key", ["default", "https"])
+    def test_every_resource_sits_in_one_of_five_components_with_a_root_alias(
+        self, run_program: Any, key: str
+    ) -> None:
+        """network, load-balancer, assets, instances, scaling; each child keeps its name and has an alias to the
+        stack root, so stacks launched before the split keep their URNs (no replacement)."""
+        rec = run_program(SPECS[key])
+        kinds = {t for t, _, _ in rec.resources if t.startswith("mlops-lb:fleet:")}
+        assert kinds == {
+            f"mlops-lb:fleet:{k}" for k in ("network", "load-balancer", "assets", "instances", "scaling")
+        }
+        for typ, name, _ in rec.resources:
+            if typ.startswith("mlops-lb:fleet:"):
+                continue
+            parent = rec.parents[(typ, name)]
+            assert "mlops-lb:fleet:" in parent, (typ, name, parent)
+            assert any("noParent: true" in a for a in rec.aliases[(typ, name)]), (typ, name)
+        by_part = {
+            n: rec.parents[(t, n)].split("::")[-2].split("$")[-1] for t, n, _ in rec.resources if "aws:" in t
+        }
+        assert by_part[f"{SPECS[key].name}-alb"] == "mlops-lb:fleet:network"
+        assert by_part[f"{SPECS[key].name}-asg"] == "mlops-lb:fleet:instances"
+        assert by_part[f"{SPECS[key].name}-requests"] == "mlops-lb:fleet:scaling"

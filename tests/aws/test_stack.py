@@ -15,6 +15,12 @@ from mlops_lb.aws import AwsFleet
 from mlops_lb.errors import BackendUnavailable, ProvisionError, SpecError
 
 
+@pytest.fixture(autouse=True)
+def _account(moto_account: Any) -> Any:
+    """Every fleet here preflights against moto's us-east-1 (launch() runs the preflight first)."""
+    return moto_account
+
+
 def _fleet(fake_wheel: Path, **kw: Any) -> AwsFleet:
     spec = kw.pop(
         "spec",
@@ -25,6 +31,12 @@ def _fleet(fake_wheel: Path, **kw: Any) -> AwsFleet:
             scaling=ScalingPolicySpec(target_rps_per_target=40),
         ),
     )
+    from mlops_lb.aws.assets import Wheelhouse
+
+    house = fake_wheel.parent / "house"
+    house.mkdir(exist_ok=True)
+    (house / "requirements.txt").write_text("")
+    kw.setdefault("wheelhouse", Wheelhouse(path=house, requirements=(), digest="0" * 64))
     return AwsFleet(spec, wheel=fake_wheel, **kw)
 
 

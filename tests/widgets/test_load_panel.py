@@ -99,9 +99,11 @@ class TestRun:
         p.start_button.click()
         report = p.wait(5)
         assert report == (tmp_path / "mlops-lb-demo" / "report.html").resolve()
-        assert str(report) in p.report_html.value
+        assert str(report) in p.report_html.value and f'href="{report.as_uri()}"' in p.report_html.value
         assert "requests" in p.summary_html.value and "done" in p.message.value
-        assert set(bundles[0].written) == {"summary", "metrics", "events"} and bundles[0].finalized
+        # the session saved the fleet's data (run_load itself writes summary.json) and finalized the bundle
+        assert bundles[0].captured == [fleet] and set(bundles[0].written) == {"metrics", "events"}
+        assert bundles[0].finalized
         assert not p.start_button.disabled and p.stop_button.disabled
 
     def test_stop_is_honoured(self, fleet: FakeFleet, tmp_path: Path) -> None:

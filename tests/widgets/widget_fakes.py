@@ -43,8 +43,12 @@ class FakeFleet:
         if self.scale_error is not None:
             raise self.scale_error
         cap = self.spec.capacity
-        new = {"min": cap.min, "desired": cap.desired, "max": cap.max}
+        new = {"min": cap.min, "desired": self.desired, "max": cap.max}
         new.update({k: v for k, v in kwargs.items() if k in new})
+        if (
+            "desired" not in kwargs
+        ):  # like LocalFleet.scale and AWS: the current desired is clamped into the bounds
+            new["desired"] = min(max(new["desired"], new["min"]), new["max"])
         self.spec = self.spec.replace(capacity=CapacitySpec(**new))  # raises SpecError like a real fleet
         self.desired = new["desired"]
 
@@ -81,6 +85,11 @@ class FakeFleet:
 
     def events(self, *a: Any, **k: Any) -> pd.DataFrame:
         return events_frame([])
+
+    @property
+    def capacity(self) -> tuple[int, int, int]:
+        cap = self.spec.capacity
+        return cap.min, self.desired, cap.max
 
     def close(self) -> None:
         self.closed = True
@@ -181,6 +190,13 @@ class FakeBundle:
         self.path = path
         self.written: dict[str, Any] = {}
         self.finalized = False
+        self.captured: list[Any] = []
+
+    def capture(self, fleet: Any, **window: Any) -> list[str]:
+        self.captured.append(fleet)
+        self.write_metrics(fleet.metrics(**window))
+        self.write_events(fleet.events(**window))
+        return []
 
     def write_json(self, name: str, data: Any) -> None:
         self.written[name] = data

@@ -1,0 +1,314 @@
+"""The AWS limits mlops_lb relies on: one table, each rule with the documentation it comes from.
+
+Spec validation (``mlops_lb.spec``), the preflight (``mlops_lb.aws.preflight``) and the Pulumi mocks of the tests
+(``tests/aws/conftest.py``) all read this module, so a rule written once is enforced everywhere. It imports
+nothing but the standard library: ``import mlops_lb`` stays cheap and ``spec.py`` can use it.
+
+Example::
+
+    from mlops_lb._aws_rules import RULES, partition_for_region, resource_violations
+    RULES["s3-object-tags"].source          # the AWS doc URL
+    partition_for_region("us-gov-west-1")   # 'aws-us-gov'
+    resource_violations("aws:s3/bucketObjectv2:BucketObjectv2", "x", {"tags": {str(i): "" for i in range(11)}})
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "ALB_MIN_AZS",
+    "ALB_NAME_MAX",
+    "AUTONAME_SUFFIX_LEN",
+    "MAX_NAME_PREFIX",
+    "RESOURCE_TAGS_MAX",
+    "RULES",
+    "S3_OBJECT_TAGS_MAX",
+    "Rule",
+    "alb_name_problem",
+    "partition_for_region",
+    "policy_arn",
+    "resource_violations",
+    "security_group_name_problem",
+    "tag_problems",
+]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One documented AWS limit: a short id, what it says, and the page that says it."""
+
+    id: str
+    text: str
+    source: str
+
+
+_RULES = (
+    Rule(
+        "s3-object-tags",
+        "An S3 object carries at most 10 tags (keys unique, key <= 128, value <= 256 characters).",
+        "https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-tagging.html",
+    ),
+    Rule(
+        "resource-tags",
+        "Other resources: at most 50 user tags; key 1-128 and value 0-256 characters of letters, digits, spaces "
+        "and _ . : / = + - @; the aws: prefix is reserved.",
+        "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/Using_Tags.html#tag-restrictions",
+    ),
+    Rule(
+        "sg-name",
+        "A security-group name is up to 255 characters of a-z A-Z 0-9 spaces ._-:/()#,@[]+=&;{}!$* and cannot "
+        "start with sg-.",
+        "https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CreateSecurityGroup.html",
+    ),
+    Rule(
+        "alb-name",
+        "ALB and target-group names: at most 32 alphanumerics or hyphens, not starting or ending with a hyphen; "
+        "an ALB name must not start with internal-. Pulumi autonames add '-' + 7 characters, so our prefix "
+        "is at most 24.",
+        "https://docs.aws.amazon.com/elasticloadbalancing/latest/APIReference/API_CreateLoadBalancer.html",
+    ),
+    Rule(
+        "alb-subnets",
+        "An Application Load Balancer takes only one subnet per Availability Zone and subnets from at least two "
+        "Availability Zones.",
+        "https://docs.aws.amazon.com/elasticloadbalancing/latest/APIReference/API_CreateLoadBalancer.html",
+    ),
+    Rule(
+        "instance-type-offerings",
+        "Not every instance type is offered in every Availability Zone (DescribeInstanceTypeOfferings, "
+        "location type availability-zone); an Auto Scaling group must only use subnets in zones that offer it.",
+        "https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeInstanceTypeOfferings.html",
+    ),
+    Rule(
+        "partition",
+        "ARNs carry the partition of the region: aws (commercial), aws-cn (China, cn-*), aws-us-gov (GovCloud, "
+        "us-gov-*); AWS managed policy ARNs are arn:<partition>:iam::aws:policy/<name>.",
+        "https://docs.aws.amazon.com/whitepapers/latest/aws-fault-isolation-boundaries/partitions.html",
+    ),
+    Rule(
+        "tg-health-check",
+        "ALB target-group health checks: protocol HTTP or HTTPS (requests are GET), interval 5-300 s, timeout "
+        "2-120 s and below the interval, healthy/unhealthy thresholds 2-10, matcher codes 200-499.",
+        "https://docs.aws.amazon.com/elasticloadbalancing/latest/APIReference/API_CreateTargetGroup.html",
+    ),
+    Rule(
+        "instance-refresh",
+        "Refresh preferences: MinHealthyPercentage 0-100, MaxHealthyPercentage 100-200, both given and at most "
+        "100 apart. Only Min 100 with Max above 100 launches before terminating (keeps capacity); the default "
+        "is 90/100.",
+        "https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_InstanceMaintenancePolicy.html",
+    ),
+    Rule(
+        "al2023-ami",
+        "The public SSM parameter of the AL2023 AMI names the architecture: "
+        "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64 or ...-arm64.",
+        "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/using-systems-manager-parameter-to-find-AMI.html",
+    ),
+    Rule(
+        "warm-pool-hook",
+        "Instances entering a warm pool are stopped without waiting for user data; a lifecycle hook on "
+        "autoscaling:EC2_INSTANCE_LAUNCHING holds them until CompleteLifecycleAction.",
+        "https://docs.aws.amazon.com/autoscaling/ec2/userguide/warm-pool-instance-lifecycle.html",
+    ),
+    Rule(
+        "vcpu-quota",
+        "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances are limited in vCPUs by the service "
+        "quota L-1216C47A (service code ec2).",
+        "https://docs.aws.amazon.com/ec2/latest/instancetypes/ec2-instance-quotas.html",
+    ),
+)
+RULES: dict[str, Rule] = {r.id: r for r in _RULES}
+
+S3_OBJECT_TAGS_MAX = 10
+RESOURCE_TAGS_MAX = 50
+TAG_KEY_MAX = 128
+TAG_VALUE_MAX = 256
+ALB_NAME_MAX = 32
+AUTONAME_SUFFIX_LEN = 8  # Pulumi's "-" + 7 random characters
+MAX_NAME_PREFIX = ALB_NAME_MAX - AUTONAME_SUFFIX_LEN
+ALB_MIN_AZS = 2
+SG_NAME_MAX = 255
+HEALTH_INTERVAL = (5, 300)
+HEALTH_TIMEOUT = (2, 120)
+HEALTH_THRESHOLD = (2, 10)
+MATCHER_CODES = (200, 499)
+REFRESH_MIN_HEALTHY = (0, 100)
+REFRESH_MAX_HEALTHY = (100, 200)
+
+_TAG_CHARS = re.compile(r"^[\w .:/=+\-@]*$")
+_SG_CHARS = re.compile(r"^[a-zA-Z0-9 ._\-:/()#,@\[\]+=&;{}!$*]+$")
+_ALB_CHARS = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")
+
+
+def _cite(rule: str, msg: str) -> str:
+    return f"{msg} [{rule}: {RULES[rule].source}]"
+
+
+def partition_for_region(region: str) -> str:
+    """The ARN partition of a region: ``aws-us-gov`` for us-gov-*, ``aws-cn`` for cn-*, else ``aws``."""
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    if region.startswith("cn-"):
+        return "aws-cn"
+    return "aws"
+
+
+def policy_arn(name: str, region: str) -> str:
+    """The ARN of an AWS managed IAM policy in the region's partition."""
+    return f"arn:{partition_for_region(region)}:iam::aws:policy/{name}"
+
+
+def tag_problems(tags: Mapping[Any, Any], *, limit: int = RESOURCE_TAGS_MAX) -> list[str]:
+    """Why ``tags`` break AWS's tag rules (empty when they do not)."""
+    rule = "s3-object-tags" if limit == S3_OBJECT_TAGS_MAX else "resource-tags"
+    out: list[str] = []
+    if len(tags) > limit:
+        out.append(_cite(rule, f"{len(tags)} tags, at most {limit} allowed"))
+    for k, v in tags.items():
+        if not isinstance(k, str) or not 1 <= len(k) <= TAG_KEY_MAX or not _TAG_CHARS.fullmatch(k):
+            out.append(
+                _cite("resource-tags", f"tag key {k!r} must be 1-{TAG_KEY_MAX} of letters, digits, _.:/=+-@")
+            )
+        elif k.lower().startswith("aws:"):
+            out.append(_cite("resource-tags", f"tag key {k!r} uses the reserved aws: prefix"))
+        if not isinstance(v, str) or len(v) > TAG_VALUE_MAX:
+            out.append(_cite("resource-tags", f"tag {k!r} value must be a string of at most {TAG_VALUE_MAX}"))
+    return out
+
+
+def security_group_name_problem(name: str) -> str | None:
+    """Why EC2 would refuse ``name`` as a security-group name (None when it would not)."""
+    if name.lower().startswith("sg-"):
+        return _cite("sg-name", f"security-group name {name!r} starts with sg-")
+    if not 1 <= len(name) <= SG_NAME_MAX or not _SG_CHARS.fullmatch(name):
+        return _cite("sg-name", f"security-group name {name!r} has a length or character EC2 refuses")
+    return None
+
+
+def alb_name_problem(name: str, *, kind: str = "load balancer") -> str | None:
+    """Why ELB would refuse ``name`` for a load balancer or target group (None when it would not)."""
+    if len(name) > ALB_NAME_MAX or not _ALB_CHARS.fullmatch(name):
+        return _cite(
+            "alb-name", f"{kind} name {name!r} must be 1-{ALB_NAME_MAX} alphanumerics or inner hyphens"
+        )
+    if kind == "load balancer" and name.lower().startswith("internal-"):
+        return _cite("alb-name", f"load balancer name {name!r} starts with internal-")
+    return None
+
+
+def _autoname(resource_name: str, inputs: Mapping[str, Any]) -> str:
+    """The physical name Pulumi would give: the explicit ``name``, ``namePrefix`` + 7, or ``<name>-xxxxxxx``."""
+    if inputs.get("name"):
+        return str(inputs["name"])
+    if inputs.get("namePrefix"):
+        return f"{inputs['namePrefix']}abcdef1"
+    return f"{resource_name}-abcdef1"
+
+
+def _in(lo_hi: tuple[int, int], value: Any) -> bool:
+    # Pulumi hands mocks numbers as floats (protobuf Struct): 30.0 is the integer 30.
+    whole = isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
+    return whole and lo_hi[0] <= value <= lo_hi[1]
+
+
+def _health_check_problems(hc: Mapping[str, Any]) -> list[str]:
+    out = []
+    if hc.get("protocol", "HTTP") not in ("HTTP", "HTTPS"):
+        out.append(
+            _cite("tg-health-check", f"health-check protocol {hc.get('protocol')!r} is not HTTP/HTTPS")
+        )
+    interval, timeout = hc.get("interval", 30), hc.get("timeout", 5)
+    if not _in(HEALTH_INTERVAL, interval):
+        out.append(_cite("tg-health-check", f"health-check interval {interval!r} outside 5-300"))
+    if not _in(HEALTH_TIMEOUT, timeout) or (isinstance(interval, (int, float)) and timeout >= interval):
+        out.append(_cite("tg-health-check", f"health-check timeout {timeout!r} outside 2-120 or >= interval"))
+    for key in ("healthyThreshold", "unhealthyThreshold"):
+        if key in hc and not _in(HEALTH_THRESHOLD, hc[key]):
+            out.append(_cite("tg-health-check", f"health-check {key} {hc[key]!r} outside 2-10"))
+    matcher = str(hc.get("matcher", "200"))
+    codes = [int(c) for c in re.findall(r"\d+", matcher)] if re.fullmatch(r"[\d,-]+", matcher) else []
+    if not codes or any(not MATCHER_CODES[0] <= c <= MATCHER_CODES[1] for c in codes):
+        out.append(_cite("tg-health-check", f"health-check matcher {matcher!r} must be codes 200-499"))
+    return out
+
+
+def _refresh_problems(prefs: Mapping[str, Any]) -> list[str]:
+    lo, hi = prefs.get("minHealthyPercentage", 90), prefs.get("maxHealthyPercentage", 100)
+    out = []
+    if not _in(REFRESH_MIN_HEALTHY, lo) or not _in(REFRESH_MAX_HEALTHY, hi) or hi - lo > 100:
+        out.append(_cite("instance-refresh", f"refresh min/max healthy {lo}/{hi} outside AWS's ranges"))
+    if lo < 100 or hi <= 100:
+        out.append(
+            _cite("instance-refresh", f"refresh min/max healthy {lo}/{hi} can drop below desired capacity")
+        )
+    return out
+
+
+def resource_violations(
+    typ: str,
+    name: str,
+    inputs: Mapping[str, Any],
+    *,
+    region: str = "us-east-1",
+    subnet_azs: Mapping[str, str] | None = None,
+    offered_azs: Mapping[str, set[str]] | None = None,
+    instance_type: str | None = None,
+) -> list[str]:
+    """Every rule of the table that the Pulumi resource ``typ``/``name`` with ``inputs`` breaks.
+
+    ``inputs`` use Pulumi's camelCase names (what a mock's ``new_resource`` receives). ``subnet_azs`` (subnet id
+    -> AZ) lets the ALB and group checks see zones; ``offered_azs`` (instance type -> AZs offering it) lets the
+    group check see offerings of ``instance_type`` (the launch template's). Unknown subnets are a violation when ``subnet_azs`` is given: the program must
+    only use what the preflight resolved.
+    """
+    out: list[str] = []
+    tags = inputs.get("tags")
+    if isinstance(tags, Mapping):
+        limit = S3_OBJECT_TAGS_MAX if typ.startswith("aws:s3/bucketObject") else RESOURCE_TAGS_MAX
+        out += tag_problems(tags, limit=limit)
+    if typ == "aws:ec2/securityGroup:SecurityGroup":
+        problem = security_group_name_problem(_autoname(name, inputs))
+        out += [problem] if problem else []
+    if typ in ("aws:lb/loadBalancer:LoadBalancer", "aws:lb/targetGroup:TargetGroup"):
+        kind = "load balancer" if typ.endswith("LoadBalancer") else "target group"
+        problem = alb_name_problem(_autoname(name, inputs), kind=kind)
+        out += [problem] if problem else []
+    if typ == "aws:lb/loadBalancer:LoadBalancer" and subnet_azs is not None:
+        subnets = list(inputs.get("subnets") or [])
+        unknown = [s for s in subnets if s not in subnet_azs]
+        azs = [subnet_azs[s] for s in subnets if s in subnet_azs]
+        if unknown:
+            out.append(_cite("alb-subnets", f"ALB subnets {unknown} are not in the account"))
+        if len(set(azs)) != len(azs):
+            out.append(
+                _cite("alb-subnets", f"ALB subnets {subnets} put two subnets in one AZ ({sorted(azs)})")
+            )
+        if len(set(azs)) < ALB_MIN_AZS:
+            out.append(_cite("alb-subnets", f"ALB subnets {subnets} span {len(set(azs))} AZ(s), need 2"))
+    if typ == "aws:lb/targetGroup:TargetGroup" and isinstance(inputs.get("healthCheck"), Mapping):
+        out += _health_check_problems(inputs["healthCheck"])
+    if typ == "aws:iam/rolePolicyAttachment:RolePolicyAttachment":
+        arn = str(inputs.get("policyArn", ""))
+        want = f"arn:{partition_for_region(region)}:"
+        if not arn.startswith(want):
+            out.append(_cite("partition", f"policy ARN {arn!r} is not in {region}'s partition ({want}...)"))
+    if typ == "aws:autoscaling/group:Group":
+        refresh = inputs.get("instanceRefresh")
+        if isinstance(refresh, Mapping):
+            out += _refresh_problems(refresh.get("preferences") or {})
+        if subnet_azs is not None and offered_azs is not None:
+            itype = instance_type or ""
+            offered = offered_azs.get(itype)
+            for s in inputs.get("vpcZoneIdentifiers") or []:
+                az = subnet_azs.get(s)
+                if az is None:
+                    out.append(_cite("instance-type-offerings", f"group subnet {s} is not in the account"))
+                elif offered is not None and az not in offered:
+                    out.append(
+                        _cite("instance-type-offerings", f"group subnet {s} is in {az}, no {itype} there")
+                    )
+    return out

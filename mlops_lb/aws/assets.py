@@ -1,0 +1,305 @@
+"""Reproducible, content-addressed assets for instances: this package's wheel, a pinned wheelhouse, the model.
+
+Every ``pulumi up`` renders user data from these; a byte that changes there makes a new launch-template
+version and an instance refresh (DESIGN §4). So the same code must give the same bytes:
+
+* :func:`build_wheel` zips the *installed* package's files (a source checkout, an editable install or
+  site-packages alike: no setuptools, no source tree, no ``pip wheel``) with sorted entries, a fixed timestamp
+  and fixed permissions; METADATA comes from the installed distribution;
+* :func:`pinned_requirements` pins the ``serve`` closure to the versions of *this* environment, and
+  :func:`build_wheelhouse` downloads exactly those as binary wheels for the instance's platform and Python
+  (``pip download --only-binary=:all: --no-deps --platform ... --python-version ...``), cached by content;
+* keys in the bucket carry the content hash (``wheels/<sha>/mlops_lb-...whl``, ``model/<sha>/<name>``).
+
+Example::
+
+    wheel = build_wheel()                         # same bytes on every call for the same installed code
+    pins = pinned_requirements()                  # ('fastapi==0.115.0', ..., 'uvicorn==0.30.6')
+    house = build_wheelhouse(pins)                # ~/.mlops_lb/wheelhouse/<hash>/ with *.whl + requirements.txt
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ProvisionError
+
+__all__ = [
+    "INSTANCE_PYTHON",
+    "Wheelhouse",
+    "build_wheel",
+    "build_wheelhouse",
+    "content_key",
+    "pinned_requirements",
+    "pip_download_command",
+    "platform_tags",
+    "sha256_file",
+]
+
+# Python on the instances: AL2023 installs 3.11 side by side with its system 3.9 (DESIGN §4).
+INSTANCE_PYTHON = "3.11"
+_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry; what reproducible wheels use
+_PACKAGE = "mlops_lb"
+_DIST = "mlops-lb"
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def content_key(prefix: str, path: Path) -> str:
+    """A bucket key that changes exactly when the file's bytes do: ``<prefix>/<sha256[:16]>/<file name>``."""
+    return f"{prefix}/{sha256_file(path)[:16]}/{path.name}"
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(_DIST)
+    except metadata.PackageNotFoundError:  # running from a checkout that was never installed
+        return "0.0.0"
+
+
+def _metadata_text() -> str:
+    """A minimal METADATA, written here rather than copied: the installed metadata differs by install method
+    (an egg-info beside a checkout, a dist-info in site-packages), and instances install with --no-deps."""
+    return f"Metadata-Version: 2.1\nName: {_DIST}\nVersion: {_version()}\n"
+
+
+def _entry_points() -> str:
+    return "[console_scripts]\nmlops-lb = mlops_lb.cli:main\n"
+
+
+def _package_files(root: Path) -> list[tuple[str, Path]]:
+    out = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root.parent).as_posix()
+        if path.is_dir() or "__pycache__" in path.parts or path.suffix in (".pyc", ".pyo"):
+            continue
+        out.append((rel, path))
+    return out
+
+
+def _record_line(name: str, data: bytes) -> list[str]:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return [name, f"sha256={digest}", str(len(data))]
+
+
+def build_wheel(out_dir: str | os.PathLike[str] | None = None, *, package_dir: Path | None = None) -> Path:
+    """Zip the installed ``mlops_lb`` package into a wheel, byte-identical for the same files.
+
+    Works from a source tree, an editable install or site-packages: it reads the package's own files
+    (``package_dir``, default the imported package), never runs setuptools or pip.
+
+    Example::
+
+        build_wheel()   # PosixPath('/tmp/mlops-lb-wheel-.../mlops_lb-0.1.0-py3-none-any.whl')
+    """
+    import mlops_lb
+
+    root = package_dir or Path(mlops_lb.__file__).resolve().parent
+    version = _version()
+    dist_info = f"{_PACKAGE}-{version}.dist-info"
+    entries: list[tuple[str, bytes]] = [(rel, path.read_bytes()) for rel, path in _package_files(root)]
+    entries += [
+        (f"{dist_info}/METADATA", _metadata_text().encode()),
+        (
+            f"{dist_info}/WHEEL",
+            b"Wheel-Version: 1.0\nGenerator: mlops_lb.aws.assets\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        ),
+        (f"{dist_info}/entry_points.txt", _entry_points().encode()),
+    ]
+    record = io.StringIO()
+    writer = csv.writer(record, lineterminator="\n")
+    for name, data in entries:
+        writer.writerow(_record_line(name, data))
+    writer.writerow([f"{dist_info}/RECORD", "", ""])
+    entries.append((f"{dist_info}/RECORD", record.getvalue().encode()))
+
+    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="mlops-lb-wheel-"))
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{_PACKAGE}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries:  # package files sorted; dist-info last, as the wheel spec recommends
+            info = zipfile.ZipInfo(name, date_time=_EPOCH)
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, data, compresslevel=9)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ wheelhouse
+def _requirement_parser() -> tuple[type, Callable[[str], object]]:
+    try:
+        from packaging.markers import Marker
+        from packaging.requirements import Requirement
+    except ImportError:  # pip always vendors packaging
+        from pip._vendor.packaging.markers import Marker  # type: ignore[no-redef,assignment]
+        from pip._vendor.packaging.requirements import Requirement  # type: ignore[no-redef,assignment]
+    return Requirement, Marker
+
+
+def _target_env(python_version: str, machine: str) -> dict[str, str]:
+    return {
+        "implementation_name": "cpython",
+        "implementation_version": f"{python_version}.0",
+        "os_name": "posix",
+        "platform_machine": machine,
+        "platform_python_implementation": "CPython",
+        "platform_system": "Linux",
+        "python_full_version": f"{python_version}.0",
+        "python_version": python_version,
+        "sys_platform": "linux",
+        "extra": "",
+    }
+
+
+def pinned_requirements(
+    roots: Sequence[str] | None = None,
+    *,
+    python_version: str = INSTANCE_PYTHON,
+    architecture: str = "x86_64",
+) -> tuple[str, ...]:
+    """``name==version`` for every package the ``serve`` requirements pull in, at the versions installed here.
+
+    The closure is walked through installed metadata with markers evaluated for the *instance* (Linux, the
+    instance's Python and CPU), so two instances launched a week apart install the same thing.
+    A root that is not installed here raises ProvisionError naming it.
+
+    Example::
+
+        pinned_requirements()          # ('annotated-types==0.7.0', 'anyio==4.4.0', ...)
+    """
+    from importlib import metadata
+
+    from .userdata import SERVE_REQUIREMENTS
+
+    Requirement, _ = _requirement_parser()
+    env = _target_env(python_version, "aarch64" if architecture == "arm64" else "x86_64")
+    todo = [Requirement(r) for r in (roots if roots is not None else SERVE_REQUIREMENTS)]  # type: ignore[operator]
+    pins: dict[str, str] = {}
+    while todo:
+        req = todo.pop()
+        marker = getattr(req, "marker", None)
+        extras = sorted(getattr(req, "extras", ()) or ())
+        if marker is not None and not any(marker.evaluate({**env, "extra": e}) for e in ("", *extras)):
+            continue
+        name = re.sub(r"[-_.]+", "-", req.name).lower()  # type: ignore[attr-defined]
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError as exc:
+            raise ProvisionError(
+                f"cannot pin {req} for the instances: it is not installed in this environment; "
+                "install the serve extra here (pip install 'mlops-lb[serve]') so instances get the same versions"
+            ) from exc
+        first = name not in pins
+        pins[name] = dist.version
+        for sub in dist.requires or []:
+            sreq = Requirement(sub)  # type: ignore[operator]
+            smarker = getattr(sreq, "marker", None)
+            if smarker is not None and not any(smarker.evaluate({**env, "extra": e}) for e in ("", *extras)):
+                continue
+            sname = re.sub(r"[-_.]+", "-", sreq.name).lower()  # type: ignore[attr-defined]
+            if first or sname not in pins:
+                todo.append(sreq)
+    return tuple(f"{n}=={v}" for n, v in sorted(pins.items()))
+
+
+def platform_tags(architecture: str) -> tuple[str, ...]:
+    """pip ``--platform`` tags an AL2023 instance accepts (glibc 2.34), newest first."""
+    arch = "aarch64" if architecture == "arm64" else "x86_64"
+    return (*tuple(f"manylinux_2_{v}_{arch}" for v in (34, 28, 17)), f"manylinux2014_{arch}", f"linux_{arch}")
+
+
+def pip_download_command(
+    pins: Iterable[str],
+    dest: Path,
+    *,
+    architecture: str = "x86_64",
+    python_version: str = INSTANCE_PYTHON,
+    python: str = sys.executable,
+    find_links: Path | None = None,
+) -> list[str]:
+    """The ``pip download`` command line that fetches exactly ``pins`` for the instance's platform."""
+    cmd = [python, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:", "--no-deps"]
+    for tag in platform_tags(architecture):
+        cmd += ["--platform", tag]
+    cmd += ["--python-version", python_version, "--implementation", "cp", "-d", str(dest)]
+    if find_links is not None:  # tests and air-gapped setups: a local directory of wheels instead of PyPI
+        cmd += ["--no-index", "--find-links", str(find_links)]
+    return cmd + list(pins)
+
+
+@dataclass(frozen=True)
+class Wheelhouse:
+    """A directory of wheels plus the ``requirements.txt`` that pins them; ``digest`` hashes both."""
+
+    path: Path
+    requirements: tuple[str, ...]
+    digest: str
+
+    @property
+    def files(self) -> list[Path]:
+        """Every file to upload (wheels and requirements.txt), sorted."""
+        return sorted(p for p in self.path.iterdir() if p.is_file())
+
+
+def build_wheelhouse(
+    pins: Sequence[str],
+    *,
+    architecture: str = "x86_64",
+    python_version: str = INSTANCE_PYTHON,
+    cache_dir: Path | None = None,
+    find_links: Path | None = None,
+    run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run,
+) -> Wheelhouse:
+    """Download ``pins`` as binary wheels for the instance into a cache keyed by what was asked.
+
+    A second call with the same pins, platform and Python returns the cached directory without running pip.
+
+    Example::
+
+        build_wheelhouse(pinned_requirements(), architecture="arm64")
+    """
+    from .stack import mlops_home
+
+    ask = "\n".join([architecture, python_version, *sorted(pins)])
+    key = hashlib.sha256(ask.encode()).hexdigest()[:16]
+    dest = (cache_dir or mlops_home() / "wheelhouse") / key
+    req = dest / "requirements.txt"
+    if not req.is_file():
+        tmp = dest.with_name(dest.name + ".part")
+        tmp.mkdir(parents=True, exist_ok=True)
+        cmd = pip_download_command(
+            pins, tmp, architecture=architecture, python_version=python_version, find_links=find_links
+        )
+        proc = run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise ProvisionError(
+                f"downloading the instances' wheels for {architecture}/Python {python_version} failed; "
+                "every pinned version needs a binary wheel for that platform",
+                stderr=(proc.stderr or proc.stdout or "")[-2000:],
+            )
+        (tmp / "requirements.txt").write_text("".join(f"{p}\n" for p in sorted(pins)))
+        tmp.replace(dest) if not dest.exists() else None
+    files = sorted(p for p in dest.iterdir() if p.is_file())
+    digest = hashlib.sha256(b"".join(p.name.encode() + sha256_file(p).encode() for p in files)).hexdigest()
+    return Wheelhouse(path=dest, requirements=tuple(sorted(pins)), digest=digest)

@@ -1,0 +1,346 @@
+"""A run session: fleet + load profile -> run bundle (records, fleet data) -> report, written once.
+
+``mlops-lb demo``, ``mlops-lb load`` and the load-test panel all go through :class:`RunSession`, so every bundle
+has the same tables (requests, intervals, metrics, events, decisions, status, summary) and every report is cut to
+its run's own window. A session also owns the two promises the panels make:
+
+- **phases**: ``starting`` → ``sending`` → ``draining`` (the schedule is over, responses are still due) →
+  ``writing report`` → ``done`` (or ``failed``); ``on_phase`` hears each change.
+- **one load at a time per fleet**: a second session on a fleet that has one running raises
+  :class:`~mlops_lb.errors.LoadTestError` saying which one.
+
+Example::
+
+    import mlops_lb as ml
+    out = ml.run_session(fleet, ml.load.ramp(10, 80, 20), out="runs")
+    out.report_path, out.summary["p99_s"]
+
+    s = ml.RunSession(fleet, ml.load.constant(50, 600)).start()   # in the background; s.phase, s.stop()
+    outcome = s.finish()
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from .errors import LoadTestError
+
+__all__ = ["PHASES", "RunSession", "SessionOutcome", "run_session"]
+
+log = logging.getLogger(__name__)
+
+PHASES = ("starting", "sending", "draining", "writing report", "done", "failed")
+
+_RUNNING: dict[int, RunSession] = {}  # id(fleet) -> its running session
+_RUNNING_LOCK = threading.Lock()
+
+
+@dataclass
+class SessionOutcome:
+    """What a finished session left: the load's result (None if it failed), the bundle and the report.
+
+    Example::
+
+        outcome = run_session(fleet, profile); outcome.report_path; outcome.summary.get("valid")
+    """
+
+    result: Any
+    bundle_path: Path | None
+    report_path: Path | None
+    summary: dict[str, Any] = field(default_factory=dict)
+    error: BaseException | None = None
+    report_error: BaseException | None = None
+    capture_failed: list[str] = field(default_factory=list)
+
+
+class RunSession:
+    """One load run against a fleet (or a bare URL), with its bundle and report. See the module docstring.
+
+    ``start_load``, ``make_bundle`` and ``write_report`` are injectable seams (tests, other engines); the
+    defaults are :func:`mlops_lb.load.start_load`, :meth:`RunBundle.create` and
+    :func:`mlops_lb.report.write_report`. ``bundle`` reuses an existing bundle (the demo creates it before the
+    launch); ``out=None`` runs without a bundle or report. Other keywords (``connections=``, ``timeout_s=`` …)
+    go to ``start_load``.
+
+    Example::
+
+        s = RunSession(fleet, ml.load.ramp(10, 80, 20), on_phase=print).start()
+        s.phase            # 'sending'
+        s.finish().report_path
+    """
+
+    def __init__(
+        self,
+        fleet_or_url: Any,
+        profile: Any,
+        *,
+        out: str | Path | None = "runs",
+        bundle: Any = None,
+        name: str | None = None,
+        payloads: Any = None,
+        on_interval: Callable[[dict[str, Any]], None] | None = None,
+        on_phase: Callable[[str], None] | None = None,
+        start_load: Callable[..., Any] | None = None,
+        make_bundle: Callable[[str, Any], Any] | None = None,
+        write_report: Callable[[Any], Any] | None = None,
+        report: bool = True,
+        **load_options: Any,
+    ) -> None:
+        if isinstance(fleet_or_url, str):
+            self.fleet: Any = None
+            self._url = fleet_or_url
+        else:
+            self.fleet = fleet_or_url
+            self._url = ""
+        self.profile = profile
+        self.spec = getattr(self.fleet, "spec", None)
+        self.out = out
+        self.bundle = bundle
+        self.name = name or getattr(self.spec, "name", None) or "load"
+        self.payloads = payloads
+        self._on_interval = on_interval
+        self._on_phase = on_phase
+        self._start_load = start_load
+        self._make_bundle = make_bundle
+        self._write_report = write_report
+        self._report = report
+        self.load_options = load_options
+        self.run: Any = None
+        self._phase = "starting"
+        self._t0 = 0.0
+        self.outcome: SessionOutcome | None = None
+
+    # ------------------------------------------------------------------ state
+    @property
+    def url(self) -> str:
+        """The load's target: the URL given, or ``fleet.url + "/predict"`` (read at start)."""
+        return self._url or str(self.fleet.url).rstrip("/") + "/predict"
+
+    @property
+    def phase(self) -> str:
+        """One of :data:`PHASES`; ``sending`` turns into ``draining`` once the schedule's time is over."""
+        if self._phase == "sending" and time.monotonic() - self._t0 >= self.schedule_s:
+            self._set_phase("draining")
+        return self._phase
+
+    @property
+    def schedule_s(self) -> float:
+        """The profile's scheduled duration in seconds."""
+        try:
+            return float(self.profile.duration_s)
+        except (AttributeError, TypeError, ValueError):
+            return float("inf")
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds since the load started (0 before)."""
+        return time.monotonic() - self._t0 if self._t0 else 0.0
+
+    def _set_phase(self, phase: str) -> None:
+        if phase == self._phase:
+            return
+        self._phase = phase
+        if self._on_phase is not None:
+            try:
+                self._on_phase(phase)
+            except Exception:
+                log.exception("on_phase callback failed")
+
+    # ------------------------------------------------------------------ run
+    def start(self) -> RunSession:
+        """Claim the fleet, create the bundle and start the load in the background; returns self.
+
+        Raises :class:`LoadTestError` when a load is already running against the fleet, and whatever the load
+        module raises for a bad profile or URL (before anything is sent).
+        """
+        key = id(self.fleet) if self.fleet is not None else None
+        if key is not None:
+            with _RUNNING_LOCK:
+                other = _RUNNING.get(key)
+                if other is not None and other.running:
+                    raise LoadTestError(
+                        f"a load test is already running against this fleet ({other.profile.describe()}, "
+                        f"{other.phase}); stop it first — two loads at once would measure neither"
+                    )
+                _RUNNING[key] = self
+        try:
+            url = self.url
+            if self.bundle is None and self.out is not None:
+                if self._make_bundle is not None:
+                    self.bundle = self._make_bundle(self.name, self.spec)
+                else:
+                    from .bundle import RunBundle
+
+                    self.bundle = RunBundle.create(root=self.out, name=self.name, spec=self.spec)
+            start_load = self._start_load
+            if start_load is None:
+                from .load import start_load as default_start
+
+                start_load = default_start
+            self._t0 = time.monotonic()
+            self.run = start_load(
+                url,
+                self.profile,
+                self.payloads,
+                on_interval=self._interval,
+                progress=False,
+                bundle=self.bundle,
+                **self.load_options,
+            )
+        except BaseException:
+            self._release()
+            self._set_phase("failed")
+            raise
+        self._set_phase("sending")
+        return self
+
+    def _interval(self, row: dict[str, Any]) -> None:
+        self.phase  # noqa: B018 - reading it moves sending -> draining on time
+        if self._on_interval is not None:
+            self._on_interval(row)
+
+    @property
+    def running(self) -> bool:
+        """True from start until the report is written (or the run failed)."""
+        return self._phase in ("sending", "draining", "writing report")
+
+    def stop(self) -> None:
+        """Ask the load to stop now; what was measured is kept and reported by :meth:`finish`."""
+        if self.run is not None and self.running:
+            self.run.stop()
+
+    def finish(self, timeout: float | None = None) -> SessionOutcome:
+        """Wait for the load, save the fleet's data for the run's window, finalize and write the report.
+
+        A failed load still saves and reports what it measured; its error is in ``outcome.error``. A report that
+        cannot be written (``StorageError``) is in ``outcome.report_error``: the records are kept either way.
+        """
+        if self.run is None:
+            raise LoadTestError("the session was not started: call start() first")
+        result = None
+        error: BaseException | None = None
+        try:
+            result = self.run.result(timeout) if timeout is not None else self.run.result()
+        except Exception as exc:  # a failure mid-run: keep what was measured
+            error = exc
+        try:
+            summary = _summary(result)
+            self._set_phase("writing report")
+            outcome = self._save(result, summary, error)
+        finally:
+            self._release()
+        self._set_phase("failed" if error is not None else "done")
+        self.outcome = outcome
+        return outcome
+
+    def _save(self, result: Any, summary: dict[str, Any], error: BaseException | None) -> SessionOutcome:
+        b = self.bundle
+        outcome = SessionOutcome(
+            result=result, bundle_path=None, report_path=None, summary=summary, error=error
+        )
+        if b is None:
+            return outcome
+        outcome.bundle_path = Path(getattr(b, "path", b))
+        if self.fleet is not None and callable(getattr(b, "capture", None)):
+            outcome.capture_failed = b.capture(self.fleet, start=_window_start(result, self.spec))
+        if callable(getattr(b, "finalize", None)):
+            b.finalize()
+        if self._report:
+            try:
+                writer = self._write_report
+                if writer is None:
+                    from .report import write_report
+
+                    writer = write_report
+                outcome.report_path = Path(writer(outcome.bundle_path)).resolve()
+            except Exception as exc:
+                log.warning("report failed: %s", exc)
+                outcome.report_error = exc
+        return outcome
+
+    def _release(self) -> None:
+        if self.fleet is None:
+            return
+        with _RUNNING_LOCK:
+            if _RUNNING.get(id(self.fleet)) is self:
+                del _RUNNING[id(self.fleet)]
+
+    def __repr__(self) -> str:
+        return f"RunSession({getattr(self.profile, 'describe', lambda: '?')()} -> {self._url or 'fleet'}, {self._phase})"
+
+
+def _summary(result: Any) -> dict[str, Any]:
+    if result is None:
+        return {}
+    try:
+        return dict(result.summary())
+    except Exception:
+        log.exception("summary failed")
+        return {}
+
+
+def _window_start(result: Any, spec: Any) -> Any:
+    """Where the fleet data of a run starts: one metric period before the load (that period covers its start)."""
+    started = getattr(result, "started_at", None)
+    if started is None:
+        return None
+    period = float(getattr(getattr(spec, "local", None), "period_s", 0.0) or 0.0)
+    return started - timedelta(seconds=period)
+
+
+def running_session(fleet: Any) -> RunSession | None:
+    """The session running against ``fleet`` now, if any."""
+    with _RUNNING_LOCK:
+        s = _RUNNING.get(id(fleet))
+    return s if s is not None and s.running else None
+
+
+def run_session(
+    fleet_or_url: Any,
+    profile: Any,
+    *,
+    out: str | Path | None = "runs",
+    stop: threading.Event | None = None,
+    **options: Any,
+) -> SessionOutcome:
+    """Run ``profile`` against a fleet (or URL) to the end and return the :class:`SessionOutcome`.
+
+    ``stop`` (a ``threading.Event``) ends the load early; Ctrl-C does too and is re-raised after the bundle and
+    report are written. Other keywords: see :class:`RunSession`.
+
+    Example::
+
+        outcome = run_session(fleet, ml.load.constant(40, 10), out="runs", connections=64)
+        print(outcome.report_path)
+    """
+    session = RunSession(fleet_or_url, profile, out=out, **options).start()
+    interrupted = False
+    try:
+        while session.run is not None and not _done(session.run):
+            if stop is not None and stop.wait(0.1):
+                session.stop()
+                stop = None
+            elif stop is None:
+                time.sleep(0.1)
+            session.phase  # noqa: B018 - keeps on_phase current while waiting
+    except KeyboardInterrupt:
+        interrupted = True
+        session.stop()
+    outcome = session.finish()
+    if interrupted:
+        raise KeyboardInterrupt
+    return outcome
+
+
+def _done(run: Any) -> bool:
+    done = getattr(run, "done", None)
+    if isinstance(done, bool):
+        return done
+    return True  # a handle without ``done`` is waited for in finish()
