@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
+import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -155,7 +157,7 @@ def test_broken_command_fails_launch_with_its_output_and_leaves_nothing(
         fleet.launch(on_output=lambda _: seen.update(_children() - before))
     text = str(exc.value)
     assert expect in text and ("model file missing" in text or "warming up forever" in text), text
-    assert "i-local0001" in text
+    assert re.search(r"i-local\S*0001 \(python -c ", text), text  # the target and its command
     assert time.monotonic() - t0 < 60
     seen |= {p for p in _children() - before}
     assert _gone(seen)
@@ -195,6 +197,31 @@ def test_llm_emulator_argv() -> None:
         sys.executable, "-m", "mlops_lb", "serve", "--llm", "--port", "9001", "--host", "127.0.0.1",
         "--target-id", "i-local0001", "--max-num-seqs", "4", "--seed", "7",
     ]  # fmt: skip
+
+
+def test_llm_emulator_targets_serve_completions_behind_haproxy() -> None:
+    """kind llm-emulator: the emulator (mlops-lb serve --llm) boots with the flags the spec builds, passes the
+    health check and answers /v1/completions through the balancer, attributed by X-Target-Id."""
+    spec = fast_spec("llm", min=1, desired=1).replace(
+        server=ml.ServerSpec(
+            kind="llm-emulator", llm={"max_num_seqs": 2, "decode_ms_per_token": 1, "seed": 3}
+        )
+    )
+    with LocalFleet(spec) as fleet:
+        fleet.launch()
+        target = fleet.status()["target"].iloc[0]
+        host, port = fleet.url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        body = json.dumps({"model": "m", "prompt": "hello", "max_tokens": 4})
+        conn.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        answer = json.loads(resp.read())
+        conn.close()
+        assert resp.status == 200 and resp.getheader("X-Target-Id") == target
+        assert answer["usage"]["completion_tokens"] == 4
+        assert "--max-num-seqs 2" in " ".join(
+            fleet.status()["pid"].map(lambda p: " ".join(psutil.Process(p).cmdline()))
+        )
 
 
 def test_our_server_keeps_its_own_header_value() -> None:
