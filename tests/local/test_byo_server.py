@@ -89,9 +89,9 @@ def test_sigkilled_user_server_is_replaced() -> None:
 
 
 def test_scale_in_drains_in_flight_requests_before_sigterm() -> None:
-    """Scale-in while a 1.5 s request runs on the victim: it completes (200) before the balancer lets go of the
+    """Scale-in while a 3 s request runs on the victim: it completes (200) before the balancer lets go of the
     target, SIGTERM comes after it, and the server exits by itself (code 0) within drain_timeout_s."""
-    spec = byo_spec("byod", min=1, desired=2, env={"SLEEP_S": "1.5"})
+    spec = byo_spec("byod", min=1, desired=2, env={"SLEEP_S": "3"})
     # Deregistration delay 300 s -> 5 s here: longer than the request, so draining waits for it.
     spec = spec.replace(target_group=dataclasses.replace(spec.target_group, deregistration_delay_s=300))
     with LocalFleet(spec) as fleet:
@@ -99,9 +99,9 @@ def test_scale_in_drains_in_flight_requests_before_sigterm() -> None:
         stats: list[Any] = []
         load = threading.Thread(target=lambda: stats.append(run_load(fleet.url, requests=2, concurrency=2)))
         load.start()
-        wait_for(lambda: (fleet.status()["sessions"] > 0).sum() == 2, 5, "a request in flight on each target")
+        wait_for(lambda: (fleet.status()["sessions"] > 0).sum() == 2, 10, "a request in flight on each target")
         fleet.scale(desired=1)
-        load.join(10)
+        load.join(20)
         assert stats[0].statuses == {200: 2} and len(stats[0].targets) == 2
         victim = fleet.events().query("kind == 'draining'")["target"].iloc[0]
         wait_for(
