@@ -99,7 +99,9 @@ def test_scale_in_drains_in_flight_requests_before_sigterm() -> None:
         stats: list[Any] = []
         load = threading.Thread(target=lambda: stats.append(run_load(fleet.url, requests=2, concurrency=2)))
         load.start()
-        wait_for(lambda: (fleet.status()["sessions"] > 0).sum() == 2, 10, "a request in flight on each target")
+        wait_for(
+            lambda: (fleet.status()["sessions"] > 0).sum() == 2, 10, "a request in flight on each target"
+        )
         fleet.scale(desired=1)
         load.join(20)
         assert stats[0].statuses == {200: 2} and len(stats[0].targets) == 2
