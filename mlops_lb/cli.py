@@ -18,8 +18,23 @@ from collections.abc import Sequence
 
 from .errors import MlopsLbError
 from .fleet import backend_names
+from .serving.llm_engine import EngineParams
 
 __all__ = ["build_parser", "main"]
+
+
+# The LLM emulator's engine flags: one per EngineParams field, whose default is the flag's default.
+_LLM_FLAGS = (
+    ("max_num_seqs", "sequences decoded at once; the rest queue ({:g})"),
+    ("prefill_ms_per_token", "prefill time per prompt token ({:g})"),
+    ("decode_ms_per_token", "decode time per output token, alone ({:g})"),
+    (
+        "decode_slowdown_per_seq",
+        "decode step grows by this fraction per extra sequence decoding ({:g}: 8 at once -> 13.5 ms)",
+    ),
+    ("max_model_len", "prompt + max_tokens limit ({:g})"),
+    ("seed", "seed of the generated words ({:g})"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,23 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     llm.add_argument(
         "--llm", action="store_true", help="serve the OpenAI-compatible LLM emulator instead of a model"
     )
-    llm.add_argument(
-        "--max-num-seqs", type=int, default=8, help="sequences decoded at once; the rest queue (8)"
-    )
-    llm.add_argument(
-        "--prefill-ms-per-token", type=float, default=0.1, help="prefill time per prompt token (0.1)"
-    )
-    llm.add_argument(
-        "--decode-ms-per-token", type=float, default=10.0, help="decode time per output token, alone (10)"
-    )
-    llm.add_argument(
-        "--decode-slowdown-per-seq",
-        type=float,
-        default=0.05,
-        help="decode step grows by this fraction per extra sequence decoding (0.05: 8 at once -> 13.5 ms)",
-    )
-    llm.add_argument("--max-model-len", type=int, default=4096, help="prompt + max_tokens limit (4096)")
-    llm.add_argument("--seed", type=int, default=0, help="seed of the generated words (0)")
+    defaults = EngineParams()
+    for name, text in _LLM_FLAGS:
+        default = getattr(defaults, name)
+        llm.add_argument(
+            "--" + name.replace("_", "-"), type=type(default), default=default, help=text.format(default)
+        )
     llm.add_argument("--served-model-name", default=None, help="name in /v1/models (mlops-lb-llm-emulator)")
 
     d = sub.add_parser(

@@ -7,7 +7,8 @@
 * :func:`load_model` loads the bundled demo model or a user's model file; :func:`demo_payloads` makes request bodies
   for the load generator.
 
-Importing this package is light: FastAPI, uvicorn and scikit-learn load only when a function needs them.
+Importing this package is light: FastAPI, uvicorn and scikit-learn load only when a function needs them, and the
+model helpers (numpy) only when first named, so ``mlops-lb --help`` does not pay for them.
 
 Example::
 
@@ -21,11 +22,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .llm_engine import EngineParams
-from .model import ModelHandle, check_model, demo_payloads, load_model
 from .server import llm_command, serve, serve_llm, worker_command
 
 if TYPE_CHECKING:
     from .app import create_app
+    from .model import ModelHandle, check_model, demo_payloads, load_model
+
+_MODEL_NAMES = frozenset({"ModelHandle", "check_model", "demo_payloads", "load_model"})
 
 __all__ = [
     "EngineParams",
@@ -46,4 +49,8 @@ def __getattr__(name: str) -> Any:
         from .app import create_app
 
         return create_app
+    if name in _MODEL_NAMES:  # numpy is imported only by those who use a model
+        from . import model
+
+        return getattr(model, name)
     raise AttributeError(f"module 'mlops_lb.serving' has no attribute {name!r}")

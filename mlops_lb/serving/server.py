@@ -84,7 +84,6 @@ def serve(
     if not min_service_ms >= 0:
         raise SpecError("min_service_ms", f"must be >= 0 (got {min_service_ms})")
     import prometheus_client
-    import uvicorn
 
     from .app import create_app
 
@@ -99,24 +98,7 @@ def serve(
         slots=slots,
         min_service_ms=min_service_ms,
     )
-    state = app.state.server
-    signal.signal(signal.SIGUSR1, lambda *_: state.toggle_health_failing())
-    # uvicorn handles SIGTERM itself, then restores the previous handler and raises the signal again so the process
-    # dies "by SIGTERM" (exit status -15). Leaving a no-op handler in place makes a graceful stop exit 0 instead.
-    signal.signal(signal.SIGTERM, _after_graceful_stop)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_level="info",
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-        workers=1,
-    )
-    uvicorn.Server(config).run()
+    _run(app, app.state.server, host=host, port=port)
 
 
 def llm_command(
@@ -165,8 +147,6 @@ def serve_llm(
     """
     if not 0 <= port <= 65535:
         raise SpecError("port", f"must be between 0 and 65535 (got {port})")
-    import uvicorn
-
     from .llm_app import SERVED_MODEL_NAME, create_llm_app
 
     app = create_llm_app(
@@ -174,8 +154,19 @@ def serve_llm(
         target_id=target_id or f"{socket.gethostname()}:{port}",
         served_model_name=served_model_name or SERVED_MODEL_NAME,
     )
-    state = app.state  # type: ignore[attr-defined]
+    _run(app, app.state, host=host, port=port)  # type: ignore[attr-defined]
+
+
+def _run(app: Any, state: Any, *, host: str, port: int) -> None:
+    """Serve ``app`` until SIGTERM or Ctrl+C with the process rules both servers share (see :func:`serve`).
+
+    ``state`` is the object whose ``toggle_health_failing()`` SIGUSR1 calls.
+    """
+    import uvicorn
+
     signal.signal(signal.SIGUSR1, lambda *_: state.toggle_health_failing())
+    # uvicorn handles SIGTERM itself, then restores the previous handler and raises the signal again so the process
+    # dies "by SIGTERM" (exit status -15). Leaving a no-op handler in place makes a graceful stop exit 0 instead.
     signal.signal(signal.SIGTERM, _after_graceful_stop)
     config = uvicorn.Config(
         app,
