@@ -1,5 +1,9 @@
 """FleetSpec: one validated description of a load-balanced inference fleet, for both backends.
 
+**Why one module (over 500 lines).** The parts are validated by one ``_Part`` machinery (field paths, "did you
+mean", the YAML round trip) and ``FleetSpec`` checks rules that span every part, so the parts, their checker and
+the whole are one unit; split, each file would need all the others.
+
 Every part is a frozen, keyword-only dataclass that validates itself on construction, with AWS's own ranges
 (see ``docs/design.md``). ``FleetSpec(name="demo")`` is complete: every other field has a working default.
 

@@ -1,5 +1,9 @@
 """The model server's ASGI app: ``POST /predict``, ``GET /health`` (readiness) and ``GET /metrics`` (Prometheus).
 
+**Why one module (over 500 lines).** Everything here serves the one contract listed below: the state, the metrics,
+the body reading (413) and ``parse_rows`` (422) all enforce promises of the same three endpoints, so a reader
+checking one promise finds all of it in one file; the model itself lives apart in :mod:`.model`.
+
 The same app runs as a local worker and on an EC2 instance behind an ALB. What it promises:
 
 * Every response, errors and 404s included, carries ``X-Target-Id`` naming the target that served it (all but
