@@ -29,6 +29,7 @@ from .errors import (
 )
 from .fleet import Fleet, open_fleet
 from .spec import (
+    AwsSpec,
     CapacitySpec,
     FleetSpec,
     HealthCheckSpec,
@@ -39,6 +40,7 @@ from .spec import (
     ScalingPolicySpec,
     ServerSpec,
     TargetGroupSpec,
+    WarmPoolSpec,
 )
 
 if TYPE_CHECKING:
@@ -66,6 +68,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "AwsSpec",
     "BackendUnavailable",
     "BalancerDown",
     "CapacitySpec",
@@ -89,6 +92,7 @@ __all__ = [
     "SpecError",
     "StorageError",
     "TargetGroupSpec",
+    "WarmPoolSpec",
     "__version__",
     "analysis",
     "aws",

@@ -21,11 +21,10 @@ __all__ = ["PROFILES", "LoadTestPanel", "build_profile"]
 log = logging.getLogger(__name__)
 
 PROFILES = ("constant", "ramp", "step", "spike")
-_STEPS = 4  # the step profile climbs from rate to end rate in this many equal steps
 
 
 def build_profile(kind: str, rate: float, end_rate: float, duration_s: float) -> Any:
-    """The ``ml.load`` profile the panel's inputs describe.
+    """The ``ml.load`` profile the panel's inputs describe: :func:`mlops_lb.load.make_profile`, as the CLI does.
 
     ``constant``: ``rate`` for ``duration_s``; ``ramp``: ``rate`` → ``end_rate``; ``step``: four equal steps from
     ``rate`` to ``end_rate``; ``spike``: ``rate`` with a burst to ``end_rate`` from 1/3 of the run lasting 1/6.
@@ -37,16 +36,11 @@ def build_profile(kind: str, rate: float, end_rate: float, duration_s: float) ->
     from .. import load
     from ..errors import SpecError
 
-    if kind == "constant":
-        return load.constant(rate, duration_s)
-    if kind == "ramp":
-        return load.ramp(rate, end_rate, duration_s)
-    if kind == "step":
-        rates = [rate + (end_rate - rate) * i / (_STEPS - 1) for i in range(_STEPS)]
-        return load.step(rates, duration_s / _STEPS)
-    if kind == "spike":
-        return load.spike(rate, end_rate, duration_s, duration_s / 3.0, duration_s / 6.0)
-    raise SpecError("profile", f"must be one of {', '.join(PROFILES)} (got {kind!r})")
+    if kind not in PROFILES:
+        raise SpecError("profile", f"must be one of {', '.join(PROFILES)} (got {kind!r})")
+    # constant has one rate input, the first; the others read "from rate to end rate".
+    rps = rate if kind == "constant" else end_rate
+    return load.make_profile(kind, rps=rps, start_rps=rate, duration_s=duration_s)
 
 
 class LoadTestPanel:
