@@ -11,7 +11,12 @@ machine has two or more; the clients are pinned to the last core. Measures, in o
 
 Prints a table and the ratios engine/wrk and engine/Locust (goals: >= 0.5 and >= 8). Bounded: about 2 minutes.
 
+``--quick`` (about 30 s) runs wrk once and the engine at fixed rates (3 s each), no Locust: the before/after check
+of an engine change; ``--code DIR`` imports mlops_lb from DIR (e.g. ``git archive`` of the previous commit), so
+two versions can be compared in one sitting.
+
     .venv/bin/python bench/bench_loadgen.py
+    .venv/bin/python bench/bench_loadgen.py --quick [--code /tmp/old] [--rates 10000,20000,40000]
 """
 
 from __future__ import annotations
@@ -139,6 +144,43 @@ def run_locust_bench(url: str) -> float:
     return float(res.summary()["achieved_rps"])
 
 
+def quick(rates: list[float]) -> int:
+    """wrk once, then the engine at each fixed rate: sent fraction, lag p99 and achieved rate per trial."""
+    import mlops_lb
+
+    server_core, client_core = cores()
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, {client_core})
+    print(f"mlops_lb from {Path(mlops_lb.__file__).parent}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-loadgen-") as d:
+        port = free_port()
+        nginx = start_nginx(Path(d), port, server_core)
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            wrk = run_wrk(url, client_core)
+            print(f"  wrk -t1 -c32 -d5s: {wrk:,.0f} rps (load average {os.getloadavg()[0]:.2f})", flush=True)
+            import resource
+
+            for rps in rates:
+                # CPU time per request is the load-robust number on a shared machine (lag is not)
+                r0 = resource.getrusage(resource.RUSAGE_SELF)
+                ok, frac, lag, ach = engine_trial(url, rps)
+                r1 = resource.getrusage(resource.RUSAGE_SELF)
+                cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+                print(
+                    f"  engine {rps:>9,.0f} rps: {'clean' if ok else 'NOT clean'} (sent {frac:.1%}, lag p99 "
+                    f"{lag * 1e3:.2f} ms, achieved {ach:,.0f}, CPU {cpu / (rps * TRIAL_S) * 1e6:.1f} µs/request)",
+                    flush=True,
+                )
+        finally:
+            os.killpg(nginx.pid, signal.SIGTERM)
+            try:
+                nginx.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(nginx.pid, signal.SIGKILL)
+    return 0
+
+
 def main() -> int:
     server_core, client_core = cores()
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
@@ -191,5 +233,14 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="wrk once and fixed engine rates, about 30 s")
+    ap.add_argument("--rates", default="10000,20000,40000,60000", help="engine rates for --quick")
+    ap.add_argument("--code", help="import mlops_lb from this directory (compare two versions)")
+    args = ap.parse_args()
+    sys.path.insert(0, args.code or str(Path(__file__).resolve().parents[1]))
+    if args.quick:
+        sys.exit(quick([float(x) for x in args.rates.split(",")]))
     sys.exit(main())

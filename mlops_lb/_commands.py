@@ -87,6 +87,15 @@ def cmd_up(args: argparse.Namespace) -> int:
             time.sleep(3600)
 
 
+def cmd_preflight(args: argparse.Namespace) -> int:
+    from .aws import preflight
+    from .spec import FleetSpec
+
+    result = preflight(FleetSpec.from_yaml(args.spec))
+    print(repr(result))
+    return 0 if result.ok else 1
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from .errors import SpecError
 
@@ -133,16 +142,10 @@ def cmd_load(args: argparse.Namespace) -> int:
     from .session import run_session
     from .summary import summary_rows, text_table
 
-    if args.profile == "constant":
-        profile = load.constant(args.rps, args.duration_s)
-    elif args.profile == "ramp":
-        profile = load.ramp(args.start_rps, args.rps, args.duration_s)
-    elif args.profile == "step":
-        profile = load.step([args.rps * f for f in (0.25, 0.5, 0.75, 1.0)], args.duration_s / 4)
-    else:
-        profile = load.spike(
-            args.start_rps, args.rps, args.duration_s, args.duration_s / 3, args.duration_s / 6
-        )
+    # The widget builds its shapes the same way: "step" means the same in both.
+    profile = load.make_profile(
+        args.profile, rps=args.rps, start_rps=args.start_rps, duration_s=args.duration_s
+    )
     outcome = run_session(args.url, profile, out=args.out, name="load")
     print(text_table(summary_rows(outcome.summary)))
     if outcome.error is not None:

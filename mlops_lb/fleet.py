@@ -63,8 +63,9 @@ class Fleet(Protocol):
 
     ``status()`` columns: target, address, state, health, launched_at (+ pid locally); ``metrics()`` returns a
     MetricFrame and ``events()`` an events frame (see :mod:`mlops_lb.frames`); ``decisions()`` one row per scaling
-    decision with at least timestamp, action, desired_before, desired_after and reason. ``scale()`` validates and
-    clamps through :meth:`FleetSpec.rescaled` and applies only what changed.
+    decision with at least timestamp, action, desired_before, desired_after and reason; ``logs(target, tail)`` the
+    last ``tail`` lines a target's server wrote (stdout and stderr). ``scale()`` validates and clamps through
+    :meth:`FleetSpec.rescaled` and applies only what changed.
     """
 
     spec: FleetSpec
@@ -95,6 +96,8 @@ class Fleet(Protocol):
     def events(self, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame: ...
 
     def decisions(self) -> pd.DataFrame: ...
+
+    def logs(self, target: str, *, tail: int = 200) -> str: ...
 
     def close(self) -> None: ...
 

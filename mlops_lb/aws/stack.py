@@ -1,5 +1,8 @@
 """AwsFleet: the Fleet protocol on AWS, through the Pulumi Automation API (slow paths) and boto3 (fast paths).
 
+(Over 500 lines on purpose: one class implementing the Fleet protocol, plus the orphan finder that reads the
+same state directory; splitting the class would scatter the one object users hold.)
+
 Where things live: Pulumi state in a local file backend ``file://~/.mlops_lb/pulumi`` unless
 ``PULUMI_BACKEND_URL`` says otherwise; one persistent work dir per stack (``~/.mlops_lb/stacks/<stack>``) so
 the stack's config survives a kernel restart; the secrets passphrase from ``PULUMI_CONFIG_PASSPHRASE`` /
@@ -22,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -35,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BackendUnavailable, ProvisionError, SpecError
 from ..fleet import Capacity
 from ..frames import STATUS_COLUMNS, events_frame
-from ..spec import CapacitySpec, FleetSpec
+from ..spec import FleetSpec
 from ._boto import client, provision_error
 from .assets import Wheelhouse
 from .program import STACK_TAG, fleet_program
@@ -454,7 +458,8 @@ class AwsFleet:
         new_max = cap.max if max is None else max
         # The spec's desired only matters at creation; keep it inside the new bounds unless one was asked for.
         new_desired = desired if desired is not None else sorted((new_min, cap.desired, new_max))[1]
-        capacity = CapacitySpec(min=new_min, desired=new_desired, max=new_max)
+        # replace(), not CapacitySpec(...): the warm pool (and any later capacity field) must survive a scale.
+        capacity = dataclasses.replace(cap, min=new_min, desired=new_desired, max=new_max)
         scaling = self.spec.scaling
         if target_rps_per_target is not None:
             scaling = type(scaling)(**{**scaling.to_dict(), "target_rps_per_target": target_rps_per_target})

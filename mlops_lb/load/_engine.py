@@ -29,6 +29,7 @@ import logging
 import math
 import time
 import traceback
+import weakref
 from array import array
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -203,6 +204,7 @@ class _Conn(asyncio.Protocol):
 
         self.transport = transport  # type: ignore[assignment]
         self.parser = httptools.HttpResponseParser(self)
+        self._eng.transports.add(transport)
 
     def data_received(self, data: bytes) -> None:
         if self.req < 0:
@@ -248,8 +250,8 @@ class _Conn(asyncio.Protocol):
             sp = self.sp
             if sp is not None:
                 sp.eof()
-            elif self.nbytes and body_until_close(self.head):
-                eng.complete(i, int(self.head[9:12] or 0), self.nbytes, self.target, None)
+            elif self.nbytes and body_until_close(self.head) and self.parser.get_status_code():
+                eng.complete(i, self.parser.get_status_code(), self.nbytes, self.target, None)
             else:
                 eng.finish(i, 0, E_RESET, self.nbytes, -1)
             self.req = -1
@@ -542,6 +544,9 @@ class _Engine:
         self.idle: list[_Conn] = []
         self.conns: set[_Conn] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
+        # every transport ever opened: the end of the run closes any still open (a connect that completed while
+        # being cancelled, say), so none outlives the loop (ResourceWarning, "Event loop is closed")
+        self.transports: weakref.WeakSet[Any] = weakref.WeakSet()
         self.stopping = False
         self.started = False
         self.starved = 0
@@ -751,7 +756,8 @@ class _Engine:
                 since = sp.last_rx if sp is not None else self.sent[conn.req]
                 if now - since > limit:
                     conn._fail(E_TIMEOUT)
-        self.expire_waiting(now - limit, E_NO_CONN)
+        if not self.stopping:  # after a Stop, what was not due by then stays unsent (not an error)
+            self.expire_waiting(now - limit, E_NO_CONN)
 
     def expire_waiting(self, upto: float, code: int) -> None:
         """Give up the unsent requests intended before offset ``upto``: they never got a connection in time."""
@@ -969,6 +975,9 @@ class _Engine:
             if conn.transport is not None:
                 conn.dead = True
                 conn.transport.abort()
+        for tr in list(self.transports):
+            if not tr.is_closing():
+                tr.abort()
         info = {
             "sent": int(np.count_nonzero(~np.isnan(self.np_sent))),
             "scheduled": int(self.n),
@@ -1016,7 +1025,7 @@ def run_engine(
         sink(("error", cfg.worker, traceback.format_exc()))
         raise
     finally:
-        loop.run_until_complete(asyncio.sleep(0))
+        loop.run_until_complete(asyncio.sleep(0.005))  # let aborted transports finish closing
         loop.close()
 
 

@@ -9,6 +9,12 @@ deregistration delay and instance warm-up. Request *rates* are not scaled: the t
 target per local period, just as AWS compares ``x 60`` per minute. MetricFrame timestamps are real wall-clock UTC
 times, one datapoint per local period; count metrics are per local period.
 
+**Targets.** Each runs what ``spec.server`` says: our model server (with emulated capacity), our LLM emulator, or
+the user's own ``server.command`` (real capacity: every target shares this machine's cores). Its output goes to
+``<work_dir>/<target>.log`` (``fleet.logs(target)``); HAProxy adds ``X-Target-Id``. What this backend cannot run
+(``server.image``, an ``s3://`` model, a program that is not there) is a SpecError from the constructor, before
+any process starts.
+
 **Threads.** One controller thread owns HAProxy, the workers and the emulators: it ticks every 100 ms (health,
 replacement, draining, balancer restarts) and once per period samples metrics and runs target tracking. It also
 forks every child, because Linux's parent-death signal follows the forking thread. Public methods are safe to
@@ -21,6 +27,7 @@ Example::
         fleet.launch(on_output=print)
         fleet.scale(desired=3)
         fleet.status(); fleet.events(); fleet.decisions(); fleet.metrics()
+        fleet.logs(fleet.status()["target"].iloc[0], tail=20)
 """
 
 from __future__ import annotations
@@ -58,13 +65,12 @@ from .haproxy import (
     FRONTEND,
     HaproxyProcess,
     RuntimeApi,
-    StatRow,
     check_timing_ms,
     find_haproxy,
     render_config,
 )
-from .metrics import HistogramDelta, PeriodRecord, parse_duration_histogram, to_metric_frame
-from .workers import WorkerCommand
+from .metrics import PeriodRecord, PeriodSampler, to_metric_frame
+from .workers import WorkerCommand, find_program, tail_lines
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -133,6 +139,7 @@ class LocalFleet:
     ) -> None:
         if not isinstance(spec, FleetSpec):
             raise SpecError("spec", f"must be a FleetSpec (got {type(spec).__name__})")
+        check_runs_locally(spec)
         self._binary = find_haproxy()
         self.spec = spec
         self._port = port or free_port()
@@ -167,10 +174,7 @@ class LocalFleet:
         self._api: RuntimeApi | None = None
         self._asg: AsgEmulator | None = None
         self._haproxy: HaproxyProcess | None = None
-        self._counters: dict[tuple[str, str], tuple[int, ...]] = {}
-        self._acc = self._new_acc()
-        self._hist_last: dict[str, HistogramDelta] = {}
-        self._cpu_procs: dict[str, Any] = {}
+        self._sampler = PeriodSampler(frontend=FRONTEND, backends=(BACKEND, f"{BACKEND}_open"))
         self._period_start = utcnow()
         self._balancer = "up"  # "up" or "down" (died and could not be restarted yet)
         self._balancer_reason = ""
@@ -220,6 +224,10 @@ class LocalFleet:
         self._on_output = on_output
         try:
             self._say(f"{self.clock_mapping()}")
+            if self.spec.server.install is not None:
+                self._say(
+                    "server.install is for AWS instances; locally the server runs from this environment"
+                )
             self._state = "launching"
             self._thread = threading.Thread(
                 target=self._run, name=f"mlops-lb-fleet-{self.spec.name}", daemon=True
@@ -237,6 +245,12 @@ class LocalFleet:
                     desired = self._capacity[1]
                 if healthy >= desired:
                     break
+                if failed and self.spec.server.kind != "model":
+                    # The user's own server failing to start is a bug in it or in the spec, not bad luck:
+                    # say so at once, with that target's exit code and output.
+                    with self._lock:
+                        why = self._asg.start_failures[0] if self._asg else ""
+                    raise ProvisionError("a target did not start:", stderr=why)
                 self._check_balancer()
                 if failed >= max(3, 2 * desired):
                     raise ProvisionError(
@@ -382,6 +396,25 @@ class LocalFleet:
             ]
         return events_frame(rows)
 
+    def logs(self, target: str, *, tail: int = 200) -> str:
+        """The last ``tail`` lines of what target ``target`` wrote to stdout and stderr (terminated ones too).
+
+        Example::
+
+            print(fleet.logs(fleet.status()["target"].iloc[0], tail=20))
+        """
+        if isinstance(tail, bool) or not isinstance(tail, int) or tail < 0:
+            raise SpecError("tail", f"must be an integer >= 0 (got {tail!r})")
+        with self._lock:
+            known = [i.id for i in self._asg.instances] if self._asg else []
+            path = self._asg.log_path(target) if self._asg and target in known else None
+        if path is None:
+            raise SpecError(
+                "target",
+                f"is not a target of this fleet (got {target!r}; known: {', '.join(known) or 'none'})",
+            )
+        return tail_lines(path, tail)
+
     def decisions(self) -> pd.DataFrame:
         """Every target-tracking decision (``none`` included) with the exact inputs given to ``decide``."""
         with self._lock:
@@ -523,7 +556,7 @@ class LocalFleet:
         self._haproxy.start()
         if self._haproxy.pid is not None:
             register_pgid(self._haproxy.pid)
-        self._counters.clear()  # the new process counts from zero
+        self._sampler.reset_counters()  # the new process counts from zero
         with self._lock:
             n = self._asg.reregister_all()
         self._event(
@@ -565,34 +598,6 @@ class LocalFleet:
             self._event("balancer_up", "", f"haproxy listening on {self.url} again after {took:.2f} s down")
         return True
 
-    @staticmethod
-    def _new_acc() -> dict[str, Any]:
-        return {"req": 0, "fe5xx": 0, "2xx": 0, "4xx": 0, "5xx": 0, "per_target": {}}
-
-    def _accumulate(self, rows: list[StatRow]) -> None:
-        acc = self._acc
-        for r in rows:
-            key = (r.proxy, r.server)
-            if r.proxy == FRONTEND and r.server == "FRONTEND":
-                vals: tuple[int, ...] = (r.req_tot, r.hrsp_5xx)
-            elif r.proxy in (BACKEND, f"{BACKEND}_open") and r.is_server:
-                vals = (r.stot, r.hrsp_2xx, r.hrsp_4xx, r.hrsp_5xx)
-            else:
-                continue
-            old = self._counters.get(key)
-            d = tuple(
-                v - o if old is not None and v >= o else v for v, o in zip(vals, old or vals, strict=True)
-            )
-            self._counters[key] = vals
-            if len(d) == 2:
-                acc["req"] += d[0]
-                acc["fe5xx"] += d[1]
-            else:
-                acc["per_target"][r.server] = acc["per_target"].get(r.server, 0) + d[0]
-                acc["2xx"] += d[1]
-                acc["4xx"] += d[2]
-                acc["5xx"] += d[3]
-
     def _tick(self) -> None:
         assert self._haproxy is not None and self._asg is not None and self._api is not None
         if not self._haproxy.alive() and not self._try_restart_haproxy():
@@ -603,56 +608,27 @@ class LocalFleet:
             log.debug("show stat failed: %s", exc)
             return
         with self._lock:
-            self._accumulate(rows)
+            self._sampler.add_stats(rows)
             lo, want, hi = self._capacity
             self._asg.min, self._asg.desired, self._asg.max = lo, want, hi
             self._asg.tick(rows)
-
-    def _scrape(self, insts: list[Instance]) -> tuple[HistogramDelta, dict[str, float]]:
-        import psutil
-
-        total = HistogramDelta()
-        cpu: dict[str, float] = {}
-        for inst in insts:
-            text = inst.worker.scrape_metrics(timeout_s=0.3)
-            if text is not None:
-                try:
-                    h = parse_duration_histogram(text)
-                except ValueError:
-                    h = None
-                if h is not None:
-                    total.add(h.minus(self._hist_last.get(inst.id)))
-                    self._hist_last[inst.id] = h
-            try:
-                p = self._cpu_procs.get(inst.id)
-                if p is None:
-                    p = self._cpu_procs[inst.id] = psutil.Process(inst.worker.pid)
-                    p.cpu_percent(None)  # the first call only sets the baseline
-                else:
-                    cpu[inst.id] = float(p.cpu_percent(None))
-            except psutil.Error:
-                pass
-        return total, cpu
 
     def _end_period(self) -> None:
         assert self._asg is not None
         end = utcnow()
         with self._lock:
             live = [i for i in self._asg.live() if i.worker.exit_code() is None]
-        latency, cpu = self._scrape(live)  # outside the lock: a busy worker may take a moment to answer
+        # Outside the lock: a busy worker may take a moment to answer.
+        latency, cpu = self._sampler.scrape(
+            [(i.id, i.worker) for i in live], metrics_path=self.spec.server.default_metrics_path
+        )
         with self._lock:
-            acc, self._acc = self._acc, self._new_acc()
             asg = self._asg
             ready, warming = asg.ready_and_warming()
             lo, want, hi = self._capacity
-            rec = PeriodRecord(
+            rec: PeriodRecord = self._sampler.end_period(
                 start=self._period_start,
                 end=end,
-                request_count=acc["req"],
-                target_2xx=acc["2xx"],
-                target_4xx=acc["4xx"],
-                target_5xx=acc["5xx"],
-                elb_5xx=max(0, acc["fe5xx"] - acc["5xx"]),
                 healthy=len(asg.healthy()),
                 unhealthy=sum(
                     1 for i in asg.instances if i.state == "in_service" and i.health == "unhealthy"
@@ -662,13 +638,13 @@ class LocalFleet:
                 ready=ready,
                 latency=latency,
                 cpu=cpu,
-                per_target=dict(acc["per_target"]),
             )
             self._records.append(rec)
             self._period_start = end
             decision = self._autoscaler.tick(
                 rec.start,
                 request_count=rec.request_count,
+                concurrency=rec.concurrency,
                 ready=ready,
                 warming=warming,
                 desired=want,
@@ -683,6 +659,38 @@ class LocalFleet:
                 "",
                 f"target tracking: desired {want} -> {decision.desired}: {decision.reason}",
             )
+
+
+def check_runs_locally(spec: FleetSpec) -> None:
+    """SpecError for what the local backend cannot run, before any process starts.
+
+    Example::
+
+        check_runs_locally(FleetSpec.from_dict({"name": "x", "server": {"image": "vllm/vllm-openai:v0.6.3"}}))
+        # SpecError: server.image cannot run on the local backend: ...
+    """
+    server = spec.server
+    if server.image is not None:
+        raise SpecError(
+            "server.image",
+            f"cannot run on the local backend: it starts processes directly and has no container engine "
+            f"(got {server.image!r}); run the server with server.command instead (the command the image would "
+            f"run, e.g. ['python', '-m', 'vllm.entrypoints.openai.api_server', '--port', '{{port}}']), or use "
+            f"backend='aws'",
+        )
+    if spec.model.source.startswith("s3://"):
+        raise SpecError(
+            "model.source",
+            f"cannot be read by the local backend (got {spec.model.source!r}): only AWS instances download "
+            f"s3:// models (with their role); download it and give the local path",
+        )
+    if server.kind == "command" and find_program(spec) is None:
+        argv0 = (server.command or ("",))[0]
+        raise SpecError(
+            "server.command",
+            f"starts {argv0!r}, which is not an executable file or on PATH (the fleet's Python bin directory "
+            f"comes first); give its full path or install it",
+        )
 
 
 WORK_DIR_PREFIX = "mlops-lb-"

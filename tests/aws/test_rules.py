@@ -163,3 +163,11 @@ def test_strict_mocks_reject_a_resource_that_breaks_a_rule(
     monkeypatch.setattr(program._Ctx, "__init__", leaky)
     with pytest.raises(RuleViolation, match="s3-object-tags"):
         run_program(spec)
+
+
+def test_govcloud_program_uses_the_govcloud_partition(run_program: Any) -> None:
+    """In us-gov-west-1 the managed policy ARNs are arn:aws-us-gov:... (old code: hard-coded arn:aws, which
+    the strict mocks reject as AWS would)."""
+    rec = run_program(FleetSpec(name="gov", region="us-gov-west-1"), region="us-gov-west-1")
+    arns = [i["policyArn"] for _, i in rec.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")]
+    assert arns and all(a.startswith("arn:aws-us-gov:iam::aws:policy/") for a in arns)
