@@ -9,6 +9,7 @@ import psutil
 from _localfleet import fast_spec, run_load, wait_for
 
 import mlops_lb as ml
+from mlops_lb.analysis.waterfall import scale_out_waterfall
 from mlops_lb.frames import check_events_frame, check_status_frame
 from mlops_lb.local import LocalFleet
 from mlops_lb.spec import WarmPoolSpec
@@ -52,6 +53,10 @@ def test_warm_pool_serves_nothing_then_joins_on_scale_out_and_returns_on_scale_i
         wait_for(lambda: len(_kinds(fleet, "warm_pool_launch")) == 2, 10, "the pool refilled to min_size 1")
         stats = run_load(fleet.url, requests=20)
         assert pooled in stats.targets
+        # The scale-out waterfall reads the same stages as for a cold launch: decision -> launch -> healthy.
+        wf = scale_out_waterfall(fleet.events())
+        row = wf[wf["target"] == pooled].iloc[0]
+        assert row["decision_to_launch_s"] >= 0 and row["launch_to_healthy_s"] >= 0
 
         fleet.scale(desired=1)
         wait_for(
