@@ -5,6 +5,7 @@ Example::
     mlops-lb demo --duration-s 120               # local fleet, load past capacity, scale out and in, report
     mlops-lb serve --port 8080 --model demo      # the model server (what every instance runs)
     mlops-lb report runs/2026-11-28T10-00-00Z-demo
+    mlops-lb preflight fleet.yaml                # check the AWS account against the spec (read-only)
     mlops-lb up fleet.yaml --backend aws         # also: status, scale, load, down
 """
 

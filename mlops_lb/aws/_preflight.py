@@ -173,7 +173,17 @@ def preflight(spec: FleetSpec, *, session: Any = None, region: str | None = None
     zones = _offered_zones(pf, ec2, spec.instance.type)
     if zones is None:
         return pf
-    if _network(pf, ec2, spec, zones):
+    try:
+        network_ok = _network(pf, ec2, spec, zones)
+    except Exception as exc:  # a Describe* call refused (permissions) or failed: say which, do not crash
+        pf.add(
+            "network",
+            False,
+            f"reading the VPC, subnets or route tables failed: {error_code(exc) or exc}",
+            "allow ec2:DescribeVpcs, ec2:DescribeSubnets and ec2:DescribeRouteTables",
+        )
+        network_ok = False
+    if network_ok:
         _ami(pf, session, region, spec, arch)
     _quota(pf, session, region, spec)
     _grace(pf, spec)

@@ -244,3 +244,31 @@ def test_gpu_types_get_the_nvidia_ami_and_need_its_root_volume(
     assert _check(small, "root volume")["ok"] is False and "75" in _check(small, "root volume")["fix"]
     big = preflight(_spec(instance=InstanceSpec(type="g4dn.xlarge", root_volume_gb=100)))
     assert not [r for r in big.rows if r["check"] == "root volume"] and asked == ["ssm", "ssm"]
+
+
+def test_a_refused_describe_call_is_a_failed_check_not_a_crash(
+    moto_account: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DescribeRouteTables denied: the 'network' check fails naming the permissions; preflight returns."""
+    from botocore.exceptions import ClientError
+
+    from mlops_lb.aws import _boto
+
+    real = _boto.client
+
+    def client(service: str, **kw: Any) -> Any:
+        c = real(service, **kw)
+        if service == "ec2":
+
+            def denied(**_: Any) -> Any:
+                raise ClientError(
+                    {"Error": {"Code": "UnauthorizedOperation", "Message": "no"}}, "DescribeRouteTables"
+                )
+
+            c.describe_route_tables = denied
+        return c
+
+    monkeypatch.setattr("mlops_lb.aws._preflight.client", client)
+    pf = preflight(_spec())
+    row = _check(pf, "network")
+    assert not pf.ok and "UnauthorizedOperation" in row["detail"] and "DescribeRouteTables" in row["fix"]
