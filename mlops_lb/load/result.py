@@ -112,6 +112,9 @@ class LoadResult:
     """
 
     loop = "open"
+    #: One row per Ray shard of a ``cluster=`` run (node, pid, state, scheduled, received, lost, sent, late,
+    #: lag_p99_s; see :mod:`mlops_lb.load.distributed`); None for a run on this machine.
+    shards: pd.DataFrame | None = None
 
     def __init__(
         self,
