@@ -255,6 +255,11 @@ class _Conn(asyncio.Protocol):
             else:
                 eng.finish(i, 0, E_RESET, self.nbytes, -1)
             self.req = -1
+        else:
+            # A parked keep-alive connection the server closed (RFC 9112 §9.6): it must leave the idle list, or a
+            # later send would reconnect this dead object while its replacement (below) is used as well.
+            with contextlib.suppress(ValueError):
+                eng.idle.remove(self)
         eng.release(_Conn(eng), eng.clock())
 
     # -- httptools callback
@@ -628,6 +633,14 @@ class _Engine:
         assert self.cfg.request_fn is not None
         return self.cfg.request_fn(gi)
 
+    def replace_closed(self, conn: _Conn) -> _Conn:
+        """A fresh connection for ``conn``, whose transport is closing: ``conn`` is retired so that its queued
+        ``connection_lost`` does not release a second replacement."""
+        conn.dead = True
+        conn.transport = None
+        self.conns.discard(conn)
+        return _Conn(self)
+
     def release(self, conn: _Conn, now: float) -> None:
         """A connection became free at ``now``: give it the next due request at once, or park it."""
         j = self.next
@@ -673,6 +686,9 @@ class _Engine:
             self.next = j + 1
             conn = idle.pop()
             tr = conn.transport
+            if tr is not None and tr.is_closing():
+                # closed by the server, its connection_lost still queued: writing would raise in uvloop
+                conn, tr = self.replace_closed(conn), None
             if tr is not None and fixed is not None:
                 conn.req = j
                 sent[j] = now
