@@ -211,6 +211,11 @@ class LocalFleet:
         """The group's current ``Capacity(min, desired, max)``, as the autoscaler and ``scale()`` left it."""
         return Capacity(*self._capacity)
 
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` has run: nothing of this fleet runs any more and ``scale()`` refuses."""
+        return self._state == "closed"
+
     def launch(self, *, on_output: OnOutput | None = None) -> str:
         """Start HAProxy and ``desired`` workers; block until that many targets are healthy. Returns the url.
 
