@@ -521,7 +521,7 @@ class _Engine:
         self.sched = sched
         # The hot path reads intended times one at a time: a memoryview yields Python floats without the 24 bytes
         # per request a list of floats would hold for the whole run.
-        self.sched_list: Any = memoryview(sched) if n else []
+        self.sched_list: Any = memoryview(sched) if n else []  # type: ignore[arg-type]
         # The hot path writes into array.array (a store costs a third of a numpy scalar store); the interval
         # work reads the same memory through zero-copy numpy views.
         self.sent = array("d", [math.nan]) * n
