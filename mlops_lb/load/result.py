@@ -1,6 +1,8 @@
 """LoadResult: per-request records and per-interval HDR summaries of one load run.
 
 Percentiles come from HDR histograms (microseconds, 3 significant figures) and are reported in seconds.
+Per-request records are written to disk while the run goes (a :class:`RecordStore` of Arrow parts) and read back
+by ``requests()``, whole or for a time range; memory keeps the interval rows, the histograms and running totals.
 *Corrected* latency runs from the intended send time, *uncorrected* (service time) from the actual send.
 Percentiles cover requests that got an HTTP response (any status); requests that failed without one (timeout,
 connect, reset) are counted in the error columns instead. An interval holds the requests that *completed* in it.
@@ -11,6 +13,7 @@ Example::
     result                      # LoadResult(constant 100 rps for 10 s: 1,000 sent, 0 errors, p99 3.1 ms …)
     result.intervals()[["interval_start", "achieved_rps", "p99_s", "p99_uncorrected_s"]]
     result.summary()["p99_s"]
+    result.requests(start=60, end=120)   # the requests intended between 60 s and 120 s into the run
 """
 
 from __future__ import annotations
