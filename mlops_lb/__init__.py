@@ -29,6 +29,7 @@ from .errors import (
 )
 from .fleet import Fleet, open_fleet
 from .spec import (
+    AwsSpec,
     CapacitySpec,
     FleetSpec,
     HealthCheckSpec,
@@ -39,12 +40,14 @@ from .spec import (
     ScalingPolicySpec,
     ServerSpec,
     TargetGroupSpec,
+    WarmPoolSpec,
 )
 
 if TYPE_CHECKING:
     from . import analysis, aws, load, plots, report, widgets
     from .bundle import RunBundle
     from .load import LoadResult, run_load, start_load
+    from .session import RunSession, run_session
 
 __version__ = "0.1.0"
 
@@ -54,6 +57,8 @@ _LAZY = {
     "start_load": ("mlops_lb.load", "start_load"),
     "LoadResult": ("mlops_lb.load", "LoadResult"),
     "RunBundle": ("mlops_lb.bundle", "RunBundle"),
+    "RunSession": ("mlops_lb.session", "RunSession"),
+    "run_session": ("mlops_lb.session", "run_session"),
     "load": ("mlops_lb.load", None),
     "aws": ("mlops_lb.aws", None),
     "plots": ("mlops_lb.plots", None),
@@ -63,6 +68,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "AwsSpec",
     "BackendUnavailable",
     "BalancerDown",
     "CapacitySpec",
@@ -80,11 +86,13 @@ __all__ = [
     "PortInUse",
     "ProvisionError",
     "RunBundle",
+    "RunSession",
     "ScalingPolicySpec",
     "ServerSpec",
     "SpecError",
     "StorageError",
     "TargetGroupSpec",
+    "WarmPoolSpec",
     "__version__",
     "analysis",
     "aws",
@@ -93,6 +101,7 @@ __all__ = [
     "plots",
     "report",
     "run_load",
+    "run_session",
     "start_load",
     "widgets",
 ]

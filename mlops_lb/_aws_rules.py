@@ -115,6 +115,11 @@ _RULES = (
         "https://docs.aws.amazon.com/autoscaling/ec2/userguide/warm-pool-instance-lifecycle.html",
     ),
     Rule(
+        "user-data-size",
+        "User data is limited to 16 KB in raw form, before base64 encoding (a launch template takes it base64).",
+        "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/instancedata-add-user-data.html",
+    ),
+    Rule(
         "vcpu-quota",
         "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances are limited in vCPUs by the service "
         "quota L-1216C47A (service code ec2).",
@@ -132,6 +137,7 @@ AUTONAME_SUFFIX_LEN = 8  # Pulumi's "-" + 7 random characters
 MAX_NAME_PREFIX = ALB_NAME_MAX - AUTONAME_SUFFIX_LEN
 ALB_MIN_AZS = 2
 SG_NAME_MAX = 255
+USER_DATA_MAX = 16 * 1024
 HEALTH_INTERVAL = (5, 300)
 HEALTH_TIMEOUT = (2, 120)
 HEALTH_THRESHOLD = (2, 10)
@@ -296,6 +302,17 @@ def resource_violations(
         want = f"arn:{partition_for_region(region)}:"
         if not arn.startswith(want):
             out.append(_cite("partition", f"policy ARN {arn!r} is not in {region}'s partition ({want}...)"))
+    if typ == "aws:ec2/launchTemplate:LaunchTemplate" and inputs.get("userData"):
+        import base64
+        import binascii
+
+        try:
+            raw = base64.b64decode(str(inputs["userData"]), validate=True)
+        except (binascii.Error, ValueError):
+            out.append(_cite("user-data-size", "launch-template user data is not base64"))
+        else:
+            if len(raw) > USER_DATA_MAX:
+                out.append(_cite("user-data-size", f"user data is {len(raw)} bytes, at most {USER_DATA_MAX}"))
     if typ == "aws:autoscaling/group:Group":
         refresh = inputs.get("instanceRefresh")
         if isinstance(refresh, Mapping):

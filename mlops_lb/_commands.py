@@ -52,10 +52,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-_LOCAL_ONLY_IN_PROCESS = (
-    "--backend local: the local fleet lives inside the process that launched it; run `mlops-lb up SPEC` "
-    "(it stays in the foreground until Ctrl-C) or use a notebook"
-)
+def _in_process_only(args: argparse.Namespace) -> str:
+    return (
+        f"--backend {args.backend}: this fleet lives inside the process that launched it; run `mlops-lb up SPEC "
+        f"--backend {args.backend}` (it stays in the foreground until Ctrl-C) or use a notebook"
+    )
+
+
+def _in_process(args: argparse.Namespace) -> bool:
+    from .fleet import get_backend
+
+    return get_backend(args.backend).in_process
 
 
 def _fleet(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -68,7 +75,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     import time
 
     fleet = _fleet(args)
-    if args.backend == "aws":
+    if not _in_process(args):
         url = fleet.launch(on_output=lambda line: print(line, end="" if line.endswith("\n") else "\n"))
         print(f"fleet is up: {url}")
         return 0
@@ -80,11 +87,20 @@ def cmd_up(args: argparse.Namespace) -> int:
             time.sleep(3600)
 
 
+def cmd_preflight(args: argparse.Namespace) -> int:
+    from .aws import preflight
+    from .spec import FleetSpec
+
+    result = preflight(FleetSpec.from_yaml(args.spec))
+    print(repr(result))
+    return 0 if result.ok else 1
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from .errors import SpecError
 
-    if args.backend == "local":
-        raise SpecError(None, _LOCAL_ONLY_IN_PROCESS)
+    if _in_process(args):
+        raise SpecError(None, _in_process_only(args))
     fleet = _fleet(args)
     print(f"{fleet.url}")
     print(fleet.status().to_string(index=False))
@@ -94,8 +110,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_scale(args: argparse.Namespace) -> int:
     from .errors import SpecError
 
-    if args.backend == "local":
-        raise SpecError(None, _LOCAL_ONLY_IN_PROCESS)
+    if _in_process(args):
+        raise SpecError(None, _in_process_only(args))
     fleet = _fleet(args)
     fleet.scale(min=args.min, desired=args.desired, max=args.max, target_rps_per_target=args.target_rps)
     print(fleet.status().to_string(index=False))
@@ -105,9 +121,9 @@ def cmd_scale(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     from .errors import SpecError
 
-    if args.backend == "local":
+    if _in_process(args):
         raise SpecError(
-            "backend", _LOCAL_ONLY_IN_PROCESS + "; stopping that process (Ctrl-C) stops the fleet"
+            "backend", _in_process_only(args) + "; stopping that process (Ctrl-C) stops the fleet"
         )
     fleet = _fleet(args)
     if not args.yes:
@@ -126,16 +142,10 @@ def cmd_load(args: argparse.Namespace) -> int:
     from .session import run_session
     from .summary import summary_rows, text_table
 
-    if args.profile == "constant":
-        profile = load.constant(args.rps, args.duration_s)
-    elif args.profile == "ramp":
-        profile = load.ramp(args.start_rps, args.rps, args.duration_s)
-    elif args.profile == "step":
-        profile = load.step([args.rps * f for f in (0.25, 0.5, 0.75, 1.0)], args.duration_s / 4)
-    else:
-        profile = load.spike(
-            args.start_rps, args.rps, args.duration_s, args.duration_s / 3, args.duration_s / 6
-        )
+    # The widget builds its shapes the same way: "step" means the same in both.
+    profile = load.make_profile(
+        args.profile, rps=args.rps, start_rps=args.start_rps, duration_s=args.duration_s
+    )
     outcome = run_session(args.url, profile, out=args.out, name="load")
     print(text_table(summary_rows(outcome.summary)))
     if outcome.error is not None:

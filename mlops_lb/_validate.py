@@ -54,6 +54,11 @@ def show(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _n(x: float) -> str:
+    # Bounds read as written: 1000000, not 1e+06; 0.5 stays 0.5.
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
+
+
 def did_you_mean(got: Any, allowed: Iterable[str]) -> str:
     """``"; did you mean 'x'?"`` when ``got`` is close to one of ``allowed``, else ``""``."""
     close = difflib.get_close_matches(str(got), list(allowed), n=1)
@@ -78,7 +83,7 @@ def check_num(
         fail(path, f"must be a number (got {show(value)})")
     if value != value or value in (float("inf"), float("-inf")):
         fail(path, f"must be a finite number (got {show(value)})")
-    if lo_open and lo is not None and value <= lo:
+    if lo_open and lo is not None and (float(value) <= lo or (hi is not None and float(value) > hi)):
         fail(
             path,
             f"must be > {lo:g}" + (f" and <= {hi:g}" if hi is not None else "") + f" (got {show(value)})",
@@ -90,11 +95,11 @@ def check_num(
 def check_range(path: str, value: Any, lo: float | None, hi: float | None) -> None:
     """``lo <= value <= hi`` (either bound optional)."""
     if lo is not None and hi is not None and not lo <= value <= hi:
-        fail(path, f"must be between {lo:g} and {hi:g} (got {show(value)})")
+        fail(path, f"must be between {_n(lo)} and {_n(hi)} (got {show(value)})")
     if lo is not None and value < lo:
-        fail(path, f"must be >= {lo:g} (got {show(value)})")
+        fail(path, f"must be >= {_n(lo)} (got {show(value)})")
     if hi is not None and value > hi:
-        fail(path, f"must be <= {hi:g} (got {show(value)})")
+        fail(path, f"must be <= {_n(hi)} (got {show(value)})")
 
 
 def check_str(path: str, value: Any, *, empty: bool = False) -> str:

@@ -1,10 +1,12 @@
-"""Target tracking on ALBRequestCountPerTarget as a pure function: (policy, history, capacity) -> Decision.
+"""Target tracking as a pure function: (policy, history, capacity) -> Decision.
 
 This is AWS's rule set, written down once and used by the local fleet's autoscaler, the what-if replay and the
 capacity planner, so what a data scientist sees locally is what AWS would do:
 
-* The metric is requests per *ready* target per period: ``RequestCount / ready`` where warming targets (launched
-  less than ``warmup`` ago) are left out, as AWS leaves instances in warm-up out of the aggregated metric.
+* The metric is the group's total per *ready* target per period: ``RequestCount / ready`` (ALBRequestCountPerTarget)
+  or, with ``metric_name="ConcurrencyPerTarget"``, the in-flight requests of the period (averaged over it and summed
+  over targets) ``/ ready``. Warming targets (launched less than ``warmup`` ago) are left out of ``ready``, as AWS
+  leaves instances in warm-up out of the aggregated metric.
 * **Scale out** when the last ``scale_out_periods`` (3) datapoints are all above the target value.
 * **Scale in** when the last ``scale_in_periods`` (15) datapoints are all below ``scale_in_ratio`` (90 %) of the
   target, none of them older than the last scaling action, no target is warming, and scale-in is enabled.
@@ -31,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from .errors import SpecError
+from ._validate import check_bool, check_int, check_num
 
 __all__ = ["CapacityState", "Decision", "PeriodSample", "TargetTrackingPolicy", "decide"]
 
@@ -53,31 +55,29 @@ class TargetTrackingPolicy:
     scale_in_ratio: float = 0.9
     warmup_periods: float = 5.0
     scale_in_enabled: bool = True
+    metric_name: str = "RequestCountPerTarget"
 
     def __post_init__(self) -> None:
-        if not (
-            isinstance(self.target_value, (int, float))
-            and self.target_value > 0
-            and math.isfinite(self.target_value)
-        ):
-            raise SpecError("policy.target_value", f"must be a positive number (got {self.target_value!r})")
-        for name in ("scale_out_periods", "scale_in_periods"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise SpecError(f"policy.{name}", f"must be an integer >= 1 (got {v!r})")
-        if not 0 < self.scale_in_ratio <= 1:
-            raise SpecError("policy.scale_in_ratio", f"must be in (0, 1] (got {self.scale_in_ratio!r})")
-        if self.warmup_periods < 0:
-            raise SpecError("policy.warmup_periods", f"must be >= 0 (got {self.warmup_periods!r})")
+        check_num("policy.target_value", self.target_value, 0, None, lo_open=True)
+        check_int("policy.scale_out_periods", self.scale_out_periods, 1)
+        check_int("policy.scale_in_periods", self.scale_in_periods, 1)
+        check_num("policy.scale_in_ratio", self.scale_in_ratio, 0, 1, lo_open=True)
+        check_num("policy.warmup_periods", self.warmup_periods, 0)
+        check_bool("policy.scale_in_enabled", self.scale_in_enabled)
 
     @classmethod
     def from_spec(cls, scaling: object, *, period_s: float = 60.0) -> TargetTrackingPolicy:
-        """From a ``ScalingPolicySpec``: target = rps per target x period; warm-up in AWS minutes (periods)."""
-        rps = scaling.target_rps_per_target  # type: ignore[attr-defined]
+        """From a ``ScalingPolicySpec``: target = rps per target x period (a count per period), or the target
+        concurrency as it is (an average, the same for any period length); warm-up in AWS minutes (periods)."""
+        if getattr(scaling, "metric", "request_count_per_target") == "concurrency_per_target":
+            target, name = float(scaling.target_concurrency_per_target), "ConcurrencyPerTarget"  # type: ignore[attr-defined]
+        else:
+            target, name = scaling.target_rps_per_target * period_s, "RequestCountPerTarget"  # type: ignore[attr-defined]
         return cls(
-            target_value=rps * period_s,
+            target_value=target,
             warmup_periods=scaling.warmup_s / 60.0,  # type: ignore[attr-defined]
             scale_in_enabled=scaling.scale_in_enabled,  # type: ignore[attr-defined]
+            metric_name=name,
         )
 
     @property
@@ -88,7 +88,8 @@ class TargetTrackingPolicy:
 
 @dataclass(frozen=True)
 class PeriodSample:
-    """One period's datapoint: requests the balancer routed, and ready (healthy, warmed-up) targets."""
+    """One period's datapoint: the group total of the tracked metric (requests the balancer routed, or in-flight
+    requests for ConcurrencyPerTarget) and the ready (healthy, warmed-up) targets."""
 
     request_count: float
     ready: int
@@ -125,6 +126,11 @@ class Decision:
         return self.action != "none"
 
 
+def _total(v: float) -> str:
+    """A group total as the reason shows it: whole requests as integers, averaged concurrency with one decimal."""
+    return f"{v:.0f}" if float(v).is_integer() else f"{v:.1f}"
+
+
 def _clamp(n: int, state: CapacityState) -> int:
     return max(state.min, min(state.max, n))
 
@@ -155,8 +161,8 @@ def decide(policy: TargetTrackingPolicy, history: Sequence[PeriodSample], state:
             return Decision(
                 "scale_out",
                 wanted,
-                f"RequestCountPerTarget {metric:.1f} > target {target:.1f} for {n_out} periods: "
-                f"ceil({last.request_count:.0f} / {target:.1f}) = {math.ceil(last.request_count / target)} targets",
+                f"{policy.metric_name} {metric:.1f} > target {target:.1f} for {n_out} periods: "
+                f"ceil({_total(last.request_count)} / {target:.1f}) = {math.ceil(last.request_count / target)} targets",
                 metric,
             )
         if current >= state.max and math.ceil(last.request_count / target) > state.max:
@@ -180,8 +186,8 @@ def decide(policy: TargetTrackingPolicy, history: Sequence[PeriodSample], state:
             return Decision(
                 "scale_in",
                 wanted,
-                f"RequestCountPerTarget {metric:.1f} < {threshold:.1f} ({policy.scale_in_ratio:.0%} of target) for {n_in} periods: "
-                f"ceil({last.request_count:.0f} / {target:.1f}) -> {wanted} targets",
+                f"{policy.metric_name} {metric:.1f} < {threshold:.1f} ({policy.scale_in_ratio:.0%} of target) for {n_in} periods: "
+                f"ceil({_total(last.request_count)} / {target:.1f}) -> {wanted} targets",
                 metric,
             )
     return Decision("none", current, "within target", metric)

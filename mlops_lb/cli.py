@@ -5,6 +5,7 @@ Example::
     mlops-lb demo --duration-s 120               # local fleet, load past capacity, scale out and in, report
     mlops-lb serve --port 8080 --model demo      # the model server (what every instance runs)
     mlops-lb report runs/2026-11-28T10-00-00Z-demo
+    mlops-lb preflight fleet.yaml                # check the AWS account against the spec (read-only)
     mlops-lb up fleet.yaml --backend aws         # also: status, scale, load, down
 """
 
@@ -16,6 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from .errors import MlopsLbError
+from .fleet import backend_names
 
 __all__ = ["build_parser", "main"]
 
@@ -31,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the model server (what each instance runs)")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 on an instance behind an ALB)")
-    s.add_argument("--model", default="demo", help="'demo' or a path to a .joblib/.pkl/.skops model")
+    s.add_argument(
+        "--model", default="demo", help="'demo', 'demo.onnx' or a path to a .joblib/.pkl/.skops/.onnx model"
+    )
     s.add_argument(
         "--target-id",
         default=None,
@@ -83,12 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         c = sub.add_parser(name, help=text)
         c.add_argument("spec")
-        c.add_argument("--backend", choices=("local", "aws"), default="local")
+        c.add_argument("--backend", choices=backend_names(), default="local")
         if name == "down":
             c.add_argument("--yes", action="store_true", help="confirm destroying an AWS stack")
+    c = sub.add_parser("preflight", help="check the AWS account against a spec (read-only), before `up`")
+    c.add_argument("spec")
     c = sub.add_parser("scale", help="change min/desired/max or the target rps per target")
     c.add_argument("spec")
-    c.add_argument("--backend", choices=("local", "aws"), default="aws")
+    c.add_argument("--backend", choices=backend_names(), default="aws")
     c.add_argument("--min", type=int)
     c.add_argument("--desired", type=int)
     c.add_argument("--max", type=int)
@@ -97,9 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("url")
     c.add_argument("--profile", default="constant", choices=("constant", "ramp", "step", "spike"))
     c.add_argument(
-        "--rps", type=float, default=50.0, help="rate (constant), end rate (ramp), peak (spike/step)"
+        "--rps", type=float, default=50.0, help="rate (constant), end rate (ramp/step), burst (spike)"
     )
-    c.add_argument("--start-rps", type=float, default=1.0)
+    c.add_argument(
+        "--start-rps",
+        type=float,
+        default=1.0,
+        help="start (ramp; step climbs in 4 equal steps), base (spike)",
+    )
     c.add_argument("--duration-s", type=float, default=30.0)
     c.add_argument("--out", default="runs")
     return p

@@ -51,17 +51,10 @@ def demo_schedule(spec: FleetSpec, duration_s: float) -> np.ndarray:
     The quiet tail lasts 42 % of the run, which must cover scale-in's 15 periods plus the deregistration delay;
     ``run_demo`` warns when it cannot.
     """
+    from .load import piecewise
+
     peak, _ = demo_rates(spec)
-    xs = np.array([p[0] for p in _SHAPE]) * duration_s
-    ys = np.array([p[1] for p in _SHAPE]) * peak
-    dt = 0.001
-    grid = np.arange(0.0, duration_s, dt)
-    rate = np.interp(grid, xs, ys)
-    cumulative = np.cumsum(rate) * dt  # expected arrivals by each grid point
-    n = int(cumulative[-1])
-    # uniform arrivals: the k-th request goes when the cumulative rate reaches k + 0.5
-    idx = np.searchsorted(cumulative, np.arange(n) + 0.5)
-    return np.asarray(grid[np.minimum(idx, len(grid) - 1)], dtype=float)
+    return piecewise([(x * duration_s, y * peak) for x, y in _SHAPE]).schedule()
 
 
 def _status_line(row: dict[str, Any], t0: float, fleet: Any) -> str:

@@ -4,6 +4,12 @@ A *MetricFrame* is a tidy DataFrame with :data:`METRIC_COLUMNS`; an *events* fra
 ``fleet.status()`` has :data:`STATUS_COLUMNS`. ``check_*`` raise ``ValueError`` naming what is wrong, so one
 contract test can run against the local fleet and the CloudWatch readers alike.
 
+:data:`CATALOGUE` is the one list of metrics: each :class:`MetricDef` says its CloudWatch name, unit, statistics,
+namespace and dimensions (what ``mlops_lb.aws.cloudwatch`` queries), whether rows may name a target, and how the
+local fleet computes it from its period records (``local``). ``check_metric_frame``, the local sampler, the
+CloudWatch reader and the contract test all read it, so adding a metric is one entry here (plus a field on the
+local ``PeriodRecord`` when it needs a new measurement).
+
 Example::
 
     from mlops_lb.frames import empty_metric_frame, check_metric_frame
@@ -13,24 +19,29 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
+    "CATALOGUE",
     "EVENT_COLUMNS",
     "EVENT_KINDS",
     "HEALTH_VALUES",
     "METRIC_COLUMNS",
+    "METRIC_UNITS",
     "STATE_VALUES",
     "STATUS_COLUMNS",
+    "MetricDef",
     "check_events_frame",
     "check_metric_frame",
     "check_status_frame",
     "empty_metric_frame",
     "events_frame",
+    "metric_by_name",
     "metric_frame",
 ]
 
@@ -48,6 +59,8 @@ EVENT_KINDS = frozenset(
         "draining",
         "deregistered",
         "balancer_restart",
+        "balancer_down",
+        "balancer_up",
         "decision",
     }
 )
@@ -55,26 +68,203 @@ STATUS_COLUMNS = ("target", "address", "state", "health", "launched_at")
 STATE_VALUES = frozenset({"pending", "in_service", "draining", "terminated"})
 HEALTH_VALUES = frozenset({"initial", "healthy", "unhealthy", "draining", "unused"})
 
-# CloudWatch units of the metrics both backends produce.
-METRIC_UNITS: Mapping[str, str] = {
-    "RequestCount": "Count",
-    "RequestCountPerTarget": "Count",
-    "TargetResponseTime": "Seconds",
-    "HTTPCode_Target_2XX_Count": "Count",
-    "HTTPCode_Target_4XX_Count": "Count",
-    "HTTPCode_Target_5XX_Count": "Count",
-    "HTTPCode_ELB_5XX_Count": "Count",
-    "HealthyHostCount": "Count",
-    "UnHealthyHostCount": "Count",
-    "ActiveConnectionCount": "Count",
-    "TargetConnectionErrorCount": "Count",
-    "RejectedConnectionCount": "Count",
-    "GroupDesiredCapacity": "None",
-    "GroupInServiceInstances": "None",
-    "GroupPendingInstances": "None",
-    "GroupTerminatingInstances": "None",
-    "CPUUtilization": "Percent",
-}
+Dimensions = Literal["lb", "tg_lb", "asg"]
+# (stat, value, target) rows of one datapoint, from a group of consecutive local period records (oldest first).
+LocalRows = Callable[[Sequence[Any]], list[tuple[str, float, str]]]
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    """One metric of the catalogue, the same on both backends.
+
+    ``dimensions``: which CloudWatch dimensions identify the fleet's series (``lb``: LoadBalancer; ``tg_lb``:
+    TargetGroup + LoadBalancer; ``asg``: AutoScalingGroupName). ``count``: CloudWatch omits the datapoint (rather
+    than reporting 0) when nothing was counted; readers fill ``Sum`` with 0 on the period grid, the local fleet
+    leaves it out. ``per_target``: rows may carry a target id (else ``target`` is always ""); ``instance_dimension``
+    the CloudWatch dimension that selects one target's series. ``local``: how the local fleet computes the
+    datapoint from its period records (None: not measured locally).
+
+    Example::
+
+        metric_by_name("TargetResponseTime").stats     # ('Average', 'p50', 'p90', 'p99')
+    """
+
+    name: str
+    unit: str
+    stats: tuple[str, ...]
+    namespace: str
+    dimensions: Dimensions
+    count: bool = False
+    per_target: bool = False
+    instance_dimension: str | None = None
+    local: LocalRows | None = None
+
+    @property
+    def metric(self) -> str:
+        """The CloudWatch MetricName (``name``; the attribute the CloudWatch reader's entries had before)."""
+        return self.name
+
+
+# --------------------------------------------------------------------------- local sources (duck-typed records)
+def _local_count(attr: str) -> LocalRows:
+    def rows(group: Sequence[Any]) -> list[tuple[str, float, str]]:
+        total = sum(getattr(r, attr) for r in group)
+        return [("Sum", float(total), "")] if total else []  # CloudWatch: missing, not 0
+
+    return rows
+
+
+def _local_gauge(attr: str) -> LocalRows:
+    def rows(group: Sequence[Any]) -> list[tuple[str, float, str]]:
+        return [("Average", sum(getattr(r, attr) for r in group) / len(group), "")]
+
+    return rows
+
+
+def _local_request_count_per_target(group: Sequence[Any]) -> list[tuple[str, float, str]]:
+    # Requests over the ready targets of each period, summed: what target tracking compares with its target.
+    if not sum(r.request_count for r in group):
+        return []
+    return [("Sum", sum(r.request_count / max(r.ready, 1) for r in group), "")]
+
+
+def _local_response_time(group: Sequence[Any]) -> list[tuple[str, float, str]]:
+    from .local.metrics import HistogramDelta, histogram_quantile
+
+    lat = HistogramDelta()
+    for r in group:
+        lat.add(r.latency)
+    if lat.count <= 0:
+        return []
+    out = [("Average", lat.sum / lat.count, "")]
+    for q, name in ((0.5, "p50"), (0.9, "p90"), (0.99, "p99")):
+        value = histogram_quantile(q, lat)
+        if value is not None:
+            out.append((name, value, ""))
+    return out
+
+
+def _per_target_average(group: Sequence[Any], attr: str) -> list[tuple[str, float, str]]:
+    values: dict[str, list[float]] = {}
+    for r in group:
+        for t, v in getattr(r, attr).items():
+            values.setdefault(t, []).append(v)
+    return [("Average", sum(vs) / len(vs), t) for t, vs in values.items()]
+
+
+def _local_cpu(group: Sequence[Any]) -> list[tuple[str, float, str]]:
+    return _per_target_average(group, "cpu")
+
+
+def _local_concurrency(group: Sequence[Any]) -> list[tuple[str, float, str]]:
+    # Group row: in-flight requests (averaged over each period, summed over targets) per ready target, what
+    # target tracking on concurrency compares with its target; per-target rows: each target's own average.
+    group_value = sum(sum(r.in_flight.values()) / max(r.ready, 1) for r in group) / len(group)
+    return [("Average", group_value, ""), *_per_target_average(group, "in_flight")]
+
+
+_ELB, _ASG, _EC2 = "AWS/ApplicationELB", "AWS/AutoScaling", "AWS/EC2"
+# Our own metrics (published by the instances' agent on AWS, sampled from HAProxy locally).
+CUSTOM_NAMESPACE = "MlopsLb"
+
+CATALOGUE: tuple[MetricDef, ...] = (
+    MetricDef("RequestCount", "Count", ("Sum",), _ELB, "lb", count=True, local=_local_count("request_count")),
+    MetricDef(
+        "TargetResponseTime",
+        "Seconds",
+        ("Average", "p50", "p90", "p99"),
+        _ELB,
+        "lb",
+        local=_local_response_time,
+    ),
+    MetricDef(
+        "HTTPCode_Target_2XX_Count",
+        "Count",
+        ("Sum",),
+        _ELB,
+        "lb",
+        count=True,
+        local=_local_count("target_2xx"),
+    ),
+    MetricDef(
+        "HTTPCode_Target_4XX_Count",
+        "Count",
+        ("Sum",),
+        _ELB,
+        "lb",
+        count=True,
+        local=_local_count("target_4xx"),
+    ),
+    MetricDef(
+        "HTTPCode_Target_5XX_Count",
+        "Count",
+        ("Sum",),
+        _ELB,
+        "lb",
+        count=True,
+        local=_local_count("target_5xx"),
+    ),
+    MetricDef(
+        "HTTPCode_ELB_5XX_Count", "Count", ("Sum",), _ELB, "lb", count=True, local=_local_count("elb_5xx")
+    ),
+    # Minimum shows a dip that the period's Average hides.
+    MetricDef(
+        "HealthyHostCount", "Count", ("Average", "Minimum"), _ELB, "tg_lb", local=_local_gauge("healthy")
+    ),
+    MetricDef(
+        "UnHealthyHostCount", "Count", ("Average", "Minimum"), _ELB, "tg_lb", local=_local_gauge("unhealthy")
+    ),
+    MetricDef(
+        "RequestCountPerTarget",
+        "Count",
+        ("Sum",),
+        _ELB,
+        "tg_lb",
+        count=True,
+        local=_local_request_count_per_target,
+    ),
+    MetricDef("ActiveConnectionCount", "Count", ("Sum",), _ELB, "lb", count=True),
+    MetricDef("TargetConnectionErrorCount", "Count", ("Sum",), _ELB, "lb", count=True),
+    MetricDef("RejectedConnectionCount", "Count", ("Sum",), _ELB, "lb", count=True),
+    MetricDef("GroupDesiredCapacity", "None", ("Average",), _ASG, "asg", local=_local_gauge("desired")),
+    MetricDef("GroupInServiceInstances", "None", ("Average",), _ASG, "asg", local=_local_gauge("in_service")),
+    MetricDef("GroupPendingInstances", "None", ("Average",), _ASG, "asg"),
+    MetricDef("GroupTerminatingInstances", "None", ("Average",), _ASG, "asg"),
+    MetricDef(
+        "CPUUtilization",
+        "Percent",
+        ("Average",),
+        _EC2,
+        "asg",
+        per_target=True,
+        instance_dimension="InstanceId",
+        local=_local_cpu,
+    ),
+    # Average in-flight requests per target (scaling.metric: concurrency_per_target). On AWS each instance's agent
+    # publishes it with the AutoScalingGroupName dimension and target tracking reads its Average; locally it is
+    # HAProxy's per-server scur + qcur sampled every controller tick and averaged over the period.
+    MetricDef(
+        "ConcurrencyPerTarget",
+        "Count",
+        ("Average",),
+        CUSTOM_NAMESPACE,
+        "asg",
+        per_target=True,
+        local=_local_concurrency,
+    ),
+)
+_BY_NAME = {m.name: m for m in CATALOGUE}
+
+# CloudWatch units of the metrics both backends produce (derived from the catalogue).
+METRIC_UNITS: Mapping[str, str] = {m.name: m.unit for m in CATALOGUE}
+
+
+def metric_by_name(name: str) -> MetricDef:
+    """The catalogue entry of ``name`` (KeyError naming the known metrics otherwise)."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"{name!r} is not in the metric catalogue (known: {', '.join(_BY_NAME)})") from None
 
 
 def metric_frame(rows: Iterable[Mapping[str, Any]], **attrs: Any) -> pd.DataFrame:
@@ -144,6 +334,17 @@ def check_metric_frame(df: pd.DataFrame) -> None:
         r = wrong_unit.iloc[0]
         raise ValueError(
             f"MetricFrame unit for {r['metric']} must be {METRIC_UNITS[r['metric']]} (got {r['unit']!r})"
+        )
+    bad_stat = df[[s not in _BY_NAME[m].stats for m, s in zip(df["metric"], df["stat"], strict=True)]]
+    if len(bad_stat):
+        r = bad_stat.iloc[0]
+        raise ValueError(
+            f"MetricFrame reads {r['metric']} with {r['stat']!r}; the catalogue has {list(_BY_NAME[r['metric']].stats)}"
+        )
+    targeted = df[(df["target"] != "") & ~df["metric"].map(lambda m: _BY_NAME[m].per_target)]
+    if len(targeted):
+        raise ValueError(
+            f"MetricFrame has per-target rows for {sorted(set(targeted['metric']))}, which are group-wide"
         )
     if df.duplicated(["timestamp", "metric", "stat", "target"]).any():
         raise ValueError("MetricFrame has duplicate (timestamp, metric, stat, target) rows")

@@ -13,20 +13,22 @@ Example::
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import html
 import io
 import json
 import logging
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from .errors import SpecError
+from .errors import SpecError, StorageError
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
+
+    from .bundle import LoadedBundle
 
 __all__ = ["load_bundle", "render_report_html", "write_report"]
 
@@ -36,8 +38,12 @@ _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
        max-width: 1100px; color: #222; line-height: 1.4; padding: 0 1em; }
 h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
-th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; vertical-align: top; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; max-width: 100%; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; vertical-align: top;
+         overflow-wrap: anywhere; }
+td.wrap { text-align: left; white-space: normal; max-width: 560px; }
+abbr, span[title] { text-decoration: underline dotted #999; cursor: help; }
+ul.reasons { margin: 0.3em 0 1em; }
 th { background: #f4f4f4; } td.l, th.l { text-align: left; }
 .verdict { display: inline-block; padding: 0.3em 0.8em; border-radius: 4px; font-weight: bold; }
 .valid { background: #d8f3dc; color: #1b4332; } .invalid { background: #ffd6d6; color: #7f1d1d; }
@@ -48,53 +54,21 @@ figcaption { font-size: 0.9em; color: #555; } pre { background: #f7f7f7; padding
 
 
 # --------------------------------------------------------------------------- loading
-def _read_frame(path: Path) -> pd.DataFrame:
-    import pandas as pd
-
-    return pd.read_parquet(path) if path.is_file() else pd.DataFrame()
-
-
-def load_bundle(run_dir_or_bundle: Any) -> Any:
-    """A bundle-like object from a run directory (via ``RunBundle.load``) or a bundle passed through.
-
-    Falls back to reading the files directly when :mod:`mlops_lb.bundle` is not importable.
+def load_bundle(run_dir_or_bundle: Any) -> LoadedBundle:
+    """The report's typed input: a :class:`~mlops_lb.bundle.LoadedBundle` from a run directory, a LoadedBundle,
+    or a bundle-like object (see :meth:`LoadedBundle.coerce`).
 
     Example::
 
-        b = load_bundle("runs/2025-01-15T12-00-00-demo"); b.intervals.head()
+        b = load_bundle("runs/2025-01-15T12-00-00-demo"); b.intervals.head(); b.window
     """
-    if not isinstance(run_dir_or_bundle, (str, Path)):
-        return run_dir_or_bundle
-    path = Path(run_dir_or_bundle)
-    if not path.is_dir():
-        raise SpecError("run_dir", f"is not a directory: {str(path)!r} (pass a runs/<id>/ folder)")
-    try:
-        from .bundle import RunBundle
-    except ImportError:
-        RunBundle = None  # type: ignore[assignment,misc]
-    if RunBundle is not None:
-        return RunBundle.load(path)
-    from .spec import FleetSpec
+    from .bundle import LoadedBundle
 
-    spec_file, summary_file = path / "spec.json", path / "summary.json"
-    return SimpleNamespace(
-        path=path,
-        spec=FleetSpec.from_dict(json.loads(spec_file.read_text())) if spec_file.is_file() else None,
-        summary=json.loads(summary_file.read_text()) if summary_file.is_file() else {},
-        requests=_read_frame(path / "requests.parquet"),
-        intervals=_read_frame(path / "intervals.parquet"),
-        metrics=_read_frame(path / "metrics.parquet"),
-        events=_read_frame(path / "events.parquet"),
-    )
-
-
-def _frame(b: Any, name: str) -> pd.DataFrame:
-    import pandas as pd
-
-    v = getattr(b, name, None)
-    if callable(v):
-        v = v()
-    return v if isinstance(v, pd.DataFrame) else pd.DataFrame()
+    if isinstance(run_dir_or_bundle, (str, Path)) and not Path(run_dir_or_bundle).is_dir():
+        raise SpecError(
+            "run_dir", f"is not a directory: {str(run_dir_or_bundle)!r} (pass a runs/<id>/ folder)"
+        )
+    return LoadedBundle.coerce(run_dir_or_bundle)
 
 
 # --------------------------------------------------------------------------- pieces
@@ -105,27 +79,29 @@ def _png(fig: Figure) -> bytes:
 
 
 def _plots(b: Any, slo_p99_s: float | None) -> list[tuple[str, str, Figure]]:
-    """(file stem, caption, figure) for each plot the bundle has data for."""
+    """(file stem, caption, figure) for each plot the bundle has data for, all on the run's own time axis."""
     from . import plots
 
-    intervals, requests, metrics, events = (
-        _frame(b, n) for n in ("intervals", "requests", "metrics", "events")
-    )
-    spec = getattr(b, "spec", None)
+    b = load_bundle(b)
+    win = b.window
+    b = b.in_window()
+    t0 = win[0] if win is not None else None
+    intervals, requests, metrics, events = b.intervals, b.requests, b.metrics, b.events
     out: list[tuple[str, str, Figure]] = []
     if len(intervals):
         out.append(
             (
                 "latency_over_time",
                 "Latency percentiles per interval; dashed lines are uncorrected (from the actual send time).",
-                plots.latency_over_time(intervals),
+                plots.latency_over_time(intervals, t0=t0),
             )
         )
         out.append(
             (
                 "throughput",
-                "Offered vs achieved requests per second; errors per second by kind.",
-                plots.throughput(intervals),
+                "Offered vs achieved requests per second; errors per second by kind. The hollow point is the "
+                "last interval, which the run ended part of the way through.",
+                plots.throughput(intervals, t0=t0),
             )
         )
     if len(requests) and "latency_s" in requests.columns:
@@ -139,16 +115,14 @@ def _plots(b: Any, slo_p99_s: float | None) -> list[tuple[str, str, Figure]]:
     if len(requests) and "target" in requests.columns:
         out.append(("per_target", "Requests served and p99 latency per target.", plots.per_target(requests)))
     if len(metrics):
-        scaling = getattr(spec, "scaling", None)
+        target = b.spec.scaling.target_rps_per_target if b.spec is not None else None
         out.append(
             (
                 "scaling_timeline",
-                "Targets over time and RequestCountPerTarget against the policy target.",
+                "Targets and RequestCountPerTarget against the policy target, during this run only.",
                 # The period comes from the metrics' spacing: spec.local.period_s is wrong for an AWS run (60 s).
                 plots.scaling_timeline(
-                    metrics,
-                    events if len(events) else None,
-                    target_rps_per_target=getattr(scaling, "target_rps_per_target", None),
+                    metrics, events if len(events) else None, target_rps_per_target=target, t0=t0
                 ),
             )
         )
@@ -163,23 +137,58 @@ def _plots(b: Any, slo_p99_s: float | None) -> list[tuple[str, str, Figure]]:
     return out
 
 
+class _Html(str):
+    """A table cell that is already HTML (a hover title), not text to escape."""
+
+
 def _table(rows: list[tuple[str, str]]) -> str:
     return (
         "<table>"
         + "".join(
-            f"<tr><th class='l'>{html.escape(k)}</th><td class='l'>{html.escape(v)}</td></tr>"
+            f"<tr><th class='l'>{html.escape(k)}</th>"
+            f"<td class='l'>{v if isinstance(v, _Html) else html.escape(v)}</td></tr>"
             for k, v in rows
         )
         + "</table>"
     )
 
 
-def _df_html(df: pd.DataFrame, max_rows: int = 500) -> str:
+def _rel(t: Any, t0: Any) -> str:
+    """``t+16.9 s`` with the absolute UTC time on hover."""
+    import pandas as pd
+
+    ts = pd.Timestamp(t)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    utc = f"{ts:%Y-%m-%d %H:%M:%S}.{ts.microsecond // 1000:03d} UTC"
+    if t0 is None:
+        return f"<span title='{utc}'>{ts:%H:%M:%S} UTC</span>"
+    return f"<span title='{utc}'>t+{(ts - t0).total_seconds():.1f} s</span>"
+
+
+def _df_html(df: pd.DataFrame, t0: Any = None, max_rows: int = 500, wrap: tuple[str, ...] = ()) -> str:
+    """A table whose time columns read ``t+16.9 s`` (UTC on hover) and whose ``wrap`` columns wrap."""
+    import pandas as pd
+
     if df.empty:
         return "<p class='muted'>none</p>"
     shown = df.head(max_rows)
     more = f"<p class='muted'>{len(df) - max_rows} more rows not shown</p>" if len(df) > max_rows else ""
-    return shown.to_html(index=False, escape=True, na_rep="", float_format=lambda v: f"{v:.3f}") + more
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns)
+    body = []
+    for row in shown.itertuples(index=False):
+        cells = []
+        for col, v in zip(shown.columns, row, strict=True):
+            if isinstance(v, pd.Timestamp) or (hasattr(v, "isoformat") and not isinstance(v, str)):
+                cells.append(f"<td>{_rel(v, t0)}</td>" if not pd.isna(v) else "<td></td>")
+            elif isinstance(v, float):
+                cells.append(f"<td>{'' if v != v else f'{v:.1f}'}</td>")
+            else:
+                cls = " class='wrap'" if col in wrap else " class='l'"
+                cells.append(f"<td{cls}>{html.escape('' if v is None else str(v))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (
+        f"<table class='dataframe'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{more}"
+    )
 
 
 def _ms(v: Any) -> str:
@@ -190,16 +199,13 @@ def _ms(v: Any) -> str:
     return "n/a" if f != f else f"{f * 1000:.1f}"
 
 
-def _summary(b: Any) -> dict[str, Any]:
-    s = getattr(b, "summary", None)
-    if callable(s):
-        s = s()
-    if isinstance(s, dict) and s:
-        return s
+def _summary(b: LoadedBundle) -> dict[str, Any]:
+    if b.summary:
+        return b.summary
     # No summary.json (e.g. a crashed run): derive the basics from the records.
     import numpy as np
 
-    req = _frame(b, "requests")
+    req = b.requests
     if req.empty:
         return {}
     err = (
@@ -224,47 +230,30 @@ def _summary(b: Any) -> dict[str, Any]:
     return out
 
 
-def _cost(b: Any, summary: dict[str, Any]) -> list[tuple[str, str]]:
-    """Wall-clock instance-hours from the in-service capacity, priced with the package's price table."""
-    import pandas as pd
+def _cost(b: LoadedBundle, summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The run's cost at list prices (:func:`mlops_lb.analysis.run_cost`) over the run's own window."""
+    from .analysis.pricing import run_cost
 
-    from .analysis.pricing import alb_hourly_cost, hourly_price
-
-    spec = getattr(b, "spec", None)
-    itype = getattr(getattr(spec, "instance", None), "type", "t3.small")
-    region = getattr(spec, "region", None) or "us-east-1"
+    itype = b.spec.instance.type if b.spec is not None else "t3.small"
+    region = (b.spec.region if b.spec is not None else None) or "us-east-1"
     try:
-        price = hourly_price(itype, region)
+        c = run_cost(
+            b.metrics,
+            instance_type=itype,
+            region=region,
+            duration_s=float(summary.get("duration_s") or 0.0),
+            achieved_rps=float(summary.get("achieved_rps") or 0.0),
+        )
     except SpecError as exc:
         return [("estimated cost", f"n/a: {exc}")]
-    metrics = _frame(b, "metrics")
-    cap = pd.DataFrame()
-    if len(metrics):
-        for name in ("GroupInServiceInstances", "GroupDesiredCapacity", "HealthyHostCount"):
-            cap = metrics[(metrics["metric"] == name) & (metrics["target"].astype(str) == "")]
-            if len(cap):
-                break
-    duration = float(summary.get("duration_s") or 0.0)
-    if len(cap) > 1:
-        cap = cap.sort_values("timestamp")
-        ts = pd.to_datetime(cap["timestamp"], utc=True)
-        step = ts.diff().dt.total_seconds().median()
-        inst_s = float((cap["value"] * step).sum())
-        peak = float(cap["value"].max())
-    else:
-        peak = 1.0
-        inst_s = duration
-    rps = float(summary.get("achieved_rps") or 0.0)
-    per_hour_peak = peak * price + alb_hourly_cost(rps, region)
-    run_cost = inst_s / 3600.0 * price + duration / 3600.0 * alb_hourly_cost(rps, region)
-    per_million = per_hour_peak / (rps * 3600.0) * 1e6 if rps > 0 else float("nan")
+    per_million = c.usd_per_million_requests
     return [
-        ("instance type", f"{itype} in {region} at {price:g} USD/h (on-demand list price)"),
-        ("instance-hours (wall clock)", f"{inst_s / 3600.0:.4f}"),
-        ("estimated cost of this run", f"{run_cost:.5f} USD (instances + ALB + LCU estimate)"),
+        ("instance type", f"{itype} in {region} at {c.usd_per_hour:g} USD/h (on-demand list price)"),
+        ("instance-hours (wall clock)", f"{c.instance_hours:.4f}"),
+        ("estimated cost of this run", f"{c.usd:.5f} USD (instances + ALB + LCU estimate)"),
         (
             "hourly cost at peak capacity",
-            f"{per_hour_peak:.4f} USD/h for {peak:g} instance(s) at {rps:.1f} rps",
+            f"{c.usd_per_hour_at_peak:.4f} USD/h for {c.peak_instances:g} instance(s) at {c.achieved_rps:.1f} rps",
         ),
         ("cost per million requests", "n/a" if per_million != per_million else f"{per_million:.4f} USD"),
     ]
@@ -281,69 +270,66 @@ def _scale_times(events: pd.DataFrame, t0: Any) -> list[tuple[str, str]]:
         if not len(ts):
             out.append((label, "none"))
             continue
-        parts = [
-            f"+{(t - t0).total_seconds():.1f} s ({t:%H:%M:%S} UTC)" if t0 is not None else f"{t:%H:%M:%S} UTC"
-            for t in ts
-        ]
-        out.append((label, f"{len(ts)}: " + ", ".join(parts)))
+        out.append((label, _Html(f"{len(ts)}: " + ", ".join(_rel(t, t0) for t in ts))))
     return out
 
 
-def _spec_text(spec: Any) -> str:
-    if spec is None:
-        return "no spec recorded"
-    to_yaml = getattr(spec, "to_yaml", None)
-    if callable(to_yaml):
-        return str(to_yaml())
-    return json.dumps(spec, indent=2, default=str)
+def _spec_text(b: LoadedBundle) -> str:
+    if b.spec is not None:
+        return str(b.spec.to_yaml())
+    if b.spec_dict is not None:
+        return json.dumps(b.spec_dict, indent=2, default=str)
+    return "no spec recorded"
 
 
-# --------------------------------------------------------------------------- the report
-def _render(b: Any, slo_p99_s: float | None) -> tuple[str, list[tuple[str, str, Figure]]]:
+def _waterfall(events: pd.DataFrame, requests: pd.DataFrame, t0: Any) -> pd.DataFrame:
+    """The scale-out waterfall as durations per stage (seconds) with the decision's time: it fits the page."""
     import pandas as pd
 
     from .analysis.waterfall import scale_out_waterfall
 
-    summary = _summary(b)
-    intervals, requests, events = (_frame(b, n) for n in ("intervals", "requests", "events"))
-    t0 = None
-    if len(intervals):
-        t0 = pd.to_datetime(intervals["interval_start"], utc=True).min()
-    elif len(requests):
-        t0 = pd.to_datetime(requests["intended_at"], utc=True).min()
-    spec = getattr(b, "spec", None)
-    name = getattr(spec, "name", None) or Path(str(getattr(b, "path", "run") or "run")).name
+    wf = scale_out_waterfall(events, requests if len(requests) else None)
+    if wf.empty:
+        return wf
+    return pd.DataFrame(
+        {
+            "decision": wf["scale_out_at"],
+            "target": wf["target"],
+            "decision → launch (s)": wf["decision_to_launch_s"],
+            "launch → healthy (s)": wf["launch_to_healthy_s"],
+            "healthy → first request (s)": wf["healthy_to_first_request_s"],
+            "decision → first request (s)": wf["decision_to_first_request_s"],
+            "reason": wf["reason"],
+        }
+    )
 
-    valid = summary.get("valid")
-    reasons = summary.get("invalid_reasons") or []
-    if valid is True:
-        verdict = "<span class='verdict valid'>VALID</span>"
+
+# --------------------------------------------------------------------------- the report
+def _render(bundle: LoadedBundle, slo_p99_s: float | None) -> tuple[str, list[tuple[str, str, Figure]]]:
+    from .summary import summary_rows, verdict
+
+    summary = _summary(bundle)
+    win = bundle.window
+    t0 = win[0] if win is not None else None
+    b = bundle.in_window()  # metrics, events and decisions of this run only, not the fleet's whole life
+    intervals, requests, events = b.intervals, b.requests, b.events
+    spec = b.spec
+    name = (spec.name if spec is not None else None) or (b.path.name if b.path is not None else "run")
+
+    v = verdict(summary)
+    if v.valid is True:
+        verdict_html = "<span class='verdict valid'>VALID</span>"
     else:
-        word = "INVALID" if valid is False else "UNKNOWN"
-        verdict = f"<span class='verdict invalid'>{word}</span> " + html.escape(
-            "; ".join(map(str, reasons)) or "no reason recorded"
+        # The engine's reasons each name their fix; the headline names the cause (fleet saturated, generator lag…).
+        verdict_html = f"<span class='verdict invalid'>{html.escape(v.headline)}</span> " + html.escape(
+            "; ".join(v.reasons) or "no reason recorded"
         )
-    by_kind = summary.get("errors_by_kind") or {}
     rows: list[tuple[str, str]] = [
-        ("requests", f"{summary.get('requests', 'n/a')}"),
-        (
-            "errors",
-            f"{summary.get('errors', 'n/a')}"
-            + (" (" + ", ".join(f"{k}: {v}" for k, v in by_kind.items()) + ")" if by_kind else ""),
-        ),
-        (
-            "offered vs achieved",
-            f"{float(summary.get('offered_rps', float('nan'))):.1f} rps offered, "
-            f"{float(summary.get('achieved_rps', float('nan'))):.1f} rps achieved",
-        ),
-        (
-            "duration",
-            f"{float(summary.get('duration_s', float('nan'))):.1f} s"
-            + (" (stopped early)" if summary.get("stopped") else ""),
-        ),
-        *_scale_times(events, t0),
-        *_cost(b, summary),
+        (k, val)
+        for k, val in summary_rows(summary)
+        if k not in ("verdict", "why invalid") and not k.startswith("p")
     ]
+    rows += [*_scale_times(events, t0), *_cost(b, summary)]
     lat_head = "".join(f"<th>{h}</th>" for h in ("", "p50", "p90", "p99", "p99.9", "max"))
     lat_rows = "".join(
         f"<tr><th class='l'>{label} (ms)</th>"
@@ -353,16 +339,16 @@ def _render(b: Any, slo_p99_s: float | None) -> tuple[str, list[tuple[str, str, 
         + "</tr>"
         for label, suffix in (("corrected", "_s"), ("uncorrected", "_uncorrected_s"))
     )
-    figures = _plots(b, slo_p99_s)
+    figures = _plots(bundle, slo_p99_s)
     fig_html = "".join(
         f"<figure id='{stem}'><img alt='{html.escape(stem.replace('_', ' '))}' "
         f"src='data:image/png;base64,{base64.b64encode(_png(fig)).decode('ascii')}'>"
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         for stem, caption, fig in figures
     )
-    waterfall = (
-        scale_out_waterfall(events, requests if len(requests) else None) if len(events) else pd.DataFrame()
-    )
+    import pandas as pd
+
+    waterfall = _waterfall(events, requests, t0) if len(events) else pd.DataFrame()
     plan_html = ""
     if slo_p99_s is not None and "step_rps" in intervals.columns and intervals["step_rps"].notna().any():
         from .analysis.capacity import plan_capacity
@@ -372,18 +358,25 @@ def _render(b: Any, slo_p99_s: float | None) -> tuple[str, list[tuple[str, str, 
             + plan_capacity(
                 intervals,
                 slo_p99_s=slo_p99_s,
-                instance_type=getattr(getattr(spec, "instance", None), "type", "t3.small"),
-                region=getattr(spec, "region", None) or "us-east-1",
+                instance_type=spec.instance.type if spec is not None else "t3.small",
+                region=(spec.region if spec is not None else None) or "us-east-1",
             )._repr_html_()
         )
     ev_cols = [c for c in ("timestamp", "kind", "target", "detail") if c in events.columns]
-    settings = getattr(b, "load_settings", None)
+    settings = b.load_settings
     load_html = (
         f"<h2>Load settings</h2><pre>{html.escape(json.dumps(settings, indent=2, default=str))}</pre>"
         if settings
         else ""
     )
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    window_note = (
+        f"Times are relative to the run's start, t+0 = {t0:%Y-%m-%d %H:%M:%S} UTC (hover a time for its UTC "
+        f"value); metrics, events, scale-outs and costs cover this run's window only "
+        f"(t+0 to t+{(win[1] - win[0]).total_seconds():.1f} s)."
+        if win is not None and t0 is not None
+        else "No request records: times are UTC."
+    )
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -391,8 +384,9 @@ def _render(b: Any, slo_p99_s: float | None) -> tuple[str, list[tuple[str, str, 
 <style>{_CSS}</style></head>
 <body>
 <h1>Throughput report: {html.escape(str(name))}</h1>
-<p class="muted">{html.escape(str(getattr(b, "path", "") or ""))} · generated {generated}</p>
-<p>{verdict}</p>
+<p class="muted">{html.escape(str(b.path or ""))} · generated {generated}</p>
+<p>{verdict_html}</p>
+<p class="muted">{html.escape(window_note)}</p>
 <h2>Summary</h2>
 {_table(rows)}
 <h2>Latency</h2>
@@ -403,13 +397,14 @@ uncorrected from the actual send.</p>
 {fig_html or "<p class='muted'>no data to plot</p>"}
 {plan_html}
 <h2>Scale-out waterfall</h2>
-<p class="muted">Decision → launch → healthy (first passing check) → first request served by the new target.</p>
-{_df_html(waterfall)}
+<p class="muted">Seconds spent in each stage, per new target: decision → launch → healthy (first passing check)
+→ first request served by the new target.</p>
+{_df_html(waterfall, t0, wrap=("reason",))}
 <h2>Spec</h2>
-<pre>{html.escape(_spec_text(spec))}</pre>
+<pre>{html.escape(_spec_text(b))}</pre>
 {load_html}
 <h2>Events</h2>
-{_df_html(events[ev_cols] if ev_cols else events)}
+{_df_html(events[ev_cols] if ev_cols else events, t0, wrap=("detail",))}
 </body></html>
 """
     return doc, figures
@@ -443,19 +438,23 @@ def write_report(
     """
     b = load_bundle(run_dir_or_bundle)
     if out is None:
-        base = getattr(b, "path", None)
-        if base is None:
+        if b.path is None:
             raise SpecError("out", "is required when the bundle has no folder (pass out='report.html')")
-        target = Path(base) / "report.html"
+        target = b.path / "report.html"
     else:
         target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
     doc, figures = _render(b, slo_p99_s)
     tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(doc, encoding="utf-8")
-    tmp.replace(target)
-    if png:
-        for stem, _caption, fig in figures:
-            (target.parent / f"{stem}.png").write_bytes(_png(fig))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(doc, encoding="utf-8")
+        tmp.replace(target)
+        if png:
+            for stem, _caption, fig in figures:
+                (target.parent / f"{stem}.png").write_bytes(_png(fig))
+    except OSError as exc:  # a full disk or a read-only folder: say which file, keep the cause
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise StorageError(target, exc) from exc
     logger.info("wrote report %s (%d plots)", target, len(figures))
     return target

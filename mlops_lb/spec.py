@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import ipaddress
 import numbers
 import re
 import types
@@ -62,83 +61,20 @@ _TAG_KEY_RE = re.compile(r"^[\w .:/=+\-@]{1,128}$")
 
 
 # --------------------------------------------------------------------------- checks with readable messages
-def _fail(path: str, msg: str) -> typing.NoReturn:
-    raise SpecError(path, msg)
+# The checks live in mlops_lb._validate, shared by every module that validates; spec.py keeps its short names.
+from . import _validate  # noqa: E402
 
-
-def _show(value: Any, limit: int = 60) -> str:
-    """``repr`` for error messages: short, and never failing (a 5000-digit int cannot even be printed)."""
-    try:
-        text = repr(value)
-    except Exception:
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _int(path: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
-    # bool is an int subclass: `interval_s: true` in YAML is a typo, not 1. numpy integers are welcome, stored as int
-    # (YAML and JSON cannot write them).
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        _fail(path, f"must be an integer (got {_show(value)})")
-    _range(path, value, lo, hi)
-    return int(value)
-
-
-def _num(path: str, value: Any, lo: float | None = None, hi: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        _fail(path, f"must be a number (got {_show(value)})")
-    if value != value or value in (float("inf"), float("-inf")):
-        _fail(path, f"must be a finite number (got {_show(value)})")
-    _range(path, value, lo, hi)
-    return float(value)
-
-
-def _range(path: str, value: Any, lo: float | None, hi: float | None) -> None:
-    if lo is not None and hi is not None and not lo <= value <= hi:
-        _fail(path, f"must be between {lo:g} and {hi:g} (got {_show(value)})")
-    if lo is not None and value < lo:
-        _fail(path, f"must be >= {lo:g} (got {_show(value)})")
-    if hi is not None and value > hi:
-        _fail(path, f"must be <= {hi:g} (got {_show(value)})")
-
-
-def _str(path: str, value: Any, *, empty: bool = False) -> str:
-    if not isinstance(value, str):
-        _fail(path, f"must be a string (got {_show(value)})")
-    if not empty and not value.strip():
-        _fail(path, "must not be empty")
-    return value
-
-
-def _opt_str(path: str, value: Any) -> str | None:
-    return None if value is None else _str(path, value)
-
-
-def _bool(path: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        _fail(path, f"must be true or false (got {_show(value)})")
-    return value
-
-
-def _cidr(path: str, value: Any) -> str:
-    _str(path, value)
-    try:
-        return str(ipaddress.ip_network(value, strict=True))
-    except ValueError:
-        _fail(path, f"must be a CIDR block such as 203.0.113.0/24, without host bits (got {_show(value)})")
-
-
-def _str_tuple(path: str, value: Any) -> tuple[str, ...]:
-    if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        _fail(path, f"must be a list of strings (got {_show(value)})")
-    return tuple(_str(f"{path}[{i}]", v) for i, v in enumerate(value))
-
-
-def _unknown_field(path: str, key: Any, names: typing.Iterable[str]) -> typing.NoReturn:
-    names = sorted(names)
-    close = difflib.get_close_matches(str(key), names, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(names)})"
-    _fail(f"{path}.{key}" if path else str(key), f"is not a known field{hint}")
+_fail = _validate.fail
+_show = _validate.show
+_int = _validate.check_int
+_num = _validate.check_num
+_range = _validate.check_range
+_str = _validate.check_str
+_opt_str = _validate.check_opt_str
+_bool = _validate.check_bool
+_cidr = _validate.check_cidr
+_str_tuple = _validate.check_str_tuple
+_unknown_field = _validate.unknown_field
 
 
 class _Part:
@@ -238,6 +174,13 @@ def _spec_loader() -> Any:
     SpecLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXP_FLOAT_RE, list("-+0123456789."))
     _SPEC_LOADER = SpecLoader
     return SpecLoader
+
+
+builtins_min, builtins_max = min, max  # FleetSpec.rescaled's keywords shadow them
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 _SPEC_DUMPER: Any = None
@@ -995,6 +938,48 @@ class FleetSpec(_Part):
         for key in changes:
             if key not in names:
                 _unknown_field("", key, names)
+        return dataclasses.replace(self, **changes)
+
+    def rescaled(
+        self,
+        *,
+        min: int | None = None,
+        desired: int | None = None,
+        max: int | None = None,
+        target_rps_per_target: float | None = None,
+    ) -> FleetSpec:
+        """A validated copy with new capacity bounds, desired capacity or tracking target (``None``: unchanged).
+
+        This is the one place ``scale()`` arguments are checked and clamped, for every backend: without
+        ``desired``, the current desired capacity is clamped into the new bounds, as AWS does when only min or
+        max changes. Values are stored as plain ints and floats (a numpy integer is fine; a bool or a float
+        where an integer belongs is a SpecError naming the field).
+
+        Example::
+
+            spec = FleetSpec(name="demo", capacity=CapacitySpec(min=1, desired=3, max=6))
+            spec.rescaled(max=2).capacity        # CapacitySpec(min=1, desired=2, max=2)
+        """
+        cap = self.capacity
+        new_min = cap.min if min is None else min
+        new_max = cap.max if max is None else max
+        new_desired = desired
+        if new_desired is None:
+            new_desired = cap.desired
+            if _is_int(new_min) and _is_int(new_max) and new_min <= new_max:
+                new_desired = builtins_max(new_min, builtins_min(new_max, cap.desired))
+        capacity = dataclasses.replace(cap, min=new_min, desired=new_desired, max=new_max)
+        changes: dict[str, Any] = {"capacity": capacity}
+        if target_rps_per_target is not None:
+            if self.scaling.metric != "request_count_per_target":
+                raise SpecError(
+                    "target_rps_per_target",
+                    f"does not apply: this fleet's policy tracks {self.scaling.metric} "
+                    f"(target {self.scaling.target_concurrency_per_target:g} in-flight requests per target)",
+                )
+            changes["scaling"] = dataclasses.replace(
+                self.scaling, target_rps_per_target=target_rps_per_target
+            )
         return dataclasses.replace(self, **changes)
 
     @classmethod

@@ -103,9 +103,10 @@ def summary_rows(
     """
     v = verdict(summary)
     rows: list[tuple[str, str]] = [("verdict", v.headline)]
-    sent = _count(summary.get("requests"))
+    sent = summary.get("requests")
     scheduled = summary.get("scheduled")
-    rows.append(("requests", sent + (f" of {_count(scheduled)} scheduled" if scheduled is not None else "")))
+    under = scheduled is not None and sent is not None and scheduled != sent
+    rows.append(("requests", _count(sent) + (f" (of {_count(scheduled)} scheduled)" if under else "")))
     by_kind = {k: n for k, n in (summary.get("errors_by_kind") or {}).items() if n}
     rows.append(
         (

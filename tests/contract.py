@@ -14,26 +14,14 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from mlops_lb.frames import METRIC_UNITS, check_metric_frame
+from mlops_lb.frames import CATALOGUE, check_metric_frame
 
 __all__ = ["EXPECTED_STATS", "assert_metric_frame_contract"]
 
-# The statistic each metric is read with, on both backends.
-EXPECTED_STATS: dict[str, set[str]] = {
-    "RequestCount": {"Sum"},
-    "RequestCountPerTarget": {"Sum"},
-    "TargetResponseTime": {"Average", "p50", "p90", "p99"},
-    "HTTPCode_Target_2XX_Count": {"Sum"},
-    "HTTPCode_Target_4XX_Count": {"Sum"},
-    "HTTPCode_Target_5XX_Count": {"Sum"},
-    "HTTPCode_ELB_5XX_Count": {"Sum"},
-    # Minimum shows a dip that the period's Average hides (issue 6 reads both).
-    "HealthyHostCount": {"Average", "Minimum"},
-    "UnHealthyHostCount": {"Average", "Minimum"},
-    "GroupDesiredCapacity": {"Average"},
-    "GroupInServiceInstances": {"Average"},
-    "CPUUtilization": {"Average"},
-}
+# The statistics each metric is read with, on both backends: the catalogue's.
+EXPECTED_STATS: dict[str, set[str]] = {m.name: set(m.stats) for m in CATALOGUE}
+_UNITS = {m.name: m.unit for m in CATALOGUE}
+_PER_TARGET = {m.name for m in CATALOGUE if m.per_target}
 
 
 def assert_metric_frame_contract(df: pd.DataFrame, *, expect: Iterable[str] = ()) -> None:
@@ -48,13 +36,10 @@ def assert_metric_frame_contract(df: pd.DataFrame, *, expect: Iterable[str] = ()
             assert set(stats) <= allowed, (
                 f"{metric} read with {sorted(set(stats) - allowed)}; agreed {sorted(allowed)}"
             )
-        assert set(df.loc[df["metric"] == metric, "unit"]) == {METRIC_UNITS[str(metric)]}
+        assert set(df.loc[df["metric"] == metric, "unit"]) == {_UNITS[str(metric)]}
     assert (df["value"] >= 0).all(), "metric values are counts, seconds or percents: never negative"
-    counts = df[df["unit"] == "Count"]
-    assert (counts["target"] == "").all() or set(counts["metric"]) <= {
-        "RequestCountPerTarget",
-        "RequestCount",
-    }
+    targeted = set(df.loc[df["target"] != "", "metric"])
+    assert targeted <= _PER_TARGET, f"per-target rows for group-wide metrics {sorted(targeted - _PER_TARGET)}"
     tr = df[df["metric"] == "TargetResponseTime"].pivot_table(
         index="timestamp", columns="stat", values="value"
     )

@@ -12,9 +12,19 @@ from mlops_lb.cli import build_parser, main
 
 class TestParser:
     def test_every_documented_subcommand_exists(self) -> None:
-        """serve, demo, report, up, status, scale, load and down are all commands (DESIGN §2)."""
+        """serve, demo, report, up, status, scale, load and down are all commands (DESIGN §2), and preflight."""
         sub = next(a for a in build_parser()._actions if a.dest == "command")
-        assert set(sub.choices) == {"serve", "demo", "report", "up", "status", "scale", "load", "down"}
+        assert set(sub.choices) == {
+            "serve",
+            "demo",
+            "report",
+            "up",
+            "status",
+            "scale",
+            "load",
+            "down",
+            "preflight",
+        }
 
     def test_demo_options(self) -> None:
         """demo takes --duration-s, --spec and --out."""

@@ -7,7 +7,6 @@ import json
 import re
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 import mlops_lb as ml
@@ -36,6 +35,7 @@ def test_shortened_demo_writes_a_bundle_that_shows_scale_out_and_scale_in(tmp_pa
     text = out.getvalue()
     assert re.search(r"offered +\d+\.\d rps +achieved +\d+\.\d rps +p99 .* healthy \d +desired \d", text)
     assert "report:" in text and str(path) in text
+    assert "verdict " in text and "scale-outs / scale-ins" in text  # the shared summary rows
 
     bundle = ml.RunBundle.load(path)
     events = bundle.events
@@ -50,7 +50,8 @@ def test_shortened_demo_writes_a_bundle_that_shows_scale_out_and_scale_in(tmp_pa
     assert json.loads((path / "spec.json").read_text())["name"] == FAST.name
 
     # The what-if replay reproduces the local autoscaler's own decisions on the same trace.
-    decisions = pd.DataFrame(json.loads((path / "decisions.json").read_text()))
+    decisions = bundle.decisions  # a first-class bundle table (decisions.parquet)
+    assert len(decisions) and not (path / "decisions.json").exists()
     replayed = ml.analysis.reproduce(decisions, FAST.scaling, period_s=FAST.local.period_s)
     assert len(replayed) > 20 and replayed["matches"].all(), replayed[~replayed["matches"]].to_string()
     assert set(replayed["action"]) >= {"scale_out", "scale_in", "none"}

@@ -79,11 +79,14 @@ class TestContent:
         _, text = report
         syn = _synthetic()
         b = syn.make_bundle()
-        assert f"<td class='l'>{len(b.requests)}</td>" in text
+        assert f"<td class='l'>{len(b.requests):,}</td>" in text
         assert "timeout: 5" in text and "http_5xx: 3" in text
-        assert "rps offered" in text and "rps achieved" in text
+        assert "offered / achieved" in text
         assert "verdict valid'>VALID" in text
-        assert "+20.0 s (12:00:20 UTC)" in text and "+50.0 s (12:00:50 UTC)" in text
+        # relative to the run's start, with the absolute UTC time on hover
+        assert "<span title='2025-01-15 12:00:20.000 UTC'>t+20.0 s</span>" in text
+        assert "<span title='2025-01-15 12:00:50.000 UTC'>t+50.0 s</span>" in text
+        assert "t+0 = 2025-01-15 12:00:00 UTC" in text
         assert "t3.small in us-east-1 at 0.0208 USD/h" in text
         assert "estimated cost of this run" in text
 
@@ -101,10 +104,18 @@ class TestContent:
         _, text = report
         waterfall = text.split("Scale-out waterfall", 1)[1].split("<h2>Spec", 1)[0]
         assert "i-local0002" in waterfall and "i-local0003" in waterfall
-        assert "decision_to_first_request_s" in waterfall
+        # durations per stage, not ten columns of timestamps
+        assert "launch → healthy (s)" in waterfall and "decision → first request (s)" in waterfall
+        assert waterfall.count("<th>") == 7
         assert "name: synthetic" in text and "target_rps_per_target: 40.0" in text
         events = text.split("<h2>Events</h2>", 1)[1]
-        assert events.count("</tr>") == len(_synthetic().make_events()) + 1
+        # every event of the run's window (the initial launch, before the load started, is not this run's)
+        b = load_bundle(_synthetic().make_bundle())
+        start, end = b.window
+        ev = b.events
+        inside = ev[(ev["timestamp"] >= start) & (ev["timestamp"] <= end)]
+        assert 0 < len(inside) < len(ev)
+        assert events.count("</tr>") == len(inside) + 1
 
     def test_invalid_run_is_loud(self) -> None:
         """An invalid run shows INVALID with its reasons."""
@@ -179,6 +190,7 @@ def test_opens_in_headless_chromium(report: tuple[Path, str], tmp_path: Path) ->
         )
         try:
             page = context.new_page()
+            page.set_viewport_size({"width": 1200, "height": 900})
             page.on("requestfailed", lambda r: failed.append(r.url))
             page.on("request", lambda r: requested.append(r.url))
             page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
@@ -187,6 +199,7 @@ def test_opens_in_headless_chromium(report: tuple[Path, str], tmp_path: Path) ->
                 "Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])"
             )
             title = page.title()
+            width = page.evaluate("document.documentElement.scrollWidth")
             headings = page.eval_on_selector_all("h2", "els => els.map(e => e.textContent)")
         finally:
             context.close()
@@ -194,6 +207,7 @@ def test_opens_in_headless_chromium(report: tuple[Path, str], tmp_path: Path) ->
     assert all(u.startswith(("file:", "data:")) for u in requested), requested
     assert len(images) == 5 and all(c and w > 100 and h > 100 for c, w, h in images)
     assert title == "mlops_lb report: synthetic"
+    assert width <= 1200, f"the report is {width} px wide in a 1200 px window"
     assert headings == ["Summary", "Latency", "Plots", "Scale-out waterfall", "Spec", "Events"]
 
 
@@ -245,3 +259,79 @@ def test_report_target_line_follows_the_metric_period_not_the_local_clock() -> N
     fig = {stem: f for stem, _, f in _plots(aws, None)}["scaling_timeline"]
     labels = [ln.get_label() for a in fig.axes for ln in a.get_lines()]
     assert "target 2400 = 40 rps x 60 s" in labels, labels
+
+
+class TestRunWindow:
+    """Issue 18 point 5: a report is about its run, not the fleet's whole life."""
+
+    def _short_run_on_an_old_fleet(self) -> Any:
+        import pandas as pd
+
+        syn = _synthetic()
+        b = syn.make_bundle()
+        start = b.requests["intended_at"].min()
+        # keep 0.4 s of requests: a run stopped early, on a fleet that scaled out twice long before it
+        b.requests = b.requests[b.requests["intended_at"] < start + pd.Timedelta(seconds=0.4)]
+        b.intervals = b.intervals.iloc[:1]
+        b.summary = {**b.summary, "duration_s": 0.4}
+        old = pd.DataFrame(
+            {
+                "timestamp": [start - pd.Timedelta(seconds=37.1), start - pd.Timedelta(seconds=33.0)],
+                "kind": ["scale_out", "scale_out"],
+                "target": ["", ""],
+                "detail": ["before the run", "before the run"],
+            }
+        )
+        b.events = pd.concat([old, b.events[b.events["timestamp"] < start]], ignore_index=True)
+        return b
+
+    def test_events_and_scale_outs_before_the_run_are_left_out(self) -> None:
+        """Scale-outs 37 s and 33 s before a 0.4 s run are not reported as its scale-outs (no 't+-37.1 s')."""
+        text = render_report_html(self._short_run_on_an_old_fleet())
+        assert "t+-" not in text and "before the run" not in text
+        assert "<th class='l'>scale-outs</th><td class='l'>none</td>" in text
+
+    def test_cost_covers_the_run_only(self) -> None:
+        """Instance-hours come from the metrics inside the run's window, not the fleet's earlier periods."""
+        b = self._short_run_on_an_old_fleet()
+        text = render_report_html(b)
+        row = text.split("instance-hours (wall clock)</th><td class='l'>", 1)[1].split("<", 1)[0]
+        whole_life = render_report_html(_synthetic().make_bundle())
+        row_all = whole_life.split("instance-hours (wall clock)</th><td class='l'>", 1)[1].split("<", 1)[0]
+        assert float(row) < float(row_all) / 10
+
+    def test_scaling_plot_starts_at_the_run(self) -> None:
+        """The scaling timeline's data starts no earlier than one metric period before t+0."""
+        from mlops_lb.report import _plots
+
+        figs = {stem: f for stem, _, f in _plots(self._short_run_on_an_old_fleet(), None)}
+        xs = [x for ax in figs["scaling_timeline"].axes for ln in ax.get_lines() for x in ln.get_xdata()]
+        numeric = [float(x) for x in xs if isinstance(x, (int, float, np.floating))]
+        assert numeric and min(numeric) >= -2.0  # the synthetic metrics' period is 2 s
+
+
+def test_a_saturated_run_is_called_saturated_with_its_fix() -> None:
+    """The verdict names the engine's kind (fleet saturated), not the schedule lag it caused."""
+    b = _synthetic().make_bundle()
+    fix = (
+        "32 connections all waiting on a saturated fleet: raise connections= (the panel's connections field)"
+    )
+    b.summary = {
+        **b.summary,
+        "valid": False,
+        "invalid_kinds": ["connections_exhausted"],
+        "invalid_reasons": [fix],
+    }
+    text = render_report_html(b)
+    assert "verdict invalid'>INVALID: fleet saturated</span>" in text and "raise connections=" in text
+    assert "generator lag" not in text
+
+
+def test_an_unwritable_report_is_a_storage_error(tmp_path: Path) -> None:
+    """write_report never lets a raw OSError out: StorageError names the file."""
+    from mlops_lb.errors import StorageError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(StorageError, match=r"report\.html"):
+        write_report(_synthetic().make_bundle(), out=blocker / "report.html")

@@ -412,6 +412,35 @@ class TestFromDict:
         assert FleetSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
 
 
+class TestRescaled:
+    BASE = FleetSpec(name="x", capacity=CapacitySpec(min=1, desired=3, max=6))
+
+    def test_desired_is_clamped_into_new_bounds_only_when_not_given(self):
+        """Without desired, the current one is clamped into the new bounds (AWS's rule); with it, it is checked."""
+        assert self.BASE.rescaled(max=2).capacity == CapacitySpec(min=1, desired=2, max=2)
+        assert self.BASE.rescaled(min=4).capacity == CapacitySpec(min=4, desired=4, max=6)
+        assert self.BASE.rescaled(desired=5).capacity.desired == 5
+        rejects(lambda: self.BASE.rescaled(min=2, desired=1), "capacity.desired", "between")
+        rejects(lambda: self.BASE.rescaled(min=7), "capacity.min", "<= capacity.max")
+
+    def test_values_are_plain_and_typed(self):
+        """numpy integers become ints; bools, floats and strings where an integer belongs name the field."""
+        spec = self.BASE.rescaled(desired=np.int64(2), max=np.int32(5))
+        assert type(spec.capacity.desired) is int and type(spec.capacity.max) is int
+        for bad in (True, 2.0, "2"):
+            rejects(lambda bad=bad: self.BASE.rescaled(desired=bad), "capacity.desired", "must be an integer")
+
+    def test_target_and_other_fields_are_kept(self):
+        """The tracking target changes alone; every other field (and the original spec) stays as it was."""
+        spec = self.BASE.rescaled(target_rps_per_target=np.float64(12.5))
+        assert (
+            spec.scaling.target_rps_per_target == 12.5 and type(spec.scaling.target_rps_per_target) is float
+        )
+        assert spec.capacity == self.BASE.capacity and spec.scaling.warmup_s == self.BASE.scaling.warmup_s
+        assert self.BASE.rescaled() == self.BASE and self.BASE.capacity.desired == 3
+        rejects(lambda: self.BASE.rescaled(target_rps_per_target=0), "scaling.target_rps_per_target")
+
+
 class TestYaml:
     def test_round_trip_text_and_file(self, tmp_path):
         """to_yaml/from_yaml round-trip, as text and through a file."""

@@ -13,13 +13,22 @@ Example::
 from __future__ import annotations
 
 from .capacity import CapacityPlan, find_knee, plan_capacity, sweep_steps
-from .pricing import alb_hourly_cost, estimate_lcu, hourly_price, refresh_prices_from_aws, register_price
+from .pricing import (
+    RunCost,
+    alb_hourly_cost,
+    estimate_lcu,
+    hourly_price,
+    refresh_prices_from_aws,
+    register_price,
+    run_cost,
+)
 from .replay import ReplayResult, replay, reproduce
 from .waterfall import scale_out_waterfall
 
 __all__ = [
     "CapacityPlan",
     "ReplayResult",
+    "RunCost",
     "alb_hourly_cost",
     "estimate_lcu",
     "find_knee",
@@ -29,6 +38,7 @@ __all__ = [
     "register_price",
     "replay",
     "reproduce",
+    "run_cost",
     "scale_out_waterfall",
     "sweep_steps",
 ]

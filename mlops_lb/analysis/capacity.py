@@ -13,6 +13,10 @@ DataFrame with ``rate, p99_s, error_rate``, or sweep intervals with ``step_rps``
 * **recommended target tracking value**: ``safety_factor x max_ok_rate`` requests/s per target, and × 60 for
   ALBRequestCountPerTarget (requests per target per *minute*); at that target the fleet would settle at
   ``instances_recommended = ceil(total / recommended_rps)``, which is what the cost assumes.
+* **the same target as concurrency** (``scaling.metric: concurrency_per_target``): by Little's law a target
+  serving ``recommended_rps`` requests/s that each take ``W`` seconds has ``recommended_rps x W`` requests in
+  flight on average; ``W`` is the mean latency of the highest passing step (``mean_s``), or its median (``p50_s``)
+  when the sweep has no mean. :meth:`CapacityPlan.scaling_policy` turns either into a ``ScalingPolicySpec``.
 * **warm-up**: the measured launch-to-ready time rounded up to whole minutes (the metric has one-minute points).
 * **cost**: ``instances_recommended x hourly price + ALB hour + LCU estimate``, and that divided by the requests
   served in an hour, per million.
@@ -59,6 +63,7 @@ class CapacityPlan:
     safety_factor: float
     recommended_rps_per_target: float | None
     recommended_target_value_per_minute: float | None
+    recommended_concurrency_per_target: float | None
     target_total_rps: float | None
     instances_needed: int | None
     instances_recommended: int | None
@@ -80,6 +85,35 @@ class CapacityPlan:
         d["notes"] = list(self.notes)
         return d
 
+    def scaling_policy(self, metric: str = "request_count_per_target", *, warmup_s: int | None = None) -> Any:
+        """The recommended target as a ``ScalingPolicySpec`` tracking ``metric`` (SpecError when the plan has none).
+
+        Example::
+
+            spec = spec.replace(scaling=plan.scaling_policy("concurrency_per_target"))
+        """
+        from ..spec import SCALING_METRICS, ScalingPolicySpec
+
+        if metric not in SCALING_METRICS:
+            raise SpecError("metric", f"must be one of {', '.join(SCALING_METRICS)} (got {metric!r})")
+        warm = warmup_s if warmup_s is not None else (self.recommended_warmup_s or 300)
+        if metric == "concurrency_per_target":
+            if self.recommended_concurrency_per_target is None:
+                raise SpecError(
+                    "metric",
+                    "concurrency_per_target needs the sweep's latency (mean_s or p50_s per step) and a passing step",
+                )
+            return ScalingPolicySpec(
+                metric="concurrency_per_target",
+                target_concurrency_per_target=round(self.recommended_concurrency_per_target, 3),
+                warmup_s=warm,
+            )
+        if self.recommended_rps_per_target is None:
+            raise SpecError("metric", "the plan has no passing step, so no target to recommend")
+        return ScalingPolicySpec(
+            target_rps_per_target=round(self.recommended_rps_per_target, 3), warmup_s=warm
+        )
+
     def _lines(self) -> list[tuple[str, str]]:
         def f(v: float | None, fmt: str, unit: str = "") -> str:
             return "n/a" if v is None else f"{v:{fmt}}{unit}"
@@ -98,6 +132,11 @@ class CapacityPlan:
                 + " = "
                 + f(self.recommended_target_value_per_minute, ".0f", " ALBRequestCountPerTarget (per minute)")
                 + f" at safety factor {self.safety_factor:g}",
+            ),
+            (
+                "as concurrency",
+                f(self.recommended_concurrency_per_target, ".2f", " in-flight requests per target")
+                + " (ConcurrencyPerTarget, Little's law)",
             ),
         ]
         if self.target_total_rps is not None:
@@ -201,8 +240,9 @@ def sweep_steps(source: Any) -> pd.DataFrame:
                 f"(got {type(source).__name__})",
             )
     df = obj
+    latency_cols = [c for c in ("mean_s", "p50_s") if c in df.columns]
     if {"rate", "p99_s", "error_rate"} <= set(df.columns):
-        out = df[["rate", "p99_s", "error_rate"]].astype(float)
+        out = df[["rate", "p99_s", "error_rate", *latency_cols]].astype(float)
     elif {"step_rps", "p99_s", "sent", "errors"} <= set(df.columns):
         d = df[df["step_rps"].notna()]
         if d.empty:
@@ -216,6 +256,7 @@ def sweep_steps(source: Any) -> pd.DataFrame:
                 "rate": g["step_rps"].first().astype(float),
                 "p99_s": g["p99_s"].max().astype(float),
                 "error_rate": (g["errors"].sum() / sent.where(sent > 0)).fillna(1.0).astype(float),
+                **{c: g[c].max().astype(float) for c in latency_cols},
             }
         )
     else:
@@ -281,6 +322,11 @@ def plan_capacity(
 
     rec_rps = None if max_ok is None else safety_factor * max_ok
     rec_min = None if rec_rps is None else rec_rps * 60.0  # ALBRequestCountPerTarget is per minute
+    rec_conc = None
+    if rec_rps is not None:
+        ok = steps[steps["rate_per_target"] == max_ok].iloc[0]
+        w = next((float(ok[c]) for c in ("mean_s", "p50_s") if c in steps.columns and ok[c] == ok[c]), None)
+        rec_conc = None if w is None else rec_rps * w  # Little's law: in flight = rate x time in the system
     needed = recommended = None
     if target_total_rps is not None and max_ok and rec_rps:
         needed = math.ceil(target_total_rps / max_ok)
@@ -307,6 +353,7 @@ def plan_capacity(
         safety_factor=float(safety_factor),
         recommended_rps_per_target=rec_rps,
         recommended_target_value_per_minute=rec_min,
+        recommended_concurrency_per_target=rec_conc,
         target_total_rps=None if target_total_rps is None else float(target_total_rps),
         instances_needed=needed,
         instances_recommended=recommended,

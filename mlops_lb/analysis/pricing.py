@@ -30,12 +30,14 @@ __all__ = [
     "ALB_HOUR",
     "ALB_LCU_HOUR",
     "Price",
+    "RunCost",
     "alb_hourly_cost",
     "estimate_lcu",
     "hourly_price",
     "price_table",
     "refresh_prices_from_aws",
     "register_price",
+    "run_cost",
 ]
 
 logger = logging.getLogger(__name__)
@@ -265,3 +267,89 @@ def refresh_prices_from_aws(
             logger.info("price %s %s = %s USD/h", region, itype, usd)
             found.append(register_price(itype, region, usd, as_of=stamp))
     return found
+
+
+@dataclass(frozen=True)
+class RunCost:
+    """What one run cost at list prices: instance-seconds from the in-service capacity over the run's window.
+
+    Example::
+
+        c = run_cost(bundle.in_window().metrics, instance_type="t3.small", duration_s=30, achieved_rps=80)
+        c.usd, c.instance_hours
+    """
+
+    instance_type: str
+    region: str
+    usd_per_hour: float
+    instance_seconds: float
+    peak_instances: float
+    duration_s: float
+    achieved_rps: float
+
+    @property
+    def instance_hours(self) -> float:
+        """Instance-hours of the run."""
+        return self.instance_seconds / 3600.0
+
+    @property
+    def usd(self) -> float:
+        """Instances plus the ALB hour and its LCU estimate, for the run's duration."""
+        alb = alb_hourly_cost(self.achieved_rps, self.region)
+        return self.instance_hours * self.usd_per_hour + self.duration_s / 3600.0 * alb
+
+    @property
+    def usd_per_hour_at_peak(self) -> float:
+        """Hourly cost of the peak capacity with the ALB at the run's rate."""
+        return self.peak_instances * self.usd_per_hour + alb_hourly_cost(self.achieved_rps, self.region)
+
+    @property
+    def usd_per_million_requests(self) -> float:
+        """Cost of a million requests at the peak capacity and the achieved rate (NaN without traffic)."""
+        if self.achieved_rps <= 0:
+            return math.nan
+        return self.usd_per_hour_at_peak / (self.achieved_rps * 3600.0) * 1e6
+
+
+def run_cost(
+    metrics: Any,
+    *,
+    instance_type: str,
+    region: str = "us-east-1",
+    duration_s: float,
+    achieved_rps: float,
+) -> RunCost:
+    """Price a run from its MetricFrame (already cut to the run's window): in-service capacity x period.
+
+    Falls back to desired capacity, then healthy hosts, then one instance for the run's duration. Raises
+    :class:`SpecError` for an instance type the price table does not know.
+
+    Example::
+
+        run_cost(metrics, instance_type="t3.small", duration_s=60, achieved_rps=120).usd
+    """
+    import pandas as pd
+
+    price = hourly_price(instance_type, region)
+    cap = pd.DataFrame()
+    if metrics is not None and len(metrics):
+        target = (
+            metrics["target"].astype(str)
+            if "target" in metrics.columns
+            else pd.Series("", index=metrics.index)
+        )
+        for name in ("GroupInServiceInstances", "GroupDesiredCapacity", "HealthyHostCount"):
+            cap = metrics[(metrics["metric"] == name) & (target == "")]
+            if len(cap):
+                break
+    if len(cap) > 1:
+        cap = cap.sort_values("timestamp")
+        step = pd.to_datetime(cap["timestamp"], utc=True).diff().dt.total_seconds().median()
+        inst_s = float((cap["value"] * step).sum())
+        peak = float(cap["value"].max())
+    elif len(cap) == 1:
+        peak = float(cap["value"].iloc[0])
+        inst_s = peak * duration_s
+    else:
+        peak, inst_s = 1.0, duration_s
+    return RunCost(instance_type, region, price, inst_s, peak, duration_s, achieved_rps)

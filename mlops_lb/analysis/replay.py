@@ -1,4 +1,9 @@
-"""What-if replay: a recorded RequestCount trace through the pure target-tracking model under another policy.
+"""What-if replay: a recorded trace through the pure target-tracking model under another policy.
+
+The trace is in the policy's own metric: per-period RequestCount for ``request_count_per_target``, or the
+period's in-flight requests summed over targets (``ConcurrencyPerTarget`` per target, summed) for
+``concurrency_per_target``. Like the request count, that total is taken as what the clients offer whatever the
+group's size (Little's law: in-flight = rate x latency, with latency unchanged while the group keeps up).
 
 No AWS and no processes: each period's request count goes to :func:`mlops_lb.autoscaling.decide` (the one
 implementation of AWS's rules) together with the simulated group's state, and the group follows the decisions:
@@ -36,7 +41,16 @@ from .pricing import hourly_price
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["ReplayResult", "as_policy", "replay", "reproduce", "request_counts_from_metrics"]
+__all__ = [
+    "ReplayResult",
+    "as_policy",
+    "concurrency_from_metrics",
+    "replay",
+    "reproduce",
+    "request_counts_from_metrics",
+]
+
+CONCURRENCY = "ConcurrencyPerTarget"
 
 DECISION_COLUMNS = (
     "timestamp",
@@ -63,6 +77,28 @@ def as_policy(policy: Any, period_s: float = 60.0) -> TargetTrackingPolicy:
     raise SpecError(
         "policy", f"must be a ScalingPolicySpec or TargetTrackingPolicy (got {type(policy).__name__})"
     )
+
+
+def concurrency_from_metrics(metrics: pd.DataFrame) -> pd.Series:
+    """In-flight requests per period summed over targets, from a MetricFrame's ``ConcurrencyPerTarget`` rows.
+
+    The per-target rows are summed; without them (a group-level series only) the group average is multiplied by
+    ``GroupInServiceInstances``.
+
+    Example::
+
+        concurrency_from_metrics(fleet.metrics())
+    """
+    m = metrics[(metrics["metric"] == CONCURRENCY) & (metrics["stat"] == "Average")]
+    per_target = m[m["target"] != ""]
+    if len(per_target):
+        s = per_target.groupby("timestamp")["value"].sum().sort_index()
+    else:
+        group = m.groupby("timestamp")["value"].mean()
+        n = metrics[(metrics["metric"] == "GroupInServiceInstances") & (metrics["stat"] == "Average")]
+        s = (group * n.groupby("timestamp")["value"].mean().reindex(group.index).fillna(1.0)).sort_index()
+    s.name = "concurrency"
+    return s
 
 
 def request_counts_from_metrics(metrics: pd.DataFrame) -> pd.Series:
@@ -120,7 +156,12 @@ class ReplayResult:
         c = self.capacity
         return [
             ("periods", f"{len(c)} x {self.period_s:g} s"),
-            ("target", f"{self.policy.target_value:g} requests per target per period"),
+            (
+                "target",
+                f"{self.policy.target_value:g} in-flight requests per target"
+                if self.policy.metric_name == CONCURRENCY
+                else f"{self.policy.target_value:g} requests per target per period",
+            ),
             (
                 "capacity",
                 f"min {int(c['desired'].min()) if len(c) else 0}, max {int(c['desired'].max()) if len(c) else 0}",
@@ -152,19 +193,24 @@ class ReplayResult:
         return f"<table><caption>What-if replay</caption>{cells}</table>"
 
 
-def _trace(request_counts: Any) -> tuple[list[float], list[Any] | None]:
+def _value_column(pol: TargetTrackingPolicy) -> str:
+    return "concurrency" if pol.metric_name == CONCURRENCY else "request_count"
+
+
+def _trace(request_counts: Any, column: str = "request_count") -> tuple[list[float], list[Any] | None]:
     import pandas as pd
 
     if isinstance(request_counts, pd.DataFrame):
         if {"metric", "stat", "value"} <= set(request_counts.columns):
-            request_counts = request_counts_from_metrics(request_counts)
-        elif "request_count" in request_counts.columns:
+            reader = concurrency_from_metrics if column == "concurrency" else request_counts_from_metrics
+            request_counts = reader(request_counts)
+        elif column in request_counts.columns:
             ts = list(request_counts["timestamp"]) if "timestamp" in request_counts.columns else None
-            return [float(v) for v in request_counts["request_count"].fillna(0.0)], ts
+            return [float(v) for v in request_counts[column].fillna(0.0)], ts
         else:
             raise SpecError(
                 "request_counts",
-                f"DataFrame needs MetricFrame columns or request_count (got {list(request_counts.columns)})",
+                f"DataFrame needs MetricFrame columns or {column} (got {list(request_counts.columns)})",
             )
     if isinstance(request_counts, pd.Series):
         ts = list(request_counts.index) if isinstance(request_counts.index, pd.DatetimeIndex) else None
@@ -192,11 +238,16 @@ def replay(
     instance_type: str = "t3.small",
     region: str = "us-east-1",
 ) -> ReplayResult:
-    """Simulate the group under ``policy`` on a per-period RequestCount trace (rules in the module docstring).
+    """Simulate the group under ``policy`` on a per-period trace of its metric (rules in the module docstring).
+
+    ``request_counts`` holds request counts, or in-flight totals when the policy tracks concurrency (then the
+    frames' ``request_count`` columns are called ``concurrency``); a MetricFrame gives either.
 
     Example::
 
         replay([1500] * 10, policy=TargetTrackingPolicy(target_value=600), min=1, max=6).capacity["desired"]
+        replay(fleet.metrics(), policy=ScalingPolicySpec(metric="concurrency_per_target",
+                                                          target_concurrency_per_target=4), period_s=2)
     """
     import pandas as pd
 
@@ -210,7 +261,8 @@ def replay(
     if not period_s > 0:
         raise SpecError("period_s", f"must be > 0 (got {period_s!r})")
     pol = as_policy(policy, period_s)
-    counts, stamps = _trace(request_counts)
+    column = _value_column(pol)
+    counts, stamps = _trace(request_counts, column)
     price = hourly_price(instance_type, region)
 
     # Each instance is the period it was launched in; initial ones are ready at once.
@@ -253,7 +305,7 @@ def replay(
             {
                 "period": t,
                 "timestamp": ts,
-                "request_count": rc,
+                column: rc,
                 "desired": d.desired,
                 "desired_before": desired_before,
                 "pending": pending,
@@ -272,7 +324,7 @@ def replay(
                 "timestamp": ts
                 if ts is not None
                 else pd.Timestamp(0, tz="UTC") + pd.Timedelta(seconds=t * period_s),
-                "request_count": rc,
+                column: rc,
                 "ready": ready,
                 "desired_before": desired_before,
                 "desired_after": d.desired,
@@ -283,9 +335,10 @@ def replay(
         )
     capacity = pd.DataFrame(
         rows,
-        columns=list(rows[0]) if rows else ["period", "request_count", "desired", "action", "above_target"],
+        columns=list(rows[0]) if rows else ["period", column, "desired", "action", "above_target"],
     )
-    decisions = pd.DataFrame(dec_rows, columns=[*DECISION_COLUMNS, "warming"])
+    dec_columns = [column if c == "request_count" else c for c in DECISION_COLUMNS]
+    decisions = pd.DataFrame(dec_rows, columns=[*dec_columns, "warming"])
     hours = instance_periods * period_s / 3600.0
     return ReplayResult(
         policy=pol,
@@ -325,12 +378,11 @@ def reproduce(
     """
     import pandas as pd
 
-    missing = [
-        c for c in ("request_count", "ready", "desired_before", "action") if c not in decisions_df.columns
-    ]
+    pol = as_policy(policy, period_s)
+    column = _value_column(pol)  # a concurrency policy replays the log's concurrency column
+    missing = [c for c in (column, "ready", "desired_before", "action") if c not in decisions_df.columns]
     if missing:
         raise SpecError("decisions_df", f"is missing columns {missing} (has {list(decisions_df.columns)})")
-    pol = as_policy(policy, period_s)
     df = decisions_df.reset_index(drop=True)
     caps = pd.concat([df["desired_before"], df.get("desired_after", df["desired_before"])])
     lo_default = int(caps.min()) if len(caps) else 0
@@ -348,7 +400,7 @@ def reproduce(
         row_max = int(row["max"]) if "max" in df.columns else (max if max is not None else hi_default)
         if "periods_since_action" in df.columns:
             since_action = int(row["periods_since_action"])
-        history.append(PeriodSample(request_count=float(row["request_count"]), ready=ready))
+        history.append(PeriodSample(request_count=float(row[column]), ready=ready))
         d = decide(
             pol,
             history,

@@ -5,7 +5,9 @@ Importing this package loads neither pulumi, pulumi_aws nor boto3; they load whe
 Example::
 
     import mlops_lb as ml
-    fleet = ml.open_fleet(ml.FleetSpec(name="demo", region="us-east-1"), backend="aws")
+    spec = ml.FleetSpec(name="demo", region="us-east-1")
+    ml.aws.preflight(spec)                     # read-only checks of the account; launch() runs them first
+    fleet = ml.open_fleet(spec, backend="aws")
     fleet.launch(on_output=print)              # pulumi up (needs the pulumi CLI and AWS credentials)
     ml.aws.read_fleet_metrics(load_balancer_arn=fleet.outputs()["alb_arn"], ...)
     fleet.destroy(confirm="demo")

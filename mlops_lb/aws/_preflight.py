@@ -1,5 +1,7 @@
 """Preflight: read-only checks of the account against the spec, before any resource exists.
 
+(Just over 500 lines on purpose: one check list, in the order it runs, each check with its message and fix.)
+
 ``preflight(spec)`` resolves everything the Pulumi program needs as explicit ids (VPC, one ALB subnet per AZ,
 instance subnets with outbound internet, zones offering the instance type, the AMI for its architecture, the
 partition) and checks the rest (credentials, region, vCPU quota, grace period vs boot time). Each check names the
@@ -43,6 +45,7 @@ GPU_AMI_PARAMETERS = {
     "x86_64": "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id",
     "arm64": "/aws/service/deeplearning/ami/arm64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id",
 }
+GPU_AMI_MIN_ROOT_GB = 75  # the DLAMI's root snapshot; a smaller volume cannot be created from it
 _DEFAULT_X86_PARAMETER = AL2023_PARAMETERS["x86_64"]
 VCPU_QUOTA_CODE = "L-1216C47A"  # Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances
 _STANDARD_FAMILIES = tuple("acdhimrtz")
@@ -170,7 +173,17 @@ def preflight(spec: FleetSpec, *, session: Any = None, region: str | None = None
     zones = _offered_zones(pf, ec2, spec.instance.type)
     if zones is None:
         return pf
-    if _network(pf, ec2, spec, zones):
+    try:
+        network_ok = _network(pf, ec2, spec, zones)
+    except Exception as exc:  # a Describe* call refused (permissions) or failed: say which, do not crash
+        pf.add(
+            "network",
+            False,
+            f"reading the VPC, subnets or route tables failed: {error_code(exc) or exc}",
+            "allow ec2:DescribeVpcs, ec2:DescribeSubnets and ec2:DescribeRouteTables",
+        )
+        network_ok = False
+    if network_ok:
         _ami(pf, session, region, spec, arch)
     _quota(pf, session, region, spec)
     _grace(pf, spec)
@@ -242,6 +255,14 @@ def _instance_type(pf: Preflight, ec2: Any, spec: FleetSpec) -> str | None:
     pf.resolved["architecture"] = arch
     pf.resolved["vcpus"] = int(info.get("VCpuInfo", {}).get("DefaultVCpus", 2))
     pf.resolved["gpu"] = _is_gpu(info)
+    warm = spec.capacity.warm_pool
+    if warm is not None and warm.state == "hibernated" and not info.get("HibernationSupported", False):
+        pf.add(
+            "warm pool",
+            False,
+            f"{itype} does not support hibernation (warm_pool.state: hibernated)",
+            "use warm_pool.state: stopped, or an instance type that supports hibernation",
+        )
     pf.add(
         "instance type",
         True,
@@ -441,6 +462,14 @@ def _ami(pf: Preflight, session: Any, region: str, spec: FleetSpec, arch: str) -
     pf.resolved["ami_id"] = value
     pf.resolved["ami_parameter"] = param
     pf.add("ami", True, f"{value} from {param}")
+    if pf.resolved.get("gpu") and spec.instance.root_volume_gb < GPU_AMI_MIN_ROOT_GB:
+        pf.add(
+            "root volume",
+            False,
+            f"instance.root_volume_gb={spec.instance.root_volume_gb} is below the NVIDIA AMI's "
+            f"{GPU_AMI_MIN_ROOT_GB} GB snapshot: the launch would fail",
+            f"set instance.root_volume_gb: {GPU_AMI_MIN_ROOT_GB} (or more)",
+        )
 
 
 def _vcpus_needed(spec: FleetSpec, vcpus: int) -> int:

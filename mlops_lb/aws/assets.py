@@ -79,14 +79,9 @@ def _version() -> str:
 
 
 def _metadata_text() -> str:
-    """METADATA of the installed distribution, or a minimal one; instances install with --no-deps anyway."""
-    from importlib import metadata
-
-    try:
-        text = metadata.distribution(_DIST).read_text("METADATA")
-    except metadata.PackageNotFoundError:
-        text = None
-    return text or f"Metadata-Version: 2.1\nName: {_DIST}\nVersion: {_version()}\n"
+    """A minimal METADATA, written here rather than copied: the installed metadata differs by install method
+    (an egg-info beside a checkout, a dist-info in site-packages), and instances install with --no-deps."""
+    return f"Metadata-Version: 2.1\nName: {_DIST}\nVersion: {_version()}\n"
 
 
 def _entry_points() -> str:

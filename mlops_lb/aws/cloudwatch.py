@@ -21,10 +21,10 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from ..errors import MetricsError
-from ..frames import METRIC_UNITS, events_frame, metric_frame
+from ..frames import CATALOGUE, MetricDef, events_frame, metric_frame
 from ._arns import FleetDimensions
 from ._boto import client, metrics_error
 
@@ -48,44 +48,8 @@ log = logging.getLogger(__name__)
 MAX_QUERIES_PER_CALL = 500
 MAX_POINTS_PER_CALL = 100_800
 
-DimKind = Literal["lb", "tg_lb", "asg"]
-
-
-@dataclass(frozen=True)
-class MetricDef:
-    """One catalogue entry: namespace, metric name, statistics and which dimensions identify it.
-
-    ``count`` marks metrics CloudWatch omits (rather than reporting 0) when nothing happened: their ``Sum`` is
-    filled with 0 on the period grid.
-    """
-
-    namespace: str
-    metric: str
-    stats: tuple[str, ...]
-    dims: DimKind
-    count: bool = False
-
-
-_ELB = "AWS/ApplicationELB"
-CATALOGUE: tuple[MetricDef, ...] = (
-    MetricDef(_ELB, "RequestCount", ("Sum",), "lb", count=True),
-    MetricDef(_ELB, "TargetResponseTime", ("Average", "p50", "p90", "p99"), "lb"),
-    MetricDef(_ELB, "HTTPCode_Target_2XX_Count", ("Sum",), "lb", count=True),
-    MetricDef(_ELB, "HTTPCode_Target_4XX_Count", ("Sum",), "lb", count=True),
-    MetricDef(_ELB, "HTTPCode_Target_5XX_Count", ("Sum",), "lb", count=True),
-    MetricDef(_ELB, "HTTPCode_ELB_5XX_Count", ("Sum",), "lb", count=True),
-    MetricDef(_ELB, "HealthyHostCount", ("Average", "Minimum"), "tg_lb"),
-    MetricDef(_ELB, "UnHealthyHostCount", ("Average", "Minimum"), "tg_lb"),
-    MetricDef(_ELB, "RequestCountPerTarget", ("Sum",), "tg_lb", count=True),
-    MetricDef(_ELB, "ActiveConnectionCount", ("Sum",), "lb", count=True),
-    MetricDef(_ELB, "TargetConnectionErrorCount", ("Sum",), "lb", count=True),
-    MetricDef(_ELB, "RejectedConnectionCount", ("Sum",), "lb", count=True),
-    MetricDef("AWS/AutoScaling", "GroupDesiredCapacity", ("Average",), "asg"),
-    MetricDef("AWS/AutoScaling", "GroupInServiceInstances", ("Average",), "asg"),
-    MetricDef("AWS/AutoScaling", "GroupPendingInstances", ("Average",), "asg"),
-    MetricDef("AWS/AutoScaling", "GroupTerminatingInstances", ("Average",), "asg"),
-    MetricDef("AWS/EC2", "CPUUtilization", ("Average",), "asg"),
-)
+# The metrics, their statistics, namespaces and dimensions: mlops_lb.frames.CATALOGUE, shared with the local fleet
+# and the MetricFrame contract (re-exported here with MetricDef for the readers' users).
 
 
 @dataclass(frozen=True)
@@ -102,7 +66,7 @@ class _Query:
             "MetricStat": {
                 "Metric": {
                     "Namespace": self.metric.namespace,
-                    "MetricName": self.metric.metric,
+                    "MetricName": self.metric.name,
                     "Dimensions": [{"Name": n, "Value": v} for n, v in self.dimensions],
                 },
                 "Period": period,
@@ -121,10 +85,12 @@ def build_queries(dims: FleetDimensions, instance_ids: Sequence[str] = ()) -> li
     out: list[_Query] = []
     for m in CATALOGUE:
         for stat in m.stats:
-            out.append(_Query(f"q{len(out)}", m, stat, by_kind[m.dims], ""))
-    cpu = next(m for m in CATALOGUE if m.metric == "CPUUtilization")
-    for iid in dict.fromkeys(instance_ids):  # keep order, drop repeats
-        out.append(_Query(f"q{len(out)}", cpu, "Average", (("InstanceId", iid),), iid))
+            out.append(_Query(f"q{len(out)}", m, stat, by_kind[m.dimensions], ""))
+    for m in CATALOGUE:
+        if m.instance_dimension is None:
+            continue
+        for iid in dict.fromkeys(instance_ids):  # keep order, drop repeats
+            out.append(_Query(f"q{len(out)}", m, m.stats[0], ((m.instance_dimension, iid),), iid))
     return out
 
 
@@ -304,11 +270,11 @@ def read_fleet_metrics(
         if q.metric.count and q.stat == "Sum":
             for ts in grid:
                 points.setdefault(ts, 0.0)
-        unit = METRIC_UNITS[q.metric.metric]
+        unit = q.metric.unit
         rows.extend(
             {
                 "timestamp": ts,
-                "metric": q.metric.metric,
+                "metric": q.metric.name,
                 "stat": q.stat,
                 "value": v,
                 "unit": unit,

@@ -1,5 +1,8 @@
 """AwsFleet: the Fleet protocol on AWS, through the Pulumi Automation API (slow paths) and boto3 (fast paths).
 
+(Over 500 lines on purpose: one class implementing the Fleet protocol, plus the orphan finder that reads the
+same state directory; splitting the class would scatter the one object users hold.)
+
 Where things live: Pulumi state in a local file backend ``file://~/.mlops_lb/pulumi`` unless
 ``PULUMI_BACKEND_URL`` says otherwise; one persistent work dir per stack (``~/.mlops_lb/stacks/<stack>``) so
 the stack's config survives a kernel restart; the secrets passphrase from ``PULUMI_CONFIG_PASSPHRASE`` /
@@ -22,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -33,8 +37,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendUnavailable, ProvisionError, SpecError
+from ..fleet import Capacity
 from ..frames import STATUS_COLUMNS, events_frame
-from ..spec import CapacitySpec, FleetSpec
+from ..spec import FleetSpec
 from ._boto import client, provision_error
 from .assets import Wheelhouse
 from .program import STACK_TAG, fleet_program
@@ -453,7 +458,8 @@ class AwsFleet:
         new_max = cap.max if max is None else max
         # The spec's desired only matters at creation; keep it inside the new bounds unless one was asked for.
         new_desired = desired if desired is not None else sorted((new_min, cap.desired, new_max))[1]
-        capacity = CapacitySpec(min=new_min, desired=new_desired, max=new_max)
+        # replace(), not CapacitySpec(...): the warm pool (and any later capacity field) must survive a scale.
+        capacity = dataclasses.replace(cap, min=new_min, desired=new_desired, max=new_max)
         scaling = self.spec.scaling
         if target_rps_per_target is not None:
             scaling = type(scaling)(**{**scaling.to_dict(), "target_rps_per_target": target_rps_per_target})
@@ -544,6 +550,7 @@ class AwsFleet:
         """Scaling activities (scale_out/scale_in/launch/terminate) plus the current target health of each target."""
         from .cloudwatch import read_scaling_activities, read_target_health
 
+        # A failed read stays a MetricsError (its AWS code and hint intact), as everywhere else.
         acts = read_scaling_activities(
             self._output("asg_name"), start=start, end=end, session=self._session, region=self.region
         )
@@ -570,6 +577,54 @@ class AwsFleet:
                     }
                 )
         return events_frame(rows)
+
+    @property
+    def capacity(self) -> Capacity:
+        """The group's live ``Capacity(min, desired, max)`` (one DescribeAutoScalingGroups call)."""
+        asg = self._output("asg_name")
+        try:
+            groups = self._client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[asg])
+        except Exception as exc:
+            raise provision_error("Auto Scaling DescribeAutoScalingGroups", exc) from exc
+        found = groups.get("AutoScalingGroups", [])
+        if not found:
+            raise ProvisionError(f"Auto Scaling group {asg!r} of stack {self.stack_name!r} does not exist")
+        g = found[0]
+        return Capacity(int(g["MinSize"]), int(g["DesiredCapacity"]), int(g["MaxSize"]))
+
+    def decisions(self, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
+        """The group's capacity changes from its scaling activities, one row per decision.
+
+        Columns as the local fleet's ``decisions()``; AWS records only decisions that changed capacity (no
+        ``none`` rows) and not the metric inputs, so those columns are empty. ``attrs["source"]`` says so.
+        """
+        import re
+
+        import pandas as pd
+
+        from ..local.autoscaler import DECISION_COLUMNS
+        from .cloudwatch import read_scaling_activities
+
+        acts = read_scaling_activities(
+            self._output("asg_name"), start=start, end=end, session=self._session, region=self.region
+        )
+        rows = []
+        for r in acts[acts["kind"].isin(["scale_out", "scale_in"])].itertuples():
+            m = re.match(r"desired (\d+) -> (\d+): (.*)", str(r.detail), re.S)
+            if m:
+                rows.append(
+                    {
+                        "timestamp": r.timestamp,
+                        "action": r.kind,
+                        "desired_before": int(m[1]),
+                        "desired_after": int(m[2]),
+                        "reason": m[3],
+                    }
+                )
+        df = pd.DataFrame(rows, columns=list(DECISION_COLUMNS))
+        df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
+        df.attrs["source"] = "aws scaling activities (capacity changes only)"
+        return df
 
     def metrics(
         self, start: datetime | None = None, end: datetime | None = None, period_s: float | None = None

@@ -47,6 +47,7 @@ SERVE_REQUIREMENTS = (
     "scikit-learn>=1.4",
     "joblib>=1.3",
     "skops>=0.10",
+    "onnxruntime>=1.17",
     "prometheus-client>=0.20",
     "numpy>=1.26",
     "pyyaml>=6",
@@ -69,8 +70,9 @@ _RETRY = """retry() {
   until "$@"; do
     if [ "$i" -ge "$n" ]; then echo "mlops-lb: giving up after $n attempts: $*" >&2; return 1; fi
     echo "mlops-lb: attempt $i/$n failed: $* (retrying in ${delay}s)" >&2
-    sleep "$delay"; i=$((i + 1)); delay=$((delay * 2)); [ "$delay" -gt 30 ] && delay=30
+    sleep "$delay"; i=$((i + 1)); delay=$((delay * 2)); if [ "$delay" -gt 30 ]; then delay=30; fi
   done
+  return 0
 }"""
 
 

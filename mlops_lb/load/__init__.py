@@ -15,7 +15,22 @@ Example::
 from __future__ import annotations
 
 from .locust_runner import LocustResult, run_locust
-from .profiles import LoadProfile, constant, ramp, spike, step, sweep, trace
+from .payloads import openai_chat, openai_completions, payloads_from_jsonl
+from .profiles import (
+    LoadProfile,
+    RateProfile,
+    TraceProfile,
+    constant,
+    make_profile,
+    piecewise,
+    profile_from_dict,
+    profile_kinds,
+    ramp,
+    spike,
+    step,
+    sweep,
+    trace,
+)
 from .result import LoadResult
 from .runner import LoadRun, run_load, start_load
 
@@ -24,7 +39,16 @@ __all__ = [
     "LoadResult",
     "LoadRun",
     "LocustResult",
+    "RateProfile",
+    "TraceProfile",
     "constant",
+    "make_profile",
+    "openai_chat",
+    "openai_completions",
+    "payloads_from_jsonl",
+    "piecewise",
+    "profile_from_dict",
+    "profile_kinds",
     "ramp",
     "run_load",
     "run_locust",

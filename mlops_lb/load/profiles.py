@@ -1,12 +1,34 @@
-"""Load profiles: when each request should be sent, fixed before the run starts.
+"""Load profiles (shapes): when each request should be sent, fixed before the run starts.
 
-A profile is a frozen, validated dataclass. ``schedule()`` returns a sorted numpy array of *intended* send
-offsets in seconds from the start of the run; the engine never adapts it to the server (open loop), so a slow
+A profile is a frozen, validated dataclass. ``iter_schedule()`` yields sorted numpy arrays of *intended* send
+offsets in seconds from the start of the run, chunk by chunk (a 50-million-request profile never sits in memory
+whole); ``schedule()`` is all of it in one array. The engine never adapts it to the server (open loop), so a slow
 server shows up as latency instead of as fewer requests.
 
-Every profile is a list of segments with a linearly changing rate. With ``arrival="uniform"`` request *k* is
-sent when the cumulative offered load Λ(t) reaches *k*; with ``arrival="poisson"`` the targets are the partial
-sums of unit exponentials (time rescaling of a non-homogeneous Poisson process), seeded for repeatability.
+**Shapes register themselves.** A subclass names its kind in the class statement and is then known to
+:func:`make_profile` and :func:`profile_from_dict` (no list to edit)::
+
+    @dataclass(frozen=True)
+    class Sawtooth(RateProfile, kind="sawtooth"):
+        low: float = 10.0
+        high: float = 50.0
+        period_s: float = 5.0
+        periods: int = 4
+
+        def segments(self):                      # (duration_s, rate at start, rate at end), linear in between
+            return [(self.period_s, self.low, self.high)] * self.periods
+
+    run_load(url, make_profile("sawtooth", high=80))
+
+A :class:`RateProfile` is a list of segments with a linearly changing rate. With ``arrival="uniform"`` request
+*k* is sent when the cumulative offered load Λ(t) reaches *k*; with ``arrival="poisson"`` the targets are the
+partial sums of unit exponentials (time rescaling of a non-homogeneous Poisson process), seeded for repeatability.
+A :class:`TraceProfile` replays recorded times (and, for LLM traces, each request's sizes).
+
+**A shape may end a run early.** ``stop_rule(step_summary)`` is asked after each of the shape's ``steps()``
+(its segments, when it defines a rule) with that step's ``rate``, ``p99_s``, ``error_rate``, ``ok`` and
+``errors``; a true value (or a reason string) stops the run. The runner never names a shape, the way locust's
+runner only calls a shape's ``tick()``. :class:`SweepProfile` is built that way.
 
 Example::
 
@@ -14,18 +36,18 @@ Example::
     p = load.ramp(start_rps=10, end_rps=300, duration_s=60)
     p.schedule()[:3]            # array([0.   , 0.0995..., 0.198...])
     p.describe()                # 'ramp 10 → 300 rps over 60 s (uniform arrivals)'
+    load.make_profile("step", rps=200, start_rps=50, duration_s=60)   # what the CLI and the widget build
 """
 
 from __future__ import annotations
 
-import csv
+import logging
 import math
-import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
+from .._validate import check_choice, check_int, check_num, fail, show
 from ..errors import SpecError
 
 if TYPE_CHECKING:
@@ -33,10 +55,20 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ARRIVALS",
+    "ConstantProfile",
     "LoadProfile",
+    "PiecewiseProfile",
+    "RampProfile",
+    "RateProfile",
+    "SpikeProfile",
+    "StepProfile",
     "SweepProfile",
+    "TraceProfile",
     "constant",
+    "make_profile",
+    "piecewise",
     "profile_from_dict",
+    "profile_kinds",
     "ramp",
     "spike",
     "step",
@@ -44,89 +76,34 @@ __all__ = [
     "trace",
 ]
 
+log = logging.getLogger(__name__)
+
 ARRIVALS = ("uniform", "poisson")
 MAX_RPS = 1_000_000.0
 MAX_DURATION_S = 7 * 24 * 3600.0
-# A schedule is held in memory as float64 offsets plus per-request result arrays (~60 bytes a request).
+# A run keeps per-request result arrays (~60 bytes a request) even though the schedule is produced lazily.
 MAX_REQUESTS = 50_000_000
+CHUNK = 65536
+# The vocabulary of the CLI (--rps, --start-rps, --duration-s) and the load widget: see make_profile.
+_RATE_WORDS = frozenset({"rps", "start_rps", "duration_s"})
+_REGISTRY: dict[str, type[LoadProfile]] = {}
 
 
-def _fail(field_name: str, msg: str) -> NoReturn:
-    raise SpecError(field_name, msg)
+def _fail(field_name: str, msg: str) -> Any:
+    fail(field_name, msg)
 
 
 def _num(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        _fail(name, f"must be a number (got {value!r})")
-    if not math.isfinite(value):
-        _fail(name, f"must be a finite number (got {value!r})")
-    if (value <= lo if lo_open else value < lo) or value > hi:
-        low = f"> {lo:g}" if lo_open else f">= {lo:g}"
-        _fail(name, f"must be {low} and <= {hi:g} (got {value!r})")
-    return float(value)
-
-
-def _seed(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        _fail("seed", f"must be a non-negative integer (got {value!r})")
-    return value
-
-
-def _arrival(value: Any) -> str:
-    if value not in ARRIVALS:
-        _fail("arrival", f"must be one of {', '.join(ARRIVALS)} (got {value!r})")
-    return str(value)
-
-
-def _check_size(segments: Sequence[tuple[float, float, float]]) -> None:
-    total = sum(d * (r0 + r1) / 2 for d, r0, r1 in segments)
-    if total > MAX_REQUESTS:
-        _fail("rps", f"times duration_s must schedule at most {MAX_REQUESTS:,} requests (got {total:,.0f})")
-
-
-def _schedule(segments: Sequence[tuple[float, float, float]], arrival: str, seed: int) -> np.ndarray:
-    """Invert the cumulative offered load Λ(t) of linear-rate segments at the arrival targets."""
-    import numpy as np
-
-    areas = np.array([d * (r0 + r1) / 2 for d, r0, r1 in segments], dtype=float)
-    total = float(areas.sum())
-    if arrival == "poisson":
-        rng = np.random.default_rng(seed)
-        n_guess = int(total + 6 * math.sqrt(total + 1) + 16)
-        x = np.cumsum(rng.exponential(1.0, size=n_guess))
-        while x[-1] < total:  # rare: draw more until the whole area is covered
-            x = np.concatenate([x, x[-1] + np.cumsum(rng.exponential(1.0, size=n_guess))])
-        x = x[x < total]
-    else:
-        # Tiny slack so that floating error in the area never drops the last whole request.
-        x = np.arange(math.floor(total + 1e-9), dtype=float)
-    out = np.empty_like(x)
-    start_t = 0.0
-    start_area = 0.0
-    bounds = np.cumsum(areas)
-    seg_of = np.searchsorted(bounds, x, side="right")
-    for s, (d, r0, r1) in enumerate(segments):
-        mask = seg_of == s
-        if mask.any():
-            u = x[mask] - start_area
-            a = (r1 - r0) / (2 * d)
-            # Stable root of a*t^2 + r0*t - u = 0 (valid for a == 0, r0 == 0, and falling ramps).
-            den = r0 + np.sqrt(np.maximum(r0 * r0 + 4 * a * u, 0.0))
-            # den is 0 only for u == 0 on a ramp from 0 rps: that arrival is at the segment start.
-            out[mask] = start_t + np.divide(2 * u, den, out=np.zeros_like(u), where=den > 0)
-        start_t += d
-        start_area += areas[s]
-    # Arrivals past the last segment (float slack) are clamped into it.
-    out[seg_of >= len(segments)] = start_t
-    return np.minimum(out, start_t)
+    return check_num(name, value, lo, hi, lo_open=lo_open)
 
 
 @dataclass(frozen=True)
 class LoadProfile:
-    """Base of every profile: a frozen description of when requests are sent.
+    """Base of every shape: a frozen description of when requests are sent.
 
-    Build profiles with :func:`constant`, :func:`step`, :func:`ramp`, :func:`spike`, :func:`sweep` or
-    :func:`trace`; subclasses provide ``_segments()``.
+    Build profiles with :func:`constant`, :func:`step`, :func:`ramp`, :func:`spike`, :func:`sweep`, :func:`trace`
+    or :func:`make_profile`. A new shape subclasses :class:`RateProfile` (rate segments) or this class (then it
+    provides ``iter_schedule``, ``duration_s``, ``expected_requests`` and ``rate_at``) and names its ``kind``.
 
     Example::
 
@@ -138,442 +115,265 @@ class LoadProfile:
     arrival: str = field(default="uniform", kw_only=True)
     seed: int = field(default=0, kw_only=True)
 
+    def __init_subclass__(cls, *, kind: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if kind is None:
+            return
+        if not isinstance(kind, str) or not kind.isidentifier():
+            raise SpecError("kind", f"must be a name such as 'sawtooth' (got {show(kind)})")
+        old = _REGISTRY.get(kind)
+        if old is not None and old.__qualname__ != cls.__qualname__:
+            log.warning(
+                "load profile kind %r now means %s (was %s)", kind, cls.__qualname__, old.__qualname__
+            )
+        cls.kind = kind
+        _REGISTRY[kind] = cls  # a notebook cell run twice redefines its shape: the last definition wins
+
     def __post_init__(self) -> None:
-        _arrival(self.arrival)
-        _seed(self.seed)
+        check_choice("arrival", self.arrival, ARRIVALS)
+        check_int("seed", self.seed, 0)
         self._validate()
-        _check_size(self._segments())
+        total = self.expected_requests()
+        if total > MAX_REQUESTS:
+            _fail(
+                "rps", f"times duration_s must schedule at most {MAX_REQUESTS:,} requests (got {total:,.0f})"
+            )
 
-    def _validate(self) -> None:  # pragma: no cover - overridden
-        pass
+    def _validate(self) -> None:
+        """Check the shape's own fields (raise with :mod:`mlops_lb._validate`); called on construction."""
 
-    def _segments(self) -> list[tuple[float, float, float]]:  # pragma: no cover - overridden
-        raise NotImplementedError
-
+    # ---------------------------------------------------------------- what a shape provides
     @property
     def duration_s(self) -> float:
         """Length of the schedule in seconds."""
-        return float(sum(d for d, _, _ in self._segments()))
+        raise NotImplementedError
 
-    def schedule(self) -> np.ndarray:
-        """Sorted numpy array of intended send offsets in seconds from the start of the run."""
-        return _schedule(self._segments(), self.arrival, self.seed)
+    def expected_requests(self) -> float:
+        """How many requests the schedule holds (expected value for Poisson arrivals)."""
+        raise NotImplementedError
+
+    def iter_schedule(self, chunk: int = CHUNK) -> Iterator[np.ndarray]:
+        """Sorted intended send offsets (seconds from the start), at most ``chunk`` at a time, produced lazily."""
+        raise NotImplementedError
 
     def rate_at(self, t: float) -> float:
         """The offered rate (requests per second) at offset ``t``."""
-        start = 0.0
-        for d, r0, r1 in self._segments():
-            if t < start + d:
-                return r0 + (r1 - r0) * (t - start) / d
-            start += d
-        return 0.0
+        raise NotImplementedError
 
-    def describe(self) -> str:  # pragma: no cover - overridden
+    def describe(self) -> str:
         """One line for humans."""
         return self.kind
 
+    # ---------------------------------------------------------------- the runner's seam
+    def steps(self) -> list[tuple[float, float]] | None:
+        """``[(duration_s, rate), …]``: the steps the runner summarises for :meth:`stop_rule`; None: no steps."""
+        return None
+
+    def stop_rule(self, step_summary: Mapping[str, Any]) -> bool | str:
+        """Asked after each step with its ``step``, ``rate``, ``p99_s``, ``error_rate``, ``ok``, ``errors``:
+        true (or a reason) ends the run. The default never stops."""
+        return False
+
+    def done_reason(self, steps: Sequence[Mapping[str, Any]]) -> str:
+        """The stop reason of a run that went to the end (``""``: nothing to say)."""
+        return ""
+
+    # ---------------------------------------------------------------- derived
+    def schedule(self) -> np.ndarray:
+        """Sorted numpy array of intended send offsets in seconds from the start of the run."""
+        import numpy as np
+
+        parts = list(self.iter_schedule())
+        return np.concatenate(parts) if parts else np.zeros(0)
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON-ready) with a ``kind`` key; :func:`profile_from_dict` inverts it."""
+        """Plain dict (JSON-ready) with a ``kind`` key; :meth:`from_dict` inverts it."""
         out: dict[str, Any] = {"kind": self.kind}
-        for name in self.__dataclass_fields__:
-            v = getattr(self, name)
-            out[name] = list(v) if isinstance(v, tuple) else v
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = list(v) if isinstance(v, tuple) else v
         return out
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LoadProfile:
+        """Rebuild a profile of any registered kind from :meth:`to_dict` output.
 
-def _arr(p: LoadProfile) -> str:
-    return f"{p.arrival} arrivals"
+        Example::
 
+            LoadProfile.from_dict(ramp(1, 10, 5).to_dict()) == ramp(1, 10, 5)     # True
+        """
+        data = dict(data)
+        shape = _shape(data.pop("kind", None))
+        names = {f.name for f in fields(shape)}
+        for key in data:
+            if key not in names:
+                from .._validate import unknown_field
 
-@dataclass(frozen=True)
-class ConstantProfile(LoadProfile):
-    """A fixed rate for a fixed time (see :func:`constant`)."""
+                unknown_field("", key, names)
+        return cast(Any, shape)(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})  # type: ignore[no-any-return]
 
-    kind: ClassVar[str] = "constant"
-    rps: float = 1.0
-    duration_s: float = 1.0  # type: ignore[assignment]
-
-    def _validate(self) -> None:
-        _num("rps", self.rps, 0, MAX_RPS, lo_open=True)
-        _num("duration_s", self.duration_s, 0, MAX_DURATION_S, lo_open=True)
-
-    def _segments(self) -> list[tuple[float, float, float]]:
-        return [(float(self.duration_s), float(self.rps), float(self.rps))]
-
-    def describe(self) -> str:
-        return f"constant {self.rps:g} rps for {self.duration_s:g} s ({_arr(self)})"
-
-
-@dataclass(frozen=True)
-class StepProfile(LoadProfile):
-    """Piecewise-constant rates, each held for ``step_s`` (see :func:`step`)."""
-
-    kind: ClassVar[str] = "step"
-    rates: tuple[float, ...] = (1.0,)
-    step_s: float = 1.0
-
-    def _validate(self) -> None:
-        if (
-            isinstance(self.rates, (str, bytes))
-            or not isinstance(self.rates, (tuple, list))
-            or not self.rates
-        ):
-            _fail("rates", f"must be a non-empty sequence of numbers (got {self.rates!r})")
-        if len(self.rates) > 10_000:
-            _fail("rates", f"must have at most 10000 steps (got {len(self.rates)})")
-        for i, r in enumerate(self.rates):
-            _num(f"rates[{i}]", r, 0, MAX_RPS)
-        if not any(r > 0 for r in self.rates):
-            _fail("rates", "must contain at least one rate > 0")
-        _num("step_s", self.step_s, 0, MAX_DURATION_S, lo_open=True)
-        if self.step_s * len(self.rates) > MAX_DURATION_S:
-            _fail("step_s", f"times len(rates) must be <= {MAX_DURATION_S:g} s")
-
-    def _segments(self) -> list[tuple[float, float, float]]:
-        return [(float(self.step_s), float(r), float(r)) for r in self.rates]
-
-    def describe(self) -> str:
-        rates = ", ".join(f"{r:g}" for r in self.rates[:6]) + (", …" if len(self.rates) > 6 else "")
-        return f"step [{rates}] rps, {self.step_s:g} s each ({_arr(self)})"
-
-
-@dataclass(frozen=True)
-class RampProfile(LoadProfile):
-    """A rate changing linearly from ``start_rps`` to ``end_rps`` (see :func:`ramp`)."""
-
-    kind: ClassVar[str] = "ramp"
-    start_rps: float = 0.0
-    end_rps: float = 1.0
-    duration_s: float = 1.0  # type: ignore[assignment]
-
-    def _validate(self) -> None:
-        _num("start_rps", self.start_rps, 0, MAX_RPS)
-        _num("end_rps", self.end_rps, 0, MAX_RPS)
-        if self.start_rps == 0 and self.end_rps == 0:
-            _fail("end_rps", "must be > 0 when start_rps is 0")
-        _num("duration_s", self.duration_s, 0, MAX_DURATION_S, lo_open=True)
-
-    def _segments(self) -> list[tuple[float, float, float]]:
-        return [(float(self.duration_s), float(self.start_rps), float(self.end_rps))]
-
-    def describe(self) -> str:
-        return f"ramp {self.start_rps:g} → {self.end_rps:g} rps over {self.duration_s:g} s ({_arr(self)})"
-
-
-@dataclass(frozen=True)
-class SpikeProfile(LoadProfile):
-    """``base_rps`` with one burst of ``spike_rps`` from ``spike_at_s`` for ``spike_s`` (see :func:`spike`)."""
-
-    kind: ClassVar[str] = "spike"
-    base_rps: float = 1.0
-    spike_rps: float = 2.0
-    duration_s: float = 3.0  # type: ignore[assignment]
-    spike_at_s: float = 1.0
-    spike_s: float = 1.0
-
-    def _validate(self) -> None:
-        _num("base_rps", self.base_rps, 0, MAX_RPS)
-        _num("spike_rps", self.spike_rps, 0, MAX_RPS, lo_open=True)
-        _num("duration_s", self.duration_s, 0, MAX_DURATION_S, lo_open=True)
-        _num("spike_at_s", self.spike_at_s, 0, self.duration_s)
-        _num("spike_s", self.spike_s, 0, self.duration_s - self.spike_at_s, lo_open=True)
-
-    def _segments(self) -> list[tuple[float, float, float]]:
-        b, s = float(self.base_rps), float(self.spike_rps)
-        segs = [
-            (float(self.spike_at_s), b, b),
-            (float(self.spike_s), s, s),
-            (float(self.duration_s - self.spike_at_s - self.spike_s), b, b),
-        ]
-        return [seg for seg in segs if seg[0] > 0]
-
-    def describe(self) -> str:
-        return (
-            f"spike {self.base_rps:g} rps with {self.spike_rps:g} rps at {self.spike_at_s:g}-"
-            f"{self.spike_at_s + self.spike_s:g} s of {self.duration_s:g} s ({_arr(self)})"
+    @classmethod
+    def from_rates(cls, *, rps: float, duration_s: float, start_rps: float = 0.0) -> LoadProfile:
+        """This shape in the CLI's and the widget's words: a headline rate ``rps`` (the constant rate, a ramp's or
+        a step's end, a spike's burst), a ``start_rps`` (where a ramp or steps start, a spike's base) and a
+        duration. Shapes that cannot be said that way raise."""
+        names = ", ".join(f.name for f in fields(cls) if f.name not in ("arrival", "seed"))
+        fail(
+            "profile",
+            f"{cls.kind!r} cannot be built from rps/start_rps/duration_s; give its fields ({names})",
         )
 
 
-@dataclass(frozen=True)
-class SweepProfile(LoadProfile):
-    """Rising steps until the p99 latency or the error rate breaks its bound (see :func:`sweep`)."""
-
-    kind: ClassVar[str] = "sweep"
-    start_rps: float = 1.0
-    step_rps: float = 1.0
-    step_s: float = 1.0
-    max_rps: float = 1.0
-    slo_p99_s: float = 0.5
-    max_error_rate: float = 0.01
-
-    def _validate(self) -> None:
-        _num("start_rps", self.start_rps, 0, MAX_RPS, lo_open=True)
-        _num("step_rps", self.step_rps, 0, MAX_RPS, lo_open=True)
-        _num("step_s", self.step_s, 0, 3600, lo_open=True)
-        _num("max_rps", self.max_rps, self.start_rps, MAX_RPS)
-        _num("slo_p99_s", self.slo_p99_s, 0, 3600, lo_open=True)
-        _num("max_error_rate", self.max_error_rate, 0, 1)
-        if len(self.rates) > 1000:
-            _fail("step_rps", f"gives {len(self.rates)} steps; at most 1000 allowed (raise step_rps)")
-        if self.step_s * len(self.rates) > MAX_DURATION_S:
-            _fail("step_s", f"times the number of steps must be <= {MAX_DURATION_S:g} s")
-
-    @property
-    def rates(self) -> list[float]:
-        """The rate of each step, from ``start_rps`` up to ``max_rps`` (inclusive)."""
-        n = math.floor((self.max_rps - self.start_rps) / self.step_rps + 1e-9) + 1
-        return [float(self.start_rps + i * self.step_rps) for i in range(min(n, 1001))]
-
-    def _segments(self) -> list[tuple[float, float, float]]:
-        return [(float(self.step_s), r, r) for r in self.rates]
-
-    def describe(self) -> str:
-        return (
-            f"sweep {self.start_rps:g} → {self.max_rps:g} rps in steps of {self.step_rps:g} every "
-            f"{self.step_s:g} s until p99 > {self.slo_p99_s:g} s or errors > {self.max_error_rate:.1%}"
-        )
+def _shape(kind: Any) -> type[LoadProfile]:
+    check_choice("kind", kind, sorted(_REGISTRY))
+    return _REGISTRY[kind]
 
 
-@dataclass(frozen=True)
-class TraceProfile(LoadProfile):
-    """Replay of recorded send times (see :func:`trace`)."""
-
-    kind: ClassVar[str] = "trace"
-    offsets: tuple[float, ...] = (0.0,)
-    source: str = ""
-
-    def _validate(self) -> None:
-        import numpy as np
-
-        if not self.offsets:
-            _fail("trace", "must contain at least one timestamp")
-        arr = np.asarray(self.offsets, dtype=float)
-        if not np.isfinite(arr).all():
-            _fail("trace", "timestamps must be finite numbers")
-        if arr.min() < 0 or arr.max() > MAX_DURATION_S:
-            _fail("trace", f"offsets must be between 0 and {MAX_DURATION_S:g} s")
-        if len(arr) > MAX_REQUESTS:
-            _fail("trace", f"must have at most {MAX_REQUESTS:,} timestamps (got {len(arr):,})")
-
-    def _segments(self) -> list[tuple[float, float, float]]:
-        # Only used for the size check and duration; the schedule is the trace itself.
-        d = max(self.offsets) if self.offsets else 0.0
-        return [(max(d, 1e-9), len(self.offsets) / max(d, 1e-9), len(self.offsets) / max(d, 1e-9))]
-
-    @property
-    def duration_s(self) -> float:
-        return float(max(self.offsets))
-
-    def schedule(self) -> np.ndarray:
-        import numpy as np
-
-        return np.sort(np.asarray(self.offsets, dtype=float))
-
-    def rate_at(self, t: float) -> float:
-        import numpy as np
-
-        arr = self.schedule()
-        return float(np.count_nonzero((arr >= t - 0.5) & (arr < t + 0.5)))
-
-    def describe(self) -> str:
-        src = f" from {self.source}" if self.source else ""
-        return f"trace of {len(self.offsets):,} requests over {self.duration_s:g} s{src}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "offsets": list(self.offsets), "source": self.source}
+def profile_kinds() -> tuple[str, ...]:
+    """The registered shape kinds, sorted (the built-in ones and any a user defined)."""
+    return tuple(sorted(_REGISTRY))
 
 
-# --------------------------------------------------------------------------- constructors (the public names)
-def constant(rps: float, duration_s: float, *, arrival: str = "uniform", seed: int = 0) -> LoadProfile:
-    """``rps`` requests per second for ``duration_s`` seconds.
-
-    Example::
-
-        constant(200, 60, arrival="poisson", seed=1)
-    """
-    return ConstantProfile(rps=rps, duration_s=duration_s, arrival=arrival, seed=seed)
-
-
-def step(rates: Sequence[float], step_s: float, *, arrival: str = "uniform", seed: int = 0) -> LoadProfile:
-    """Each rate in ``rates`` held for ``step_s`` seconds, in order.
-
-    Example::
-
-        step([50, 100, 200], step_s=20)
-    """
-    if isinstance(rates, (list, tuple)):
-        rates = tuple(rates)
-    return StepProfile(rates=rates, step_s=step_s, arrival=arrival, seed=seed)  # type: ignore[arg-type]
-
-
-def ramp(
-    start_rps: float, end_rps: float, duration_s: float, *, arrival: str = "uniform", seed: int = 0
-) -> LoadProfile:
-    """A rate rising (or falling) linearly from ``start_rps`` to ``end_rps`` over ``duration_s``.
-
-    Example::
-
-        ramp(start_rps=10, end_rps=300, duration_s=60)
-    """
-    return RampProfile(
-        start_rps=start_rps, end_rps=end_rps, duration_s=duration_s, arrival=arrival, seed=seed
-    )
-
-
-def spike(
-    base_rps: float,
-    spike_rps: float,
-    duration_s: float,
-    spike_at_s: float,
-    spike_s: float,
-    *,
-    arrival: str = "uniform",
-    seed: int = 0,
-) -> LoadProfile:
-    """``base_rps`` for ``duration_s`` with a burst of ``spike_rps`` in ``[spike_at_s, spike_at_s + spike_s)``.
-
-    Example::
-
-        spike(base_rps=50, spike_rps=500, duration_s=60, spike_at_s=20, spike_s=5)
-    """
-    return SpikeProfile(
-        base_rps=base_rps,
-        spike_rps=spike_rps,
-        duration_s=duration_s,
-        spike_at_s=spike_at_s,
-        spike_s=spike_s,
-        arrival=arrival,
-        seed=seed,
-    )
-
-
-def sweep(
-    start_rps: float,
-    step_rps: float,
-    step_s: float,
-    max_rps: float,
-    *,
-    slo_p99_s: float = 0.5,
-    max_error_rate: float = 0.01,
-    arrival: str = "uniform",
-    seed: int = 0,
-) -> SweepProfile:
-    """Rising steps ``start_rps, start_rps + step_rps, … <= max_rps``, ``step_s`` each, for capacity planning.
-
-    The engine stops after the first step whose p99 latency exceeds ``slo_p99_s`` or whose error rate exceeds
-    ``max_error_rate``; ``LoadResult.steps()`` lists each step and ``LoadResult.stop_reason`` says why it ended.
-
-    Example::
-
-        result = run_load(url, sweep(50, 50, step_s=10, max_rps=1000, slo_p99_s=0.2))
-        result.steps()          # rate, p99_s, error_rate, passed
-    """
-    return SweepProfile(
-        start_rps=start_rps,
-        step_rps=step_rps,
-        step_s=step_s,
-        max_rps=max_rps,
-        slo_p99_s=slo_p99_s,
-        max_error_rate=max_error_rate,
-        arrival=arrival,
-        seed=seed,
-    )
-
-
-_TRACE_COLUMNS = ("timestamp", "timestamp_s", "t", "time", "time_s", "send_at", "sent_at", "offset_s", "ts")
-
-
-def trace(
-    path_or_seconds: str | os.PathLike[str] | Sequence[float], *, column: str | None = None
-) -> LoadProfile:
-    """Replay send times: a CSV file (a column of timestamps in seconds) or a sequence of seconds.
-
-    Times are shifted so the first one is 0. The CSV column is ``column`` if given, else the first of
-    ``timestamp``, ``t``, ``time``, ``send_at``, ``offset_s`` … present, else the first column.
-
-    Example::
-
-        trace("recorded.csv")                # header 'timestamp', one send time per row
-        trace([0.0, 0.01, 0.5, 0.51])
-    """
-    source = ""
-    values: list[float]
-    if isinstance(path_or_seconds, (str, os.PathLike)):
-        path = Path(path_or_seconds)
-        source = str(path)
-        try:
-            with path.open(newline="") as fh:
-                rows = list(csv.reader(fh))
-        except OSError as exc:
-            raise SpecError("trace", f"cannot read {path}: {exc}") from exc
-        if not rows:
-            _fail("trace", f"{path} is empty")
-        header = [h.strip() for h in rows[0]]
-        has_header = any(_not_number(h) for h in header)
-        col = 0
-        if has_header:
-            if column is not None:
-                if column not in header:
-                    _fail("trace", f"column {column!r} not in {path} (columns: {header})")
-                col = header.index(column)
-            else:
-                col = next((header.index(c) for c in _TRACE_COLUMNS if c in header), 0)
-            rows = rows[1:]
-        values = []
-        for n, row in enumerate(rows, start=2 if has_header else 1):
-            if not row or not row[col].strip():
-                continue
-            try:
-                values.append(float(row[col]))
-            except ValueError:
-                _fail("trace", f"{path} line {n}: {row[col]!r} is not a number of seconds")
-    else:
-        if not isinstance(path_or_seconds, Sequence) and not hasattr(path_or_seconds, "__array__"):
-            _fail(
-                "trace", f"must be a CSV path or a sequence of seconds (got {type(path_or_seconds).__name__})"
-            )
-        values = []
-        for i, v in enumerate(path_or_seconds):  # type: ignore[union-attr]
-            if isinstance(v, bool) or (not isinstance(v, (int, float)) and not hasattr(v, "__float__")):
-                _fail(f"trace[{i}]", f"must be a number of seconds (got {v!r})")
-            values.append(float(v))
-    if not values:
-        _fail("trace", "must contain at least one timestamp")
-    if not all(math.isfinite(v) for v in values):
-        _fail("trace", "timestamps must be finite numbers")
-    first = min(values)
-    return TraceProfile(offsets=tuple(sorted(v - first for v in values)), source=source)
-
-
-def _not_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return True
-    return False
-
-
-_KINDS: dict[str, type[LoadProfile]] = {
-    c.kind: c for c in (ConstantProfile, StepProfile, RampProfile, SpikeProfile, SweepProfile, TraceProfile)
-}
-
-
-def profile_from_dict(data: dict[str, Any]) -> LoadProfile:
-    """Rebuild a profile from :meth:`LoadProfile.to_dict` output.
+def profile_from_dict(data: Mapping[str, Any]) -> LoadProfile:
+    """Rebuild a profile from :meth:`LoadProfile.to_dict` output (same as :meth:`LoadProfile.from_dict`).
 
     Example::
 
         profile_from_dict(ramp(1, 10, 5).to_dict()) == ramp(1, 10, 5)     # True
     """
-    data = dict(data)
-    kind = data.pop("kind", None)
-    if kind not in _KINDS:
-        _fail("kind", f"must be one of {', '.join(_KINDS)} (got {kind!r})")
-    cls = _KINDS[kind]
-    for key in ("rates", "offsets"):
-        if key in data and isinstance(data[key], list):
-            data[key] = tuple(data[key])
-    try:
-        return cls(**data)
-    except TypeError as exc:
-        raise SpecError("kind", f"{kind} profile got unexpected fields: {exc}") from exc
+    return LoadProfile.from_dict(data)
+
+
+def make_profile(kind: str, **params: Any) -> LoadProfile:
+    """Build a shape by name: the one function behind ``mlops-lb load --profile`` and the load widget.
+
+    With only ``rps``, ``start_rps`` and ``duration_s`` (the CLI's and the widget's inputs) it is the shape's
+    :meth:`~LoadProfile.from_rates`; ``step`` then climbs from ``start_rps`` to ``rps`` in 4 equal steps and
+    ``spike`` bursts to ``rps`` from a third of the run for a sixth of it. Otherwise ``params`` are the shape's
+    own fields.
+
+    Example::
+
+        make_profile("ramp", rps=100, start_rps=10, duration_s=30)    # ramp(10, 100, 30)
+        make_profile("spike", base_rps=5, spike_rps=50, duration_s=30, spike_at_s=10, spike_s=5)
+    """
+    shape = _shape(kind)
+    if params and set(params) <= _RATE_WORDS and "rps" in params and "duration_s" in params:
+        return shape.from_rates(**params)
+    for key in params:
+        names = {f.name for f in fields(shape)}
+        if key not in names:
+            from .._validate import unknown_field
+
+            unknown_field("", key, names)
+    return cast(Any, shape)(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- shapes made of rate segments
+def _invert(segments: Sequence[tuple[float, float, float]], x: np.ndarray) -> np.ndarray:
+    """The times at which the cumulative offered load Λ(t) of linear-rate ``segments`` reaches each target ``x``."""
+    import numpy as np
+
+    d = np.array([s[0] for s in segments], dtype=float)
+    r0 = np.array([s[1] for s in segments], dtype=float)
+    r1 = np.array([s[2] for s in segments], dtype=float)
+    areas = d * (r0 + r1) / 2
+    bounds = np.cumsum(areas)
+    start_area = bounds - areas
+    start_t = np.zeros(len(d))
+    acc = 0.0
+    for i, di in enumerate(d):  # summed as before, so schedules stay bit-identical
+        start_t[i] = acc
+        acc += float(di)
+    end_t = acc
+    seg = np.searchsorted(bounds, x, side="right")
+    inside = seg < len(segments)
+    s = np.minimum(seg, len(segments) - 1)
+    u = x - start_area[s]
+    a = (r1[s] - r0[s]) / (2 * d[s])
+    # Stable root of a*t^2 + r0*t - u = 0 (valid for a == 0, r0 == 0, and falling ramps).
+    den = r0[s] + np.sqrt(np.maximum(r0[s] * r0[s] + 4 * a * u, 0.0))
+    # den is 0 only for u == 0 on a ramp from 0 rps: that arrival is at the segment start.
+    out = start_t[s] + np.divide(2 * u, den, out=np.zeros_like(u), where=den > 0)
+    out[~inside] = end_t  # arrivals past the last segment (float slack) are clamped into it
+    return np.minimum(out, end_t)
+
+
+@dataclass(frozen=True)
+class RateProfile(LoadProfile):
+    """A shape made of segments with a linearly changing rate: subclasses provide :meth:`segments`.
+
+    Example::
+
+        @dataclass(frozen=True)
+        class Twice(RateProfile, kind="twice"):
+            rps: float = 10.0
+            def segments(self):
+                return [(5.0, self.rps, self.rps), (5.0, 0.0, 0.0), (5.0, self.rps, self.rps)]
+    """
+
+    def segments(self) -> list[tuple[float, float, float]]:
+        """``[(duration_s, rate at start, rate at end), …]``; the rate is linear inside a segment."""
+        raise NotImplementedError
+
+    @property
+    def duration_s(self) -> float:
+        return float(sum(d for d, _, _ in self.segments()))
+
+    def expected_requests(self) -> float:
+        return float(sum(d * (r0 + r1) / 2 for d, r0, r1 in self.segments()))
+
+    def iter_schedule(self, chunk: int = CHUNK) -> Iterator[np.ndarray]:
+        import numpy as np
+
+        check_int("chunk", chunk, 1)
+        segments = self.segments()
+        total = self.expected_requests()
+        if self.arrival == "poisson":
+            rng = np.random.default_rng(self.seed)
+            carry = 0.0
+            while carry < total:
+                # Summed from the carry in one pass: the same floats as one cumsum over all draws.
+                x = np.cumsum(np.concatenate(([carry], rng.exponential(1.0, size=chunk))))[1:]
+                carry = float(x[-1])
+                x = x[x < total]
+                if len(x):
+                    yield _invert(segments, x)
+        else:
+            # Tiny slack so that floating error in the area never drops the last whole request.
+            n = math.floor(total + 1e-9)
+            for start in range(0, n, chunk):
+                yield _invert(segments, np.arange(start, min(start + chunk, n), dtype=float))
+
+    def rate_at(self, t: float) -> float:
+        start = 0.0
+        for d, r0, r1 in self.segments():
+            if t < start + d:
+                return r0 + (r1 - r0) * (t - start) / d
+            start += d
+        return 0.0
+
+    def steps(self) -> list[tuple[float, float]] | None:
+        # A shape with a stop rule is judged segment by segment.
+        if type(self).stop_rule is LoadProfile.stop_rule:
+            return None
+        return [(d, r0) for d, r0, _ in self.segments()]
+
+
+# The built-in shapes live in their own modules and register on import; importing them here makes every kind known
+# as soon as anything imports this module, and keeps the names importable from here.
+from .shapes import (  # noqa: E402
+    ConstantProfile,
+    PiecewiseProfile,
+    RampProfile,
+    SpikeProfile,
+    StepProfile,
+    SweepProfile,
+    constant,
+    piecewise,
+    ramp,
+    spike,
+    step,
+    sweep,
+)
+from .trace import TraceProfile, trace  # noqa: E402

@@ -500,19 +500,11 @@ class LoadResult:
 
     # ---------------------------------------------------------------- display
     def __repr__(self) -> str:
-        s = self.summary()
+        from ..summary import summary_rows  # the rows every view shows (terminal, panel, report)
+
         head = "LoadResult" if self.valid else "LoadResult *** INVALID ***"
-        parts = [
-            f"{self.profile.describe()}",
-            f"{s['requests']:,} sent, {s['errors']:,} errors",
-            f"p99 {_fmt_s(s['p99_s'])} (uncorrected {_fmt_s(s['p99_uncorrected_s'])})",
-            f"achieved {s['achieved_rps']:.1f} rps",
-        ]
-        if self.stopped:
-            parts.append(f"stopped: {self.stop_reason}")
-        if not self.valid:
-            parts.append("INVALID: " + "; ".join(self.invalid_reasons))
-        return f"{head}({', '.join(parts)})"
+        rows = [f"{k} {v}" for k, v in summary_rows(self.summary()) if k != "verdict"]
+        return f"{head}({self.profile.describe()}: {'; '.join(rows)})"
 
     def _repr_html_(self) -> str:
         s = self.summary()

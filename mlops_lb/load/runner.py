@@ -35,9 +35,10 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from .._validate import check_int, check_num
 from ..errors import LoadTestError, SpecError, StorageError
 from ._engine import ERROR_KINDS, EngineConfig, run_engine, worker_main
-from .profiles import LoadProfile, SweepProfile
+from .profiles import LoadProfile
 from .result import (
     SLO_KEYS,
     LoadResult,
@@ -199,15 +200,11 @@ def _short_gil_switch() -> Iterator[None]:
 
 # --------------------------------------------------------------------------- validation
 def _check_int(name: str, v: Any, lo: int, hi: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise SpecError(name, f"must be an integer between {lo} and {hi} (got {v!r})")
-    return v
+    return check_int(name, v, lo, hi)
 
 
 def _check_num(name: str, v: Any, lo: float, hi: float) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
-        raise SpecError(name, f"must be a number between {lo:g} and {hi:g} (got {v!r})")
-    return float(v)
+    return check_num(name, v, lo, hi)
 
 
 def _check_slo(slo: Any) -> dict[str, float]:
@@ -309,6 +306,12 @@ class _Run:
         self._totals = empty_hists()
         self._steps: list[dict[str, Any]] = []
         self._step_acc: dict[int, list[Any]] = {}
+        # (start_s, end_s, rate) of each step the profile wants judged by its stop_rule; empty: none.
+        self._step_plan: list[tuple[float, float, float]] = []
+        t = 0.0
+        for d, r in profile.steps() or ():
+            self._step_plan.append((t, t + d, r))
+            t += d
         self._bar: Any = None
         self._internal_stop: Any = None
 
@@ -622,8 +625,8 @@ class _Run:
         row.update(stream_percentiles(shists))
         row["output_tokens"] = tokens
         row["output_tokens_per_s"] = tokens / length
-        if isinstance(self.profile, SweepProfile):
-            self._sweep_account(k, row, corr, ok, int(err[1:].sum()))
+        if self._step_plan:
+            self._step_account(k, row, corr, ok, int(err[1:].sum()))
         with self.rows_lock:
             self.rows.append(row)
         if self.bundle is not None and self.bundle_error is None:
@@ -639,37 +642,46 @@ class _Run:
             except Exception:
                 log.exception("on_interval callback failed (the run continues)")
 
-    def _sweep_account(self, k: int, row: dict[str, Any], corr: Any, ok: int, errors: int) -> None:
+    def _step_account(self, k: int, row: dict[str, Any], corr: Any, ok: int, errors: int) -> None:
+        """Fold interval ``k`` into its step; at a step's last interval, ask the profile's stop_rule."""
+        import bisect
+
         from ._engine import new_histogram
 
-        p = self.profile
-        assert isinstance(p, SweepProfile)
-        rates = p.rates
-        j = math.floor(k * self.interval_s / p.step_s + 1e-9)
-        if j >= len(rates):
+        starts = [s for s, _, _ in self._step_plan]
+        j = bisect.bisect_right(starts, k * self.interval_s + 1e-9) - 1
+        if not 0 <= j < len(self._step_plan):
             return
-        row["step_rps"] = rates[j]
+        _, end, rate = self._step_plan[j]
+        if k * self.interval_s >= end - 1e-9:
+            return  # past the last step
+        row["step_rps"] = rate
         acc = self._step_acc.setdefault(j, [new_histogram(), 0, 0])
         acc[0].add(corr)
         acc[1] += ok
         acc[2] += errors
-        last_k_of_step = math.ceil((j + 1) * p.step_s / self.interval_s - 1e-9) - 1
+        last_k_of_step = math.ceil(end / self.interval_s - 1e-9) - 1
         if k != last_k_of_step:
             return
         hist, n_ok, n_err = acc
         p99 = hist.get_value_at_percentile(99.0) / 1e6 if hist.get_total_count() else math.nan
-        rate = n_err / (n_ok + n_err) if n_ok + n_err else 0.0
-        passed = (p99 == p99 and p99 <= p.slo_p99_s) and rate <= p.max_error_rate
-        self._steps.append({"rate": rates[j], "p99_s": p99, "error_rate": rate, "passed": bool(passed)})
-        if not passed and not self._internal_stop.is_set():
-            why = f"p99 {p99:.3f} s > {p.slo_p99_s:g} s" if not (p99 <= p.slo_p99_s) else ""
-            if rate > p.max_error_rate:
-                why = (why + "; " if why else "") + f"error rate {rate:.2%} > {p.max_error_rate:.2%}"
-            self.stop_reason = f"sweep bound broken at {rates[j]:g} rps: {why}"
+        error_rate = n_err / (n_ok + n_err) if n_ok + n_err else 0.0
+        summary = {
+            "step": j,
+            "rate": rate,
+            "p99_s": p99,
+            "error_rate": error_rate,
+            "ok": n_ok,
+            "errors": n_err,
+        }
+        verdict = self.profile.stop_rule(summary)
+        self._steps.append({"rate": rate, "p99_s": p99, "error_rate": error_rate, "passed": not verdict})
+        if verdict and not self._internal_stop.is_set():
+            self.stop_reason = (
+                verdict if isinstance(verdict, str) else f"{self.profile.kind} stop rule met at {rate:g} rps"
+            )
             log.info("%s", self.stop_reason)
             self._internal_stop.set()
-        elif passed and j == len(rates) - 1:
-            self.stop_reason = f"sweep reached max_rps {p.max_rps:g} within bounds"
 
     # ---------------------------------------------------------------- result
     def _result(self) -> LoadResult:
@@ -682,8 +694,8 @@ class _Run:
         else:
             due = self.scheduled
             duration = self.profile.duration_s
-        if not stopped and isinstance(self.profile, SweepProfile) and not self.stop_reason:
-            self.stop_reason = "sweep finished"
+        if not stopped and not self.stop_reason:
+            self.stop_reason = self.profile.done_reason(self._steps)
         lost: dict[int, int] = {}
         for w in self._dead:
             share = len(self.schedule[w :: self.workers])

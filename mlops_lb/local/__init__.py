@@ -9,6 +9,7 @@ Example::
 
 from __future__ import annotations
 
+from ..errors import BalancerDown, PortInUse  # the errors this backend adds, also here for convenience
 from .fleet import LocalFleet
 
-__all__ = ["LocalFleet"]
+__all__ = ["BalancerDown", "LocalFleet", "PortInUse"]

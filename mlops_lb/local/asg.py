@@ -10,7 +10,7 @@ Rules it keeps (AWS's, on the local clock ``time_scale = period_s / 60``):
   deregistered and terminated, and a new instance is launched to keep ``desired``.
 * Scale-in: victims are unhealthy, then not-yet-in-service, then the newest instances; each is drained
   (``state drain``) until it has no session left or the deregistration delay passes, then ``maint``,
-  ``del server``, SIGTERM (SIGKILL after a timeout).
+  ``del server``, SIGTERM, and SIGKILL if the server has not exited after ``server.drain_timeout_s``.
 * ``min <= desired <= max`` always.
 
 Not thread-safe: the fleet's controller thread is its only caller (it also forks every worker, see ``_proc``).
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from ._proc import free_port
 from .haproxy import RuntimeApi, RuntimeApiError, StatRow, check_timing_ms
-from .workers import WorkerCommand, WorkerProcess, worker_argv
+from .workers import WorkerCommand, WorkerProcess, tail_lines, worker_argv, worker_env
 
 if TYPE_CHECKING:
     from ..spec import FleetSpec
@@ -50,7 +50,8 @@ MIN_GRACE_S = 8.0
 # takes 3 s on a quiet machine and over 10 s on a busy one (measured in the demo at load average 6). EC2 boots in
 # about a minute against a 300 s default grace; this keeps that proportion instead of replacing boots in a loop.
 BOOT_GRACE_S = 30.0
-STOP_TIMEOUT_S = 5.0
+STOP_TIMEOUT_S = 5.0  # close(): the fleet is going away, so a server gets at most this long to exit
+LOG_TAIL_LINES = 20
 
 Emit = Callable[[str, str, str], None]
 
@@ -119,11 +120,19 @@ class AsgEmulator:
         # Target-group slow start (0 = off), on the local clock; HAProxy ramps the weight from the first pass.
         self.slowstart_ms = round(spec.target_group.slow_start_s * scale * 1000)
         self.warmup_s = spec.scaling.warmup_s * scale
+        # Boot and drain are the server process's own real times, not periods: not scaled.
+        self.boot_grace_s = (
+            float(spec.server.startup_timeout_s)
+            if spec.server.startup_timeout_s is not None
+            else max(self.grace_s, BOOT_GRACE_S)
+        )
+        self.drain_timeout_s = float(spec.server.drain_timeout_s)
         self.min = spec.capacity.min
         self.max = spec.capacity.max
         self.desired = spec.capacity.desired
         self.instances: list[Instance] = []
         self.failed_starts = 0  # processes that exited before ever passing a check (a broken model/command)
+        self.start_failures: list[str] = []  # why each of them failed, with its exit code and last log lines
         self._seq = 0
 
     # ------------------------------------------------------------------ views
@@ -150,7 +159,13 @@ class AsgEmulator:
         iid = f"{self.id_prefix}-{self._seq:04d}"
         port = free_port()
         argv = worker_argv(self.spec, port=port, target_id=iid, command=self.worker_command)
-        worker = WorkerProcess.start(argv, port=port, target_id=iid, log_path=self.work_dir / f"{iid}.log")
+        worker = WorkerProcess.start(
+            argv,
+            port=port,
+            target_id=iid,
+            log_path=self.log_path(iid),
+            env=worker_env(self.spec, port=port, target_id=iid),
+        )
         inst = Instance(
             id=iid, server_id=self._seq, worker=worker, launched_at=utcnow(), launched_mono=time.monotonic()
         )
@@ -158,6 +173,17 @@ class AsgEmulator:
         self.emit("launch", iid, f"{reason}; pid {worker.pid} on {worker.address}")
         self.register(inst)
         return inst
+
+    def log_path(self, iid: str) -> Path:
+        """The file that holds target ``iid``'s stdout and stderr."""
+        return self.work_dir / f"{iid}.log"
+
+    def _start_failed(self, inst: Instance, why: str) -> None:
+        self.failed_starts += 1
+        tail = tail_lines(self.log_path(inst.id), LOG_TAIL_LINES)
+        argv = inst.worker.proc.args
+        cmd = " ".join(map(str, argv)) if isinstance(argv, (list, tuple)) else str(argv)
+        self.start_failures.append(f"{inst.id} ({cmd}) {why}; last log lines:\n{tail or '(no output)'}")
 
     def register(self, inst: Instance, *, weight: int = 0) -> None:
         """Add to the checked backend (weight 0 until the first passing check, DESIGN §5 pitfall 2)."""
@@ -262,7 +288,7 @@ class AsgEmulator:
         limit = (hc.unhealthy_threshold * self.inter_ms + self.timeout_ms) / 1000 + 1.0
         if inst.state == "pending" or inst.state == "draining":
             if inst.state == "pending":
-                self.failed_starts += 1
+                self._start_failed(inst, f"exited with code {code} before passing a health check")
         elif inst.health != "unhealthy" and now - inst.exited_seen < limit:
             return False
         self.terminate(inst, f"process exited with code {code}; replacing")
@@ -286,12 +312,13 @@ class AsgEmulator:
                     f"passed its first health check after {now - inst.launched_mono:.2f} s; "
                     "now receiving traffic",
                 )
-            elif status == "DOWN" and now - inst.launched_mono >= max(self.grace_s, BOOT_GRACE_S):
-                self.terminate(
-                    inst,
-                    f"never passed a health check ({row.check_status}) within the boot grace period "
-                    f"{max(self.grace_s, BOOT_GRACE_S):.1f} s; replacing",
+            elif status == "DOWN" and now - inst.launched_mono >= self.boot_grace_s:
+                why = (
+                    f"never passed a health check (last: {row.check_status or 'none'}) within the boot grace "
+                    f"period {self.boot_grace_s:.1f} s (server.startup_timeout_s)"
                 )
+                self._start_failed(inst, f"{why}; exit code: none, still running (stopped now)")
+                self.terminate(inst, f"{why}; replacing")
             return
         if inst.health == "healthy" and status == "DOWN":
             inst.health, inst.unhealthy_since = "unhealthy", now
@@ -325,7 +352,8 @@ class AsgEmulator:
             inst.worker.terminate()
 
     def _progress_stop(self, inst: Instance, now: float) -> None:
-        force = now - (inst.stopping_since or now) > STOP_TIMEOUT_S
+        # SIGTERM was sent at stopping_since: the server may finish in-flight requests for server.drain_timeout_s.
+        force = now - (inst.stopping_since or now) > self.drain_timeout_s
         if inst.worker.reap(force=force):
             inst.state, inst.health, inst.terminated_at = "terminated", "unused", utcnow()
             self.emit(
@@ -380,8 +408,11 @@ class AsgEmulator:
             n += 1
         return n
 
-    def stop_all(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        """SIGTERM every worker at once, then wait (SIGKILL stragglers)."""
+    def stop_all(self, timeout_s: float | None = None) -> None:
+        """SIGTERM every worker at once, then wait (SIGKILL stragglers after ``timeout_s``, default
+        ``min(STOP_TIMEOUT_S, server.drain_timeout_s)``)."""
+        if timeout_s is None:
+            timeout_s = min(STOP_TIMEOUT_S, self.drain_timeout_s)
         live = [i for i in self.instances if i.state != "terminated"]
         for inst in live:
             inst.worker.terminate()

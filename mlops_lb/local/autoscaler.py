@@ -5,8 +5,11 @@ metric is the *raw* request count of that local period over the ready targets, a
 ``target_rps_per_target x period_s`` requests per target per local period
 (``TargetTrackingPolicy.from_spec(spec.scaling, period_s=spec.local.period_s)``). So a worker serving
 ``target_rps_per_target`` requests per second sits exactly on target, just as on AWS, where the same rate gives
-``target_rps_per_target x 60`` per minute. Every decision (``none`` included) is recorded with the exact inputs
-passed to ``decide`` so the what-if replay reproduces it:
+``target_rps_per_target x 60`` per minute. With ``scaling.metric: concurrency_per_target`` the metric is the
+period's in-flight requests (HAProxy's per-server sessions averaged over the period, summed over targets) over the
+ready targets, against ``target_concurrency_per_target`` as it is (an average needs no period conversion). Every
+decision (``none`` included) is recorded with the exact inputs passed to ``decide`` so the what-if replay
+reproduces it (``value`` is ``request_count`` or ``concurrency``, as the policy's metric says):
 
     decide(policy, samples[: i + 1], CapacityState(desired=desired_before, ready=ready, min=min, max=max,
            warming=warming, periods_since_action=periods_since_action))
@@ -35,6 +38,7 @@ __all__ = ["DECISION_COLUMNS", "Autoscaler"]
 DECISION_COLUMNS = (
     "timestamp",
     "request_count",
+    "concurrency",
     "ready",
     "warming",
     "min",
@@ -77,14 +81,16 @@ class Autoscaler:
         timestamp: datetime,
         *,
         request_count: float,
+        concurrency: float = 0.0,
         ready: int,
         warming: int,
         desired: int,
         min: int,
         max: int,
     ) -> Decision:
-        """Append this period's datapoint and decide."""
-        self.history.append(PeriodSample(request_count=request_count, ready=ready))
+        """Append this period's datapoint (the request count or the concurrency, as the policy tracks) and decide."""
+        value = concurrency if self.policy.metric_name == "ConcurrencyPerTarget" else request_count
+        self.history.append(PeriodSample(request_count=value, ready=ready))
         if self.periods_since_action < 10**9:
             self.periods_since_action += 1
         state = CapacityState(
@@ -100,6 +106,7 @@ class Autoscaler:
             {
                 "timestamp": timestamp,
                 "request_count": float(request_count),
+                "concurrency": float(concurrency),
                 "ready": ready,
                 "warming": warming,
                 "min": min,

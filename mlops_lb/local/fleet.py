@@ -9,6 +9,12 @@ deregistration delay and instance warm-up. Request *rates* are not scaled: the t
 target per local period, just as AWS compares ``x 60`` per minute. MetricFrame timestamps are real wall-clock UTC
 times, one datapoint per local period; count metrics are per local period.
 
+**Targets.** Each runs what ``spec.server`` says: our model server (with emulated capacity), our LLM emulator, or
+the user's own ``server.command`` (real capacity: every target shares this machine's cores). Its output goes to
+``<work_dir>/<target>.log`` (``fleet.logs(target)``); HAProxy adds ``X-Target-Id``. What this backend cannot run
+(``server.image``, an ``s3://`` model, a program that is not there) is a SpecError from the constructor, before
+any process starts.
+
 **Threads.** One controller thread owns HAProxy, the workers and the emulators: it ticks every 100 ms (health,
 replacement, draining, balancer restarts) and once per period samples metrics and runs target tracking. It also
 forks every child, because Linux's parent-death signal follows the forking thread. Public methods are safe to
@@ -21,11 +27,13 @@ Example::
         fleet.launch(on_output=print)
         fleet.scale(desired=3)
         fleet.status(); fleet.events(); fleet.decisions(); fleet.metrics()
+        fleet.logs(fleet.status()["target"].iloc[0], tail=20)
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -34,28 +42,35 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ProvisionError, SpecError
-from ..spec import CapacitySpec, FleetSpec
-from ._proc import free_port, kill_group, register_pgid, unregister_pgid
+from ..errors import BalancerDown, ProvisionError, SpecError
+from ..fleet import Capacity, OnFleetEvent, OnOutput
+from ..spec import FleetSpec
+from ._proc import (
+    free_port,
+    kill_group,
+    process_start_time,
+    register_dir,
+    register_pgid,
+    unregister_dir,
+    unregister_pgid,
+)
 from .asg import AsgEmulator, Instance, utcnow
 from .autoscaler import Autoscaler
 from .haproxy import (
     FRONTEND,
     HaproxyProcess,
     RuntimeApi,
-    StatRow,
     check_timing_ms,
     find_haproxy,
     render_config,
 )
-from .metrics import HistogramDelta, PeriodRecord, parse_duration_histogram, to_metric_frame
-from .workers import WorkerCommand
+from .metrics import PeriodRecord, PeriodSampler, to_metric_frame
+from .workers import WorkerCommand, find_program, tail_lines
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,8 +80,9 @@ __all__ = ["LocalFleet"]
 log = logging.getLogger(__name__)
 
 TICK_S = 0.1
+# A balancer that cannot restart (its port taken, a broken binary) is retried with this backoff, not every tick.
+RESTART_BACKOFF_S = (0.2, 5.0)
 BACKEND = "tg"
-EventCallback = Callable[[dict[str, Any]], Any]
 
 
 @dataclass
@@ -94,6 +110,7 @@ class _Resources:
             unregister_pgid(hp.pid)
         if self.owned_dir is not None:
             shutil.rmtree(self.owned_dir, ignore_errors=True)
+            unregister_dir(self.owned_dir)
 
 
 class LocalFleet:
@@ -116,19 +133,20 @@ class LocalFleet:
         *,
         work_dir: str | Path | None = None,
         port: int = 0,
-        on_event: EventCallback | None = None,
+        on_event: OnFleetEvent | None = None,
         worker_command: WorkerCommand | None = None,
         launch_timeout_s: float = 120.0,
     ) -> None:
         if not isinstance(spec, FleetSpec):
             raise SpecError("spec", f"must be a FleetSpec (got {type(spec).__name__})")
+        check_runs_locally(spec)
         self._binary = find_haproxy()
         self.spec = spec
         self._port = port or free_port()
         # Unique per fleet: target ids are i-local-<fleet_id>-0001..., so two fleets' records never mix.
         self.fleet_id = secrets.token_hex(3)
         self._on_event = on_event
-        self._on_output: Callable[[str], Any] | None = None
+        self._on_output: OnOutput | None = None
         self._worker_command = worker_command
         self._launch_timeout_s = launch_timeout_s
         self._lock = threading.RLock()
@@ -143,8 +161,11 @@ class LocalFleet:
         self._start_error: BaseException | None = None
         self._res = _Resources()
         if work_dir is None:
-            self._work_dir = Path(tempfile.mkdtemp(prefix="mlops-lb-"))
+            _sweep_orphaned_work_dirs()
+            self._work_dir = Path(tempfile.mkdtemp(prefix=WORK_DIR_PREFIX))
             self._res.owned_dir = self._work_dir
+            (self._work_dir / OWNER_FILE).write_text(f"{os.getpid()} {process_start_time(os.getpid())}\n")
+            register_dir(self._work_dir)  # removed by the reaper if this process is killed
         else:
             self._work_dir = Path(work_dir)
             self._work_dir.mkdir(parents=True, exist_ok=True)
@@ -153,11 +174,13 @@ class LocalFleet:
         self._api: RuntimeApi | None = None
         self._asg: AsgEmulator | None = None
         self._haproxy: HaproxyProcess | None = None
-        self._counters: dict[tuple[str, str], tuple[int, ...]] = {}
-        self._acc = self._new_acc()
-        self._hist_last: dict[str, HistogramDelta] = {}
-        self._cpu_procs: dict[str, Any] = {}
+        self._sampler = PeriodSampler(frontend=FRONTEND, backends=(BACKEND, f"{BACKEND}_open"))
         self._period_start = utcnow()
+        self._balancer = "up"  # "up" or "down" (died and could not be restarted yet)
+        self._balancer_reason = ""
+        self._balancer_down_since = 0.0
+        self._restart_after = 0.0
+        self._restart_backoff_s = RESTART_BACKOFF_S[0]
 
     # ------------------------------------------------------------------ protocol
     @property
@@ -170,22 +193,41 @@ class LocalFleet:
         return self._work_dir
 
     @property
-    def capacity(self) -> tuple[int, int, int]:
-        """The group's current ``(min, desired, max)``, as the autoscaler and ``scale()`` left it."""
-        return self._capacity
+    def balancer(self) -> str:
+        """``"up"``, or ``"down"`` while HAProxy is dead and its restart keeps failing (``balancer_reason`` says why)."""
+        return self._balancer
 
-    def launch(self, *, on_output: Callable[[str], Any] | None = None) -> str:
+    @property
+    def balancer_reason(self) -> str:
+        """Why the balancer is down (empty while it is up)."""
+        return self._balancer_reason
+
+    def _check_balancer(self) -> None:
+        if self._balancer == "down":
+            raise BalancerDown(self._balancer_reason)
+
+    @property
+    def capacity(self) -> Capacity:
+        """The group's current ``Capacity(min, desired, max)``, as the autoscaler and ``scale()`` left it."""
+        return Capacity(*self._capacity)
+
+    def launch(self, *, on_output: OnOutput | None = None) -> str:
         """Start HAProxy and ``desired`` workers; block until that many targets are healthy. Returns the url.
 
         Any failure or Ctrl-C closes the fleet, leaving no process behind.
         """
         if self._state == "closed":
             raise ProvisionError("this LocalFleet is closed; open a new one")
+        self._check_balancer()
         if self._state == "running":
             return self.url
         self._on_output = on_output
         try:
             self._say(f"{self.clock_mapping()}")
+            if self.spec.server.install is not None:
+                self._say(
+                    "server.install is for AWS instances; locally the server runs from this environment"
+                )
             self._state = "launching"
             self._thread = threading.Thread(
                 target=self._run, name=f"mlops-lb-fleet-{self.spec.name}", daemon=True
@@ -203,6 +245,13 @@ class LocalFleet:
                     desired = self._capacity[1]
                 if healthy >= desired:
                     break
+                if failed and self.spec.server.kind != "model":
+                    # The user's own server failing to start is a bug in it or in the spec, not bad luck:
+                    # say so at once, with that target's exit code and output.
+                    with self._lock:
+                        why = self._asg.start_failures[0] if self._asg else ""
+                    raise ProvisionError("a target did not start:", stderr=why)
+                self._check_balancer()
                 if failed >= max(3, 2 * desired):
                     raise ProvisionError(
                         f"{failed} workers exited before passing a health check (the model or "
@@ -236,33 +285,34 @@ class LocalFleet:
         max: int | None = None,
         target_rps_per_target: float | None = None,
     ) -> None:
-        """Change capacity bounds, desired capacity or the tracking target (validated like the spec).
+        """Change capacity bounds, desired capacity or the tracking target, through ``FleetSpec.rescaled``
+        (validated and clamped like the spec); only what changed is applied.
 
-        Without ``desired``, the current desired capacity is clamped into the new bounds (as AWS does).
+        Raises ``ProvisionError`` after ``close()`` and ``BalancerDown`` at once while the balancer is down.
         """
+        if self._state == "closed":
+            raise ProvisionError("this LocalFleet is closed: scale() cannot change it; open a new one")
+        self._check_balancer()
         with self._lock:
             cur_min, cur_desired, cur_max = self._capacity
-            new_min = cur_min if min is None else min
-            new_max = cur_max if max is None else max
-            if desired is None:
-                new_desired = cur_desired
-                if isinstance(new_min, int) and isinstance(new_max, int) and new_min <= new_max:
-                    new_desired = _clamp(cur_desired, new_min, new_max)
-            else:
-                new_desired = desired
-            CapacitySpec(min=new_min, desired=new_desired, max=new_max)  # raises SpecError naming the field
-            if target_rps_per_target is not None:
-                scaling = self.spec.scaling.__class__(
-                    **{**self.spec.scaling.to_dict(), "target_rps_per_target": target_rps_per_target}
+            live = self.spec.replace(
+                capacity=dataclasses.replace(
+                    self.spec.capacity, min=cur_min, desired=cur_desired, max=cur_max
                 )
-                self.spec = self.spec.replace(scaling=scaling)
-                self._autoscaler.set_target(scaling)
+            )
+            new = live.rescaled(
+                min=min, desired=desired, max=max, target_rps_per_target=target_rps_per_target
+            )
+            new_min, new_desired, new_max = new.capacity.min, new.capacity.desired, new.capacity.max
+            if new.scaling != self.spec.scaling:
+                self._autoscaler.set_target(new.scaling)
                 self._event(
                     "decision",
                     "",
-                    f"manual: target set to {scaling.target_rps_per_target:g} rps per target "
+                    f"manual: target set to {new.scaling.target_rps_per_target:g} rps per target "
                     f"({self._autoscaler.policy.target_value:g} requests per target per local period)",
                 )
+            self.spec = new
             self._capacity = (new_min, new_desired, new_max)
             if new_desired != cur_desired:
                 self._autoscaler.note_manual_change()
@@ -309,6 +359,8 @@ class LocalFleet:
             ]
         df = pd.DataFrame(rows, columns=cols)
         df["launched_at"] = pd.to_datetime(df["launched_at"], utc=True)
+        df.attrs["balancer"] = self._balancer
+        df.attrs["balancer_reason"] = self._balancer_reason
         return df
 
     def metrics(
@@ -340,6 +392,25 @@ class LocalFleet:
                 and (end is None or e["timestamp"] < _utc(end))
             ]
         return events_frame(rows)
+
+    def logs(self, target: str, *, tail: int = 200) -> str:
+        """The last ``tail`` lines of what target ``target`` wrote to stdout and stderr (terminated ones too).
+
+        Example::
+
+            print(fleet.logs(fleet.status()["target"].iloc[0], tail=20))
+        """
+        if isinstance(tail, bool) or not isinstance(tail, int) or tail < 0:
+            raise SpecError("tail", f"must be an integer >= 0 (got {tail!r})")
+        with self._lock:
+            known = [i.id for i in self._asg.instances] if self._asg else []
+            path = self._asg.log_path(target) if self._asg and target in known else None
+        if path is None:
+            raise SpecError(
+                "target",
+                f"is not a target of this fleet (got {target!r}; known: {', '.join(known) or 'none'})",
+            )
+        return tail_lines(path, tail)
 
     def decisions(self) -> pd.DataFrame:
         """Every target-tracking decision (``none`` included) with the exact inputs given to ``decide``."""
@@ -380,8 +451,9 @@ class LocalFleet:
             insts = self._asg.live() if self._asg else []
             healthy = sum(1 for i in insts if i.health == "healthy")
             lo, want, hi = self._capacity
+        down = f" BALANCER DOWN ({self._balancer_reason})" if self._balancer == "down" else ""
         return (
-            f"<LocalFleet {self.spec.name!r} {self._state} url={self.url} targets: {healthy} healthy / "
+            f"<LocalFleet {self.spec.name!r} {self._state}{down} url={self.url} targets: {healthy} healthy / "
             f"{len(insts)} live, desired {want} in [{lo}, {hi}]; {self.clock_mapping()}>"
         )
 
@@ -479,7 +551,7 @@ class LocalFleet:
         self._haproxy.start()
         if self._haproxy.pid is not None:
             register_pgid(self._haproxy.pid)
-        self._counters.clear()  # the new process counts from zero
+        self._sampler.reset_counters()  # the new process counts from zero
         with self._lock:
             n = self._asg.reregister_all()
         self._event(
@@ -489,94 +561,69 @@ class LocalFleet:
             f"(pid {self._haproxy.pid}) and re-registered {n} target(s)",
         )
 
-    @staticmethod
-    def _new_acc() -> dict[str, Any]:
-        return {"req": 0, "fe5xx": 0, "2xx": 0, "4xx": 0, "5xx": 0, "per_target": {}}
-
-    def _accumulate(self, rows: list[StatRow]) -> None:
-        acc = self._acc
-        for r in rows:
-            key = (r.proxy, r.server)
-            if r.proxy == FRONTEND and r.server == "FRONTEND":
-                vals: tuple[int, ...] = (r.req_tot, r.hrsp_5xx)
-            elif r.proxy in (BACKEND, f"{BACKEND}_open") and r.is_server:
-                vals = (r.stot, r.hrsp_2xx, r.hrsp_4xx, r.hrsp_5xx)
+    def _try_restart_haproxy(self) -> bool:
+        """Restart a dead HAProxy; on failure the balancer is down: one event and one warning per change of state,
+        retries with exponential backoff. True once it is up again."""
+        now = time.monotonic()
+        if now < self._restart_after:
+            return False
+        try:
+            self._restart_haproxy()
+        except ProvisionError as exc:  # PortInUse, a config HAProxy refuses, a start that timed out
+            reason = str(exc).split("\n", 1)[0]
+            self._restart_after = now + self._restart_backoff_s
+            self._restart_backoff_s = min(2 * self._restart_backoff_s, RESTART_BACKOFF_S[1])
+            if self._balancer != "down" or reason != self._balancer_reason:
+                first = self._balancer != "down"
+                self._balancer, self._balancer_reason = "down", reason
+                if first:
+                    self._balancer_down_since = now
+                log.warning(
+                    "balancer down: %s; retrying with backoff up to %g s", reason, RESTART_BACKOFF_S[1]
+                )
+                self._event("balancer_down", "", f"haproxy could not be restarted: {reason}")
             else:
-                continue
-            old = self._counters.get(key)
-            d = tuple(
-                v - o if old is not None and v >= o else v for v, o in zip(vals, old or vals, strict=True)
-            )
-            self._counters[key] = vals
-            if len(d) == 2:
-                acc["req"] += d[0]
-                acc["fe5xx"] += d[1]
-            else:
-                acc["per_target"][r.server] = acc["per_target"].get(r.server, 0) + d[0]
-                acc["2xx"] += d[1]
-                acc["4xx"] += d[2]
-                acc["5xx"] += d[3]
+                log.debug("balancer still down: %s", reason)
+            return False
+        self._restart_backoff_s, self._restart_after = RESTART_BACKOFF_S[0], 0.0
+        if self._balancer == "down":
+            took = now - self._balancer_down_since
+            self._balancer, self._balancer_reason = "up", ""
+            log.warning("balancer up again after %.2f s", took)
+            self._event("balancer_up", "", f"haproxy listening on {self.url} again after {took:.2f} s down")
+        return True
 
     def _tick(self) -> None:
         assert self._haproxy is not None and self._asg is not None and self._api is not None
-        if not self._haproxy.alive():
-            self._restart_haproxy()
+        if not self._haproxy.alive() and not self._try_restart_haproxy():
+            return
         try:
             rows = self._api.show_stat()
         except OSError as exc:
             log.debug("show stat failed: %s", exc)
             return
         with self._lock:
-            self._accumulate(rows)
+            self._sampler.add_stats(rows)
             lo, want, hi = self._capacity
             self._asg.min, self._asg.desired, self._asg.max = lo, want, hi
             self._asg.tick(rows)
-
-    def _scrape(self, insts: list[Instance]) -> tuple[HistogramDelta, dict[str, float]]:
-        import psutil
-
-        total = HistogramDelta()
-        cpu: dict[str, float] = {}
-        for inst in insts:
-            text = inst.worker.scrape_metrics(timeout_s=0.3)
-            if text is not None:
-                try:
-                    h = parse_duration_histogram(text)
-                except ValueError:
-                    h = None
-                if h is not None:
-                    total.add(h.minus(self._hist_last.get(inst.id)))
-                    self._hist_last[inst.id] = h
-            try:
-                p = self._cpu_procs.get(inst.id)
-                if p is None:
-                    p = self._cpu_procs[inst.id] = psutil.Process(inst.worker.pid)
-                    p.cpu_percent(None)  # the first call only sets the baseline
-                else:
-                    cpu[inst.id] = float(p.cpu_percent(None))
-            except psutil.Error:
-                pass
-        return total, cpu
 
     def _end_period(self) -> None:
         assert self._asg is not None
         end = utcnow()
         with self._lock:
             live = [i for i in self._asg.live() if i.worker.exit_code() is None]
-        latency, cpu = self._scrape(live)  # outside the lock: a busy worker may take a moment to answer
+        # Outside the lock: a busy worker may take a moment to answer.
+        latency, cpu = self._sampler.scrape(
+            [(i.id, i.worker) for i in live], metrics_path=self.spec.server.default_metrics_path
+        )
         with self._lock:
-            acc, self._acc = self._acc, self._new_acc()
             asg = self._asg
             ready, warming = asg.ready_and_warming()
             lo, want, hi = self._capacity
-            rec = PeriodRecord(
+            rec: PeriodRecord = self._sampler.end_period(
                 start=self._period_start,
                 end=end,
-                request_count=acc["req"],
-                target_2xx=acc["2xx"],
-                target_4xx=acc["4xx"],
-                target_5xx=acc["5xx"],
-                elb_5xx=max(0, acc["fe5xx"] - acc["5xx"]),
                 healthy=len(asg.healthy()),
                 unhealthy=sum(
                     1 for i in asg.instances if i.state == "in_service" and i.health == "unhealthy"
@@ -586,13 +633,13 @@ class LocalFleet:
                 ready=ready,
                 latency=latency,
                 cpu=cpu,
-                per_target=dict(acc["per_target"]),
             )
             self._records.append(rec)
             self._period_start = end
             decision = self._autoscaler.tick(
                 rec.start,
                 request_count=rec.request_count,
+                concurrency=rec.concurrency,
                 ready=ready,
                 warming=warming,
                 desired=want,
@@ -609,8 +656,64 @@ class LocalFleet:
             )
 
 
-def _clamp(v: int, lo: int, hi: int) -> int:
-    return max(lo, min(hi, v))
+def check_runs_locally(spec: FleetSpec) -> None:
+    """SpecError for what the local backend cannot run, before any process starts.
+
+    Example::
+
+        check_runs_locally(FleetSpec.from_dict({"name": "x", "server": {"image": "vllm/vllm-openai:v0.6.3"}}))
+        # SpecError: server.image cannot run on the local backend: ...
+    """
+    server = spec.server
+    if server.image is not None:
+        raise SpecError(
+            "server.image",
+            f"cannot run on the local backend: it starts processes directly and has no container engine "
+            f"(got {server.image!r}); run the server with server.command instead (the command the image would "
+            f"run, e.g. ['python', '-m', 'vllm.entrypoints.openai.api_server', '--port', '{{port}}']), or use "
+            f"backend='aws'",
+        )
+    if spec.model.source.startswith("s3://"):
+        raise SpecError(
+            "model.source",
+            f"cannot be read by the local backend (got {spec.model.source!r}): only AWS instances download "
+            f"s3:// models (with their role); download it and give the local path",
+        )
+    if server.kind == "command" and find_program(spec) is None:
+        argv0 = (server.command or ("",))[0]
+        raise SpecError(
+            "server.command",
+            f"starts {argv0!r}, which is not an executable file or on PATH (the fleet's Python bin directory "
+            f"comes first); give its full path or install it",
+        )
+
+
+WORK_DIR_PREFIX = "mlops-lb-"
+OWNER_FILE = "owner"
+
+
+def _sweep_orphaned_work_dirs() -> None:
+    """Remove temp work dirs whose owner process is gone (its reaper was killed too, or a power cut).
+
+    Only dirs of this user that carry an ``owner`` file (``pid start-time``) naming a process that no longer
+    exists, or whose pid now belongs to a process started at another time.
+    """
+    root = Path(tempfile.gettempdir())
+    try:
+        candidates = list(root.glob(WORK_DIR_PREFIX + "*"))
+    except OSError:
+        return
+    for d in candidates:
+        try:
+            if d.is_symlink() or d.stat().st_uid != os.getuid():
+                continue
+            pid_text, _, started = (d / OWNER_FILE).read_text().strip().partition(" ")
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            continue
+        if process_start_time(pid) != started:
+            log.info("removing %s: its owner (pid %d) is gone", d, pid)
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _utc(t: datetime) -> datetime:

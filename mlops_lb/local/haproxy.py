@@ -89,6 +89,14 @@ def check_timing_ms(spec: FleetSpec) -> tuple[int, int]:
     return inter, timeout
 
 
+# Per-target attribution without the server's help: HAProxy names the server that answered. `srv_name` is the
+# sample fetch "returning a string containing the server's name when processing the response" (HAProxy 2.6
+# Configuration Manual, section 7.3.3, /usr/share/doc/haproxy/configuration.txt.gz or
+# https://docs.haproxy.org/2.6/configuration.html#7.3.3-srv_name); `set-header` replaces a header the server sent.
+# Server names are target ids, so our own server's header (the same id) is unchanged.
+TARGET_HEADER = "    http-response set-header X-Target-Id %[srv_name]"
+
+
 def _status_regex(codes: Sequence[int]) -> str:
     return "^(" + "|".join(str(c) for c in codes) + ")$"
 
@@ -142,6 +150,7 @@ frontend {FRONTEND}
 
 backend {backend}
     balance {balance}
+{TARGET_HEADER}
     option httpchk GET {hc.path}
     http-check expect rstatus {_status_regex(hc.matcher_codes())}
     # inter {inter} ms, rise {hc.healthy_threshold}, fall {hc.unhealthy_threshold} are set on each dynamic server
@@ -149,6 +158,7 @@ backend {backend}
 
 backend {backend}_open
     balance {balance}
+{TARGET_HEADER}
 """
 
 

@@ -1,14 +1,19 @@
-"""Per-period metric records of the local fleet and their conversion to a CloudWatch-shaped MetricFrame.
+"""The local fleet's period sampler, its per-period records, and their conversion to a CloudWatch-shaped MetricFrame.
 
-Counters come from HAProxy (``show stat`` deltas, accumulated every controller tick so a deleted server loses at
-most one tick), response times from the workers' Prometheus histograms (bucket deltas merged across workers, so
-percentiles over longer periods are computed from merged buckets, not averaged). As on CloudWatch, a count metric
-is *missing* (not 0) in a period where nothing was counted.
+:class:`PeriodSampler` turns what the controller sees into one :class:`PeriodRecord` per local period: counters
+from HAProxy (``show stat`` deltas, accumulated every controller tick so a deleted server loses at most one tick),
+in-flight requests per target (HAProxy's ``scur`` + ``qcur`` sampled every tick, averaged over the period), response
+times from the workers' Prometheus histograms (bucket deltas merged across workers, so percentiles over longer
+periods come from merged buckets, not averages) and CPU per target (psutil). Which metrics a record becomes, with
+which statistics and units, is the catalogue's business (:data:`mlops_lb.frames.CATALOGUE`, each entry's
+``local``); as on CloudWatch, a count metric is *missing* (not 0) in a period where nothing was counted.
 
 Example::
 
-    h = parse_duration_histogram(prometheus_text)      # HistogramDelta of the non-health paths
-    rec = PeriodRecord(start=t0, end=t1, ...)
+    sampler = PeriodSampler(frontend="alb", backends=("tg", "tg_open"))
+    sampler.add_stats(api.show_stat())                 # every tick
+    rec = sampler.end_period(start=t0, end=t1, healthy=2, unhealthy=0, desired=2, in_service=2, ready=2,
+                             latency=HistogramDelta(), cpu={})
     to_metric_frame([rec], group=1)
 """
 
@@ -18,7 +23,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "HistogramDelta",
     "PeriodRecord",
+    "PeriodSampler",
     "histogram_quantile",
     "parse_duration_histogram",
     "to_metric_frame",
@@ -118,59 +124,167 @@ class PeriodRecord:
     latency: HistogramDelta = field(default_factory=HistogramDelta)
     cpu: dict[str, float] = field(default_factory=dict)
     per_target: dict[str, int] = field(default_factory=dict)
+    in_flight: dict[str, float] = field(default_factory=dict)  # average in-flight requests per target
+
+    @property
+    def concurrency(self) -> float:
+        """In-flight requests of the period summed over targets: the group total that concurrency tracking uses."""
+        return float(sum(self.in_flight.values()))
+
+
+@dataclass
+class _Counts:
+    request_count: int = 0
+    frontend_5xx: int = 0
+    target_2xx: int = 0
+    target_4xx: int = 0
+    target_5xx: int = 0
+    per_target: dict[str, int] = field(default_factory=dict)
+    in_flight_sum: dict[str, float] = field(default_factory=dict)
+    ticks: int = 0
+
+
+class PeriodSampler:
+    """Accumulates HAProxy's ``show stat`` rows tick by tick and closes one :class:`PeriodRecord` per period.
+
+    ``frontend`` is the ALB's frontend; ``backends`` the target group's backends (checked and fail-open), whose
+    server rows are the targets. Not thread-safe: the fleet's controller calls it under its lock.
+
+    Example::
+
+        s = PeriodSampler(frontend="alb", backends=("tg", "tg_open"))
+        s.add_stats(rows); s.reset_counters()   # after a balancer restart: its counters start from zero
+    """
+
+    def __init__(self, *, frontend: str, backends: Sequence[str]) -> None:
+        self.frontend = frontend
+        self.backends = tuple(backends)
+        self._last: dict[tuple[str, str], tuple[int, ...]] = {}
+        self._counts = _Counts()
+        self._hist_last: dict[str, HistogramDelta] = {}
+        self._cpu_procs: dict[str, Any] = {}
+
+    def scrape(
+        self, targets: Sequence[tuple[str, Any]], *, metrics_path: str | None
+    ) -> tuple[HistogramDelta, dict[str, float]]:
+        """Latency histogram delta merged over ``targets`` ((id, WorkerProcess) pairs) and CPU percent per target.
+
+        ``metrics_path`` None skips the histogram (a user's server that does not serve ours); CPU works for any
+        process. A target's first CPU reading only sets psutil's baseline.
+        """
+        import psutil
+
+        total = HistogramDelta()
+        cpu: dict[str, float] = {}
+        for tid, worker in targets:
+            text = None if metrics_path is None else worker.scrape_metrics(0.3, metrics_path)
+            if text is not None:
+                try:
+                    h = parse_duration_histogram(text)
+                except ValueError:
+                    h = None
+                if h is not None:
+                    total.add(h.minus(self._hist_last.get(tid)))
+                    self._hist_last[tid] = h
+            try:
+                p = self._cpu_procs.get(tid)
+                if p is None:
+                    p = self._cpu_procs[tid] = psutil.Process(worker.pid)
+                    p.cpu_percent(None)
+                else:
+                    cpu[tid] = float(p.cpu_percent(None))
+            except psutil.Error:
+                pass
+        return total, cpu
+
+    def reset_counters(self) -> None:
+        """Forget the last cumulative counters (a new HAProxy process counts from zero)."""
+        self._last.clear()
+
+    def _delta(self, key: tuple[str, str], vals: tuple[int, ...]) -> tuple[int, ...]:
+        old = self._last.get(key)
+        self._last[key] = vals
+        # A counter that went down belongs to a new process or server: count it from zero.
+        return tuple(
+            v - o if old is not None and v >= o else v for v, o in zip(vals, old or vals, strict=True)
+        )
+
+    def add_stats(self, rows: Sequence[Any]) -> None:
+        """Add one tick's ``show stat`` rows (StatRow): request and status counts, and an in-flight sample."""
+        c = self._counts
+        in_flight: dict[str, float] = {}
+        for r in rows:
+            if r.proxy == self.frontend and r.server == "FRONTEND":
+                req, fe5xx = self._delta((r.proxy, r.server), (r.req_tot, r.hrsp_5xx))
+                c.request_count += req
+                c.frontend_5xx += fe5xx
+            elif r.proxy in self.backends and r.is_server:
+                stot, r2, r4, r5 = self._delta(
+                    (r.proxy, r.server), (r.stot, r.hrsp_2xx, r.hrsp_4xx, r.hrsp_5xx)
+                )
+                c.per_target[r.server] = c.per_target.get(r.server, 0) + stot
+                c.target_2xx += r2
+                c.target_4xx += r4
+                c.target_5xx += r5
+                # scur: requests being served; qcur: waiting in HAProxy for this server. Both are in flight.
+                in_flight[r.server] = in_flight.get(r.server, 0.0) + r.scur + r.int("qcur")
+        c.ticks += 1
+        for t, n in in_flight.items():
+            c.in_flight_sum[t] = c.in_flight_sum.get(t, 0.0) + n
+
+    def end_period(
+        self,
+        *,
+        start: datetime,
+        end: datetime,
+        healthy: int,
+        unhealthy: int,
+        desired: int,
+        in_service: int,
+        ready: int,
+        latency: HistogramDelta,
+        cpu: dict[str, float],
+    ) -> PeriodRecord:
+        """Close the period: a record of everything accumulated since the last call, then start afresh."""
+        c, self._counts = self._counts, _Counts()
+        ticks = max(c.ticks, 1)
+        return PeriodRecord(
+            start=start,
+            end=end,
+            request_count=c.request_count,
+            target_2xx=c.target_2xx,
+            target_4xx=c.target_4xx,
+            target_5xx=c.target_5xx,
+            elb_5xx=max(0, c.frontend_5xx - c.target_5xx),
+            healthy=healthy,
+            unhealthy=unhealthy,
+            desired=desired,
+            in_service=in_service,
+            ready=ready,
+            latency=latency,
+            cpu=cpu,
+            per_target=c.per_target,
+            in_flight={t: v / ticks for t, v in c.in_flight_sum.items()},
+        )
 
 
 def _rows_for(group: Sequence[PeriodRecord]) -> list[dict[str, object]]:
+    from ..frames import CATALOGUE
+
     ts = group[0].start
-    n = len(group)
-    rows: list[dict[str, object]] = []
-
-    def add(metric: str, stat: str, value: float, unit: str, target: str = "") -> None:
-        rows.append(
-            {
-                "timestamp": ts,
-                "metric": metric,
-                "stat": stat,
-                "value": float(value),
-                "unit": unit,
-                "target": target,
-            }
-        )
-
-    rc = sum(r.request_count for r in group)
-    counts = {
-        "RequestCount": rc,
-        "HTTPCode_Target_2XX_Count": sum(r.target_2xx for r in group),
-        "HTTPCode_Target_4XX_Count": sum(r.target_4xx for r in group),
-        "HTTPCode_Target_5XX_Count": sum(r.target_5xx for r in group),
-        "HTTPCode_ELB_5XX_Count": sum(r.elb_5xx for r in group),
-    }
-    for metric, count in counts.items():
-        if count:  # CloudWatch leaves count metrics out when nothing was counted
-            add(metric, "Sum", count, "Count")
-    if rc:
-        # RequestCountPerTarget: requests over the ready targets of each period, summed (what scaling tracks).
-        add("RequestCountPerTarget", "Sum", sum(r.request_count / max(r.ready, 1) for r in group), "Count")
-    lat = HistogramDelta()
-    for r in group:
-        lat.add(r.latency)
-    if lat.count > 0:
-        add("TargetResponseTime", "Average", lat.sum / lat.count, "Seconds")
-        for q, name in ((0.5, "p50"), (0.9, "p90"), (0.99, "p99")):
-            quantile = histogram_quantile(q, lat)
-            if quantile is not None:
-                add("TargetResponseTime", name, quantile, "Seconds")
-    add("HealthyHostCount", "Average", sum(r.healthy for r in group) / n, "Count")
-    add("UnHealthyHostCount", "Average", sum(r.unhealthy for r in group) / n, "Count")
-    add("GroupDesiredCapacity", "Average", sum(r.desired for r in group) / n, "None")
-    add("GroupInServiceInstances", "Average", sum(r.in_service for r in group) / n, "None")
-    cpu: dict[str, list[float]] = {}
-    for r in group:
-        for t, pct in r.cpu.items():
-            cpu.setdefault(t, []).append(pct)
-    for t, vs in cpu.items():
-        add("CPUUtilization", "Average", sum(vs) / len(vs), "Percent", t)
-    return rows
+    return [
+        {
+            "timestamp": ts,
+            "metric": m.name,
+            "stat": stat,
+            "value": float(value),
+            "unit": m.unit,
+            "target": target,
+        }
+        for m in CATALOGUE
+        if m.local is not None
+        for stat, value, target in m.local(group)
+    ]
 
 
 def to_metric_frame(records: Iterable[PeriodRecord], *, group: int = 1, **attrs: object) -> pd.DataFrame:

@@ -1,12 +1,16 @@
-"""Model-server worker processes: the local fleet's "EC2 instances".
+"""Target processes: the local fleet's "EC2 instances".
 
-Each worker is ``python -m mlops_lb serve ...`` (what an instance runs from its user data) in its own process
-group on a free 127.0.0.1 port. ``worker_argv`` builds the command; tests may pass another builder with the same
-signature to ``LocalFleet(worker_command=...)``.
+Each target runs what ``spec.server`` says (``kind: model``: ``python -m mlops_lb serve ...``, what an instance
+runs from its user data; ``llm-emulator``: our LLM emulator; ``command``: the user's own server with its
+placeholders filled) in its own process group on a free 127.0.0.1 port, stdout and stderr in a per-target log file.
+``worker_argv`` builds the command and ``worker_env`` its environment (PORT, HOST, TARGET_ID, MODEL_PATH and
+``server.env``); tests may pass another model-server builder to ``LocalFleet(worker_command=...)``.
 
 Example::
 
-    w = WorkerProcess.start(worker_argv(spec, port=9001, target_id="i-local0001"), port=9001, target_id="i-local0001")
+    argv = worker_argv(spec, port=9001, target_id="i-local0001")
+    w = WorkerProcess.start(argv, port=9001, target_id="i-local0001", env=worker_env(spec, port=9001,
+                            target_id="i-local0001"))
     w.scrape_metrics()          # Prometheus text of the worker, or None
     w.stop()
 """
@@ -16,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import http.client
 import logging
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,9 +35,19 @@ from ._proc import child_preexec, kill_group, register_pgid, unregister_pgid
 if TYPE_CHECKING:
     from ..spec import FleetSpec
 
-__all__ = ["WorkerCommand", "WorkerProcess", "worker_argv"]
+__all__ = [
+    "HOST",
+    "WorkerCommand",
+    "WorkerProcess",
+    "find_program",
+    "tail_lines",
+    "worker_argv",
+    "worker_env",
+]
 
 log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
 
 WorkerCommand = Callable[..., list[str]]
 """``(*, port, target_id, model, slots, min_service_ms) -> argv``, like ``mlops_lb.serving.worker_command``."""
@@ -40,7 +56,28 @@ WorkerCommand = Callable[..., list[str]]
 def worker_argv(
     spec: FleetSpec, *, port: int, target_id: str, command: WorkerCommand | None = None
 ) -> list[str]:
-    """The argv that starts one worker for ``spec`` (``mlops_lb.serving.worker_command`` when it exists)."""
+    """The argv that starts one target for ``spec`` on ``port`` (see the module docstring for each kind).
+
+    For ``kind: model`` it is ``mlops_lb.serving.worker_command`` (or ``command``, a test's replacement).
+    """
+    server = spec.server
+    if server.kind == "command":
+        return server.render_command(port=port, host=HOST, target_id=target_id, model=spec.model.source)
+    if server.kind == "llm-emulator":
+        return [
+            sys.executable,
+            "-m",
+            "mlops_lb",
+            "serve",
+            "--llm",
+            "--port",
+            str(port),
+            "--host",
+            HOST,
+            "--target-id",
+            target_id,
+            *server.llm.flags(),
+        ]
     if command is None:
         try:
             from ..serving import worker_command as serving_command
@@ -56,6 +93,47 @@ def worker_argv(
         min_service_ms=spec.local.min_service_ms,
     )
     return [str(a) for a in argv]
+
+
+def worker_env(spec: FleetSpec, *, port: int, target_id: str) -> dict[str, str]:
+    """This process's environment plus ``server.env`` and PORT, HOST, TARGET_ID, MODEL_PATH for one target.
+
+    The interpreter's own ``bin`` directory goes first on PATH, as an activated virtualenv would have it: locally
+    the user's server is "already installed" in the environment the fleet runs in, so ``python`` and console
+    scripts in ``server.command`` resolve there even when the venv was not activated.
+    """
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join(p for p in (os.path.dirname(sys.executable), env.get("PATH", "")) if p)
+    env.update(spec.server.environment(port=port, host=HOST, target_id=target_id, model=spec.model.source))
+    return env
+
+
+def find_program(spec: FleetSpec) -> str | None:
+    """Where the first word of a ``kind: command`` server resolves (with :func:`worker_env`'s PATH), or None."""
+    argv0 = (spec.server.command or ("",))[0]
+    if os.sep in argv0:
+        return argv0 if os.path.isfile(argv0) and os.access(argv0, os.X_OK) else None
+    path = worker_env(spec, port=0, target_id="")["PATH"]
+    return shutil.which(argv0, path=path)
+
+
+def tail_lines(path: Path, n: int) -> str:
+    """The last ``n`` lines of a text file ("" when it does not exist), reading only the end of a large file."""
+    if n <= 0:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            block, data = 65536, b""
+            while size > 0 and data.count(b"\n") <= n:
+                step = min(block, size)
+                size -= step
+                f.seek(size)
+                data = f.read(step) + data
+    except OSError:
+        return ""
+    return "\n".join(data.decode(errors="replace").splitlines()[-n:])
 
 
 def _default_command(
@@ -93,13 +171,20 @@ class WorkerProcess:
 
     @classmethod
     def start(
-        cls, argv: list[str], *, port: int, target_id: str, log_path: Path | None = None
+        cls,
+        argv: list[str],
+        *,
+        port: int,
+        target_id: str,
+        log_path: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> WorkerProcess:
         """Spawn ``argv`` in a new session, with the parent-death signal set (call from a long-lived thread)."""
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
         try:
             proc = subprocess.Popen(
                 argv,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -152,11 +237,11 @@ class WorkerProcess:
                 self.proc.wait(5.0)
         self.reap()
 
-    def scrape_metrics(self, timeout_s: float = 0.5) -> str | None:
-        """GET /metrics; None when the worker does not answer (dead, starting, overloaded)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
+    def scrape_metrics(self, timeout_s: float = 0.5, path: str = "/metrics") -> str | None:
+        """GET ``path`` (Prometheus text); None when the worker does not answer (dead, starting, overloaded)."""
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=timeout_s)
         try:
-            conn.request("GET", "/metrics")
+            conn.request("GET", path)
             resp = conn.getresponse()
             body = resp.read()
             return body.decode(errors="replace") if resp.status == 200 else None

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .llm_engine import EngineParams
-from .model import ModelHandle, demo_payloads, load_model
+from .model import ModelHandle, check_model, demo_payloads, load_model
 from .server import llm_command, serve, serve_llm, worker_command
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EngineParams",
     "ModelHandle",
+    "check_model",
     "create_app",
     "demo_payloads",
     "llm_command",

@@ -7,7 +7,9 @@ The same app runs as a local worker and on an EC2 instance behind an ALB. What i
 * ``POST /predict`` takes ``{"rows": [[number, ...], ...]}`` (1 to 1000 rows of exactly ``n_features`` finite
   numbers) and returns ``{"predictions": [...], "model": name, "target": target_id}``. A wrong shape or type is a
   422 whose ``detail`` says what was expected; a body over ``max_body_bytes`` is a 413 (checked on Content-Length
-  and again while streaming, so no body is read unbounded); while the model loads it is a 503.
+  and again while streaming, so no body is kept; the refused body is read and dropped up to 64 MiB so that a
+  client that sends it all before reading, like urllib, gets the 413 rather than a reset); while the model loads
+  it is a 503.
 * ``GET /health`` is readiness: 503 until the model is loaded (in a background thread, so the server answers at
   once) and one self-test prediction succeeded, then 200. ``toggle_health_failing`` (SIGUSR1 under ``serve``)
   flips a switch that makes /health answer 503 while /predict keeps working: how the reliability tests emulate a
@@ -554,6 +556,12 @@ async def _predict(state: ServerState, scope: Scope, receive: Receive, send: Sen
     await _send(send, 200, text.encode())
 
 
+# A refused body is still read (and dropped) up to this size before the 413 goes out: a client such as urllib sends
+# the whole body before it reads, and a socket closed with unread data sends a reset (RFC 1122 4.2.2.13) that
+# replaces the answer with ConnectionResetError. Past this, the 413 goes out at once and the connection closes.
+DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
+
+
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
     """The request body, refused with 413 past ``limit`` bytes; None if the client disconnected."""
     too_big = _Invalid(413, f"body must be at most {limit} bytes")
@@ -562,7 +570,10 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None
             if not value.isdigit():
                 raise _Invalid(422, f"Content-Length must be a number (got {value.decode('latin-1')!r})")
             if int(value) > limit:
-                raise too_big  # refused before reading a byte
+                # Refused without keeping a byte; read to the end only if that is affordable.
+                if int(value) <= DRAIN_LIMIT_BYTES:
+                    await _drain(receive, DRAIN_LIMIT_BYTES)
+                raise too_big
             break
     chunks: list[bytes] = []
     size = 0
@@ -573,10 +584,23 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
+            if message.get("more_body", False):
+                await _drain(receive, DRAIN_LIMIT_BYTES - size)
             raise too_big
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+async def _drain(receive: Receive, budget: int) -> None:
+    """Read and drop the rest of the body, at most ``budget`` bytes (a client that went away ends it too)."""
+    while budget > 0:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        budget -= len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 async def _predict_for_at_least(handle: ModelHandle, x: np.ndarray, min_service_s: float) -> list[Any]:

@@ -1,4 +1,4 @@
-"""Models the server can load: the bundled demo model, or a user's own joblib/pickle/skops file.
+"""Models the server can load: the bundled demo model, or a user's own joblib/pickle/skops/ONNX file.
 
 The demo model is a scikit-learn pipeline (StandardScaler + LogisticRegression) trained on the breast-cancer data set
 that ships inside scikit-learn (no download). It is trained on first use and cached with joblib under
@@ -11,6 +11,16 @@ A user's model file:
 * ``.joblib`` / ``.pkl``: ``joblib.load`` (a pickle: only load files you trust).
 * ``.skops``: ``skops.io.load``. The types skops does not trust by default are listed in the log and kept on
   ``ModelHandle.trusted_types``; naming the file is taken as trusting it, as for joblib.
+* ``.onnx``: served with ONNX Runtime on CPU (``CPUExecutionProvider``): the graph's first input takes the rows
+  (cast to its float type, its second dimension is ``n_features``), its first output is the prediction (a
+  column vector is flattened). No pickle is involved, so nothing runs on load.
+* ``demo.onnx`` (when no such file exists where you are): the demo model converted with skl2onnx and shipped in
+  the package (``mlops_lb/data/demo-breast-cancer-logreg.onnx``, 1 kB; :func:`export_demo_onnx` rebuilds it). It is
+  shipped, not generated like the demo pickle, so the server needs ONNX Runtime only, not the converter and its
+  dependencies; a test checks it against the scikit-learn model.
+
+:func:`check_model` checks a source before any process starts: a name or suffix it cannot serve, a missing file,
+or an ``.onnx`` file ONNX Runtime cannot load is a :class:`~mlops_lb.errors.SpecError`.
 
 ``n_features`` comes from the estimator's ``n_features_in_``. Sample rows (the load generator's default payloads)
 come from a sibling CSV with the same stem (``churn.skops`` -> ``churn.csv``: numeric rows, an optional header row
@@ -38,12 +48,14 @@ import numpy as np
 
 from ..errors import SpecError
 
-__all__ = ["ModelHandle", "cache_dir", "demo_payloads", "load_model"]
+__all__ = ["ModelHandle", "cache_dir", "check_model", "demo_payloads", "export_demo_onnx", "load_model"]
 
 log = logging.getLogger(__name__)
 
 DEMO = "demo"
-_SUFFIXES = (".joblib", ".pkl", ".skops")
+DEMO_ONNX = "demo.onnx"
+_SUFFIXES = (".joblib", ".pkl", ".skops", ".onnx")
+_BUNDLED_ONNX = Path(__file__).resolve().parent.parent / "data" / "demo-breast-cancer-logreg.onnx"
 
 
 def cache_dir() -> Path:
@@ -92,17 +104,49 @@ class ModelHandle:
         return self._data[idx].tolist()  # type: ignore[no-any-return]
 
 
-def load_model(source: str = DEMO) -> ModelHandle:
-    """Load ``"demo"`` (trained once, then cached) or a ``.joblib``/``.pkl``/``.skops`` model file."""
-    if source == DEMO:
-        return _load_demo()
+def _resolve(source: str) -> Path:
+    """The file behind a model source (``demo.onnx`` falls back to the bundled file); SpecError if unusable."""
+    if not isinstance(source, str) or not source.strip():
+        raise SpecError("model.source", f"must be 'demo' or a model file path (got {source!r})")
     path = Path(source).expanduser()
     if path.suffix not in _SUFFIXES:
         raise SpecError(
-            "model.source", f"must be 'demo' or a path ending in .joblib, .pkl or .skops (got {source!r})"
+            "model.source",
+            f"must be 'demo', 'demo.onnx' or a path ending in .joblib, .pkl, .skops or .onnx (got {source!r})",
         )
+    if source == DEMO_ONNX and not path.is_file():
+        return _BUNDLED_ONNX
     if not path.is_file():
         raise SpecError("model.source", f"file {str(path)!r} does not exist")
+    return path
+
+
+def check_model(source: str) -> None:
+    """Fail fast, before any server starts, on a model source the server could not serve.
+
+    Checks the name or suffix and that the file exists; an ``.onnx`` file is also loaded with ONNX Runtime (cheap,
+    and nothing in it runs), so a damaged or unsupported graph is caught here. Pickles are not loaded here: that
+    would run their code in the caller's process.
+
+    Example::
+
+        check_model("models/churn.onnx")      # SpecError: model.source 'models/churn.onnx' is not a model ONNX ...
+    """
+    if source == DEMO:
+        return
+    path = _resolve(source)
+    if path.suffix == ".onnx":
+        _OnnxModel(path)
+
+
+def load_model(source: str = DEMO) -> ModelHandle:
+    """Load ``"demo"`` (trained once, then cached), ``"demo.onnx"``, or a ``.joblib``/``.pkl``/``.skops``/``.onnx``
+    model file."""
+    if source == DEMO:
+        return _load_demo()
+    path = _resolve(source)
+    if path.suffix == ".onnx":
+        return _load_onnx(path, demo=path == _BUNDLED_ONNX)
     trusted: tuple[str, ...] = ()
     if path.suffix == ".skops":
         import skops.io as sio
@@ -161,6 +205,114 @@ def demo_payloads(
         ).encode()
         for i in range(n)
     ]
+
+
+# --------------------------------------------------------------------------- ONNX
+class _OnnxModel:
+    """An ONNX graph behind an estimator-like ``predict`` (CPU only; one intra-op thread per server process)."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:  # pragma: no cover - a core dependency
+            raise SpecError(
+                "model.source", "needs onnxruntime for .onnx models: pip install onnxruntime"
+            ) from exc
+        opts = ort.SessionOptions()
+        # Each worker is one process of a fleet on a few cores: one thread each, like the scikit-learn path.
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(
+                str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise SpecError(
+                "model.source",
+                f"{str(path)!r} is not a model ONNX Runtime can load ({type(exc).__name__}: {exc})",
+            ) from exc
+        inputs = self.session.get_inputs()
+        shape = list(inputs[0].shape) if inputs else []
+        width = shape[1] if len(shape) == 2 else None
+        if len(inputs) != 1 or not isinstance(width, int) or width < 1:
+            raise SpecError(
+                "model.source",
+                f"{str(path)!r} must take one input of shape [batch, n_features] with n_features fixed "
+                f"(got inputs {[(i.name, i.shape) for i in inputs]})",
+            )
+        kinds = {"tensor(float)": np.float32, "tensor(double)": np.float64}
+        if inputs[0].type not in kinds:
+            raise SpecError(
+                "model.source", f"{str(path)!r} input must be float or double (got {inputs[0].type})"
+            )
+        self.input_name = inputs[0].name
+        self.dtype = kinds[inputs[0].type]
+        self.output_name = self.session.get_outputs()[0].name
+        self.n_features_in_ = width
+
+    def predict(self, x: Any) -> np.ndarray:
+        out = self.session.run([self.output_name], {self.input_name: np.asarray(x, dtype=self.dtype)})[0]
+        out = np.asarray(out)
+        return out.reshape(-1) if out.ndim == 2 and out.shape[1] == 1 else out
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        """The second output (skl2onnx classifiers converted with ``zipmap=False``: class probabilities)."""
+        outs = self.session.get_outputs()
+        if len(outs) < 2:
+            raise AttributeError("this ONNX model has no probability output")
+        return np.asarray(
+            self.session.run([outs[1].name], {self.input_name: np.asarray(x, dtype=self.dtype)})[0]
+        )
+
+
+def _load_onnx(path: Path, *, demo: bool) -> ModelHandle:
+    model = _OnnxModel(path)
+    n = model.n_features_in_
+    if demo:
+        from sklearn.datasets import load_breast_cancer
+
+        data = load_breast_cancer()
+        return ModelHandle(
+            name="demo-breast-cancer-logreg-onnx",
+            n_features=n,
+            feature_names=tuple(str(s) for s in data.feature_names),
+            estimator=model,
+            source=str(path),
+            _data=np.asarray(data.data, dtype=np.float64),
+        )
+    return ModelHandle(
+        name=path.stem,
+        n_features=n,
+        feature_names=tuple(f"x{i}" for i in range(n)),
+        estimator=model,
+        source=str(path),
+        _data=_sibling_csv(path, n),
+    )
+
+
+def export_demo_onnx(path: str | os.PathLike[str] = _BUNDLED_ONNX) -> Path:
+    """Convert the demo model with skl2onnx (float32 input, probabilities as a tensor) and write it to ``path``.
+
+    What built ``mlops_lb/data/demo-breast-cancer-logreg.onnx``; needs ``skl2onnx`` (the dev extra).
+
+    Example::
+
+        export_demo_onnx("/tmp/demo.onnx")
+    """
+    from skl2onnx import to_onnx
+
+    handle = _load_demo()
+    clf = handle.estimator.steps[-1][1]
+    onx = to_onnx(
+        handle.estimator,
+        np.zeros((1, handle.n_features), dtype=np.float32),
+        options={id(clf): {"zipmap": False}},
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+    out = Path(path)
+    out.write_bytes(onx.SerializeToString())
+    return out
 
 
 # --------------------------------------------------------------------------- the demo model

@@ -114,7 +114,7 @@ class FleetCockpit:
         self._lock = threading.Lock()
         # One ticker (the cockpit's) drives the status table too, so status is read once per tick.
         self.scaling = ScalingPanel(fleet, refresh_s=None, executor=executor)
-        self.load = LoadTestPanel(fleet, root=root, start_load=start_load, **load_options)
+        self.load = LoadTestPanel(fleet, root=root, start_load=start_load, watch_s=None, **load_options)
         price = price_per_hour if price_per_hour is not None else default_price(fleet.spec)
         self.meter = CostMeter(price)
         self.cost_html = w.HTML(message_html("cost: not measured yet"))

@@ -27,11 +27,10 @@ __all__ = ["PROFILES", "LoadTestPanel", "build_profile"]
 log = logging.getLogger(__name__)
 
 PROFILES = ("constant", "ramp", "step", "spike")
-_STEPS = 4  # the step profile climbs from rate to end rate in this many equal steps
 
 
 def build_profile(kind: str, rate: float, end_rate: float, duration_s: float) -> Any:
-    """The ``ml.load`` profile the panel's inputs describe.
+    """The ``ml.load`` profile the panel's inputs describe: :func:`mlops_lb.load.make_profile`, as the CLI does.
 
     ``constant``: ``rate`` for ``duration_s``; ``ramp``: ``rate`` → ``end_rate``; ``step``: four equal steps from
     ``rate`` to ``end_rate``; ``spike``: ``rate`` with a burst to ``end_rate`` from 1/3 of the run lasting 1/6.
@@ -43,16 +42,11 @@ def build_profile(kind: str, rate: float, end_rate: float, duration_s: float) ->
     from .. import load
     from ..errors import SpecError
 
-    if kind == "constant":
-        return load.constant(rate, duration_s)
-    if kind == "ramp":
-        return load.ramp(rate, end_rate, duration_s)
-    if kind == "step":
-        rates = [rate + (end_rate - rate) * i / (_STEPS - 1) for i in range(_STEPS)]
-        return load.step(rates, duration_s / _STEPS)
-    if kind == "spike":
-        return load.spike(rate, end_rate, duration_s, duration_s / 3.0, duration_s / 6.0)
-    raise SpecError("profile", f"must be one of {', '.join(PROFILES)} (got {kind!r})")
+    if kind not in PROFILES:
+        raise SpecError("profile", f"must be one of {', '.join(PROFILES)} (got {kind!r})")
+    # constant has one rate input, the first; the others read "from rate to end rate".
+    rps = rate if kind == "constant" else end_rate
+    return load.make_profile(kind, rps=rps, start_rps=rate, duration_s=duration_s)
 
 
 def _is_ipympl_backend() -> bool:
@@ -100,7 +94,17 @@ class _LivePlot:
         for ax in (self.lat_ax, self.rps_ax):
             ax.legend(loc="upper left", fontsize="small")
             ax.grid(alpha=0.3)
+            ax.set_xlim(0, 1)  # before the first interval: an honest empty frame, not -0.04…0.04
+            ax.set_ylim(0, 1)
         self.figure.tight_layout()
+        if isinstance(self.widget, w.Output):
+            self.widget.outputs = (
+                {
+                    "output_type": "display_data",
+                    "metadata": {},
+                    "data": {"text/plain": "live plot: waiting for the first interval…"},
+                },
+            )
 
     def update(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Redraw from every interval row so far."""
@@ -115,11 +119,11 @@ class _LivePlot:
         }
         for name, ys in series.items():
             self.lines[name].set_data(xs, ys)
-        for ax in (self.lat_ax, self.rps_ax):
-            ax.relim()
-            ax.autoscale_view()
-            ax.set_xlim(left=0, right=max(max(xs), 1.0) * 1.05)
-            ax.set_ylim(bottom=0)
+        right = max(max(xs), 1.0) * 1.05
+        for ax, names in ((self.lat_ax, ("p50", "p99")), (self.rps_ax, ("offered", "achieved"))):
+            finite = [y for n in names for y in series[n] if y == y]
+            ax.set_xlim(left=0, right=right)
+            ax.set_ylim(bottom=0, top=max(finite, default=1.0) * 1.15 or 1.0)  # head room for the top point
         self.redraws += 1
         if self.mode == "ipympl":
             self.figure.canvas.draw_idle()
@@ -174,7 +178,9 @@ class LoadTestPanel:
     ``phase_html`` says what the run is doing (sending, draining in-flight requests, writing the report); Start
     stays disabled until all of that is over. The verdict names why a run is invalid (``fleet saturated``,
     ``generator lag``…) and the summary table gives each reason's fix. One load at a time per fleet: a second
-    panel's Start says why it is refused. For a fleet the URL is ``fleet.url + "/predict"``.
+    panel's Start says why it is refused. Every ``watch_s`` seconds the panel checks whether the fleet was closed and
+    then disables Start with a visible reason (``watch_s=None``: only at Start; the cockpit drives it from its own
+    tick). For a fleet the URL is ``fleet.url + "/predict"``.
 
     Example::
 
@@ -196,6 +202,7 @@ class LoadTestPanel:
         executor: Executor | None = None,
         plot: str = "auto",
         connections: int = 32,
+        watch_s: float | None = 2.0,
     ) -> None:
         if isinstance(fleet_or_url, str):
             self.fleet: Any = None
@@ -262,6 +269,10 @@ class LoadTestPanel:
         self.start_button.on_click(lambda _b: self.start())
         self.stop_button.on_click(lambda _b: self.stop())
         self._sync_inputs()
+        # Notices fleet.close() between runs, so Start is disabled with a reason before anyone clicks it.
+        self._watch: Ticker | None = None
+        if watch_s and self.fleet is not None:
+            self._watch = Ticker(watch_s, self.sync_fleet_state, name="load-watch").start()
         self._widget = w.VBox(
             [
                 w.HTML("<b>Load test</b>"),
@@ -486,10 +497,14 @@ class LoadTestPanel:
         """Disable Start with a visible message once the fleet is closed (the cockpit calls this each tick)."""
         if fleet_closed(self.fleet) and not self.running:
             self._show_closed()
+            if self._watch is not None:
+                self._watch.stop(timeout=0)
 
     def close(self) -> None:
-        """Stop a running load and release the panel's thread."""
+        """Stop a running load and release the panel's threads."""
         self.stop()
+        if self._watch is not None:
+            self._watch.stop(timeout=0)
         if self._owns_executor:
             self._executor.shutdown(wait=False)
 

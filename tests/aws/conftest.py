@@ -35,6 +35,8 @@ class Recorded:
     outputs: dict[str, Any] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
     instance_type: str | None = None
+    parents: dict[tuple[str, str], str] = field(default_factory=dict)
+    aliases: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
     def of_type(self, typ: str) -> list[tuple[str, dict[str, Any]]]:
         return [(n, i) for t, n, i in self.resources if t == typ]
@@ -162,6 +164,8 @@ def run_declare(
         def RegisterResource(self, request: Any) -> Any:
             if request.ignoreChanges:
                 rec.ignore_changes[request.name] = list(request.ignoreChanges)
+            rec.parents[(request.type, request.name)] = request.parent
+            rec.aliases[(request.type, request.name)] = [str(a) for a in request.aliases]
             return super().RegisterResource(request)
 
     pulumi.runtime.set_mocks(mocks, project="mlops-lb", stack=stack, preview=False, monitor=Monitor(mocks))

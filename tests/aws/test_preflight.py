@@ -210,3 +210,65 @@ def test_credentials_that_fail_stop_before_any_other_call(monkeypatch: pytest.Mo
         monkeypatch.setattr("mlops_lb.aws._preflight.client", client)
         pf = preflight(_spec(), session=session)
     assert [r["check"] for r in pf.rows] == ["credentials"] and "aws configure" in pf.rows[0]["fix"]
+
+
+def test_gpu_types_get_the_nvidia_ami_and_need_its_root_volume(
+    moto_account: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """g4dn has an NVIDIA GPU: the AMI is the DLAMI base OSS NVIDIA driver AL2023 (public SSM parameter, stubbed:
+    moto does not carry it), and a root volume below its 75 GB snapshot fails naming the fix."""
+    from botocore.stub import Stubber
+
+    from mlops_lb.aws import _boto
+    from mlops_lb.aws._preflight import GPU_AMI_PARAMETERS
+
+    real = _boto.client
+    asked: list[str] = []
+
+    def client(service: str, **kw: Any) -> Any:
+        c = real(service, **kw)
+        if service == "ssm":
+            stub = Stubber(c)
+            stub.add_response(
+                "get_parameter",
+                {"Parameter": {"Name": GPU_AMI_PARAMETERS["x86_64"], "Value": "ami-0123456789abcdef0"}},
+                {"Name": GPU_AMI_PARAMETERS["x86_64"]},
+            )
+            stub.activate()
+            asked.append(service)
+        return c
+
+    monkeypatch.setattr("mlops_lb.aws._preflight.client", client)
+    small = preflight(_spec(instance=InstanceSpec(type="g4dn.xlarge")))
+    assert small.resolved["gpu"] and small.resolved["ami_parameter"] == GPU_AMI_PARAMETERS["x86_64"]
+    assert _check(small, "root volume")["ok"] is False and "75" in _check(small, "root volume")["fix"]
+    big = preflight(_spec(instance=InstanceSpec(type="g4dn.xlarge", root_volume_gb=100)))
+    assert not [r for r in big.rows if r["check"] == "root volume"] and asked == ["ssm", "ssm"]
+
+
+def test_a_refused_describe_call_is_a_failed_check_not_a_crash(
+    moto_account: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DescribeRouteTables denied: the 'network' check fails naming the permissions; preflight returns."""
+    from botocore.exceptions import ClientError
+
+    from mlops_lb.aws import _boto
+
+    real = _boto.client
+
+    def client(service: str, **kw: Any) -> Any:
+        c = real(service, **kw)
+        if service == "ec2":
+
+            def denied(**_: Any) -> Any:
+                raise ClientError(
+                    {"Error": {"Code": "UnauthorizedOperation", "Message": "no"}}, "DescribeRouteTables"
+                )
+
+            c.describe_route_tables = denied
+        return c
+
+    monkeypatch.setattr("mlops_lb.aws._preflight.client", client)
+    pf = preflight(_spec())
+    row = _check(pf, "network")
+    assert not pf.ok and "UnauthorizedOperation" in row["detail"] and "DescribeRouteTables" in row["fix"]

@@ -464,3 +464,29 @@ def test_instances_install_exactly_the_serve_extra_and_the_wheel_without_its_dep
         "--no-index --find-links /opt/mlops_lb/wheelhouse -r /opt/mlops_lb/wheelhouse/requirements.txt"
         in with_house
     )
+
+
+class TestComponents:
+    @pytest.mark.parametrize("key", ["default", "https"])
+    def test_every_resource_sits_in_one_of_five_components_with_a_root_alias(
+        self, run_program: Any, key: str
+    ) -> None:
+        """network, load-balancer, assets, instances, scaling; each child keeps its name and has an alias to the
+        stack root, so stacks launched before the split keep their URNs (no replacement)."""
+        rec = run_program(SPECS[key])
+        kinds = {t for t, _, _ in rec.resources if t.startswith("mlops-lb:fleet:")}
+        assert kinds == {
+            f"mlops-lb:fleet:{k}" for k in ("network", "load-balancer", "assets", "instances", "scaling")
+        }
+        for typ, name, _ in rec.resources:
+            if typ.startswith("mlops-lb:fleet:"):
+                continue
+            parent = rec.parents[(typ, name)]
+            assert "mlops-lb:fleet:" in parent, (typ, name, parent)
+            assert any("noParent: true" in a for a in rec.aliases[(typ, name)]), (typ, name)
+        by_part = {
+            n: rec.parents[(t, n)].split("::")[-2].split("$")[-1] for t, n, _ in rec.resources if "aws:" in t
+        }
+        assert by_part[f"{SPECS[key].name}-alb"] == "mlops-lb:fleet:network"
+        assert by_part[f"{SPECS[key].name}-asg"] == "mlops-lb:fleet:instances"
+        assert by_part[f"{SPECS[key].name}-requests"] == "mlops-lb:fleet:scaling"

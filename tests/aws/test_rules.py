@@ -163,3 +163,31 @@ def test_strict_mocks_reject_a_resource_that_breaks_a_rule(
     monkeypatch.setattr(program._Ctx, "__init__", leaky)
     with pytest.raises(RuleViolation, match="s3-object-tags"):
         run_program(spec)
+
+
+def test_govcloud_program_uses_the_govcloud_partition(run_program: Any) -> None:
+    """In us-gov-west-1 the managed policy ARNs are arn:aws-us-gov:... (old code: hard-coded arn:aws, which
+    the strict mocks reject as AWS would)."""
+    rec = run_program(FleetSpec(name="gov", region="us-gov-west-1"), region="us-gov-west-1")
+    arns = [i["policyArn"] for _, i in rec.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")]
+    assert arns and all(a.startswith("arn:aws-us-gov:iam::aws:policy/") for a in arns)
+
+
+def test_user_data_is_base64_and_at_most_16_kb_raw() -> None:
+    """Launch-template user data: base64 of at most 16 KB raw (instancedata-add-user-data.html)."""
+    import base64
+
+    lt = "aws:ec2/launchTemplate:LaunchTemplate"
+    ok = base64.b64encode(b"#!/bin/bash\n" + b"x" * 16000).decode()
+    assert _v(lt, {"userData": ok}) == []
+    assert "user-data-size" in _v(lt, {"userData": base64.b64encode(b"x" * 16385).decode()})[0]
+    assert _v(lt, {"userData": "#!/bin/bash not base64"})
+
+
+def test_our_user_data_leaves_room(run_program: Any) -> None:
+    """The bootstrap with a warm pool hook, a model and a wheelhouse stays well under 16 KB."""
+    import base64
+
+    spec = FleetSpec(name="big", capacity={"warm_pool": {"min_size": 1}})
+    raw = base64.b64decode(run_program(spec).one("aws:ec2/launchTemplate:LaunchTemplate")["userData"])
+    assert len(raw) < 8 * 1024

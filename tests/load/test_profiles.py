@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -10,8 +11,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlops_lb.errors import SpecError
-from mlops_lb.load import constant, ramp, spike, step, sweep, trace
-from mlops_lb.load.profiles import profile_from_dict
+from mlops_lb.load import (
+    RateProfile,
+    constant,
+    make_profile,
+    piecewise,
+    profile_from_dict,
+    profile_kinds,
+    ramp,
+    spike,
+    step,
+    sweep,
+    trace,
+)
 
 anything = st.one_of(
     st.none(), st.booleans(), st.integers(-10**9, 10**9), st.floats(allow_nan=True, allow_infinity=True),
@@ -100,3 +112,137 @@ class TestValidation:
             constant(1, 1, arrival="bursty")
         with pytest.raises(SpecError, match="at most"):
             constant(1e6, 600_000)
+
+
+# --------------------------------------------------------------------------- shapes register themselves
+LAX = {"progress": False, "max_lag_p99_s": 1.0}
+
+
+@dataclass(frozen=True)
+class Sawtooth(RateProfile, kind="test_sawtooth"):
+    """What a user writes in a notebook: a new shape is a subclass with a kind and its segments."""
+
+    low: float = 10.0
+    high: float = 40.0
+    period_s: float = 0.5
+    periods: int = 2
+
+    def segments(self) -> list[tuple[float, float, float]]:
+        return [(self.period_s, self.low, self.high)] * self.periods
+
+
+@dataclass(frozen=True)
+class StopAfter(RateProfile, kind="test_stop_after"):
+    """A shape with its own stop rule: steps of rising rate, stopped when the ok count of a step reaches a bound."""
+
+    rates: tuple[float, ...] = (20.0, 40.0, 80.0, 160.0)
+    step_s: float = 0.5
+    max_ok: int = 15
+
+    def segments(self) -> list[tuple[float, float, float]]:
+        return [(self.step_s, r, r) for r in self.rates]
+
+    def stop_rule(self, step_summary):
+        return (
+            f"step {step_summary['step']} had {step_summary['ok']} ok"
+            if step_summary["ok"] >= self.max_ok
+            else False
+        )
+
+
+class TestRegistry:
+    def test_a_subclass_is_known_by_its_kind(self):
+        """Defining the class registers it: make_profile and from_dict build it, nothing else to edit."""
+        assert "test_sawtooth" in profile_kinds()
+        p = make_profile("test_sawtooth", high=80.0)
+        assert isinstance(p, Sawtooth) and p.kind == "test_sawtooth"
+        assert profile_from_dict(p.to_dict()) == p
+        assert len(p.schedule()) == round(2 * 0.5 * (10 + 80) / 2)
+
+    def test_unknown_kind_and_field_say_what_is_allowed(self):
+        """An unknown kind gets a did-you-mean; an unknown field names the shape's fields."""
+        with pytest.raises(SpecError, match="did you mean 'ramp'"):
+            make_profile("rmap", rps=1, duration_s=1)
+        with pytest.raises(SpecError, match="is not a known field"):
+            make_profile("ramp", end_rps=5, durration_s=3)
+        with pytest.raises(SpecError, match="'trace' cannot be built from rps/start_rps/duration_s"):
+            make_profile("trace", rps=1, duration_s=1)
+
+    def test_validation_runs_for_user_shapes(self):
+        """A user shape is checked like the built-in ones (the size bound, the arrival and seed fields)."""
+        with pytest.raises(SpecError, match="arrival must be one of uniform, poisson"):
+            Sawtooth(arrival="bursty")
+        with pytest.raises(SpecError, match="at most"):
+            Sawtooth(high=1e6, period_s=1e5)
+
+    def test_the_widget_and_the_cli_build_the_same_step(self):
+        """'step' is four equal steps from the start rate to the rate, for the widget and for `mlops-lb load`."""
+        import argparse
+
+        from mlops_lb.widgets import build_profile
+
+        p = make_profile("step", rps=40, start_rps=10, duration_s=8)
+        assert p == step([10, 20, 30, 40], 2)
+        assert build_profile("step", 10, 40, 8) == p
+        assert build_profile("constant", 10, 40, 8) == constant(10, 8)
+        assert build_profile("spike", 10, 40, 9) == spike(10, 40, 9, 3, 1.5)
+        ns = argparse.Namespace(profile="step", rps=40.0, start_rps=10.0, duration_s=8.0)
+        assert make_profile(ns.profile, rps=ns.rps, start_rps=ns.start_rps, duration_s=ns.duration_s) == p
+
+    def test_piecewise_corners(self):
+        """piecewise draws a rate through corners; it round-trips through JSON-like lists."""
+        p = piecewise([(0, 0), (10, 100), (20, 100)])
+        assert p.rate_at(5) == 50 and p.rate_at(15) == 100 and len(p.schedule()) == 500 + 1000
+        assert profile_from_dict({"kind": "piecewise", "points": [[0, 0], [10, 100], [20, 100]]}) == p
+        with pytest.raises(SpecError, match=r"points\[1\]\[0\] must be after points\[0\]\[0\]"):
+            piecewise([(0, 1), (0, 2)])
+
+
+class TestLazySchedule:
+    @pytest.mark.parametrize(
+        "p",
+        [
+            constant(1000, 3, arrival="poisson", seed=2),
+            ramp(0, 500, 4),
+            step([5, 0, 50], 1),
+            trace([0, 0.5, 0.7]),
+        ],
+    )
+    def test_chunks_concatenate_to_the_schedule(self, p):
+        """iter_schedule's chunks, sorted and at most `chunk` long, are exactly schedule()."""
+        chunks = list(p.iter_schedule(chunk=64))
+        assert all(len(c) <= 64 for c in chunks)
+        joined = np.concatenate(chunks)
+        assert np.array_equal(joined, p.schedule()) and (np.diff(joined) >= 0).all()
+
+    def test_a_50_million_request_profile_is_not_materialised(self):
+        """The first chunk of a 50 M-request profile comes without building the other 49.9 M."""
+        p = constant(100_000, 500)
+        it = p.iter_schedule()
+        first = next(it)
+        assert len(first) == 65536 and first[1] == pytest.approx(1e-5)
+        assert p.expected_requests() == 50_000_000
+
+
+class TestUserShapesRun:
+    def test_a_notebook_shape_runs_through_run_load(self, target_factory):
+        """A shape defined in the test, as in a notebook, drives a real run: every scheduled request is sent."""
+        from mlops_lb.load import run_load
+
+        t = target_factory()
+        p = Sawtooth(low=20, high=60, period_s=0.5, periods=2)
+        r = run_load(f"{t.base}/ok", p, [b"{}"], connections=2, interval_s=0.25, **LAX)
+        assert r.summary()["requests"] == len(p.schedule()) == 40
+        assert t.count() == 40 and not r.stopped
+
+    def test_the_runner_asks_the_shape_stop_rule(self, target_factory):
+        """The runner consults a user shape's stop_rule per step and stops with its reason (no class named)."""
+        from mlops_lb.load import run_load
+
+        t = target_factory()
+        p = StopAfter()
+        r = run_load(f"{t.base}/ok", p, [b"{}"], connections=2, interval_s=0.25, **LAX)
+        assert r.stopped and r.stop_reason.startswith("step 1 had")
+        steps = r.steps()
+        assert list(steps["rate"]) == [20.0, 40.0] and list(steps["passed"]) == [True, False]
+        assert r.summary()["requests"] < len(p.schedule())

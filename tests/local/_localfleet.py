@@ -11,9 +11,13 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import mlops_lb as ml
+
+# A server the way a user writes one (standard library only, no mlops_lb): see its docstring.
+USER_SERVER = Path(__file__).with_name("user_server.py")
 
 
 def fast_spec(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import _thread
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -122,3 +124,99 @@ def test_finalizer_signals_no_reaped_process_group(monkeypatch: pytest.MonkeyPat
     finally:
         alive.kill()
         alive.wait(5)
+
+
+STOPPED_SCRIPT = """
+import json, sys, time
+sys.path.insert(0, {tests!r})
+from _localfleet import fast_spec
+from mlops_lb.local import LocalFleet
+fleet = LocalFleet(fast_spec("stop", desired=1))
+fleet.launch()
+print(json.dumps([str(fleet.work_dir), int(fleet._haproxy.pid), *map(int, fleet.status()["pid"])]), flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_killed_owner_takes_a_stopped_worker_and_the_work_dir_along(tmp_path: Path) -> None:
+    """A SIGSTOPped worker keeps the parent-death SIGTERM pending forever; the reaper SIGKILLs it after its grace,
+    and removes the owner's temp work dir (admin.sock, config, logs). Before: the worker outlived its owner and the
+    work dir stayed (issue 19)."""
+    from mlops_lb.local._proc import REAPER_GRACE_S
+
+    script = tmp_path / "owner.py"
+    script.write_text(STOPPED_SCRIPT.format(tests=str(Path(__file__).parent)))
+    owner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    pids: set[int] = set()
+    try:
+        work_dir, *ids = json.loads(owner.stdout.readline() if owner.stdout else "[]")
+        pids = set(ids)
+        worker = ids[-1]
+        assert Path(work_dir, "admin.sock").exists()
+        os.kill(worker, signal.SIGSTOP)
+        wait_for(lambda: psutil.Process(worker).status() == psutil.STATUS_STOPPED, 5, "the worker stopped")
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait(5)
+        killed = time.monotonic()
+        wait_for(lambda: _all_gone(pids), REAPER_GRACE_S + 10, "HAProxy and the stopped worker gone")
+        gone_s = time.monotonic() - killed
+        wait_for(lambda: not Path(work_dir).exists(), 10, "the work dir removed")
+        print(f"stopped worker gone {gone_s:.2f} s after its owner was SIGKILLed")
+    finally:
+        for p in pids:  # never leave a stopped process behind, even when the test fails
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p, signal.SIGKILL)
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait(5)
+        if owner.stdout:
+            owner.stdout.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_next_fleet_sweeps_work_dirs_whose_owner_is_gone() -> None:
+    """A temp work dir whose owner died with its reaper is removed when the next fleet is made; a live owner's
+    dir (same pid, same start time) is kept."""
+    import tempfile
+
+    from mlops_lb.local._proc import process_start_time
+
+    dead = subprocess.Popen(["true"])
+    dead.wait(5)
+    orphan = Path(tempfile.mkdtemp(prefix="mlops-lb-"))
+    (orphan / "owner").write_text(f"{dead.pid} 12345\n")
+    (orphan / "admin.sock").write_text("")
+    alive = Path(tempfile.mkdtemp(prefix="mlops-lb-"))
+    (alive / "owner").write_text(f"{os.getpid()} {process_start_time(os.getpid())}\n")
+    try:
+        fleet = LocalFleet(fast_spec("sweep", desired=1))
+        fleet.close()
+        assert not orphan.exists() and alive.exists()
+    finally:
+        for d in (orphan, alive):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def test_scale_stores_plain_ints_and_refuses_after_close() -> None:
+    """scale(desired=np.int64(2)) stores an int (the spec and JSON need one); bools and floats are refused naming
+    the field; after close() scale() raises instead of changing capacity. Before: np.int64 was stored, and a
+    closed fleet accepted scale() (issue 19)."""
+    import numpy as np
+
+    from mlops_lb.errors import ProvisionError, SpecError
+
+    fleet = LocalFleet(fast_spec("ints", min=1, desired=1, max=3))
+    try:
+        fleet.scale(desired=np.int64(2), max=np.int32(3))
+        assert fleet.capacity == (1, 2, 3) and all(type(v) is int for v in fleet.capacity)
+        assert type(fleet.spec.capacity.desired) is int
+        for bad in (True, 2.0, "2"):
+            with pytest.raises(SpecError, match=r"capacity\.desired must be an integer"):
+                fleet.scale(desired=bad)  # type: ignore[arg-type]
+        assert fleet.capacity == (1, 2, 3)
+    finally:
+        fleet.close()
+    with pytest.raises(ProvisionError, match="closed"):
+        fleet.scale(desired=1)
+    assert fleet.capacity == (1, 2, 3)

@@ -18,6 +18,7 @@ LOCAL_METRICS = (
     "GroupDesiredCapacity",
     "GroupInServiceInstances",
     "CPUUtilization",
+    "ConcurrencyPerTarget",
 )
 
 

@@ -30,13 +30,14 @@ def _kernel_env() -> dict[str, str]:
     return env
 
 
-def test_there_are_four_notebooks() -> None:
-    """The four notebooks of the walk exist."""
+def test_the_notebooks_of_the_walk_exist() -> None:
+    """The notebooks of the walk exist."""
     assert [p.stem for p in NOTEBOOKS] == [
         "01_launch_fleet",
         "02_load_test",
         "03_scaling_behaviour",
         "04_capacity_planning",
+        "06_bring_your_own_server",
     ]
 
 

@@ -17,7 +17,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from mlops_lb.cli import build_parser
 from mlops_lb.errors import SpecError
 from mlops_lb.serving import ModelHandle, demo_payloads, load_model, worker_command
-from mlops_lb.serving.model import cache_dir
+from mlops_lb.serving.model import cache_dir, check_model
 
 
 @pytest.fixture
@@ -153,7 +153,12 @@ class TestUserModels:
     @pytest.mark.parametrize(
         ("name", "content", "message"),
         [
-            ("model.onnx", None, "must be 'demo' or a path ending in .joblib, .pkl or .skops"),
+            (
+                "model.h5",
+                None,
+                "must be 'demo', 'demo.onnx' or a path ending in .joblib, .pkl, .skops or .onnx",
+            ),
+            ("missing.onnx", None, "does not exist"),
             ("missing.joblib", None, "does not exist"),
             ("dict.joblib", {"a": 1}, "must hold a fitted estimator"),
             ("unfitted.joblib", LogisticRegression(), "must hold a fitted estimator"),
@@ -167,6 +172,68 @@ class TestUserModels:
         with pytest.raises(SpecError, match=message) as err:
             load_model(str(path))
         assert err.value.field == "model.source"
+
+
+class TestOnnx:
+    def test_bundled_demo_onnx_equals_the_scikit_learn_model(self):
+        """demo.onnx (ONNX Runtime, float32) predicts the scikit-learn demo model's labels on every data row.
+
+        Probabilities agree to float32 rounding: the max abs diff measured here is about 4e-7.
+        """
+        from sklearn.datasets import load_breast_cancer
+
+        x = load_breast_cancer().data
+        sk, ox = load_model("demo"), load_model("demo.onnx")
+        assert ox.name == "demo-breast-cancer-logreg-onnx" and ox.n_features == sk.n_features == 30
+        assert ox.predict(x) == sk.estimator.predict(x).tolist()
+        diff = np.abs(ox.estimator.predict_proba(x) - sk.estimator.predict_proba(x)).max()
+        print(f"ONNX vs scikit-learn: max abs diff of probabilities {diff:.2e} on {len(x)} rows")
+        assert diff < 1e-5
+        assert ox.sample_rows(2, seed=1) == sk.sample_rows(2, seed=1)
+
+    def test_exported_file_matches_the_shipped_one(self, tmp_path):
+        """export_demo_onnx rebuilds a graph that predicts like the shipped file (the converter is reproducible)."""
+        pytest.importorskip("skl2onnx")
+        from mlops_lb.serving.model import export_demo_onnx
+
+        rebuilt = load_model(str(export_demo_onnx(tmp_path / "demo.onnx")))
+        rows = np.asarray(load_model("demo").sample_rows(50, seed=3))
+        assert rebuilt.predict(rows) == load_model("demo.onnx").predict(rows)
+
+    def test_user_onnx_regressor_and_sibling_csv(self, tmp_path):
+        """A user's .onnx: width from the input shape, a column output flattened to floats, rows from its CSV."""
+        skl2onnx = pytest.importorskip("skl2onnx")
+        x = np.arange(20.0).reshape(10, 2)
+        est = LinearRegression().fit(x, x.sum(1))
+        path = tmp_path / "r.onnx"
+        path.write_bytes(skl2onnx.to_onnx(est, x[:1].astype(np.float32)).SerializeToString())
+        (tmp_path / "r.csv").write_text("a,b\n1,2\n")
+        h = load_model(str(path))
+        assert (h.name, h.n_features) == ("r", 2)
+        got = h.predict([[1.0, 2.0], [3.0, 4.0]])
+        assert got == pytest.approx([3.0, 7.0], abs=1e-4) and isinstance(got[0], float)
+        assert h.sample_rows(1) == [[1.0, 2.0]]
+
+    def test_broken_onnx_is_refused_before_any_process(self, tmp_path):
+        """check_model loads an .onnx with ONNX Runtime: garbage is a SpecError on model.source."""
+        path = tmp_path / "broken.onnx"
+        path.write_bytes(b"this is not a protobuf")
+        with pytest.raises(SpecError, match="is not a model ONNX Runtime can load") as err:
+            check_model(str(path))
+        assert err.value.field == "model.source"
+        check_model("demo")
+        check_model("demo.onnx")
+        with pytest.raises(SpecError, match="does not exist"):
+            check_model(str(tmp_path / "none.skops"))
+
+    def test_server_serves_demo_onnx(self, server_factory):
+        """`mlops-lb serve --model demo.onnx` works out of the box and predicts like the scikit-learn model."""
+        s = server_factory(model="demo.onnx")
+        rows = load_model("demo").sample_rows(8, seed=2)
+        r = s.predict(rows)
+        assert r.status == 200, r.body
+        assert r.json()["model"] == "demo-breast-cancer-logreg-onnx"
+        assert r.json()["predictions"] == load_model("demo").estimator.predict(rows).tolist()
 
 
 class TestDemoPayloads:

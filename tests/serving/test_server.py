@@ -123,6 +123,29 @@ class TestValidation:
         assert r.status == 413
         assert r.headers["x-target-id"] == server.target_id
 
+    @pytest.mark.parametrize("size", [1_000_001, 8_000_000])
+    def test_413_is_readable_by_urllib(self, server, size):
+        """urllib sends the whole body before it reads: the server reads (and drops) it, so urllib gets the 413.
+
+        Closing a socket with unread data makes the kernel send a reset (RFC 1122 4.2.2.13), which urllib reports
+        as ConnectionResetError or BrokenPipeError instead of the answer: the issue-16 bug this pins down.
+        """
+        import urllib.error
+        import urllib.request
+
+        req = urllib.request.Request(
+            server.url + "/predict",
+            data=b" " * size,
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(req, timeout=30)
+        with info.value:
+            assert info.value.code == 413
+            assert "at most 1000000 bytes" in json.loads(info.value.read())["detail"]
+            assert info.value.headers["x-target-id"] == server.target_id
+
     def test_body_just_under_the_limit_is_parsed(self, server):
         """The limit counts bytes: a 1 MB body of valid rows padded with spaces is still served."""
         body = json.dumps({"rows": ROWS[:1]})

@@ -192,3 +192,16 @@ class TestLoadPanel:
         line = p.live_plot.lines["p99"]
         assert len(line.get_xdata()) == 1 and line.get_marker() == "o"
         assert p.live_plot.lat_ax.get_xlabel() == "time since start (s)"
+
+
+def test_a_standalone_load_panel_notices_the_fleet_closing(fleet: FakeFleet, tmp_path: Path) -> None:
+    """Without a cockpit, the load panel's own watch disables Start after fleet.close()."""
+    import time
+
+    p = _load_panel(fleet, FakeStartLoad(), tmp_path, watch_s=0.02)
+    fleet.close()
+    deadline = time.monotonic() + 5
+    while not p.start_button.disabled and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert p.start_button.disabled and "fleet closed" in p.message.value
+    p.close()

@@ -1,0 +1,540 @@
+"""The resources of one fleet, declared part by part, each part a ``pulumi.ComponentResource``.
+
+(Over 500 lines on purpose: the five parts of one program, in the order they depend on each other, so the
+references from security groups to the ALB to the target group to the group read top to bottom in one file.)
+
+``network`` (security groups), ``load-balancer`` (ALB, target group, listeners), ``assets`` (the private bucket
+and its content-addressed objects), ``instances`` (role, profile, launch template, Auto Scaling group, warm
+pool) and ``scaling`` (target-tracking policies). Every resource keeps the name it had before the split and
+carries an alias to the stack root, so a stack launched by an earlier version updates in place.
+:mod:`mlops_lb.aws.program` calls these in order; the AWS rules behind each argument are in its docstring.
+
+Example (inside a Pulumi program)::
+
+    ctx = _Ctx(aws=aws, spec=spec, name=spec.name, tags=tags, asset_tags=ours, region="us-east-1", resolved=pf)
+    alb_sg, inst_sg = _security_groups(ctx)
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._aws_rules import policy_arn
+from ..spec import FleetSpec
+from .assets import content_key
+from .userdata import render_user_data
+
+if TYPE_CHECKING:
+    from .program import Assets
+
+__all__ = ["REFRESH_PREFERENCES"]
+
+# Launch before terminate: never fewer healthy instances than desired during a refresh (AWS's default is 90/100;
+# https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_InstanceMaintenancePolicy.html).
+REFRESH_PREFERENCES = {"min_healthy_percentage": 100, "max_healthy_percentage": 200}
+ENABLED_METRICS = (
+    "GroupMinSize",
+    "GroupMaxSize",
+    "GroupDesiredCapacity",
+    "GroupInServiceInstances",
+    "GroupPendingInstances",
+    "GroupStandbyInstances",
+    "GroupTerminatingInstances",
+    "GroupTotalInstances",
+)
+_TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+
+
+def algorithm_settings(spec: FleetSpec) -> dict[str, str]:
+    """Target-group routing arguments for the spec's algorithm.
+
+    The spec's names are AWS's own (``round_robin``, ``least_outstanding_requests``, ``weighted_random``).
+    Anomaly mitigation exists only for ``weighted_random``; it is turned on there unless slow start is set,
+    as AWS does not combine the two.
+    """
+    algo: str = spec.target_group.algorithm
+    out: dict[str, str] = {"load_balancing_algorithm_type": algo}
+    if algo == "weighted_random":
+        out["load_balancing_anomaly_mitigation"] = "off" if spec.target_group.slow_start_s else "on"
+    return out
+
+
+def _cidr_args(cidrs: Iterable[str]) -> dict[str, list[str]]:
+    """Security-group rule sources: IPv4 blocks in ``cidr_blocks``, IPv6 in ``ipv6_cidr_blocks``.
+
+    EC2 takes an IPv6 block only as an Ipv6Range; in ``cidr_blocks`` (CidrIp) it refuses the rule.
+    """
+    out: dict[str, list[str]] = {}
+    for c in cidrs:
+        key = "ipv6_cidr_blocks" if ":" in c else "cidr_blocks"
+        out.setdefault(key, []).append(c)
+    return out
+
+
+@dataclass
+class _Ctx:
+    """What every part of the program shares."""
+
+    aws: Any
+    spec: FleetSpec
+    name: str
+    tags: dict[str, str]
+    asset_tags: dict[str, str]  # S3 objects take at most 10 tags: only ours, never the spec's
+    region: str
+    resolved: Mapping[str, Any]
+    part: Any = None  # the ComponentResource the next resources belong to
+
+    def enter(self, kind: str) -> Any:
+        """Open the component ``mlops-lb:fleet:<kind>`` named after the fleet; later resources are its children."""
+        import pulumi
+
+        self.part = pulumi.ComponentResource(f"mlops-lb:fleet:{kind}", self.name, None)
+        return self.part
+
+    def opts(self, **kw: Any) -> Any:
+        """Options for a child of the current component. The alias to the stack root keeps each resource's URN
+        from before the split into components (a stack launched earlier updates in place, nothing replaced)."""
+        import pulumi
+
+        return pulumi.ResourceOptions(
+            parent=self.part, aliases=[pulumi.Alias(parent=pulumi.ROOT_STACK_RESOURCE)], **kw
+        )
+
+
+# ------------------------------------------------------------------------------------------------ network
+def _security_groups(ctx: _Ctx) -> tuple[Any, Any]:
+    ctx.enter("network")
+    aws, spec, name, net = ctx.aws, ctx.spec, ctx.name, ctx.spec.network
+    vpc_id = ctx.resolved["vpc_id"]
+    egress_all = [
+        aws.ec2.SecurityGroupEgressArgs(
+            protocol="-1",
+            from_port=0,
+            to_port=0,
+            cidr_blocks=["0.0.0.0/0"],
+            ipv6_cidr_blocks=["::/0"],
+            description="all outbound",
+        )
+    ]
+    listen_ports = [80, 443] if net.certificate_arn else [80]
+    alb_sg = aws.ec2.SecurityGroup(
+        f"{name}-alb",
+        vpc_id=vpc_id,
+        description=f"mlops_lb {name}: load balancer",
+        ingress=[
+            aws.ec2.SecurityGroupIngressArgs(
+                protocol="tcp", from_port=p, to_port=p, **_cidr_args(net.client_cidrs), description="clients"
+            )
+            for p in listen_ports
+        ],
+        egress=egress_all,
+        tags={**ctx.tags, "Name": f"{name}-alb"},
+        opts=ctx.opts(),
+    )
+    port = spec.target_group.port
+    ingress = [
+        aws.ec2.SecurityGroupIngressArgs(
+            protocol="tcp",
+            from_port=port,
+            to_port=port,
+            security_groups=[alb_sg.id],
+            description="app port from the load balancer only",
+        )
+    ]
+    if spec.instance.ssh_cidrs:
+        ingress.append(
+            aws.ec2.SecurityGroupIngressArgs(
+                protocol="tcp",
+                from_port=22,
+                to_port=22,
+                **_cidr_args(spec.instance.ssh_cidrs),
+                description="ssh",
+            )
+        )
+    inst_sg = aws.ec2.SecurityGroup(
+        f"{name}-instances",
+        vpc_id=vpc_id,
+        description=f"mlops_lb {name}: instances",
+        ingress=ingress,
+        egress=egress_all,
+        tags={**ctx.tags, "Name": f"{name}-instances"},
+        opts=ctx.opts(),
+    )
+    return alb_sg, inst_sg
+
+
+# ------------------------------------------------------------------------------------------------ load balancer
+def _load_balancer(ctx: _Ctx, alb_sg: Any) -> dict[str, Any]:
+    import pulumi
+
+    ctx.enter("load-balancer")
+
+    aws, spec, name, net, tags = ctx.aws, ctx.spec, ctx.name, ctx.spec.network, ctx.tags
+    alb = aws.lb.LoadBalancer(
+        name,
+        load_balancer_type="application",
+        internal=net.internal,
+        security_groups=[alb_sg.id],
+        subnets=list(ctx.resolved["alb_subnet_ids"]),
+        idle_timeout=net.idle_timeout_s,
+        drop_invalid_header_fields=True,
+        tags=tags,
+        opts=ctx.opts(),
+    )
+    hc = spec.aws_health_check
+    tg = aws.lb.TargetGroup(
+        name,
+        port=spec.target_group.port,
+        protocol="HTTP",
+        target_type="instance",
+        vpc_id=ctx.resolved["vpc_id"],
+        health_check=aws.lb.TargetGroupHealthCheckArgs(
+            enabled=True,
+            path=hc.path,
+            port="traffic-port",
+            protocol="HTTP",  # ALB health checks are GET requests over HTTP(S)
+            interval=hc.interval_s,
+            timeout=hc.timeout_s,
+            healthy_threshold=hc.healthy_threshold,
+            unhealthy_threshold=hc.unhealthy_threshold,
+            matcher=hc.matcher,
+        ),
+        deregistration_delay=spec.target_group.deregistration_delay_s,
+        slow_start=spec.target_group.slow_start_s,
+        tags=tags,
+        **algorithm_settings(spec),
+        opts=ctx.opts(),
+    )
+    forward = [aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=tg.arn)]
+    if net.certificate_arn:
+        aws.lb.Listener(
+            f"{name}-https",
+            load_balancer_arn=alb.arn,
+            port=443,
+            protocol="HTTPS",
+            ssl_policy=_TLS_POLICY,
+            certificate_arn=net.certificate_arn,
+            default_actions=forward,
+            tags=tags,
+            opts=ctx.opts(),
+        )
+        redirect = aws.lb.ListenerDefaultActionRedirectArgs(
+            port="443", protocol="HTTPS", status_code="HTTP_301"
+        )
+        aws.lb.Listener(
+            f"{name}-http",
+            load_balancer_arn=alb.arn,
+            port=80,
+            protocol="HTTP",
+            tags=tags,
+            default_actions=[aws.lb.ListenerDefaultActionArgs(type="redirect", redirect=redirect)],
+            opts=ctx.opts(),
+        )
+        url = pulumi.Output.concat("https://", alb.dns_name)
+    else:
+        aws.lb.Listener(
+            f"{name}-http",
+            load_balancer_arn=alb.arn,
+            port=80,
+            protocol="HTTP",
+            default_actions=forward,
+            tags=tags,
+            opts=ctx.opts(),
+        )
+        url = pulumi.Output.concat("http://", alb.dns_name)
+    return {"alb": alb, "tg": tg, "url": url}
+
+
+# ------------------------------------------------------------------------------------------------ assets
+def _assets_bucket(ctx: _Ctx, assets: Assets) -> tuple[Any, dict[str, Any]]:
+    import pulumi
+
+    ctx.enter("assets")
+
+    aws, name = ctx.aws, ctx.name
+    bucket = aws.s3.Bucket(f"{name}-assets", force_destroy=True, tags=ctx.tags, opts=ctx.opts())
+    aws.s3.BucketPublicAccessBlock(
+        f"{name}-assets",
+        bucket=bucket.id,
+        block_public_acls=True,
+        block_public_policy=True,
+        ignore_public_acls=True,
+        restrict_public_buckets=True,
+        opts=ctx.opts(),
+    )
+    aws.s3.BucketOwnershipControls(
+        f"{name}-assets",
+        bucket=bucket.id,
+        rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
+        opts=ctx.opts(),
+    )
+    sse = aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+        sse_algorithm="AES256"
+    )
+    aws.s3.BucketServerSideEncryptionConfiguration(
+        f"{name}-assets",
+        bucket=bucket.id,
+        rules=[
+            aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
+                apply_server_side_encryption_by_default=sse
+            )
+        ],
+        opts=ctx.opts(),
+    )
+
+    def upload(resource: str, key: str, path: Path) -> None:
+        aws.s3.BucketObjectv2(
+            resource,
+            bucket=bucket.id,
+            key=key,
+            source=pulumi.FileAsset(str(_staged(path, key))),
+            server_side_encryption="AES256",
+            tags=ctx.asset_tags,
+            opts=ctx.opts(),
+        )
+
+    keys: dict[str, Any] = {"wheel": content_key("wheels", assets.wheel), "model": None, "wheelhouse": None}
+    upload(f"{name}-wheel", keys["wheel"], assets.wheel)
+    if assets.model is not None:
+        keys["model"] = content_key("model", assets.model)
+        upload(f"{name}-model", keys["model"], assets.model)
+    if assets.wheelhouse is not None:
+        keys["wheelhouse"] = f"wheelhouse/{assets.wheelhouse.digest[:16]}"
+        for f in assets.wheelhouse.files:
+            upload(f"{name}-wh-{f.name}", f"{keys['wheelhouse']}/{f.name}", f)
+    return bucket, keys
+
+
+def _staged(path: Path, key: str) -> Path:
+    """A copy of ``path`` at a content-addressed local path, so the asset's path, not only its hash, is the same
+    on every run (a freshly built wheel lives in a new temporary directory each time)."""
+    from .stack import mlops_home
+
+    dest = mlops_home() / "assets" / key
+    if not dest.is_file():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".part")
+        tmp.write_bytes(path.read_bytes())
+        tmp.replace(dest)
+    return dest
+
+
+def _instance_role(ctx: _Ctx, bucket: Any) -> Any:
+    ctx.enter("instances")  # role, profile, launch template and group
+    aws, name = ctx.aws, ctx.name
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ],
+    }
+    role = aws.iam.Role(
+        f"{name}-instance", tags=ctx.tags, assume_role_policy=json.dumps(trust), opts=ctx.opts()
+    )
+    # Managed policy ARNs carry the region's partition (aws, aws-us-gov, aws-cn).
+    aws.iam.RolePolicyAttachment(
+        f"{name}-ssm",
+        role=role.name,
+        policy_arn=policy_arn("AmazonSSMManagedInstanceCore", ctx.region),
+        opts=ctx.opts(),
+    )
+    aws.iam.RolePolicyAttachment(
+        f"{name}-cwagent",
+        role=role.name,
+        policy_arn=policy_arn("CloudWatchAgentServerPolicy", ctx.region),
+        opts=ctx.opts(),
+    )
+    warm = ctx.spec.capacity.warm_pool is not None
+
+    def doc(arn: str) -> str:
+        statements: list[dict[str, Any]] = [
+            {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [f"{arn}/*"]},
+            {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [arn]},
+        ]
+        if warm:  # the ready unit finds its group and completes the launching lifecycle action
+            statements.append(
+                {
+                    "Effect": "Allow",
+                    "Action": [
+                        "autoscaling:DescribeAutoScalingInstances",
+                        "autoscaling:CompleteLifecycleAction",
+                    ],
+                    "Resource": ["*"],
+                }
+            )
+        return json.dumps({"Version": "2012-10-17", "Statement": statements})
+
+    aws.iam.RolePolicy(f"{name}-assets-read", role=role.id, policy=bucket.arn.apply(doc), opts=ctx.opts())
+    return aws.iam.InstanceProfile(f"{name}-instance", role=role.name, tags=ctx.tags, opts=ctx.opts())
+
+
+# ------------------------------------------------------------------------------------------------ instances
+def _launch_template(
+    ctx: _Ctx, inst_sg: Any, profile: Any, bucket: Any, keys: dict[str, Any]
+) -> tuple[Any, Any]:
+    aws, spec, name = ctx.aws, ctx.spec, ctx.name
+    ami = spec.instance.ami or ctx.resolved.get("ami_id")
+    if not ami:  # only the legacy path gets here: AwsFleet pins the AMI through the preflight
+        ami = aws.ssm.get_parameter(name=spec.instance.ami_ssm_parameter).value
+    hook = f"{name}-launching" if spec.capacity.warm_pool is not None else None
+    region, port, hc_path = ctx.region, spec.target_group.port, spec.aws_health_check.path
+    user_data = bucket.bucket.apply(
+        lambda b: base64.b64encode(
+            render_user_data(
+                bucket=b,
+                region=region,
+                wheel_key=keys["wheel"],
+                model_key=keys["model"],
+                wheelhouse_prefix=keys["wheelhouse"],
+                port=port,
+                lifecycle_hook=hook,
+                health_path=hc_path,
+            ).encode()
+        ).decode()
+    )
+    lt = aws.ec2.LaunchTemplate(
+        f"{name}-lt",
+        image_id=ami,
+        instance_type=spec.instance.type,
+        iam_instance_profile=aws.ec2.LaunchTemplateIamInstanceProfileArgs(arn=profile.arn),
+        vpc_security_group_ids=[inst_sg.id],
+        metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
+            http_endpoint="enabled",
+            http_tokens="required",
+            http_put_response_hop_limit=1,
+            instance_metadata_tags="disabled",
+        ),
+        block_device_mappings=[
+            aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
+                device_name="/dev/xvda",  # the root device of Amazon Linux 2023 AMIs
+                ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+                    volume_size=spec.instance.root_volume_gb,
+                    volume_type="gp3",
+                    encrypted="true",
+                    delete_on_termination="true",
+                ),
+            )
+        ],
+        # Detailed (1-minute) instance metrics only pay off when a CPU policy reads them.
+        monitoring=aws.ec2.LaunchTemplateMonitoringArgs(enabled=spec.scaling.cpu_target_percent is not None),
+        user_data=user_data,
+        update_default_version=True,
+        tag_specifications=[
+            aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type=t, tags={**ctx.tags, "Name": name})
+            for t in ("instance", "volume")
+        ],
+        tags=ctx.tags,
+        opts=ctx.opts(),
+    )
+    return lt, ami
+
+
+def _group(ctx: _Ctx, lt: Any, tg: Any) -> Any:
+    import pulumi
+
+    aws, spec, name = ctx.aws, ctx.spec, ctx.name
+    cfg = pulumi.Config()
+    min_size = cfg.get_int("minSize")
+    max_size = cfg.get_int("maxSize")
+    min_size = spec.capacity.min if min_size is None else min_size
+    max_size = spec.capacity.max if max_size is None else max_size
+    desired = min(max(spec.capacity.desired, min_size), max_size)
+    hc = spec.aws_health_check
+    warm = spec.capacity.warm_pool
+    group_args: dict[str, Any] = {}
+    if warm is not None:
+        # Declared inline so the hook exists before the first instance launches into the pool.
+        group_args["initial_lifecycle_hooks"] = [
+            aws.autoscaling.GroupInitialLifecycleHookArgs(
+                name=f"{name}-launching",
+                lifecycle_transition="autoscaling:EC2_INSTANCE_LAUNCHING",
+                default_result="ABANDON",  # an instance that never got healthy is not put in service
+                heartbeat_timeout=max(hc.grace_period_s, 300),
+            )
+        ]
+        group_args["warm_pool"] = aws.autoscaling.GroupWarmPoolArgs(
+            pool_state=warm.state.capitalize(),
+            min_size=warm.min_size,
+            max_group_prepared_capacity=warm.max_group_prepared_capacity,
+            instance_reuse_policy=aws.autoscaling.GroupWarmPoolInstanceReusePolicyArgs(
+                reuse_on_scale_in=warm.reuse_on_scale_in
+            ),
+        )
+    return aws.autoscaling.Group(
+        f"{name}-asg",
+        min_size=min_size,
+        max_size=max_size,
+        desired_capacity=desired,
+        vpc_zone_identifiers=list(ctx.resolved["instance_subnet_ids"]),
+        # The numeric latest version, not "$Latest": a new template version changes the group, which is what
+        # starts the instance refresh below. User data is byte-identical when nothing changed, so it is rare.
+        launch_template=aws.autoscaling.GroupLaunchTemplateArgs(
+            id=lt.id, version=lt.latest_version.apply(str)
+        ),
+        target_group_arns=[tg.arn],
+        health_check_type="ELB",
+        health_check_grace_period=hc.grace_period_s,
+        default_instance_warmup=spec.scaling.warmup_s,
+        enabled_metrics=list(ENABLED_METRICS),
+        metrics_granularity="1Minute",
+        instance_refresh=aws.autoscaling.GroupInstanceRefreshArgs(
+            strategy="Rolling",
+            triggers=["tag"],
+            preferences=aws.autoscaling.GroupInstanceRefreshPreferencesArgs(**REFRESH_PREFERENCES),
+        ),
+        wait_for_capacity_timeout="15m",
+        tags=[
+            aws.autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True)
+            for k, v in {**ctx.tags, "Name": name}.items()
+        ],
+        # Target tracking (and fleet.scale(desired=...)) own desired capacity after creation.
+        opts=ctx.opts(ignore_changes=["desiredCapacity"]),
+        **group_args,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ scaling
+def _scaling(ctx: _Ctx, asg: Any, lb: Mapping[str, Any]) -> Any:
+    import pulumi
+
+    ctx.enter("scaling")
+
+    aws, spec, name = ctx.aws, ctx.spec, ctx.name
+    rps = pulumi.Config().get_float("targetRpsPerTarget")
+    target_rps = spec.scaling.target_rps_per_target if rps is None else rps
+    resource_label = pulumi.Output.concat(lb["alb"].arn_suffix, "/", lb["tg"].arn_suffix)
+    metric = aws.autoscaling.PolicyTargetTrackingConfigurationPredefinedMetricSpecificationArgs
+    aws.autoscaling.Policy(
+        f"{name}-requests",
+        autoscaling_group_name=asg.name,
+        policy_type="TargetTrackingScaling",
+        estimated_instance_warmup=spec.scaling.warmup_s,
+        target_tracking_configuration=aws.autoscaling.PolicyTargetTrackingConfigurationArgs(
+            predefined_metric_specification=metric(
+                predefined_metric_type="ALBRequestCountPerTarget", resource_label=resource_label
+            ),
+            # ALBRequestCountPerTarget counts per target per *minute*; the spec stores per second.
+            target_value=target_rps * 60.0,
+            disable_scale_in=not spec.scaling.scale_in_enabled,
+        ),
+        opts=ctx.opts(),
+    )
+    if spec.scaling.cpu_target_percent is not None:
+        aws.autoscaling.Policy(
+            f"{name}-cpu",
+            autoscaling_group_name=asg.name,
+            policy_type="TargetTrackingScaling",
+            estimated_instance_warmup=spec.scaling.warmup_s,
+            target_tracking_configuration=aws.autoscaling.PolicyTargetTrackingConfigurationArgs(
+                predefined_metric_specification=metric(predefined_metric_type="ASGAverageCPUUtilization"),
+                target_value=spec.scaling.cpu_target_percent,
+                disable_scale_in=not spec.scaling.scale_in_enabled,
+            ),
+            opts=ctx.opts(),
+        )
+    return resource_label
