@@ -244,12 +244,14 @@ class TestScaling:
 
 
 class TestModel:
-    @pytest.mark.parametrize("source", ["demo", "m.joblib", "dir/m.pkl", "s3://bucket/m.skops"])
+    @pytest.mark.parametrize(
+        "source", ["demo", "m.joblib", "dir/m.pkl", "s3://bucket/m.skops", "demo.onnx", "models/m.onnx"]
+    )
     def test_demo_or_model_files(self, source):
-        """The demo model or a joblib/pickle/skops path or URI."""
+        """The demo model or a joblib/pickle/skops/onnx path or URI."""
         assert ModelSpec(source=source).source == source
 
-    @pytest.mark.parametrize("source", ["", "model.onnx", "m.joblib\n", "Demo", 3])
+    @pytest.mark.parametrize("source", ["", "model.h5", "m.onnx\n", "m.joblib\n", "Demo", 3])
     def test_anything_else_is_refused(self, source):
         """Other suffixes, empty text and non-strings are refused."""
         rejects(lambda: ModelSpec(source=source), "model.source")

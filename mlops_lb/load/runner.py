@@ -50,6 +50,7 @@ from .result import (
     records_frame,
     stream_percentiles,
 )
+from .settings import LoadSettings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -733,6 +734,7 @@ def run_load(
     profile: LoadProfile,
     payloads: Payloads = None,
     *,
+    settings: LoadSettings | None = None,
     method: str = "POST",
     headers: Mapping[str, str] | None = None,
     connections: int = 32,
@@ -755,6 +757,8 @@ def run_load(
     ``workers``-th request of the schedule). ``on_interval(row)`` gets each interval's summary row.
     ``stop`` (a ``threading.Event``) or Ctrl-C end the run early with a partial result (``stopped=True``).
     ``bundle`` (a :class:`mlops_lb.bundle.RunBundle`) receives records and intervals as the run goes.
+    ``settings`` (a :class:`mlops_lb.load.LoadSettings`) gives method, headers, connections, timeout_s,
+    interval_s, workers, progress, max_lag_p99_s, slo and connect_timeout_s in one value instead of keywords.
 
     A run ends at its last intended send time plus ``timeout_s`` at the latest, whatever the server does: a
     request that waits ``timeout_s`` past its intended time without a connection ends as ``no_connection``,
@@ -773,6 +777,14 @@ def run_load(
         r = run_load("http://127.0.0.1:8080/predict", ramp(10, 500, 60), payloads=[{"rows": [[5.1, 3.5]]}])
         r.summary()["p99_s"], r.valid
     """
+    # One LoadSettings instead of the keywords; a keyword that disagrees with it is an error.
+    if settings is not None:
+        (method, headers, connections, timeout_s, interval_s, workers, progress, max_lag_p99_s, slo,
+         connect_timeout_s) = settings.resolve(
+            method=method, headers=headers, connections=connections, timeout_s=timeout_s, interval_s=interval_s,
+            workers=workers, progress=progress, max_lag_p99_s=max_lag_p99_s, slo=slo,
+            connect_timeout_s=connect_timeout_s,
+        )  # fmt: skip
     run = _Run(
         url, profile, payloads, method=method, headers=headers, connections=connections, timeout_s=timeout_s,
         interval_s=interval_s, workers=workers, on_interval=on_interval, progress=progress, stop=stop,
@@ -851,6 +863,7 @@ def start_load(
     profile: LoadProfile,
     payloads: Payloads = None,
     *,
+    settings: LoadSettings | None = None,
     method: str = "POST",
     headers: Mapping[str, str] | None = None,
     connections: int = 32,
@@ -873,6 +886,14 @@ def start_load(
         ...                       # widgets stay live
         run.stop(); run.result()
     """
+    # One LoadSettings instead of the keywords; a keyword that disagrees with it is an error.
+    if settings is not None:
+        (method, headers, connections, timeout_s, interval_s, workers, progress, max_lag_p99_s, slo,
+         connect_timeout_s) = settings.resolve(
+            method=method, headers=headers, connections=connections, timeout_s=timeout_s, interval_s=interval_s,
+            workers=workers, progress=progress, max_lag_p99_s=max_lag_p99_s, slo=slo,
+            connect_timeout_s=connect_timeout_s,
+        )  # fmt: skip
     stop = stop if stop is not None else threading.Event()
     run = _Run(
         url, profile, payloads, method=method, headers=headers, connections=connections, timeout_s=timeout_s,
