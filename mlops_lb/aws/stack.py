@@ -189,6 +189,7 @@ class AwsFleet:
         self._wheelhouse = wheelhouse
         self._resolved: dict[str, Any] | None = None
         self._repin_ami = False
+        self._closed = False
         self._stack: Any = None
         self._outputs: dict[str, Any] | None = None
 
@@ -682,6 +683,12 @@ class AwsFleet:
                 self.stack_name,
             )
         self._stack = None
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` has run: this object lets go of the stack, which keeps running on AWS."""
+        return self._closed
 
     def __enter__(self) -> AwsFleet:
         return self
