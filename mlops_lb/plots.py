@@ -609,12 +609,13 @@ def capacity_curve(
             markersize=10,
             label="step over SLO or error bound",
         )
-    ax.axhline(
-        plan.slo_p99_s * 1000.0,
-        color="tab:red",
-        linestyle="--",
-        label=f"SLO p99 {plan.slo_p99_s * 1000:g} ms",
-    )
+    if plan.slo_p99_s is not None:  # a plan on TTFT/TPOT bounds alone has no latency line
+        ax.axhline(
+            plan.slo_p99_s * 1000.0,
+            color="tab:red",
+            linestyle="--",
+            label=f"SLO p99 {plan.slo_p99_s * 1000:g} ms",
+        )
     knee, max_ok = plan.knee_rate_per_target, plan.max_ok_rate_per_target
     if knee is not None and max_ok is not None and math.isclose(knee, max_ok):
         # one line, one label: two lines at the same rate would hide one under the other
