@@ -234,6 +234,9 @@ class _Run:
         max_lag_p99_s: float,
         slo: Mapping[str, float] | None = None,
         connect_timeout_s: float | None = None,
+        cluster: str | None = None,
+        shards: int | str | None = None,
+        placement: str = "spread",
     ) -> None:
         if not isinstance(profile, LoadProfile):
             raise SpecError(
@@ -253,6 +256,12 @@ class _Run:
         )
         self.slo = _check_slo(slo)
         _check_request_line(method, headers)
+        from .distributed import check_options
+
+        check_options(cluster, shards, placement, workers, connections)
+        self.cluster, self.shards, self.placement = cluster, shards, placement
+        self.shard_sizes: dict[int, int] = {}  # shard -> its share of the schedule (Ray shards)
+        self.shard_table: pd.DataFrame | None = None
         self.url = url
         self.host, self.port, path, hostport = _parse_url(url)
         self.address = _resolve(self.host, self.port)
@@ -338,11 +347,16 @@ class _Run:
 
             self._bar = tqdm(total=self.scheduled, unit="req", desc="load", leave=True)
         try:
-            if self.workers == 1:
+            if self.cluster is not None:
+                from .distributed import execute_shards
+
+                execute_shards(self)
+            elif self.workers == 1:
                 self._execute_thread()
             else:
                 self._execute_processes()
             result = self._result()
+            result.shards = self.shard_table
         except BaseException:
             # Ctrl-C (or a failure) outside the collector, e.g. while joining the engine: stop the engine and
             # still merge what was appended, so the bundle on disk is whole.
@@ -395,6 +409,8 @@ class _Run:
             "timeout_s": self.timeout_s,
             "interval_s": self.interval_s,
             "workers": self.workers,
+            "cluster": self.cluster,
+            "shards": self.shards,
             "max_lag_p99_s": self.max_lag_p99_s,
             "connect_timeout_s": self.connect_timeout_s,
             "slo": self.slo,
@@ -691,7 +707,7 @@ class _Run:
             self.stop_reason = self.profile.done_reason(self._steps)
         lost: dict[int, int] = {}
         for w in self._dead:
-            share = len(self.schedule[w :: self.workers])
+            share = self.shard_sizes.get(w, len(self.schedule[w :: self.workers]))
             lost[w] = share - self._received.get(w, 0)
         if self._dead and not self.stop_reason:
             self.stop_reason = "a worker died"
@@ -739,6 +755,9 @@ def run_load(
     max_lag_p99_s: float = 0.003,
     slo: Mapping[str, float] | None = None,
     connect_timeout_s: float | None = None,
+    cluster: str | None = None,
+    shards: int | str | None = None,
+    placement: str = "spread",
 ) -> LoadResult:
     """Send ``profile``'s schedule to ``url`` (open loop) and return a :class:`LoadResult`.
 
@@ -750,6 +769,9 @@ def run_load(
     ``bundle`` (a :class:`mlops_lb.bundle.RunBundle`) receives records and intervals as the run goes.
     ``settings`` (a :class:`mlops_lb.load.LoadSettings`) gives method, headers, connections, timeout_s,
     interval_s, workers, progress, max_lag_p99_s, slo and connect_timeout_s in one value instead of keywords.
+    ``cluster="ray"`` (an existing ``ray.init()`` connection, else a local Ray for this run) or
+    ``"ray://head:10001"`` runs ``shards`` engines (``"auto"``: one per free CPU) as Ray actors at rate/shards
+    each, merged exactly; ``placement`` is ``spread``, ``strict_spread`` or ``pack`` (docs/distributed.md).
 
     A run ends at its last intended send time plus ``timeout_s`` at the latest, whatever the server does: a
     request that waits ``timeout_s`` past its intended time without a connection ends as ``no_connection``,
@@ -780,6 +802,7 @@ def run_load(
         url, profile, payloads, method=method, headers=headers, connections=connections, timeout_s=timeout_s,
         interval_s=interval_s, workers=workers, on_interval=on_interval, progress=progress, stop=stop,
         bundle=bundle, max_lag_p99_s=max_lag_p99_s, slo=slo, connect_timeout_s=connect_timeout_s,
+        cluster=cluster, shards=shards, placement=placement,
     )  # fmt: skip
     return run.execute()
 
@@ -868,6 +891,9 @@ def start_load(
     max_lag_p99_s: float = 0.003,
     slo: Mapping[str, float] | None = None,
     connect_timeout_s: float | None = None,
+    cluster: str | None = None,
+    shards: int | str | None = None,
+    placement: str = "spread",
 ) -> LoadRun:
     """Like :func:`run_load` but returns at once with a :class:`LoadRun` handle (the run goes on a thread).
 
@@ -890,5 +916,6 @@ def start_load(
         url, profile, payloads, method=method, headers=headers, connections=connections, timeout_s=timeout_s,
         interval_s=interval_s, workers=workers, on_interval=on_interval, progress=progress, stop=stop,
         bundle=bundle, max_lag_p99_s=max_lag_p99_s, slo=slo, connect_timeout_s=connect_timeout_s,
+        cluster=cluster, shards=shards, placement=placement,
     )  # fmt: skip
     return LoadRun(run, stop)
