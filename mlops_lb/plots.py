@@ -32,11 +32,18 @@ if TYPE_CHECKING:
 __all__ = [
     "capacity_curve",
     "dashboard",
+    "goodput_curve",
+    "goodput_steps",
+    "itl_over_time",
+    "itl_spectrum",
     "latency_over_time",
     "per_target",
     "percentile_spectrum",
     "scaling_timeline",
     "throughput",
+    "tokens_per_s",
+    "ttft_over_time",
+    "ttft_spectrum",
 ]
 
 TimeAxis = Literal["relative", "utc"]
@@ -606,12 +613,13 @@ def capacity_curve(
             markersize=10,
             label="step over SLO or error bound",
         )
-    ax.axhline(
-        plan.slo_p99_s * 1000.0,
-        color="tab:red",
-        linestyle="--",
-        label=f"SLO p99 {plan.slo_p99_s * 1000:g} ms",
-    )
+    if plan.slo_p99_s is not None:  # a plan on TTFT/TPOT bounds alone has no latency line
+        ax.axhline(
+            plan.slo_p99_s * 1000.0,
+            color="tab:red",
+            linestyle="--",
+            label=f"SLO p99 {plan.slo_p99_s * 1000:g} ms",
+        )
     knee, max_ok = plan.knee_rate_per_target, plan.max_ok_rate_per_target
     if knee is not None and max_ok is not None and math.isclose(knee, max_ok):
         # one line, one label: two lines at the same rate would hide one under the other
@@ -697,4 +705,292 @@ def dashboard(bundle: Any, *, time: TimeAxis = "relative", slo_p99_s: float | No
         a_note.set_axis_off()
     name = getattr(spec, "name", None) or getattr(getattr(bundle, "path", None), "name", "run")
     fig.suptitle(f"mlops_lb run: {name}")
+    return fig
+
+
+# --------------------------------------------------------------------------- streamed (LLM) responses
+_NO_STREAM = "no streamed responses in this run"
+_STREAM_LABELS = {"ttft": "TTFT", "itl": "ITL", "tpot": "TPOT"}
+
+
+def _no_stream(ax: Axes, what: str) -> None:
+    """A visible note instead of an empty axis: a run whose responses did not stream has no token timings."""
+    ax.text(0.5, 0.5, _NO_STREAM, transform=ax.transAxes, ha="center", va="center")
+    ax.set_ylabel(f"{what} (ms)")
+
+
+def _has_values(df: pd.DataFrame, cols: list[str]) -> bool:
+    present = [c for c in cols if c in df.columns]
+    return bool(present) and bool(df[present].notna().to_numpy().any())
+
+
+def _stream_over_time(
+    intervals: Any, metric: str, ax: Axes | None, uncorrected: bool, time: TimeAxis, t0: Any, title: str
+) -> Figure:
+    df = _frame(intervals, "intervals")
+    fig, ax = _axes(ax)
+    ax.set_title(title)
+    name = _STREAM_LABELS[metric]
+    x = _x(df["interval_start"], time, t0) if len(df) else []
+    mk = _markers(len(df))
+    series = [("", "-", 1.0, "")]
+    if uncorrected and metric == "ttft":
+        series.append(("_uncorrected", "--", 0.7, " (uncorrected)"))
+    cols = [f"{metric}_{p}{suf}_s" for p in ("p50", "p99") for suf, *_ in series]
+    if not len(df) or not _has_values(df, cols):
+        _no_stream(ax, name)
+    else:
+        for key, label in (("p50", "p50"), ("p99", "p99")):
+            for suf, style, alpha, tail in series:
+                col = f"{metric}_{key}{suf}_s"
+                if col in df.columns:
+                    ax.plot(x, df[col].to_numpy(dtype=float) * 1000.0, color=_COLORS[key], linestyle=style,
+                            alpha=alpha, label=f"{name} {label}{tail}", **mk)  # fmt: skip
+        _latency_y(ax, name)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    _time_label(ax, time)
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def ttft_over_time(
+    intervals: Any,
+    *,
+    ax: Axes | None = None,
+    uncorrected: bool = True,
+    time: TimeAxis = "relative",
+    t0: Any = None,
+) -> Figure:
+    """Time to first token per interval, p50 and p99 in ms; dashed lines are uncorrected (from the actual send).
+
+    Corrected TTFT runs from the intended send time, so it includes the time a request waited in the client or in
+    a queue before it went out: where solid and dashed part, the schedule slipped. A run without streamed
+    responses gets a note saying so.
+
+    Example::
+
+        ttft_over_time(result.intervals())
+    """
+    return _stream_over_time(intervals, "ttft", ax, uncorrected, time, t0, "Time to first token per interval")
+
+
+def itl_over_time(
+    intervals: Any,
+    *,
+    ax: Axes | None = None,
+    time: TimeAxis = "relative",
+    t0: Any = None,
+) -> Figure:
+    """Inter-token latency (the gap between token events) per interval, p50 and p99 in ms.
+
+    Example::
+
+        itl_over_time(result.intervals())
+    """
+    return _stream_over_time(intervals, "itl", ax, False, time, t0, "Inter-token latency per interval")
+
+
+def tokens_per_s(
+    intervals: Any,
+    *,
+    ax: Axes | None = None,
+    time: TimeAxis = "relative",
+    t0: Any = None,
+) -> Figure:
+    """Output tokens per second per interval (tokens of the responses that completed in it).
+
+    Example::
+
+        tokens_per_s(result.intervals())
+    """
+    df = _frame(intervals, "intervals")
+    fig, ax = _axes(ax)
+    tok = df["output_tokens_per_s"] if "output_tokens_per_s" in df.columns else None
+    if tok is None or not len(df) or not float(tok.fillna(0).sum()) > 0:
+        ax.text(0.5, 0.5, _NO_STREAM, transform=ax.transAxes, ha="center", va="center")
+    else:
+        x = _x(df["interval_start"], time, t0)
+        ax.plot(x, tok.to_numpy(dtype=float), color="tab:blue", label="output tokens/s", **_markers(len(df)))
+        ax.set_ylim(bottom=0)
+    ax.set_ylabel("output tokens per second")
+    _time_label(ax, time)
+    ax.set_title("Output tokens per second")
+    ax.grid(True, alpha=0.3)
+    return fig
+
+
+def _stream_spectra(src: Any, metric: str) -> list[tuple[str, pd.DataFrame]]:
+    """(label, spectrum) curves for ``metric`` from a LoadResult's histograms or a requests frame's columns."""
+    import numpy as np
+    import pandas as pd
+
+    def from_hist(h: Any) -> pd.DataFrame | None:
+        if h is None or h.get_total_count() == 0:
+            return None
+        ks = np.linspace(0, 5, 101)
+        pcts = 100 * (1 - 10.0**-ks)
+        vals = [h.get_value_at_percentile(float(p)) / 1e6 for p in pcts]
+        return pd.DataFrame({"percentile": pcts, "latency_s": vals})
+
+    out: list[tuple[str, pd.DataFrame]] = []
+    if callable(getattr(src, "stream_histogram", None)):
+        names = {"ttft": [("ttft", "corrected"), ("ttft_uncorrected", "uncorrected")],
+                 "itl": [("itl", "ITL (every gap)"), ("tpot", "TPOT (per request)")]}[metric]  # fmt: skip
+        for key, label in names:
+            spec = from_hist(src.stream_histogram(key))
+            if spec is not None:
+                out.append((label, spec))
+        return out
+    reqs = src if isinstance(src, pd.DataFrame) else getattr(src, "requests", None)
+    if callable(reqs):
+        reqs = reqs()
+    if not isinstance(reqs, pd.DataFrame):
+        raise TypeError(f"expected a LoadResult, a requests DataFrame or a bundle (got {type(src).__name__})")
+    cols = {"ttft": [("ttft_s", "corrected"), ("ttft_uncorrected_s", "uncorrected")],
+            "itl": [("itl_mean_s", "ITL (per-request mean)"), ("tpot_s", "TPOT (per request)")]}[metric]  # fmt: skip
+    for col, label in cols:
+        if col in reqs.columns and reqs[col].notna().any():
+            out.append((label, _spectrum_from_values(reqs[col].dropna())))
+    return out
+
+
+def _stream_spectrum(src: Any, metric: str, ax: Axes | None, title: str) -> Figure:
+    curves = _stream_spectra(src, metric)
+    fig, ax = _axes(ax)
+    ax.set_title(title)
+    ax.set_xlabel("percentile")
+    if not curves:
+        _no_stream(ax, _STREAM_LABELS[metric])
+        return fig
+    for (name, spec), style in zip(curves, ("-", "--"), strict=False):
+        x, keep = _spectrum_xy(spec["percentile"])
+        ax.plot(x, spec["latency_s"].to_numpy(dtype=float)[keep] * 1000.0, linestyle=style, label=name)
+    ax.set_xscale("log")
+    _latency_y(ax, _STREAM_LABELS[metric] if metric == "ttft" else "time between tokens")
+    ticks = [2.0, 10.0, 100.0, 1000.0, 10000.0]
+    ax.set_xticks(ticks, ["50%", "90%", "99%", "99.9%", "99.99%"])
+    ax.set_xticks([], minor=True)
+    ax.set_xlim(1.0, max(ticks[-1], ax.get_xlim()[1]))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="upper left", fontsize="small")
+    return fig
+
+
+def ttft_spectrum(result_or_requests: Any, *, ax: Axes | None = None) -> Figure:
+    """HDR percentile spectrum of time to first token, corrected (from the intended send) and uncorrected.
+
+    Accepts a LoadResult (its merged TTFT histograms), a requests DataFrame or a bundle (``ttft_s`` columns).
+
+    Example::
+
+        ttft_spectrum(result)
+    """
+    return _stream_spectrum(
+        result_or_requests, "ttft", ax, "Time to first token by percentile (HDR spectrum)"
+    )
+
+
+def itl_spectrum(result_or_requests: Any, *, ax: Axes | None = None) -> Figure:
+    """HDR percentile spectrum of inter-token latency and time per output token.
+
+    From a LoadResult the ITL curve holds every gap between token events (its HDR histogram); from a requests
+    frame or bundle it is each request's mean gap, which is all the records keep.
+
+    Example::
+
+        itl_spectrum(result)
+    """
+    return _stream_spectrum(result_or_requests, "itl", ax, "Inter-token latency by percentile (HDR spectrum)")
+
+
+def goodput_steps(requests: Any, intervals: Any, slo: Any = None) -> pd.DataFrame:
+    """Per step of a sweep or step run: ``rate`` offered, ``requests``, ``meeting_slo`` and ``goodput_rps``.
+
+    A request belongs to the step it was scheduled in (its intended send time); goodput is the step's rate times
+    the share of its requests that succeeded and met every bound of ``slo`` (``ttft_s``, ``tpot_s``,
+    ``latency_s``; None: success alone). Empty without ``step_rps`` in the intervals.
+
+    Example::
+
+        goodput_steps(result.requests(), result.intervals(), {"ttft_s": 0.5})
+    """
+    import numpy as np
+    import pandas as pd
+
+    req, iv = _frame(requests, "requests"), _frame(intervals, "intervals")
+    cols = ["rate", "requests", "meeting_slo", "goodput_rps"]
+    if "step_rps" not in iv.columns or not iv["step_rps"].notna().any() or not len(req):
+        return pd.DataFrame(columns=cols)
+    iv = iv.assign(_at=_utc(iv["interval_start"]).astype("datetime64[ns, UTC]")).sort_values("_at")
+    at = _utc(req["intended_at"]).astype("datetime64[ns, UTC]")
+    # the interval each request was scheduled in: the last one starting at or before its intended send
+    k = np.searchsorted(iv["_at"].to_numpy(dtype="int64"), at.to_numpy(dtype="int64"), side="right") - 1
+    rates = iv["step_rps"].to_numpy(dtype=float)
+    r = req.assign(step_rps=np.where(k >= 0, rates[np.clip(k, 0, None)], math.nan), _at=at).sort_values("_at")
+    r = r[r["step_rps"].notna()]
+    err = r["error"].astype(str) if "error" in r.columns else pd.Series("", index=r.index)
+    ok = r["error"].isna() | (err == "") if "error" in r.columns else pd.Series(True, index=r.index)
+    meet = ok.to_numpy(dtype=bool).copy()
+    for key, bound in dict(slo or {}).items():
+        meet &= np.nan_to_num(r[key].to_numpy(dtype=float), nan=math.inf) <= float(bound)
+    r = r.assign(_meet=meet)
+    # Consecutive steps can share a rate (a step profile that comes back to it): group by the run of equal rates.
+    run = (r["step_rps"] != r["step_rps"].shift()).cumsum()
+    g = r.groupby(run)
+    out = pd.DataFrame(
+        {
+            "rate": g["step_rps"].first().astype(float),
+            "requests": g.size().astype(int),
+            "meeting_slo": g["_meet"].sum().astype(int),
+        }
+    )
+    out["goodput_rps"] = out["rate"] * out["meeting_slo"] / out["requests"]
+    return out.reset_index(drop=True)[cols]
+
+
+def goodput_curve(
+    requests: Any,
+    intervals: Any = None,
+    *,
+    slo: Any = None,
+    ax: Axes | None = None,
+) -> Figure:
+    """Goodput (requests/s that met every SLO bound) against the offered rate, one point per step.
+
+    On the dotted diagonal every request met the SLO; where the points fall away from it, the fleet has passed
+    its useful capacity even if it still answers. ``requests`` may be a LoadResult or bundle (then ``intervals``
+    comes from it); ``slo`` defaults to the result's own.
+
+    Example::
+
+        goodput_curve(result, slo={"ttft_s": 0.5, "tpot_s": 0.05})
+    """
+    if intervals is None:
+        intervals = requests
+    if slo is None:
+        slo = getattr(requests, "slo", None) or (getattr(requests, "summary", None) or {})
+        slo = slo.get("slo", slo) if isinstance(slo, dict) else {}
+        slo = {k: v for k, v in dict(slo).items() if k in ("ttft_s", "tpot_s", "latency_s")}
+    steps = goodput_steps(requests, intervals, slo)
+    fig, ax = _axes(ax)
+    bounds = (
+        ", ".join(f"{k.removesuffix('_s').upper()} ≤ {v * 1000:g} ms" for k, v in slo.items()) or "success"
+    )
+    ax.set_title(f"Goodput vs offered rate (SLO: {bounds})")
+    ax.set_xlabel("offered rate (requests/s)")
+    ax.set_ylabel("goodput (requests/s meeting the SLO)")
+    if steps.empty:
+        ax.text(0.5, 0.5, "no steps in this run (run a sweep or step profile)", transform=ax.transAxes,
+                ha="center", va="center")  # fmt: skip
+        return fig
+    x = steps["rate"].to_numpy(dtype=float)
+    top = float(x.max()) * 1.05
+    ax.plot([0, top], [0, top], color="tab:gray", linestyle=":", label="every request meets the SLO")
+    ax.plot(
+        x, steps["goodput_rps"].to_numpy(dtype=float), color="tab:blue", marker="o", label="goodput per step"
+    )
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", fontsize="small")
     return fig

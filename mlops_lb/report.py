@@ -310,6 +310,98 @@ def _waterfall(events: pd.DataFrame, requests: pd.DataFrame, t0: Any) -> pd.Data
     )
 
 
+# --------------------------------------------------------------------------- streamed (LLM) responses
+_STREAM_ROWS = (
+    ("TTFT corrected", "ttft_", "_s"),
+    ("TTFT uncorrected", "ttft_", "_uncorrected_s"),
+    ("ITL", "itl_", "_s"),
+    ("TPOT", "tpot_", "_s"),
+)
+
+
+def _llm_section(
+    b: LoadedBundle, summary: dict[str, Any], t0: Any
+) -> tuple[str, list[tuple[str, str, Figure]]]:
+    """The LLM section (HTML, figures) when the run streamed: TTFT/ITL/TPOT table, tokens/s, goodput with its SLO,
+    and the streaming plots; ``("", [])`` for a run whose summary has no TTFT (nothing streamed)."""
+    import math
+
+    from . import plots
+
+    def num(key: str) -> float:
+        try:
+            return float(summary.get(key, math.nan))
+        except (TypeError, ValueError):
+            return math.nan
+
+    if math.isnan(num("ttft_p50_s")):  # NaN or missing: no streamed response
+        return "", []
+    pcts = ("p50", "p90", "p99", "p999", "max")
+    head = "".join(f"<th>{h}</th>" for h in ("", "p50", "p90", "p99", "p99.9", "max"))
+    body = "".join(
+        f"<tr><th class='l'>{label} (ms)</th>"
+        + "".join(f"<td>{_ms(summary.get(f'{pre}{p}{suf}'))}</td>" for p in pcts)
+        + "</tr>"
+        for label, pre, suf in _STREAM_ROWS
+    )
+    slo = {k: v for k, v in dict(summary.get("slo") or {}).items() if v is not None}
+    slo_text = (
+        ", ".join(f"{k.removesuffix('_s').upper()} ≤ {float(v) * 1000:g} ms" for k, v in slo.items())
+        if slo
+        else "none given: every successful request counts"
+    )
+    tokens, tok_s, good = num("output_tokens"), num("output_tokens_per_s"), num("goodput_rps")
+    meeting, requests = summary.get("requests_meeting_slo"), summary.get("requests")
+    rows: list[tuple[str, str]] = [
+        ("output tokens", "n/a" if tokens != tokens else f"{tokens:,.0f}"),
+        ("output tokens per second", "n/a" if tok_s != tok_s else f"{tok_s:,.1f}"),
+        ("SLO", slo_text),
+        (
+            "goodput",
+            ("n/a" if good != good else f"{good:.2f} requests/s")
+            + (
+                f" ({meeting:,} of {requests:,} requests met the SLO)"
+                if meeting is not None and requests
+                else ""
+            ),
+        ),
+    ]
+    inb = b.in_window()
+    iv, req = inb.intervals, inb.requests
+    figs: list[tuple[str, str, Figure]] = []
+    if len(iv):
+        figs += [
+            ("ttft_over_time", "Time to first token per interval; dashed lines are uncorrected (from the actual "
+             "send time).", plots.ttft_over_time(iv, t0=t0)),
+            ("itl_over_time", "Inter-token latency per interval.", plots.itl_over_time(iv, t0=t0)),
+            ("tokens_per_s", "Output tokens per second.", plots.tokens_per_s(iv, t0=t0)),
+        ]  # fmt: skip
+    if len(req) and "ttft_s" in req.columns:
+        figs += [
+            ("ttft_spectrum", "HDR spectrum of time to first token.", plots.ttft_spectrum(req)),
+            ("itl_spectrum", "HDR spectrum of per-request mean ITL and TPOT.", plots.itl_spectrum(req)),
+        ]
+        if "step_rps" in iv.columns and iv["step_rps"].notna().any():
+            figs.append(
+                ("goodput_curve", f"Goodput per step against the offered rate (SLO: {slo_text}).",
+                 plots.goodput_curve(req, iv, slo=slo))
+            )  # fmt: skip
+    imgs = "".join(
+        f"<figure id='{stem}'><img alt='{html.escape(stem.replace('_', ' '))}' "
+        f"src='data:image/png;base64,{base64.b64encode(_png(fig)).decode('ascii')}'>"
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        for stem, caption, fig in figs
+    )
+    doc = (
+        "<h2>LLM streaming</h2>"
+        "<p class='muted'>TTFT runs from the intended send time to the first token (corrected for coordinated "
+        "omission; uncorrected: from the actual send); ITL is the gap between token events; TPOT is (latency − "
+        "TTFT) / (output tokens − 1). Goodput counts successful requests that met every SLO bound.</p>"
+        f"<table><tr>{head}</tr>{body}</table>{_table(rows)}{imgs}"
+    )
+    return doc, figs
+
+
 # --------------------------------------------------------------------------- the report
 def _render(bundle: LoadedBundle, slo_p99_s: float | None) -> tuple[str, list[tuple[str, str, Figure]]]:
     from .summary import summary_rows, verdict
@@ -346,6 +438,7 @@ def _render(bundle: LoadedBundle, slo_p99_s: float | None) -> tuple[str, list[tu
         for label, suffix in (("corrected", "_s"), ("uncorrected", "_uncorrected_s"))
     )
     figures = _plots(bundle, slo_p99_s)
+    llm_html, llm_figures = _llm_section(bundle, summary, t0)
     fig_html = "".join(
         f"<figure id='{stem}'><img alt='{html.escape(stem.replace('_', ' '))}' "
         f"src='data:image/png;base64,{base64.b64encode(_png(fig)).decode('ascii')}'>"
@@ -401,6 +494,7 @@ uncorrected from the actual send.</p>
 <table><tr>{lat_head}</tr>{lat_rows}</table>
 <h2>Plots</h2>
 {fig_html or "<p class='muted'>no data to plot</p>"}
+{llm_html}
 {plan_html}
 <h2>Scale-out waterfall</h2>
 <p class="muted">Seconds spent in each stage, per new target: decision → launch → healthy (first passing check)
@@ -413,7 +507,7 @@ uncorrected from the actual send.</p>
 {_df_html(events[ev_cols] if ev_cols else events, t0, wrap=("detail",))}
 </body></html>
 """
-    return doc, figures
+    return doc, figures + llm_figures
 
 
 def render_report_html(bundle: Any, *, slo_p99_s: float | None = None) -> str:

@@ -335,3 +335,64 @@ def test_an_unwritable_report_is_a_storage_error(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     with pytest.raises(StorageError, match=r"report\.html"):
         write_report(_synthetic().make_bundle(), out=blocker / "report.html")
+
+
+def _streamed(b: Any) -> Any:
+    """The synthetic bundle as if every request had streamed: TTFT a fifth of its latency, 20 tokens each."""
+    req, iv = b.requests, b.intervals
+    req["ttft_s"] = req["latency_s"] / 5
+    req["ttft_uncorrected_s"] = req["service_s"] / 5
+    req["output_tokens"] = 20
+    req["itl_mean_s"] = req["tpot_s"] = (req["latency_s"] - req["ttft_s"]) / 19
+    for p in ("p50", "p90", "p99", "p999", "max"):
+        iv[f"ttft_{p}_s"], iv[f"ttft_{p}_uncorrected_s"] = iv[f"{p}_s"] / 5, iv[f"{p}_uncorrected_s"] / 5
+        iv[f"itl_{p}_s"] = iv[f"tpot_{p}_s"] = iv[f"{p}_s"] * 4 / 5 / 19
+    iv["output_tokens_per_s"] = iv["achieved_rps"] * 20
+    b.summary = {
+        **b.summary,
+        "ttft_p50_s": 0.0123, "ttft_p90_s": 0.02, "ttft_p99_s": 0.0456, "ttft_p999_s": 0.05, "ttft_max_s": 0.06,
+        "ttft_p50_uncorrected_s": 0.011, "ttft_p99_uncorrected_s": 0.0222,
+        "itl_p50_s": 0.002, "itl_p99_s": 0.0031, "tpot_p50_s": 0.0021, "tpot_p99_s": 0.0033,
+        "output_tokens": 20_000, "output_tokens_per_s": 333.3, "slo": {"ttft_s": 0.04, "tpot_s": 0.05},
+        "requests_meeting_slo": 950, "goodput_rps": 15.8,
+    }  # fmt: skip
+    return b
+
+
+class TestLlmSection:
+    def test_a_streamed_run_gets_the_llm_section(self, tmp_path: Path) -> None:
+        """TTFT corrected and uncorrected, ITL and TPOT percentiles from the summary (ms), tokens/s, goodput with
+        the SLO that defined it, and the streaming plots written as PNGs too."""
+        b = _streamed(_synthetic().make_bundle())
+        out = write_report(b, out=tmp_path / "llm.html", png=True)
+        text = out.read_text()
+        assert "<h2>LLM streaming</h2>" in text
+        row = re.search(r"TTFT corrected \(ms\)</th>(.*?)</tr>", text)
+        assert row and re.findall(r"<td>([^<]*)</td>", row.group(1)) == [
+            "12.3",
+            "20.0",
+            "45.6",
+            "50.0",
+            "60.0",
+        ]
+        unc = re.search(r"TTFT uncorrected \(ms\)</th>(.*?)</tr>", text)
+        assert unc and re.findall(r"<td>([^<]*)</td>", unc.group(1))[:3] == ["11.0", "n/a", "22.2"]
+        assert "TPOT (ms)</th><td>2.1</td>" in text and "ITL (ms)</th><td>2.0</td>" in text
+        assert "333.3" in text and "15.80 requests/s (950 of" in text
+        assert "TTFT ≤ 40 ms, TPOT ≤ 50 ms" in text
+        for stem in ("ttft_over_time", "itl_over_time", "tokens_per_s", "ttft_spectrum", "itl_spectrum"):
+            assert f"<figure id='{stem}'>" in text and (tmp_path / f"{stem}.png").is_file()
+        assert "goodput_curve" not in text  # not a sweep or step run
+
+    def test_a_streamed_step_run_adds_goodput_against_offered_rate(self) -> None:
+        syn = _synthetic()
+        b = syn.make_bundle()
+        b.intervals = syn.make_intervals(
+            b.requests, step_rps=np.repeat([25.0, 50.0, 75.0, 100.0, 125.0, 150.0], 10)
+        )
+        assert "<figure id='goodput_curve'>" in render_report_html(_streamed(b))
+
+    def test_a_run_that_did_not_stream_has_no_llm_section(self) -> None:
+        b = _synthetic().make_bundle()
+        b.summary = {**b.summary, "ttft_p50_s": float("nan"), "output_tokens": 0}
+        assert "LLM streaming" not in render_report_html(b)

@@ -4,7 +4,8 @@ Input is a sweep: per step, the offered rate, the p99 latency and the error rate
 DataFrame with ``rate, p99_s, error_rate``, or sweep intervals with ``step_rps``). From it:
 
 * **max OK rate per target** — the highest step, walking up from the lowest, whose p99 is at most the SLO and
-  whose error rate is at most the bound; steps above the first failing one are ignored (a pass after a failure is
+  whose error rate is at most the bound (for a streamed LLM run, also or instead: whose p99 time to first token
+  is at most ``slo_ttft_p99_s`` and whose p99 time per output token is at most ``slo_tpot_p99_s``); steps above the first failing one are ignored (a pass after a failure is
   noise, not capacity). Rates are divided by ``targets_in_test`` to get per-target numbers.
 * **knee** — "kneedle" (Satopää et al., 2011): the interior step farthest below the chord from the first to the
   last step of the p99-vs-rate curve (distances in units of the p99 range). That is where p99 bends up; a sweep
@@ -26,6 +27,8 @@ Example::
     from mlops_lb.analysis import plan_capacity
     plan = plan_capacity(result, slo_p99_s=0.100, target_total_rps=1000, launch_to_ready_s=95)
     plan.recommended_target_value_per_minute, plan.instances_needed, plan.usd_per_million_requests
+    # an LLM fleet: instances for 30 requests/s with TTFT p99 <= 500 ms and TPOT p99 <= 50 ms
+    plan_capacity(streamed_sweep, slo_ttft_p99_s=0.5, slo_tpot_p99_s=0.05, target_total_rps=30).instances_needed
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ if TYPE_CHECKING:
 
 __all__ = ["CapacityPlan", "find_knee", "plan_capacity", "sweep_steps"]
 
+# Per-step streaming percentiles a streamed run's intervals carry (worst interval per step, like p99_s).
+_STREAM_COLS = ("ttft_p99_s", "tpot_p99_s")
+
 
 @dataclass(frozen=True, kw_only=True)
 class CapacityPlan:
@@ -54,7 +60,9 @@ class CapacityPlan:
         plan.to_dict()["instances_needed"]
     """
 
-    slo_p99_s: float
+    slo_p99_s: float | None
+    slo_ttft_p99_s: float | None = None
+    slo_tpot_p99_s: float | None = None
     max_error_rate: float
     targets_in_test: int
     max_ok_rate_per_target: float | None
@@ -114,12 +122,23 @@ class CapacityPlan:
             target_rps_per_target=round(self.recommended_rps_per_target, 3), warmup_s=warm
         )
 
+    def _bounds(self) -> list[str]:
+        return [
+            f"{name} p99 <= {v * 1000:g} ms"
+            for name, v in (
+                ("latency", self.slo_p99_s),
+                ("TTFT", self.slo_ttft_p99_s),
+                ("TPOT", self.slo_tpot_p99_s),
+            )
+            if v is not None
+        ]
+
     def _lines(self) -> list[tuple[str, str]]:
         def f(v: float | None, fmt: str, unit: str = "") -> str:
             return "n/a" if v is None else f"{v:{fmt}}{unit}"
 
         rows = [
-            ("SLO", f"p99 <= {self.slo_p99_s * 1000:g} ms, errors <= {self.max_error_rate:.2%}"),
+            ("SLO", ", ".join([*self._bounds(), f"errors <= {self.max_error_rate:.2%}"])),
             ("max OK rate per target", f(self.max_ok_rate_per_target, ".1f", " rps")),
             (
                 "knee",
@@ -216,7 +235,8 @@ def sweep_steps(source: Any) -> pd.DataFrame:
     """Normalise a sweep to a DataFrame ``rate, p99_s, error_rate`` sorted by rate.
 
     Accepts a LoadResult (``.steps()``), a bundle (``.intervals`` with ``step_rps``), a steps DataFrame, or a sweep
-    intervals DataFrame; per-step p99 from intervals is the worst interval's p99 (conservative).
+    intervals DataFrame; per-step p99 from intervals is the worst interval's p99 (conservative). ``mean_s``,
+    ``p50_s``, ``ttft_p99_s`` and ``tpot_p99_s`` come along when the input has them (the worst interval's, too).
 
     Example::
 
@@ -241,6 +261,7 @@ def sweep_steps(source: Any) -> pd.DataFrame:
             )
     df = obj
     latency_cols = [c for c in ("mean_s", "p50_s") if c in df.columns]
+    latency_cols += [c for c in _STREAM_COLS if c in df.columns]
     if {"rate", "p99_s", "error_rate"} <= set(df.columns):
         out = df[["rate", "p99_s", "error_rate", *latency_cols]].astype(float)
     elif {"step_rps", "p99_s", "sent", "errors"} <= set(df.columns):
@@ -271,7 +292,9 @@ def sweep_steps(source: Any) -> pd.DataFrame:
 def plan_capacity(
     steps_or_result: Any,
     *,
-    slo_p99_s: float,
+    slo_p99_s: float | None = None,
+    slo_ttft_p99_s: float | None = None,
+    slo_tpot_p99_s: float | None = None,
     max_error_rate: float = 0.01,
     target_total_rps: float | None = None,
     instance_type: str = "t3.small",
@@ -282,12 +305,23 @@ def plan_capacity(
 ) -> CapacityPlan:
     """Turn a sweep into a :class:`CapacityPlan` (method in the module docstring).
 
+    At least one bound: ``slo_p99_s`` (end-to-end latency), ``slo_ttft_p99_s`` (time to first token) or
+    ``slo_tpot_p99_s`` (time per output token), each on the step's p99. The streaming bounds need a streamed run's
+    intervals (a LoadResult's are used instead of its ``steps()``, which has no TTFT).
+
     Example::
 
         plan_capacity(result.steps(), slo_p99_s=0.05, target_total_rps=1000, launch_to_ready_s=95)
+        plan_capacity(result, slo_ttft_p99_s=0.5, slo_tpot_p99_s=0.05, target_total_rps=30)
     """
-    if not (isinstance(slo_p99_s, (int, float)) and slo_p99_s > 0):
-        raise SpecError("slo_p99_s", f"must be a positive number of seconds (got {slo_p99_s!r})")
+    import pandas as pd
+
+    bounds = {"slo_p99_s": slo_p99_s, "slo_ttft_p99_s": slo_ttft_p99_s, "slo_tpot_p99_s": slo_tpot_p99_s}
+    if all(v is None for v in bounds.values()):
+        raise SpecError("slo_p99_s", "is required unless slo_ttft_p99_s or slo_tpot_p99_s is given (seconds)")
+    for name, v in bounds.items():
+        if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0):
+            raise SpecError(name, f"must be a positive number of seconds (got {v!r})")
     if not 0 <= max_error_rate <= 1:
         raise SpecError("max_error_rate", f"must be between 0 and 1 (got {max_error_rate!r})")
     if not 0 < safety_factor <= 1:
@@ -299,9 +333,24 @@ def plan_capacity(
     if launch_to_ready_s is not None and not launch_to_ready_s >= 0:
         raise SpecError("launch_to_ready_s", f"must be >= 0 seconds (got {launch_to_ready_s!r})")
 
-    steps = sweep_steps(steps_or_result).copy()
+    source = steps_or_result
+    streamed = slo_ttft_p99_s is not None or slo_tpot_p99_s is not None
+    if streamed and not isinstance(source, pd.DataFrame) and callable(getattr(source, "intervals", None)):
+        source = source.intervals()  # LoadResult.steps() has no streaming percentiles; its intervals do
+    steps = sweep_steps(source).copy()
     steps["rate_per_target"] = steps["rate"] / targets_in_test
-    steps["passed"] = (steps["p99_s"] <= slo_p99_s) & (steps["error_rate"] <= max_error_rate)
+    passed = steps["error_rate"] <= max_error_rate
+    for col, bound in (("p99_s", slo_p99_s), ("ttft_p99_s", slo_ttft_p99_s), ("tpot_p99_s", slo_tpot_p99_s)):
+        if bound is None:
+            continue
+        if col not in steps.columns:
+            raise SpecError(
+                f"slo_{col}",
+                f"needs {col} per step, which this input lacks: pass a streamed run (a LoadResult, a bundle or its "
+                "intervals from a sweep or step profile with stream=True request bodies)",
+            )
+        passed &= steps[col] <= bound  # NaN (a step with no streamed response) fails the bound
+    steps["passed"] = passed
     notes: list[str] = []
 
     max_ok: float | None = None
@@ -344,7 +393,9 @@ def plan_capacity(
         usd_m = usd_h / (total * 3600.0) * 1e6
 
     return CapacityPlan(
-        slo_p99_s=float(slo_p99_s),
+        slo_p99_s=None if slo_p99_s is None else float(slo_p99_s),
+        slo_ttft_p99_s=None if slo_ttft_p99_s is None else float(slo_ttft_p99_s),
+        slo_tpot_p99_s=None if slo_tpot_p99_s is None else float(slo_tpot_p99_s),
         max_error_rate=float(max_error_rate),
         targets_in_test=targets_in_test,
         max_ok_rate_per_target=max_ok,

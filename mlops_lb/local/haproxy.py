@@ -126,6 +126,8 @@ global
 defaults
     mode http
     option http-keep-alive
+    # Pass each write on at once: streamed tokens must reach the client as the target sends them (see the docs).
+    option http-no-delay
     # The ALB never retries a failed request on another target: neither do we, so failures stay visible.
     retries 0
     no option redispatch

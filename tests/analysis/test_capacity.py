@@ -163,3 +163,65 @@ class TestPlanObject:
         with pytest.raises(AttributeError):
             plan.instances_needed = 9  # type: ignore[misc]
         assert not math.isnan(d["usd_per_hour"])
+
+
+class TestLlmBounds:
+    """How many instances for R requests/s within TTFT p99 <= a and TPOT p99 <= b, from a streamed sweep."""
+
+    STEPS = pd.DataFrame(
+        {
+            "rate": [4.0, 8.0, 12.0, 16.0],
+            "p99_s": [2.0, 2.5, 3.5, 9.0],
+            "error_rate": [0.0, 0.0, 0.0, 0.0],
+            "ttft_p99_s": [0.20, 0.30, 0.45, 3.00],
+            "tpot_p99_s": [0.020, 0.030, 0.060, 0.090],
+        }
+    )
+
+    def test_hand_worked(self) -> None:
+        """Two targets in the test: 2/4/6/8 rps per target. TTFT p99 <= 500 ms passes 2, 4 and 6; TPOT p99 <= 50 ms
+        passes 2 and 4 only: the limit is 4 rps per target. For 30 rps: ceil(30 / 4) = 8 instances; at the 0.7
+        safety factor 2.8 rps per target -> ceil(30 / 2.8) = ceil(10.71) = 11. Either bound alone: TTFT gives 6
+        (ceil(30 / 6) = 5 instances); TPOT gives 4."""
+        plan = plan_capacity(
+            self.STEPS, slo_ttft_p99_s=0.5, slo_tpot_p99_s=0.05, targets_in_test=2, target_total_rps=30
+        )
+        assert plan.max_ok_rate_per_target == 4.0
+        assert plan.instances_needed == 8 and plan.instances_recommended == 11
+        assert plan.recommended_rps_per_target == pytest.approx(2.8)
+        assert plan.steps is not None and plan.steps["passed"].tolist() == [True, True, False, False]
+        assert plan.slo_p99_s is None and (plan.slo_ttft_p99_s, plan.slo_tpot_p99_s) == (0.5, 0.05)
+        assert "TTFT p99 <= 500 ms, TPOT p99 <= 50 ms" in repr(plan)
+        ttft_only = plan_capacity(self.STEPS, slo_ttft_p99_s=0.5, targets_in_test=2, target_total_rps=30)
+        assert ttft_only.max_ok_rate_per_target == 6.0 and ttft_only.instances_needed == 5
+        # with the end-to-end bound too: 3.5 s > 3 s fails the 12 rps step, so TTFT + p99 also stop at 8 rps
+        both = plan_capacity(self.STEPS, slo_p99_s=3.0, slo_ttft_p99_s=0.5, targets_in_test=2)
+        assert both.max_ok_rate_per_target == 4.0
+
+    def test_from_streamed_sweep_intervals(self) -> None:
+        """Intervals of a streamed sweep: the worst interval's TTFT/TPOT p99 per step (conservative)."""
+        t = pd.date_range("2026-01-01", periods=4, freq="1s", tz="UTC")
+        iv = pd.DataFrame(
+            {
+                "interval_start": t,
+                "step_rps": [5.0, 5.0, 10.0, 10.0],
+                "p99_s": [1.0, 1.1, 1.5, 1.6],
+                "sent": [5, 5, 10, 10],
+                "errors": [0, 0, 0, 0],
+                "ttft_p99_s": [0.1, 0.3, 0.2, 0.9],
+                "tpot_p99_s": [0.01, 0.01, 0.02, 0.02],
+            }
+        )
+        steps = sweep_steps(iv)
+        assert steps["ttft_p99_s"].tolist() == [0.3, 0.9]
+        plan = plan_capacity(iv, slo_ttft_p99_s=0.5, target_total_rps=12)
+        assert plan.max_ok_rate_per_target == 5.0 and plan.instances_needed == 3
+
+    def test_bad_bounds_are_named(self) -> None:
+        with pytest.raises(SpecError, match=r"slo_p99_s.*is required unless slo_ttft_p99_s"):
+            plan_capacity(self.STEPS)
+        with pytest.raises(SpecError, match="slo_tpot_p99_s"):
+            plan_capacity(self.STEPS, slo_tpot_p99_s=-1)
+        no_stream = self.STEPS.drop(columns=["ttft_p99_s", "tpot_p99_s"])
+        with pytest.raises(SpecError, match="needs ttft_p99_s per step"):
+            plan_capacity(no_stream, slo_ttft_p99_s=0.5)

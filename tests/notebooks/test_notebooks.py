@@ -37,6 +37,7 @@ def test_the_notebooks_of_the_walk_exist() -> None:
         "02_load_test",
         "03_scaling_behaviour",
         "04_capacity_planning",
+        "05_llm_fleet",
         "06_bring_your_own_server",
     ]
 
