@@ -79,12 +79,9 @@ def worker_argv(
             *server.llm.flags(),
         ]
     if command is None:
-        try:
-            from ..serving import worker_command as serving_command
+        from ..serving.server import worker_command
 
-            command = serving_command
-        except ImportError:
-            command = _default_command
+        command = worker_command
     argv = command(
         port=port,
         target_id=target_id,
@@ -134,29 +131,6 @@ def tail_lines(path: Path, n: int) -> str:
     except OSError:
         return ""
     return "\n".join(data.decode(errors="replace").splitlines()[-n:])
-
-
-def _default_command(
-    *, port: int, target_id: str, model: str, slots: int, min_service_ms: float
-) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "mlops_lb",
-        "serve",
-        "--port",
-        str(port),
-        "--target-id",
-        target_id,
-        "--model",
-        model,
-        "--slots",
-        str(slots),
-        "--min-service-ms",
-        str(min_service_ms),
-        "--host",
-        "127.0.0.1",
-    ]
 
 
 @dataclass
