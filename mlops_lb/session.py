@@ -30,7 +30,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from .errors import LoadTestError
+from .errors import LoadTestError, SpecError
 
 __all__ = ["PHASES", "RunSession", "SessionOutcome", "run_session"]
 
@@ -67,7 +67,7 @@ class RunSession:
     defaults are :func:`mlops_lb.load.start_load`, :meth:`RunBundle.create` and
     :func:`mlops_lb.report.write_report`. ``bundle`` reuses an existing bundle (the demo creates it before the
     launch); ``out=None`` runs without a bundle or report. Other keywords (``connections=``, ``timeout_s=`` …)
-    go to ``start_load``.
+    go to ``start_load``. ``path`` is where a fleet's load goes (``/v1/chat/completions`` for an LLM fleet).
 
     Example::
 
@@ -91,8 +91,12 @@ class RunSession:
         make_bundle: Callable[[str, Any], Any] | None = None,
         write_report: Callable[[Any], Any] | None = None,
         report: bool = True,
+        path: str = "/predict",
         **load_options: Any,
     ) -> None:
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise SpecError("path", f"must be a URL path starting with '/' such as '/predict' (got {path!r})")
+        self.path = path
         if isinstance(fleet_or_url, str):
             self.fleet: Any = None
             self._url = fleet_or_url
@@ -120,8 +124,8 @@ class RunSession:
     # ------------------------------------------------------------------ state
     @property
     def url(self) -> str:
-        """The load's target: the URL given, or ``fleet.url + "/predict"`` (read at start)."""
-        return self._url or str(self.fleet.url).rstrip("/") + "/predict"
+        """The load's target: the URL given, or ``fleet.url + path`` (read at start)."""
+        return self._url or str(self.fleet.url).rstrip("/") + self.path
 
     @property
     def phase(self) -> str:

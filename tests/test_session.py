@@ -40,3 +40,17 @@ def test_one_session_writes_the_whole_bundle_and_refuses_a_second_load(tmp_path:
     start, _end = b.window
     # the fleet's data starts at most one period before the load: the first run and the launch are not in it
     assert (b.metrics["timestamp"] >= start - pd.Timedelta(seconds=FAST.local.period_s)).all()
+
+
+class _UrlOnlyFleet:
+    url = "http://127.0.0.1:1"
+    spec = None
+
+
+def test_path_sends_a_fleet_load_where_its_server_listens() -> None:
+    """An LLM fleet is loaded at /v1/chat/completions, not at the model server's /predict."""
+    s = ml.RunSession(_UrlOnlyFleet(), ml.load.constant(1, 1), out=None, path="/v1/chat/completions")
+    assert s.url == "http://127.0.0.1:1/v1/chat/completions"
+    assert ml.RunSession(_UrlOnlyFleet(), ml.load.constant(1, 1), out=None).url.endswith("/predict")
+    with pytest.raises(ml.SpecError, match="path"):
+        ml.RunSession(_UrlOnlyFleet(), ml.load.constant(1, 1), out=None, path="v1")
