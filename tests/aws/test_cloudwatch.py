@@ -127,7 +127,8 @@ class TestDimensions:
         assert {s for (m, s) in by if m == "TargetResponseTime"} == {"Average", "p50", "p90", "p99"}
         assert 20 <= len(QUERIES) <= 25
         per_instance = build_queries(DIMS, ["i-0abc", "i-0def", "i-0abc"])
-        assert [q.target for q in per_instance[len(QUERIES) :]] == ["i-0abc", "i-0def"]
+        # CPU and the agent's concurrency, one series per instance each (repeats dropped)
+        assert [q.target for q in per_instance[len(QUERIES) :]] == ["i-0abc", "i-0def"] * 2
 
 
 class TestPeriod:
@@ -347,12 +348,12 @@ class TestGetMetricData:
         assert len(QUERIES) * 15 * 86400 / 300 <= MAX_POINTS_PER_CALL
 
     def test_more_than_500_series_are_batched(self, cw: tuple[Any, Any]) -> None:
-        """Per-instance CPU for 600 instances goes out in batches of at most 500 queries."""
+        """Per-instance CPU and concurrency for 300 instances (600 series) go out in batches of at most 500."""
         client, stub = cw
         recorder = _Recorder()
         stub.add_response("get_metric_data", {"MetricDataResults": []}, _params(queries=recorder))
         stub.add_response("get_metric_data", {"MetricDataResults": []}, _params(queries=recorder))
-        ids = [f"i-{n:017x}" for n in range(600)]
+        ids = [f"i-{n:017x}" for n in range(300)]
         df = read_fleet_metrics(
             load_balancer_arn=LB_ARN,
             target_group_arn=TG_ARN,
