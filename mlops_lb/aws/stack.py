@@ -300,7 +300,8 @@ class AwsFleet:
         pf = self.preflight()
         pf.raise_for_failures()
         self._resolved = dict(pf.resolved)
-        if self._wheelhouse is None:
+        # A user's own server (command or image) does not install mlops_lb on the instances: no wheelhouse.
+        if self._wheelhouse is None and self.spec.server.kind != "command":
             from .assets import build_wheelhouse, pinned_requirements
 
             arch = str(self._resolved.get("architecture", "x86_64"))
