@@ -519,6 +519,8 @@ def _launch_template(
                 health_path=hc_path,
                 server=run,
                 agent=agent,
+                # the ready unit waits as long as the group's grace period allows (at least 10 minutes)
+                ready_wait_s=max(600, spec.aws_health_check.grace_period_s),
             ).encode()
         ).decode()
     )

@@ -161,6 +161,7 @@ def render_user_data(
     health_path: str = "/health",
     server: ServerRun | None = None,
     agent: MetricsAgent | None = None,
+    ready_wait_s: int = 600,
 ) -> str:
     """The cloud-init shell script (plain text; the launch template base64-encodes it).
 
@@ -174,7 +175,7 @@ def render_user_data(
     if server is not None and not server.needs_package:
         return _render_byo(
             bucket=bucket, region=region, port=port, server=server, lifecycle_hook=lifecycle_hook,
-            health_path=health_path, agent=agent,
+            health_path=health_path, agent=agent, ready_wait_s=ready_wait_s,
         )  # fmt: skip
     server = server or ServerRun(port=port)
     q = shlex.quote
@@ -200,7 +201,9 @@ def render_user_data(
         )
     else:  # no wheelhouse (tests, or a user who opted out): still no index for the package itself
         install = f"{pip} --no-deps {q(wheel_path)}"
-    ready = _ready_unit(region=region, port=port, health_path=health_path, lifecycle_hook=lifecycle_hook)
+    ready = _ready_unit(
+        region=region, port=port, health_path=health_path, lifecycle_hook=lifecycle_hook, wait_s=ready_wait_s
+    )
     fetch_lines = "\n".join(fetch)
     if server.kind == "llm-emulator":
         exec_start = (
@@ -262,7 +265,9 @@ UNIT
 {_enable(agent)}"""
 
 
-def _ready_unit(*, region: str, port: int, health_path: str, lifecycle_hook: str | None) -> str:
+def _ready_unit(
+    *, region: str, port: int, health_path: str, lifecycle_hook: str | None, wait_s: int = 600
+) -> str:
     """A oneshot unit, run on every boot: wait for local health, then complete the launching lifecycle action."""
     q = shlex.quote
     complete = ""
@@ -284,8 +289,8 @@ done"""
     return f"""
 cat > {VENV}/ready.sh <<'READY'
 #!/bin/bash
-# Every boot: wait until the server answers its health check (up to 10 minutes), then release the instance.
-for i in $(seq 1 300); do
+# Every boot: wait until the server answers its health check (up to {_minutes(wait_s)}), then release the instance.
+for i in $(seq 1 {max(1, int(wait_s) // 2)}); do
   curl -sf -o /dev/null http://127.0.0.1:{int(port)}{health_path} && break
   sleep 2
 done{complete}
@@ -305,6 +310,10 @@ ExecStart={VENV}/ready.sh
 [Install]
 WantedBy=multi-user.target
 UNIT"""
+
+
+def _minutes(seconds: int) -> str:
+    return f"{seconds // 60} minutes" if seconds % 60 == 0 else f"{seconds} s"
 
 
 def _systemd_word(arg: str) -> str:
@@ -398,6 +407,7 @@ def _render_byo(
     lifecycle_hook: str | None,
     health_path: str,
     agent: MetricsAgent | None,
+    ready_wait_s: int = 600,
 ) -> str:
     """User data for the user's own server: ``command`` in a venv, or ``image`` under docker; both systemd units."""
     q = shlex.quote
@@ -442,7 +452,9 @@ def _render_byo(
         stop_lines = _stop_lines(server.drain_timeout_s)
         workdir = f"WorkingDirectory={APP_DIR}\n"
     launcher = " ".join(argv)
-    ready = _ready_unit(region=region, port=port, health_path=health_path, lifecycle_hook=lifecycle_hook)
+    ready = _ready_unit(
+        region=region, port=port, health_path=health_path, lifecycle_hook=lifecycle_hook, wait_s=ready_wait_s
+    )
     agent_units = _agent_units(agent, region=region) if agent else ""
     body = "\n".join(lines)
     # The launcher: `exec` makes the server systemd's main process, so SIGTERM reaches it first (KillMode=mixed).

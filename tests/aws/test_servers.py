@@ -420,6 +420,7 @@ class TestPreflight:
         assert len(ud.encode()) < 16 * 1024
         assert rec.one("aws:lb/targetGroup:TargetGroup")["deregistrationDelay"] == 120
         assert "TimeoutStopSec=135" in ud  # docker stop --time 120 plus a margin
+        assert "for i in $(seq 1 450)" in ud  # the ready unit waits the 900 s grace period, not 10 minutes
 
     def test_vllm_g6_example_preflight_on_a_fresh_account(
         self, moto_account: Any, monkeypatch: pytest.MonkeyPatch
