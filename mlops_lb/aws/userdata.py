@@ -175,7 +175,7 @@ def render_user_data(
     if server is not None and not server.needs_package:
         return _render_byo(
             bucket=bucket, region=region, port=port, server=server, lifecycle_hook=lifecycle_hook,
-            health_path=health_path, agent=agent, ready_wait_s=ready_wait_s,
+            health_path=health_path, agent=agent, ready_wait_s=ready_wait_s, model_key=model_key,
         )  # fmt: skip
     server = server or ServerRun(port=port)
     q = shlex.quote
@@ -408,13 +408,17 @@ def _render_byo(
     health_path: str,
     agent: MetricsAgent | None,
     ready_wait_s: int = 600,
+    model_key: str | None = None,
 ) -> str:
     """User data for the user's own server: ``command`` in a venv, or ``image`` under docker; both systemd units."""
     q = shlex.quote
     s3 = f"aws s3 cp --region {q(region)}"
     lines: list[str] = []
-    if server.model_s3:  # the instance reads the user's object with its role; the stack never copies it
-        lines += [f"mkdir -p {VENV}/model", f"retry 8 {s3} {q(server.model_s3)} {q(server.model_path)}"]
+    model_uri = server.model_s3 or (f"s3://{bucket}/{model_key}" if model_key else None)
+    if (
+        model_uri
+    ):  # a model uploaded to the stack's bucket, or the user's own object (never copied), via the role
+        lines += [f"mkdir -p {VENV}/model", f"retry 8 {s3} {q(model_uri)} {q(server.model_path)}"]
     if server.kind == "image":
         host, listen = "0.0.0.0", int(server.port)
         lines += _docker_lines(server, region=region)
@@ -423,7 +427,7 @@ def _render_byo(
         # a docker --env-file would keep systemd's quotes as part of the values.
         for var in (*server.env, "PORT", "HOST", "TARGET_ID", "MODEL_PATH"):
             run += ["-e", var]
-        if server.model_s3:  # the same path inside as outside, so {model} / MODEL_PATH mean one thing
+        if model_uri:  # the same path inside as outside, so {model} / MODEL_PATH mean one thing
             run += ["-v", f"{VENV}/model:{VENV}/model:ro"]
         if server.gpus is not None:  # the NVIDIA Container Toolkit of the GPU AMI; shared memory for PyTorch
             run += ["--gpus", "all" if server.gpus == "all" else str(int(server.gpus)), "--ipc=host"]

@@ -224,6 +224,32 @@ class TestModelsAndOurServers:
             }
         ]
 
+    def test_a_users_server_gets_the_model_from_the_bucket_or_s3_mounted_into_its_container(
+        self, run_program: Any, tmp_path: Path
+    ) -> None:
+        """{model} / MODEL_PATH is the downloaded file on the instance, for a command and (mounted read-only at the
+        same path) for an image; an uploaded model comes from the stack's bucket, an s3:// one with GetObject."""
+        model = tmp_path / "m.joblib"
+        model.write_bytes(b"m")
+        rec = run_program(_spec(model={"source": str(model)}, server={"command": "app --model {model}"}))
+        ud = _ud(rec)
+        (key,) = [i["key"] for _, i in rec.of_type(OBJ) if i["key"].startswith("model/")]
+        assert f"s3://{rec.outputs['bucket']}/{key} /opt/mlops_lb/model/m.joblib" in ud
+        assert "'--model' '/opt/mlops_lb/model/m.joblib'" in _heredocs(ud)["SERVER"]
+        img = run_program(
+            _spec(
+                model={"source": "s3://models/x/m.joblib"},
+                server={"image": "me/app:1", "container_port": 80, "command": ["--model", "{model}"]},
+            )
+        )
+        run = _heredocs(_ud(img))["SERVER"]
+        assert (
+            "'-v' '/opt/mlops_lb/model:/opt/mlops_lb/model:ro'" in run
+            and "'/opt/mlops_lb/model/m.joblib'" in run
+        )
+        reads = [s["Resource"] for s in _statements(img) if s["Action"] == ["s3:GetObject"]]
+        assert ["arn:aws:s3:::models/x/m.joblib"] in reads
+
     def test_llm_emulator_runs_serve_llm_with_its_flags(self, run_program: Any) -> None:
         """kind llm-emulator: our package's `serve --llm` with the spec's emulator options, as a systemd unit."""
         ud = _ud(run_program(_spec(server={"kind": "llm-emulator", "llm": {"max_num_seqs": 8, "seed": 3}})))
@@ -362,6 +388,22 @@ class TestRulesTheMocksEnforce:
         tg = "aws:lb/targetGroup:TargetGroup"
         assert resource_violations(tg, "demo", {"deregistrationDelay": 3600}) == []
         assert "deregistration-delay" in resource_violations(tg, "demo", {"deregistrationDelay": 3601})[0]
+
+
+def test_each_family_is_checked_against_its_own_vcpu_quota() -> None:
+    """gpu-vcpu-quota: G and VT -> L-DB2E81BA, P -> L-417A185B, Standard -> L-1216C47A; others not checked."""
+    from mlops_lb.aws._preflight import _quota_code
+
+    assert [
+        (_quota_code(t) or ("",))[0]
+        for t in ("g6.xlarge", "vt1.3xlarge", "p5.48xlarge", "t3.small", "x2idn.16xlarge")
+    ] == [
+        "L-DB2E81BA",
+        "L-DB2E81BA",
+        "L-417A185B",
+        "L-1216C47A",
+        "",
+    ]
 
 
 class TestPreflight:
