@@ -173,7 +173,13 @@ def _df_html(df: pd.DataFrame, t0: Any = None, max_rows: int = 500, wrap: tuple[
         return "<p class='muted'>none</p>"
     shown = df.head(max_rows)
     more = f"<p class='muted'>{len(df) - max_rows} more rows not shown</p>" if len(df) > max_rows else ""
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns)
+    # numbers align right under a right-aligned header; text (targets, reasons) reads from the left
+    head = "".join(
+        f"<th>{html.escape(str(c))}</th>"
+        if pd.api.types.is_numeric_dtype(shown[c]) or pd.api.types.is_datetime64_any_dtype(shown[c])
+        else f"<th class='l'>{html.escape(str(c))}</th>"
+        for c in shown.columns
+    )
     body = []
     for row in shown.itertuples(index=False):
         cells = []

@@ -462,7 +462,7 @@ class ScalingPolicySpec(_Part):
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec(_Part):
-    """Which model the servers load: ``"demo"`` (bundled scikit-learn model) or a path/URI to a joblib/skops file.
+    """Which model the servers load: ``"demo"``, ``"demo.onnx"`` or a path/URI to a joblib/pkl/skops/onnx file.
 
     Example::
 
@@ -475,11 +475,11 @@ class ModelSpec(_Part):
     def _validate(self, p: str) -> None:
         s = _str(f"{p}.source", self.source)
         if s != "demo" and not re.search(
-            r"\.(joblib|pkl|skops)\Z", s
+            r"\.(joblib|pkl|skops|onnx)\Z", s
         ):  # \Z: "$" would allow a trailing newline
             _fail(
                 f"{p}.source",
-                f"must be 'demo' or a path/URI ending in .joblib, .pkl or .skops (got {_show(s)})",
+                f"must be 'demo' or a path/URI ending in .joblib, .pkl, .skops or .onnx (got {_show(s)})",
             )
 
 

@@ -130,6 +130,20 @@ def summary_rows(
     if "duration_s" in summary:
         stopped = f" (stopped: {summary.get('stop_reason') or 'early'})" if summary.get("stopped") else ""
         rows.append(("duration", f"{_rate(summary.get('duration_s'))} s{stopped}"))
+    if (summary.get("output_tokens") or 0) > 0:  # a streamed (LLM) run: the token-level numbers too
+        rows.append(
+            ("TTFT p50 / p99", f"{_ms(summary.get('ttft_p50_s'))} / {_ms(summary.get('ttft_p99_s'))}")
+        )
+        rows.append(
+            ("TPOT p50 / p99", f"{_ms(summary.get('tpot_p50_s'))} / {_ms(summary.get('tpot_p99_s'))}")
+        )
+        rows.append(("output tokens/s", _rate(summary.get("output_tokens_per_s"))))
+    if summary.get("slo"):
+        slo = ", ".join(f"{k} <= {_ms(v)}" for k, v in summary["slo"].items())
+        met = _count(summary.get("requests_meeting_slo"))
+        rows.append(("goodput", f"{_rate(summary.get('goodput_rps'))} rps ({met} requests met {slo})"))
+    if summary.get("bundle_error"):
+        rows.append(("bundle", f"NOT fully saved: {summary['bundle_error']}"))
     if scale_events is not None:
         rows.append(("scale-outs / scale-ins", f"{scale_events[0]} / {scale_events[1]}"))
     if v.valid is False:

@@ -106,7 +106,7 @@ class TestContent:
         assert "i-local0002" in waterfall and "i-local0003" in waterfall
         # durations per stage, not ten columns of timestamps
         assert "launch → healthy (s)" in waterfall and "decision → first request (s)" in waterfall
-        assert waterfall.count("<th>") == 7
+        assert waterfall.count("</th>") == 7
         assert "name: synthetic" in text and "target_rps_per_target: 40.0" in text
         events = text.split("<h2>Events</h2>", 1)[1]
         # every event of the run's window (the initial launch, before the load started, is not this run's)

@@ -33,11 +33,13 @@ from .profiles import (
 )
 from .result import LoadResult
 from .runner import LoadRun, run_load, start_load
+from .settings import LoadSettings
 
 __all__ = [
     "LoadProfile",
     "LoadResult",
     "LoadRun",
+    "LoadSettings",
     "LocustResult",
     "RateProfile",
     "TraceProfile",

@@ -70,6 +70,7 @@ __all__ = [
     "profile_from_dict",
     "profile_kinds",
     "ramp",
+    "shard_indices",
     "spike",
     "step",
     "sweep",
@@ -377,3 +378,28 @@ from .shapes import (  # noqa: E402
     sweep,
 )
 from .trace import TraceProfile, trace  # noqa: E402
+
+
+def shard_indices(profile: LoadProfile, k: int, n: int, schedule: np.ndarray | None = None) -> np.ndarray:
+    """Indices into ``profile.schedule()`` of shard ``k`` of ``n`` independent shards at rate/``n`` each.
+
+    Poisson arrivals are *thinned*: each request joins one shard at random (seeded by the profile's seed), and
+    independent thinning of a Poisson process gives independent Poisson processes, so every shard stays Poisson.
+    Interleaving (every n-th request) would make each shard Erlang-n, far more regular than Poisson. Uniform
+    and trace arrivals are interleaved, which keeps each shard evenly spaced. The shards together are exactly
+    the unsharded schedule, whatever ``n``.
+
+    Example::
+
+        p = constant(1000, 10, arrival="poisson", seed=3)
+        parts = [shard_indices(p, k, 4) for k in range(4)]     # disjoint, together all 10k requests
+    """
+    import numpy as np
+
+    sched = profile.schedule() if schedule is None else schedule
+    if n == 1:
+        return np.arange(len(sched))
+    if profile.arrival == "poisson":
+        owner = np.random.default_rng([profile.seed, n, 0x5EED]).integers(0, n, size=len(sched))
+        return np.flatnonzero(owner == k)
+    return np.arange(k, len(sched), n)

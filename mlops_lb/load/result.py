@@ -15,7 +15,6 @@ Example::
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -112,6 +111,9 @@ class LoadResult:
     """
 
     loop = "open"
+    #: One row per Ray shard of a ``cluster=`` run (node, pid, state, scheduled, received, lost, sent, late,
+    #: lag_p99_s; see :mod:`mlops_lb.load.distributed`); None for a run on this machine.
+    shards: pd.DataFrame | None = None
 
     def __init__(
         self,
@@ -346,28 +348,10 @@ class LoadResult:
         return f"{head}({self.profile.describe()}: {'; '.join(rows)})"
 
     def _repr_html_(self) -> str:
-        s = self.summary()
-        rows = [
-            ("profile", self.profile.describe()),
-            ("url", self.url),
-            ("requests sent / scheduled", f"{s['requests']:,} / {s['scheduled']:,}"),
-            ("offered / achieved rps", f"{s['offered_rps']:.1f} / {s['achieved_rps']:.1f}"),
-            ("errors", ", ".join(f"{k} {v:,}" for k, v in s["errors_by_kind"].items() if v) or "0"),
-            *(
-                (f"{p} corrected / uncorrected", f"{_fmt_s(s[f'{p}_s'])} / {_fmt_s(s[f'{p}_uncorrected_s'])}")
-                for p in ("p50", "p90", "p99", "p999", "max")
-            ),
-            ("schedule lag p99", _fmt_s(s["lag_p99_s"])),
-        ]
-        if self.stopped:
-            rows.append(("stopped", self.stop_reason))
-        body = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
-                       for k, v in rows)  # fmt: skip
-        banner = ""
-        if not self.valid:
-            reasons = "<br>".join(html.escape(r) for r in self.invalid_reasons)
-            banner = f"<p style='color:#b00;font-weight:bold'>INVALID RUN: {reasons}</p>"
-        return f"<div>{banner}<table>{body}</table></div>"
+        from ..summary import html_table, summary_rows  # the rows every view shows (terminal, panel, report)
+
+        rows = [("profile", self.profile.describe()), ("url", self.url), *summary_rows(self.summary())]
+        return f"<div>{html_table(rows)}</div>"
 
 
 def derived_columns(rec: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

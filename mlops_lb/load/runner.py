@@ -40,6 +40,7 @@ from ..errors import LoadTestError, SpecError, StorageError
 from ._engine import ERROR_KINDS, EngineConfig, concat_records, run_engine, worker_main
 from .profiles import LoadProfile
 from .result import SLO_KEYS, LoadResult, empty_hists, hist_percentiles, records_frame, stream_percentiles
+from .settings import LoadSettings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -233,6 +234,9 @@ class _Run:
         max_lag_p99_s: float,
         slo: Mapping[str, float] | None = None,
         connect_timeout_s: float | None = None,
+        cluster: str | None = None,
+        shards: int | str | None = None,
+        placement: str = "spread",
     ) -> None:
         if not isinstance(profile, LoadProfile):
             raise SpecError(
@@ -252,6 +256,12 @@ class _Run:
         )
         self.slo = _check_slo(slo)
         _check_request_line(method, headers)
+        from .distributed import check_options
+
+        check_options(cluster, shards, placement, workers, connections)
+        self.cluster, self.shards, self.placement = cluster, shards, placement
+        self.shard_sizes: dict[int, int] = {}  # shard -> its share of the schedule (Ray shards)
+        self.shard_table: pd.DataFrame | None = None
         self.url = url
         self.host, self.port, path, hostport = _parse_url(url)
         self.address = _resolve(self.host, self.port)
@@ -337,11 +347,16 @@ class _Run:
 
             self._bar = tqdm(total=self.scheduled, unit="req", desc="load", leave=True)
         try:
-            if self.workers == 1:
+            if self.cluster is not None:
+                from .distributed import execute_shards
+
+                execute_shards(self)
+            elif self.workers == 1:
                 self._execute_thread()
             else:
                 self._execute_processes()
             result = self._result()
+            result.shards = self.shard_table
         except BaseException:
             # Ctrl-C (or a failure) outside the collector, e.g. while joining the engine: stop the engine and
             # still merge what was appended, so the bundle on disk is whole.
@@ -394,6 +409,8 @@ class _Run:
             "timeout_s": self.timeout_s,
             "interval_s": self.interval_s,
             "workers": self.workers,
+            "cluster": self.cluster,
+            "shards": self.shards,
             "max_lag_p99_s": self.max_lag_p99_s,
             "connect_timeout_s": self.connect_timeout_s,
             "slo": self.slo,
@@ -690,7 +707,7 @@ class _Run:
             self.stop_reason = self.profile.done_reason(self._steps)
         lost: dict[int, int] = {}
         for w in self._dead:
-            share = len(self.schedule[w :: self.workers])
+            share = self.shard_sizes.get(w, len(self.schedule[w :: self.workers]))
             lost[w] = share - self._received.get(w, 0)
         if self._dead and not self.stop_reason:
             self.stop_reason = "a worker died"
@@ -724,6 +741,7 @@ def run_load(
     profile: LoadProfile,
     payloads: Payloads = None,
     *,
+    settings: LoadSettings | None = None,
     method: str = "POST",
     headers: Mapping[str, str] | None = None,
     connections: int = 32,
@@ -737,6 +755,9 @@ def run_load(
     max_lag_p99_s: float = 0.003,
     slo: Mapping[str, float] | None = None,
     connect_timeout_s: float | None = None,
+    cluster: str | None = None,
+    shards: int | str | None = None,
+    placement: str = "spread",
 ) -> LoadResult:
     """Send ``profile``'s schedule to ``url`` (open loop) and return a :class:`LoadResult`.
 
@@ -746,6 +767,11 @@ def run_load(
     ``workers``-th request of the schedule). ``on_interval(row)`` gets each interval's summary row.
     ``stop`` (a ``threading.Event``) or Ctrl-C end the run early with a partial result (``stopped=True``).
     ``bundle`` (a :class:`mlops_lb.bundle.RunBundle`) receives records and intervals as the run goes.
+    ``settings`` (a :class:`mlops_lb.load.LoadSettings`) gives method, headers, connections, timeout_s,
+    interval_s, workers, progress, max_lag_p99_s, slo and connect_timeout_s in one value instead of keywords.
+    ``cluster="ray"`` (an existing ``ray.init()`` connection, else a local Ray for this run) or
+    ``"ray://head:10001"`` runs ``shards`` engines (``"auto"``: one per free CPU) as Ray actors at rate/shards
+    each, merged exactly; ``placement`` is ``spread``, ``strict_spread`` or ``pack`` (docs/distributed.md).
 
     A run ends at its last intended send time plus ``timeout_s`` at the latest, whatever the server does: a
     request that waits ``timeout_s`` past its intended time without a connection ends as ``no_connection``,
@@ -764,10 +790,19 @@ def run_load(
         r = run_load("http://127.0.0.1:8080/predict", ramp(10, 500, 60), payloads=[{"rows": [[5.1, 3.5]]}])
         r.summary()["p99_s"], r.valid
     """
+    # One LoadSettings instead of the keywords; a keyword that disagrees with it is an error.
+    if settings is not None:
+        (method, headers, connections, timeout_s, interval_s, workers, progress, max_lag_p99_s, slo,
+         connect_timeout_s) = settings.resolve(
+            method=method, headers=headers, connections=connections, timeout_s=timeout_s, interval_s=interval_s,
+            workers=workers, progress=progress, max_lag_p99_s=max_lag_p99_s, slo=slo,
+            connect_timeout_s=connect_timeout_s,
+        )  # fmt: skip
     run = _Run(
         url, profile, payloads, method=method, headers=headers, connections=connections, timeout_s=timeout_s,
         interval_s=interval_s, workers=workers, on_interval=on_interval, progress=progress, stop=stop,
         bundle=bundle, max_lag_p99_s=max_lag_p99_s, slo=slo, connect_timeout_s=connect_timeout_s,
+        cluster=cluster, shards=shards, placement=placement,
     )  # fmt: skip
     return run.execute()
 
@@ -842,6 +877,7 @@ def start_load(
     profile: LoadProfile,
     payloads: Payloads = None,
     *,
+    settings: LoadSettings | None = None,
     method: str = "POST",
     headers: Mapping[str, str] | None = None,
     connections: int = 32,
@@ -855,6 +891,9 @@ def start_load(
     max_lag_p99_s: float = 0.003,
     slo: Mapping[str, float] | None = None,
     connect_timeout_s: float | None = None,
+    cluster: str | None = None,
+    shards: int | str | None = None,
+    placement: str = "spread",
 ) -> LoadRun:
     """Like :func:`run_load` but returns at once with a :class:`LoadRun` handle (the run goes on a thread).
 
@@ -864,10 +903,19 @@ def start_load(
         ...                       # widgets stay live
         run.stop(); run.result()
     """
+    # One LoadSettings instead of the keywords; a keyword that disagrees with it is an error.
+    if settings is not None:
+        (method, headers, connections, timeout_s, interval_s, workers, progress, max_lag_p99_s, slo,
+         connect_timeout_s) = settings.resolve(
+            method=method, headers=headers, connections=connections, timeout_s=timeout_s, interval_s=interval_s,
+            workers=workers, progress=progress, max_lag_p99_s=max_lag_p99_s, slo=slo,
+            connect_timeout_s=connect_timeout_s,
+        )  # fmt: skip
     stop = stop if stop is not None else threading.Event()
     run = _Run(
         url, profile, payloads, method=method, headers=headers, connections=connections, timeout_s=timeout_s,
         interval_s=interval_s, workers=workers, on_interval=on_interval, progress=progress, stop=stop,
         bundle=bundle, max_lag_p99_s=max_lag_p99_s, slo=slo, connect_timeout_s=connect_timeout_s,
+        cluster=cluster, shards=shards, placement=placement,
     )  # fmt: skip
     return LoadRun(run, stop)

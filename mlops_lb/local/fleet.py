@@ -438,12 +438,17 @@ class LocalFleet:
         """The local clock in words: ``1 AWS minute = 2.0 s here; health interval 10 s -> 0.33 s; ...``."""
         s = self.spec
         inter, timeout = check_timing_ms(s)
+        target = (
+            f"{s.scaling.target_rps_per_target:g} rps/target = {self._autoscaler.policy.target_value:g} "
+            f"requests/target per {s.local.period_s:g} s period"
+            if s.scaling.metric == "request_count_per_target"
+            # An average needs no conversion to the local clock.
+            else f"{self._autoscaler.policy.target_value:g} in-flight requests per target (ConcurrencyPerTarget)"
+        )
         return (
             f"1 AWS minute = {s.local.period_s:g} s here; health interval {s.health_check.interval_s} s -> "
             f"{inter / 1000:.2f} s, timeout {s.health_check.timeout_s} s -> {timeout / 1000:.2f} s; "
-            f"warm-up {s.scaling.warmup_s} s -> {s.scaling.warmup_s * s.local.time_scale:.2f} s; target "
-            f"{s.scaling.target_rps_per_target:g} rps/target = {self._autoscaler.policy.target_value:g} "
-            f"requests/target per {s.local.period_s:g} s period"
+            f"warm-up {s.scaling.warmup_s} s -> {s.scaling.warmup_s * s.local.time_scale:.2f} s; target {target}"
         )
 
     def __repr__(self) -> str:
@@ -679,6 +684,10 @@ def check_runs_locally(spec: FleetSpec) -> None:
             f"cannot be read by the local backend (got {spec.model.source!r}): only AWS instances download "
             f"s3:// models (with their role); download it and give the local path",
         )
+    if server.kind == "model" and spec.model.source.endswith(".onnx"):
+        from ..serving.model import check_model
+
+        check_model(spec.model.source)  # an .onnx ONNX Runtime cannot load fails here, not in every worker
     if server.kind == "command" and find_program(spec) is None:
         argv0 = (server.command or ("",))[0]
         raise SpecError(

@@ -141,7 +141,7 @@ def test_scale_from_one_to_two_targets_in_the_browser(tmp_path: Path) -> None:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 900})
-            page.goto(url, timeout=60_000)
+            page.goto(url, timeout=120_000)  # Voila runs the cells (a fleet launch) before the page loads
             summary = page.locator(".mlops-lb-status-summary")
             expect(summary).to_contain_text("1 target (1 healthy", timeout=90_000)
 
@@ -186,7 +186,7 @@ def _text_input(page: Any, label: str) -> Any:
     return page.locator(".widget-text", has=page.locator(".widget-label", has_text=exact)).locator("input")
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(240)
 def test_the_panels_tell_the_truth_in_the_browser(tmp_path: Path) -> None:
     """Desired 3 on a 3-target fleet; Apply of the target alone keeps 3; a saturated run reads "fleet saturated";
     after close() the panel says closed. One Voila session, a screenshot per step in artifacts/after/."""
@@ -199,7 +199,7 @@ def test_the_panels_tell_the_truth_in_the_browser(tmp_path: Path) -> None:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1200, "height": 1400})
         try:
-            page.goto(url, timeout=60_000)
+            page.goto(url, timeout=120_000)  # Voila runs the cells (a fleet launch) before the page loads
             summary = page.locator(".mlops-lb-status-summary")
             expect(summary).to_contain_text("3 targets (3 healthy", timeout=90_000)
 

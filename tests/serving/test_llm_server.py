@@ -229,14 +229,14 @@ class TestEmulation:
         assert len(gaps) == 11
         # Steps are laid end to end on the server's clock: the total can only be stretched, never shortened.
         assert times[-1] - times[0] >= 11 * 0.040 * 0.95
-        assert 0.75 * 0.040 <= statistics.median(gaps) <= 3 * 0.040
+        assert 0.75 * 0.040 <= statistics.median(gaps) <= 5 * 0.040  # a busy machine only stretches gaps
 
     def test_queueing_beyond_max_num_seqs_shows_in_the_gauges(self, llm_factory):
         """Five streams on a 2-sequence engine: the gauges show 2 running and 3 waiting, then 0 and 0."""
         import threading
 
         s = llm_factory(max_num_seqs=2, decode_ms_per_token=20.0)
-        body = {"prompt": "a", "max_tokens": 40, "stream": True}
+        body = {"prompt": "a", "max_tokens": 60, "stream": True}  # 1.2 s a round: time to see the queue
         threads = [threading.Thread(target=s.stream, args=("/v1/completions", body)) for _ in range(5)]
         for t in threads:
             t.start()
@@ -252,7 +252,7 @@ class TestEmulation:
             t.join(60)
         after = s.gauges()
         assert after["vllm:num_requests_running"] == 0 and after["vllm:num_requests_waiting"] == 0
-        assert after["vllm:generation_tokens_total"] == 200 and after["vllm:request_success_total"] == 5
+        assert after["vllm:generation_tokens_total"] == 300 and after["vllm:request_success_total"] == 5
 
     def test_a_client_that_goes_away_frees_its_slot(self, llm_factory):
         """Closing the connection mid-stream ends that sequence: the next request gets the only slot."""

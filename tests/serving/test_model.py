@@ -226,6 +226,17 @@ class TestOnnx:
         with pytest.raises(SpecError, match="does not exist"):
             check_model(str(tmp_path / "none.skops"))
 
+    def test_local_fleet_refuses_a_broken_onnx_before_starting(self, tmp_path):
+        """A local fleet whose model is an .onnx that does not load is a SpecError from the check, no process."""
+        from mlops_lb.local.fleet import check_runs_locally
+        from mlops_lb.spec import FleetSpec, ModelSpec
+
+        path = tmp_path / "broken.onnx"
+        path.write_bytes(b"\x00garbage")
+        with pytest.raises(SpecError, match="is not a model ONNX Runtime can load"):
+            check_runs_locally(FleetSpec(name="onnx", model=ModelSpec(source=str(path))))
+        check_runs_locally(FleetSpec(name="onnx", model=ModelSpec(source="demo.onnx")))
+
     def test_server_serves_demo_onnx(self, server_factory):
         """`mlops-lb serve --model demo.onnx` works out of the box and predicts like the scikit-learn model."""
         s = server_factory(model="demo.onnx")

@@ -1,0 +1,536 @@
+"""Open-loop shards on Ray: ``run_load(..., cluster="ray", shards=N)``.
+
+Ray is only a second *transport* for the engine's messages. Each shard is a Ray actor (one CPU) that runs the
+same engine as ``workers=N`` (:func:`mlops_lb.load._engine.run_engine`) on its share of the schedule, and the
+driver runs the same collector (``_Run._collect``) that merges interval HDR histograms (sent encoded) and
+record parts exactly: the merged p99 is the p99 of every request, never an average of per-shard p99s.
+
+* **Schedule.** Shard ``k`` of ``N`` is :func:`mlops_lb.load.profiles.shard_indices`: Poisson arrivals are
+  thinned at random (each shard is Poisson at rate/N), uniform ones interleaved. Every actor draws the
+  profile's schedule itself (nothing large crosses the network) and reports its share's size, which the driver
+  checks against its own draw.
+* **Start.** Actors connect first; when every shard is ready the driver picks one wall-clock epoch a little in
+  the future and sends it to all (node clocks must agree: NTP/chrony, as on EC2).
+* **Messages.** The engine's sink is a local ``queue.Queue``: no Ray call happens on the engine's loop. The
+  driver long-polls each actor (``poll``), so a dead actor shows up as ``RayActorError`` on its poll; its
+  unreported share is counted in ``LoadResult.lost_workers`` and the run is invalid. Stop, Ctrl-C and a broken
+  sweep bound are forwarded to every actor (``stop``); each keeps and sends what it measured.
+* **Lag.** ``LoadResult.shards`` has one row per shard: node, pid, scheduled, received, sent, ``late`` (sent
+  more than ``max_lag_p99_s`` after their intended time; k6's "dropped iterations" for an open loop that never
+  drops) and the shard's lag p99, so a generator that fell behind is named.
+
+Example::
+
+    import ray
+    ray.init(address="auto")                       # or cluster="ray://head:10001", or a local Ray
+    r = run_load("http://10.0.1.5/predict", constant(20_000, 60, arrival="poisson"), cluster="ray", shards="auto")
+    r.summary()["p99_s"], r.shards[["node", "sent", "late", "lag_p99_s"]]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue as queue_mod
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from ..errors import BackendUnavailable, LoadTestError, SpecError
+
+if TYPE_CHECKING:
+    from .runner import _Run
+
+__all__ = ["PLACEMENTS", "RAY_INSTALL", "check_options", "execute_shards"]
+
+log = logging.getLogger(__name__)
+
+RAY_INSTALL = "pip install 'mlops_lb[ray]'"
+#: ``spread``: Ray's SPREAD strategy (best effort over nodes); ``strict_spread``: a placement group with one
+#: shard per node (fails if there are fewer nodes than shards); ``pack``: Ray's default (fill a node first).
+PLACEMENTS = ("spread", "strict_spread", "pack")
+MAX_SHARDS = 1024
+# Time from the driver's "go" to schedule offset 0: the go message must reach every node first.
+START_LEAD_S = 0.25
+STARTUP_TIMEOUT_S = 180.0
+CONNECT_TIMEOUT_S = 5.0
+FREE_WAIT_S = 10.0
+# The object store of a Ray this module starts itself: interval messages are small and freed at once.
+LOCAL_OBJECT_STORE_BYTES = 256 * 2**20
+
+
+# --------------------------------------------------------------------------- validation (no Ray import)
+def check_options(cluster: Any, shards: Any, placement: Any, workers: int, connections: int) -> None:
+    """Validate ``cluster=``/``shards=``/``placement=`` of run_load before anything starts (raises SpecError)."""
+    if cluster is None:
+        if shards is not None:
+            raise SpecError(
+                "shards", "needs cluster='ray' (or 'ray://head:10001'); use workers=N on one machine"
+            )
+        if placement != "spread":
+            raise SpecError("placement", "needs cluster='ray' (or 'ray://head:10001')")
+        return
+    if not isinstance(cluster, str) or not (cluster == "ray" or cluster.startswith("ray://")):
+        raise SpecError(
+            "cluster",
+            f"must be 'ray' (a running ray.init() connection, else a local Ray) or 'ray://host:10001' "
+            f"(Ray Client) (got {cluster!r})",
+        )
+    if cluster.startswith("ray://"):
+        _client_address(cluster)
+    if shards is not None and shards != "auto":
+        if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= MAX_SHARDS:
+            raise SpecError(
+                "shards", f"must be 'auto' or an integer between 1 and {MAX_SHARDS} (got {shards!r})"
+            )
+        if shards > connections:
+            raise SpecError(
+                "shards", f"must be <= connections ({connections}): each shard needs one (got {shards})"
+            )
+    if placement not in PLACEMENTS:
+        raise SpecError("placement", f"must be one of {', '.join(PLACEMENTS)} (got {placement!r})")
+    if workers != 1:
+        raise SpecError(
+            "workers", f"must be 1 with cluster= (shards= sets the number of engines) (got {workers})"
+        )
+
+
+def _client_address(cluster: str) -> tuple[str, int]:
+    parts = urlsplit(cluster)
+    try:
+        port = parts.port or 10001
+    except ValueError as exc:
+        raise SpecError("cluster", f"has an invalid port: {cluster!r}") from exc
+    if not parts.hostname or parts.path not in ("", "/"):
+        raise SpecError("cluster", f"must be ray://host[:port] such as ray://head:10001 (got {cluster!r})")
+    return parts.hostname, port
+
+
+def import_ray() -> Any:
+    """``import ray``, or BackendUnavailable naming the extra that installs it."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise BackendUnavailable(
+            "ray", RAY_INSTALL, "the Python package, needed for run_load(cluster=...)"
+        ) from exc
+    return ray
+
+
+# --------------------------------------------------------------------------- the actor
+class _Shard:
+    """One shard: runs the engine on a thread of a Ray actor; ``poll`` hands its messages to the driver.
+
+    Threaded actor (``max_concurrency``): ``run`` blocks in the engine while ``poll``/``go``/``stop`` come in
+    on other threads. The engine only ever touches local objects (its queue, two events).
+    """
+
+    def __init__(self) -> None:
+        self._out: queue_mod.Queue[tuple] = queue_mod.Queue()
+        self._stop = threading.Event()
+        self._go = threading.Event()
+        self._epoch = 0.0
+        self._cfg: Any = None
+        self._glob: np.ndarray = np.zeros(0, np.int64)
+
+    def setup(self, cfg: Any, profile: Any, k: int, n: int) -> dict[str, Any]:
+        from .profiles import shard_indices
+
+        sched = profile.schedule()
+        glob = shard_indices(profile, k, n, sched)
+        cfg.schedule = sched[glob]
+        del sched
+        # Local positions go through the engine; records and payloads are mapped to the global index here.
+        cfg.index_offset, cfg.index_stride = 0, 1
+        if cfg.request_fn is not None or (cfg.requests is not None and len(cfg.requests) > 1):
+            cfg.request_fn = _GlobalPayload(glob, cfg.request_fn, cfg.requests)
+            cfg.requests = None
+        self._cfg = cfg
+        self._glob = glob
+        import ray
+
+        ctx = ray.get_runtime_context()
+        return {
+            "size": len(glob),
+            "pid": os.getpid(),
+            "node": ctx.get_node_id(),
+            "host": socket.gethostname(),
+        }
+
+    def run(self) -> None:
+        from ._engine import run_engine
+        from .runner import GIL_SWITCH_INTERVAL_S
+
+        # This process is ours alone: poll threads (serialising batches) must not hold the engine off the GIL
+        # for the default 5 ms switch interval, which would be schedule lag.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+
+        def start_at() -> float:
+            self._go.wait(STARTUP_TIMEOUT_S)
+            return self._epoch
+
+        with contextlib.suppress(BaseException):  # reported as an ("error", ...) message by run_engine
+            run_engine(self._cfg, self._out.put, self._stop, start_at)
+
+    def poll(self, timeout: float) -> list[tuple]:
+        try:
+            msgs = [self._out.get(timeout=timeout)]
+        except queue_mod.Empty:
+            return []
+        while len(msgs) < 256:
+            try:
+                msgs.append(self._out.get_nowait())
+            except queue_mod.Empty:
+                break
+        return [self._globalize(m) for m in msgs]
+
+    def _globalize(self, msg: tuple) -> tuple:
+        # Record parts are the dicts carrying "index" (found by shape, so new message fields pass through).
+        for part in msg:
+            if isinstance(part, dict) and "index" in part and len(part["index"]):
+                part["index"] = self._glob[part["index"]]
+        return msg
+
+    def go(self, epoch: float) -> None:
+        self._epoch = epoch
+        self._go.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if not self._go.is_set():  # not started yet: start at once, see the stop, report an empty share
+            self._epoch = time.time()
+            self._go.set()
+
+
+class _GlobalPayload:
+    """``j -> request bytes`` of shard position ``j``, built for the request's global index (picklable)."""
+
+    def __init__(self, glob: np.ndarray, fn: Callable[[int], bytes] | None, requests: Sequence[bytes] | None):
+        self.glob = glob
+        self.fn = fn
+        self.requests = list(requests) if requests is not None else None
+
+    def __call__(self, j: int) -> bytes:
+        g = int(self.glob[j])
+        if self.requests is not None:
+            return self.requests[g % len(self.requests)]
+        assert self.fn is not None
+        return self.fn(g)
+
+
+# --------------------------------------------------------------------------- the driver side
+class _Transport:
+    """The collector's ``get``/``alive``/``on_all_ready`` over Ray: long polls, one per live shard."""
+
+    POLL_S = 1.0
+
+    def __init__(self, ray: Any, run: _Run, actors: list[Any], max_lag_s: float) -> None:
+        from ._engine import new_histogram
+
+        self.ray = ray
+        self.run = run
+        self.actors = actors
+        self.buf: deque[tuple] = deque()
+        self.polls: dict[Any, int] = {a.poll.remote(self.POLL_S): k for k, a in enumerate(actors)}
+        self.dead: set[int] = set()
+        self.finished: set[int] = set()
+        self.stop_sent = False
+        self.max_lag_s = max_lag_s
+        n = len(actors)
+        self.received = [0] * n
+        self.sent = [0] * n
+        self.late = [0] * n
+        self.lag = [new_histogram() for _ in range(n)]
+        self.state = ["running"] * n
+
+    def get(self, timeout: float) -> tuple:
+        if self.buf:
+            return self.buf.popleft()
+        self._forward_stop()
+        refs = list(self.polls)
+        if refs:
+            ready, rest = self.ray.wait(refs, num_returns=1, timeout=timeout)
+            if ready and rest:
+                more, _ = self.ray.wait(rest, num_returns=len(rest), timeout=0)
+                ready += more
+            for ref in ready:
+                self._take(ref)
+        else:
+            time.sleep(timeout)
+        if self.buf:
+            return self.buf.popleft()
+        raise queue_mod.Empty
+
+    def _take(self, ref: Any) -> None:
+        k = self.polls.pop(ref)
+        try:
+            msgs = self.ray.get(ref)
+        except self.ray.exceptions.RayActorError as exc:
+            log.warning(
+                "load shard %d died: %s", k, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            )
+            self.dead.add(k)
+            self.state[k] = "died"
+            return
+        except Exception:  # a failure of the transport itself: that shard's unreported share is lost
+            log.exception("load shard %d: its messages could not be fetched", k)
+            self.dead.add(k)
+            self.state[k] = "failed"
+            return
+        last = False
+        for m in msgs:
+            self._account(k, m)
+            if m[0] in ("done", "error"):
+                last = True
+                self.state[k] = (
+                    "failed" if m[0] == "error" else ("stopped" if m[3].get("stopped") else "done")
+                )
+        self.buf.extend(msgs)
+        if last:
+            self.finished.add(k)
+        else:
+            self.polls[self.actors[k].poll.remote(self.POLL_S)] = k
+
+    def _account(self, k: int, msg: tuple) -> None:
+        from ._engine import fold
+
+        for part in msg:
+            if isinstance(part, dict) and "index" in part and "sent" in part:
+                n = len(part["index"])
+                if not n:
+                    continue
+                lag = np.asarray(part["sent"], dtype=float) - np.asarray(part["intended"], dtype=float)
+                lag = lag[np.isfinite(lag)]
+                self.received[k] += n
+                self.sent[k] += len(lag)
+                self.late[k] += int(np.count_nonzero(lag > self.max_lag_s))
+                fold(self.lag[k], np.maximum(lag, 0.0))
+
+    def _forward_stop(self) -> None:
+        stop = self.run._internal_stop
+        if stop is not None and stop.is_set() and not self.stop_sent:
+            self.stop_sent = True
+            for k, a in enumerate(self.actors):
+                if k not in self.dead and k not in self.finished:
+                    a.stop.remote()
+
+    def alive(self, k: int) -> bool:
+        return k not in self.dead
+
+    def go(self) -> None:
+        epoch = time.time() + START_LEAD_S
+        self.run.epoch = epoch
+        for k, a in enumerate(self.actors):
+            if k not in self.dead:
+                a.go.remote(epoch)
+
+
+def _connect(ray: Any, cluster: str) -> bool:
+    """Connect to the cluster ``run_load`` was given; True when this run owns the connection (and ends it)."""
+    if cluster == "ray":
+        if ray.is_initialized():
+            return False
+        try:
+            ray.init(
+                include_dashboard=False,
+                object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        except Exception as exc:
+            raise LoadTestError(f"cluster='ray': could not start a local Ray ({exc})") from exc
+        return True
+    if ray.is_initialized():
+        raise LoadTestError(
+            f"cluster={cluster!r}: this process is already connected to Ray; call ray.shutdown() first, or pass "
+            "cluster='ray' to use that connection"
+        )
+    host, port = _client_address(cluster)
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise LoadTestError(
+            f"cluster={cluster!r}: cannot reach the Ray Client server at {host}:{port} ({exc}); start the head "
+            "with `ray start --head --ray-client-server-port=10001` and allow that port from this machine"
+        ) from exc
+    try:
+        ray.init(address=cluster, log_to_driver=False)
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        raise LoadTestError(f"cluster={cluster!r}: Ray Client could not connect ({exc})") from exc
+    return True
+
+
+def _shard_count(ray: Any, shards: int | str | None) -> int:
+    total = int(ray.cluster_resources().get("CPU", 0))
+    free = int(ray.available_resources().get("CPU", 0))
+    # The actors of a run that just ended release their CPUs asynchronously: give them a moment.
+    deadline = time.monotonic() + FREE_WAIT_S
+    want = total if shards in (None, "auto") else min(int(shards), total)  # type: ignore[call-overload]
+    while free < want and time.monotonic() < deadline:
+        time.sleep(0.2)
+        free = int(ray.available_resources().get("CPU", 0))
+    if shards in (None, "auto"):
+        if free < 1:
+            raise SpecError(
+                "shards", f"'auto' found no free CPU in the Ray cluster ({total} CPUs, all in use)"
+            )
+        return free
+    assert isinstance(shards, int)
+    if shards > free:
+        raise SpecError(
+            "shards",
+            f"must be <= the {free} CPUs free in the Ray cluster ({total} in all), one per shard (got {shards}); "
+            "add nodes or use shards='auto'",
+        )
+    return shards
+
+
+def _check_picklable(ray: Any, run: _Run) -> None:
+    for name, obj in (("payloads", run.request_fn), ("profile", run.profile)):
+        if obj is None:
+            continue
+        try:
+            ray.cloudpickle.dumps(obj)
+        except Exception as exc:
+            raise LoadTestError(
+                f"{name} cannot be pickled to send to Ray shards ({type(exc).__name__}: {exc}); use a "
+                "module-level function without open files, locks or sockets, or a list of payloads"
+            ) from exc
+
+
+def execute_shards(run: _Run) -> None:
+    """Run ``run``'s schedule as Ray shards and feed their messages to ``run``'s collector (see module doc)."""
+    ray = import_ray()
+    _check_picklable(ray, run)
+    owned = _connect(ray, str(run.cluster))
+    actors: list[Any] = []
+    pg: Any = None
+    try:
+        n = _shard_count(ray, run.shards)
+        run.workers = n
+        run._internal_stop = threading.Event()
+        remote = ray.remote(num_cpus=1, max_concurrency=4, max_restarts=0)(_Shard)
+        if run.placement == "strict_spread":
+            from ray.util.placement_group import placement_group
+            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+            pg = placement_group([{"CPU": 1}] * n, strategy="STRICT_SPREAD")
+            try:
+                ray.get(pg.ready(), timeout=60)
+            except Exception as exc:
+                nodes = sum(1 for x in ray.nodes() if x.get("Alive"))
+                raise SpecError(
+                    "placement",
+                    f"'strict_spread' needs one node with a free CPU per shard ({n} shards, {nodes} nodes alive); "
+                    "use placement='spread' or fewer shards",
+                ) from exc
+            strategies: list[Any] = [
+                PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=k)
+                for k in range(n)
+            ]
+        else:
+            strategies = ["SPREAD" if run.placement == "spread" else "DEFAULT"] * n
+        actors = [remote.options(scheduling_strategy=s).remote() for s in strategies]  # type: ignore[attr-defined]
+        expected = _expected_sizes(run, n)
+        cfgs = [run._config(k, encode=True) for k in range(n)]
+        for cfg in cfgs:
+            cfg.schedule = np.zeros(0)  # drawn by the actor itself
+        try:
+            infos = ray.get(
+                [
+                    a.setup.remote(cfg, run.profile, k, n)
+                    for k, (a, cfg) in enumerate(zip(actors, cfgs, strict=True))
+                ],
+                timeout=STARTUP_TIMEOUT_S,
+            )
+        except ray.exceptions.GetTimeoutError as exc:
+            raise LoadTestError(f"{n} Ray shards did not start within {STARTUP_TIMEOUT_S:g} s") from exc
+        except ray.exceptions.RayError as exc:  # e.g. mlops_lb missing or another version on a node
+            raise LoadTestError(
+                f"a Ray shard failed to start (is mlops_lb[ray] installed on every node?): {exc}"
+            ) from exc
+        for k, info in enumerate(infos):
+            if info["size"] != expected[k]:
+                raise LoadTestError(
+                    f"shard {k} drew {info['size']} requests where the driver drew {expected[k]}: the nodes run "
+                    "another numpy version than this process; install the same versions everywhere"
+                )
+        run.shard_sizes = dict(enumerate(expected))
+        run.worker_pids = [int(i["pid"]) for i in infos]
+        transport = _Transport(ray, run, actors, run.max_lag_p99_s)
+        runs = [a.run.remote() for a in actors]
+        try:
+            run._collect(transport.get, alive=transport.alive, on_all_ready=transport.go)
+        finally:
+            run._internal_stop.set()
+            transport._forward_stop()
+            for k, a in enumerate(actors):
+                if k not in transport.finished and k not in transport.dead:
+                    a.go.remote(time.time())  # a shard still waiting to start must not wait for its timeout
+            with contextlib.suppress(Exception):
+                ray.wait(runs, num_returns=len(runs), timeout=10)
+        rows = _rows(infos, transport, expected)
+        _log_lag(rows, run.max_lag_p99_s)
+        import pandas as pd
+
+        run.shard_table = pd.DataFrame(rows)
+    finally:
+        for a in actors:
+            with contextlib.suppress(Exception):
+                ray.kill(a, no_restart=True)
+        if pg is not None:
+            with contextlib.suppress(Exception):
+                from ray.util.placement_group import remove_placement_group
+
+                remove_placement_group(pg)
+        if owned:
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+
+
+def _expected_sizes(run: _Run, n: int) -> list[int]:
+    from .profiles import shard_indices
+
+    return [len(shard_indices(run.profile, k, n, run.schedule)) for k in range(n)]
+
+
+def _rows(infos: list[dict[str, Any]], t: _Transport, sizes: list[int]) -> list[dict[str, Any]]:
+    rows = []
+    for k, info in enumerate(infos):
+        h = t.lag[k]
+        rows.append(
+            {
+                "shard": k,
+                "node": info["node"],
+                "host": info["host"],
+                "pid": info["pid"],
+                "state": t.state[k],
+                "scheduled": sizes[k],
+                "received": t.received[k],
+                "lost": sizes[k] - t.received[k] if k in t.dead else 0,
+                "sent": t.sent[k],
+                "late": t.late[k],
+                "lag_p99_s": h.get_value_at_percentile(99.0) / 1e6 if h.get_total_count() else float("nan"),
+            }
+        )
+    return rows
+
+
+def _log_lag(rows: list[dict[str, Any]], bound_s: float) -> None:
+    for r in rows:
+        lag = r["lag_p99_s"]
+        if lag == lag and lag > bound_s:
+            log.warning(
+                "load shard %d on %s fell behind its schedule: %d of %d requests sent more than %.1f ms late "
+                "(lag p99 %.1f ms)", r["shard"], r["host"], r["late"], r["sent"], bound_s * 1e3, lag * 1e3,
+            )  # fmt: skip
