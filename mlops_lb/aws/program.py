@@ -80,7 +80,7 @@ class Assets:
 
 def _model_file(spec: FleetSpec) -> Path | None:
     src = spec.model.source
-    if src == "demo":
+    if src == "demo" or (src == "demo.onnx" and not Path(src).is_file()):  # bundled with the package
         return None
     if src.startswith("s3://"):  # the instances download it with their role; the stack does not copy it
         bucket, _, key = src[len("s3://") :].partition("/")

@@ -182,7 +182,9 @@ def render_user_data(
     wheel_name = wheel_key.rsplit("/", 1)[-1]
     wheel_path = f"{VENV}/dist/{wheel_name}"
     s3 = f"aws s3 cp --region {q(region)}"
-    model_arg = "demo"
+    model_arg = (
+        server.model_path
+    )  # "demo", or "demo.onnx" (bundled in the wheel), unless a file is fetched below
     fetch = [f"retry 8 {s3} {q(f's3://{bucket}/{wheel_key}')} {q(wheel_path)}"]
     if model_key:
         model_arg = f"{VENV}/model/{model_key.rsplit('/', 1)[-1]}"

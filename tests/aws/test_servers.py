@@ -250,6 +250,12 @@ class TestModelsAndOurServers:
         reads = [s["Resource"] for s in _statements(img) if s["Action"] == ["s3:GetObject"]]
         assert ["arn:aws:s3:::models/x/m.joblib"] in reads
 
+    def test_bundled_demo_onnx_is_served_without_an_upload(self, run_program: Any) -> None:
+        """model.source demo.onnx (no such local file): the wheel carries it; `serve --model demo.onnx`."""
+        rec = run_program(_spec(model={"source": "demo.onnx"}))
+        assert "--model demo.onnx --target-id" in _ud(rec)
+        assert not [i for _, i in rec.of_type(OBJ) if i["key"].startswith("model/")]
+
     def test_llm_emulator_runs_serve_llm_with_its_flags(self, run_program: Any) -> None:
         """kind llm-emulator: our package's `serve --llm` with the spec's emulator options, as a systemd unit."""
         ud = _ud(run_program(_spec(server={"kind": "llm-emulator", "llm": {"max_num_seqs": 8, "seed": 3}})))
