@@ -550,7 +550,7 @@ while true; do
     {{ sub(/\\{{[^}}]*\\}}/, ""); if ($1 in want) {{ s += $2; found = 1 }} }}
     END {{ if (found) printf "%.6f", s }}')
   if [ -n "$V" ]; then
-    STATS=$(echo "$STATS $V" | awk '{{ n=$1+1; s=$2+$5; mn=($1==0||$5<$3)?$5:$3; mx=($1==0||$5>$4)?$5:$4; print n, s, mn, mx }}')
+    STATS=$(echo "$STATS $V" | awk -v OFMT=%.6f '{{ n=$1+1; s=$2+$5; mn=($1==0||$5<$3)?$5:$3; mx=($1==0||$5>$4)?$5:$4; print n, s, mn, mx }}')
   fi
   NOW=$(date +%s)
   if [ $((NOW - START)) -ge {int(agent.period_s)} ]; then

@@ -485,3 +485,18 @@ class TestPreflight:
         (quota,) = pf.failed
         assert "G and VT" in quota["detail"] and "L-DB2E81BA" in quota["fix"] and asked == ["L-DB2E81BA"]
         assert pf.resolved["ami_parameter"] == GPU_AMI_PARAMETERS["x86_64"] and pf.resolved["gpu"]
+
+
+def test_the_agents_statistic_set_accumulates_samples() -> None:
+    """The per-sample step, run for real: count, sum, min and max of the samples, printed as JSON numbers."""
+    from mlops_lb.aws.userdata import MetricsAgent, _agent_units
+
+    agent = _agent_units(MetricsAgent(url="http://x/metrics", gauges=("g",)), region="us-east-1")
+    step = agent.split('STATS=$(echo "$STATS $V" | ')[1].split(")\n")[0]
+    stats = "0 0 0 0"
+    for v in ("2", "0.5", "1234567.25"):
+        out = subprocess.run(["bash", "-c", f'echo "{stats} {v}" | {step}'], text=True, capture_output=True)
+        stats = out.stdout.strip()
+    n, total, lo, hi = stats.split()
+    assert (int(n), float(total), float(lo), float(hi)) == (3, 1234569.75, 0.5, 1234567.25)
+    json.loads(f"[{n},{total},{lo},{hi}]")
