@@ -415,7 +415,7 @@ def _render_byo(
     """User data for the user's own server: ``command`` in a venv, or ``image`` under docker; both systemd units."""
     q = shlex.quote
     s3 = f"aws s3 cp --region {q(region)}"
-    lines: list[str] = []
+    lines: list[str] = [f"mkdir -p {VENV}"]  # server.sh and the agent live there for every kind
     model_uri = server.model_s3 or (f"s3://{bucket}/{model_key}" if model_key else None)
     if (
         model_uri

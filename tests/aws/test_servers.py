@@ -158,6 +158,8 @@ class TestImage:
         _bash_ok(ud)
         assert "command -v docker >/dev/null || retry 5 dnf install -y docker" in ud
         assert "retry 5 docker pull vllm/vllm-openai:v0.6.3" in ud and "python3.11" not in ud
+        # no venv for an image, but the directory of server.sh exists before it is written (it did not, once)
+        assert ud.index("mkdir -p /opt/mlops_lb\n") < ud.index("cat > /opt/mlops_lb/server.sh")
         run = _heredocs(ud)["SERVER"]
         assert "'-p' '8080:8000'" in run and "'--gpus' 'all'" in run
         assert "'-e' 'HF_HOME'" in run and "'-e' 'TARGET_ID'" in run
