@@ -290,9 +290,8 @@ class RunBundle:
             ("metrics", lambda: fleet.metrics(start=start, end=end)),
             ("events", lambda: fleet.events(start=start, end=end)),
             ("status", fleet.status),
+            ("decisions", fleet.decisions),
         ]
-        if callable(getattr(fleet, "decisions", None)):
-            readers.append(("decisions", fleet.decisions))
         for name, read in readers:
             try:
                 df = read()

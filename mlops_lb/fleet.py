@@ -76,6 +76,9 @@ class Fleet(Protocol):
     @property
     def capacity(self) -> Capacity: ...
 
+    @property
+    def closed(self) -> bool: ...
+
     def launch(self, *, on_output: OnOutput | None = None) -> str: ...
 
     def scale(

@@ -61,6 +61,9 @@ EVENT_KINDS = frozenset(
         "balancer_restart",
         "balancer_down",
         "balancer_up",
+        "warm_pool_launch",
+        "warm_pool_ready",
+        "warm_pool_return",
         "decision",
     }
 )

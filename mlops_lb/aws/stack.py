@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendUnavailable, ProvisionError, SpecError
-from ..fleet import Capacity
+from ..fleet import Capacity, OnOutput
 from ..frames import STATUS_COLUMNS, events_frame
 from ..spec import FleetSpec
 from ._boto import client, provision_error
@@ -294,7 +294,7 @@ class AwsFleet:
         except (ProvisionError, BackendUnavailable):
             return {}
 
-    def _ready(self, on_output: Callable[[str], Any] | None) -> Any:
+    def _ready(self, on_output: OnOutput | None) -> Any:
         """CLI check, preflight (raises listing failures), wheelhouse, stack, drift report, config: before any up."""
         _require_cli()  # before any cloud call or wheel build
         pf = self.preflight()
@@ -321,7 +321,7 @@ class AwsFleet:
         prefix = f"{self.project_name}:"
         return {(k[len(prefix) :] if k.startswith(prefix) else k): v.value for k, v in cfg.items()}
 
-    def _report_drift(self, stack: Any, on_output: Callable[[str], Any] | None) -> None:
+    def _report_drift(self, stack: Any, on_output: OnOutput | None) -> None:
         """Say, before applying, where the spec differs from the live stack (e.g. after scale()): never silently."""
         live = self.live_config()
         want = self.stack_config()
@@ -340,7 +340,7 @@ class AwsFleet:
 
     # ------------------------------------------------------------------ lifecycle
     def launch(
-        self, *, on_output: Callable[[str], Any] | None = None, on_event: Callable[[Any], Any] | None = None
+        self, *, on_output: OnOutput | None = None, on_event: Callable[[Any], Any] | None = None
     ) -> str:
         """Preflight, then ``pulumi up`` the whole fleet; returns the load balancer URL.
 
@@ -358,7 +358,7 @@ class AwsFleet:
         return str(self._outputs.get("url", ""))
 
     def preview(
-        self, *, on_output: Callable[[str], Any] | None = None, on_event: Callable[[Any], Any] | None = None
+        self, *, on_output: OnOutput | None = None, on_event: Callable[[Any], Any] | None = None
     ) -> dict[str, int]:
         """Preflight, then ``pulumi preview``: what ``launch()`` would change, as {operation: count}."""
         stack = self._ready(on_output)
@@ -368,7 +368,7 @@ class AwsFleet:
             raise _translate(f"pulumi preview ({self.stack_name})", exc) from exc
         return dict(result.change_summary)
 
-    def update_ami(self, *, on_output: Callable[[str], Any] | None = None) -> str:
+    def update_ami(self, *, on_output: OnOutput | None = None) -> str:
         """Move the fleet to the latest AMI for its architecture (an instance refresh, capacity kept)."""
         self._repin_ami = True
         try:
@@ -376,7 +376,7 @@ class AwsFleet:
         finally:
             self._repin_ami = False
 
-    def refresh(self, *, on_output: Callable[[str], Any] | None = None) -> None:
+    def refresh(self, *, on_output: OnOutput | None = None) -> None:
         """``pulumi refresh``: read the real resources back into the state."""
         try:
             self._get_stack().refresh(on_output=on_output, color="never")
@@ -385,9 +385,7 @@ class AwsFleet:
         except Exception as exc:
             raise _translate(f"pulumi refresh ({self.stack_name})", exc) from exc
 
-    def destroy(
-        self, *, confirm: str, on_output: Callable[[str], Any] | None = None, remove_stack: bool = True
-    ) -> None:
+    def destroy(self, *, confirm: str, on_output: OnOutput | None = None, remove_stack: bool = True) -> None:
         """Delete every resource of the stack; ``confirm`` must equal the stack name.
 
         Example::

@@ -1,6 +1,8 @@
 """LoadResult: per-request records and per-interval HDR summaries of one load run.
 
 Percentiles come from HDR histograms (microseconds, 3 significant figures) and are reported in seconds.
+Per-request records are written to disk while the run goes (a :class:`RecordStore` of Arrow parts) and read back
+by ``requests()``, whole or for a time range; memory keeps the interval rows, the histograms and running totals.
 *Corrected* latency runs from the intended send time, *uncorrected* (service time) from the actual send.
 Percentiles cover requests that got an HTTP response (any status); requests that failed without one (timeout,
 connect, reset) are counted in the error columns instead. An interval holds the requests that *completed* in it.
@@ -11,13 +13,20 @@ Example::
     result                      # LoadResult(constant 100 rps for 10 s: 1,000 sent, 0 errors, p99 3.1 ms …)
     result.intervals()[["interval_start", "achieved_rps", "p99_s", "p99_uncorrected_s"]]
     result.summary()["p99_s"]
+    result.requests(start=60, end=120)   # the requests intended between 60 s and 120 s into the run
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import shutil
+import tempfile
+import weakref
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,6 +37,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from .profiles import LoadProfile
+
+log = logging.getLogger(__name__)
 
 __all__ = ["INTERVAL_COLUMNS", "REQUEST_COLUMNS", "SLO_KEYS", "LoadResult", "hist_percentiles"]
 
@@ -92,6 +103,146 @@ def _fmt_s(v: float) -> str:
     return f"{v * 1e3:.1f} ms" if v < 1 else f"{v:.2f} s"
 
 
+def record_stats(rec: Mapping[str, np.ndarray], slo: Mapping[str, float]) -> dict[str, Any]:
+    """The per-request totals the summary needs, from one chunk of records (added up chunk by chunk)."""
+    err = rec["err"].astype(np.int64)
+    ok = err == 0
+    d = derived_columns(rec)
+    meeting = ok.copy()
+    for key, bound in slo.items():
+        meeting &= d[key] <= bound  # NaN (e.g. no TTFT on a non-streamed response) fails the bound
+    done = rec["done"]
+    finite = done[np.isfinite(done)]
+    return {
+        "rows": len(err),
+        "err": np.bincount(err, minlength=len(ERROR_KINDS)),
+        "responses": int(np.count_nonzero(rec["status"] > 0)),
+        "sent": int(np.count_nonzero(~np.isnan(rec["sent"]))),
+        "last_done": float(finite.max()) if finite.size else 0.0,
+        "tokens": int(d["output_tokens"][ok].sum()),
+        "meeting": int(np.count_nonzero(meeting)),
+    }
+
+
+def add_stats(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]:
+    if a is None:
+        return dict(b)
+    return {
+        "rows": a["rows"] + b["rows"],
+        "err": a["err"] + b["err"],
+        "responses": a["responses"] + b["responses"],
+        "sent": a["sent"] + b["sent"],
+        "last_done": max(a["last_done"], b["last_done"]),
+        "tokens": a["tokens"] + b["tokens"],
+        "meeting": a["meeting"] + b["meeting"],
+    }
+
+
+class RecordStore:
+    """Per-request records of a run kept on disk as they arrive (Arrow IPC parts in a temporary folder).
+
+    The process keeps only interval rows and histograms; :meth:`frame` reads the parts back (a pyarrow dataset,
+    filtered by intended time before anything is loaded). A part that cannot be written (a full disk) stays in
+    memory instead, so nothing is lost. The folder is removed with the store (or at interpreter exit).
+
+    Example::
+
+        store = RecordStore(epoch)
+        store.add(records_frame(rec, epoch))
+        store.frame(start=60.0, end=120.0)     # seconds after epoch, or UTC timestamps
+    """
+
+    def __init__(self, epoch: float) -> None:
+        self.epoch = epoch
+        self.folder: Path | None = None
+        self.parts: list[Path] = []
+        self.memory: list[pd.DataFrame] = []
+        self._finalizer: Any = None
+        self._warned = False
+
+    def add(self, df: pd.DataFrame) -> None:
+        if not len(df):
+            return
+        try:
+            import pyarrow as pa
+            import pyarrow.feather as feather
+
+            if self.folder is None:
+                self.folder = Path(tempfile.mkdtemp(prefix="mlops-lb-records-"))
+                self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.folder), True)
+            path = self.folder / f"part-{len(self.parts):06d}.arrow"
+            feather.write_feather(
+                pa.Table.from_pandas(df, preserve_index=False), path, compression="uncompressed"
+            )
+            self.parts.append(path)
+        except OSError as exc:
+            if not self._warned:
+                log.warning("records kept in memory: cannot write %s (%s)", self.folder, exc)
+                self._warned = True
+            self.memory.append(df)
+
+    def frame(self, start: Any = None, end: Any = None) -> pd.DataFrame:
+        """Records with ``start <= intended_at < end`` (seconds after the epoch or timestamps), by intended time."""
+        import pandas as pd
+
+        lo, hi = self._bound(start), self._bound(end)
+        frames: list[pd.DataFrame] = []
+        if self.parts:
+            import pyarrow as pa
+            import pyarrow.dataset as ds
+
+            flt = None
+            ts = pa.timestamp("ns", "UTC")
+            if lo is not None:
+                flt = ds.field("intended_at") >= pa.scalar(lo.value, ts)
+            if hi is not None:
+                f2 = ds.field("intended_at") < pa.scalar(hi.value, ts)
+                flt = f2 if flt is None else flt & f2
+            table = ds.dataset([str(p) for p in self.parts], format="feather").to_table(filter=flt)
+            frames.append(table.to_pandas(coerce_temporal_nanoseconds=True))
+        for df in self.memory:
+            m = np.ones(len(df), bool)
+            if lo is not None:
+                m &= (df["intended_at"] >= lo).to_numpy()
+            if hi is not None:
+                m &= (df["intended_at"] < hi).to_numpy()
+            frames.append(df[m])
+        frames = [f for f in frames if len(f)]
+        if not frames:
+            return records_frame(_empty_records(), self.epoch)
+        out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        for c in ("intended_at", "sent_at", "done_at"):
+            out[c] = out[c].astype("datetime64[ns, UTC]")
+        return out.sort_values("intended_at", kind="stable").reset_index(drop=True)[list(REQUEST_COLUMNS)]
+
+    def _bound(self, v: Any) -> Any:
+        import pandas as pd
+
+        if v is None:
+            return None
+        if isinstance(v, (int, float, np.integer, np.floating)):
+            # the same arithmetic as records_frame, so a bound equal to an intended time selects it exactly
+            return pd.Timestamp(self.epoch, unit="s", tz="UTC") + pd.to_timedelta(float(v), unit="s")
+        t = pd.Timestamp(v)
+        return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+
+    def close(self) -> None:
+        """Remove the folder now (the result's requests() is empty afterwards)."""
+        if self._finalizer is not None:
+            self._finalizer()
+        self.parts = []
+        with contextlib.suppress(Exception):
+            self.memory = []
+
+
+def _empty_records() -> dict[str, np.ndarray]:
+    return {
+        "index": np.zeros(0, np.int64), "intended": np.zeros(0), "sent": np.zeros(0), "done": np.zeros(0),
+        "status": np.zeros(0, np.int16), "err": np.zeros(0, np.int8), "bytes": np.zeros(0, np.int64),
+        "target": np.zeros(0, dtype=object), "worker": np.zeros(0, np.int16),
+    }  # fmt: skip
+
+
 class LoadResult:
     """The outcome of :func:`mlops_lb.load.run_load`: records, interval summaries, histograms and validity.
 
@@ -121,7 +272,7 @@ class LoadResult:
         url: str,
         profile: LoadProfile,
         epoch: float,
-        records: Mapping[str, np.ndarray],
+        records: Mapping[str, np.ndarray] | None = None,
         intervals: Sequence[Mapping[str, Any]],
         hists: Sequence[Any],
         scheduled: int,
@@ -138,12 +289,20 @@ class LoadResult:
         starved: int = 0,
         slo: Mapping[str, float] | None = None,
         bundle_error: Exception | None = None,
+        store: RecordStore | None = None,
+        stats: Mapping[str, Any] | None = None,
     ) -> None:
         self.url = url
         self.profile = profile
         self.epoch = epoch
         self.started_at = datetime.fromtimestamp(epoch, tz=timezone.utc)
-        self._rec = dict(records)
+        # records either in memory (``records``) or on disk (``store`` with the ``stats`` of what it holds)
+        self._rec = dict(records) if records is not None else None
+        self._store = store
+        self.slo = dict(slo or {})
+        if stats is None:
+            stats = record_stats(self._rec if self._rec is not None else _empty_records(), self.slo)
+        self._stats = dict(stats)
         self._intervals = [dict(r) for r in intervals]
         hists = tuple(hists) + (None,) * (7 - len(hists))
         self._hist_corr, self._hist_unc, self._hist_lag = hists[:3]
@@ -160,16 +319,13 @@ class LoadResult:
         self.connections = connections
         self.timeout_s = timeout_s
         self.starved = starved
-        self.slo = dict(slo or {})
         self.bundle_error = bundle_error
-        sent = self._rec["sent"]
-        self.sent = int(np.count_nonzero(~np.isnan(sent)))
+        self.sent = int(self._stats["sent"])
         self.invalid_kinds, self.invalid_reasons = self._diagnose()
         self.valid = not self.invalid_reasons
 
     def _error_counts(self) -> dict[str, int]:
-        err = self._rec["err"]
-        counts = np.bincount(err.astype(np.int64), minlength=len(ERROR_KINDS))
+        counts = self._stats["err"]
         return {k: int(counts[i]) for i, k in enumerate(ERROR_KINDS) if i}
 
     def _diagnose(self) -> tuple[list[str], list[str]]:
@@ -185,7 +341,7 @@ class LoadResult:
         conns = f"{self.connections}" if self.connections is not None else "?"
         tmo = f"{self.timeout_s:g}" if self.timeout_s is not None else "?"
         unanswered = by["timeout"] + by["no_connection"] + by["connect"]
-        responses = int(np.count_nonzero(self._rec["status"] > 0))
+        responses = int(self._stats["responses"])
         hung = by["timeout"] + by["connect"]
         if unanswered and (responses == 0 or hung > 0.01 * max(due, 1)):
             kinds.append("server_not_answering")
@@ -242,9 +398,21 @@ class LoadResult:
             return math.nan
         return float(self._hist_lag.get_value_at_percentile(99.0) / 1e6)
 
-    def requests(self) -> pd.DataFrame:
-        """One row per scheduled request (columns :data:`REQUEST_COLUMNS`), sorted by intended time."""
-        return records_frame(self._rec, self.epoch)
+    def requests(self, start: Any = None, end: Any = None) -> pd.DataFrame:
+        """One row per scheduled request (columns :data:`REQUEST_COLUMNS`), sorted by intended time.
+
+        ``start``/``end`` (seconds after ``started_at``, or timestamps) keep ``start <= intended_at < end``;
+        the records of a run live on disk and only the rows asked for are read.
+        """
+        if self._store is not None:
+            return self._store.frame(start, end)
+        assert self._rec is not None
+        df = records_frame(self._rec, self.epoch)
+        if start is None and end is None:
+            return df
+        store = RecordStore(self.epoch)
+        store.memory.append(df)
+        return store.frame(start, end)
 
     def intervals(self) -> pd.DataFrame:
         """One row per interval (columns :data:`INTERVAL_COLUMNS`), times in UTC, latencies in seconds."""
@@ -285,9 +453,7 @@ class LoadResult:
         return pd.DataFrame(self._steps, columns=["rate", "p99_s", "error_rate", "passed"])
 
     def _last_done_s(self) -> float:
-        done = np.asarray(self._rec["done"], dtype=float)
-        done = done[np.isfinite(done)]
-        return float(done.max()) if done.size else 0.0
+        return float(self._stats["last_done"])
 
     def summary(self) -> dict[str, Any]:
         """Headline numbers as a dict (see DESIGN §2); latencies in seconds, corrected and uncorrected.
@@ -298,15 +464,10 @@ class LoadResult:
         bound of ``slo`` (all successful requests when no SLO was given) and their rate over the run.
         """
         by_kind = self._error_counts()
-        responses = int(np.count_nonzero(self._rec["status"] > 0))
+        responses = int(self._stats["responses"])
         dur = self.duration_s if self.duration_s > 0 else math.nan
-        d = derived_columns(self._rec)
-        ok = self._rec["err"] == 0
-        tokens = int(d["output_tokens"][ok].sum())
-        meeting = ok.copy()
-        for key, bound in self.slo.items():
-            meeting &= d[key] <= bound  # NaN (e.g. no TTFT on a non-streamed response) fails the bound
-        n_meet = int(np.count_nonzero(meeting))
+        tokens = int(self._stats["tokens"])
+        n_meet = int(self._stats["meeting"])
         out: dict[str, Any] = {
             "requests": self.sent,
             "scheduled": self.scheduled,

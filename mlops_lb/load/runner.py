@@ -37,9 +37,19 @@ import numpy as np
 
 from .._validate import check_int, check_num
 from ..errors import LoadTestError, SpecError, StorageError
-from ._engine import ERROR_KINDS, EngineConfig, concat_records, run_engine, worker_main
+from ._engine import ERROR_KINDS, EngineConfig, run_engine, worker_main
 from .profiles import LoadProfile
-from .result import SLO_KEYS, LoadResult, empty_hists, hist_percentiles, records_frame, stream_percentiles
+from .result import (
+    SLO_KEYS,
+    LoadResult,
+    RecordStore,
+    add_stats,
+    empty_hists,
+    hist_percentiles,
+    record_stats,
+    records_frame,
+    stream_percentiles,
+)
 from .settings import LoadSettings
 
 if TYPE_CHECKING:
@@ -296,7 +306,9 @@ class _Run:
         # collector state
         self._pending: dict[int, dict[int, tuple[dict[str, Any], tuple[Any, ...]]]] = {}
         self._next_k = 0
-        self._chunks: list[dict[str, np.ndarray]] = []
+        # records go to disk as they arrive (RecordStore); memory keeps only their running totals
+        self._store: RecordStore | None = None
+        self._stats: dict[str, Any] | None = None
         self._received: dict[int, int] = {}
         self._done: dict[int, dict[str, Any]] = {}
         self._dead: dict[int, str] = {}
@@ -399,7 +411,7 @@ class _Run:
             log.warning("run bundle stopped, the result in memory is whole: %s", err)
 
     def _chunks_have_records(self) -> bool:
-        return any(len(c["index"]) for c in self._chunks)
+        return bool(self._stats and self._stats["rows"])
 
     def _spec_dict(self) -> dict[str, Any]:
         return {
@@ -545,10 +557,17 @@ class _Run:
         # The engine sends target codes: naming them here keeps object arrays out of its loop.
         names = np.array([*rec.pop("target_names", ()), ""], dtype=object)
         rec["target"] = names[rec["target"]]  # -1 picks the trailing ""
-        self._chunks.append(rec)
-        self._received[w] = self._received.get(w, 0) + len(rec["index"])
-        if self.bundle is not None and self.bundle_error is None and len(rec["index"]):
-            self._to_bundle("append_requests", records_frame(rec, self.epoch))
+        n = len(rec["index"])
+        self._received[w] = self._received.get(w, 0) + n
+        if not n:
+            return
+        self._stats = add_stats(self._stats, record_stats(rec, self.slo))
+        frame = records_frame(rec, self.epoch)
+        if self._store is None:
+            self._store = RecordStore(self.epoch)
+        self._store.add(frame)
+        if self.bundle is not None and self.bundle_error is None:
+            self._to_bundle("append_requests", frame)
 
     def _complete(self, k: int) -> bool:
         have = self._pending.get(k, {})
@@ -683,17 +702,6 @@ class _Run:
 
     # ---------------------------------------------------------------- result
     def _result(self) -> LoadResult:
-        chunks = [c for c in self._chunks if len(c["index"])]
-        if chunks:
-            rec = concat_records(chunks)
-        else:
-            rec = {
-                "index": np.zeros(0, np.int64), "intended": np.zeros(0), "sent": np.zeros(0), "done": np.zeros(0),
-                "status": np.zeros(0, np.int16), "err": np.zeros(0, np.int8), "bytes": np.zeros(0, np.int64),
-                "target": np.zeros(0, dtype=object), "worker": np.zeros(0, np.int16),
-            }  # fmt: skip
-        order = np.argsort(rec["index"], kind="stable")
-        rec = {key: v[order] for key, v in rec.items()}
         stopped = any(d.get("stopped") for d in self._done.values())
         send_ends = [d["send_end"] for d in self._done.values()]
         if stopped and send_ends:
@@ -715,7 +723,8 @@ class _Run:
             url=self.url,
             profile=self.profile,
             epoch=self.epoch,
-            records=rec,
+            store=self._store if self._store is not None else RecordStore(self.epoch),
+            stats=self._stats,
             intervals=self.rows,
             hists=self._totals,
             scheduled=self.scheduled,

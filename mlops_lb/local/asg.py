@@ -12,6 +12,13 @@ Rules it keeps (AWS's, on the local clock ``time_scale = period_s / 60``):
   (``state drain``) until it has no session left or the deregistration delay passes, then ``maint``,
   ``del server``, SIGTERM, and SIGKILL if the server has not exited after ``server.drain_timeout_s``.
 * ``min <= desired <= max`` always.
+* Warm pool (``capacity.warm_pool``): instances booted ahead of need and held *out* of the target group. The
+  pool keeps ``max(min_size, (max_group_prepared_capacity or max) - desired)`` instances (AWS PutWarmPool:
+  https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_PutWarmPool.html). One is *prepared* once its
+  server answers the health check directly (the bootstrap's lifecycle action); in state ``stopped`` or
+  ``hibernated`` it is then SIGSTOPped (no CPU, memory kept), in ``running`` it keeps running. A scale-out takes
+  prepared instances first (SIGCONT), registers them at weight 0 and admits them after one passing check, like a
+  new launch but without the boot; with ``reuse_on_scale_in`` a drained instance goes back to the pool.
 
 Not thread-safe: the fleet's controller thread is its only caller (it also forks every worker, see ``_proc``).
 
@@ -24,7 +31,9 @@ Example::
 
 from __future__ import annotations
 
+import http.client
 import logging
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +41,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._proc import free_port
+from ._proc import free_port, kill_group
 from .haproxy import RuntimeApi, RuntimeApiError, StatRow, check_timing_ms
 from .workers import WorkerCommand, WorkerProcess, tail_lines, worker_argv, worker_env
 
@@ -82,6 +91,7 @@ class Instance:
     drain_started: float | None = None
     stopping_since: float | None = None
     terminated_at: datetime | None = None
+    pool: str = ""  # warm pool only: "warming" (booting), "ready" (prepared), "" once in the group
     detail: str = field(default="")
 
     @property
@@ -132,12 +142,26 @@ class AsgEmulator:
         self.desired = spec.capacity.desired
         self.instances: list[Instance] = []
         self.failed_starts = 0  # processes that exited before ever passing a check (a broken model/command)
+        self.warm_pool = spec.capacity.warm_pool
         self.start_failures: list[str] = []  # why each of them failed, with its exit code and last log lines
         self._seq = 0
 
     # ------------------------------------------------------------------ views
     def live(self) -> list[Instance]:
-        return [i for i in self.instances if i.state != "terminated"]
+        """Instances of the group that are not terminated (the warm pool is not part of the group)."""
+        return [i for i in self.instances if i.state not in ("terminated", "warm_pool")]
+
+    def pooled(self) -> list[Instance]:
+        """The warm pool: instances booting or prepared, outside the target group."""
+        return [i for i in self.instances if i.state == "warm_pool" and i.stopping_since is None]
+
+    def pool_target(self) -> int:
+        """How many instances the warm pool should hold now (0 without one)."""
+        wp = self.warm_pool
+        if wp is None:
+            return 0
+        ceiling = self.max if wp.max_group_prepared_capacity is None else wp.max_group_prepared_capacity
+        return max(wp.min_size, ceiling - self.desired)
 
     def active(self) -> list[Instance]:
         """Instances that count toward desired capacity (not draining, not terminated)."""
@@ -154,7 +178,7 @@ class AsgEmulator:
         return ready, warming
 
     # ------------------------------------------------------------------ actions
-    def launch_one(self, reason: str) -> Instance:
+    def launch_one(self, reason: str, *, into_pool: bool = False) -> Instance:
         self._seq += 1
         iid = f"{self.id_prefix}-{self._seq:04d}"
         port = free_port()
@@ -170,9 +194,42 @@ class AsgEmulator:
             id=iid, server_id=self._seq, worker=worker, launched_at=utcnow(), launched_mono=time.monotonic()
         )
         self.instances.append(inst)
+        if into_pool:
+            inst.state, inst.health, inst.pool = "warm_pool", "unused", "warming"
+            self.emit("warm_pool_launch", iid, f"{reason}; pid {worker.pid} on {worker.address}")
+            return inst
         self.emit("launch", iid, f"{reason}; pid {worker.pid} on {worker.address}")
         self.register(inst)
         return inst
+
+    def _from_pool(self, inst: Instance, reason: str) -> None:
+        """Move a pool instance into the group: resume it, register at weight 0, admit after one passing check."""
+        kill_group(inst.worker.pid, signal.SIGCONT)
+        prepared = inst.pool == "ready"
+        inst.state, inst.health, inst.pool = "pending", "initial", ""
+        # Warm-up and the boot grace count from joining the group, as an instance leaving the pool is InService
+        # only from then.
+        inst.launched_at, inst.launched_mono = utcnow(), time.monotonic()
+        self.emit(
+            "launch",
+            inst.id,
+            f"{reason}; from the warm pool ({'prepared' if prepared else 'still booting'}), pid {inst.worker.pid}",
+        )
+        self.register(inst)
+
+    def _pool_ready(self, inst: Instance, now: float) -> None:
+        """A booting pool instance whose server answers its health check is prepared (and stopped, if asked)."""
+        hc = self.spec.health_check
+        if _answers(inst.worker.port, hc.path, hc.matcher_codes()):
+            inst.pool = "ready"
+            state = self.warm_pool.state if self.warm_pool is not None else "running"
+            if state != "running":
+                kill_group(inst.worker.pid, signal.SIGSTOP)
+            self.emit(
+                "warm_pool_ready",
+                inst.id,
+                f"prepared after {now - inst.launched_mono:.2f} s; held {state} in the warm pool",
+            )
 
     def log_path(self, iid: str) -> Path:
         """The file that holds target ``iid``'s stdout and stderr."""
@@ -263,6 +320,16 @@ class AsgEmulator:
                 self._progress_stop(inst, now)
                 continue
             code = inst.worker.exit_code()
+            if inst.state == "warm_pool":
+                if code is not None:
+                    if inst.pool == "warming":
+                        self._start_failed(
+                            inst, f"exited with code {code} in the warm pool before its first check"
+                        )
+                    self.terminate(inst, f"warm pool instance exited with code {code}; replacing")
+                elif inst.pool == "warming":
+                    self._pool_ready(inst, now)
+                continue
             if code is not None and self._replace_dead(inst, code, now):
                 self._progress_stop(inst, now)
                 continue
@@ -348,6 +415,13 @@ class AsgEmulator:
             )
             self.deregister(inst)
             self.emit("deregistered", inst.id, f"{why} after {elapsed:.2f} s of draining")
+            wp = self.warm_pool
+            if wp is not None and wp.reuse_on_scale_in and inst.worker.exit_code() is None:
+                inst.state, inst.health, inst.pool = "warm_pool", "unused", "ready"
+                if wp.state != "running":
+                    kill_group(inst.worker.pid, signal.SIGSTOP)
+                self.emit("warm_pool_return", inst.id, f"scale-in: back to the warm pool, held {wp.state}")
+                return
             inst.stopping_since = now
             inst.worker.terminate()
 
@@ -366,13 +440,32 @@ class AsgEmulator:
     def _reconcile(self, now: float) -> None:
         active = self.active()
         missing = self.desired - len(active)
+        # Prepared pool instances first, then booting ones (oldest first), then fresh launches.
+        pool = sorted(self.pooled(), key=lambda i: (i.pool != "ready", i.launched_mono))
         for _ in range(max(0, missing)):
-            self.launch_one(f"keeping desired capacity {self.desired} ({len(active)} active)")
+            why = f"keeping desired capacity {self.desired} ({len(active)} active)"
+            if pool:
+                self._from_pool(pool.pop(0), why)
+            else:
+                self.launch_one(why)
+        if self.warm_pool is not None:
+            self._refill_pool()
         if missing < 0:
             order = {"unhealthy": 0, "initial": 1, "healthy": 2}
             victims = sorted(active, key=lambda i: (order.get(i.health, 1), -i.launched_mono))[:-missing]
             for v in victims:
                 self.begin_drain(v, f"scale-in to desired {self.desired}")
+
+    def _refill_pool(self) -> None:
+        pool = self.pooled()
+        want = self.pool_target()
+        for _ in range(want - len(pool)):
+            self.launch_one(f"filling the warm pool to {want}", into_pool=True)
+        # Too many (a larger desired, a lower max): let go of booting ones first, then the newest.
+        extra = sorted(pool, key=lambda i: (i.pool == "ready", -i.launched_mono))[: max(0, len(pool) - want)]
+        for inst in extra:
+            kill_group(inst.worker.pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+            self.terminate(inst, f"warm pool above its size {want}")
 
     def reregister_all(self) -> int:
         """After a balancer restart: put every live target back with its weight. Returns how many."""
@@ -415,6 +508,8 @@ class AsgEmulator:
             timeout_s = min(STOP_TIMEOUT_S, self.drain_timeout_s)
         live = [i for i in self.instances if i.state != "terminated"]
         for inst in live:
+            if inst.pool:
+                kill_group(inst.worker.pid, signal.SIGCONT)  # a stopped pool worker cannot act on SIGTERM
             inst.worker.terminate()
         deadline = time.monotonic() + timeout_s
         for inst in live:
@@ -423,3 +518,17 @@ class AsgEmulator:
             if not inst.worker.reap():
                 inst.worker.stop(0.1)
             inst.state, inst.health, inst.terminated_at = "terminated", "unused", utcnow()
+
+
+def _answers(port: int, path: str, codes: Sequence[int], timeout_s: float = 0.3) -> bool:
+    """GET ``path`` straight from the worker (not through HAProxy): does it answer with a matching code?"""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status in codes
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()

@@ -211,6 +211,11 @@ class LocalFleet:
         """The group's current ``Capacity(min, desired, max)``, as the autoscaler and ``scale()`` left it."""
         return Capacity(*self._capacity)
 
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` has run: nothing of this fleet runs any more and ``scale()`` refuses."""
+        return self._state == "closed"
+
     def launch(self, *, on_output: OnOutput | None = None) -> str:
         """Start HAProxy and ``desired`` workers; block until that many targets are healthy. Returns the url.
 
@@ -355,10 +360,13 @@ class LocalFleet:
                     "check_status": i.check_status,
                 }
                 for i in insts
-                if include_terminated or i.state != "terminated"
+                if (include_terminated or i.state != "terminated") and i.state != "warm_pool"
             ]
+            pooled = self._asg.pooled() if self._asg else []
         df = pd.DataFrame(rows, columns=cols)
         df["launched_at"] = pd.to_datetime(df["launched_at"], utc=True)
+        # The warm pool is not part of the group (AWS lists it with DescribeWarmPool, not in the group).
+        df.attrs["warm_pool"] = {i.id: i.pool for i in pooled}
         df.attrs["balancer"] = self._balancer
         df.attrs["balancer_reason"] = self._balancer_reason
         return df
@@ -455,11 +463,13 @@ class LocalFleet:
         with self._lock:
             insts = self._asg.live() if self._asg else []
             healthy = sum(1 for i in insts if i.health == "healthy")
+            pool = len(self._asg.pooled()) if self._asg else 0
             lo, want, hi = self._capacity
         down = f" BALANCER DOWN ({self._balancer_reason})" if self._balancer == "down" else ""
         return (
             f"<LocalFleet {self.spec.name!r} {self._state}{down} url={self.url} targets: {healthy} healthy / "
-            f"{len(insts)} live, desired {want} in [{lo}, {hi}]; {self.clock_mapping()}>"
+            f"{len(insts)} live, desired {want} in [{lo}, {hi}]{f', warm pool {pool}' if pool else ''}; "
+            f"{self.clock_mapping()}>"
         )
 
     # ------------------------------------------------------------------ internals

@@ -97,23 +97,14 @@ class Ticker:
 
 
 def fleet_closed(fleet: Any) -> bool:
-    """True once ``fleet.close()`` has run (a ``closed`` attribute, or the local fleet's state)."""
-    if fleet is None:
-        return False
-    closed = getattr(fleet, "closed", None)
-    if isinstance(closed, bool):
-        return closed
-    # LocalFleet has no public flag yet; its state string is the one truth about close().
-    return getattr(fleet, "_state", None) == "closed"
+    """True once ``fleet.close()`` has run (the protocol's ``closed``)."""
+    return fleet is not None and bool(fleet.closed)
 
 
 def live_capacity(fleet: Any) -> tuple[int, int, int]:
-    """The fleet's current ``(min, desired, max)``: ``fleet.capacity`` when it has one, else its spec's."""
-    cap = getattr(fleet, "capacity", None)
-    if isinstance(cap, tuple) and len(cap) == 3:
-        return int(cap[0]), int(cap[1]), int(cap[2])
-    c = fleet.spec.capacity
-    return int(c.min), int(c.desired), int(c.max)
+    """The fleet's current ``(min, desired, max)``, read from the fleet (``fleet.capacity``), not from its spec."""
+    cap = fleet.capacity
+    return int(cap[0]), int(cap[1]), int(cap[2])
 
 
 CLOSED_TEXT = "fleet closed: this panel no longer controls anything (open a new fleet to go on)"

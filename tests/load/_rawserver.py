@@ -24,6 +24,8 @@ RESPONSES = {
     "http10": b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nan HTTP/1.0 body without length",
     # a declared length the server does not honour: a truncated body, not a complete one
     "short": b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 100\r\n\r\nonly part",
+    # RFC 9112 §9.6: a server may close an idle keep-alive connection at any time, without saying so first.
+    "keepalive_then_close": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
 }
 
 

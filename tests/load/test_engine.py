@@ -228,3 +228,36 @@ class TestBundleAndSweep:
         assert r.intervals()["step_rps"].notna().all()
         spectrum = r.percentile_spectrum()
         assert spectrum["latency_s"].is_monotonic_increasing
+
+
+class TestRecordsOnDisk:
+    def test_records_stream_to_part_files_and_read_back(self, target):
+        """Without a bundle the records go to Arrow part files as the run goes (one per interval message), the
+        collector keeps only totals, and requests() reads every row back; the folder goes with the result."""
+        import gc
+
+        r = run_load(f"{target.base}/ok", constant(200, 2), BODY, connections=4, interval_s=0.25, **LAX)
+        store = r._store
+        assert store is not None and store.folder is not None and len(store.parts) >= 4
+        assert all(p.exists() and p.parent == store.folder for p in store.parts)
+        assert store.memory == []
+        df = r.requests()
+        assert len(df) == 400 and df["intended_at"].is_monotonic_increasing
+        assert str(df["intended_at"].dtype) == "datetime64[ns, UTC]"
+        assert r.summary()["responses"] == 400 == target.count()
+        folder = store.folder
+        del r, store, df
+        gc.collect()
+        assert not folder.exists()
+
+    def test_requests_filter_by_time_range(self, target):
+        """requests(start, end) keeps start <= intended_at < end, in seconds after started_at or as timestamps."""
+        r = run_load(f"{target.base}/ok", constant(100, 2), BODY, connections=4, **LAX)
+        part = r.requests(0.5, 1.0)
+        assert len(part) == 50
+        whole = r.requests()
+        lo, hi = whole["intended_at"].iloc[50], whole["intended_at"].iloc[100]
+        assert (part["intended_at"] >= lo).all() and (part["intended_at"] < hi).all()
+        same = r.requests(start=lo, end=hi)
+        assert len(same) == 50 and same["intended_at"].equals(part["intended_at"])
+        assert len(r.requests(start=1.5)) == 50 and len(r.requests(end=0.25)) == 25

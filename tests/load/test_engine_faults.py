@@ -32,6 +32,17 @@ class TestCloseDelimited:
         if mode == "close11":
             assert (df["target"] == "raw").all()
 
+    def test_server_closing_idle_keepalive_connections(self):
+        """RFC 9112 §9.6: the server closes each kept-alive connection right after its response. The engine drops
+        the parked connection (never writes to a closed transport, never reuses a dead one) and records every
+        request (writing to a transport uvloop had closed once crashed a run: 'the handler is closed')."""
+        with raw_server("keepalive_then_close") as port:
+            r = run_load(f"http://127.0.0.1:{port}/", constant(200, 2), BODY, connections=4, **LAX)
+        df = r.requests()
+        assert len(df) == 400
+        assert set(df["error"]) <= {"", "reset"}, df["error"].value_counts()
+        assert (df["status"] == 200).mean() > 0.5
+
     def test_declared_length_cut_short_is_still_a_reset(self):
         """A close before the declared Content-Length is a broken response (reset), not a complete one."""
         with raw_server("short") as port:

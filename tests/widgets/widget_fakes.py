@@ -86,6 +86,9 @@ class FakeFleet:
     def events(self, *a: Any, **k: Any) -> pd.DataFrame:
         return events_frame([])
 
+    def decisions(self) -> pd.DataFrame:
+        return pd.DataFrame(columns=["timestamp", "action", "desired_before", "desired_after", "reason"])
+
     @property
     def capacity(self) -> tuple[int, int, int]:
         cap = self.spec.capacity
