@@ -673,8 +673,14 @@ class AwsFleet:
         lines = text.splitlines()
         return "\n".join(lines[-tail:] if tail > 0 else lines)
 
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` has run: this handle is forgotten (the stack itself may still run on AWS)."""
+        return getattr(self, "_closed", False)
+
     def close(self) -> None:
         """Forget local handles; the stack keeps running (and billing) until destroyed."""
+        self._closed = True
         if self._outputs is not None or self._stack is not None:
             log.warning(
                 "stack %s keeps running on AWS. Tear it down with fleet.destroy(confirm=%r) or "
