@@ -29,6 +29,7 @@ __all__ = [
     "S3_OBJECT_TAGS_MAX",
     "Rule",
     "alb_name_problem",
+    "ecr_image",
     "partition_for_region",
     "policy_arn",
     "resource_violations",
@@ -125,6 +126,45 @@ _RULES = (
         "quota L-1216C47A (service code ec2).",
         "https://docs.aws.amazon.com/ec2/latest/instancetypes/ec2-instance-quotas.html",
     ),
+    Rule(
+        "gpu-vcpu-quota",
+        "Running On-Demand G and VT instances are limited in vCPUs by quota L-DB2E81BA, P instances by "
+        "L-417A185B (service code ec2); new accounts often start at 0 for both.",
+        "https://docs.aws.amazon.com/ec2/latest/instancetypes/ec2-instance-quotas.html",
+    ),
+    Rule(
+        "deregistration-delay",
+        "A target group's deregistration delay is 0-3600 s (default 300): the ALB stops sending new requests to "
+        "a deregistering target and waits up to the delay for in-flight requests; Auto Scaling terminates the "
+        "instance only after that.",
+        "https://docs.aws.amazon.com/elasticloadbalancing/latest/application/load-balancer-target-groups.html#deregistration-delay",
+    ),
+    Rule(
+        "iam-no-resource-level",
+        "cloudwatch:PutMetricData, ecr:GetAuthorizationToken and autoscaling:Describe* support no resource-level "
+        'permissions: a statement granting them must name Resource "*" (PutMetricData may be narrowed with the '
+        "cloudwatch:namespace condition key).",
+        "https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/iam-cw-condition-keys-namespace.html",
+    ),
+    Rule(
+        "ecr-pull",
+        "Docker cannot use IAM directly: the instance gets a 12-hour token with ecr:GetAuthorizationToken "
+        "(aws ecr get-login-password | docker login) and pulls with ecr:BatchGetImage and "
+        "ecr:GetDownloadUrlForLayer on the repository.",
+        "https://docs.aws.amazon.com/AmazonECR/latest/userguide/registry_auth.html",
+    ),
+    Rule(
+        "custom-metric-tracking",
+        "Target tracking on a customized metric names namespace, metric name, dimensions and a statistic "
+        "(Average, Minimum, Maximum, SampleCount or Sum), and not a predefined metric as well; the metric must "
+        "change in proportion to the group's size (an average per instance).",
+        "https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_CustomizedMetricSpecification.html",
+    ),
+    Rule(
+        "put-metric-namespace",
+        "PutMetricData namespaces may not start with AWS/ (reserved for AWS services).",
+        "https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_PutMetricData.html",
+    ),
 )
 RULES: dict[str, Rule] = {r.id: r for r in _RULES}
 
@@ -148,6 +188,29 @@ REFRESH_MAX_HEALTHY = (100, 200)
 _TAG_CHARS = re.compile(r"^[\w .:/=+\-@]*$")
 _SG_CHARS = re.compile(r"^[a-zA-Z0-9 ._\-:/()#,@\[\]+=&;{}!$*]+$")
 _ALB_CHARS = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")
+
+
+_ECR_RE = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"
+    r"(?P<repository>[a-z0-9][a-z0-9._/-]*?)(?::[\w.-]+)?(?:@sha256:[0-9a-f]{64})?$"
+)
+# Actions without resource-level permissions (rule iam-no-resource-level).
+_STAR_ONLY = ("cloudwatch:PutMetricData", "ecr:GetAuthorizationToken", "autoscaling:Describe")
+CUSTOM_METRIC_STATISTICS = ("Average", "Minimum", "Maximum", "SampleCount", "Sum")
+
+
+def ecr_image(image: str) -> dict[str, str] | None:
+    """``{"registry", "account", "region", "repository"}`` of a private ECR image reference, else None.
+
+    Example::
+
+        ecr_image("123456789012.dkr.ecr.us-east-1.amazonaws.com/app:1")["repository"]   # 'app'
+        ecr_image("vllm/vllm-openai:v0.6.3")                                             # None
+    """
+    m = _ECR_RE.match(image)
+    if not m:
+        return None
+    return {"registry": image.split("/", 1)[0], **m.groupdict()}
 
 
 def _cite(rule: str, msg: str) -> str:
@@ -313,6 +376,20 @@ def resource_violations(
         else:
             if len(raw) > USER_DATA_MAX:
                 out.append(_cite("user-data-size", f"user data is {len(raw)} bytes, at most {USER_DATA_MAX}"))
+    delay = inputs.get("deregistrationDelay", 300)
+    if typ == "aws:lb/targetGroup:TargetGroup" and not _in((0, 3600), delay):
+        out.append(
+            _cite(
+                "deregistration-delay",
+                f"deregistration delay {inputs['deregistrationDelay']!r} outside 0-3600",
+            )
+        )
+    if typ == "aws:iam/rolePolicy:RolePolicy" and isinstance(inputs.get("policy"), str):
+        out += _policy_problems(inputs["policy"], region)
+    if typ == "aws:autoscaling/policy:Policy" and isinstance(
+        inputs.get("targetTrackingConfiguration"), Mapping
+    ):
+        out += _tracking_problems(inputs["targetTrackingConfiguration"])
     if typ == "aws:autoscaling/group:Group":
         refresh = inputs.get("instanceRefresh")
         if isinstance(refresh, Mapping):
@@ -328,4 +405,67 @@ def resource_violations(
                     out.append(
                         _cite("instance-type-offerings", f"group subnet {s} is in {az}, no {itype} there")
                     )
+    return out
+
+
+def _policy_problems(text: str, region: str) -> list[str]:
+    import json
+
+    out: list[str] = []
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return [_cite("iam-no-resource-level", "role policy is not JSON")]
+    for st in doc.get("Statement", []):
+        actions = st.get("Action", [])
+        actions = [actions] if isinstance(actions, str) else actions
+        resources = st.get("Resource", [])
+        resources = [resources] if isinstance(resources, str) else resources
+        for a in actions:
+            if a.startswith(_STAR_ONLY) and resources != ["*"]:
+                out.append(
+                    _cite("iam-no-resource-level", f'{a} granted on {resources}, it only works with "*"')
+                )
+            if a == "cloudwatch:PutMetricData":
+                ns = (st.get("Condition") or {}).get("StringEquals", {}).get("cloudwatch:namespace", "")
+                if str(ns).startswith("AWS/"):
+                    out.append(_cite("put-metric-namespace", f"PutMetricData namespace {ns!r} is reserved"))
+        want = f"arn:{partition_for_region(region)}:"
+        out += [
+            _cite("partition", f"policy resource {r!r} is not in {region}'s partition")
+            for r in resources
+            if r != "*" and r.startswith("arn:") and not r.startswith(want)
+        ]
+        pulls = any(a.startswith("ecr:") and a != "ecr:GetAuthorizationToken" for a in actions)
+        if pulls and not all(
+            re.fullmatch(r"arn:[\w-]+:ecr:[\w-]+:\d{12}:repository/.+", r) for r in resources
+        ):
+            out.append(_cite("ecr-pull", f"ECR pull actions must name repositories (got {resources})"))
+    return out
+
+
+def _tracking_problems(ttc: Mapping[str, Any]) -> list[str]:
+    custom = ttc.get("customizedMetricSpecification")
+    if not isinstance(custom, Mapping):
+        return []
+    out: list[str] = []
+    if ttc.get("predefinedMetricSpecification"):
+        out.append(_cite("custom-metric-tracking", "a policy has both a predefined and a customized metric"))
+    if not custom.get("metricName") or not custom.get("namespace"):
+        out.append(_cite("custom-metric-tracking", "customized metric needs a namespace and a metric name"))
+    if custom.get("statistic") not in CUSTOM_METRIC_STATISTICS:
+        out.append(
+            _cite(
+                "custom-metric-tracking",
+                f"statistic {custom.get('statistic')!r} is not one of {CUSTOM_METRIC_STATISTICS}",
+            )
+        )
+    dims = [d.get("name") for d in custom.get("metricDimensions") or []]
+    if dims != ["AutoScalingGroupName"]:
+        out.append(
+            _cite(
+                "custom-metric-tracking",
+                f"an average per instance of the group needs the AutoScalingGroupName dimension (got {dims})",
+            )
+        )
     return out

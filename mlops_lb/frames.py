@@ -253,6 +253,7 @@ CATALOGUE: tuple[MetricDef, ...] = (
         CUSTOM_NAMESPACE,
         "asg",
         per_target=True,
+        instance_dimension="InstanceId",  # the agent publishes each instance's series too
         local=_local_concurrency,
     ),
 )

@@ -24,15 +24,74 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._aws_rules import policy_arn
+from .._aws_rules import ecr_image, partition_for_region, policy_arn
+from ..frames import CUSTOM_NAMESPACE
 from ..spec import FleetSpec
 from .assets import content_key
-from .userdata import render_user_data
+from .userdata import VENV, MetricsAgent, ServerRun, render_user_data
 
 if TYPE_CHECKING:
     from .program import Assets
 
-__all__ = ["REFRESH_PREFERENCES"]
+__all__ = ["CONCURRENCY_METRIC", "REFRESH_PREFERENCES", "concurrency_gauges", "server_run"]
+
+# The custom metric the instances' agent publishes and target tracking follows (frames.CATALOGUE's entry).
+CONCURRENCY_METRIC = "ConcurrencyPerTarget"
+# Which Prometheus gauges count as in flight, by server kind (the spec has no field for names): our model server's
+# own gauge; vLLM's running + waiting (https://docs.vllm.ai/en/latest/serving/metrics.html), which our LLM emulator
+# exposes too and which a user's vLLM (command or image) has.
+_GAUGES = {
+    "model": ("mlops_in_flight_requests",),
+    "llm-emulator": ("vllm:num_requests_running", "vllm:num_requests_waiting"),
+    "command": ("vllm:num_requests_running", "vllm:num_requests_waiting"),
+}
+
+
+def concurrency_gauges(spec: FleetSpec) -> tuple[str, ...]:
+    """The Prometheus gauges whose sum is one target's in-flight requests, for ``spec.server.kind``."""
+    return _GAUGES[str(spec.server.kind)]
+
+
+def _s3_parts(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    return bucket, key
+
+
+def server_run(spec: FleetSpec, keys: Mapping[str, Any], region: str) -> ServerRun:
+    """What the instances run for ``spec`` (the input of :func:`render_user_data`), with bucket keys ``keys``."""
+    srv = spec.server
+    model_path, model_s3 = "demo", None
+    if keys.get("model"):
+        model_path = f"{VENV}/model/{str(keys['model']).rsplit('/', 1)[-1]}"
+    elif spec.model.source.startswith("s3://"):
+        model_s3 = spec.model.source
+        model_path = f"{VENV}/model/{_s3_parts(model_s3)[1].rsplit('/', 1)[-1]}"
+    elif spec.model.source != "demo":
+        model_path = spec.model.source
+    ecr = ecr_image(srv.image) if srv.image else None
+    kind = "image" if srv.image else str(srv.kind)
+    install_dir = ""
+    if srv.install_kind == "project" and srv.install:
+        rel = Path(srv.install)
+        install_dir = rel.as_posix() if not rel.is_absolute() and ".." not in rel.parts else rel.name
+    return ServerRun(
+        kind=kind,
+        port=int(srv.container_port or spec.target_group.port) if srv.image else spec.target_group.port,
+        argv=tuple(srv.command or ()),
+        env=dict(srv.env),
+        model_path=model_path,
+        model_s3=model_s3,
+        llm_flags=tuple(srv.llm.flags()),
+        image=srv.image,
+        gpus=srv.gpus,
+        ecr_registry=ecr["registry"] if ecr else None,
+        registry_auth=srv.registry_auth,
+        install_kind=srv.install_kind,
+        install_key=keys.get("install"),
+        install_dir=install_dir.strip("/") if install_dir != "." else "",
+        drain_timeout_s=srv.drain_timeout_s,
+    )
+
 
 # Launch before terminate: never fewer healthy instances than desired during a refresh (AWS's default is 90/100;
 # https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_InstanceMaintenancePolicy.html).
@@ -303,7 +362,10 @@ def _assets_bucket(ctx: _Ctx, assets: Assets) -> tuple[Any, dict[str, Any]]:
     if assets.model is not None:
         keys["model"] = content_key("model", assets.model)
         upload(f"{name}-model", keys["model"], assets.model)
-    if assets.wheelhouse is not None:
+    if assets.install is not None:  # server.install: requirements file, wheel or project archive
+        keys["install"] = content_key("install", assets.install)
+        upload(f"{name}-install", keys["install"], assets.install)
+    if assets.wheelhouse is not None and ctx.spec.server.kind != "command":  # our package's pins only
         keys["wheelhouse"] = f"wheelhouse/{assets.wheelhouse.digest[:16]}"
         for f in assets.wheelhouse.files:
             upload(f"{name}-wh-{f.name}", f"{keys['wheelhouse']}/{f.name}", f)
@@ -350,6 +412,7 @@ def _instance_role(ctx: _Ctx, bucket: Any) -> Any:
         opts=ctx.opts(),
     )
     warm = ctx.spec.capacity.warm_pool is not None
+    extra = _role_extras(ctx)
 
     def doc(arn: str) -> str:
         statements: list[dict[str, Any]] = [
@@ -367,10 +430,61 @@ def _instance_role(ctx: _Ctx, bucket: Any) -> Any:
                     "Resource": ["*"],
                 }
             )
-        return json.dumps({"Version": "2012-10-17", "Statement": statements})
+        return json.dumps({"Version": "2012-10-17", "Statement": statements + extra})
 
     aws.iam.RolePolicy(f"{name}-assets-read", role=role.id, policy=bucket.arn.apply(doc), opts=ctx.opts())
     return aws.iam.InstanceProfile(f"{name}-instance", role=role.name, tags=ctx.tags, opts=ctx.opts())
+
+
+def _role_extras(ctx: _Ctx) -> list[dict[str, Any]]:
+    """What the instance role gains beyond its bucket, each only when the spec needs it (mlops_lb/_aws_rules.py)."""
+    spec, part = ctx.spec, partition_for_region(ctx.region)
+    out: list[dict[str, Any]] = []
+    if spec.model.source.startswith("s3://"):  # the user's model object, that object only
+        bucket, key = _s3_parts(spec.model.source)
+        out.append(
+            {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [f"arn:{part}:s3:::{bucket}/{key}"]}
+        )
+    ecr = ecr_image(spec.server.image) if spec.server.image else None
+    if ecr:  # ecr-pull: the token call has no resource; the pulls name the repository
+        repo = f"arn:{part}:ecr:{ecr['region']}:{ecr['account']}:repository/{ecr['repository']}"
+        out.append({"Effect": "Allow", "Action": ["ecr:GetAuthorizationToken"], "Resource": ["*"]})
+        out.append(
+            {
+                "Effect": "Allow",
+                "Action": [
+                    "ecr:BatchCheckLayerAvailability",
+                    "ecr:BatchGetImage",
+                    "ecr:GetDownloadUrlForLayer",
+                ],
+                "Resource": [repo],
+            }
+        )
+    if spec.server.registry_auth:  # another registry's credentials, that secret only
+        out.append(
+            {
+                "Effect": "Allow",
+                "Action": ["secretsmanager:GetSecretValue"],
+                "Resource": [spec.server.registry_auth],
+            }
+        )
+    if spec.scaling.metric == "concurrency_per_target":
+        # PutMetricData has no resource-level permission; the namespace condition key narrows it to ours.
+        out.append(
+            {
+                "Effect": "Allow",
+                "Action": ["cloudwatch:PutMetricData"],
+                "Resource": ["*"],
+                "Condition": {"StringEquals": {"cloudwatch:namespace": CUSTOM_NAMESPACE}},
+            }
+        )
+        if (
+            ctx.spec.capacity.warm_pool is None
+        ):  # the agent finds its group's name (the warm-pool unit has it)
+            out.append(
+                {"Effect": "Allow", "Action": ["autoscaling:DescribeAutoScalingInstances"], "Resource": ["*"]}
+            )
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ instances
@@ -383,6 +497,15 @@ def _launch_template(
         ami = aws.ssm.get_parameter(name=spec.instance.ami_ssm_parameter).value
     hook = f"{name}-launching" if spec.capacity.warm_pool is not None else None
     region, port, hc_path = ctx.region, spec.target_group.port, spec.aws_health_check.path
+    run = server_run(spec, keys, region)
+    agent = None
+    if spec.scaling.metric == "concurrency_per_target":
+        agent = MetricsAgent(
+            url=f"http://127.0.0.1:{port}{spec.server.default_metrics_path}",
+            gauges=concurrency_gauges(spec),
+            namespace=CUSTOM_NAMESPACE,
+            metric=CONCURRENCY_METRIC,
+        )
     user_data = bucket.bucket.apply(
         lambda b: base64.b64encode(
             render_user_data(
@@ -394,6 +517,10 @@ def _launch_template(
                 port=port,
                 lifecycle_hook=hook,
                 health_path=hc_path,
+                server=run,
+                agent=agent,
+                # the ready unit waits as long as the group's grace period allows (at least 10 minutes)
+                ready_wait_s=max(600, spec.aws_health_check.grace_period_s),
             ).encode()
         ).decode()
     )
@@ -509,6 +636,52 @@ def _scaling(ctx: _Ctx, asg: Any, lb: Mapping[str, Any]) -> Any:
     target_rps = spec.scaling.target_rps_per_target if rps is None else rps
     resource_label = pulumi.Output.concat(lb["alb"].arn_suffix, "/", lb["tg"].arn_suffix)
     metric = aws.autoscaling.PolicyTargetTrackingConfigurationPredefinedMetricSpecificationArgs
+    if spec.scaling.metric == "concurrency_per_target":
+        custom = aws.autoscaling.PolicyTargetTrackingConfigurationCustomizedMetricSpecificationArgs
+        dim = (
+            aws.autoscaling.PolicyTargetTrackingConfigurationCustomizedMetricSpecificationMetricDimensionArgs
+        )
+        # The agent's metric, aggregated over the group: AutoScalingGroupName dimension, statistic Average
+        # (API_CustomizedMetricSpecification); the target is in-flight requests per target, no unit conversion.
+        aws.autoscaling.Policy(
+            f"{name}-concurrency",
+            autoscaling_group_name=asg.name,
+            policy_type="TargetTrackingScaling",
+            estimated_instance_warmup=spec.scaling.warmup_s,
+            target_tracking_configuration=aws.autoscaling.PolicyTargetTrackingConfigurationArgs(
+                customized_metric_specification=custom(
+                    namespace=CUSTOM_NAMESPACE,
+                    metric_name=CONCURRENCY_METRIC,
+                    statistic="Average",
+                    unit="Count",
+                    metric_dimensions=[dim(name="AutoScalingGroupName", value=asg.name)],
+                ),
+                target_value=float(spec.scaling.target_concurrency_per_target or 0),
+                disable_scale_in=not spec.scaling.scale_in_enabled,
+            ),
+            opts=ctx.opts(),
+        )
+    else:
+        _request_policy(ctx, asg, resource_label, target_rps)
+    if spec.scaling.cpu_target_percent is not None:
+        aws.autoscaling.Policy(
+            f"{name}-cpu",
+            autoscaling_group_name=asg.name,
+            policy_type="TargetTrackingScaling",
+            estimated_instance_warmup=spec.scaling.warmup_s,
+            target_tracking_configuration=aws.autoscaling.PolicyTargetTrackingConfigurationArgs(
+                predefined_metric_specification=metric(predefined_metric_type="ASGAverageCPUUtilization"),
+                target_value=spec.scaling.cpu_target_percent,
+                disable_scale_in=not spec.scaling.scale_in_enabled,
+            ),
+            opts=ctx.opts(),
+        )
+    return resource_label
+
+
+def _request_policy(ctx: _Ctx, asg: Any, resource_label: Any, target_rps: float) -> None:
+    aws, spec, name = ctx.aws, ctx.spec, ctx.name
+    metric = aws.autoscaling.PolicyTargetTrackingConfigurationPredefinedMetricSpecificationArgs
     aws.autoscaling.Policy(
         f"{name}-requests",
         autoscaling_group_name=asg.name,
@@ -524,17 +697,3 @@ def _scaling(ctx: _Ctx, asg: Any, lb: Mapping[str, Any]) -> Any:
         ),
         opts=ctx.opts(),
     )
-    if spec.scaling.cpu_target_percent is not None:
-        aws.autoscaling.Policy(
-            f"{name}-cpu",
-            autoscaling_group_name=asg.name,
-            policy_type="TargetTrackingScaling",
-            estimated_instance_warmup=spec.scaling.warmup_s,
-            target_tracking_configuration=aws.autoscaling.PolicyTargetTrackingConfigurationArgs(
-                predefined_metric_specification=metric(predefined_metric_type="ASGAverageCPUUtilization"),
-                target_value=spec.scaling.cpu_target_percent,
-                disable_scale_in=not spec.scaling.scale_in_enabled,
-            ),
-            opts=ctx.opts(),
-        )
-    return resource_label

@@ -48,6 +48,8 @@ GPU_AMI_PARAMETERS = {
 GPU_AMI_MIN_ROOT_GB = 75  # the DLAMI's root snapshot; a smaller volume cannot be created from it
 _DEFAULT_X86_PARAMETER = AL2023_PARAMETERS["x86_64"]
 VCPU_QUOTA_CODE = "L-1216C47A"  # Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances
+GPU_QUOTA_CODE = "L-DB2E81BA"  # Running On-Demand G and VT instances (rule gpu-vcpu-quota)
+P_QUOTA_CODE = "L-417A185B"  # Running On-Demand P instances
 _STANDARD_FAMILIES = tuple("acdhimrtz")
 
 
@@ -187,6 +189,7 @@ def preflight(spec: FleetSpec, *, session: Any = None, region: str | None = None
         _ami(pf, session, region, spec, arch)
     _quota(pf, session, region, spec)
     _grace(pf, spec)
+    _drain(pf, spec)
     return pf
 
 
@@ -479,20 +482,34 @@ def _vcpus_needed(spec: FleetSpec, vcpus: int) -> int:
     return vcpus * (spec.capacity.max * 2 + extra)
 
 
+def _quota_code(instance_type: str) -> tuple[str, str] | None:
+    """(quota code, its name) of the On-Demand vCPU quota that limits ``instance_type``'s family."""
+    fam = _family(instance_type)
+    if fam.startswith(("g", "vt")):
+        return GPU_QUOTA_CODE, "Running On-Demand G and VT instances"
+    if fam.startswith("p"):
+        return P_QUOTA_CODE, "Running On-Demand P instances"
+    if fam.startswith(_STANDARD_FAMILIES):
+        return VCPU_QUOTA_CODE, "Running On-Demand Standard instances"
+    return None
+
+
 def _quota(pf: Preflight, session: Any, region: str, spec: FleetSpec) -> None:
-    if not _family(spec.instance.type).startswith(_STANDARD_FAMILIES):
-        pf.add("vcpu quota", None, f"{spec.instance.type} is not a Standard family; not checked")
+    found = _quota_code(spec.instance.type)
+    if found is None:
+        pf.add("vcpu quota", None, f"{spec.instance.type}: no known On-Demand vCPU quota; not checked")
         return
+    code, quota_name = found
     try:
         q = client("service-quotas", session=session, region=region).get_service_quota(
-            ServiceCode="ec2", QuotaCode=VCPU_QUOTA_CODE
+            ServiceCode="ec2", QuotaCode=code
         )
         limit = float(q["Quota"]["Value"])
     except Exception as exc:
         pf.add(
             "vcpu quota",
             None,
-            f"could not read quota {VCPU_QUOTA_CODE}: {error_code(exc) or exc}; not checked",
+            f"could not read quota {code} ({quota_name}): {error_code(exc) or exc}; not checked",
             "allow servicequotas:GetServiceQuota to have it checked",
         )
         return
@@ -501,14 +518,14 @@ def _quota(pf: Preflight, session: Any, region: str, spec: FleetSpec) -> None:
         pf.add(
             "vcpu quota",
             False,
-            f"max {spec.capacity.max} x {pf.resolved.get('vcpus')} vCPU (x2 during a refresh) = {need} > quota {limit:g}",
-            f"request an increase of {VCPU_QUOTA_CODE} in Service Quotas, or lower capacity.max",
+            f"max {spec.capacity.max} x {pf.resolved.get('vcpus')} vCPU (x2 during a refresh) = {need} > quota {limit:g} ({quota_name})",
+            f"request an increase of {code} in Service Quotas, or lower capacity.max",
         )
     else:
         pf.add(
             "vcpu quota",
             True,
-            f"{need} vCPU at most (refresh included) <= quota {limit:g} ({VCPU_QUOTA_CODE})",
+            f"{need} vCPU at most (refresh included) <= quota {limit:g} ({code})",
         )
 
 
@@ -531,6 +548,22 @@ def _grace(pf: Preflight, spec: FleetSpec) -> None:
         )
     else:
         pf.add("grace period", True, f"{hc.grace_period_s} s >= boot {EXPECTED_BOOT_S} s + checks = {need} s")
+
+
+def _drain(pf: Preflight, spec: FleetSpec) -> None:
+    """The ALB drains a scaled-in target for the deregistration delay, then systemd gives the server
+    drain_timeout_s after SIGTERM: a delay shorter than drain_timeout_s cuts requests the server would finish."""
+    delay, drain = spec.target_group.deregistration_delay_s, spec.server.drain_timeout_s
+    if delay < drain:
+        pf.add(
+            "drain",
+            False,
+            f"target_group.deregistration_delay_s={delay} < server.drain_timeout_s={drain}: the ALB closes "
+            f"in-flight requests after {delay} s ({RULES['deregistration-delay'].source})",
+            f"set target_group.deregistration_delay_s: {drain} (or more), or lower server.drain_timeout_s",
+        )
+    else:
+        pf.add("drain", True, f"ALB drains {delay} s >= server drain {drain} s (systemd TimeoutStopSec)")
 
 
 def failed_names(pf: Preflight) -> Iterable[str]:

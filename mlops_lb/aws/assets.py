@@ -39,6 +39,7 @@ from ..errors import ProvisionError
 __all__ = [
     "INSTANCE_PYTHON",
     "Wheelhouse",
+    "build_project_archive",
     "build_wheel",
     "build_wheelhouse",
     "content_key",
@@ -303,3 +304,50 @@ def build_wheelhouse(
     files = sorted(p for p in dest.iterdir() if p.is_file())
     digest = hashlib.sha256(b"".join(p.name.encode() + sha256_file(p).encode() for p in files)).hexdigest()
     return Wheelhouse(path=dest, requirements=tuple(sorted(pins)), digest=digest)
+
+
+_SKIP_DIRS = {
+    "__pycache__",
+    ".git",
+    ".venv",
+    "venv",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    "node_modules",
+}
+
+
+def build_project_archive(project: Path, out_dir: Path | None = None) -> Path:
+    """A ``.tar.gz`` of a project directory (``server.install``), byte-identical for the same files.
+
+    Entries sorted, owner 0/0, mode 0644 (0755 when executable), mtime 0, gzip without a timestamp; caches,
+    virtualenvs and ``.git`` are left out. Its content hash becomes its bucket key, so user data (and the fleet)
+    change only when a file does.
+
+    Example::
+
+        build_project_archive(Path("examples/byo_fastapi"))   # .../byo_fastapi.tar.gz
+    """
+    import gzip
+    import tarfile
+
+    project = project.resolve()
+    files = sorted(
+        p
+        for p in project.rglob("*")
+        if p.is_file() and not _SKIP_DIRS.intersection(p.relative_to(project).parts) and p.suffix != ".pyc"
+    )
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for f in files:
+            info = tarfile.TarInfo(f.relative_to(project).as_posix())
+            data = f.read_bytes()
+            info.size, info.mtime, info.uid, info.gid, info.uname, info.gname = len(data), 0, 0, 0, "", ""
+            info.mode = 0o755 if os.access(f, os.X_OK) else 0o644
+            tar.addfile(info, io.BytesIO(data))
+    out = out_dir or Path(tempfile.mkdtemp(prefix="mlops-lb-project-"))
+    path = out / f"{project.name}.tar.gz"
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz:
+        gz.write(buf.getvalue())
+    return path

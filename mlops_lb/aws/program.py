@@ -75,22 +75,63 @@ class Assets:
     wheel: Path
     model: Path | None = None
     wheelhouse: Wheelhouse | None = None
+    install: Path | None = None  # server.install as one file: requirements, wheel or a project archive
 
 
 def _model_file(spec: FleetSpec) -> Path | None:
     src = spec.model.source
-    if src == "demo":
+    if src == "demo" or (src == "demo.onnx" and not Path(src).is_file()):  # bundled with the package
+        return None
+    if src.startswith("s3://"):  # the instances download it with their role; the stack does not copy it
+        bucket, _, key = src[len("s3://") :].partition("/")
+        if not bucket or not key or key.endswith("/"):
+            raise SpecError("model.source", f"must be s3://<bucket>/<key> of one object (got {src!r})")
         return None
     if "://" in src:
         raise SpecError(
             "model.source",
-            f"must be 'demo' or a local file on AWS; the stack uploads it to its own "
-            f"bucket (got {src!r}; download it first)",
+            f"must be 'demo', a local file (uploaded to the stack's bucket) or s3://bucket/key on AWS "
+            f"(got {src!r}; download it first)",
         )
     path = Path(src).expanduser()
     if not path.is_file():
         raise SpecError("model.source", f"file does not exist (got {src!r})")
     return path
+
+
+def _install_file(spec: FleetSpec) -> Path | None:
+    """``server.install`` as the one file to upload (a project directory becomes a reproducible archive)."""
+    from .assets import build_project_archive
+
+    inst = spec.server.install
+    if inst is None:
+        return None
+    path = Path(inst).expanduser()
+    kind = spec.server.install_kind
+    if kind == "project":
+        if not path.is_dir():
+            raise SpecError("server.install", f"project directory does not exist (got {inst!r})")
+        return build_project_archive(path)
+    if not path.is_file():
+        raise SpecError("server.install", f"{kind} file does not exist (got {inst!r})")
+    return path
+
+
+def check_aws_server(spec: FleetSpec) -> None:
+    """What the AWS backend refuses in ``server`` before any cloud call (SpecError naming the field and fix)."""
+    srv = spec.server
+    if srv.kind == "command" and srv.image is None and srv.install is None:
+        log.info(
+            "server.command without server.install: the instance's venv has only what the command brings"
+        )
+    if spec.scaling.metric == "concurrency_per_target" and srv.default_metrics_path is None:
+        raise SpecError(
+            "server.metrics_path",
+            "is required with scaling.metric concurrency_per_target for your own server: the instances' agent "
+            "scrapes it for vllm:num_requests_running + vllm:num_requests_waiting (e.g. metrics_path: /metrics)",
+        )
+    if srv.install is not None and srv.image is not None:
+        raise SpecError("server.install", "applies to server.command; an image brings its own software")
 
 
 def fleet_program(
@@ -112,13 +153,18 @@ def fleet_program(
     if not isinstance(spec, FleetSpec):
         raise SpecError("spec", f"must be a FleetSpec (got {type(spec).__name__})")
     model = _model_file(spec)  # fail on a bad model path before any cloud call
+    check_aws_server(spec)
+    install = _install_file(spec)
     wheel_arg = wheel if wheel is not None else os.environ.get("MLOPS_LB_WHEEL") or None
 
     def program() -> None:
         import pulumi
 
         assets = Assets(
-            wheel=Path(wheel_arg) if wheel_arg else build_wheel(), model=model, wheelhouse=wheelhouse
+            wheel=Path(wheel_arg) if wheel_arg else build_wheel(),
+            model=model,
+            wheelhouse=wheelhouse,
+            install=install,
         )
         for key, value in declare_fleet(spec, assets=assets, resolved=resolved).items():
             pulumi.export(key, value)

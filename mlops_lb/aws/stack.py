@@ -301,7 +301,8 @@ class AwsFleet:
         pf = self.preflight()
         pf.raise_for_failures()
         self._resolved = dict(pf.resolved)
-        if self._wheelhouse is None:
+        # A user's own server (command or image) does not install mlops_lb on the instances: no wheelhouse.
+        if self._wheelhouse is None and self.spec.server.kind != "command":
             from .assets import build_wheelhouse, pinned_requirements
 
             arch = str(self._resolved.get("architecture", "x86_64"))
@@ -673,8 +674,14 @@ class AwsFleet:
         lines = text.splitlines()
         return "\n".join(lines[-tail:] if tail > 0 else lines)
 
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` has run: this handle is forgotten (the stack itself may still run on AWS)."""
+        return getattr(self, "_closed", False)
+
     def close(self) -> None:
         """Forget local handles; the stack keeps running (and billing) until destroyed."""
+        self._closed = True
         if self._outputs is not None or self._stack is not None:
             log.warning(
                 "stack %s keeps running on AWS. Tear it down with fleet.destroy(confirm=%r) or "

@@ -24,19 +24,31 @@ Example::
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 __all__ = [
     "BOOT_STEPS",
+    "CONTAINER_NAME",
     "EXPECTED_BOOT_S",
     "SERVE_REQUIREMENTS",
     "SERVICE_NAME",
     "VENV",
+    "MetricsAgent",
+    "ServerRun",
     "render_user_data",
 ]
 
 VENV = "/opt/mlops_lb"
 SERVICE_NAME = "mlops-lb"
 LOG_FILE = "/var/log/mlops-lb-bootstrap.log"
+CONTAINER_NAME = "mlops-lb-server"
+APP_DIR = f"{VENV}/app"  # where server.install's project directory is unpacked; a command's working directory
+# systemd's stop: SIGTERM to the main process, TimeoutStopSec= later SIGKILL to what is left of the unit
+# (KillMode=mixed, https://www.freedesktop.org/software/systemd/man/latest/systemd.kill.html).
+_TARGET_ID = (
+    "\x00TARGET_ID\x00"  # stands for the instance id while the command is rendered; NUL is never in argv
+)
 # What `mlops-lb serve` needs (pyproject's `serve` extra; a test keeps the two equal). The launching environment
 # pins their whole closure (mlops_lb.aws.assets.pinned_requirements) into the wheelhouse.
 SERVE_REQUIREMENTS = (
@@ -76,6 +88,67 @@ _RETRY = """retry() {
 }"""
 
 
+@dataclass(frozen=True)
+class ServerRun:
+    """What the instance runs, resolved from the spec's ``server`` and ``model`` sections (see ``_parts``).
+
+    ``kind``: ``model`` / ``llm-emulator`` (our package, from the wheel), ``command`` (the user's argv, run by
+    systemd in the venv, after ``install``) or ``image`` (a container, run by systemd with docker).
+    ``model_path`` is what ``{model}`` / MODEL_PATH become on the instance; ``model_s3`` an ``s3://`` object the
+    instance downloads there with its role. ``argv`` is the command (or the container's arguments) with
+    placeholders still in it; ``port`` is what the server listens on (the container port for an image).
+
+    Example::
+
+        ServerRun(kind="command", argv=("python", "app.py", "--port", "{port}"), port=8080)
+    """
+
+    kind: str = "model"
+    port: int = 8080
+    argv: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    model_path: str = "demo"
+    model_s3: str | None = None
+    llm_flags: tuple[str, ...] = ()
+    image: str | None = None
+    gpus: str | int | None = None
+    ecr_registry: str | None = None  # <account>.dkr.ecr.<region>.amazonaws.com: docker login with the role
+    registry_auth: str | None = None  # a Secrets Manager secret {"username": ..., "password": ...}
+    install_kind: str | None = None  # requirements | wheel | project
+    install_key: str | None = None  # its content-addressed bucket key
+    install_dir: str = ""  # for a project: its path below APP_DIR (the path it had locally, when relative)
+    drain_timeout_s: int = 30
+
+    @property
+    def needs_package(self) -> bool:
+        """True when the instance installs mlops_lb itself (our model server or LLM emulator)."""
+        return self.kind in ("model", "llm-emulator")
+
+
+@dataclass(frozen=True)
+class MetricsAgent:
+    """The per-instance agent behind ``scaling.metric: concurrency_per_target``.
+
+    Every ``sample_s`` it scrapes ``url`` (Prometheus text) and sums the gauges named in ``gauges``; every
+    ``period_s`` it publishes the samples as one statistic set (SampleCount, Sum, Minimum, Maximum) of
+    ``metric`` in ``namespace``, once with the ``AutoScalingGroupName`` dimension (what target tracking reads,
+    statistic Average = all samples of all instances / their count) and once with ``InstanceId`` (per-target
+    rows of the MetricFrame). A scrape that fails (the server is not up yet) adds no sample, so a booting
+    instance does not pull the average down.
+
+    Example::
+
+        MetricsAgent(url="http://127.0.0.1:8080/metrics", gauges=("mlops_in_flight_requests",))
+    """
+
+    url: str
+    gauges: tuple[str, ...]
+    namespace: str = "MlopsLb"
+    metric: str = "ConcurrencyPerTarget"
+    sample_s: int = 5
+    period_s: int = 60
+
+
 def render_user_data(
     *,
     bucket: str,
@@ -86,6 +159,9 @@ def render_user_data(
     wheelhouse_prefix: str | None = None,
     lifecycle_hook: str | None = None,
     health_path: str = "/health",
+    server: ServerRun | None = None,
+    agent: MetricsAgent | None = None,
+    ready_wait_s: int = 600,
 ) -> str:
     """The cloud-init shell script (plain text; the launch template base64-encodes it).
 
@@ -93,17 +169,29 @@ def render_user_data(
     ``wheelhouse_prefix`` is the bucket prefix holding the pinned wheels and their ``requirements.txt``;
     ``lifecycle_hook`` names the launching hook the ready unit completes (warm pools). The keys are
     content-addressed, so a changed wheel or model changes the script (and rolls the instances) and nothing
-    else does.
+    else does. ``server`` says what runs (default: our model server with ``model_key``); ``agent`` adds the
+    concurrency publisher. ``port`` is the instance's port (the target group's).
     """
+    if server is not None and not server.needs_package:
+        return _render_byo(
+            bucket=bucket, region=region, port=port, server=server, lifecycle_hook=lifecycle_hook,
+            health_path=health_path, agent=agent, ready_wait_s=ready_wait_s, model_key=model_key,
+        )  # fmt: skip
+    server = server or ServerRun(port=port)
     q = shlex.quote
     wheel_name = wheel_key.rsplit("/", 1)[-1]
     wheel_path = f"{VENV}/dist/{wheel_name}"
     s3 = f"aws s3 cp --region {q(region)}"
-    model_arg = "demo"
+    model_arg = (
+        server.model_path
+    )  # "demo", or "demo.onnx" (bundled in the wheel), unless a file is fetched below
     fetch = [f"retry 8 {s3} {q(f's3://{bucket}/{wheel_key}')} {q(wheel_path)}"]
     if model_key:
         model_arg = f"{VENV}/model/{model_key.rsplit('/', 1)[-1]}"
         fetch.append(f"retry 8 {s3} {q(f's3://{bucket}/{model_key}')} {q(model_arg)}")
+    elif server.model_s3:  # the user's own object, read with the role (GetObject on it only); never copied
+        model_arg = server.model_path
+        fetch.append(f"retry 8 {s3} {q(server.model_s3)} {q(model_arg)}")
     pip = f"{VENV}/bin/python -m pip install --disable-pip-version-check --no-index"
     if wheelhouse_prefix:
         fetch.append(
@@ -115,8 +203,23 @@ def render_user_data(
         )
     else:  # no wheelhouse (tests, or a user who opted out): still no index for the package itself
         install = f"{pip} --no-deps {q(wheel_path)}"
-    ready = _ready_unit(region=region, port=port, health_path=health_path, lifecycle_hook=lifecycle_hook)
+    ready = _ready_unit(
+        region=region, port=port, health_path=health_path, lifecycle_hook=lifecycle_hook, wait_s=ready_wait_s
+    )
     fetch_lines = "\n".join(fetch)
+    if server.kind == "llm-emulator":
+        exec_start = (
+            f"{VENV}/bin/mlops-lb serve --llm --host 0.0.0.0 --port {int(port)} --target-id ${{TARGET_ID}}"
+            + "".join(f" {_systemd_word(a)}" for a in server.llm_flags)
+        )
+        description = "mlops_lb LLM emulator"
+    else:
+        exec_start = (
+            f"{VENV}/bin/mlops-lb serve --host 0.0.0.0 --port {int(port)} --model {model_arg} "
+            "--target-id ${TARGET_ID}"
+        )
+        description = "mlops_lb model server"
+    agent_units = _agent_units(agent, region=region) if agent else ""
     return f"""#!/bin/bash
 # mlops_lb instance bootstrap
 set -euo pipefail
@@ -140,15 +243,16 @@ echo "TARGET_ID=$INSTANCE_ID" > /etc/{SERVICE_NAME}.env
 
 cat > /etc/systemd/system/{SERVICE_NAME}.service <<'UNIT'
 [Unit]
-Description=mlops_lb model server
+Description={description}
 After=network-online.target
 Wants=network-online.target
 
 [Service]
 EnvironmentFile=/etc/{SERVICE_NAME}.env
-ExecStart={VENV}/bin/mlops-lb serve --host 0.0.0.0 --port {int(port)} --model {model_arg} --target-id ${{TARGET_ID}}
+ExecStart={exec_start}
 Restart=always
 RestartSec=2
+{_stop_lines(server.drain_timeout_s)}
 # An unprivileged throw-away user; a writable HOME for caches; low ports allowed without root.
 DynamicUser=yes
 CacheDirectory={SERVICE_NAME}
@@ -159,16 +263,13 @@ LimitNOFILE=65536
 [Install]
 WantedBy=multi-user.target
 UNIT
-{ready}
-systemctl daemon-reload
-# Enabled at boot: a warm-pool instance is stopped after this script and must serve again when started.
-systemctl enable --now {SERVICE_NAME}.service
-systemctl enable --now {SERVICE_NAME}-ready.service
-echo "mlops-lb: bootstrap done"
-"""
+{ready}{agent_units}
+{_enable(agent)}"""
 
 
-def _ready_unit(*, region: str, port: int, health_path: str, lifecycle_hook: str | None) -> str:
+def _ready_unit(
+    *, region: str, port: int, health_path: str, lifecycle_hook: str | None, wait_s: int = 600
+) -> str:
     """A oneshot unit, run on every boot: wait for local health, then complete the launching lifecycle action."""
     q = shlex.quote
     complete = ""
@@ -190,8 +291,8 @@ done"""
     return f"""
 cat > {VENV}/ready.sh <<'READY'
 #!/bin/bash
-# Every boot: wait until the server answers its health check (up to 10 minutes), then release the instance.
-for i in $(seq 1 300); do
+# Every boot: wait until the server answers its health check (up to {_minutes(wait_s)}), then release the instance.
+for i in $(seq 1 {max(1, int(wait_s) // 2)}); do
   curl -sf -o /dev/null http://127.0.0.1:{int(port)}{health_path} && break
   sleep 2
 done{complete}
@@ -207,6 +308,275 @@ Wants=network-online.target
 [Service]
 Type=oneshot
 ExecStart={VENV}/ready.sh
+
+[Install]
+WantedBy=multi-user.target
+UNIT"""
+
+
+def _minutes(seconds: int) -> str:
+    return f"{seconds // 60} minutes" if seconds % 60 == 0 else f"{seconds} s"
+
+
+def _systemd_word(arg: str) -> str:
+    """One ExecStart= argument: double-quoted, with systemd's specifiers (%) and variables ($) made literal."""
+    escaped = arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
+    return f'"{escaped}"'
+
+
+def _stop_lines(drain_timeout_s: int) -> str:
+    """SIGTERM to the server, ``drain_timeout_s`` to finish in-flight requests, then SIGKILL (server.drain_timeout_s).
+
+    On a scale-in the ALB has already drained the target for the deregistration delay (preflight checks it is at
+    least ``drain_timeout_s``) before Auto Scaling terminates the instance and systemd stops the unit.
+    """
+    return f"KillMode=mixed\nKillSignal=SIGTERM\nTimeoutStopSec={int(drain_timeout_s)}"
+
+
+def _enable(agent: MetricsAgent | None) -> str:
+    units = [SERVICE_NAME, f"{SERVICE_NAME}-ready"] + ([f"{SERVICE_NAME}-metrics"] if agent else [])
+    lines = [
+        "systemctl daemon-reload",
+        "# Enabled at boot: a warm-pool instance is stopped after this script and must serve again when started.",
+    ]
+    lines += [f"systemctl enable --now {u}.service" for u in units]
+    return "\n".join(lines) + '\necho "mlops-lb: bootstrap done"\n'
+
+
+def _header() -> str:
+    return f"""#!/bin/bash
+# mlops_lb instance bootstrap
+set -euo pipefail
+# Console (GetConsoleOutput, fleet.logs()) and a file, with timestamps from the journal.
+exec > >(tee -a {LOG_FILE} | logger -t mlops-lb-bootstrap -s 2>/dev/console) 2>&1
+set -x
+{_RETRY}
+"""
+
+
+_IMDS = """# IMDSv2 (http_tokens=required): a session token first, then the instance id.
+TOKEN=$(retry 5 curl -sSf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 300")
+INSTANCE_ID=$(retry 5 curl -sSf -H "X-aws-ec2-metadata-token: $TOKEN" http://169.254.169.254/latest/meta-data/instance-id)"""
+
+
+def _bash_word(arg: str) -> str:
+    """``arg`` single-quoted for bash, with the instance id (the {target_id} placeholder) as "${TARGET_ID}"."""
+    quoted = "'" + arg.replace("'", "'\"'\"'") + "'"
+    return quoted.replace(_TARGET_ID, "'\"${TARGET_ID}\"'")
+
+
+def _filled(server: ServerRun, *, port: int, host: str) -> list[str]:
+    """The argv with {port} {host} {model} filled here and {target_id} left for the instance (bash-quoted)."""
+    values = {"port": port, "host": host, "target_id": _TARGET_ID, "model": server.model_path}
+    return [_bash_word(a.format(**values)) for a in server.argv]
+
+
+def _env_file(server: ServerRun, *, port: int, host: str) -> str:
+    """Lines of /etc/mlops-lb.env after TARGET_ID: server.env plus PORT, HOST, MODEL_PATH (systemd syntax)."""
+    env = {**server.env, "PORT": str(port), "HOST": host, "MODEL_PATH": server.model_path}
+    return "".join(f"{k}={_systemd_word(v)}\n" for k, v in env.items())
+
+
+def _install_lines(server: ServerRun, *, bucket: str, s3: str) -> list[str]:
+    """Fetch ``server.install`` from the stack's bucket and install it into the venv (from the instance's index)."""
+    q = shlex.quote
+    if not server.install_kind or not server.install_key:
+        return []
+    name = server.install_key.rsplit("/", 1)[-1]
+    local = f"{VENV}/dist/{name}"
+    pip = f"{VENV}/bin/python -m pip install --disable-pip-version-check"
+    out = [f"retry 8 {s3} {q(f's3://{bucket}/{server.install_key}')} {q(local)}"]
+    if server.install_kind == "requirements":
+        out.append(f"retry 3 {pip} -r {q(local)}")
+    elif server.install_kind == "wheel":
+        out.append(f"retry 3 {pip} {q(local)}")
+    else:  # a project directory, archived reproducibly: unpack at the path it had, install what it declares
+        dest = f"{APP_DIR}/{server.install_dir}".rstrip("/")
+        out += [
+            f"mkdir -p {q(dest)} && tar -xzf {q(local)} -C {q(dest)}",
+            f"if [ -f {q(dest + '/pyproject.toml')} ] || [ -f {q(dest + '/setup.py')} ]; then retry 3 {pip} {q(dest)};"
+            f" elif [ -f {q(dest + '/requirements.txt')} ]; then retry 3 {pip} -r {q(dest + '/requirements.txt')}; fi",
+        ]
+    return out
+
+
+def _render_byo(
+    *,
+    bucket: str,
+    region: str,
+    port: int,
+    server: ServerRun,
+    lifecycle_hook: str | None,
+    health_path: str,
+    agent: MetricsAgent | None,
+    ready_wait_s: int = 600,
+    model_key: str | None = None,
+) -> str:
+    """User data for the user's own server: ``command`` in a venv, or ``image`` under docker; both systemd units."""
+    q = shlex.quote
+    s3 = f"aws s3 cp --region {q(region)}"
+    lines: list[str] = [f"mkdir -p {VENV}"]  # server.sh and the agent live there for every kind
+    model_uri = server.model_s3 or (f"s3://{bucket}/{model_key}" if model_key else None)
+    if (
+        model_uri
+    ):  # a model uploaded to the stack's bucket, or the user's own object (never copied), via the role
+        lines += [f"mkdir -p {VENV}/model", f"retry 8 {s3} {q(model_uri)} {q(server.model_path)}"]
+    if server.kind == "image":
+        host, listen = "0.0.0.0", int(server.port)
+        lines += _docker_lines(server, region=region)
+        run = ["/usr/bin/docker", "run", "--rm", "--name", CONTAINER_NAME, "-p", f"{int(port)}:{listen}"]
+        # `-e NAME` hands the container the variable from docker's own environment (systemd's EnvironmentFile):
+        # a docker --env-file would keep systemd's quotes as part of the values.
+        for var in (*server.env, "PORT", "HOST", "TARGET_ID", "MODEL_PATH"):
+            run += ["-e", var]
+        if model_uri:  # the same path inside as outside, so {model} / MODEL_PATH mean one thing
+            run += ["-v", f"{VENV}/model:{VENV}/model:ro"]
+        if server.gpus is not None:  # the NVIDIA Container Toolkit of the GPU AMI; shared memory for PyTorch
+            run += ["--gpus", "all" if server.gpus == "all" else str(int(server.gpus)), "--ipc=host"]
+        argv = [
+            *(_bash_word(a) for a in run),
+            _bash_word(str(server.image)),
+            *_filled(server, port=listen, host=host),
+        ]
+        stop = f"ExecStop=/usr/bin/docker stop --time {int(server.drain_timeout_s)} {CONTAINER_NAME}"
+        unit_deps = "After=docker.service network-online.target\nRequires=docker.service"
+        pre = f"ExecStartPre=-/usr/bin/docker rm -f {CONTAINER_NAME}\n"
+        # docker stop waits drain_timeout_s itself; systemd gives it that plus a margin before SIGKILL.
+        stop_lines = f"{stop}\nTimeoutStopSec={int(server.drain_timeout_s) + 15}"
+        workdir = ""
+    else:
+        host, listen = "0.0.0.0", int(port)
+        lines += [
+            "retry 5 dnf install -y python3.11 python3.11-pip",
+            f"mkdir -p {VENV}/dist {APP_DIR}",
+            f"python3.11 -m venv {VENV}",
+            *_install_lines(server, bucket=bucket, s3=s3),
+        ]
+        argv = _filled(server, port=listen, host=host)
+        unit_deps = "After=network-online.target"
+        pre = ""
+        stop_lines = _stop_lines(server.drain_timeout_s)
+        workdir = f"WorkingDirectory={APP_DIR}\n"
+    launcher = " ".join(argv)
+    ready = _ready_unit(
+        region=region, port=port, health_path=health_path, lifecycle_hook=lifecycle_hook, wait_s=ready_wait_s
+    )
+    agent_units = _agent_units(agent, region=region) if agent else ""
+    body = "\n".join(lines)
+    # The launcher: `exec` makes the server systemd's main process, so SIGTERM reaches it first (KillMode=mixed).
+    return f"""{_header()}
+{body}
+
+{_IMDS}
+echo "TARGET_ID=$INSTANCE_ID" > /etc/{SERVICE_NAME}.env
+cat >> /etc/{SERVICE_NAME}.env <<'ENV'
+{_env_file(server, port=listen, host=host)}ENV
+cat > {VENV}/server.sh <<'SERVER'
+#!/bin/bash
+export PATH={VENV}/bin:$PATH
+exec {launcher}
+SERVER
+chmod 0755 {VENV}/server.sh
+
+cat > /etc/systemd/system/{SERVICE_NAME}.service <<'UNIT'
+[Unit]
+Description=mlops_lb target: the user's server ({server.kind})
+{unit_deps}
+Wants=network-online.target
+
+[Service]
+EnvironmentFile=/etc/{SERVICE_NAME}.env
+{workdir}{pre}ExecStart={VENV}/server.sh
+Restart=always
+RestartSec=2
+TimeoutStartSec=infinity
+{stop_lines}
+LimitNOFILE=65536
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+{ready}{agent_units}
+{_enable(agent)}"""
+
+
+def _docker_lines(server: ServerRun, *, region: str) -> list[str]:
+    """Install docker (present on the NVIDIA AMI), log in to the registry, pull the image once, at boot."""
+    q = shlex.quote
+    out = [
+        "command -v docker >/dev/null || retry 5 dnf install -y docker",
+        "systemctl enable --now docker.service",
+    ]
+    if server.ecr_registry:  # ECR: a 12-hour token from the instance role (ecr:GetAuthorizationToken)
+        out.append(
+            f"retry 5 bash -c {q(f'aws ecr get-login-password --region {region} | docker login --username AWS --password-stdin {server.ecr_registry}')}"
+        )
+    elif server.registry_auth:  # any other private registry: {"username", "password"} in Secrets Manager
+        get = (
+            f"aws secretsmanager get-secret-value --region {region} --secret-id {server.registry_auth} "
+            "--query SecretString --output text"
+        )
+        registry = str(server.image).split("/", 1)[0]
+        login = (
+            f"S=$({get}); "
+            'U=$(printf %s "$S" | python3 -c \'import json,sys; print(json.load(sys.stdin)["username"])\'); '
+            'printf %s "$S" | python3 -c \'import json,sys; print(json.load(sys.stdin)["password"])\' | '
+            f'docker login --username "$U" --password-stdin {registry}'
+        )
+        out.append(f"retry 5 bash -c {q(login)}")
+    out.append(f"retry 5 docker pull {q(str(server.image))}")
+    return out
+
+
+def _agent_units(agent: MetricsAgent, *, region: str) -> str:
+    """The concurrency publisher: a systemd service (restarted always) running a bash + awk + aws-cli loop."""
+    q = shlex.quote
+    gauges = " ".join(agent.gauges)
+    return f"""
+cat > {VENV}/metrics-agent.sh <<'AGENT'
+#!/bin/bash
+# Publishes the average of the server's in-flight gauges ({gauges}) every {agent.period_s} s.
+URL={q(agent.url)}; GAUGES={q(gauges)}; REGION={q(region)}
+TOKEN=$(curl -sSf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 300")
+ID=$(curl -sSf -H "X-aws-ec2-metadata-token: $TOKEN" http://169.254.169.254/latest/meta-data/instance-id)
+GROUP=$(aws autoscaling describe-auto-scaling-instances --region "$REGION" --instance-ids "$ID" \\
+        --query 'AutoScalingInstances[0].AutoScalingGroupName' --output text)
+[ -n "$GROUP" ] && [ "$GROUP" != "None" ] || exit 1   # systemd restarts us; the group may not know us yet
+STATS="0 0 0 0"; START=$(date +%s)
+while true; do
+  V=$(curl -sf --max-time 2 "$URL" | awk -v names="$GAUGES" '
+    BEGIN {{ n = split(names, a, " "); for (i = 1; i <= n; i++) want[a[i]] = 1 }}
+    /^#/ {{ next }}
+    {{ sub(/\\{{[^}}]*\\}}/, ""); if ($1 in want) {{ s += $2; found = 1 }} }}
+    END {{ if (found) printf "%.6f", s }}')
+  if [ -n "$V" ]; then
+    STATS=$(echo "$STATS $V" | awk -v OFMT=%.6f '{{ n=$1+1; s=$2+$5; mn=($1==0||$5<$3)?$5:$3; mx=($1==0||$5>$4)?$5:$4; print n, s, mn, mx }}')
+  fi
+  NOW=$(date +%s)
+  if [ $((NOW - START)) -ge {int(agent.period_s)} ]; then
+    read -r N S MN MX <<< "$STATS"
+    if [ "$N" -gt 0 ]; then
+      SET="{{\\"SampleCount\\":$N,\\"Sum\\":$S,\\"Minimum\\":$MN,\\"Maximum\\":$MX}}"
+      aws cloudwatch put-metric-data --region "$REGION" --namespace {q(agent.namespace)} --metric-data \\
+        "[{{\\"MetricName\\":\\"{agent.metric}\\",\\"Unit\\":\\"Count\\",\\"StatisticValues\\":$SET,\\"Dimensions\\":[{{\\"Name\\":\\"AutoScalingGroupName\\",\\"Value\\":\\"$GROUP\\"}}]}},{{\\"MetricName\\":\\"{agent.metric}\\",\\"Unit\\":\\"Count\\",\\"StatisticValues\\":$SET,\\"Dimensions\\":[{{\\"Name\\":\\"InstanceId\\",\\"Value\\":\\"$ID\\"}}]}}]" \\
+        || echo "mlops-lb-metrics: put-metric-data failed" >&2
+    fi
+    STATS="0 0 0 0"; START=$NOW
+  fi
+  sleep {int(agent.sample_s)}
+done
+AGENT
+chmod 0755 {VENV}/metrics-agent.sh
+cat > /etc/systemd/system/{SERVICE_NAME}-metrics.service <<'UNIT'
+[Unit]
+Description=mlops_lb: publish in-flight requests per target to CloudWatch ({agent.namespace}/{agent.metric})
+After={SERVICE_NAME}.service network-online.target
+Wants=network-online.target
+
+[Service]
+ExecStart={VENV}/metrics-agent.sh
+Restart=always
+RestartSec=10
 
 [Install]
 WantedBy=multi-user.target

@@ -59,7 +59,7 @@ def make_mocks(rec: Recorded, *, region: str = REGION, strict: bool = True) -> A
     """Mocks that record resources and, when ``strict``, raise RuleViolation for one that breaks an AWS rule."""
     import pulumi
 
-    from mlops_lb._aws_rules import resource_violations
+    from mlops_lb._aws_rules import partition_for_region, resource_violations
 
     class Mocks(pulumi.runtime.Mocks):
         def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
@@ -97,7 +97,8 @@ def make_mocks(rec: Recorded, *, region: str = REGION, strict: bool = True) -> A
                     arn=f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:{suffix}",
                 )
             elif args.typ == "aws:s3/bucket:Bucket":
-                state.update(bucket=phys, arn=f"arn:aws:s3:::{phys}")
+                # AWS gives a bucket the ARN of its region's partition (arn:aws-us-gov:s3:::... in GovCloud).
+                state.update(bucket=phys, arn=f"arn:{partition_for_region(region)}:s3:::{phys}")
             elif args.typ == "aws:ec2/launchTemplate:LaunchTemplate":
                 state.update(latestVersion=1, id=f"lt-{_hex(phys)}")
             elif args.typ == "aws:autoscaling/group:Group":
@@ -188,12 +189,15 @@ def run_declare(
 @pytest.fixture
 def run_program(fake_wheel: Path) -> Iterator[Callable[..., Recorded]]:
     """Run ``declare_fleet(spec)`` under the strict Pulumi mocks (preview=False) and return what it registered."""
-    from mlops_lb.aws.program import Assets, _model_file
+    from mlops_lb.aws.program import Assets, _install_file, _model_file, check_aws_server
 
     def run(
         spec: Any, *, config: dict[str, str] | None = None, stack: str = "teststack", **kw: Any
     ) -> Recorded:
-        assets = kw.pop("assets", None) or Assets(wheel=fake_wheel, model=_model_file(spec))
+        check_aws_server(spec)  # what fleet_program refuses before any cloud call
+        assets = kw.pop("assets", None) or Assets(
+            wheel=fake_wheel, model=_model_file(spec), install=_install_file(spec)
+        )
         return run_declare(spec, assets=assets, config=config, stack=stack, **kw)
 
     yield run

@@ -127,7 +127,8 @@ class TestDimensions:
         assert {s for (m, s) in by if m == "TargetResponseTime"} == {"Average", "p50", "p90", "p99"}
         assert 20 <= len(QUERIES) <= 25
         per_instance = build_queries(DIMS, ["i-0abc", "i-0def", "i-0abc"])
-        assert [q.target for q in per_instance[len(QUERIES) :]] == ["i-0abc", "i-0def"]
+        # CPU and the agent's concurrency, one series per instance each (repeats dropped)
+        assert [q.target for q in per_instance[len(QUERIES) :]] == ["i-0abc", "i-0def"] * 2
 
 
 class TestPeriod:
@@ -347,12 +348,12 @@ class TestGetMetricData:
         assert len(QUERIES) * 15 * 86400 / 300 <= MAX_POINTS_PER_CALL
 
     def test_more_than_500_series_are_batched(self, cw: tuple[Any, Any]) -> None:
-        """Per-instance CPU for 600 instances goes out in batches of at most 500 queries."""
+        """Per-instance CPU and concurrency for 300 instances (600 series) go out in batches of at most 500."""
         client, stub = cw
         recorder = _Recorder()
         stub.add_response("get_metric_data", {"MetricDataResults": []}, _params(queries=recorder))
         stub.add_response("get_metric_data", {"MetricDataResults": []}, _params(queries=recorder))
-        ids = [f"i-{n:017x}" for n in range(600)]
+        ids = [f"i-{n:017x}" for n in range(300)]
         df = read_fleet_metrics(
             load_balancer_arn=LB_ARN,
             target_group_arn=TG_ARN,
@@ -519,3 +520,51 @@ class TestAgainstMoto:
         assert sorted(df["target"]) == sorted(i["InstanceId"] for i in inst)
         assert set(df["health"]) <= {"initial", "healthy", "unhealthy", "draining", "unused"}
         assert list(df.columns) == ["target", "port", "health", "aws_state", "reason", "description"]
+
+
+def test_the_agents_concurrency_reads_back_under_the_local_fleets_name(cw: tuple[Any, Any]) -> None:
+    """MlopsLb/ConcurrencyPerTarget (AutoScalingGroupName for the group, InstanceId per instance, Average) lands in
+    the MetricFrame as metric ConcurrencyPerTarget: the name the local fleet's HAProxy sampler gives it."""
+    client, stub = cw
+    seen: list[Any] = []
+
+    class Capture:
+        def __eq__(self, other: Any) -> bool:
+            seen.append(other)
+            return True
+
+    queries = build_queries(DIMS, ["i-0abc"])
+    group = next(q for q in queries if q.metric.name == "ConcurrencyPerTarget" and not q.target)
+    inst = next(q for q in queries if q.metric.name == "ConcurrencyPerTarget" and q.target)
+    t = NOW - timedelta(minutes=5)
+    stub.add_response(
+        "get_metric_data",
+        {
+            "MetricDataResults": [
+                {"Id": group.id, "Timestamps": [t], "Values": [3.5], "StatusCode": "Complete"},
+                {"Id": inst.id, "Timestamps": [t], "Values": [4.0], "StatusCode": "Complete"},
+            ]
+        },
+        _params(queries=Capture()),
+    )
+    df = read_fleet_metrics(
+        load_balancer_arn=LB_ARN,
+        target_group_arn=TG_ARN,
+        asg_name=ASG,
+        start=NOW - timedelta(minutes=10),
+        end=NOW,
+        instance_ids=["i-0abc"],
+        cloudwatch_client=client,
+        now=NOW,
+    )
+    sent = {q["Id"]: q["MetricStat"] for q in seen[0]}
+    assert sent[group.id]["Metric"] == {
+        "Namespace": "MlopsLb",
+        "MetricName": "ConcurrencyPerTarget",
+        "Dimensions": [{"Name": "AutoScalingGroupName", "Value": ASG}],
+    }
+    assert sent[inst.id]["Metric"]["Dimensions"] == [{"Name": "InstanceId", "Value": "i-0abc"}]
+    assert sent[group.id]["Stat"] == "Average"
+    conc = df[df["metric"] == "ConcurrencyPerTarget"].set_index("target")
+    assert conc.loc["", "value"] == 3.5 and conc.loc["i-0abc", "value"] == 4.0
+    assert set(conc["stat"]) == {"Average"} and set(conc["unit"]) == {"Count"}

@@ -18,7 +18,14 @@ def test_capacity_is_the_live_group(fleet: AwsFleet, cloud: dict[str, Any]) -> N
     assert fleet.capacity == Capacity(1, 2, 5)
     cloud["asg"].set_desired_capacity(AutoScalingGroupName="demo-asg-123", DesiredCapacity=4)
     assert fleet.capacity.desired == 4 and isinstance(fleet.capacity.desired, int)
-    assert isinstance(fleet, Fleet)
+    assert isinstance(fleet, Fleet)  # main's protocol gained `closed`; AwsFleet lacked it
+
+
+def test_closed_after_close(fleet: AwsFleet) -> None:  # noqa: F811
+    """closed is False until close() forgets the handle (the stack itself keeps running on AWS)."""
+    assert fleet.closed is False
+    fleet.close()
+    assert fleet.closed is True
 
 
 def test_decisions_are_the_groups_capacity_changes(fleet: AwsFleet, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811

@@ -42,6 +42,12 @@ def test_every_rule_cites_an_aws_document() -> None:
         "instance-type-offerings",
         "resource-tags",
         "warm-pool-hook",
+        "gpu-vcpu-quota",
+        "deregistration-delay",
+        "iam-no-resource-level",
+        "ecr-pull",
+        "custom-metric-tracking",
+        "put-metric-namespace",
     } <= set(RULES)
     for rule in RULES.values():
         assert rule.source.startswith("https://docs.aws.amazon.com/"), rule
