@@ -674,11 +674,6 @@ class AwsFleet:
         lines = text.splitlines()
         return "\n".join(lines[-tail:] if tail > 0 else lines)
 
-    @property
-    def closed(self) -> bool:
-        """True once ``close()`` has run: this handle is forgotten (the stack itself may still run on AWS)."""
-        return getattr(self, "_closed", False)
-
     def close(self) -> None:
         """Forget local handles; the stack keeps running (and billing) until destroyed."""
         self._closed = True
@@ -690,11 +685,10 @@ class AwsFleet:
                 self.stack_name,
             )
         self._stack = None
-        self._closed = True
 
     @property
     def closed(self) -> bool:
-        """True once ``close()`` has run: this object lets go of the stack, which keeps running on AWS."""
+        """True once ``close()`` has run: this handle is forgotten (the stack itself may still run on AWS)."""
         return self._closed
 
     def __enter__(self) -> AwsFleet:
