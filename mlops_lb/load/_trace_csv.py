@@ -36,8 +36,8 @@ def read_trace_csv(path: Path, column: str | None) -> tuple[list[float], dict[st
     try:
         with path.open(newline="") as fh:
             rows = list(csv.reader(fh))
-    except OSError as exc:
-        raise SpecError("trace", f"cannot read {path}: {exc}") from exc
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path, or a file that is not text
+        raise SpecError("trace", f"cannot read {path!s}: {exc}") from exc
     if not rows:
         fail("trace", f"{path} is empty")
     header = [h.strip() for h in rows[0]]

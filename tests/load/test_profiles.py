@@ -104,6 +104,14 @@ class TestValidation:
             with contextlib.suppress(SpecError):
                 make()
 
+    def test_unreadable_trace_paths_are_spec_errors(self, tmp_path):
+        """A path with a NUL byte or a binary file is a SpecError naming the trace, not a ValueError."""
+        binary = tmp_path / "x.csv"
+        binary.write_bytes(b"\xff\xfe\x00\x81")
+        for bad in ("a\x00b.csv", binary):
+            with pytest.raises(SpecError, match="trace"):
+                trace(bad)
+
     def test_messages_name_field_and_range(self):
         """Messages read like 'spike_s must be > 0 and <= 1 (got 5)'."""
         with pytest.raises(SpecError, match=r"spike_s must be > 0 and <= 1 \(got 5\)"):
