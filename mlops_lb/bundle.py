@@ -1,5 +1,8 @@
 """RunBundle: one folder per run, written while the run goes, loadable with one call — even after a crash.
 
+(Over 500 lines on purpose: writing — atomic parts, finalize — and loading — ``LoadedBundle`` — must agree on
+the one layout below, so they live together.)
+
 Layout of ``runs/<utc-time>-<name>/``::
 
     spec.json            the FleetSpec (when there is one)

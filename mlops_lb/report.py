@@ -1,5 +1,8 @@
 """One self-contained HTML report per run: summary table, plots, scale-out waterfall, spec and events.
 
+(Over 500 lines on purpose: the report is one self-contained page; every section renders from the same
+LoadedBundle and shares the page's CSS, tables and embedded images.)
+
 The file has no external resources at all: images are embedded as base64 PNG ``data:`` URIs, the CSS is inline,
 there is no JavaScript and no web font, so it opens offline and can be mailed or attached to a ticket.
 

@@ -1,5 +1,9 @@
 """The EC2 user data that turns an Amazon Linux 2023 instance into one target of the fleet.
 
+(Over 500 lines on purpose: the user data is one bash script that must stay byte-identical when nothing
+changed; every piece of it — bootstrap, the unit of each server kind, the metrics agent, the ready unit — is
+rendered here in order, so a diff of this module is a diff of what instances run.)
+
 Amazon Linux 2023 keeps ``/usr/bin/python3`` at 3.9 for its whole life and system tools (dnf) depend on it, so
 Python 3.11 is installed side by side and this package lives in its own venv; the symlink is never touched.
 Everything pip installs comes from the stack's private bucket: this package's wheel and a *wheelhouse* of the

@@ -1,5 +1,8 @@
 """The open-loop engine: asyncio Protocols on uvloop, httptools (llhttp) parsing, keep-alive connections.
 
+(Over 500 lines on purpose: the hot path — protocol callbacks, the stream parser, the send loop — shares
+preallocated arrays and module-level constants; splitting it across modules would add lookups per request.)
+
 One engine runs one share of a schedule on one event loop (a thread of ``run_load``, or a worker process).
 The hot path only stamps times and codes into preallocated arrays and appends the index of each finished
 request to a list; every few milliseconds the new records are folded into the current interval's HDR

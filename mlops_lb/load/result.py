@@ -1,5 +1,8 @@
 """LoadResult: per-request records and per-interval HDR summaries of one load run.
 
+(Over 500 lines on purpose: LoadResult, its on-disk record store and the percentile folding are one data
+contract, shared by the runner, the Ray shards, the bundle and the report.)
+
 Percentiles come from HDR histograms (microseconds, 3 significant figures) and are reported in seconds.
 Per-request records are written to disk while the run goes (a :class:`RecordStore` of Arrow parts) and read back
 by ``requests()``, whole or for a time range; memory keeps the interval rows, the histograms and running totals.

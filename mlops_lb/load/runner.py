@@ -1,5 +1,8 @@
 """run_load / start_load: drive the engine (a thread, or N worker processes) and collect a LoadResult.
 
+(Over 500 lines on purpose: one collector that every transport — a thread, worker processes, Ray shards —
+feeds; its interval, step, record and Stop state is one object.)
+
 The engine always runs on its own thread with its own (uv)loop, or in worker processes; the calling thread
 only collects: it merges each interval's histograms, calls ``on_interval``, advances the progress bar, appends
 records to the run bundle and watches for Stop. That is why ``run_load`` also works in a Jupyter cell (an

@@ -1,5 +1,8 @@
 """The Auto Scaling group and target-group emulator: instances are worker processes, the ALB is HAProxy.
 
+(Just over 500 lines on purpose: the rules below — launch, health, replacement, scale-in, warm pool — act on
+one table of instances under one lock.)
+
 Rules it keeps (AWS's, on the local clock ``time_scale = period_s / 60``):
 
 * Launch: a worker on a free 127.0.0.1 port, registered at once at weight 0 with health checks on; it gets

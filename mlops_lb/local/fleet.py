@@ -1,5 +1,9 @@
 """LocalFleet: the Fleet protocol on this machine -- HAProxy as the ALB, worker processes as instances.
 
+(Over 500 lines on purpose: LocalFleet is the one owner of the fleet's state and lock — launch, scale, the
+tick, balancer restarts and close all change it; what it drives — HAProxy, the ASG emulator, the autoscaler,
+the period sampler — lives in its own module.)
+
 **The clock.** One CloudWatch period (an AWS minute) lasts ``spec.local.period_s`` seconds here, and every
 duration in the spec is multiplied by ``time_scale = period_s / 60``: health-check interval and timeout (timeout
 never below 500 ms, interval above it), grace period (never below a few real seconds, and 30 s for a worker that

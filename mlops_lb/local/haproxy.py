@@ -1,5 +1,8 @@
 """HAProxy as the ALB: config from a FleetSpec, the process, and a Runtime API client (stdlib unix socket).
 
+(Just over 500 lines on purpose: config, process and Runtime API client are three faces of one HAProxy and
+answer the same pitfalls.)
+
 The config declares two backends per target group (HAProxy 2.6 cannot create backends at runtime, and a reload
 would lose every dynamic server): ``<tg>`` with the spec's health check, and ``<tg>_open`` with the same servers
 and no checks, used only when ``<tg>`` has no usable server -- the ALB's *fail open*. Targets are added and removed
