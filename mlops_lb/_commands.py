@@ -9,16 +9,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .serving import serve
 
     if args.llm:
+        from .cli import LLM_FLAGS
         from .serving import EngineParams, serve_llm
 
-        params = EngineParams(
-            max_num_seqs=args.max_num_seqs,
-            prefill_ms_per_token=args.prefill_ms_per_token,
-            decode_ms_per_token=args.decode_ms_per_token,
-            decode_slowdown_per_seq=args.decode_slowdown_per_seq,
-            max_model_len=args.max_model_len,
-            seed=args.seed,
-        )
+        params = EngineParams(**{name: getattr(args, name) for name, _ in LLM_FLAGS})
         serve_llm(
             port=args.port,
             host=args.host,

@@ -24,7 +24,7 @@ __all__ = ["build_parser", "main"]
 
 
 # The LLM emulator's engine flags: one per EngineParams field, whose default is the flag's default.
-_LLM_FLAGS = (
+LLM_FLAGS = (
     ("max_num_seqs", "sequences decoded at once; the rest queue ({:g})"),
     ("prefill_ms_per_token", "prefill time per prompt token ({:g})"),
     ("decode_ms_per_token", "decode time per output token, alone ({:g})"),
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--llm", action="store_true", help="serve the OpenAI-compatible LLM emulator instead of a model"
     )
     defaults = EngineParams()
-    for name, text in _LLM_FLAGS:
+    for name, text in LLM_FLAGS:
         default = getattr(defaults, name)
         llm.add_argument(
             "--" + name.replace("_", "-"), type=type(default), default=default, help=text.format(default)

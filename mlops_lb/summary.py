@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["KIND_LABELS", "Verdict", "html_table", "summary_rows", "text_table", "verdict"]
+__all__ = ["KIND_LABELS", "Verdict", "captioned_table", "html_table", "summary_rows", "text_table", "verdict"]
 
 # What each of the engine's invalid kinds means to the person reading the result.
 KIND_LABELS: dict[str, str] = {
@@ -172,3 +172,17 @@ def html_table(rows: Sequence[tuple[str, str]], *, css_class: str = "mlops-lb-su
             f"<tr><th class='l' style='text-align:left'>{html.escape(k)}</th><td class='l'{style}>{html.escape(v)}</td></tr>"
         )
     return f'<table class="{css_class}">' + "".join(out) + "</table>"
+
+
+def captioned_table(caption: str, rows: Sequence[tuple[str, str]]) -> str:
+    """Key/value rows as a captioned HTML table (escaped): the notebook view of a plan or a replay.
+
+    Example::
+
+        captioned_table("Capacity plan", [("instances", "3")])
+    """
+    cells = "".join(
+        f"<tr><th style='text-align:left'>{html.escape(k)}</th><td style='text-align:left'>{html.escape(v)}</td></tr>"
+        for k, v in rows
+    )
+    return f"<table><caption>{html.escape(caption)}</caption>{cells}</table>"

@@ -33,7 +33,6 @@ Example::
 
 from __future__ import annotations
 
-import html
 import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -193,12 +192,9 @@ class CapacityPlan:
         return f"CapacityPlan(\n{body}\n)"
 
     def _repr_html_(self) -> str:
-        cells = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(k)}</th><td style='text-align:left'>"
-            f"{html.escape(v)}</td></tr>"
-            for k, v in self._lines()
-        )
-        return f"<table><caption>Capacity plan</caption>{cells}</table>"
+        from ..summary import captioned_table
+
+        return captioned_table("Capacity plan", self._lines())
 
 
 def find_knee(rates: Any, p99s: Any) -> int | None:

@@ -28,7 +28,6 @@ Example::
 from __future__ import annotations
 
 import builtins
-import html
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -185,12 +184,9 @@ class ReplayResult:
         return "ReplayResult(" + ", ".join(f"{k}: {v}" for k, v in self._lines()) + ")"
 
     def _repr_html_(self) -> str:
-        cells = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(k)}</th><td style='text-align:left'>"
-            f"{html.escape(v)}</td></tr>"
-            for k, v in self._lines()
-        )
-        return f"<table><caption>What-if replay</caption>{cells}</table>"
+        from ..summary import captioned_table
+
+        return captioned_table("What-if replay", self._lines())
 
 
 def _value_column(pol: TargetTrackingPolicy) -> str:

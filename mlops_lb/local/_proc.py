@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 __all__ = [
     "REAPER_GRACE_S",
@@ -41,6 +42,7 @@ __all__ = [
     "process_start_time",
     "register_dir",
     "register_pgid",
+    "spawn_group",
     "unregister_dir",
     "unregister_pgid",
 ]
@@ -163,6 +165,26 @@ def _load_prctl() -> object | None:
 
 
 _prctl = _load_prctl()
+
+
+def spawn_group(argv: list[str], *, out: Any, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start ``argv`` as the leader of a new process group (so it can be stopped as a group), output to
+    ``out``, stdin closed, with the parent-death signal of :func:`child_preexec`.
+
+    Example::
+
+        proc = spawn_group(["haproxy", "-db", "-f", "h.cfg"], out=subprocess.DEVNULL)
+    """
+    return subprocess.Popen(
+        argv,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=child_preexec,
+        close_fds=True,
+    )
 
 
 def child_preexec() -> None:

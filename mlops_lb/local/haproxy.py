@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import BackendUnavailable, PortInUse, ProvisionError
-from ._proc import child_preexec, port_holder
+from ._proc import port_holder, spawn_group
 
 if TYPE_CHECKING:
     from ..spec import FleetSpec
@@ -210,15 +210,7 @@ class HaproxyProcess:
             self.socket_path.unlink()
         log.info("starting haproxy -f %s", self.config_path)
         with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(
-                [self.binary, "-db", "-f", str(self.config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=child_preexec,
-                close_fds=True,
-            )
+            self.proc = spawn_group([self.binary, "-db", "-f", str(self.config_path)], out=out)
         deadline = time.monotonic() + timeout_s
         api = RuntimeApi(self.socket_path)
         while time.monotonic() < deadline:

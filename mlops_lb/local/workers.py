@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._proc import child_preexec, kill_group, register_pgid, unregister_pgid
+from ._proc import kill_group, register_pgid, spawn_group, unregister_pgid
 
 if TYPE_CHECKING:
     from ..spec import FleetSpec
@@ -156,16 +156,7 @@ class WorkerProcess:
         """Spawn ``argv`` in a new session, with the parent-death signal set (call from a long-lived thread)."""
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
         try:
-            proc = subprocess.Popen(
-                argv,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=child_preexec,
-                close_fds=True,
-            )
+            proc = spawn_group(argv, out=out, env=env)
         finally:
             if log_path:
                 out.close()  # type: ignore[union-attr]
