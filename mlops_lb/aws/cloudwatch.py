@@ -354,20 +354,12 @@ def read_scaling_activities(
                             }
                         )
                 iid = re.search(r"\b(i-[0-9a-f]{8,17})\b", desc)
-                if desc.startswith("Launching"):
+                kind = "launch" if desc.startswith("Launching") else "terminate"
+                if desc.startswith(("Launching", "Terminating")):
                     rows.append(
                         {
                             "timestamp": ts,
-                            "kind": "launch",
-                            "target": iid.group(1) if iid else "",
-                            "detail": detail,
-                        }
-                    )
-                elif desc.startswith("Terminating"):
-                    rows.append(
-                        {
-                            "timestamp": ts,
-                            "kind": "terminate",
+                            "kind": kind,
                             "target": iid.group(1) if iid else "",
                             "detail": detail,
                         }
