@@ -631,7 +631,7 @@ def _scaling(ctx: _Ctx, asg: Any, lb: Mapping[str, Any]) -> Any:
 
     ctx.enter("scaling")
 
-    aws, spec, name = ctx.aws, ctx.spec, ctx.name
+    aws, spec = ctx.aws, ctx.spec
     rps = pulumi.Config().get_float("targetRpsPerTarget")
     target_rps = spec.scaling.target_rps_per_target if rps is None else rps
     resource_label = pulumi.Output.concat(lb["alb"].arn_suffix, "/", lb["tg"].arn_suffix)
@@ -643,57 +643,56 @@ def _scaling(ctx: _Ctx, asg: Any, lb: Mapping[str, Any]) -> Any:
         )
         # The agent's metric, aggregated over the group: AutoScalingGroupName dimension, statistic Average
         # (API_CustomizedMetricSpecification); the target is in-flight requests per target, no unit conversion.
-        aws.autoscaling.Policy(
-            f"{name}-concurrency",
-            autoscaling_group_name=asg.name,
-            policy_type="TargetTrackingScaling",
-            estimated_instance_warmup=spec.scaling.warmup_s,
-            target_tracking_configuration=aws.autoscaling.PolicyTargetTrackingConfigurationArgs(
-                customized_metric_specification=custom(
-                    namespace=CUSTOM_NAMESPACE,
-                    metric_name=CONCURRENCY_METRIC,
-                    statistic="Average",
-                    unit="Count",
-                    metric_dimensions=[dim(name="AutoScalingGroupName", value=asg.name)],
-                ),
-                target_value=float(spec.scaling.target_concurrency_per_target or 0),
-                disable_scale_in=not spec.scaling.scale_in_enabled,
+        _tracking_policy(
+            ctx,
+            asg,
+            "concurrency",
+            customized_metric_specification=custom(
+                namespace=CUSTOM_NAMESPACE,
+                metric_name=CONCURRENCY_METRIC,
+                statistic="Average",
+                unit="Count",
+                metric_dimensions=[dim(name="AutoScalingGroupName", value=asg.name)],
             ),
-            opts=ctx.opts(),
+            target_value=float(spec.scaling.target_concurrency_per_target or 0),
         )
     else:
         _request_policy(ctx, asg, resource_label, target_rps)
     if spec.scaling.cpu_target_percent is not None:
-        aws.autoscaling.Policy(
-            f"{name}-cpu",
-            autoscaling_group_name=asg.name,
-            policy_type="TargetTrackingScaling",
-            estimated_instance_warmup=spec.scaling.warmup_s,
-            target_tracking_configuration=aws.autoscaling.PolicyTargetTrackingConfigurationArgs(
-                predefined_metric_specification=metric(predefined_metric_type="ASGAverageCPUUtilization"),
-                target_value=spec.scaling.cpu_target_percent,
-                disable_scale_in=not spec.scaling.scale_in_enabled,
-            ),
-            opts=ctx.opts(),
+        _tracking_policy(
+            ctx,
+            asg,
+            "cpu",
+            predefined_metric_specification=metric(predefined_metric_type="ASGAverageCPUUtilization"),
+            target_value=spec.scaling.cpu_target_percent,
         )
     return resource_label
 
 
-def _request_policy(ctx: _Ctx, asg: Any, resource_label: Any, target_rps: float) -> None:
-    aws, spec, name = ctx.aws, ctx.spec, ctx.name
-    metric = aws.autoscaling.PolicyTargetTrackingConfigurationPredefinedMetricSpecificationArgs
-    aws.autoscaling.Policy(
-        f"{name}-requests",
+def _tracking_policy(ctx: _Ctx, asg: Any, suffix: str, **tracking: Any) -> Any:
+    """One target-tracking policy ``<name>-<suffix>`` on the group; ``tracking`` names its metric and target."""
+    aws, spec = ctx.aws, ctx.spec
+    return aws.autoscaling.Policy(
+        f"{ctx.name}-{suffix}",
         autoscaling_group_name=asg.name,
         policy_type="TargetTrackingScaling",
         estimated_instance_warmup=spec.scaling.warmup_s,
         target_tracking_configuration=aws.autoscaling.PolicyTargetTrackingConfigurationArgs(
-            predefined_metric_specification=metric(
-                predefined_metric_type="ALBRequestCountPerTarget", resource_label=resource_label
-            ),
-            # ALBRequestCountPerTarget counts per target per *minute*; the spec stores per second.
-            target_value=target_rps * 60.0,
-            disable_scale_in=not spec.scaling.scale_in_enabled,
+            disable_scale_in=not spec.scaling.scale_in_enabled, **tracking
         ),
         opts=ctx.opts(),
+    )
+
+
+def _request_policy(ctx: _Ctx, asg: Any, resource_label: Any, target_rps: float) -> None:
+    metric = ctx.aws.autoscaling.PolicyTargetTrackingConfigurationPredefinedMetricSpecificationArgs
+    _tracking_policy(
+        ctx,
+        asg,
+        "requests",
+        predefined_metric_specification=metric(
+            predefined_metric_type="ALBRequestCountPerTarget", resource_label=resource_label
+        ),
+        # ALBRequestCountPerTarget counts per target per *minute*; the spec stores per second.
+        target_value=target_rps * 60.0,
     )
