@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from _targets import Target, spawn_target
 
 HERE = Path(__file__).resolve().parent
 DELAY_SERVER = HERE / "_delay_server.py"
@@ -31,43 +27,13 @@ AGENT_PORTS = ("metrics_agent_port", "metrics_export_port", "dashboard_agent_lis
 RAY_ENV = {"RAY_agent_register_timeout_ms": "120000", "RAY_raylet_start_wait_time_s": "120"}
 
 
-@dataclass
-class Target:
-    proc: subprocess.Popen[str]
-    port: int
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def count(self) -> int:
-        with urllib.request.urlopen(f"{self.base}/__count", timeout=5) as resp:
-            return int(resp.read())
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
 @pytest.fixture
 def start_target() -> Iterator[Callable[..., Target]]:
     """``start_target(script, --option=value...)``: a test target subprocess; all are stopped afterwards."""
     started: list[Target] = []
 
     def start(script: Path, **options: float) -> Target:
-        args = [sys.executable, str(script)]
-        for k, v in options.items():
-            args += [f"--{k.replace('_', '-')}", str(v)]
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, start_new_session=True)
-        assert proc.stdout is not None
-        t = Target(proc, int(proc.stdout.readline()))
+        t = spawn_target(script, **options)
         started.append(t)
         return t
 
