@@ -4,11 +4,17 @@
 preallocated arrays and module-level constants; splitting it across modules would add lookups per request.)
 
 One engine runs one share of a schedule on one event loop (a thread of ``run_load``, or a worker process).
-The hot path only stamps times and codes into preallocated arrays and appends the index of each finished
+The hot path only stamps times and codes into preallocated arrays and appends the slot of each finished
 request to a list; every few milliseconds the new records are folded into the current interval's HDR
 histograms (microseconds), and once per interval these are handed to a *sink* as a message, together with the
 per-request records of the interval. The loop must never stall for more than a fraction of a millisecond:
 any stall is schedule lag.
+
+Memory does not grow with the run. The share's schedule arrives lazily in chunks
+(:class:`~mlops_lb.load.profiles.ScheduleShare`) and each request lives in a slot of a ring (``j & mask``) from
+the time its chunk is loaded until its record has been handed on: the ring holds about
+``rate x (timeout_s + a chunk)`` requests, whatever the duration. A window wider than the ring (a slow server
+holding requests until their timeout) doubles it once, remapping the slots in flight.
 
 Latency is measured from the *intended* send time (coordinated-omission corrected); service time from the
 actual send; the difference is schedule lag. Requests whose turn comes while every connection is busy wait and
@@ -19,6 +25,7 @@ Messages to the sink (tuples):
 * ``("ready", worker)`` after the connections are open;
 * ``("interval", worker, k, counts, hists, records)`` for interval ``k`` (completion time in ``[kI, (k+1)I)``);
   ``records["target"]`` holds codes into ``records["target_names"]`` (-1: no X-Target-Id);
+* ``("records", worker, records)`` after a Stop, a chunk at a time, for the requests never loaded (unsent);
 * ``("done", worker, records, info)`` once, with the requests never finished (not sent or still in flight);
 * ``("error", worker, text)`` if the engine itself failed.
 """
@@ -35,9 +42,12 @@ import traceback
 import weakref
 from array import array
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .profiles import ScheduleShare
 
 __all__ = [
     "ERROR_KINDS",
@@ -67,6 +77,10 @@ ERROR_KINDS = (
 # response; a broken or timed-out stream is not, although its partial timings stay in its record).
 LATENCY_KINDS = np.zeros(len(ERROR_KINDS), dtype=bool)
 LATENCY_KINDS[[E_OK, E_4XX, E_5XX, E_NO_TOKENS]] = True
+
+# Ring of request slots: the smallest size (2 chunks), and how many requests stay loaded ahead of the next send.
+RING_MIN = 1 << 17
+FEED_AHEAD = 1 << 15
 
 # HDR histograms in microseconds, 1 µs to 1 hour, 3 significant figures.
 HIST_LOWEST_US = 1
@@ -130,11 +144,9 @@ class EngineConfig:
         *,
         host: str,
         port: int,
-        schedule: np.ndarray,
+        share: ScheduleShare,
         requests: Sequence[bytes] | None,
         request_fn: Callable[[int], bytes] | None,
-        index_offset: int,
-        index_stride: int,
         connections: int,
         timeout_s: float,
         interval_s: float,
@@ -144,11 +156,9 @@ class EngineConfig:
     ) -> None:
         self.host = host
         self.port = port
-        self.schedule = schedule
+        self.share = share
         self.requests = requests
         self.request_fn = request_fn
-        self.index_offset = index_offset
-        self.index_stride = index_stride
         self.connections = connections
         self.timeout_s = timeout_s
         self.interval_s = interval_s
@@ -488,6 +498,7 @@ class _Interval:
         # ttft corrected, ttft uncorrected, itl, tpot: created when the first stream shows up
         self.shists: tuple[Any, Any, Any, Any] | None = None
         self.tokens = 0
+        self.offered = 0  # intended in the interval (whether or not sent)
         self.sent = 0
         self.starved = 0
         self.responses = 0
@@ -499,15 +510,19 @@ class _Interval:
 STREAM_KEYS = ("tok_first", "tok_last", "tok_events", "tok_usage", "itl_max")
 
 
+_STREAM_EMPTY = {
+    "tok_first": math.nan,
+    "tok_last": math.nan,
+    "tok_events": 0,
+    "tok_usage": -1,
+    "itl_max": math.nan,
+}
+_STREAM_DTYPES = {"tok_events": np.int32, "tok_usage": np.int32}
+
+
 def stream_defaults(n: int) -> dict[str, np.ndarray]:
     """Stream record columns for ``n`` requests that did not stream (NaN times, -1 usage, 0 events)."""
-    return {
-        "tok_first": np.full(n, math.nan),
-        "tok_last": np.full(n, math.nan),
-        "tok_events": np.zeros(n, np.int32),
-        "tok_usage": np.full(n, -1, np.int32),
-        "itl_max": np.full(n, math.nan),
-    }
+    return {k: np.full(n, v, _STREAM_DTYPES.get(k, np.float64)) for k, v in _STREAM_EMPTY.items()}
 
 
 def concat_records(chunks: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -518,34 +533,27 @@ def concat_records(chunks: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndar
     return {key: np.concatenate([c[key] for c in full]) for key in full[0] if key != "target_names"}
 
 
+# The per-request record columns of the ring, with the value of an empty slot (unsent, unanswered).
+_RING_EMPTY = {"sent": math.nan, "done": math.nan, "status": 0, "err": 0, "bytes": 0, "target": -1}
+
+
 class _Engine:
     def __init__(self, cfg: EngineConfig, sink: Callable[[tuple], None], stop: Any) -> None:
         self.cfg = cfg
         self.sink = sink
         self.stop_flag = stop
-        sched = np.ascontiguousarray(cfg.schedule, dtype=np.float64)
-        n = len(sched)
-        self.n = n
-        self.sched = sched
-        # The hot path reads intended times one at a time: a memoryview yields Python floats without the 24 bytes
-        # per request a list of floats would hold for the whole run.
-        self.sched_list: Any = memoryview(sched) if n else []  # type: ignore[arg-type]
-        # The hot path writes into array.array (a store costs a third of a numpy scalar store); the interval
-        # work reads the same memory through zero-copy numpy views.
-        self.sent = array("d", [math.nan]) * n
-        self.done = array("d", [math.nan]) * n
-        self.status = array("h", [0]) * n
-        self.err = array("b", [0]) * n
-        self.nbytes = array("q", [0]) * n
-        self.target = array("i", [-1]) * n
-        self.np_sent = np.frombuffer(self.sent, dtype=np.float64) if n else np.zeros(0)
-        self.np_done = np.frombuffer(self.done, dtype=np.float64) if n else np.zeros(0)
-        self.np_status = np.frombuffer(self.status, dtype=np.int16) if n else np.zeros(0, np.int16)
-        self.np_err = np.frombuffer(self.err, dtype=np.int8) if n else np.zeros(0, np.int8)
-        self.np_nbytes = np.frombuffer(self.nbytes, dtype=np.int64) if n else np.zeros(0, np.int64)
-        self.np_target = np.frombuffer(self.target, dtype=np.int32) if n else np.zeros(0, np.int32)
+        self.source = cfg.share.chunks()
+        self.exhausted = False
+        self.fed = 0  # requests loaded into the ring; local sequence numbers 0..fed-1
+        self.low = 0  # every request below it was handed on: its slot is free
+        self.offered = 0  # requests intended before the last absorb's ``upto``
+        self.last_due = 0.0
+        self.total_sent = 0
+        self.cap = 0
+        self.mask = 0
         # token timing of streamed responses: allocated when the first one arrives (see ensure_stream_arrays)
         self.stream: dict[str, np.ndarray] | None = None
+        self._alloc(RING_MIN)
         self.gaps: list[float] = []
         self.targets: dict[bytes, int] = {}
         self.target_names: list[str] = []
@@ -575,6 +583,135 @@ class _Engine:
         self.absorbed_completed = 0
         self.absorbed_sent = 0
         self.absorbed_starved = 0
+        self.feed()
+
+    # ---------------------------------------------------------------- the ring
+    def _alloc(self, cap: int) -> None:
+        """Fresh ring arrays of ``cap`` slots (a power of two), every slot empty."""
+        self.cap, self.mask = cap, cap - 1
+        # The hot path writes into array.array (a store costs a third of a numpy scalar store) and reads intended
+        # times through a memoryview (Python floats without a list); interval work uses zero-copy numpy views.
+        self.sent = array("d", [math.nan]) * cap
+        self.done = array("d", [math.nan]) * cap
+        self.status = array("h", [0]) * cap
+        self.err = array("b", [0]) * cap
+        self.nbytes = array("q", [0]) * cap
+        self.target = array("i", [-1]) * cap
+        self.np_sent = np.frombuffer(self.sent, dtype=np.float64)
+        self.np_done = np.frombuffer(self.done, dtype=np.float64)
+        self.np_status = np.frombuffer(self.status, dtype=np.int16)
+        self.np_err = np.frombuffer(self.err, dtype=np.int8)
+        self.np_nbytes = np.frombuffer(self.nbytes, dtype=np.int64)
+        self.np_target = np.frombuffer(self.target, dtype=np.int32)
+        self.sched = np.zeros(cap)
+        self.sched_list: Any = memoryview(self.sched)  # type: ignore[arg-type]
+        self.gidx = np.zeros(cap, np.int64)
+        self.fin = np.zeros(cap, np.int8)  # 1: the slot's record was absorbed
+        if self.stream is not None:
+            self.stream = stream_defaults(cap)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The ring's record columns by record name (numpy views), every one with an :data:`_RING_EMPTY` value."""
+        return {
+            "sent": self.np_sent,
+            "done": self.np_done,
+            "status": self.np_status,
+            "err": self.np_err,
+            "bytes": self.np_nbytes,
+            "target": self.np_target,
+        }
+
+    def spans(self, a: int, b: int) -> list[slice]:
+        """The slot slices of requests ``a..b-1`` (at most two: the range may wrap around the ring)."""
+        if b <= a:
+            return []
+        s, e = a & self.mask, b & self.mask
+        if s < e:
+            return [slice(s, e)]
+        return [slice(s, self.cap), slice(0, e)] if e else [slice(s, self.cap)]
+
+    def slots(self, a: int, b: int) -> np.ndarray:
+        """The slots of requests ``a..b-1``, as an index array."""
+        return np.arange(a, max(a, b), dtype=np.int64) & self.mask
+
+    def count_due(self, a: int, upto: float, side: str = "left") -> int:
+        """How many of the loaded requests from ``a`` on are intended before ``upto`` (or at it: side="right")."""
+        n = 0
+        for sl in self.spans(a, self.fed):
+            seg = self.sched[sl]
+            k = int(np.searchsorted(seg, upto, side="right" if side == "right" else "left"))
+            n += k
+            if k < len(seg):
+                break
+        return n
+
+    def feed(self) -> None:
+        """Load the share's next chunk into free slots; the ring doubles when the live window outgrows it."""
+        try:
+            idx, offs = next(self.source)
+        except StopIteration:
+            self.exhausted = True
+            return
+        m = len(idx)
+        self.advance_low()
+        if self.fed + m - self.low > self.cap:
+            self.grow(self.fed + m - self.low)
+        a, b = self.fed, self.fed + m
+        pos = 0
+        for sl in self.spans(a, b):
+            k = sl.stop - sl.start
+            self.sched[sl] = offs[pos : pos + k]
+            self.gidx[sl] = idx[pos : pos + k]
+            pos += k
+            for name, col in self.columns().items():
+                col[sl] = _RING_EMPTY[name]
+            self.fin[sl] = 0
+            if self.stream is not None:
+                for key, empty in _STREAM_EMPTY.items():
+                    self.stream[key][sl] = empty
+        self.fed = b
+        self.last_due = float(offs[-1])
+
+    def advance_low(self) -> None:
+        """Move ``low`` past the requests whose records were handed on (sent or given up, and absorbed)."""
+        # ``offered`` and ``absorbed_sent`` are where absorb reads next: the slots from there on stay
+        hi = min(self.absorbed_sent, self.offered)
+        if hi <= self.low:
+            return
+        fin = self.fin[self.slots(self.low, hi)]
+        open_ = np.flatnonzero(fin == 0)
+        self.low += int(open_[0]) if len(open_) else len(fin)
+
+    def grow(self, need: int) -> None:
+        """Double the ring until ``need`` slots fit; the live requests and every slot held elsewhere move."""
+        old_mask, old_cap, lo = self.mask, self.cap, self.low
+        cap = old_cap
+        while cap < need:
+            cap *= 2
+        live_old = self.slots(lo, self.fed)
+        saved = {name: col[live_old] for name, col in self.columns().items()}
+        sched, gidx, fin = self.sched[live_old], self.gidx[live_old], self.fin[live_old]
+        stream = {k: v[live_old] for k, v in self.stream.items()} if self.stream is not None else None
+        self._alloc(cap)
+        live = self.slots(lo, self.fed)
+        for name, col in self.columns().items():
+            col[live] = saved[name]
+        self.sched[live], self.gidx[live], self.fin[live] = sched, gidx, fin
+        if stream is not None and self.stream is not None:
+            for k, v in stream.items():
+                self.stream[k][live] = v
+        base = lo & old_mask
+
+        def moved(slot: int) -> int:
+            return (lo + ((slot - base) & old_mask)) & self.mask
+
+        for conn in self.conns:
+            if conn.req >= 0:
+                conn.req = moved(conn.req)
+        del self.completed[: self.absorbed_completed]
+        self.absorbed_completed = 0
+        self.completed = [moved(x) for x in self.completed]
+        log.debug("load engine %d: ring grew from %d to %d slots", self.cfg.worker, old_cap, cap)
 
     def clock(self) -> float:
         """Seconds since schedule offset 0."""
@@ -582,7 +719,7 @@ class _Engine:
 
     def ensure_stream_arrays(self) -> None:
         if self.stream is None:
-            self.stream = stream_defaults(self.n)
+            self.stream = stream_defaults(self.cap)
 
     # ---------------------------------------------------------------- hot path
     def find_target(self, data: bytes, end: int) -> int:
@@ -631,8 +768,8 @@ class _Engine:
             st["itl_max"][i] = sp.maxgap if sp.events > 1 else math.nan
         self.completed.append(i)
 
-    def payload(self, j: int) -> bytes:
-        gi = self.cfg.index_offset + j * self.cfg.index_stride
+    def payload(self, slot: int) -> bytes:
+        gi = int(self.gidx[slot])  # the request's index in the whole schedule, whichever share sends it
         if self.reqs is not None:
             return self.reqs[gi % self.nreqs]
         assert self.cfg.request_fn is not None
@@ -649,7 +786,8 @@ class _Engine:
     def release(self, conn: _Conn, now: float) -> None:
         """A connection became free at ``now``: give it the next due request at once, or park it."""
         j = self.next
-        if j < self.n and not self.stopping and self.sched_list[j] <= now:
+        slot = j & self.mask
+        if j < self.fed and not self.stopping and self.sched_list[slot] <= now:
             self.next = j + 1
             if not self.idle:
                 # a request that was due while every connection was busy: the fleet, not the generator, held it
@@ -657,58 +795,64 @@ class _Engine:
             tr = conn.transport
             fixed = self.fixed
             if tr is not None and fixed is not None:
-                conn.req = j
-                self.sent[j] = now
+                conn.req = slot
+                self.sent[slot] = now
                 tr.write(fixed)
             else:
-                self.send(conn, j, now)
+                self.send(conn, slot, now)
         else:
             self.idle.append(conn)
 
-    def send(self, conn: _Conn, j: int, now: float) -> None:
-        conn.req = j
-        self.sent[j] = now
+    def send(self, conn: _Conn, slot: int, now: float) -> None:
+        conn.req = slot
+        self.sent[slot] = now
         tr = conn.transport
         if tr is not None:
-            tr.write(self.payload(j))
+            tr.write(self.payload(slot))
         else:
-            self.spawn(self.connect_and_send(conn, j))
+            self.spawn(self.connect_and_send(conn))
 
     def tick(self) -> None:
         """Send every request that is due and has a free connection, then sleep until the next one is due."""
         if self.stopping:
             return
+        if not self.exhausted and self.fed - self.next < FEED_AHEAD:
+            self.feed()  # before the arrays are bound below: feeding may grow the ring
         perf = self.perf
         t0 = self.t0
         sched = self.sched_list
-        n = self.n
+        mask = self.mask
+        n = self.fed
         idle = self.idle
         sent = self.sent
         fixed = self.fixed
         j = self.next
         now = perf() - t0
-        while j < n and idle and sched[j] <= now:
+        while j < n and idle and sched[j & mask] <= now:
             self.next = j + 1
+            slot = j & mask
             conn = idle.pop()
             tr = conn.transport
             if tr is not None and tr.is_closing():
                 # closed by the server, its connection_lost still queued: writing would raise in uvloop
                 conn, tr = self.replace_closed(conn), None
             if tr is not None and fixed is not None:
-                conn.req = j
-                sent[j] = now
+                conn.req = slot
+                sent[slot] = now
                 tr.write(fixed)
             else:
-                self.send(conn, j, now)
+                self.send(conn, slot, now)
             j += 1
             now = perf() - t0  # each stamp is the moment its bytes go to the transport
-        if j >= n:
-            return
         assert self.loop is not None
+        if j >= n:
+            if not self.exhausted:
+                self.loop.call_soon(self.tick)  # more of the share is still to be loaded
+            return
         # While all connections are busy, completions send due requests and the tick only needs to come back for
         # idle connections. uvloop timers have millisecond resolution and a shorter delay spins the loop at
         # 100 % CPU, so wake at least 1 ms later: requests due within that millisecond go out together.
-        delay = sched[j] - now if idle else 0.001
+        delay = sched[j & mask] - now if idle else 0.001
         self.loop.call_later(min(max(delay, 0.001), 0.05), self.tick)
 
     # ---------------------------------------------------------------- connections
@@ -734,9 +878,11 @@ class _Engine:
         else:
             self.idle.append(conn)
 
-    async def connect_and_send(self, conn: _Conn, j: int) -> None:
+    async def connect_and_send(self, conn: _Conn) -> None:
         ok = await self.open_conn(conn)
-        if conn.req != j:
+        # conn.req is read after the wait: a ring that grew meanwhile moved the request to another slot
+        j = conn.req
+        if j < 0:
             # timed out, stopped or otherwise accounted for while connecting: drop what just opened
             if conn.transport is not None:
                 conn.dead = True
@@ -783,13 +929,14 @@ class _Engine:
     def expire_waiting(self, upto: float, code: int) -> None:
         """Give up the unsent requests intended before offset ``upto``: they never got a connection in time."""
         j0 = self.next
-        j1 = int(np.searchsorted(self.sched, upto, side="right"))
+        j1 = j0 + self.count_due(j0, upto, side="right")
         if j1 <= j0:
             return
         self.next = j1
-        self.np_done[j0:j1] = self.clock()
-        self.np_err[j0:j1] = code
-        self.completed.extend(range(j0, j1))
+        slots = self.slots(j0, j1)
+        self.np_done[slots] = self.clock()
+        self.np_err[slots] = code
+        self.completed.extend(slots.tolist())
 
     def end_in_flight(self, code: int) -> None:
         """The run is over: requests still in flight end as ``code`` (timeout, or cancelled on Stop)."""
@@ -802,7 +949,7 @@ class _Engine:
         """Per-request arrays of ``idx``; targets as codes into ``target_names`` (named by the collector)."""
         w = self.cfg
         rec = {
-            "index": w.index_offset + idx.astype(np.int64) * w.index_stride,
+            "index": self.gidx[idx],
             "intended": self.sched[idx],
             "sent": self.np_sent[idx],
             "done": self.np_done[idx],
@@ -815,6 +962,18 @@ class _Engine:
         if self.stream is not None:
             for key, arr in self.stream.items():
                 rec[key] = arr[idx]
+        return rec
+
+    def unsent_records(self, idx: np.ndarray, offs: np.ndarray) -> dict[str, Any]:
+        """Records of requests never loaded into the ring (a Stop came before their turn)."""
+        n = len(idx)
+        rec: dict[str, Any] = {"index": idx, "intended": offs}
+        for name, col in self.columns().items():
+            rec[name] = np.full(n, _RING_EMPTY[name], col.dtype)
+        rec["worker"] = np.full(n, self.cfg.worker, dtype=np.int16)
+        if self.stream is not None:
+            rec.update(stream_defaults(n))
+        rec["target_names"] = list(self.target_names)
         return rec
 
     def absorb(self, upto: float, final: bool = False) -> None:
@@ -843,20 +1002,29 @@ class _Engine:
                 cur.chunks.append(self.records(idx))
                 if self.stream is not None:
                     self.absorb_streams(idx[err == E_OK])
+                self.fin[idx] = 1
         if self.gaps:
             self.absorb_gaps()
         s0 = self.absorbed_sent
         s1 = self.next
+        slots = self.slots(s0, s1)
         if not final and s1 > s0:
-            seg = self.np_sent[s0:s1]
+            seg = self.np_sent[slots]
             # send stamps rise with the index, except NaN where a request expired unsent (absorbed with the rest)
             early = (seg < upto) | np.isnan(seg)
-            s1 = s0 + (len(seg) if early.all() else int(np.argmin(early)))
+            if not early.all():
+                s1 = s0 + int(np.argmin(early))
+                slots = slots[: s1 - s0]
         if s1 > s0:
             self.absorbed_sent = s1
-            lag = self.np_sent[s0:s1] - self.sched[s0:s1]
-            fold(cur.hists[2], lag[~np.isnan(lag)])  # expired requests were never sent
-            cur.sent += int(np.count_nonzero(~np.isnan(lag)))
+            lag = self.np_sent[slots] - self.sched[slots]
+            lag = lag[~np.isnan(lag)]  # expired requests were never sent
+            fold(cur.hists[2], lag)
+            cur.sent += len(lag)
+            self.total_sent += len(lag)
+        due = self.count_due(self.offered, upto)
+        self.offered += due
+        cur.offered += due
         cur.starved += self.starved - self.absorbed_starved
         self.absorbed_starved = self.starved
         if self.absorbed_completed > 65536:
@@ -896,12 +1064,8 @@ class _Engine:
     def emit_interval(self, upto: float) -> None:
         """Send interval ``self.k`` (everything absorbed so far, ending at offset ``upto``) to the sink."""
         cur = self.cur
-        lo = self.k * self.cfg.interval_s
-        offered = int(
-            np.searchsorted(self.sched, upto, side="left") - np.searchsorted(self.sched, lo, side="left")
-        )
         counts = {
-            "offered": offered,
+            "offered": cur.offered,
             "sent": cur.sent,
             "responses": cur.responses,
             "ok": int(cur.err[E_OK]),
@@ -947,8 +1111,6 @@ class _Engine:
             await asyncio.sleep(delay)
         self.started = True
         self.tick()
-        last_due = float(self.sched[-1]) if self.n else 0.0
-        hard_end = last_due + self.cfg.timeout_s + 0.01
         drain_deadline = float("inf")
         sweep_every = min(0.05, self.cfg.timeout_s / 4)
         next_sweep = sweep_every
@@ -961,6 +1123,10 @@ class _Engine:
                 self.emit_interval(boundary)
                 continue
             self.absorb(now)
+            if not self.exhausted and self.fed - self.next < FEED_AHEAD and not self.stopping:
+                self.feed()
+            # the last request's time is known once the share is loaded whole
+            hard_end = self.last_due + self.cfg.timeout_s + 0.01 if self.exhausted else math.inf
             if now >= next_sweep:
                 self.sweep_timeouts()
                 next_sweep = now + sweep_every
@@ -968,7 +1134,7 @@ class _Engine:
                 self.stopping = True
                 # requests due but still waiting for a connection when the Stop came
                 self.expire_waiting(now, E_CANCELLED)
-            sending_over = self.stopping or self.next >= self.n
+            sending_over = self.stopping or (self.exhausted and self.next >= self.fed)
             if sending_over:
                 if self.send_end != self.send_end:  # NaN: first time here
                     self.send_end = now
@@ -992,7 +1158,8 @@ class _Engine:
         self.stopping = True  # connections replaced from here on must not take requests
         self.absorb(end, final=True)
         self.emit_interval(end)
-        unfinished = np.flatnonzero(np.isnan(self.np_done))  # every ending stamps done
+        live = self.slots(self.low, self.fed)
+        unfinished = live[np.isnan(self.np_done[live])]  # every ending stamps done
         await self.cancel_tasks()
         for conn in list(self.conns):
             if conn.transport is not None:
@@ -1001,9 +1168,13 @@ class _Engine:
         for tr in list(self.transports):
             if not tr.is_closing():
                 tr.abort()
+        scheduled = self.fed
+        for idx, offs in self.source:  # never loaded (a Stop came first): their records say unsent
+            scheduled += len(idx)
+            self.sink(("records", self.cfg.worker, self.unsent_records(idx, offs)))
         info = {
-            "sent": int(np.count_nonzero(~np.isnan(self.np_sent))),
-            "scheduled": int(self.n),
+            "sent": int(self.total_sent),
+            "scheduled": int(scheduled),
             "send_end": float(self.send_end if self.send_end == self.send_end else end),
             "end": float(end),
             "stopped": bool(self.stop_flag.is_set()),

@@ -8,10 +8,10 @@ same engine as ``workers=N`` (:func:`mlops_lb.load._engine.run_engine`) on its s
 driver runs the same collector (``_Run._collect``) that merges interval HDR histograms (sent encoded) and
 record parts exactly: the merged p99 is the p99 of every request, never an average of per-shard p99s.
 
-* **Schedule.** Shard ``k`` of ``N`` is :func:`mlops_lb.load.profiles.shard_indices`: Poisson arrivals are
-  thinned at random (each shard is Poisson at rate/N), uniform ones interleaved. Every actor draws the
-  profile's schedule itself (nothing large crosses the network) and reports its share's size, which the driver
-  checks against its own draw.
+* **Schedule.** Shard ``k`` of ``N`` is :class:`mlops_lb.load.profiles.ScheduleShare`: Poisson arrivals are
+  thinned at random (each shard is Poisson at rate/N), uniform ones interleaved. Every actor draws its share
+  lazily, a chunk at a time (nothing large crosses the network or sits in memory), and reports its share's
+  size, which the driver checks against its own count.
 * **Start.** Actors connect first; when every shard is ready the driver picks one wall-clock epoch a little in
   the future and sends it to all (node clocks must agree: NTP/chrony, as on EC2).
 * **Messages.** The engine's sink is a local ``queue.Queue``: no Ray call happens on the engine's loop. The
@@ -41,13 +41,13 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from ..errors import BackendUnavailable, LoadTestError, SpecError
+from .profiles import ScheduleShare
 
 if TYPE_CHECKING:
     from .runner import _Run
@@ -142,27 +142,16 @@ class _Shard:
         self._go = threading.Event()
         self._epoch = 0.0
         self._cfg: Any = None
-        self._glob: np.ndarray = np.zeros(0, np.int64)
 
-    def setup(self, cfg: Any, profile: Any, k: int, n: int) -> dict[str, Any]:
-        from .profiles import shard_indices
-
-        sched = profile.schedule()
-        glob = shard_indices(profile, k, n, sched)
-        cfg.schedule = sched[glob]
-        del sched
-        # Local positions go through the engine; records and payloads are mapped to the global index here.
-        cfg.index_offset, cfg.index_stride = 0, 1
-        if cfg.request_fn is not None or (cfg.requests is not None and len(cfg.requests) > 1):
-            cfg.request_fn = _GlobalPayload(glob, cfg.request_fn, cfg.requests)
-            cfg.requests = None
+    def setup(self, cfg: Any) -> dict[str, Any]:
+        # The engine draws its share lazily; counting it here checks this node draws what the driver drew.
+        size = cfg.share.sizes()[cfg.share.k]
         self._cfg = cfg
-        self._glob = glob
         import ray
 
         ctx = ray.get_runtime_context()
         return {
-            "size": len(glob),
+            "size": size,
             "pid": os.getpid(),
             "node": ctx.get_node_id(),
             "host": socket.gethostname(),
@@ -193,14 +182,7 @@ class _Shard:
                 msgs.append(self._out.get_nowait())
             except queue_mod.Empty:
                 break
-        return [self._globalize(m) for m in msgs]
-
-    def _globalize(self, msg: tuple) -> tuple:
-        # Record parts are the dicts carrying "index" (found by shape, so new message fields pass through).
-        for part in msg:
-            if isinstance(part, dict) and "index" in part and len(part["index"]):
-                part["index"] = self._glob[part["index"]]
-        return msg
+        return msgs
 
     def go(self, epoch: float) -> None:
         self._epoch = epoch
@@ -211,22 +193,6 @@ class _Shard:
         if not self._go.is_set():  # not started yet: start at once, see the stop, report an empty share
             self._epoch = time.time()
             self._go.set()
-
-
-class _GlobalPayload:
-    """``j -> request bytes`` of shard position ``j``, built for the request's global index (picklable)."""
-
-    def __init__(self, glob: np.ndarray, fn: Callable[[int], bytes] | None, requests: Sequence[bytes] | None):
-        self.glob = glob
-        self.fn = fn
-        self.requests = list(requests) if requests is not None else None
-
-    def __call__(self, j: int) -> bytes:
-        g = int(self.glob[j])
-        if self.requests is not None:
-            return self.requests[g % len(self.requests)]
-        assert self.fn is not None
-        return self.fn(g)
 
 
 # --------------------------------------------------------------------------- the driver side
@@ -444,16 +410,10 @@ def execute_shards(run: _Run) -> None:
         else:
             strategies = ["SPREAD" if run.placement == "spread" else "DEFAULT"] * n
         actors = [remote.options(scheduling_strategy=s).remote() for s in strategies]  # type: ignore[attr-defined]
-        expected = _expected_sizes(run, n)
-        cfgs = [run._config(k, encode=True) for k in range(n)]
-        for cfg in cfgs:
-            cfg.schedule = np.zeros(0)  # drawn by the actor itself
+        expected = ScheduleShare(run.profile, 0, n).sizes()
         try:
             infos = ray.get(
-                [
-                    a.setup.remote(cfg, run.profile, k, n)
-                    for k, (a, cfg) in enumerate(zip(actors, cfgs, strict=True))
-                ],
+                [a.setup.remote(run._config(k, encode=True)) for k, a in enumerate(actors)],
                 timeout=STARTUP_TIMEOUT_S,
             )
         except ray.exceptions.GetTimeoutError as exc:
@@ -499,12 +459,6 @@ def execute_shards(run: _Run) -> None:
         if owned:
             with contextlib.suppress(Exception):
                 ray.shutdown()
-
-
-def _expected_sizes(run: _Run, n: int) -> list[int]:
-    from .profiles import shard_indices
-
-    return [len(shard_indices(run.profile, k, n, run.schedule)) for k in range(n)]
 
 
 def _rows(infos: list[dict[str, Any]], t: _Transport, sizes: list[int]) -> list[dict[str, Any]]:

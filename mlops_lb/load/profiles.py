@@ -60,11 +60,13 @@ __all__ = [
     "PiecewiseProfile",
     "RampProfile",
     "RateProfile",
+    "ScheduleShare",
     "SpikeProfile",
     "StepProfile",
     "SweepProfile",
     "TraceProfile",
     "constant",
+    "due_before",
     "make_profile",
     "piecewise",
     "profile_from_dict",
@@ -82,8 +84,9 @@ log = logging.getLogger(__name__)
 ARRIVALS = ("uniform", "poisson")
 MAX_RPS = 1_000_000.0
 MAX_DURATION_S = 7 * 24 * 3600.0
-# A run keeps per-request result arrays (~60 bytes a request) even though the schedule is produced lazily.
-MAX_REQUESTS = 50_000_000
+# The engine keeps only a window of requests in memory, so this bounds the run's disk use (records stream to
+# parquet at about 30 bytes a request) and the time to count the schedule before the start, not its RAM.
+MAX_REQUESTS = 500_000_000
 CHUNK = 65536
 # The vocabulary of the CLI (--rps, --start-rps, --duration-s) and the load widget: see make_profile.
 _RATE_WORDS = frozenset({"rps", "start_rps", "duration_s"})
@@ -380,14 +383,96 @@ from .shapes import (  # noqa: E402
 from .trace import TraceProfile, trace  # noqa: E402
 
 
-def shard_indices(profile: LoadProfile, k: int, n: int, schedule: np.ndarray | None = None) -> np.ndarray:
-    """Indices into ``profile.schedule()`` of shard ``k`` of ``n`` independent shards at rate/``n`` each.
+@dataclass(frozen=True)
+class ScheduleShare:
+    """Share ``k`` of ``n`` of a profile's schedule, produced lazily as ``(global index, intended offset)`` chunks.
 
-    Poisson arrivals are *thinned*: each request joins one shard at random (seeded by the profile's seed), and
-    independent thinning of a Poisson process gives independent Poisson processes, so every shard stays Poisson.
-    Interleaving (every n-th request) would make each shard Erlang-n, far more regular than Poisson. Uniform
-    and trace arrivals are interleaved, which keeps each shard evenly spaced. The shards together are exactly
-    the unsharded schedule, whatever ``n``.
+    What one engine sends: ``workers=N`` processes and Ray shards each get one share, and nothing larger than a
+    chunk is ever held, so memory does not grow with the run. Poisson arrivals are *thinned*: each request joins
+    one share at random (seeded by the profile's seed and ``n``), and independent thinning of a Poisson process
+    gives independent Poisson processes, so every share is Poisson at rate/``n``; interleaving (every n-th
+    request) would make each share Erlang-n, far more regular than Poisson. Uniform and trace arrivals are
+    interleaved, which keeps each share evenly spaced. The shares together are exactly the unshared schedule.
+
+    Example::
+
+        p = constant(1000, 10, arrival="poisson", seed=3)
+        share = ScheduleShare(p, 1, 4)
+        sum(len(i) for i, _ in share.chunks())        # about 2,500: a quarter of the 10k requests
+        share.sizes()                                  # [2511, 2483, ...]: the size of every share, one pass
+    """
+
+    profile: LoadProfile
+    k: int = 0
+    n: int = 1
+
+    def __post_init__(self) -> None:
+        check_int("n", self.n, 1)
+        check_int("k", self.k, 0, self.n - 1)
+
+    def _owners(self) -> Any:
+        import numpy as np
+
+        if self.n > 1 and self.profile.arrival == "poisson":
+            return np.random.default_rng([self.profile.seed, self.n, 0x5EED])
+        return None
+
+    def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(index, offsets)`` arrays of this share, in schedule order: ``index`` into the whole schedule."""
+        import numpy as np
+
+        rng = self._owners()
+        base = 0
+        # Drawn at the fixed CHUNK so that every share (and sizes()) sees the same owner draws.
+        for part in self.profile.iter_schedule(CHUNK):
+            m = len(part)
+            if self.n == 1:
+                pos = np.arange(m)
+            elif rng is not None:
+                pos = np.flatnonzero(rng.integers(0, self.n, size=m) == self.k)
+            else:
+                pos = np.arange((self.k - base) % self.n, m, self.n)
+            if len(pos):
+                yield pos + base, part[pos]
+            base += m
+
+    def sizes(self) -> list[int]:
+        """How many requests each of the ``n`` shares holds (one pass over the schedule, nothing kept)."""
+        import numpy as np
+
+        counts = np.zeros(self.n, np.int64)
+        rng = self._owners()
+        base = 0
+        for part in self.profile.iter_schedule(CHUNK):
+            m = len(part)
+            if rng is not None:
+                counts += np.bincount(rng.integers(0, self.n, size=m), minlength=self.n)
+            else:
+                first = (np.arange(self.n) - base) % self.n
+                counts += np.maximum(0, (m - first + self.n - 1) // self.n)
+            base += m
+        return [int(c) for c in counts]
+
+
+def due_before(profile: LoadProfile, horizon: float) -> int:
+    """How many of ``profile``'s requests are intended at or before offset ``horizon`` (reads only what it needs).
+
+    Example::
+
+        due_before(constant(100, 10), 2.0)     # 201
+    """
+    import numpy as np
+
+    n = 0
+    for part in profile.iter_schedule(CHUNK):
+        n += int(np.searchsorted(part, horizon, side="right"))
+        if len(part) and part[-1] > horizon:
+            break
+    return n
+
+
+def shard_indices(profile: LoadProfile, k: int, n: int) -> np.ndarray:
+    """Indices into ``profile.schedule()`` of share ``k`` of ``n`` (see :class:`ScheduleShare`), in one array.
 
     Example::
 
@@ -396,10 +481,5 @@ def shard_indices(profile: LoadProfile, k: int, n: int, schedule: np.ndarray | N
     """
     import numpy as np
 
-    sched = profile.schedule() if schedule is None else schedule
-    if n == 1:
-        return np.arange(len(sched))
-    if profile.arrival == "poisson":
-        owner = np.random.default_rng([profile.seed, n, 0x5EED]).integers(0, n, size=len(sched))
-        return np.flatnonzero(owner == k)
-    return np.arange(k, len(sched), n)
+    parts = [idx for idx, _ in ScheduleShare(profile, k, n).chunks()]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)

@@ -41,7 +41,7 @@ import numpy as np
 from .._validate import check_int, check_num
 from ..errors import LoadTestError, SpecError, StorageError
 from ._engine import ERROR_KINDS, EngineConfig, run_engine, worker_main
-from .profiles import LoadProfile
+from .profiles import LoadProfile, ScheduleShare, due_before
 from .result import (
     SLO_KEYS,
     LoadResult,
@@ -299,8 +299,8 @@ class _Run:
         self.bundle = bundle
         self.bundle_error: StorageError | None = None
         self._starved = 0
-        self.schedule = profile.schedule()
-        self.scheduled = len(self.schedule)
+        # Counted in one pass over the lazily drawn schedule; the engines draw their shares themselves.
+        self.scheduled = ScheduleShare(profile).sizes()[0]
         self.epoch = 0.0
         self.stop_reason = ""
         self.rows: list[dict[str, Any]] = []
@@ -335,11 +335,9 @@ class _Run:
         return EngineConfig(
             host=self.host,
             port=self.port,
-            schedule=self.schedule[w::n],
+            share=ScheduleShare(self.profile, w, n),
             requests=self.requests,
             request_fn=self.request_fn,
-            index_offset=w,
-            index_stride=n,
             connections=per_worker,
             timeout_s=self.timeout_s,
             interval_s=self.interval_s,
@@ -547,6 +545,8 @@ class _Run:
             self._pending.setdefault(k, {})[w] = (counts, hists)
             self._add_records(w, rec)
             self._flush()
+        elif kind == "records":
+            self._add_records(w, msg[2])
         elif kind == "done":
             _, _, rec, info = msg
             self._add_records(w, rec)
@@ -709,7 +709,7 @@ class _Run:
         send_ends = [d["send_end"] for d in self._done.values()]
         if stopped and send_ends:
             horizon = max(send_ends)
-            due = int(np.searchsorted(self.schedule, horizon, side="right"))
+            due = due_before(self.profile, horizon)
             duration = horizon
         else:
             due = self.scheduled
@@ -717,9 +717,10 @@ class _Run:
         if not stopped and not self.stop_reason:
             self.stop_reason = self.profile.done_reason(self._steps)
         lost: dict[int, int] = {}
+        if self._dead and not self.shard_sizes:
+            self.shard_sizes = dict(enumerate(ScheduleShare(self.profile, 0, self.workers).sizes()))
         for w in self._dead:
-            share = self.shard_sizes.get(w, len(self.schedule[w :: self.workers]))
-            lost[w] = share - self._received.get(w, 0)
+            lost[w] = self.shard_sizes[w] - self._received.get(w, 0)
         if self._dead and not self.stop_reason:
             self.stop_reason = "a worker died"
         return LoadResult(

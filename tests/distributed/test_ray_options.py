@@ -13,7 +13,7 @@ import pytest
 
 from mlops_lb.errors import BackendUnavailable, LoadTestError, SpecError
 from mlops_lb.load import constant, run_load
-from mlops_lb.load.profiles import shard_indices, trace
+from mlops_lb.load.profiles import ScheduleShare, shard_indices, trace
 
 BODY = [b"{}"]
 
@@ -60,28 +60,20 @@ def test_unreachable_ray_address_fails_fast():
         )
 
 
-def test_shard_payloads_use_the_global_index():
-    """Shard position j builds the body of global request glob[j]: bodies match an unsharded run's."""
-    from mlops_lb.load.distributed import _GlobalPayload
-
-    glob = np.array([1, 4, 7])
-    assert [_GlobalPayload(glob, lambda i: b"%d" % i, None)(j) for j in range(3)] == [b"1", b"4", b"7"]
-    assert [_GlobalPayload(glob, None, [b"a", b"b"])(j) for j in range(3)] == [b"b", b"a", b"b"]
-
-
 class TestShardSchedules:
     def test_shards_partition_the_schedule(self):
         p = constant(2000, 5, arrival="poisson", seed=3)
         sched = p.schedule()
         parts = [shard_indices(p, k, 4) for k in range(4)]
         assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(len(sched)))
-        assert [len(x) for x in parts] == [len(shard_indices(p, k, 4, sched)) for k in range(4)]  # repeatable
+        assert [len(x) for x in parts] == [len(shard_indices(p, k, 4)) for k in range(4)]  # repeatable
+        assert [len(x) for x in parts] == ScheduleShare(p, 0, 4).sizes()  # counted without drawing the parts
 
     def test_poisson_shards_stay_poisson(self):
         """Thinned shards keep exponential gaps (CV ~ 1); interleaving every 4th makes them Erlang-4 (CV 0.5)."""
         p = constant(4000, 10, arrival="poisson", seed=11)
         sched = p.schedule()
-        gaps = np.diff(sched[shard_indices(p, 1, 4, sched)])
+        gaps = np.diff(sched[shard_indices(p, 1, 4)])
         assert gaps.mean() == pytest.approx(1 / 1000, rel=0.05)  # rate/N
         assert gaps.std() / gaps.mean() == pytest.approx(1.0, abs=0.05)
         erlang = np.diff(sched[1::4])
