@@ -90,4 +90,6 @@ def test_worker_processes_draw_poisson_shares(target):
     sched = p.schedule()
     assert np.allclose(_offsets(r, df), sched, atol=1e-6)
     for w in (0, 1):
-        assert np.allclose(_offsets(r, df[df["worker"] == w]), sched[profiles.shard_indices(p, w, 2)], atol=1e-6)
+        assert np.allclose(
+            _offsets(r, df[df["worker"] == w]), sched[profiles.shard_indices(p, w, 2)], atol=1e-6
+        )
