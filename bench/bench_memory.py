@@ -39,7 +39,14 @@ def child(url: str, rps: float, duration: float) -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(
         json.dumps(
-            {"base_kb": base, "peak_kb": peak, "requests": s["scheduled"], "responses": s["responses"]}
+            {
+                "base_kb": base,
+                "peak_kb": peak,
+                "requests": s["scheduled"],
+                "responses": s["responses"],
+                "lag_p99_ms": r.lag_p99_s * 1e3,
+                "valid": r.valid,
+            }
         )
     )
 
@@ -66,8 +73,9 @@ def main() -> int:
             print(
                 f"mlops_lb from {args.code or HERE.parent}; {args.rps:g} rps; load average {os.getloadavg()[0]:.2f}"
             )
-            print("| duration s | requests | RSS after imports MB | peak RSS MB | bytes per request |")
-            print("|---|---|---|---|---|")
+            print("| duration s | requests | responses | lag p99 ms | valid | RSS after imports MB | peak RSS MB | "
+                  "bytes per request |")  # fmt: skip
+            print("|---|---|---|---|---|---|---|---|")
             points = []
             for dur in (float(x) for x in args.durations.split(",")):
                 cmd = [
@@ -83,12 +91,13 @@ def main() -> int:
                 out = subprocess.run(cmd, capture_output=True, text=True, timeout=dur + 60, check=True).stdout
                 m = json.loads(out.strip().splitlines()[-1])
                 per = (m["peak_kb"] - m["base_kb"]) * 1024 / max(m["requests"], 1)
-                print(f"| {dur:g} | {m['requests']:,} | {m['base_kb'] / 1024:.0f} | {m['peak_kb'] / 1024:.0f} | "
-                      f"{per:.0f} |", flush=True)  # fmt: skip
+                print(f"| {dur:g} | {m['requests']:,} | {m['responses']:,} | {m['lag_p99_ms']:.2f} | {m['valid']} | "
+                      f"{m['base_kb'] / 1024:.0f} | {m['peak_kb'] / 1024:.0f} | {per:.0f} |", flush=True)  # fmt: skip
                 points.append((m["requests"], m["peak_kb"] * 1024))
             (n0, p0), (n1, p1) = points[0], points[-1]
             print(
-                f"\ngrowth between the runs: {(p1 - p0) / max(n1 - n0, 1):.0f} bytes of peak RSS per extra request"
+                f"\ngrowth between the runs: {(p1 - p0) / max(n1 - n0, 1):.0f} bytes of peak RSS per extra request; "
+                f"peak RSS {p0 / 2**20:.0f} MB -> {p1 / 2**20:.0f} MB ({(p1 - p0) / 2**20:+.0f} MB)"
             )
         finally:
             os.killpg(nginx.pid, signal.SIGTERM)
