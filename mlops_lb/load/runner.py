@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import math
@@ -33,17 +34,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec
 from urllib.parse import urlsplit
 
 import numpy as np
 
-from .._validate import check_int, check_num
 from ..errors import LoadTestError, SpecError, StorageError
 from ._engine import ERROR_KINDS, EngineConfig, run_engine, worker_main
 from .profiles import LoadProfile, ScheduleShare, due_before
 from .result import (
-    SLO_KEYS,
     LoadResult,
     RecordStore,
     add_stats,
@@ -63,6 +62,7 @@ if TYPE_CHECKING:
 __all__ = ["LoadRun", "run_load", "start_load"]
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
 
 Payloads = Sequence[bytes | str | Mapping[str, Any] | list[Any]] | Callable[[int], bytes] | None
 
@@ -203,27 +203,6 @@ def _short_gil_switch() -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------- validation
-def _check_int(name: str, v: Any, lo: int, hi: int) -> int:
-    return check_int(name, v, lo, hi)
-
-
-def _check_num(name: str, v: Any, lo: float, hi: float) -> float:
-    return check_num(name, v, lo, hi)
-
-
-def _check_slo(slo: Any) -> dict[str, float]:
-    if slo is None:
-        return {}
-    if not isinstance(slo, Mapping):
-        raise SpecError("slo", f"must be a dict such as {{'ttft_s': 0.5, 'tpot_s': 0.05}} (got {slo!r})")
-    out: dict[str, float] = {}
-    for k, v in slo.items():
-        if k not in SLO_KEYS:
-            raise SpecError(f"slo.{k}", f"is not an SLO bound; allowed: {', '.join(SLO_KEYS)}")
-        out[k] = _check_num(f"slo.{k}", v, 1e-6, 3600)
-    return out
-
-
 # --------------------------------------------------------------------------- the run
 class _Run:
     """One load run: launches engines, collects their messages, builds the LoadResult."""
@@ -233,53 +212,34 @@ class _Run:
         url: str,
         profile: LoadProfile,
         payloads: Payloads,
+        settings: LoadSettings,
         *,
-        method: str,
-        headers: Mapping[str, str] | None,
-        connections: int,
-        timeout_s: float,
-        interval_s: float,
-        workers: int,
         on_interval: Callable[[dict[str, Any]], None] | None,
-        progress: bool,
         stop: threading.Event | None,
         bundle: RunBundle | None,
-        max_lag_p99_s: float,
-        slo: Mapping[str, float] | None = None,
-        connect_timeout_s: float | None = None,
-        cluster: str | None = None,
-        shards: int | str | None = None,
-        placement: str = "spread",
     ) -> None:
         if not isinstance(profile, LoadProfile):
             raise SpecError(
                 "profile", f"must be a LoadProfile such as load.constant(100, 30) (got {profile!r})"
             )
-        self.connections = _check_int("connections", connections, 1, 100_000)
-        self.timeout_s = _check_num("timeout_s", timeout_s, 0.001, 3600)
-        self.interval_s = _check_num("interval_s", interval_s, 0.05, 3600)
-        self.workers = _check_int("workers", workers, 1, 256)
-        self.max_lag_p99_s = _check_num("max_lag_p99_s", max_lag_p99_s, 0, 3600)
-        if workers > connections:
-            raise SpecError("workers", f"must be <= connections ({connections}) (got {workers})")
+        self.settings = settings
+        self.connections = settings.connections
+        self.timeout_s = settings.timeout_s
+        self.interval_s = settings.interval_s
+        self.workers = settings.workers
+        self.max_lag_p99_s = settings.max_lag_p99_s
         self.connect_timeout_s = (
-            min(self.timeout_s, 3.0)
-            if connect_timeout_s is None
-            else _check_num("connect_timeout_s", connect_timeout_s, 0.001, 3600)
+            min(self.timeout_s, 3.0) if settings.connect_timeout_s is None else settings.connect_timeout_s
         )
-        self.slo = _check_slo(slo)
-        _check_request_line(method, headers)
-        from .distributed import check_options
-
-        check_options(cluster, shards, placement, workers, connections)
-        self.cluster, self.shards, self.placement = cluster, shards, placement
+        self.slo = dict(settings.slo or {})
+        self.cluster, self.shards, self.placement = settings.cluster, settings.shards, settings.placement
         self.shard_sizes: dict[int, int] = {}  # shard -> its share of the schedule (Ray shards)
         self.shard_table: pd.DataFrame | None = None
         self.url = url
         self.host, self.port, path, hostport = _parse_url(url)
         self.address = _resolve(self.host, self.port)
         self.profile = profile
-        head = _head(method, path, hostport, headers)
+        head = _head(settings.method, path, hostport, settings.headers)
         self.requests: list[bytes] | None = None
         self.request_fn: Callable[[int], bytes] | None = None
         if payloads is None:
@@ -294,7 +254,7 @@ class _Run:
                 b = _body(p)
                 self.requests.append(b"%sContent-Length: %d\r\n\r\n%s" % (head, len(b), b))
         self.on_interval = on_interval
-        self.progress = progress
+        self.progress = settings.progress
         self.user_stop = stop
         self.bundle = bundle
         self.bundle_error: StorageError | None = None
@@ -415,18 +375,15 @@ class _Run:
         return bool(self._stats and self._stats["rows"])
 
     def _spec_dict(self) -> dict[str, Any]:
+        # Header values stay out of the bundle: they are often credentials (Authorization, API keys).
+        knobs = self.settings.to_dict()
+        knobs["headers"] = dict.fromkeys(knobs["headers"], "<redacted>")
         return {
             "url": self.url,
             "profile": self.profile.to_dict(),
-            "connections": self.connections,
-            "timeout_s": self.timeout_s,
-            "interval_s": self.interval_s,
-            "workers": self.workers,
-            "cluster": self.cluster,
-            "shards": self.shards,
-            "max_lag_p99_s": self.max_lag_p99_s,
-            "connect_timeout_s": self.connect_timeout_s,
+            **knobs,
             "slo": self.slo,
+            "connect_timeout_s": self.connect_timeout_s,
             "scheduled": self.scheduled,
         }
 
@@ -803,21 +760,26 @@ def run_load(
         r = run_load("http://127.0.0.1:8080/predict", ramp(10, 500, 60), payloads=[{"rows": [[5.1, 3.5]]}])
         r.summary()["p99_s"], r.valid
     """
+    return _new_run(**locals()).execute()  # every parameter by name: _new_run is the one reader of them
+
+
+def _new_run(
+    url: str,
+    profile: LoadProfile,
+    payloads: Payloads,
+    *,
+    settings: LoadSettings | None,
+    on_interval: Callable[[dict[str, Any]], None] | None,
+    stop: threading.Event | None,
+    bundle: RunBundle | None,
+    **knobs: Any,
+) -> _Run:
+    """The run of :func:`run_load`'s arguments; ``knobs`` are the :class:`LoadSettings` given as keywords."""
+    _check_request_line(knobs["method"], knobs["headers"])
+    knobs["headers"] = dict(knobs["headers"] or {})
     # One LoadSettings instead of the keywords; a keyword that disagrees with it is an error.
-    if settings is not None:
-        (method, headers, connections, timeout_s, interval_s, workers, progress, max_lag_p99_s, slo,
-         connect_timeout_s) = settings.resolve(
-            method=method, headers=headers, connections=connections, timeout_s=timeout_s, interval_s=interval_s,
-            workers=workers, progress=progress, max_lag_p99_s=max_lag_p99_s, slo=slo,
-            connect_timeout_s=connect_timeout_s,
-        )  # fmt: skip
-    run = _Run(
-        url, profile, payloads, method=method, headers=headers, connections=connections, timeout_s=timeout_s,
-        interval_s=interval_s, workers=workers, on_interval=on_interval, progress=progress, stop=stop,
-        bundle=bundle, max_lag_p99_s=max_lag_p99_s, slo=slo, connect_timeout_s=connect_timeout_s,
-        cluster=cluster, shards=shards, placement=placement,
-    )  # fmt: skip
-    return run.execute()
+    merged = settings.resolve(**knobs) if settings is not None else LoadSettings(**knobs)
+    return _Run(url, profile, payloads, merged, on_interval=on_interval, stop=stop, bundle=bundle)
 
 
 class LoadRun:
@@ -885,29 +847,18 @@ class LoadRun:
         return f"LoadRun({self._run.profile.describe()} -> {self._run.url}, {state})"
 
 
-def start_load(
-    url: str,
-    profile: LoadProfile,
-    payloads: Payloads = None,
-    *,
-    settings: LoadSettings | None = None,
-    method: str = "POST",
-    headers: Mapping[str, str] | None = None,
-    connections: int = 32,
-    timeout_s: float = 10.0,
-    interval_s: float = 1.0,
-    workers: int = 1,
-    on_interval: Callable[[dict[str, Any]], None] | None = None,
-    progress: bool = True,
-    stop: threading.Event | None = None,
-    bundle: RunBundle | None = None,
-    max_lag_p99_s: float = 0.003,
-    slo: Mapping[str, float] | None = None,
-    connect_timeout_s: float | None = None,
-    cluster: str | None = None,
-    shards: int | str | None = None,
-    placement: str = "spread",
-) -> LoadRun:
+def _parameters_of(fn: Callable[P, Any]) -> Callable[[Callable[..., LoadRun]], Callable[P, LoadRun]]:
+    """Give the decorated function ``fn``'s parameters: for type checkers (ParamSpec) and ``help()``."""
+
+    def give(g: Callable[..., LoadRun]) -> Callable[P, LoadRun]:
+        g.__signature__ = inspect.signature(fn).replace(return_annotation=LoadRun)  # type: ignore[attr-defined]
+        return g
+
+    return give
+
+
+@_parameters_of(run_load)
+def start_load(*args: Any, **kwargs: Any) -> LoadRun:
     """Like :func:`run_load` but returns at once with a :class:`LoadRun` handle (the run goes on a thread).
 
     Example::
@@ -916,19 +867,9 @@ def start_load(
         ...                       # widgets stay live
         run.stop(); run.result()
     """
-    # One LoadSettings instead of the keywords; a keyword that disagrees with it is an error.
-    if settings is not None:
-        (method, headers, connections, timeout_s, interval_s, workers, progress, max_lag_p99_s, slo,
-         connect_timeout_s) = settings.resolve(
-            method=method, headers=headers, connections=connections, timeout_s=timeout_s, interval_s=interval_s,
-            workers=workers, progress=progress, max_lag_p99_s=max_lag_p99_s, slo=slo,
-            connect_timeout_s=connect_timeout_s,
-        )  # fmt: skip
-    stop = stop if stop is not None else threading.Event()
-    run = _Run(
-        url, profile, payloads, method=method, headers=headers, connections=connections, timeout_s=timeout_s,
-        interval_s=interval_s, workers=workers, on_interval=on_interval, progress=progress, stop=stop,
-        bundle=bundle, max_lag_p99_s=max_lag_p99_s, slo=slo, connect_timeout_s=connect_timeout_s,
-        cluster=cluster, shards=shards, placement=placement,
-    )  # fmt: skip
-    return LoadRun(run, stop)
+    bound = inspect.signature(run_load).bind(*args, **kwargs)
+    bound.apply_defaults()
+    given = bound.arguments
+    if given["stop"] is None:
+        given["stop"] = threading.Event()
+    return LoadRun(_new_run(**given), given["stop"])

@@ -20,19 +20,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._validate import check_bool, check_choice, check_int, check_num, check_str, fail, show, unknown_field
+from .._validate import check_bool, check_int, check_num, check_str, fail, show, unknown_field
 
 __all__ = ["LoadSettings"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class LoadSettings:
-    """How a run sends and is judged: method and headers, connections, timeouts, interval, worker processes,
-    progress bar, the schedule-lag bound that makes a run valid and the streaming SLO. Defaults are ``run_load``'s.
+    """How a run sends and is judged: method and headers, connections, timeouts, interval, worker processes or
+    Ray shards, progress bar, the schedule-lag bound that makes a run valid and the streaming SLO. Defaults are
+    ``run_load``'s.
 
     Example::
 
         LoadSettings(connections=8, headers={"Authorization": "Bearer …"}, interval_s=0.5)
+        LoadSettings(connections=256, cluster="ray://10.0.1.9:10001", shards="auto")
     """
 
     method: str = "POST"
@@ -45,6 +47,9 @@ class LoadSettings:
     max_lag_p99_s: float = 0.003
     slo: Mapping[str, float] | None = None
     connect_timeout_s: float | None = None
+    cluster: str | None = None
+    shards: int | str | None = None
+    placement: str = "spread"
 
     def __post_init__(self) -> None:
         check_str("method", self.method)
@@ -73,11 +78,15 @@ class LoadSettings:
                     "slo", f"must be a dict such as {{'ttft_s': 0.5, 'tpot_s': 0.05}} (got {show(self.slo)})"
                 )
             for key, bound in self.slo.items():
-                check_choice("slo", key, SLO_KEYS)
+                if key not in SLO_KEYS:
+                    fail(f"slo.{key}", f"is not an SLO bound; allowed: {', '.join(SLO_KEYS)}")
                 check_num(f"slo.{key}", bound, 1e-6, 3600)
             object.__setattr__(self, "slo", dict(self.slo))
         if self.workers > self.connections:
             fail("workers", f"must be <= connections ({self.connections}) (got {self.workers})")
+        from .distributed import check_options  # validation only: Ray is imported when a run starts
+
+        check_options(self.cluster, self.shards, self.placement, self.workers, self.connections)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict; :meth:`from_dict` inverts it."""
@@ -96,17 +105,15 @@ class LoadSettings:
                 unknown_field("settings", key, [f.name for f in _FIELDS])
         return dataclasses.replace(self, **changes)
 
-    def resolve(self, **given: Any) -> tuple[Any, ...]:
-        """``run_load``'s keyword values with these settings applied, in field order.
+    def resolve(self, **given: Any) -> LoadSettings:
+        """These settings, once ``run_load``'s keywords ``given`` are checked against them.
 
         A keyword left at its default takes the setting; one given with another value than the setting is a
         SpecError (two answers to one question).
         """
-        out = []
         for f in _FIELDS:
             mine = getattr(self, f.name)
             if f.name not in given:
-                out.append(mine)
                 continue
             theirs = given[f.name]
             default = _DEFAULTS[f.name]
@@ -119,8 +126,7 @@ class LoadSettings:
                     f"settings.{f.name}",
                     f"is {show(mine)} but the {f.name}= keyword says {show(theirs)}: give it in one place",
                 )
-            out.append(mine)
-        return tuple(out)
+        return self
 
 
 _FIELDS = dataclasses.fields(LoadSettings)

@@ -45,6 +45,15 @@ class TestValue:
         with pytest.raises(SpecError, match="did you mean 'timeout_s'"):
             s.replace(timeout=1)
 
+    def test_ray_shards_are_settings_too(self):
+        """cluster/shards/placement validate where the settings are written (no Ray import needed)."""
+        s = LoadSettings(connections=64, cluster="ray://10.0.1.9:10001", shards="auto", placement="pack")
+        assert LoadSettings.from_dict(s.to_dict()) == s
+        with pytest.raises(SpecError, match="shards needs cluster='ray'"):
+            LoadSettings(shards=2)
+        with pytest.raises(SpecError, match="placement"):
+            LoadSettings(cluster="ray", placement="scatter")
+
     def test_headers_are_copied(self):
         """The settings keep their own copy of the headers (frozen means frozen)."""
         h = {"X-A": "1"}
@@ -67,6 +76,29 @@ class TestRunLoad:
         back = LoadSettings.from_dict({**recorded, "progress": False})
         assert back.replace(slo=None, connect_timeout_s=None) == s
         assert back.connect_timeout_s == 3.0 and back.slo == {}
+
+    def test_load_json_keeps_header_names_not_values(self, target, tmp_path):
+        """Header values are often credentials: load.json names the headers a run sent, never their values."""
+        bundle = RunBundle.create(root=tmp_path, name="secret")
+        s = LoadSettings(progress=False, max_lag_p99_s=1.0, headers={"Authorization": "Bearer sk-123"})
+        run_load(f"{target.base}/ok", constant(5, 1), [b"{}"], settings=s, bundle=bundle)
+        text = (bundle.path / "load.json").read_text()
+        assert json.loads(text)["headers"] == {"Authorization": "<redacted>"} and "sk-123" not in text
+
+    def test_start_load_takes_exactly_run_loads_parameters(self, target):
+        """start_load is run_load in the background: one parameter list (help() shows it), checked the same way."""
+        import inspect
+
+        from mlops_lb.load import start_load
+
+        assert inspect.signature(start_load).parameters == inspect.signature(run_load).parameters
+        with pytest.raises(TypeError, match="conections"):
+            start_load(f"{target.base}/ok", constant(5, 1), conections=5)
+        with pytest.raises(SpecError, match=r"settings\.connections is 3"):
+            start_load(
+                f"{target.base}/ok", constant(5, 1), settings=LoadSettings(connections=3), connections=5
+            )
+        assert target.count() == 0
 
     def test_a_keyword_that_disagrees_is_an_error(self, target):
         """settings=LoadSettings(connections=3) with connections=5 is refused before anything is sent."""
