@@ -231,6 +231,12 @@ class TestLazySchedule:
         assert len(first) == 65536 and first[1] == pytest.approx(1e-5)
         assert p.expected_requests() == 50_000_000
 
+    def test_an_hour_at_20k_rps_is_allowed_a_week_at_1m_is_not(self):
+        """The engine's memory no longer grows with the run, so the request cap only bounds disk (records) use."""
+        assert constant(20_000, 3600).expected_requests() == 72_000_000
+        with pytest.raises(SpecError, match=r"at most 500,000,000 requests \(got 600,000,000\)"):
+            constant(1_000_000, 600)
+
 
 class TestUserShapesRun:
     def test_a_notebook_shape_runs_through_run_load(self, target_factory):
