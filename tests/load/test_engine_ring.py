@@ -93,3 +93,24 @@ def test_worker_processes_draw_poisson_shares(target):
         assert np.allclose(
             _offsets(r, df[df["worker"] == w]), sched[profiles.shard_indices(p, w, 2)], atol=1e-6
         )
+
+
+def test_records_reach_disk_while_the_run_goes(target):
+    """Each interval's records are written as a part file during the run, none are kept in memory, and a time
+    window reads back only its rows."""
+    import time
+
+    from mlops_lb.load import start_load
+
+    p = constant(200, 3)
+    run = start_load(f"{target.base}/ok", p, BODY, connections=4, interval_s=0.5, **LAX)
+    deadline = time.monotonic() + 20
+    while run._run._store is None or len(run._run._store.parts) < 2:
+        assert time.monotonic() < deadline and not run.done, "no record part written while the run went on"
+        time.sleep(0.05)
+    assert not run.done  # parts exist before the end
+    r = run.result(timeout=30)
+    assert r._rec is None and len(r._store.parts) >= 6 and not r._store.memory
+    window = r.requests(1.0, 2.0)
+    sched = p.schedule()
+    assert len(window) == int(((sched >= 1.0) & (sched < 2.0)).sum()) == 200
