@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendUnavailable, ProvisionError, SpecError
 from ..fleet import Capacity, OnOutput
-from ..frames import STATUS_COLUMNS, events_frame
+from ..frames import STATUS_COLUMNS, decisions_frame, events_frame
 from ..spec import FleetSpec
 from ._boto import client, provision_error
 from .assets import Wheelhouse
@@ -584,9 +584,6 @@ class AwsFleet:
         """
         import re
 
-        import pandas as pd
-
-        from ..local.autoscaler import DECISION_COLUMNS
         from .cloudwatch import read_scaling_activities
 
         acts = read_scaling_activities(
@@ -605,8 +602,7 @@ class AwsFleet:
                         "reason": m[3],
                     }
                 )
-        df = pd.DataFrame(rows, columns=list(DECISION_COLUMNS))
-        df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
+        df = decisions_frame(rows)
         df.attrs["source"] = "aws scaling activities (capacity changes only)"
         return df
 
