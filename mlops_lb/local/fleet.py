@@ -634,7 +634,7 @@ class LocalFleet:
             asg = self._asg
             ready, warming = asg.ready_and_warming()
             lo, want, hi = self._capacity
-            rec: PeriodRecord = self._sampler.end_period(
+            observed = PeriodRecord(
                 start=self._period_start,
                 end=end,
                 healthy=len(asg.healthy()),
@@ -647,6 +647,7 @@ class LocalFleet:
                 latency=latency,
                 cpu=cpu,
             )
+            rec = self._sampler.end_period(observed)
             self._records.append(rec)
             self._period_start = end
             decision = self._autoscaler.tick(

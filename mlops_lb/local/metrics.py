@@ -12,13 +12,13 @@ Example::
 
     sampler = PeriodSampler(frontend="alb", backends=("tg", "tg_open"))
     sampler.add_stats(api.show_stat())                 # every tick
-    rec = sampler.end_period(start=t0, end=t1, healthy=2, unhealthy=0, desired=2, in_service=2, ready=2,
-                             latency=HistogramDelta(), cpu={})
+    rec = sampler.end_period(PeriodRecord(start=t0, end=t1, healthy=2, desired=2, in_service=2, ready=2))
     to_metric_frame([rec], group=1)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -232,37 +232,18 @@ class PeriodSampler:
         for t, n in in_flight.items():
             c.in_flight_sum[t] = c.in_flight_sum.get(t, 0.0) + n
 
-    def end_period(
-        self,
-        *,
-        start: datetime,
-        end: datetime,
-        healthy: int,
-        unhealthy: int,
-        desired: int,
-        in_service: int,
-        ready: int,
-        latency: HistogramDelta,
-        cpu: dict[str, float],
-    ) -> PeriodRecord:
-        """Close the period: a record of everything accumulated since the last call, then start afresh."""
+    def end_period(self, observed: PeriodRecord) -> PeriodRecord:
+        """Close the period: ``observed`` (what the controller read itself: start, end, health and capacity counts,
+        latency, CPU) with the counters accumulated since the last call filled in; then start afresh."""
         c, self._counts = self._counts, _Counts()
         ticks = max(c.ticks, 1)
-        return PeriodRecord(
-            start=start,
-            end=end,
+        return dataclasses.replace(
+            observed,
             request_count=c.request_count,
             target_2xx=c.target_2xx,
             target_4xx=c.target_4xx,
             target_5xx=c.target_5xx,
             elb_5xx=max(0, c.frontend_5xx - c.target_5xx),
-            healthy=healthy,
-            unhealthy=unhealthy,
-            desired=desired,
-            in_service=in_service,
-            ready=ready,
-            latency=latency,
-            cpu=cpu,
             per_target=c.per_target,
             in_flight={t: v / ticks for t, v in c.in_flight_sum.items()},
         )
