@@ -83,12 +83,16 @@ def test_sampler_averages_in_flight_over_ticks_and_counts_deltas() -> None:
     s = PeriodSampler(frontend="alb", backends=("tg", "tg_open"))
     s.add_stats([Row("alb", "FRONTEND", req_tot=100), Row("tg", "i-1", stot=50, hrsp_2xx=50, scur=3, qcur=1)])
     s.add_stats([Row("alb", "FRONTEND", req_tot=110), Row("tg", "i-1", stot=60, hrsp_2xx=60, scur=0)])
-    rec = s.end_period(PeriodRecord(start=T0, end=T0, healthy=1, desired=1, in_service=1, ready=1))
+    rec = s.end_period(
+        PeriodRecord(start=T0, end=T0, healthy=1, unhealthy=0, desired=1, in_service=1, ready=1)
+    )
     assert rec.in_flight == {"i-1": 2.0} and rec.concurrency == 2.0
     # The first sight of a counter has no baseline: counted whole (as the fleet did), then deltas.
     assert rec.request_count == 110 and rec.target_2xx == 60
     s.add_stats([Row("alb", "FRONTEND", req_tot=5)])  # a restarted HAProxy counts from zero
-    rec2 = s.end_period(PeriodRecord(start=T0, end=T0, healthy=1, desired=1, in_service=1, ready=1))
+    rec2 = s.end_period(
+        PeriodRecord(start=T0, end=T0, healthy=1, unhealthy=0, desired=1, in_service=1, ready=1)
+    )
     assert rec2.request_count == 5 and rec2.in_flight == {}
 
 

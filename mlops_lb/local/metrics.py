@@ -12,7 +12,8 @@ Example::
 
     sampler = PeriodSampler(frontend="alb", backends=("tg", "tg_open"))
     sampler.add_stats(api.show_stat())                 # every tick
-    rec = sampler.end_period(PeriodRecord(start=t0, end=t1, healthy=2, desired=2, in_service=2, ready=2))
+    observed = PeriodRecord(start=t0, end=t1, healthy=2, unhealthy=0, desired=2, in_service=2, ready=2)
+    rec = sampler.end_period(observed)
     to_metric_frame([rec], group=1)
 """
 
@@ -105,22 +106,26 @@ def histogram_quantile(q: float, h: HistogramDelta) -> float | None:
     return prev_le
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PeriodRecord:
-    """What one local period measured (one CloudWatch datapoint per metric)."""
+    """What one local period measured (one CloudWatch datapoint per metric).
+
+    The controller observes the period's span and the target counts itself (required); the
+    :class:`PeriodSampler` fills in the request counters it accumulated from HAProxy.
+    """
 
     start: datetime
     end: datetime
+    healthy: int
+    unhealthy: int
+    desired: int
+    in_service: int
+    ready: int
     request_count: int = 0
     target_2xx: int = 0
     target_4xx: int = 0
     target_5xx: int = 0
     elb_5xx: int = 0
-    healthy: int = 0
-    unhealthy: int = 0
-    desired: int = 0
-    in_service: int = 0
-    ready: int = 0
     latency: HistogramDelta = field(default_factory=HistogramDelta)
     cpu: dict[str, float] = field(default_factory=dict)
     per_target: dict[str, int] = field(default_factory=dict)
