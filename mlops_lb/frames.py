@@ -230,6 +230,9 @@ CATALOGUE: tuple[MetricDef, ...] = (
     MetricDef(
         "HTTPCode_ELB_5XX_Count", "Count", ("Sum",), _ELB, "lb", count=True, local=_local_count("elb_5xx")
     ),
+    # 4xx the ALB answered itself; 460 among them is a client that closed the connection before the answer (a load
+    # generator's timeout shorter than the fleet's latency). AWS only: HAProxy's own 4xx are not counted locally.
+    MetricDef("HTTPCode_ELB_4XX_Count", "Count", ("Sum",), _ELB, "lb", count=True),
     # Minimum shows a dip that the period's Average hides.
     MetricDef(
         "HealthyHostCount", "Count", ("Average", "Minimum"), _ELB, "tg_lb", local=_local_gauge("healthy")

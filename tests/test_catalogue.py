@@ -116,3 +116,17 @@ def test_check_metric_frame_enforces_the_catalogue(row: dict[str, str], words: s
     df = metric_frame([{"timestamp": T0, "value": 1.0, **row}])
     with pytest.raises(ValueError, match=words.replace("[", r"\[").replace("]", r"\]")):
         check_metric_frame(df)
+
+
+def test_elb_4xx_is_read_by_load_balancer_and_only_on_aws() -> None:
+    """HTTPCode_ELB_4XX_Count (the ALB's own 4xx, 460 = client closed first): one Sum query by LoadBalancer; a
+    valid MetricFrame row; no local source, so the local frame leaves it out rather than reporting 0."""
+    (q,) = [q for q in build_queries(DIMS) if q.metric.name == "HTTPCode_ELB_4XX_Count"]
+    stat = q.to_api(60)["MetricStat"]
+    assert stat["Stat"] == "Sum" and stat["Metric"]["Namespace"] == "AWS/ApplicationELB"
+    assert stat["Metric"]["Dimensions"] == [{"Name": "LoadBalancer", "Value": "app/d-1/50dc6c495c0c9188"}]
+    row = {"timestamp": T0, "metric": "HTTPCode_ELB_4XX_Count", "stat": "Sum", "value": 3.0, "target": ""}
+    check_metric_frame(metric_frame([{**row, "unit": "Count"}]))
+    with pytest.raises(ValueError, match="must be Count"):
+        check_metric_frame(metric_frame([{**row, "unit": "Seconds"}]))
+    assert metric_by_name("HTTPCode_ELB_4XX_Count").local is None
