@@ -29,6 +29,9 @@ from .spec import FleetSpec
 
 if TYPE_CHECKING:
     import pandas as pd
+    from typing_extensions import Unpack
+
+    from .spec import ScaleChange
 
 __all__ = [
     "BACKENDS",
@@ -64,8 +67,9 @@ class Fleet(Protocol):
     ``status()`` columns: target, address, state, health, launched_at (+ pid locally); ``metrics()`` returns a
     MetricFrame and ``events()`` an events frame (see :mod:`mlops_lb.frames`); ``decisions()`` one row per scaling
     decision with at least timestamp, action, desired_before, desired_after and reason; ``logs(target, tail)`` the
-    last ``tail`` lines a target's server wrote (stdout and stderr). ``scale()`` validates and clamps through
-    :meth:`FleetSpec.rescaled` and applies only what changed.
+    last ``tail`` lines a target's server wrote (stdout and stderr). ``scale()`` takes the keywords of
+    :class:`~mlops_lb.spec.ScaleChange` (min, desired, max, target_rps_per_target), validates and clamps them
+    through :meth:`FleetSpec.rescaled` and applies only what changed.
     """
 
     spec: FleetSpec
@@ -81,14 +85,7 @@ class Fleet(Protocol):
 
     def launch(self, *, on_output: OnOutput | None = None) -> str: ...
 
-    def scale(
-        self,
-        *,
-        min: int | None = None,
-        desired: int | None = None,
-        max: int | None = None,
-        target_rps_per_target: float | None = None,
-    ) -> None: ...
+    def scale(self, **changes: Unpack[ScaleChange]) -> None: ...
 
     def status(self) -> pd.DataFrame: ...
 

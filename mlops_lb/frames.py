@@ -1,7 +1,7 @@
 """Data contracts shared by both backends, every plot and the report (docs/design.md §3).
 
 A *MetricFrame* is a tidy DataFrame with :data:`METRIC_COLUMNS`; an *events* frame has :data:`EVENT_COLUMNS`;
-``fleet.status()`` has :data:`STATUS_COLUMNS`. ``check_*`` raise ``ValueError`` naming what is wrong, so one
+``fleet.status()`` has :data:`STATUS_COLUMNS` and ``fleet.decisions()`` :data:`DECISION_COLUMNS`. ``check_*`` raise ``ValueError`` naming what is wrong, so one
 contract test can run against the local fleet and the CloudWatch readers alike.
 
 :data:`CATALOGUE` is the one list of metrics: each :class:`MetricDef` says its CloudWatch name, unit, statistics,
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CATALOGUE",
+    "DECISION_COLUMNS",
     "EVENT_COLUMNS",
     "EVENT_KINDS",
     "HEALTH_VALUES",
@@ -39,6 +40,7 @@ __all__ = [
     "check_events_frame",
     "check_metric_frame",
     "check_status_frame",
+    "decisions_frame",
     "empty_metric_frame",
     "events_frame",
     "metric_by_name",
@@ -68,6 +70,24 @@ EVENT_KINDS = frozenset(
     }
 )
 STATUS_COLUMNS = ("target", "address", "state", "health", "launched_at")
+# One row per scaling decision: the exact inputs given to autoscaling.decide() (what the what-if replay needs to
+# reproduce it) and its answer. AWS records only capacity changes, so its input columns stay empty.
+DECISION_COLUMNS = (
+    "timestamp",
+    "request_count",
+    "concurrency",
+    "ready",
+    "warming",
+    "min",
+    "max",
+    "periods_since_action",
+    "target_value",
+    "metric",
+    "desired_before",
+    "desired_after",
+    "action",
+    "reason",
+)
 STATE_VALUES = frozenset({"pending", "in_service", "draining", "terminated"})
 HEALTH_VALUES = frozenset({"initial", "healthy", "unhealthy", "draining", "unused"})
 
@@ -210,6 +230,9 @@ CATALOGUE: tuple[MetricDef, ...] = (
     MetricDef(
         "HTTPCode_ELB_5XX_Count", "Count", ("Sum",), _ELB, "lb", count=True, local=_local_count("elb_5xx")
     ),
+    # 4xx the ALB answered itself; 460 among them is a client that closed the connection before the answer (a load
+    # generator's timeout shorter than the fleet's latency). AWS only: HAProxy's own 4xx are not counted locally.
+    MetricDef("HTTPCode_ELB_4XX_Count", "Count", ("Sum",), _ELB, "lb", count=True),
     # Minimum shows a dip that the period's Average hides.
     MetricDef(
         "HealthyHostCount", "Count", ("Average", "Minimum"), _ELB, "tg_lb", local=_local_gauge("healthy")
@@ -299,6 +322,20 @@ def events_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     for c in ("kind", "target", "detail"):
         df[c] = df[c].fillna("").astype(str)
     return df.sort_values("timestamp", kind="stable").reset_index(drop=True)
+
+
+def decisions_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Build a decisions frame (:data:`DECISION_COLUMNS`, timestamp UTC); a missing column is left empty.
+
+    Example::
+
+        decisions_frame([{"timestamp": now, "action": "scale_out", "desired_before": 2, "desired_after": 4}])
+    """
+    import pandas as pd
+
+    df = pd.DataFrame(list(rows), columns=list(DECISION_COLUMNS))
+    df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
+    return df
 
 
 def _require(df: Any, columns: Iterable[str], what: str) -> None:

@@ -26,10 +26,13 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypedDict
 
 from . import _aws_rules as aws_rules
 from .errors import SpecError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "ALGORITHMS",
@@ -44,6 +47,7 @@ __all__ = [
     "LocalSpec",
     "ModelSpec",
     "NetworkSpec",
+    "ScaleChange",
     "ScalingPolicySpec",
     "ServerSpec",
     "TargetGroupSpec",
@@ -180,7 +184,20 @@ def _spec_loader() -> Any:
     return SpecLoader
 
 
-builtins_min, builtins_max = min, max  # FleetSpec.rescaled's keywords shadow them
+class ScaleChange(TypedDict, total=False):
+    """The keywords of ``fleet.scale(...)`` and :meth:`FleetSpec.rescaled`, every backend's one list; an absent
+    or ``None`` value leaves that setting as it is.
+
+    Example::
+
+        change: ScaleChange = {"desired": 3, "max": 6}
+        fleet.scale(**change)                 # the same as fleet.scale(desired=3, max=6)
+    """
+
+    min: int | None
+    desired: int | None
+    max: int | None
+    target_rps_per_target: float | None
 
 
 def _is_int(value: Any) -> bool:
@@ -944,36 +961,34 @@ class FleetSpec(_Part):
                 _unknown_field("", key, names)
         return dataclasses.replace(self, **changes)
 
-    def rescaled(
-        self,
-        *,
-        min: int | None = None,
-        desired: int | None = None,
-        max: int | None = None,
-        target_rps_per_target: float | None = None,
-    ) -> FleetSpec:
-        """A validated copy with new capacity bounds, desired capacity or tracking target (``None``: unchanged).
+    def rescaled(self, **changes: Unpack[ScaleChange]) -> FleetSpec:
+        """A validated copy with new capacity bounds, desired capacity or tracking target (see :class:`ScaleChange`).
 
         This is the one place ``scale()`` arguments are checked and clamped, for every backend: without
         ``desired``, the current desired capacity is clamped into the new bounds, as AWS does when only min or
         max changes. Values are stored as plain ints and floats (a numpy integer is fine; a bool or a float
-        where an integer belongs is a SpecError naming the field).
+        where an integer belongs, or an unknown keyword, is a SpecError naming the field).
 
         Example::
 
             spec = FleetSpec(name="demo", capacity=CapacitySpec(min=1, desired=3, max=6))
             spec.rescaled(max=2).capacity        # CapacitySpec(min=1, desired=2, max=2)
         """
+        for key in changes:
+            if key not in ScaleChange.__annotations__:
+                _unknown_field("", key, ScaleChange.__annotations__)
         cap = self.capacity
-        new_min = cap.min if min is None else min
-        new_max = cap.max if max is None else max
-        new_desired = desired
-        if new_desired is None:
-            new_desired = cap.desired
+        asked_min, desired, asked_max = changes.get("min"), changes.get("desired"), changes.get("max")
+        new_min = cap.min if asked_min is None else asked_min
+        new_max = cap.max if asked_max is None else asked_max
+        if desired is None:
+            desired = cap.desired
             if _is_int(new_min) and _is_int(new_max) and new_min <= new_max:
-                new_desired = builtins_max(new_min, builtins_min(new_max, cap.desired))
-        capacity = dataclasses.replace(cap, min=new_min, desired=new_desired, max=new_max)
-        changes: dict[str, Any] = {"capacity": capacity}
+                desired = max(new_min, min(new_max, cap.desired))
+        parts: dict[str, Any] = {
+            "capacity": dataclasses.replace(cap, min=new_min, desired=desired, max=new_max)
+        }
+        target_rps_per_target = changes.get("target_rps_per_target")
         if target_rps_per_target is not None:
             if self.scaling.metric != "request_count_per_target":
                 raise SpecError(
@@ -981,10 +996,8 @@ class FleetSpec(_Part):
                     f"does not apply: this fleet's policy tracks {self.scaling.metric} "
                     f"(target {self.scaling.target_concurrency_per_target:g} in-flight requests per target)",
                 )
-            changes["scaling"] = dataclasses.replace(
-                self.scaling, target_rps_per_target=target_rps_per_target
-            )
-        return dataclasses.replace(self, **changes)
+            parts["scaling"] = dataclasses.replace(self.scaling, target_rps_per_target=target_rps_per_target)
+        return dataclasses.replace(self, **parts)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, _path: str | None = None) -> FleetSpec:

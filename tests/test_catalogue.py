@@ -84,30 +84,14 @@ def test_sampler_averages_in_flight_over_ticks_and_counts_deltas() -> None:
     s.add_stats([Row("alb", "FRONTEND", req_tot=100), Row("tg", "i-1", stot=50, hrsp_2xx=50, scur=3, qcur=1)])
     s.add_stats([Row("alb", "FRONTEND", req_tot=110), Row("tg", "i-1", stot=60, hrsp_2xx=60, scur=0)])
     rec = s.end_period(
-        start=T0,
-        end=T0,
-        healthy=1,
-        unhealthy=0,
-        desired=1,
-        in_service=1,
-        ready=1,
-        latency=HistogramDelta(),
-        cpu={},
+        PeriodRecord(start=T0, end=T0, healthy=1, unhealthy=0, desired=1, in_service=1, ready=1)
     )
     assert rec.in_flight == {"i-1": 2.0} and rec.concurrency == 2.0
     # The first sight of a counter has no baseline: counted whole (as the fleet did), then deltas.
     assert rec.request_count == 110 and rec.target_2xx == 60
     s.add_stats([Row("alb", "FRONTEND", req_tot=5)])  # a restarted HAProxy counts from zero
     rec2 = s.end_period(
-        start=T0,
-        end=T0,
-        healthy=1,
-        unhealthy=0,
-        desired=1,
-        in_service=1,
-        ready=1,
-        latency=HistogramDelta(),
-        cpu={},
+        PeriodRecord(start=T0, end=T0, healthy=1, unhealthy=0, desired=1, in_service=1, ready=1)
     )
     assert rec2.request_count == 5 and rec2.in_flight == {}
 
@@ -132,3 +116,17 @@ def test_check_metric_frame_enforces_the_catalogue(row: dict[str, str], words: s
     df = metric_frame([{"timestamp": T0, "value": 1.0, **row}])
     with pytest.raises(ValueError, match=words.replace("[", r"\[").replace("]", r"\]")):
         check_metric_frame(df)
+
+
+def test_elb_4xx_is_read_by_load_balancer_and_only_on_aws() -> None:
+    """HTTPCode_ELB_4XX_Count (the ALB's own 4xx, 460 = client closed first): one Sum query by LoadBalancer; a
+    valid MetricFrame row; no local source, so the local frame leaves it out rather than reporting 0."""
+    (q,) = [q for q in build_queries(DIMS) if q.metric.name == "HTTPCode_ELB_4XX_Count"]
+    stat = q.to_api(60)["MetricStat"]
+    assert stat["Stat"] == "Sum" and stat["Metric"]["Namespace"] == "AWS/ApplicationELB"
+    assert stat["Metric"]["Dimensions"] == [{"Name": "LoadBalancer", "Value": "app/d-1/50dc6c495c0c9188"}]
+    row = {"timestamp": T0, "metric": "HTTPCode_ELB_4XX_Count", "stat": "Sum", "value": 3.0, "target": ""}
+    check_metric_frame(metric_frame([{**row, "unit": "Count"}]))
+    with pytest.raises(ValueError, match="must be Count"):
+        check_metric_frame(metric_frame([{**row, "unit": "Seconds"}]))
+    assert metric_by_name("HTTPCode_ELB_4XX_Count").local is None

@@ -442,6 +442,10 @@ class TestRescaled:
         assert self.BASE.rescaled() == self.BASE and self.BASE.capacity.desired == 3
         rejects(lambda: self.BASE.rescaled(target_rps_per_target=0), "scaling.target_rps_per_target")
 
+    def test_an_unknown_keyword_names_the_closest_one(self):
+        """scale()'s keywords are ScaleChange's: a typo is a SpecError with the fix, for every backend."""
+        rejects(lambda: self.BASE.rescaled(desird=2), "desird", "did you mean 'desired'")  # type: ignore[call-arg]
+
 
 class TestYaml:
     def test_round_trip_text_and_file(self, tmp_path):

@@ -269,42 +269,31 @@ def _load_balancer(ctx: _Ctx, alb_sg: Any) -> dict[str, Any]:
         **algorithm_settings(spec),
         opts=ctx.opts(),
     )
-    forward = [aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=tg.arn)]
-    if net.certificate_arn:
+
+    def listener(actions: list[Any], **tls: Any) -> None:
+        """HTTPS on 443 with ``tls`` (ssl_policy, certificate_arn); plain HTTP on 80 without."""
+        protocol = "HTTPS" if tls else "HTTP"
         aws.lb.Listener(
-            f"{name}-https",
+            f"{name}-{protocol.lower()}",
             load_balancer_arn=alb.arn,
-            port=443,
-            protocol="HTTPS",
-            ssl_policy=_TLS_POLICY,
-            certificate_arn=net.certificate_arn,
-            default_actions=forward,
+            port=443 if tls else 80,
+            protocol=protocol,
+            **tls,
+            default_actions=actions,
             tags=tags,
             opts=ctx.opts(),
         )
+
+    forward = [aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=tg.arn)]
+    if net.certificate_arn:
+        listener(forward, ssl_policy=_TLS_POLICY, certificate_arn=net.certificate_arn)
         redirect = aws.lb.ListenerDefaultActionRedirectArgs(
             port="443", protocol="HTTPS", status_code="HTTP_301"
         )
-        aws.lb.Listener(
-            f"{name}-http",
-            load_balancer_arn=alb.arn,
-            port=80,
-            protocol="HTTP",
-            tags=tags,
-            default_actions=[aws.lb.ListenerDefaultActionArgs(type="redirect", redirect=redirect)],
-            opts=ctx.opts(),
-        )
+        listener([aws.lb.ListenerDefaultActionArgs(type="redirect", redirect=redirect)])
         url = pulumi.Output.concat("https://", alb.dns_name)
     else:
-        aws.lb.Listener(
-            f"{name}-http",
-            load_balancer_arn=alb.arn,
-            port=80,
-            protocol="HTTP",
-            default_actions=forward,
-            tags=tags,
-            opts=ctx.opts(),
-        )
+        listener(forward)
         url = pulumi.Output.concat("http://", alb.dns_name)
     return {"alb": alb, "tg": tg, "url": url}
 

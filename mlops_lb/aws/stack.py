@@ -25,7 +25,6 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import re
@@ -38,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendUnavailable, ProvisionError, SpecError
 from ..fleet import Capacity, OnOutput
-from ..frames import STATUS_COLUMNS, events_frame
+from ..frames import STATUS_COLUMNS, decisions_frame, events_frame
 from ..spec import FleetSpec
 from ._boto import client, provision_error
 from .assets import Wheelhouse
@@ -46,7 +45,9 @@ from .program import STACK_TAG, fleet_program
 
 if TYPE_CHECKING:
     import pandas as pd
+    from typing_extensions import Unpack
 
+    from ..spec import ScaleChange
     from ._preflight import Preflight
 
 __all__ = ["PULUMI_INSTALL", "AwsFleet", "find_orphans", "mlops_home"]
@@ -434,39 +435,24 @@ class AwsFleet:
     def _client(self, service: str) -> Any:
         return client(service, session=self._session, region=self.region)
 
-    def scale(
-        self,
-        *,
-        min: int | None = None,
-        desired: int | None = None,
-        max: int | None = None,
-        target_rps_per_target: float | None = None,
-    ) -> None:
+    def scale(self, **changes: Unpack[ScaleChange]) -> None:
         """Change bounds or the policy (stack config + ``pulumi up``) and/or desired capacity (boto3, immediate).
 
-        ``desired`` alone never runs Pulumi. Bounds and target go through the stack config, so the stack keeps
-        them; the update changes only the group and the policy (assets and user data are reproducible, so the
-        launch template stays and no instance is replaced).
+        The keywords are :class:`~mlops_lb.spec.ScaleChange`'s, checked and clamped by ``FleetSpec.rescaled``
+        before any call. ``desired`` alone never runs Pulumi. Bounds and target go through the stack config, so
+        the stack keeps them; the update changes only the group and the policy (assets and user data are
+        reproducible, so the launch template stays and no instance is replaced).
 
         Example::
 
             fleet.scale(desired=3)                       # SetDesiredCapacity, HonorCooldown=False
             fleet.scale(min=2, max=10, target_rps_per_target=40)
         """
-        cap = self.spec.capacity
-        new_min = cap.min if min is None else min
-        new_max = cap.max if max is None else max
-        # The spec's desired only matters at creation; keep it inside the new bounds unless one was asked for.
-        new_desired = desired if desired is not None else sorted((new_min, cap.desired, new_max))[1]
-        # replace(), not CapacitySpec(...): the warm pool (and any later capacity field) must survive a scale.
-        capacity = dataclasses.replace(cap, min=new_min, desired=new_desired, max=new_max)
-        scaling = self.spec.scaling
-        if target_rps_per_target is not None:
-            scaling = type(scaling)(**{**scaling.to_dict(), "target_rps_per_target": target_rps_per_target})
-        slow_change = (capacity.min, capacity.max) != (cap.min, cap.max) or scaling != self.spec.scaling
-        if slow_change:
-            previous = self.spec
-            self.spec = self.spec.replace(capacity=capacity, scaling=scaling)
+        previous = self.spec
+        # The spec's desired only matters at creation; rescaled() keeps it inside the new bounds.
+        self.spec = previous.rescaled(**changes)
+        cap, old = self.spec.capacity, previous.capacity
+        if (cap.min, cap.max) != (old.min, old.max) or self.spec.scaling != previous.scaling:
             try:
                 self.launch()
             except BaseException:
@@ -474,14 +460,12 @@ class AwsFleet:
                 # restoring it keeps the next scale(desired=...) checked against what AWS really has.
                 self.spec = previous
                 raise
-        elif desired is not None:
-            self.spec = self.spec.replace(capacity=capacity)
-        if desired is not None:
+        if changes.get("desired") is not None:
             asg = self._output("asg_name")
-            log.info("set desired capacity of %s to %d", asg, desired)
+            log.info("set desired capacity of %s to %d", asg, cap.desired)
             try:
                 self._client("autoscaling").set_desired_capacity(
-                    AutoScalingGroupName=asg, DesiredCapacity=int(desired), HonorCooldown=False
+                    AutoScalingGroupName=asg, DesiredCapacity=cap.desired, HonorCooldown=False
                 )
             except Exception as exc:
                 raise provision_error("Auto Scaling SetDesiredCapacity", exc) from exc
@@ -600,9 +584,6 @@ class AwsFleet:
         """
         import re
 
-        import pandas as pd
-
-        from ..local.autoscaler import DECISION_COLUMNS
         from .cloudwatch import read_scaling_activities
 
         acts = read_scaling_activities(
@@ -621,8 +602,7 @@ class AwsFleet:
                         "reason": m[3],
                     }
                 )
-        df = pd.DataFrame(rows, columns=list(DECISION_COLUMNS))
-        df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
+        df = decisions_frame(rows)
         df.attrs["source"] = "aws scaling activities (capacity changes only)"
         return df
 

@@ -176,11 +176,14 @@ def render_user_data(
     else does. ``server`` says what runs (default: our model server with ``model_key``); ``agent`` adds the
     concurrency publisher. ``port`` is the instance's port (the target group's).
     """
+    boot_units = _boot_units(
+        region=region, port=port, health_path=health_path, lifecycle_hook=lifecycle_hook, wait_s=ready_wait_s,
+        agent=agent,
+    )  # fmt: skip
     if server is not None and not server.needs_package:
         return _render_byo(
-            bucket=bucket, region=region, port=port, server=server, lifecycle_hook=lifecycle_hook,
-            health_path=health_path, agent=agent, ready_wait_s=ready_wait_s, model_key=model_key,
-        )  # fmt: skip
+            bucket=bucket, region=region, port=port, server=server, model_key=model_key, boot_units=boot_units
+        )
     server = server or ServerRun(port=port)
     q = shlex.quote
     wheel_name = wheel_key.rsplit("/", 1)[-1]
@@ -207,9 +210,6 @@ def render_user_data(
         )
     else:  # no wheelhouse (tests, or a user who opted out): still no index for the package itself
         install = f"{pip} --no-deps {q(wheel_path)}"
-    ready = _ready_unit(
-        region=region, port=port, health_path=health_path, lifecycle_hook=lifecycle_hook, wait_s=ready_wait_s
-    )
     fetch_lines = "\n".join(fetch)
     if server.kind == "llm-emulator":
         exec_start = (
@@ -223,7 +223,6 @@ def render_user_data(
             "--target-id ${TARGET_ID}"
         )
         description = "mlops_lb model server"
-    agent_units = _agent_units(agent, region=region) if agent else ""
     return f"""#!/bin/bash
 # mlops_lb instance bootstrap
 set -euo pipefail
@@ -267,15 +266,22 @@ LimitNOFILE=65536
 [Install]
 WantedBy=multi-user.target
 UNIT
-{ready}{agent_units}
-{_enable(agent)}"""
+{boot_units}"""
 
 
-def _ready_unit(
-    *, region: str, port: int, health_path: str, lifecycle_hook: str | None, wait_s: int = 600
+def _boot_units(
+    *,
+    region: str,
+    port: int,
+    health_path: str,
+    lifecycle_hook: str | None,
+    wait_s: int,
+    agent: MetricsAgent | None,
 ) -> str:
-    """A oneshot unit, run on every boot: wait for local health, then complete the launching lifecycle action."""
+    """What follows the server's unit in every bootstrap: a oneshot ready unit, run on every boot (wait for local
+    health, then complete the launching lifecycle action), the metrics agent's unit, and enabling them all."""
     q = shlex.quote
+    agent_units = _agent_units(agent, region=region) if agent else ""
     complete = ""
     if lifecycle_hook:
         complete = f"""
@@ -315,7 +321,8 @@ ExecStart={VENV}/ready.sh
 
 [Install]
 WantedBy=multi-user.target
-UNIT"""
+UNIT{agent_units}
+{_enable(agent)}"""
 
 
 def _minutes(seconds: int) -> str:
@@ -410,11 +417,8 @@ def _render_byo(
     region: str,
     port: int,
     server: ServerRun,
-    lifecycle_hook: str | None,
-    health_path: str,
-    agent: MetricsAgent | None,
-    ready_wait_s: int = 600,
-    model_key: str | None = None,
+    model_key: str | None,
+    boot_units: str,
 ) -> str:
     """User data for the user's own server: ``command`` in a venv, or ``image`` under docker; both systemd units."""
     q = shlex.quote
@@ -462,10 +466,6 @@ def _render_byo(
         stop_lines = _stop_lines(server.drain_timeout_s)
         workdir = f"WorkingDirectory={APP_DIR}\n"
     launcher = " ".join(argv)
-    ready = _ready_unit(
-        region=region, port=port, health_path=health_path, lifecycle_hook=lifecycle_hook, wait_s=ready_wait_s
-    )
-    agent_units = _agent_units(agent, region=region) if agent else ""
     body = "\n".join(lines)
     # The launcher: `exec` makes the server systemd's main process, so SIGTERM reaches it first (KillMode=mixed).
     return f"""{_header()}
@@ -500,8 +500,7 @@ LimitNOFILE=65536
 [Install]
 WantedBy=multi-user.target
 UNIT
-{ready}{agent_units}
-{_enable(agent)}"""
+{boot_units}"""
 
 
 def _docker_lines(server: ServerRun, *, region: str) -> list[str]:

@@ -39,8 +39,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from ..errors import BackendUnavailable, LoadTestError, SpecError
@@ -149,6 +150,7 @@ def locust_history_to_intervals(path: str | os.PathLike[str]) -> pd.DataFrame:
     return out
 
 
+@dataclass(kw_only=True)
 class LocustResult:
     """A finished Locust run: ``intervals()`` in the LoadResult schema (closed loop), ``summary()``, files.
 
@@ -158,30 +160,26 @@ class LocustResult:
         res.intervals().attrs["loop"], res.summary()["achieved_rps"], res.out_dir
     """
 
-    loop = "closed"
-    valid = True
-    invalid_reasons: tuple[str, ...] = ()
+    loop: ClassVar[str] = "closed"
+    valid: ClassVar[bool] = True
+    invalid_reasons: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(
-        self, *, url: str, out_dir: Path, prefix: Path, users: int, workers: int, duration_s: float
-    ) -> None:
-        self.url = url
-        self.out_dir = out_dir
-        self.users = users
-        self.workers = workers
-        self.duration_s = duration_s
-        self._history = Path(f"{prefix}_stats_history.csv")
-        self._stats = Path(f"{prefix}_stats.csv")
+    url: str
+    out_dir: Path
+    prefix: Path  # Locust's --csv prefix: <prefix>_stats.csv and <prefix>_stats_history.csv
+    users: int
+    workers: int
+    duration_s: float
 
     def intervals(self) -> pd.DataFrame:
         """Per-interval frame converted from ``*_stats_history.csv`` (``attrs["loop"] == "closed"``)."""
-        return locust_history_to_intervals(self._history)
+        return locust_history_to_intervals(f"{self.prefix}_stats_history.csv")
 
     def stats(self) -> pd.DataFrame:
         """Locust's final ``*_stats.csv`` as written."""
         import pandas as pd
 
-        return pd.read_csv(self._stats, na_values=["N/A"])
+        return pd.read_csv(f"{self.prefix}_stats.csv", na_values=["N/A"])
 
     def summary(self) -> dict[str, Any]:
         """requests, errors, achieved_rps and p50…max (seconds, closed loop: not corrected) of the whole run."""

@@ -34,9 +34,9 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from .._validate import check_bool, check_int, check_num, check_str, fail, show
 from ..errors import SpecError
@@ -44,8 +44,9 @@ from .profiles import LoadProfile, TraceProfile
 
 if TYPE_CHECKING:
     import numpy as np
+    from typing_extensions import Unpack
 
-__all__ = ["Length", "openai_chat", "openai_completions", "payloads_from_jsonl"]
+__all__ = ["BodyOptions", "Length", "openai_chat", "openai_completions", "payloads_from_jsonl"]
 
 Length = int | tuple[int, int] | Sequence[int] | Mapping[str, tuple[float, float]]
 """A length in tokens: fixed, ``(lo, hi)`` uniform, an empirical list, or ``{"normal"|"lognormal": (a, b)}``."""
@@ -63,53 +64,52 @@ _WORDS = (
 )  # fmt: skip
 
 
-def openai_chat(
-    *,
-    model: str,
-    prompts: str | os.PathLike[str] | Sequence[str] | None = None,
-    prompt_tokens: Length = 128,
-    max_tokens: Length | None = None,
-    n: int | None = None,
-    profile: LoadProfile | None = None,
-    stream: bool = True,
-    system: str | None = None,
-    seed: int = 0,
-    extra: Mapping[str, Any] | None = None,
-) -> list[bytes]:
+class BodyOptions(TypedDict, total=False):
+    """The keywords :func:`openai_chat` and :func:`openai_completions` share, all optional (defaults after the
+    colon in :func:`openai_chat`'s docstring).
+
+    Example::
+
+        opts: BodyOptions = {"prompt_tokens": (64, 256), "max_tokens": 128, "n": 500}
+        openai_chat(model="m", **opts) and openai_completions(model="m", **opts)
+    """
+
+    prompts: str | os.PathLike[str] | Sequence[str] | None
+    prompt_tokens: Length
+    max_tokens: Length | None
+    n: int | None
+    profile: LoadProfile | None
+    stream: bool
+    seed: int
+    extra: Mapping[str, Any] | None
+
+
+def openai_chat(*, model: str, system: str | None = None, **options: Unpack[BodyOptions]) -> list[bytes]:
     """Bodies for ``POST /v1/chat/completions``: one user message each (after ``system``, if given).
 
-    ``prompts``: texts (cycled) or a dataset file; without it, synthetic prompts of ``prompt_tokens`` words.
-    ``max_tokens``: the output length (default 64, or the dataset's reply lengths). ``n`` bodies (default 1000,
-    the dataset's size, or one per request of a ``profile`` trace that carries sizes). Streaming bodies ask for
-    the usage chunk (``stream_options: {"include_usage": true}``), from which the engine counts tokens.
-    ``extra`` keys are added to every body (``temperature``, ``ignore_eos`` …).
+    ``prompts``: texts (cycled) or a dataset file; without it, synthetic prompts of ``prompt_tokens`` words
+    (128). ``max_tokens``: the output length (default 64, or the dataset's reply lengths). ``n`` bodies (default
+    1000, the dataset's size, or one per request of a ``profile`` trace that carries sizes). ``stream`` (True):
+    streaming bodies ask for the usage chunk (``stream_options: {"include_usage": true}``), from which the engine
+    counts tokens. ``seed`` (0) fixes the draws. ``extra`` keys are added to every body (``temperature``,
+    ``ignore_eos`` …).
 
     Example::
 
         openai_chat(model="llama", prompt_tokens={"lognormal": (200, 0.6)}, max_tokens=(32, 256), n=2000)
     """
-    return _build(True, model, prompts, prompt_tokens, max_tokens, n, profile, stream, system, seed, extra)
+    head = [] if system is None else [{"role": "system", "content": check_str("system", system)}]
+    return _build(model, lambda text: {"messages": [*head, {"role": "user", "content": text}]}, **options)
 
 
-def openai_completions(
-    *,
-    model: str,
-    prompts: str | os.PathLike[str] | Sequence[str] | None = None,
-    prompt_tokens: Length = 128,
-    max_tokens: Length | None = None,
-    n: int | None = None,
-    profile: LoadProfile | None = None,
-    stream: bool = True,
-    seed: int = 0,
-    extra: Mapping[str, Any] | None = None,
-) -> list[bytes]:
+def openai_completions(*, model: str, **options: Unpack[BodyOptions]) -> list[bytes]:
     """Bodies for ``POST /v1/completions`` (``prompt`` a string); the arguments are :func:`openai_chat`'s.
 
     Example::
 
         openai_completions(model="m", prompts="sharegpt.json", n=1000, stream=False)
     """
-    return _build(False, model, prompts, prompt_tokens, max_tokens, n, profile, stream, None, seed, extra)
+    return _build(model, lambda text: {"prompt": text}, **options)
 
 
 def payloads_from_jsonl(path: str | os.PathLike[str]) -> list[bytes]:
@@ -145,17 +145,17 @@ def payloads_from_jsonl(path: str | os.PathLike[str]) -> list[bytes]:
 
 # --------------------------------------------------------------------------- internals
 def _build(
-    chat: bool,
     model: str,
-    prompts: Any,
-    prompt_tokens: Length,
-    max_tokens: Length | None,
-    n: int | None,
-    profile: LoadProfile | None,
-    stream: bool,
-    system: str | None,
-    seed: int,
-    extra: Mapping[str, Any] | None,
+    prompt_field: Callable[[str], dict[str, Any]],
+    *,
+    prompts: Any = None,
+    prompt_tokens: Length = 128,
+    max_tokens: Length | None = None,
+    n: int | None = None,
+    profile: LoadProfile | None = None,
+    stream: bool = True,
+    seed: int = 0,
+    extra: Mapping[str, Any] | None = None,
 ) -> list[bytes]:
     import numpy as np
 
@@ -164,8 +164,6 @@ def _build(
     check_int("seed", seed, 0)
     if n is not None:
         check_int("n", n, 1, MAX_N)
-    if system is not None:
-        check_str("system", system)
     if extra is not None and not isinstance(extra, Mapping):
         fail("extra", f"must be a mapping of extra body fields (got {show(extra)})")
     rng = np.random.default_rng(seed)
@@ -217,13 +215,7 @@ def _build(
             text = texts[i % len(texts)]
         else:
             text = " ".join(words[rng.integers(0, len(words), size=int(lengths[i]))])
-        body = dict(base)
-        if chat:
-            messages = [{"role": "system", "content": system}] if system else []
-            messages.append({"role": "user", "content": text})
-            body["messages"] = messages
-        else:
-            body["prompt"] = text
+        body = {**base, **prompt_field(text)}
         body["max_tokens"] = int(outs[i])
         bodies.append(json.dumps(body, separators=(",", ":")).encode())
     return bodies

@@ -1,4 +1,4 @@
-"""The built-in rate shapes: constant, step, ramp, spike and sweep (each registers its kind on import).
+"""The built-in rate shapes: constant, step, ramp, spike, sweep and sine (each registers its kind on import).
 
 Example::
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from .profiles import MAX_DURATION_S, MAX_RPS, LoadProfile, RateProfile, _fail, _num
 
@@ -20,6 +20,7 @@ __all__ = [
     "ConstantProfile",
     "PiecewiseProfile",
     "RampProfile",
+    "SineProfile",
     "SpikeProfile",
     "StepProfile",
     "SweepProfile",
@@ -256,6 +257,62 @@ class SweepProfile(RateProfile, kind="sweep"):
         if len(steps) == len(self.rates) and all(s["passed"] for s in steps):
             return f"sweep reached max_rps {self.max_rps:g} within bounds"
         return "sweep finished"
+
+
+@dataclass(frozen=True)
+class SineProfile(RateProfile, kind="sine"):
+    """A daily cycle in minutes: ``mean_rps + amplitude_rps·sin(2πt/period_s)`` for ``duration_s``, to watch
+    target tracking follow a load out and back in.
+
+    The curve is drawn through 64 corners a period, linear in between (within 0.12 % of the amplitude); over
+    whole periods it schedules ``mean_rps × duration_s`` requests. ``make_profile("sine", rps=..., start_rps=...,
+    duration_s=...)`` (the CLI's and the widget's words) is one period from ``start_rps`` to ``rps`` and back.
+
+    Example::
+
+        SineProfile(mean_rps=100, amplitude_rps=80, period_s=120, duration_s=360)    # three 2-minute "days"
+        make_profile("sine", mean_rps=50, amplitude_rps=20, period_s=30, duration_s=90, arrival="poisson")
+    """
+
+    mean_rps: float = 1.0
+    amplitude_rps: float = 0.0
+    period_s: float = 60.0
+    duration_s: float = 60.0  # type: ignore[assignment]
+
+    CORNERS_PER_PERIOD: ClassVar[int] = 64
+
+    def _validate(self) -> None:
+        _num("mean_rps", self.mean_rps, 0, MAX_RPS, lo_open=True)
+        _num("amplitude_rps", self.amplitude_rps, 0, self.mean_rps)  # the rate never goes below 0
+        _num("period_s", self.period_s, 0, MAX_DURATION_S, lo_open=True)
+        _num("duration_s", self.duration_s, 0, MAX_DURATION_S, lo_open=True)
+        if self.duration_s / self.period_s * self.CORNERS_PER_PERIOD > 10_000:
+            _fail("period_s", f"gives more than 10000 segments over {self.duration_s:g} s (raise period_s)")
+
+    def segments(self) -> list[tuple[float, float, float]]:
+        dt = self.period_s / self.CORNERS_PER_PERIOD
+        n = math.ceil(self.duration_s / dt - 1e-9)
+        times = [min(i * dt, float(self.duration_s)) for i in range(n + 1)]
+        rate = [self.mean_rps + self.amplitude_rps * math.sin(2 * math.pi * t / self.period_s) for t in times]
+        return [(times[i + 1] - times[i], rate[i], rate[i + 1]) for i in range(n)]
+
+    def describe(self) -> str:
+        return (
+            f"sine {self.mean_rps:g} ± {self.amplitude_rps:g} rps, period {self.period_s:g} s, "
+            f"for {self.duration_s:g} s ({_arr(self)})"
+        )
+
+    @classmethod
+    def from_rates(cls, *, rps: float, duration_s: float, start_rps: float = 0.0) -> LoadProfile:
+        """One period over ``duration_s`` between ``start_rps`` (the trough) and ``rps`` (the peak)."""
+        _num("rps", rps, 0, MAX_RPS, lo_open=True)
+        _num("start_rps", start_rps, 0, rps)
+        return cls(
+            mean_rps=(rps + start_rps) / 2,
+            amplitude_rps=(rps - start_rps) / 2,
+            period_s=duration_s,
+            duration_s=duration_s,
+        )
 
 
 # --------------------------------------------------------------------------- constructors (the public names)

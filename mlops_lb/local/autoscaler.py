@@ -27,30 +27,15 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..autoscaling import CapacityState, Decision, PeriodSample, TargetTrackingPolicy, decide
+from ..frames import DECISION_COLUMNS, decisions_frame
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from ..spec import FleetSpec
 
+# DECISION_COLUMNS lives in mlops_lb.frames with the other data contracts; imported here for older code.
 __all__ = ["DECISION_COLUMNS", "Autoscaler"]
-
-DECISION_COLUMNS = (
-    "timestamp",
-    "request_count",
-    "concurrency",
-    "ready",
-    "warming",
-    "min",
-    "max",
-    "periods_since_action",
-    "target_value",
-    "metric",
-    "desired_before",
-    "desired_after",
-    "action",
-    "reason",
-)
 
 
 class Autoscaler:
@@ -126,8 +111,4 @@ class Autoscaler:
 
     def decisions(self) -> pd.DataFrame:
         """One row per period: the inputs given to ``decide`` and what it answered."""
-        import pandas as pd
-
-        df = pd.DataFrame(self.records, columns=list(DECISION_COLUMNS))
-        df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
-        return df
+        return decisions_frame(self.records)

@@ -78,6 +78,9 @@ from .workers import WorkerCommand, find_program, tail_lines
 
 if TYPE_CHECKING:
     import pandas as pd
+    from typing_extensions import Unpack
+
+    from ..spec import ScaleChange
 
 __all__ = ["LocalFleet"]
 
@@ -286,14 +289,7 @@ class LocalFleet:
         finally:
             self._on_output = None
 
-    def scale(
-        self,
-        *,
-        min: int | None = None,
-        desired: int | None = None,
-        max: int | None = None,
-        target_rps_per_target: float | None = None,
-    ) -> None:
+    def scale(self, **changes: Unpack[ScaleChange]) -> None:
         """Change capacity bounds, desired capacity or the tracking target, through ``FleetSpec.rescaled``
         (validated and clamped like the spec); only what changed is applied.
 
@@ -309,9 +305,7 @@ class LocalFleet:
                     self.spec.capacity, min=cur_min, desired=cur_desired, max=cur_max
                 )
             )
-            new = live.rescaled(
-                min=min, desired=desired, max=max, target_rps_per_target=target_rps_per_target
-            )
+            new = live.rescaled(**changes)
             new_min, new_desired, new_max = new.capacity.min, new.capacity.desired, new.capacity.max
             if new.scaling != self.spec.scaling:
                 self._autoscaler.set_target(new.scaling)
@@ -640,7 +634,7 @@ class LocalFleet:
             asg = self._asg
             ready, warming = asg.ready_and_warming()
             lo, want, hi = self._capacity
-            rec: PeriodRecord = self._sampler.end_period(
+            observed = PeriodRecord(
                 start=self._period_start,
                 end=end,
                 healthy=len(asg.healthy()),
@@ -653,6 +647,7 @@ class LocalFleet:
                 latency=latency,
                 cpu=cpu,
             )
+            rec = self._sampler.end_period(observed)
             self._records.append(rec)
             self._period_start = end
             decision = self._autoscaler.tick(

@@ -12,13 +12,14 @@ Example::
 
     sampler = PeriodSampler(frontend="alb", backends=("tg", "tg_open"))
     sampler.add_stats(api.show_stat())                 # every tick
-    rec = sampler.end_period(start=t0, end=t1, healthy=2, unhealthy=0, desired=2, in_service=2, ready=2,
-                             latency=HistogramDelta(), cpu={})
+    observed = PeriodRecord(start=t0, end=t1, healthy=2, unhealthy=0, desired=2, in_service=2, ready=2)
+    rec = sampler.end_period(observed)
     to_metric_frame([rec], group=1)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -105,22 +106,26 @@ def histogram_quantile(q: float, h: HistogramDelta) -> float | None:
     return prev_le
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PeriodRecord:
-    """What one local period measured (one CloudWatch datapoint per metric)."""
+    """What one local period measured (one CloudWatch datapoint per metric).
+
+    The controller observes the period's span and the target counts itself (required); the
+    :class:`PeriodSampler` fills in the request counters it accumulated from HAProxy.
+    """
 
     start: datetime
     end: datetime
+    healthy: int
+    unhealthy: int
+    desired: int
+    in_service: int
+    ready: int
     request_count: int = 0
     target_2xx: int = 0
     target_4xx: int = 0
     target_5xx: int = 0
     elb_5xx: int = 0
-    healthy: int = 0
-    unhealthy: int = 0
-    desired: int = 0
-    in_service: int = 0
-    ready: int = 0
     latency: HistogramDelta = field(default_factory=HistogramDelta)
     cpu: dict[str, float] = field(default_factory=dict)
     per_target: dict[str, int] = field(default_factory=dict)
@@ -232,37 +237,18 @@ class PeriodSampler:
         for t, n in in_flight.items():
             c.in_flight_sum[t] = c.in_flight_sum.get(t, 0.0) + n
 
-    def end_period(
-        self,
-        *,
-        start: datetime,
-        end: datetime,
-        healthy: int,
-        unhealthy: int,
-        desired: int,
-        in_service: int,
-        ready: int,
-        latency: HistogramDelta,
-        cpu: dict[str, float],
-    ) -> PeriodRecord:
-        """Close the period: a record of everything accumulated since the last call, then start afresh."""
+    def end_period(self, observed: PeriodRecord) -> PeriodRecord:
+        """Close the period: ``observed`` (what the controller read itself: start, end, health and capacity counts,
+        latency, CPU) with the counters accumulated since the last call filled in; then start afresh."""
         c, self._counts = self._counts, _Counts()
         ticks = max(c.ticks, 1)
-        return PeriodRecord(
-            start=start,
-            end=end,
+        return dataclasses.replace(
+            observed,
             request_count=c.request_count,
             target_2xx=c.target_2xx,
             target_4xx=c.target_4xx,
             target_5xx=c.target_5xx,
             elb_5xx=max(0, c.frontend_5xx - c.target_5xx),
-            healthy=healthy,
-            unhealthy=unhealthy,
-            desired=desired,
-            in_service=in_service,
-            ready=ready,
-            latency=latency,
-            cpu=cpu,
             per_target=c.per_target,
             in_flight={t: v / ticks for t, v in c.in_flight_sum.items()},
         )

@@ -1,4 +1,4 @@
-"""Helpers shared by the panels: a status table in HTML, messages, a stoppable ticker."""
+"""Helpers shared by the panels: a status table in HTML, messages, a stoppable ticker, a worker thread."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import html
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -94,6 +95,31 @@ class Ticker:
                 self._fn()
             except Exception:  # keep ticking; the panel shows its own errors
                 log.exception("periodic %s failed", self._thread.name)
+
+
+class PanelWorker:
+    """The one thread a panel runs its slow calls on: the ``executor`` it was given, or its own, which
+    :meth:`close` shuts down (a given executor belongs to the caller and is left running).
+
+    Example::
+
+        worker = PanelWorker(None, name="scale"); worker.submit(fleet.scale, desired=3); worker.close()
+    """
+
+    def __init__(self, executor: Executor | None, *, name: str) -> None:
+        self._owned = executor is None
+        self.executor: Executor = executor or ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"mlops-lb-{name}"
+        )
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """``executor.submit``: raises RuntimeError once the executor is shut down."""
+        return self.executor.submit(fn, *args, **kwargs)
+
+    def close(self) -> None:
+        """Shut down an executor of our own without waiting; leave a given one alone."""
+        if self._owned:
+            self.executor.shutdown(wait=False)
 
 
 def fleet_closed(fleet: Any) -> bool:

@@ -6,14 +6,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any
 
 import ipywidgets as w
 
 from ..summary import html_table, summary_rows, verdict
-from ._common import CLOSED_TEXT, Ticker, error_text, fleet_closed, message_html
+from ._common import CLOSED_TEXT, PanelWorker, Ticker, error_text, fleet_closed, message_html
 from ._liveplot import LivePlot
 
 __all__ = ["PROFILES", "LoadTestPanel", "build_profile"]
@@ -93,10 +93,7 @@ class LoadTestPanel:
         self._start_load = start_load
         self._make_bundle = make_bundle
         self._write_report = write_report
-        self._owns_executor = executor is None
-        self._executor: Executor = executor or ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="mlops-lb-load"
-        )
+        self._executor = PanelWorker(executor, name="load")
         self._rows: list[dict[str, Any]] = []
         self._rows_lock = threading.Lock()
         self._t0 = 0.0
@@ -380,8 +377,7 @@ class LoadTestPanel:
         self.stop()
         if self._watch is not None:
             self._watch.stop(timeout=0)
-        if self._owns_executor:
-            self._executor.shutdown(wait=False)
+        self._executor.close()
 
     def __repr__(self) -> str:
         return (

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
 from ._common import (
     CLOSED_TEXT,
+    PanelWorker,
     Ticker,
     error_text,
     fleet_closed,
@@ -62,10 +63,7 @@ class ScalingPanel:
         spec = fleet.spec
         lo, want, hi = live_capacity(fleet)
         limit = max_limit if max_limit is not None else max(10, 2 * hi, 2 * spec.capacity.max)
-        self._owns_executor = executor is None
-        self._executor: Executor = executor or ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="mlops-lb-scale"
-        )
+        self._executor = PanelWorker(executor, name="scale")
         self._pending: Future[Any] | None = None
         self._adjusting = False  # guards the constraint observers against re-entering each other
         self._lock = threading.Lock()
@@ -365,8 +363,7 @@ class ScalingPanel:
         """Stop the periodic refresh and the panel's own executor; the widgets stay on screen."""
         if self._ticker is not None:
             self._ticker.stop()
-        if self._owns_executor:
-            self._executor.shutdown(wait=False)
+        self._executor.close()
 
     def __repr__(self) -> str:
         return (

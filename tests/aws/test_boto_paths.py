@@ -88,6 +88,30 @@ class TestDesiredCapacity:
         with pytest.raises(SpecError, match=r"capacity\.desired"):
             fleet.scale(desired=9)
 
+    def test_scale_checks_through_rescaled_before_any_call(
+        self, cloud: dict[str, Any], fake_cli: Any, fake_wheel: Path
+    ) -> None:
+        """scale() validates with FleetSpec.rescaled like the local fleet: a rate target on a concurrency policy
+        is refused before pulumi or boto3 runs, and a numpy desired reaches AWS as a plain int."""
+        import numpy as np
+
+        from mlops_lb.errors import SpecError
+
+        spec = FleetSpec(
+            name="demo",
+            region=REGION,
+            scaling={"metric": "concurrency_per_target", "target_concurrency_per_target": 4},
+        )
+        fleet = AwsFleet(spec, wheel=fake_wheel)
+        calls = len(fake_cli.calls())
+        with pytest.raises(SpecError, match="target_rps_per_target does not apply"):
+            fleet.scale(target_rps_per_target=20)
+        assert len(fake_cli.calls()) == calls and fleet.spec == spec
+        fleet.scale(desired=np.int64(3))
+        g = cloud["asg"].describe_auto_scaling_groups(AutoScalingGroupNames=["demo-asg-123"])
+        assert g["AutoScalingGroups"][0]["DesiredCapacity"] == 3
+        assert type(fleet.spec.capacity.desired) is int
+
     def test_access_denied_is_a_provision_error_with_the_code(
         self, cloud: dict[str, Any], fake_cli: Any, fake_wheel: Path
     ) -> None:

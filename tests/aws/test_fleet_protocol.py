@@ -58,8 +58,11 @@ def test_decisions_are_the_groups_capacity_changes(fleet: AwsFleet, monkeypatch:
             "describe_scaling_activities", {"Activities": acts}, {"AutoScalingGroupName": "demo-asg-123"}
         )
         d = fleet.decisions()
-    from mlops_lb.local.autoscaler import DECISION_COLUMNS
+    from mlops_lb.frames import DECISION_COLUMNS
+    from mlops_lb.local import autoscaler
 
+    # The contract moved to frames; the old import still works.
+    assert autoscaler.DECISION_COLUMNS is DECISION_COLUMNS
     assert list(d.columns) == list(DECISION_COLUMNS) and len(d) == 1
     row = d.iloc[0]
     assert (row["action"], row["desired_before"], row["desired_after"]) == ("scale_out", 2, 4)
