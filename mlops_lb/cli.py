@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from .errors import MlopsLbError
 from .fleet import backend_names
+from .load.profiles import rate_kinds
 from .serving.llm_engine import EngineParams
 
 __all__ = ["build_parser", "main"]
@@ -105,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--target-rps", type=float)
     c = sub.add_parser("load", help="run a load profile against a URL")
     c.add_argument("url")
-    c.add_argument("--profile", default="constant", choices=("constant", "ramp", "step", "spike"))
+    # every shape that can be said in --rps/--start-rps/--duration-s, a user's registered ones included
+    c.add_argument("--profile", default="constant", choices=rate_kinds())
     c.add_argument(
         "--rps", type=float, default=50.0, help="rate (constant), end rate (ramp/step), burst (spike)"
     )

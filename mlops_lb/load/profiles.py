@@ -72,6 +72,7 @@ __all__ = [
     "profile_from_dict",
     "profile_kinds",
     "ramp",
+    "rate_kinds",
     "shard_indices",
     "spike",
     "step",
@@ -236,6 +237,18 @@ def _shape(kind: Any) -> type[LoadProfile]:
 def profile_kinds() -> tuple[str, ...]:
     """The registered shape kinds, sorted (the built-in ones and any a user defined)."""
     return tuple(sorted(_REGISTRY))
+
+
+def rate_kinds() -> tuple[str, ...]:
+    """The kinds :func:`make_profile` can build from ``rps``/``start_rps``/``duration_s`` (the CLI's and the load
+    widget's inputs), in registration order: the built-in ones and any a user defined with a ``from_rates``.
+
+    Example::
+
+        rate_kinds()      # ('constant', 'step', 'ramp', 'spike', 'sine')
+    """
+    base = LoadProfile.__dict__["from_rates"].__func__
+    return tuple(k for k, cls in _REGISTRY.items() if getattr(cls.from_rates, "__func__", None) is not base)
 
 
 def profile_from_dict(data: Mapping[str, Any]) -> LoadProfile:

@@ -12,6 +12,7 @@ from typing import Any
 
 import ipywidgets as w
 
+from ..load.profiles import rate_kinds
 from ..summary import html_table, summary_rows, verdict
 from ._common import CLOSED_TEXT, PanelWorker, Ticker, error_text, fleet_closed, message_html
 from ._liveplot import LivePlot
@@ -20,7 +21,9 @@ __all__ = ["PROFILES", "LoadTestPanel", "build_profile"]
 
 log = logging.getLogger(__name__)
 
-PROFILES = ("constant", "ramp", "step", "spike")
+#: The shapes the panel offers when this module is imported; the panel itself asks :func:`rate_kinds` when it is
+#: built, so a shape registered in a notebook before that is offered too.
+PROFILES = rate_kinds()
 
 
 def build_profile(kind: str, rate: float, end_rate: float, duration_s: float) -> Any:
@@ -36,8 +39,9 @@ def build_profile(kind: str, rate: float, end_rate: float, duration_s: float) ->
     from .. import load
     from ..errors import SpecError
 
-    if kind not in PROFILES:
-        raise SpecError("profile", f"must be one of {', '.join(PROFILES)} (got {kind!r})")
+    kinds = rate_kinds()
+    if kind not in kinds:
+        raise SpecError("profile", f"must be one of {', '.join(kinds)} (got {kind!r})")
     # constant has one rate input, the first; the others read "from rate to end rate".
     rps = rate if kind == "constant" else end_rate
     return load.make_profile(kind, rps=rps, start_rps=rate, duration_s=duration_s)
@@ -111,7 +115,7 @@ class LoadTestPanel:
         top = target * (spec.capacity.max if spec is not None else 4)
         style = {"description_width": "90px"}
         self.profile_dropdown = w.Dropdown(
-            options=list(PROFILES), value="ramp", description="profile", style=style
+            options=list(rate_kinds()), value="ramp", description="profile", style=style
         )
         # Unbounded inputs on purpose: a bounded one silently replaces -5 by its minimum; Start checks them
         # and says which value is wrong instead.

@@ -260,3 +260,40 @@ class TestUserShapesRun:
         steps = r.steps()
         assert list(steps["rate"]) == [20.0, 40.0] and list(steps["passed"]) == [True, False]
         assert r.summary()["requests"] < len(p.schedule())
+
+
+class TestRateKinds:
+    def test_a_shape_with_from_rates_is_offered_by_the_cli_and_the_widget(self):
+        """A shape registered in a notebook with a from_rates joins rate_kinds(): the CLI's --profile choices and
+        the load panel's dropdown come from it, with nothing else to edit."""
+        from dataclasses import dataclass
+
+        from mlops_lb.cli import build_parser
+        from mlops_lb.load import RateProfile, rate_kinds
+        from mlops_lb.widgets import build_profile
+
+        assert rate_kinds() == ("constant", "step", "ramp", "spike", "sine")
+        assert "sweep" not in rate_kinds() and "trace" not in rate_kinds()  # they need their own fields
+
+        @dataclass(frozen=True)
+        class Plateau(RateProfile, kind="testplateau"):
+            rps: float = 10.0
+            duration_s: float = 4.0  # type: ignore[assignment]
+
+            def segments(self):
+                half = self.duration_s / 2
+                return [(half, 0.0, self.rps), (half, self.rps, self.rps)]
+
+            @classmethod
+            def from_rates(cls, *, rps, duration_s, start_rps=0.0):
+                return cls(rps=rps, duration_s=duration_s)
+
+        try:
+            assert rate_kinds()[-1] == "testplateau"
+            args = build_parser().parse_args(["load", "http://127.0.0.1:1/", "--profile", "testplateau"])
+            assert args.profile == "testplateau"
+            assert build_profile("testplateau", 1, 20, 6) == Plateau(rps=20, duration_s=6)
+        finally:
+            from mlops_lb.load import profiles
+
+            del profiles._REGISTRY["testplateau"]

@@ -32,7 +32,7 @@ def _panel(
 
 
 class TestProfiles:
-    @pytest.mark.parametrize("kind", ["constant", "ramp", "step", "spike"])
+    @pytest.mark.parametrize("kind", ["constant", "ramp", "step", "spike", "sine"])
     def test_each_profile_lasts_the_duration(self, kind: str) -> None:
         """Every dropdown choice builds an ml.load profile as long as the duration input."""
         prof = build_profile(kind, 10.0, 40.0, 8.0)
@@ -40,8 +40,8 @@ class TestProfiles:
 
     def test_unknown_profile_is_a_spec_error(self) -> None:
         """An unknown kind names the allowed ones."""
-        with pytest.raises(SpecError, match="constant, ramp, step, spike"):
-            build_profile("sine", 1, 2, 3)
+        with pytest.raises(SpecError, match="constant, step, ramp, spike, sine"):
+            build_profile("sawtooth", 1, 2, 3)
 
     def test_inputs_follow_the_profile(self, fleet: FakeFleet, tmp_path: Path) -> None:
         """constant disables the second rate; spike relabels it as the burst rate."""
