@@ -4,7 +4,7 @@ Figures are built with the object-oriented API (:class:`matplotlib.figure.Figure
 so they render the same in a notebook, a headless test and the HTML report. Time axes are seconds since the start
 of the run by default (``time="utc"`` for wall-clock UTC); latencies are shown in milliseconds.
 
-Why one module of ~700 lines: every figure shares the same reading rules (latency axes that always carry numbers,
+Why one module of about 1,000 lines: every figure shares the same reading rules (latency axes that always carry numbers,
 the partial last interval, the nominal period, legends off the data), and keeping them next to each other is what
 keeps the figures consistent; each public function is self-contained below its helpers.
 

@@ -1,8 +1,5 @@
 """Open-loop shards on Ray: ``run_load(..., cluster="ray", shards=N)``.
 
-(Just over 500 lines on purpose: everything Ray — options, actors, transport, placement — stays behind the
-one import that runs only with ``cluster=``.)
-
 Ray is only a second *transport* for the engine's messages. Each shard is a Ray actor (one CPU) that runs the
 same engine as ``workers=N`` (:func:`mlops_lb.load._engine.run_engine`) on its share of the schedule, and the
 driver runs the same collector (``_Run._collect``) that merges interval HDR histograms (sent encoded) and
