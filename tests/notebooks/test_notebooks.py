@@ -39,6 +39,7 @@ def test_the_notebooks_of_the_walk_exist() -> None:
         "04_capacity_planning",
         "05_llm_fleet",
         "06_bring_your_own_server",
+        "07_distributed_load",
     ]
 
 
