@@ -193,5 +193,5 @@ def test_load_on_local_ray_shards(server: object, tmp_path: Path) -> None:
     spec = json.loads((run / "load.json").read_text())
     assert (spec["cluster"], spec["shards"], spec["connections"]) == ("ray", 2, 4)
     assert ml.RunBundle.load(run).summary["requests"] == 80
-    table = out.stdout.split("lag_p99_s", 1)[1].strip().splitlines()
+    table = out.stdout.split("lag_p99_s", 1)[1].split("report:", 1)[0].strip().splitlines()
     assert [line.split()[0] for line in table] == ["0", "1"]
