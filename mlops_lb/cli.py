@@ -141,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--connections",
         type=int,
         default=None,
+        metavar="N",
         help="keep-alive connections in all (default 32); with --cluster they are split over the shards",
     )
     c.add_argument(
