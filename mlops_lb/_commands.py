@@ -133,46 +133,38 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def _load_options(args: argparse.Namespace) -> dict[str, Any]:
-    """run_load's keywords from ``mlops-lb load``'s flags, checked before anything starts.
+    """run_load's keywords from ``mlops-lb load``'s flags, checked by :class:`LoadSettings` before anything starts.
 
     The session creates the run's bundle before the load starts, so a bad flag is caught here (with the flag's
     name) rather than by the engine after an empty bundle exists. Only flags given are passed: the engine's
     defaults stay the defaults.
     """
-    from ._validate import check_int
     from .errors import SpecError
+    from .load.settings import LoadSettings
 
-    opts: dict[str, Any] = {}
-    if args.connections is not None:
-        opts["connections"] = check_int("--connections", args.connections, 1, 100_000)
+    opts: dict[str, Any] = {
+        name: value
+        for name in ("connections", "cluster", "shards", "placement")
+        if (value := getattr(args, name)) is not None
+    }
     if args.cluster is None:
         for flag in ("shards", "placement"):
-            if getattr(args, flag) is not None:
+            if flag in opts:
                 raise SpecError(
                     f"--{flag}",
                     "needs --cluster ray (a local Ray for this run) or --cluster ray://head:10001; "
                     "one machine needs no shards",
                 )
-        return opts
-    from .load.distributed import check_options, import_ray
-    from .load.settings import LoadSettings
-
-    opts.update(cluster=args.cluster, shards="auto" if args.shards is None else args.shards)
-    if args.placement is not None:
-        opts["placement"] = args.placement
     try:
-        check_options(
-            opts["cluster"],
-            opts["shards"],
-            opts.get("placement", "spread"),
-            1,
-            opts.get("connections", LoadSettings().connections),
-        )
+        LoadSettings(**opts)
     except SpecError as exc:
         raise SpecError(f"--{exc.field}", str(exc).removeprefix(f"{exc.field} ")) from exc
-    import_ray()  # BackendUnavailable naming `pip install 'mlops_lb[ray]'` now, not from the run's thread
-    if args.cluster.startswith("ray://"):
-        _reach_ray_client(args.cluster)
+    if args.cluster is not None:
+        from .load.distributed import import_ray
+
+        import_ray()  # BackendUnavailable naming `pip install 'mlops_lb[ray]'` now, not from the run's thread
+        if args.cluster.startswith("ray://"):
+            _reach_ray_client(args.cluster)
     return opts
 
 
