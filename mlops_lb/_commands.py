@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -131,17 +132,77 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_options(args: argparse.Namespace) -> dict[str, Any]:
+    """run_load's keywords from ``mlops-lb load``'s flags, checked by :class:`LoadSettings` before anything starts.
+
+    The session creates the run's bundle before the load starts, so a bad flag is caught here (with the flag's
+    name) rather than by the engine after an empty bundle exists. Only flags given are passed: the engine's
+    defaults stay the defaults.
+    """
+    from .errors import SpecError
+    from .load.settings import LoadSettings
+
+    opts: dict[str, Any] = {
+        name: value
+        for name in ("connections", "cluster", "shards", "placement")
+        if (value := getattr(args, name)) is not None
+    }
+    if args.cluster is None:
+        for flag in ("shards", "placement"):
+            if flag in opts:
+                raise SpecError(
+                    f"--{flag}",
+                    "needs --cluster ray (a local Ray for this run) or --cluster ray://head:10001; "
+                    "one machine needs no shards",
+                )
+    try:
+        LoadSettings(**opts)
+    except SpecError as exc:
+        raise SpecError(f"--{exc.field}", str(exc).removeprefix(f"{exc.field} ")) from exc
+    if args.cluster is not None:
+        from .load.distributed import import_ray
+
+        import_ray()  # BackendUnavailable naming `pip install 'mlops_lb[ray]'` now, not from the run's thread
+        if args.cluster.startswith("ray://"):
+            _reach_ray_client(args.cluster)
+    return opts
+
+
+def _reach_ray_client(cluster: str) -> None:
+    """LoadTestError now when nothing listens at a ``ray://`` address (the run would fail after its bundle exists)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from .errors import LoadTestError
+
+    parts = urlsplit(cluster)  # already checked by check_options: it has a host
+    host, port = parts.hostname or "", parts.port or 10001
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as exc:
+        raise LoadTestError(
+            f"--cluster {cluster}: cannot reach the Ray Client server at {host}:{port} ({exc}); start the head with "
+            "`ray start --head --ray-client-server-port=10001` and allow that port from this machine"
+        ) from exc
+
+
 def cmd_load(args: argparse.Namespace) -> int:
     from . import load
     from .session import run_session
     from .summary import summary_rows, text_table
 
+    options = _load_options(args)
     # The widget builds its shapes the same way: "step" means the same in both.
     profile = load.make_profile(
         args.profile, rps=args.rps, start_rps=args.start_rps, duration_s=args.duration_s
     )
-    outcome = run_session(args.url, profile, out=args.out, name="load")
+    outcome = run_session(args.url, profile, out=args.out, name="load", **options)
     print(text_table(summary_rows(outcome.summary)))
+    shards = getattr(outcome.result, "shards", None)
+    if shards is not None:
+        # a shard that fell behind its schedule is the generator's limit, not the server's: name it
+        cols = ["shard", "host", "state", "scheduled", "sent", "late", "lost", "lag_p99_s"]
+        print(shards[[c for c in cols if c in shards.columns]].to_string(index=False))
     if outcome.error is not None:
         raise outcome.error
     if outcome.report_error is not None:

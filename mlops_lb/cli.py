@@ -7,6 +7,8 @@ Example::
     mlops-lb report runs/2026-11-28T10-00-00Z-demo
     mlops-lb preflight fleet.yaml                # check the AWS account against the spec (read-only)
     mlops-lb up fleet.yaml --backend aws         # also: status, scale, load, down
+    mlops-lb load http://127.0.0.1:8080/predict --rps 200 --connections 64
+    mlops-lb load http://10.0.1.5/predict --rps 20000 --cluster ray://head:10001 --shards auto
 """
 
 from __future__ import annotations
@@ -36,6 +38,24 @@ LLM_FLAGS = (
     ("max_model_len", "prompt + max_tokens limit ({:g})"),
     ("seed", "seed of the generated words ({:g})"),
 )
+
+
+# run_load's placements (mlops_lb.load.distributed.PLACEMENTS; a test keeps the two equal): written out here so
+# building the parser imports nothing of the load engine.
+PLACEMENTS = ("spread", "strict_spread", "pack")
+
+
+def _shards(text: str) -> int | str:
+    """``--shards``: a positive integer or ``auto`` (one shard per free CPU of the cluster)."""
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer or 'auto' (got {text!r})") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {n})")
+    return n
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,6 +139,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--duration-s", type=float, default=30.0)
     c.add_argument("--out", default="runs")
+    c.add_argument(
+        "--connections",
+        type=int,
+        default=None,
+        metavar="N",
+        help="keep-alive connections in all (default 32); with --cluster they are split over the shards",
+    )
+    c.add_argument(
+        "--cluster",
+        default=None,
+        metavar="ray|ray://HOST:PORT",
+        help="run open-loop shards on Ray: 'ray' starts a local Ray for the run, ray://head:10001 connects with "
+        "Ray Client (docs/distributed.md)",
+    )
+    c.add_argument(
+        "--shards",
+        type=_shards,
+        default=None,
+        metavar="N|auto",
+        help="shards with --cluster (default auto: one per free CPU of the cluster)",
+    )
+    c.add_argument(
+        "--placement",
+        choices=PLACEMENTS,
+        default=None,
+        help="how shards spread over the cluster's nodes with --cluster (default spread)",
+    )
     return p
 
 

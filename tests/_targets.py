@@ -1,12 +1,16 @@
-"""Test targets as subprocesses on 127.0.0.1: one helper shared by tests/load and tests/distributed.
+"""Test targets as subprocesses on 127.0.0.1, and process checks: one helper shared by tests/load and
+tests/distributed (imported by module name, never from a ``conftest``: two directories' conftest modules share the
+name ``conftest``, so ``from conftest import ...`` finds whichever was imported last).
 
 A target script binds a random loopback port, prints it on its first stdout line and serves until SIGTERM;
-``/__count`` answers how many requests it saw.
+``/__count`` answers how many requests it saw. :data:`SERVER` is the one test target (stalls, fixed delays,
+streams, errors: see its docstring).
 
 Example::
 
-    t = spawn_target(Path("tests/load/_server.py"), stall_at=1.0)
+    t = spawn_target(SERVER, stall_at=1.0)     # or delay_s=0.005: every answer after 5 ms
     t.base, t.count(); t.stop()
+    wait_gone([pid]) == []                      # the process has exited (a zombie counts as gone)
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+SERVER = Path(__file__).resolve().parent / "load" / "_server.py"
 
 
 @dataclass
@@ -59,3 +66,26 @@ def spawn_target(script: Path, **options: float) -> Target:
         proc.kill()
         raise RuntimeError(f"test target {script.name} did not start")
     return Target(proc, int(line))
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie counts as gone (its parent reaps it later)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_gone(pids: list[int], timeout: float = 30) -> list[int]:
+    """Wait up to ``timeout`` s for ``pids`` to exit; returns those still running (empty: all gone)."""
+    deadline = time.monotonic() + timeout
+    alive = [p for p in pids if pid_alive(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [p for p in alive if pid_alive(p)]
+    return alive

@@ -11,14 +11,10 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
-from _targets import Target, spawn_target
+from _targets import SERVER, Target, spawn_target, wait_gone
 
-HERE = Path(__file__).resolve().parent
-DELAY_SERVER = HERE / "_delay_server.py"
-STALL_SERVER = HERE.parent / "load" / "_server.py"
 NODE = {"num_cpus": 1, "object_store_memory": 100 * 2**20}
 # A loaded 2-core machine starts the per-node agents slowly. The raylet waits a fixed 15 s for the files in
 # which its agents publish their ports (node_manager.cc, WaitForDashboardAgentPorts) unless the ports are given
@@ -29,39 +25,18 @@ RAY_ENV = {"RAY_agent_register_timeout_ms": "120000", "RAY_raylet_start_wait_tim
 
 @pytest.fixture
 def start_target() -> Iterator[Callable[..., Target]]:
-    """``start_target(script, --option=value...)``: a test target subprocess; all are stopped afterwards."""
+    """``start_target(delay_s=0.005)`` or ``(stall_at=0.5, stall_s=1.0)``: a test target (tests/load/_server.py)
+    in a subprocess; all are stopped afterwards."""
     started: list[Target] = []
 
-    def start(script: Path, **options: float) -> Target:
-        t = spawn_target(script, **options)
+    def start(**options: float) -> Target:
+        t = spawn_target(SERVER, **options)
         started.append(t)
         return t
 
     yield start
     for t in started:
         t.stop()
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is gone for our purposes (its parent reaps it later)
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def wait_gone(pids: list[int], timeout: float = 30) -> list[int]:
-    deadline = time.monotonic() + timeout
-    alive = [p for p in pids if pid_alive(p)]
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.2)
-        alive = [p for p in alive if pid_alive(p)]
-    return alive
 
 
 def _free_port() -> int:

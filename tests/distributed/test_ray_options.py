@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from _targets import SERVER, wait_gone
 
 from mlops_lb.errors import BackendUnavailable, LoadTestError, SpecError
 from mlops_lb.load import constant, run_load
@@ -97,7 +98,7 @@ def test_local_ray_is_started_and_stopped_for_the_run(tmp_path):
     code = f"""
 import json, os, subprocess, sys
 os.environ.update(RAY_agent_register_timeout_ms="120000", RAY_raylet_start_wait_time_s="120")
-srv = subprocess.Popen([sys.executable, {str(__import__("conftest").DELAY_SERVER)!r}], stdout=subprocess.PIPE, text=True)
+srv = subprocess.Popen([sys.executable, {str(SERVER)!r}, "--delay-s", "0.005"], stdout=subprocess.PIPE, text=True)
 port = int(srv.stdout.readline())
 import ray
 from mlops_lb.load import constant, run_load
@@ -115,6 +116,4 @@ finally:
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["responses"] == 50 and res["up"] is False
-    from conftest import wait_gone
-
     assert wait_gone(res["pids"]) == []

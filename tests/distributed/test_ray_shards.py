@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import DELAY_SERVER, STALL_SERVER, wait_gone
+from _targets import wait_gone
 
 from mlops_lb.errors import LoadTestError, SpecError
 from mlops_lb.load import constant, run_load, start_load
@@ -49,7 +49,7 @@ def _pcts(h) -> list[int]:
 
 def test_merged_counts_and_percentiles_equal_the_raw_records(ray_cluster, start_target):
     """Two Poisson shards, one per node: every count matches the server, every merged percentile the records."""
-    t = start_target(DELAY_SERVER, delay_s=0.005)
+    t = start_target(delay_s=0.005)
     r = run_load(f"{t.base}/ok", constant(200, 2, arrival="poisson", seed=7), BODY, connections=8,
                  cluster="ray", shards=2, placement="strict_spread", interval_s=0.5, **LAX)  # fmt: skip
     s = r.summary()
@@ -85,7 +85,7 @@ def test_merged_counts_and_percentiles_equal_the_raw_records(ray_cluster, start_
 
 def test_stall_shows_in_the_corrected_tail(ray_cluster, start_target):
     """A 1 s server stall under two shards: corrected p99 near 1 s, service time (uncorrected) small."""
-    t = start_target(STALL_SERVER, stall_at=0.5, stall_s=1.0)
+    t = start_target(stall_at=0.5, stall_s=1.0)
     r = run_load(f"{t.base}/ok", constant(200, 2.5), BODY, connections=2, cluster="ray", shards=2,
                  progress=False, max_lag_p99_s=0.1)  # fmt: skip
     s = r.summary()
@@ -98,7 +98,7 @@ def test_stall_shows_in_the_corrected_tail(ray_cluster, start_target):
 
 def test_killed_shard_is_reported_with_its_lost_requests(ray_cluster, start_target):
     """SIGKILL of one shard's actor: the other's records stay whole, the lost share is counted, run invalid."""
-    t = start_target(DELAY_SERVER, delay_s=0.002)
+    t = start_target(delay_s=0.002)
     run = start_load(f"{t.base}/ok", constant(100, 6), BODY, connections=4, cluster="ray", shards=2,
                      interval_s=0.5, **LAX)  # fmt: skip
     deadline = time.monotonic() + 120
@@ -118,7 +118,7 @@ def test_killed_shard_is_reported_with_its_lost_requests(ray_cluster, start_targ
 
 def test_stop_keeps_what_every_shard_measured(ray_cluster, start_target):
     """Stop during a long run ends every shard; the partial result matches the server's count."""
-    t = start_target(DELAY_SERVER, delay_s=0.002)
+    t = start_target(delay_s=0.002)
     stop = threading.Event()
     run = start_load(f"{t.base}/ok", constant(100, 60), BODY, connections=4, cluster="ray", shards=2,
                      stop=stop, **LAX)  # fmt: skip
@@ -136,7 +136,7 @@ def test_stop_keeps_what_every_shard_measured(ray_cluster, start_target):
 
 def test_keyboard_interrupt_stops_every_shard(ray_cluster, start_target):
     """Ctrl-C during run_load stops both shards and returns what they measured (stop_reason KeyboardInterrupt)."""
-    t = start_target(DELAY_SERVER, delay_s=0.002)
+    t = start_target(delay_s=0.002)
     rows: list[dict] = []
 
     def on_interval(row: dict) -> None:
@@ -156,7 +156,7 @@ def test_keyboard_interrupt_stops_every_shard(ray_cluster, start_target):
 @pytest.mark.slow
 def test_ray_client_address(ray_cluster, start_target):
     """cluster='ray://host:port' connects with Ray Client for the run (a fresh process: no ray.init there)."""
-    t = start_target(DELAY_SERVER, delay_s=0.001)
+    t = start_target(delay_s=0.001)
     code = f"""
 import json, ray
 from mlops_lb.load import constant, run_load
@@ -172,13 +172,13 @@ print(json.dumps({{"responses": r.summary()["responses"], "nodes": r.shards["nod
 
 class TestBadInputBeforeAnyRequest:
     def test_more_shards_than_cpus(self, ray_cluster, start_target):
-        t = start_target(DELAY_SERVER)
+        t = start_target()
         with pytest.raises(SpecError, match=r"shards must be <= the 2 CPUs free"):
             run_load(f"{t.base}/ok", constant(10, 1), BODY, connections=8, cluster="ray", shards=3, **LAX)
         assert t.count() == 0
 
     def test_unpicklable_payload_callable(self, ray_cluster, start_target):
-        t = start_target(DELAY_SERVER)
+        t = start_target()
         lock = threading.Lock()
 
         def payload(i: int) -> bytes:
@@ -191,7 +191,7 @@ class TestBadInputBeforeAnyRequest:
 
     def test_payload_callable_runs_on_the_shards(self, ray_cluster, start_target):
         """A picklable callable (a lambda: cloudpickle sends it by value) builds every body on the shards."""
-        t = start_target(DELAY_SERVER, delay_s=0.001)
+        t = start_target(delay_s=0.001)
         r = run_load(f"{t.base}/ok", constant(50, 1), lambda i: {"i": i}, connections=2, cluster="ray",
                      shards=2, **LAX)  # fmt: skip
         df = r.requests()

@@ -8,7 +8,8 @@ the token held back by ``stall_s`` more, none), ``role`` (1: a role-only first d
 usage chunk with completion_tokens; N > 1: one that claims N), ``split`` (1: every event written in two chunks, cut inside its JSON),
 ``bad`` (1: one event whose data is not JSON), ``truncate`` (1: end with half an event and close the
 connection; 2: half an event, then the end of the chunked body). With --stall-at S --stall-s D every answer that falls in
-[S, S+D) seconds after the first request is held until S+D: a 1 s server stall.
+[S, S+D) seconds after the first request is held until S+D: a 1 s server stall. With --delay-s D every plain answer
+(/ok, /404, /500) is written exactly D seconds after its request (a timer per request): a fixed-latency server.
 Prints its port on the first stdout line.
 """
 
@@ -80,9 +81,16 @@ class Handler(asyncio.Protocol):
         resp = b"HTTP/1.1 %s\r\nX-Target-Id: t-1\r\nContent-Length: 2\r\n\r\nok" % status
         a = self.args
         rel = now - self.state["first"]
+        wait = a.delay_s
         if a.stall_at is not None and a.stall_at <= rel < a.stall_at + a.stall_s:
-            asyncio.get_running_loop().call_later(a.stall_at + a.stall_s - rel, self.t.write, resp)
+            wait = max(wait, a.stall_at + a.stall_s - rel)
+        if wait > 0:
+            asyncio.get_running_loop().call_later(wait, self._answer, resp)
         else:
+            self.t.write(resp)
+
+    def _answer(self, resp: bytes) -> None:
+        if not self.t.is_closing():
             self.t.write(resp)
 
     def stream(self, path: str) -> None:
@@ -149,6 +157,7 @@ async def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--stall-at", type=float)
     p.add_argument("--stall-s", type=float, default=1.0)
+    p.add_argument("--delay-s", type=float, default=0.0)
     Handler.args = p.parse_args()
     server = await asyncio.get_running_loop().create_server(Handler, "127.0.0.1", 0)
     print(server.sockets[0].getsockname()[1], flush=True)

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
-from _targets import Target, spawn_target
-
-SERVER = Path(__file__).with_name("_server.py")
+from _targets import SERVER, Target, spawn_target
 
 
 @pytest.fixture

@@ -24,8 +24,13 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
 
 
+# Notebook 07 starts a local Ray (run_load(cluster="ray")). Ray's own start-up waits are a few seconds by default,
+# which a loaded 2-core machine can miss (tests/distributed/conftest.py): longer waits, for Ray's start, not ours.
+RAY_ENV = {"RAY_agent_register_timeout_ms": "120000", "RAY_raylet_start_wait_time_s": "120"}
+
+
 def _kernel_env() -> dict[str, str]:
-    env = dict(os.environ)
+    env = {**RAY_ENV, **os.environ}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     return env
 
@@ -39,6 +44,7 @@ def test_the_notebooks_of_the_walk_exist() -> None:
         "04_capacity_planning",
         "05_llm_fleet",
         "06_bring_your_own_server",
+        "07_distributed_load",
     ]
 
 
