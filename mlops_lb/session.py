@@ -174,9 +174,11 @@ class RunSession:
                         f"{other.phase}); stop it first — two loads at once would measure neither"
                     )
                 _RUNNING[key] = self
+        made_bundle = False
         try:
             url = self.url
             if self.bundle is None and self.out is not None:
+                made_bundle = True
                 if self._make_bundle is not None:
                     self.bundle = self._make_bundle(self.name, self.spec)
                 else:
@@ -199,6 +201,12 @@ class RunSession:
                 **self.load_options,
             )
         except BaseException:
+            if made_bundle and self.bundle is not None:
+                # the load refused its input before sending anything: the bundle made for it holds nothing
+                import shutil
+
+                shutil.rmtree(self.bundle.path, ignore_errors=True)
+                self.bundle = None
             self._release()
             self._set_phase("failed")
             raise
