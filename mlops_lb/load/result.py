@@ -294,8 +294,10 @@ class LoadResult:
         bundle_error: Exception | None = None,
         store: RecordStore | None = None,
         stats: Mapping[str, Any] | None = None,
+        cluster: str | None = None,
     ) -> None:
         self.url = url
+        self.cluster = cluster
         self.profile = profile
         self.epoch = epoch
         self.started_at = datetime.fromtimestamp(epoch, tz=timezone.utc)
@@ -371,8 +373,8 @@ class LoadResult:
                 kinds.append("generator_lag")
                 reasons.append(
                     f"schedule lag p99 {lag_p99 * 1e3:.1f} ms > {self.max_lag_p99_s * 1e3:g} ms while connections "
-                    "were free: the generator (this machine), not the server, limited the rate; raise workers= "
-                    f"(now {self.workers}), lower the rate or use a less loaded machine"
+                    "were free: the generator (this machine), not the server, limited the rate; raise "
+                    f"{self._generators()}, lower the rate or use a less loaded machine"
                 )
         server_err = by["http_5xx"] + by["reset"]
         if server_err > 0.01 * max(sent, 1):
@@ -386,12 +388,18 @@ class LoadResult:
             kinds.append("under_sent")
             reasons.append(
                 f"sent {sent:,} of {due:,} scheduled requests ({sent / due:.1%} < 99%): the generator could not "
-                f"keep its schedule; raise workers= (now {self.workers}) or connections= (now {conns})"
+                f"keep its schedule; raise {self._generators()} or connections= (now {conns})"
             )
         for w, n in sorted(self.lost_workers.items()):
             kinds.append("under_sent")
             reasons.append(f"worker {w} died; {n:,} requests of its share are missing: rerun the load")
         return kinds, reasons
+
+    def _generators(self) -> str:
+        """The knob that adds generators: Ray shards for a run on a cluster, worker processes otherwise."""
+        if self.cluster is not None:
+            return f"shards= (now {self.workers}; add nodes to the Ray cluster for more)"
+        return f"workers= (now {self.workers})"
 
     # ---------------------------------------------------------------- accessors
     @property

@@ -697,6 +697,7 @@ class _Run:
             steps=self._steps,
             lost_workers=lost,
             workers=self.workers,
+            cluster=self.cluster,
             connections=self.connections,
             timeout_s=self.timeout_s,
             starved=self._starved,

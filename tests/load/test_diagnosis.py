@@ -15,7 +15,9 @@ from mlops_lb.load.result import LoadResult, empty_hists
 BODY = [b'{"rows": [[1.0, 2.0]]}']
 
 
-def _result(n=1000, sent=None, err=None, status=200, lag_s=0.0005, starved=0, workers=1, lost=None):
+def _result(
+    n=1000, sent=None, err=None, status=200, lag_s=0.0005, starved=0, workers=1, lost=None, cluster=None
+):
     sent_mask = np.ones(n, bool) if sent is None else sent
     intended = np.arange(n) / 100.0
     rec = {
@@ -34,7 +36,7 @@ def _result(n=1000, sent=None, err=None, status=200, lag_s=0.0005, starved=0, wo
     return LoadResult(url="http://x/", profile=constant(100, n / 100), epoch=0.0, records=rec, intervals=[],
                       hists=hists, scheduled=n, due=n, duration_s=n / 100, stopped=False, stop_reason="",
                       max_lag_p99_s=0.003, connections=32, timeout_s=10.0, starved=starved, workers=workers,
-                      lost_workers=lost)  # fmt: skip
+                      lost_workers=lost, cluster=cluster)  # fmt: skip
 
 
 class TestKinds:
@@ -48,6 +50,12 @@ class TestKinds:
         r = _result(lag_s=0.02, starved=0)
         assert r.invalid_kinds == ["generator_lag"]
         assert "workers= (now 1)" in r.invalid_reasons[0] and "connections were free" in r.invalid_reasons[0]
+
+    def test_generator_lag_of_ray_shards_names_shards(self):
+        """On a Ray cluster the generators are shards: the fix names shards=, not worker processes."""
+        r = _result(lag_s=0.02, starved=0, workers=4, cluster="ray")
+        assert r.invalid_kinds == ["generator_lag"]
+        assert "shards= (now 4" in r.invalid_reasons[0] and "workers=" not in r.invalid_reasons[0]
 
     def test_connections_exhausted(self):
         """Lag while most sends waited for a connection: fleet saturated, raise connections= (now 32)."""
