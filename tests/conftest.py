@@ -32,6 +32,12 @@ import pytest
 
 from mlops_lb.serving import worker_command
 
+# A shell that starts a command in the background without job control (`cmd &`, nohup) hands it SIGINT ignored,
+# and Python then leaves it ignored: `_thread.interrupt_main()` does nothing and the Ctrl-C tests could not
+# interrupt anything. They test our handling of Ctrl-C, so the test process takes Python's usual handler.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def free_port() -> int:
     """A TCP port that is free on 127.0.0.1 now (the OS picks it; a tiny race with other binders remains)."""
