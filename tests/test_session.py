@@ -59,7 +59,11 @@ def test_path_sends_a_fleet_load_where_its_server_listens() -> None:
 def test_a_refused_load_leaves_no_empty_bundle(tmp_path: Path) -> None:
     """A bad load keyword or value is refused before anything is sent, and the bundle made for it is removed."""
     with pytest.raises(TypeError, match="conections"):
-        ml.RunSession("http://127.0.0.1:1/predict", ml.load.constant(1, 1), out=tmp_path, conections=4).start()
+        ml.RunSession(
+            "http://127.0.0.1:1/predict", ml.load.constant(1, 1), out=tmp_path, conections=4
+        ).start()
     with pytest.raises(ml.SpecError, match="connections"):
-        ml.RunSession("http://127.0.0.1:1/predict", ml.load.constant(1, 1), out=tmp_path, connections=0).start()
+        ml.RunSession(
+            "http://127.0.0.1:1/predict", ml.load.constant(1, 1), out=tmp_path, connections=0
+        ).start()
     assert list(tmp_path.iterdir()) == []
