@@ -15,12 +15,14 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +68,24 @@ def spawn_target(script: Path, **options: float) -> Target:
         proc.kill()
         raise RuntimeError(f"test target {script.name} did not start")
     return Target(proc, int(line))
+
+
+@contextlib.contextmanager
+def targets_started() -> Iterator[Callable[..., Target]]:
+    """``start(**options)`` -> a new :data:`SERVER` target; every target started is stopped on exit (the body of
+    the ``target_factory``/``start_target`` fixtures)."""
+    started: list[Target] = []
+
+    def start(**options: float) -> Target:
+        t = spawn_target(SERVER, **options)
+        started.append(t)
+        return t
+
+    try:
+        yield start
+    finally:
+        for t in started:
+            t.stop()
 
 
 def pid_alive(pid: int) -> bool:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from _targets import SERVER, Target, spawn_target, wait_gone
+from _targets import Target, targets_started, wait_gone
 
 NODE = {"num_cpus": 1, "object_store_memory": 100 * 2**20}
 # A loaded 2-core machine starts the per-node agents slowly. The raylet waits a fixed 15 s for the files in
@@ -27,16 +27,8 @@ RAY_ENV = {"RAY_agent_register_timeout_ms": "120000", "RAY_raylet_start_wait_tim
 def start_target() -> Iterator[Callable[..., Target]]:
     """``start_target(delay_s=0.005)`` or ``(stall_at=0.5, stall_s=1.0)``: a test target (tests/load/_server.py)
     in a subprocess; all are stopped afterwards."""
-    started: list[Target] = []
-
-    def start(**options: float) -> Target:
-        t = spawn_target(SERVER, **options)
-        started.append(t)
-        return t
-
-    yield start
-    for t in started:
-        t.stop()
+    with targets_started() as start:
+        yield start
 
 
 def _free_port() -> int:

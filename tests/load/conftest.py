@@ -5,22 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from _targets import SERVER, Target, spawn_target
+from _targets import Target, targets_started
 
 
 @pytest.fixture
 def target_factory() -> Iterator[Callable[..., Target]]:
     """Start test targets (``--stall-at`` etc. as keyword args); all are stopped when the test ends."""
-    started: list[Target] = []
-
-    def start(**options: float) -> Target:
-        t = spawn_target(SERVER, **options)
-        started.append(t)
-        return t
-
-    yield start
-    for t in started:
-        t.stop()
+    with targets_started() as start:
+        yield start
 
 
 @pytest.fixture
