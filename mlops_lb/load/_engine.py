@@ -674,7 +674,7 @@ class _Engine:
 
     def advance_low(self) -> None:
         """Move ``low`` past the requests whose records were handed on (sent or given up, and absorbed)."""
-        # ``offered`` and ``absorbed_sent`` are where absorb reads next: the slots from there on stay
+        # absorb still reads from ``offered`` and ``absorbed_sent`` on, so no slot past either may be reused
         hi = min(self.absorbed_sent, self.offered)
         if hi <= self.low:
             return
