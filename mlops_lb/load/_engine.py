@@ -947,18 +947,10 @@ class _Engine:
     # ---------------------------------------------------------------- intervals
     def records(self, idx: np.ndarray) -> dict[str, Any]:
         """Per-request arrays of ``idx``; targets as codes into ``target_names`` (named by the collector)."""
-        w = self.cfg
-        rec = {
-            "index": self.gidx[idx],
-            "intended": self.sched[idx],
-            "sent": self.np_sent[idx],
-            "done": self.np_done[idx],
-            "status": self.np_status[idx],
-            "err": self.np_err[idx],
-            "bytes": self.np_nbytes[idx],
-            "target": self.np_target[idx],
-            "worker": np.full(len(idx), w.worker, dtype=np.int16),
-        }
+        rec: dict[str, Any] = {"index": self.gidx[idx], "intended": self.sched[idx]}
+        for name, col in self.columns().items():
+            rec[name] = col[idx]
+        rec["worker"] = np.full(len(idx), self.cfg.worker, dtype=np.int16)
         if self.stream is not None:
             for key, arr in self.stream.items():
                 rec[key] = arr[idx]
