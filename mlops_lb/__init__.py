@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import (
     BackendUnavailable,
     BalancerDown,
+    BundleError,
     LoadTestError,
     MetricsError,
     MlopsLbError,
@@ -71,6 +72,7 @@ __all__ = [
     "AwsSpec",
     "BackendUnavailable",
     "BalancerDown",
+    "BundleError",
     "CapacitySpec",
     "Fleet",
     "FleetSpec",

@@ -6,6 +6,7 @@ the one layout below, so they live together.)
 Layout of ``runs/<utc-time>-<name>/``::
 
     spec.json            the FleetSpec (when there is one)
+    run.json             the run's facts: start, end, send end, metric period, backend (written by RunSession)
     load.json            the load run's settings (written by run_load)
     requests.parquet     per-request records         (consolidated by finalize(); until then requests.parts/)
     intervals.parquet    per-interval summaries      (idem, intervals.parts/)
@@ -47,14 +48,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import StorageError
+from .errors import BundleError, StorageError
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from .spec import FleetSpec
 
-__all__ = ["LoadedBundle", "RunBundle"]
+__all__ = ["LoadedBundle", "RunBundle", "RunFacts"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,19 @@ _APPENDABLE = ("requests", "intervals")
 _TABLES = ("requests", "intervals", "metrics", "events", "decisions", "status")
 _PARTS_KEY = b"mlops_lb_parts"
 _NAME_RE = re.compile(r"[^A-Za-z0-9_.-]+")
+# A folder name is at most 255 bytes (NAME_MAX on Linux and macOS); the stamp and a collision suffix take ~25 of
+# them. A longer label is shortened (its head plus a hash of the whole), never a failed run.
+_MAX_LABEL = 180
+# The JSON files of a bundle are small (a spec is a few kB; a long trace profile in load.json a few MB). A file
+# far beyond that is not ours: reading it whole would hold it several times in memory (a 200 MB spec.json took
+# 1 GB of RSS into the report), so it is left unread with a warning.
+MAX_JSON_BYTES = 64 * 1024 * 1024
+# What makes a folder a run bundle: any of the files or folders a run writes.
+_MARKERS = (
+    "run.json", "spec.json", "load.json", "summary.json",
+    *(f"{t}.parquet" for t in ("requests", "intervals", "metrics", "events", "decisions", "status")),
+    "requests.parts", "intervals.parts",
+)  # fmt: skip
 
 
 def _jsonable(obj: Any) -> Any:
@@ -90,6 +104,22 @@ def _storage(path: Path, action: str = "write") -> Iterator[None]:
         raise
     except OSError as exc:  # pyarrow's IO errors are OSErrors too
         raise StorageError(path, exc, action) from exc
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a fresh temporary name in the same folder, then move it into place.
+
+    The temporary file is created with ``O_EXCL`` under a random name (never a fixed ``<name>.tmp`` that a
+    symlink planted beforehand would redirect), and ``os.replace`` swaps the directory entry: a symlink at
+    ``path`` is replaced, its target is never written.
+
+    Example::
+
+        atomic_write_bytes(bundle.path / "report.html", html_text.encode())
+    """
+    path = Path(path)
+    _atomic_write_bytes(path, data)
+    return path
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -141,6 +171,21 @@ def _part_seq(name: str) -> int:
         return -1
 
 
+def _inside(folder: Path, path: Path) -> bool:
+    """True when ``path`` exists and, symlinks resolved, stays inside ``folder``: a bundle is data from anywhere,
+    and a ``load.json`` linked to ``~/.aws/credentials`` must not be read into a report meant to be mailed."""
+    if not path.exists():
+        return False
+    if not path.is_symlink() and path.parent == folder:
+        return True
+    root = folder.resolve()
+    real = path.resolve()
+    if real == root or root in real.parents:
+        return True
+    log.warning("not reading %s: it links outside the bundle (to %s)", path, real)
+    return False
+
+
 def _read_table(folder: Path, name: str) -> pd.DataFrame:
     """Consolidated file (if any) plus the part files it does not contain; unreadable pieces are skipped."""
     import pandas as pd
@@ -148,16 +193,16 @@ def _read_table(folder: Path, name: str) -> pd.DataFrame:
     frames: list[pd.DataFrame] = []
     merged: set[str] = set()
     main = folder / f"{name}.parquet"
-    if main.exists():
+    if _inside(folder, main):
         try:
             frames.append(pd.read_parquet(main))
             merged = _merged_parts(main)
         except Exception as exc:  # a damaged file must not hide the parts next to it
             log.warning("skipping unreadable %s: %s", main, exc)
     parts_dir = folder / f"{name}.parts"
-    if parts_dir.is_dir():
+    if _inside(folder, parts_dir) and parts_dir.is_dir():
         for part in sorted(parts_dir.glob("part-*.parquet")):
-            if part.name in merged:
+            if part.name in merged or not _inside(folder, part):
                 continue
             try:
                 frames.append(pd.read_parquet(part))
@@ -169,6 +214,142 @@ def _read_table(folder: Path, name: str) -> pd.DataFrame:
     if len(frames) == 1:
         return frames[0]
     return pd.concat(frames, ignore_index=True)
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What the run knew about itself, written once into ``run.json`` by the session that ran it.
+
+    ``start`` is schedule offset 0, ``send_end`` the end of sending (the schedule's end, or the Stop), ``end``
+    when the load returned its last response; ``metric_period_s`` is the seconds one fleet metric datapoint
+    covers (``spec.local.period_s`` locally, 60 on AWS); ``backend`` the fleet's backend name (None for a bare
+    URL). ``derived`` is True when some fact was derived from the records on load (a bundle without
+    ``run.json``, an older one, or a session killed before its end was written): the window then runs from the
+    first intended send to the last response.
+
+    Example::
+
+        f = RunBundle.load(path).facts
+        f.window, f.metric_period_s, f.backend
+    """
+
+    start: pd.Timestamp | None = None
+    end: pd.Timestamp | None = None
+    send_end: pd.Timestamp | None = None
+    metric_period_s: float | None = None
+    backend: str | None = None
+    derived: bool = False
+
+    @property
+    def window(self) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+        """(start, end) of the run in UTC, or None when nothing is known."""
+        if self.start is None:
+            return None
+        return self.start, max(self.end if self.end is not None else self.start, self.start)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready facts (times as ISO strings)."""
+        return {
+            "start": _iso(self.start),
+            "end": _iso(self.end),
+            "send_end": _iso(self.send_end),
+            "metric_period_s": self.metric_period_s,
+            "backend": self.backend,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RunFacts:
+        """Facts from ``run.json``'s content; a field that does not parse is left unknown (None), never raised."""
+        data = data if isinstance(data, dict) else {}
+        period = data.get("metric_period_s")
+        try:
+            period_s = float(period) if period is not None else None
+        except (TypeError, ValueError):
+            period_s = None
+        if period_s is not None and not (math.isfinite(period_s) and period_s > 0):
+            period_s = None
+        backend = data.get("backend")
+        return cls(
+            start=_ts(data.get("start")),
+            end=_ts(data.get("end")),
+            send_end=_ts(data.get("send_end")),
+            metric_period_s=period_s,
+            backend=str(backend) if isinstance(backend, str) and backend else None,
+        )
+
+    def merged(self, other: RunFacts) -> RunFacts:
+        """These facts with each unknown field taken from ``other`` (a derivation)."""
+        import dataclasses
+
+        filled = {
+            f.name: getattr(other, f.name)
+            for f in dataclasses.fields(self)
+            if f.name != "derived" and getattr(self, f.name) is None
+        }
+        return dataclasses.replace(self, **filled, derived=self.derived or bool(filled))
+
+
+def _iso(t: Any) -> str | None:
+    return None if t is None else t.isoformat()
+
+
+def _ts(v: Any) -> pd.Timestamp | None:
+    """A UTC timestamp from an ISO string (None for anything else)."""
+    import pandas as pd
+
+    if not isinstance(v, str):
+        return None
+    try:
+        t = pd.Timestamp(v)
+    except (ValueError, TypeError):
+        return None
+    if pd.isna(t):
+        return None
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+
+
+def derive_facts(requests: pd.DataFrame, intervals: pd.DataFrame, metrics: pd.DataFrame) -> RunFacts:
+    """Facts of a bundle without ``run.json``, from its records: first intended send (or interval) to the last
+    response, the last intended send, and the metrics' own spacing as their period. Read once per load.
+
+    Example::
+
+        derive_facts(b.requests, b.intervals, b.metrics).window
+    """
+    import pandas as pd
+
+    starts: list[pd.Timestamp] = []
+    ends: list[pd.Timestamp] = []
+    send_end = None
+    req = requests
+    if len(req) and "intended_at" in req.columns:
+        intended = pd.to_datetime(req["intended_at"], utc=True)
+        starts.append(intended.min())
+        send_end = intended.max()
+        done = pd.to_datetime(req["done_at"], utc=True) if "done_at" in req.columns else None
+        ends.append(done.max() if done is not None and done.notna().any() else starts[-1])
+        ends.append(send_end)
+    iv = intervals
+    if len(iv) and "interval_start" in iv.columns:
+        ts = pd.to_datetime(iv["interval_start"], utc=True)
+        step = ts.sort_values().diff().dt.total_seconds().median() if len(ts) > 1 else 1.0
+        starts.append(ts.min())
+        ends.append(ts.max() + pd.Timedelta(seconds=float(step if step == step else 1.0)))
+    starts = [t for t in starts if not pd.isna(t)]
+    ends = [t for t in ends if not pd.isna(t)]
+    period = None
+    if len(metrics) and "timestamp" in metrics.columns:
+        stamps = pd.to_datetime(metrics["timestamp"], utc=True).drop_duplicates().sort_values()
+        d = stamps.diff().dt.total_seconds().dropna()
+        period = float(d[d > 0].median()) if len(d[d > 0]) else None
+    start = min(starts) if starts else None
+    return RunFacts(
+        start=start,
+        end=max([*ends, start]) if start is not None else None,
+        send_end=send_end if send_end is not None and not pd.isna(send_end) else None,
+        metric_period_s=period,
+        derived=True,
+    )
 
 
 class RunBundle:
@@ -204,7 +385,7 @@ class RunBundle:
         spec: FleetSpec | dict[str, Any] | None = None,
     ) -> RunBundle:
         """Make ``<root>/<utc-time>-<name>/`` (a numeric suffix if it exists) and write ``spec.json``."""
-        safe = _NAME_RE.sub("-", str(name)).strip("-") or "run"
+        safe = _safe_label(name)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         root_path = Path(root)
         with _storage(root_path, "create the bundle root"):
@@ -224,6 +405,8 @@ class RunBundle:
                 n += 1
                 path = root_path / f"{stamp}-{safe}-{n}"
         bundle = cls(path)
+        # run.json marks the folder as a bundle from its first moment; the session fills in the facts
+        bundle.write_facts(RunFacts())
         if spec is not None:
             bundle.write_json("spec.json", spec.to_dict() if hasattr(spec, "to_dict") else spec)
         log.info("run bundle %s", path)
@@ -277,12 +460,20 @@ class RunBundle:
         _atomic_write_parquet(path, df)
         return path
 
-    def capture(self, fleet: Any, *, start: datetime | None = None, end: datetime | None = None) -> list[str]:
+    def capture(
+        self,
+        fleet: Any,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        tables: tuple[str, ...] = ("metrics", "events", "status", "decisions"),
+    ) -> list[str]:
         """Save the fleet's metrics, events, decisions and status (each best effort); returns what failed.
 
         ``start``/``end`` bound the metrics and events read (the run's window); a failed read is logged and named
         in the returned list but never loses what the load already wrote. A fleet without ``decisions()`` (AWS)
-        simply has no decisions table.
+        simply has no decisions table. ``tables`` picks which to save (the session saves metrics and events
+        while the run goes, all four at its end).
 
         Example::
 
@@ -296,6 +487,8 @@ class RunBundle:
             ("decisions", fleet.decisions),
         ]
         for name, read in readers:
+            if name not in tables:
+                continue
             try:
                 df = read()
                 if name == "decisions" and start is not None and "timestamp" in df.columns and len(df):
@@ -307,6 +500,10 @@ class RunBundle:
                 log.warning("could not save %s of %r: %s", name, fleet, exc)
                 failed.append(name)
         return failed
+
+    def write_facts(self, facts: RunFacts) -> Path:
+        """Write (replace) ``run.json``: the run's start, end, send end, metric period and backend."""
+        return self.write_json("run.json", facts.to_dict())
 
     def write_json(self, name: str, obj: Any) -> Path:
         """Write ``obj`` as strict JSON (NaN -> null) to ``<name>`` (``.json`` added when missing)."""
@@ -362,11 +559,28 @@ class RunBundle:
         """
         folder = Path(path)
         if not folder.is_dir():
-            from .errors import MlopsLbError
-
-            raise MlopsLbError(f"no run bundle at {folder}")
+            raise BundleError(folder, f"no run bundle at {folder}: not a folder (pass a runs/<id>/ folder)")
+        if not is_bundle(folder):
+            found = find_bundles(folder)
+            listed = ", ".join(str(b) for b in found[:5]) + (
+                f" and {len(found) - 5} more" if len(found) > 5 else ""
+            )
+            raise BundleError(
+                folder,
+                f"{folder} is not a run bundle (none of run.json, spec.json, requests, intervals or summary is in "
+                f"it); "
+                + (
+                    f"it holds {len(found)} run bundle(s): {listed} (pass one of them)"
+                    if found
+                    else "no run bundle found inside it either (a run writes runs/<utc-time>-<name>/)"
+                ),
+                tuple(found),
+            )
         tables = {name: _read_table(folder, name) for name in _TABLES}
-        spec_data = _read_json(folder / "spec.json")
+        spec_data = _read_json(folder / "spec.json", folder)
+        if spec_data is not None and not isinstance(spec_data, dict):
+            log.warning("spec.json in %s is not a JSON object: ignored", folder)
+            spec_data = None
         spec = None
         if spec_data is not None:
             try:
@@ -381,6 +595,9 @@ class RunBundle:
             spec_dict=spec_data,
             load_settings=_read_json(folder / "load.json"),
             summary=_read_json(folder / "summary.json") or {},
+            run_facts=RunFacts.from_dict(run)
+            if (run := _read_json(folder / "run.json")) is not None
+            else None,
             **tables,
         )
 
@@ -388,14 +605,80 @@ class RunBundle:
         return f"RunBundle({str(self.path)!r})"
 
 
-def _read_json(path: Path) -> Any:
-    if not path.exists():
+def _read_json(path: Path, folder: Path | None = None) -> Any:
+    """The JSON in ``path``, or None (missing, unreadable, too large, or linked outside ``folder``) with a warning."""
+    if not _inside(folder if folder is not None else path.parent, path):
         return None
     try:
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            log.warning(
+                "skipping %s: %.0f MB is more than a run writes (limit %.0f MB)",
+                path,
+                size / 1e6,
+                MAX_JSON_BYTES / 1e6,
+            )
+            return None
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         log.warning("skipping unreadable %s: %s", path, exc)
         return None
+
+
+def _object(folder: Path, name: str) -> dict[str, Any] | None:
+    """A JSON file of the bundle that must hold an object: anything else is a malformed bundle, said plainly."""
+    data = _read_json(folder / name, folder)
+    if data is not None and not isinstance(data, dict):
+        raise BundleError(
+            folder / name,
+            f"{folder / name} is malformed: expected a JSON object, found {type(data).__name__}",
+        )
+    return data
+
+
+def is_bundle(folder: str | os.PathLike[str]) -> bool:
+    """True when ``folder`` holds any of the files a run writes (see the module docstring's layout).
+
+    Example::
+
+        is_bundle("runs/20260101T000000Z-demo")   # True; is_bundle("runs") -> False
+    """
+    f = Path(folder)
+    return f.is_dir() and any((f / m).exists() for m in _MARKERS)
+
+
+def find_bundles(root: str | os.PathLike[str], depth: int = 2) -> list[Path]:
+    """Run bundles under ``root`` (itself excluded), up to ``depth`` folders down, newest name first.
+
+    Example::
+
+        find_bundles("runs")[:3]
+    """
+    out: list[Path] = []
+    level = [Path(root)]
+    for _ in range(depth):
+        nxt: list[Path] = []
+        for d in level:
+            try:
+                children = sorted((c for c in d.iterdir() if c.is_dir() and not c.is_symlink()), reverse=True)
+            except OSError:
+                continue
+            for c in children:
+                (out if is_bundle(c) else nxt).append(c)
+        level = nxt
+    return out
+
+
+def _safe_label(name: Any) -> str:
+    """A folder-name-safe run label: other characters become ``-``; a long label keeps its head and gains a
+    hash of the whole, so two long labels that share a head still get different folders."""
+    import hashlib
+
+    safe = _NAME_RE.sub("-", str(name)).strip("-") or "run"
+    if len(safe) > _MAX_LABEL:
+        digest = hashlib.sha256(safe.encode()).hexdigest()[:8]
+        safe = f"{safe[: _MAX_LABEL - 9].rstrip('-.')}-{digest}"
+    return safe
 
 
 def _empty() -> pd.DataFrame:
@@ -408,8 +691,8 @@ def _empty() -> pd.DataFrame:
 class LoadedBundle:
     """A run bundle read back from disk (see :meth:`RunBundle.load`); the report's typed input.
 
-    ``window`` is the run's own time span (first intended send to last response), which the report and its plots
-    cut metrics, events, decisions and costs to.
+    ``facts`` are the run's start, end, send end, metric period and backend (:class:`RunFacts`); ``window`` is
+    the run's own time span, which the report and its plots cut metrics, events, decisions and costs to.
 
     Example::
 
@@ -428,6 +711,7 @@ class LoadedBundle:
     load_settings: dict[str, Any] | None = None
     decisions: pd.DataFrame = field(default_factory=_empty)
     status: pd.DataFrame = field(default_factory=_empty)
+    run_facts: RunFacts | None = None
 
     @classmethod
     def coerce(cls, obj: Any) -> LoadedBundle:
@@ -469,32 +753,24 @@ class LoadedBundle:
             load_settings=getattr(obj, "load_settings", None),
             decisions=frame("decisions"),
             status=frame("status"),
+            run_facts=facts if isinstance(facts := getattr(obj, "run_facts", None), RunFacts) else None,
         )
 
     @property
-    def window(self) -> tuple[pd.Timestamp, pd.Timestamp] | None:
-        """(start, end) of the run in UTC: first intended send (or interval) to the last response, or None."""
-        import pandas as pd
+    def facts(self) -> RunFacts:
+        """The run's facts: ``run.json`` as the session wrote it, with what it lacks derived from the records
+        once (an older bundle, or a session killed before its end was written)."""
+        facts = self.run_facts
+        if facts is None or (not facts.derived and None in (facts.start, facts.end, facts.metric_period_s)):
+            derived = derive_facts(self.requests, self.intervals, self.metrics)
+            facts = derived if facts is None else facts.merged(derived)
+            self.run_facts = facts
+        return facts
 
-        starts: list[pd.Timestamp] = []
-        ends: list[pd.Timestamp] = []
-        req = self.requests
-        if len(req) and "intended_at" in req.columns:
-            starts.append(pd.to_datetime(req["intended_at"], utc=True).min())
-            done = pd.to_datetime(req["done_at"], utc=True) if "done_at" in req.columns else None
-            ends.append(done.max() if done is not None and done.notna().any() else starts[-1])
-            ends.append(pd.to_datetime(req["intended_at"], utc=True).max())
-        iv = self.intervals
-        if len(iv) and "interval_start" in iv.columns:
-            ts = pd.to_datetime(iv["interval_start"], utc=True)
-            step = ts.sort_values().diff().dt.total_seconds().median() if len(ts) > 1 else 1.0
-            starts.append(ts.min())
-            ends.append(ts.max() + pd.Timedelta(seconds=float(step if step == step else 1.0)))
-        starts = [t for t in starts if not pd.isna(t)]
-        ends = [t for t in ends if not pd.isna(t)]
-        if not starts:
-            return None
-        return min(starts), max([*ends, min(starts)])
+    @property
+    def window(self) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+        """(start, end) of the run in UTC (see :class:`RunFacts`), or None when nothing is known."""
+        return self.facts.window
 
     def in_window(self) -> LoadedBundle:
         """A copy whose metrics, events and decisions are cut to :attr:`window` (unchanged when it is None).
@@ -505,7 +781,8 @@ class LoadedBundle:
 
         import pandas as pd
 
-        win = self.window
+        facts = self.facts
+        win = facts.window
         if win is None:
             return self
         start, end = win
@@ -517,13 +794,8 @@ class LoadedBundle:
             keep = (ts >= start - pd.Timedelta(seconds=margin_s)) & (ts <= end)
             return df[keep].reset_index(drop=True)
 
-        period = 0.0
-        if len(self.metrics) and "timestamp" in self.metrics.columns:
-            stamps = pd.to_datetime(self.metrics["timestamp"], utc=True).drop_duplicates().sort_values()
-            d = stamps.diff().dt.total_seconds().dropna()
-            period = float(d[d > 0].median()) if len(d[d > 0]) else 0.0
         # a period that started just before the run still covers its first seconds
-        metrics = cut(self.metrics, margin_s=max(period - 1e-6, 0.0))
+        metrics = cut(self.metrics, margin_s=max((facts.metric_period_s or 0.0) - 1e-6, 0.0))
         metrics.attrs = dict(self.metrics.attrs)
         return dataclasses.replace(
             self, metrics=metrics, events=cut(self.events), decisions=cut(self.decisions)

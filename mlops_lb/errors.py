@@ -10,6 +10,7 @@
      │    └── BalancerDown              the local balancer is down and could not be restarted (``reason``)
      ├── MetricsError                  CloudWatch or a local metric read failed; keeps the AWS error code and a hint
      ├── LoadTestError                 a load test could not run (bad URL, no payloads, worker crash)
+ ├── BundleError (ValueError)      a folder is not a run bundle, or a bundle's file is malformed; ``path``
      └── StorageError (OSError)        a run bundle or report could not be written/read; ``path`` and ``cause``
 
 Foreign errors (botocore, pulumi.automation) are translated at the boundary with ``raise ... from exc`` so the
@@ -28,6 +29,7 @@ from __future__ import annotations
 __all__ = [
     "BackendUnavailable",
     "BalancerDown",
+    "BundleError",
     "LoadTestError",
     "MetricsError",
     "MlopsLbError",
@@ -169,6 +171,29 @@ class LoadTestError(MlopsLbError):
 
         raise LoadTestError("no payloads: pass payloads=[...] or a callable")
     """
+
+
+class BundleError(MlopsLbError, ValueError):
+    """A folder is not a run bundle, or one of its files is malformed (a bundle is data: it is never trusted).
+
+    ``path`` is the folder (or file); ``bundles`` the run bundles found inside a folder that is not one, so the
+    message can say which to pass.
+
+    Example::
+
+        try:
+            RunBundle.load("runs")
+        except BundleError as exc:
+            print(exc)   # runs is not a run bundle; it holds 2: runs/20260101T000000Z-demo, ... (pass one of them)
+    """
+
+    def __init__(self, path: object, message: str, bundles: tuple[object, ...] = ()) -> None:
+        self.path = path
+        self.bundles = bundles
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.path, str(self), self.bundles))
 
 
 class StorageError(MlopsLbError, OSError):

@@ -16,7 +16,6 @@ Example::
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
 import html
 import io
@@ -25,7 +24,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import SpecError, StorageError
+from .errors import BundleError, MlopsLbError, SpecError, StorageError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,6 +44,7 @@ table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; max-
 th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; vertical-align: top;
          overflow-wrap: anywhere; }
 td.wrap { text-align: left; white-space: normal; max-width: 560px; }
+td.nw { white-space: nowrap; overflow-wrap: normal; }
 abbr, span[title] { text-decoration: underline dotted #999; cursor: help; }
 ul.reasons { margin: 0.3em 0 1em; }
 th { background: #f4f4f4; } td.l, th.l { text-align: left; }
@@ -71,7 +71,9 @@ def load_bundle(run_dir_or_bundle: Any) -> LoadedBundle:
         raise SpecError(
             "run_dir", f"is not a directory: {str(run_dir_or_bundle)!r} (pass a runs/<id>/ folder)"
         )
-    return LoadedBundle.coerce(run_dir_or_bundle)
+    return LoadedBundle.coerce(
+        run_dir_or_bundle
+    )  # a folder that is not a bundle: BundleError naming those inside
 
 
 # --------------------------------------------------------------------------- pieces
@@ -81,63 +83,39 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def _plots(b: Any, slo_p99_s: float | None) -> list[tuple[str, str, Figure]]:
-    """(file stem, caption, figure) for each plot the bundle has data for, all on the run's own time axis."""
-    from . import plots
+def _figure_input(b: LoadedBundle, slo_p99_s: float | None, summary: dict[str, Any] | None = None) -> Any:
+    """The registry's input for this run: its tables cut to its window, its start, its metric period."""
+    from .plots import FigureInput
 
-    b = load_bundle(b)
-    win = b.window
-    b = b.in_window()
-    t0 = win[0] if win is not None else None
-    intervals, requests, metrics, events = b.intervals, b.requests, b.metrics, b.events
-    out: list[tuple[str, str, Figure]] = []
-    if len(intervals):
-        out.append(
-            (
-                "latency_over_time",
-                "Latency percentiles per interval; dashed lines are uncorrected (from the actual send time).",
-                plots.latency_over_time(intervals, t0=t0),
-            )
-        )
-        out.append(
-            (
-                "throughput",
-                "Offered vs achieved requests per second; errors per second by kind. The hollow point is the "
-                "last interval, which the run ended part of the way through.",
-                plots.throughput(intervals, t0=t0),
-            )
-        )
-    if len(requests) and "latency_s" in requests.columns:
-        out.append(
-            (
-                "percentile_spectrum",
-                "HDR percentile spectrum of successful requests.",
-                plots.percentile_spectrum(requests),
-            )
-        )
-    if len(requests) and "target" in requests.columns:
-        out.append(("per_target", "Requests served and p99 latency per target.", plots.per_target(requests)))
-    if len(metrics):
-        target = b.spec.scaling.target_rps_per_target if b.spec is not None else None
-        out.append(
-            (
-                "scaling_timeline",
-                "Targets and RequestCountPerTarget against the policy target, during this run only.",
-                # The period comes from the metrics' spacing: spec.local.period_s is wrong for an AWS run (60 s).
-                plots.scaling_timeline(
-                    metrics, events if len(events) else None, target_rps_per_target=target, t0=t0
-                ),
-            )
-        )
-    if slo_p99_s is not None and "step_rps" in intervals.columns and intervals["step_rps"].notna().any():
-        out.append(
-            (
-                "capacity_curve",
-                "p99 against offered rate per step, with the SLO and the knee.",
-                plots.capacity_curve(intervals, slo_p99_s=slo_p99_s),
-            )
-        )
-    return out
+    facts = b.facts
+    inb = b.in_window()
+    return FigureInput(
+        intervals=inb.intervals,
+        requests=inb.requests,
+        metrics=inb.metrics,
+        events=inb.events,
+        t0=facts.start,
+        spec=inb.spec,
+        summary=dict(summary if summary is not None else b.summary),
+        slo_p99_s=slo_p99_s,
+        metric_period_s=facts.metric_period_s,
+    )
+
+
+def _plots(b: Any, slo_p99_s: float | None) -> list[tuple[str, str, Figure]]:
+    """(file stem, caption, figure) for each registered report figure the bundle has data for."""
+    from .plots import draw_figures
+
+    return draw_figures(_figure_input(load_bundle(b), slo_p99_s), "plots")
+
+
+def _figures_html(figures: list[tuple[str, str, Figure]]) -> str:
+    return "".join(
+        f"<figure id='{stem}'><img alt='{html.escape(stem.replace('_', ' '))}' "
+        f"src='data:image/png;base64,{base64.b64encode(_png(fig)).decode('ascii')}'>"
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        for stem, caption, fig in figures
+    )
 
 
 class _Html(str):
@@ -168,8 +146,15 @@ def _rel(t: Any, t0: Any) -> str:
     return f"<span title='{utc}'>t+{(ts - t0).total_seconds():.1f} s</span>"
 
 
-def _df_html(df: pd.DataFrame, t0: Any = None, max_rows: int = 500, wrap: tuple[str, ...] = ()) -> str:
-    """A table whose time columns read ``t+16.9 s`` (UTC on hover) and whose ``wrap`` columns wrap."""
+def _df_html(
+    df: pd.DataFrame,
+    t0: Any = None,
+    max_rows: int = 500,
+    wrap: tuple[str, ...] = (),
+    nowrap: tuple[str, ...] = ("target",),
+) -> str:
+    """A table whose time columns read ``t+16.9 s`` (UTC on hover) and never wrap, whose ``nowrap`` columns (ids)
+    stay on one line and whose ``wrap`` columns (reasons, details) wrap whole, never cut."""
     import pandas as pd
 
     if df.empty:
@@ -188,11 +173,11 @@ def _df_html(df: pd.DataFrame, t0: Any = None, max_rows: int = 500, wrap: tuple[
         cells = []
         for col, v in zip(shown.columns, row, strict=True):
             if isinstance(v, pd.Timestamp) or (hasattr(v, "isoformat") and not isinstance(v, str)):
-                cells.append(f"<td>{_rel(v, t0)}</td>" if not pd.isna(v) else "<td></td>")
+                cells.append(f"<td class='nw'>{_rel(v, t0)}</td>" if not pd.isna(v) else "<td></td>")
             elif isinstance(v, float):
                 cells.append(f"<td>{'' if v != v else f'{v:.1f}'}</td>")
             else:
-                cls = " class='wrap'" if col in wrap else " class='l'"
+                cls = " class='wrap'" if col in wrap else " class='l nw'" if col in nowrap else " class='l'"
                 cells.append(f"<td{cls}>{html.escape('' if v is None else str(v))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (
@@ -211,40 +196,64 @@ def _ms(v: Any) -> str:
 def _summary(b: LoadedBundle) -> dict[str, Any]:
     if b.summary:
         return b.summary
-    # No summary.json (e.g. a crashed run): derive the basics from the records.
-    import numpy as np
-
+    # No summary.json (e.g. a crashed run): derive the basics from the records, with the same HDR percentile
+    # definition LoadResult.summary() uses, over the successful requests as it does.
     req = b.requests
-    if req.empty:
+    if req.empty or "latency_s" not in req.columns:
         return {}
     err = (
         req["error"].notna() & (req["error"].astype(str) != "")
         if "error" in req.columns
         else req["status"] >= 400
     )
-    span = (req["intended_at"].max() - req["intended_at"].min()).total_seconds() or 1.0
+    facts = b.facts
+    span = (
+        (facts.send_end - facts.start).total_seconds()
+        if facts.send_end is not None and facts.start is not None
+        else 0.0
+    ) or 1.0
+    ok = req[~err]
     out: dict[str, Any] = {
         "requests": len(req),
         "errors": int(err.sum()),
         "offered_rps": len(req) / span,
-        "achieved_rps": int((~err).sum()) / span,
+        "achieved_rps": len(ok) / span,
         "duration_s": span,
         "valid": None,
         "invalid_reasons": ["no summary.json: the run may not have finished"],
     }
-    for name, q in (("p50", 50), ("p90", 90), ("p99", 99), ("p999", 99.9), ("max", 100)):
-        out[f"{name}_s"] = float(np.percentile(req["latency_s"], q))
-        if "service_s" in req.columns:
-            out[f"{name}_uncorrected_s"] = float(np.percentile(req["service_s"], q))
+    out.update(_hdr_percentiles(ok["latency_s"]))
+    if "service_s" in ok.columns:
+        out.update(_hdr_percentiles(ok["service_s"], "_uncorrected"))
     return out
 
 
+def _hdr_percentiles(values_s: Any, suffix: str = "") -> dict[str, float]:
+    """p50 … max of ``values_s`` through the load's own µs HDR histogram and percentile names (one definition)."""
+    import numpy as np
+
+    from .load._engine import HIST_HIGHEST_US, HIST_LOWEST_US, new_histogram
+    from .load.result import hist_percentiles
+
+    h = new_histogram()
+    us = np.asarray(values_s, dtype=float)
+    us = np.clip(np.rint(us[np.isfinite(us)] * 1e6), HIST_LOWEST_US, HIST_HIGHEST_US).astype(np.int64)
+    for v in us.tolist():
+        h.record_value(v)
+    return hist_percentiles(h, suffix)
+
+
 def _cost(b: LoadedBundle, summary: dict[str, Any]) -> list[tuple[str, str]]:
-    """The run's cost at list prices (:func:`mlops_lb.analysis.run_cost`) over the run's own window."""
+    """The run's cost at list prices (:func:`mlops_lb.analysis.run_cost`) over the run's own window.
+
+    A local fleet costs nothing itself: its rows say they price the same targets as if they were the spec's
+    instance type on AWS, and each rate-based row names the rate it uses.
+    """
     from .analysis.pricing import run_cost
 
     itype = b.spec.instance.type if b.spec is not None else "t3.small"
     region = (b.spec.region if b.spec is not None else None) or "us-east-1"
+    on_aws = b.facts.backend == "aws"
     try:
         c = run_cost(
             b.metrics,
@@ -256,15 +265,28 @@ def _cost(b: LoadedBundle, summary: dict[str, Any]) -> list[tuple[str, str]]:
     except SpecError as exc:
         return [("estimated cost", f"n/a: {exc}")]
     per_million = c.usd_per_million_requests
+    priced = (
+        f"{itype} in {region} at {c.usd_per_hour:g} USD/h (on-demand list price)"
+        if on_aws
+        else f"as if priced at {itype} in {region}, {c.usd_per_hour:g} USD/h on-demand: what the same targets "
+        f"would cost on AWS (this {b.facts.backend or 'local'} fleet itself costs nothing)"
+    )
     return [
-        ("instance type", f"{itype} in {region} at {c.usd_per_hour:g} USD/h (on-demand list price)"),
+        ("instance type", priced),
         ("instance-hours (wall clock)", f"{c.instance_hours:.4f}"),
         ("estimated cost of this run", f"{c.usd:.5f} USD (instances + ALB + LCU estimate)"),
         (
             "hourly cost at peak capacity",
-            f"{c.usd_per_hour_at_peak:.4f} USD/h for {c.peak_instances:g} instance(s) at {c.achieved_rps:.1f} rps",
+            f"{c.usd_per_hour_at_peak:.4f} USD/h: {c.peak_instances:g} instance(s) (the run's peak in service) "
+            f"plus the ALB at the achieved rate, {c.achieved_rps:.1f} rps",
         ),
-        ("cost per million requests", "n/a" if per_million != per_million else f"{per_million:.4f} USD"),
+        (
+            "cost per million requests",
+            "n/a"
+            if per_million != per_million
+            else f"{per_million:.4f} USD: the hourly cost at peak capacity over the achieved rate "
+            f"({c.achieved_rps:.1f} rps)",
+        ),
     ]
 
 
@@ -283,12 +305,56 @@ def _scale_times(events: pd.DataFrame, t0: Any) -> list[tuple[str, str]]:
     return out
 
 
+MAX_EMBED_CHARS = 100_000
+"""The most characters of one recorded text (the spec) the page embeds: a spec is a few kB, and the page is meant
+to be mailed; the whole file stays in the bundle."""
+
+
+def _bounded(text: str, what: str, limit: int | None = None) -> str:
+    limit = MAX_EMBED_CHARS if limit is None else limit
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}\n… {len(text) - limit:,} more characters of {what} not shown (the whole file is in the bundle)"
+
+
 def _spec_text(b: LoadedBundle) -> str:
     if b.spec is not None:
-        return str(b.spec.to_yaml())
+        return _bounded(str(b.spec.to_yaml()), "the spec")
     if b.spec_dict is not None:
-        return json.dumps(b.spec_dict, indent=2, default=str)
+        return _bounded(json.dumps(b.spec_dict, indent=2, default=str), "spec.json")
     return "no spec recorded"
+
+
+def _settings_rows(settings: dict[str, Any]) -> list[tuple[str, str]]:
+    """The load settings, one line each: a profile's fields as ``profile.<field>``, a list of send times
+    (a trace) as its count, span and peak rate, header values never shown, long values bounded."""
+    rows: list[tuple[str, str]] = []
+    for key, value in sorted(settings.items()):
+        if key == "profile" and isinstance(value, dict):
+            rows += [(f"profile.{k}", _setting_text(k, v)) for k, v in value.items()]
+        else:
+            rows.append((key, _setting_text(key, value)))
+    return rows
+
+
+def _setting_text(key: str, value: Any) -> str:
+    import numpy as np
+
+    if key == "headers" and isinstance(value, dict):
+        # header values may be credentials: the names say what was sent, the values stay out of the page
+        return ", ".join(f"{k}: ***" for k in value) or "none"
+    if isinstance(value, list) and len(value) > 8:
+        nums = np.asarray([v for v in value if isinstance(v, (int, float))], dtype=float)
+        if key == "offsets" and len(nums) == len(value):
+            span = float(nums.max() - nums.min()) if len(nums) else 0.0
+            # the busiest whole second of the schedule
+            peak = int(np.bincount(np.floor(nums - nums.min()).astype(np.int64)).max()) if len(nums) else 0
+            return f"{len(nums):,} send times over {span:.1f} s, peak {peak:,} rps (busiest second)"
+        if len(nums) == len(value):
+            return f"{len(nums):,} values from {nums.min():g} to {nums.max():g}"
+        return f"{len(value):,} values"
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return _bounded(text, key, 300)
 
 
 def _waterfall(events: pd.DataFrame, requests: pd.DataFrame, t0: Any) -> pd.DataFrame:
@@ -322,14 +388,14 @@ _STREAM_ROWS = (
 )
 
 
-def _llm_section(
-    b: LoadedBundle, summary: dict[str, Any], t0: Any
-) -> tuple[str, list[tuple[str, str, Figure]]]:
+def _llm_section(run: Any) -> tuple[str, list[tuple[str, str, Figure]]]:
     """The LLM section (HTML, figures) when the run streamed: TTFT/ITL/TPOT table, tokens/s, goodput with its SLO,
     and the streaming plots; ``("", [])`` for a run whose summary has no TTFT (nothing streamed)."""
     import math
 
-    from . import plots
+    from .plots import draw_figures
+
+    summary = run.summary
 
     def num(key: str) -> float:
         try:
@@ -369,32 +435,8 @@ def _llm_section(
             ),
         ),
     ]
-    inb = b.in_window()
-    iv, req = inb.intervals, inb.requests
-    figs: list[tuple[str, str, Figure]] = []
-    if len(iv):
-        figs += [
-            ("ttft_over_time", "Time to first token per interval; dashed lines are uncorrected (from the actual "
-             "send time).", plots.ttft_over_time(iv, t0=t0)),
-            ("itl_over_time", "Inter-token latency per interval.", plots.itl_over_time(iv, t0=t0)),
-            ("tokens_per_s", "Output tokens per second.", plots.tokens_per_s(iv, t0=t0)),
-        ]  # fmt: skip
-    if len(req) and "ttft_s" in req.columns:
-        figs += [
-            ("ttft_spectrum", "HDR spectrum of time to first token.", plots.ttft_spectrum(req)),
-            ("itl_spectrum", "HDR spectrum of per-request mean ITL and TPOT.", plots.itl_spectrum(req)),
-        ]
-        if "step_rps" in iv.columns and iv["step_rps"].notna().any():
-            figs.append(
-                ("goodput_curve", f"Goodput per step against the offered rate (SLO: {slo_text}).",
-                 plots.goodput_curve(req, iv, slo=slo))
-            )  # fmt: skip
-    imgs = "".join(
-        f"<figure id='{stem}'><img alt='{html.escape(stem.replace('_', ' '))}' "
-        f"src='data:image/png;base64,{base64.b64encode(_png(fig)).decode('ascii')}'>"
-        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-        for stem, caption, fig in figs
-    )
+    figs = draw_figures(run, "llm")
+    imgs = _figures_html(figs)
     doc = (
         "<h2>LLM streaming</h2>"
         "<p class='muted'>TTFT runs from the intended send time to the first token (corrected for coordinated "
@@ -407,13 +449,27 @@ def _llm_section(
 
 # --------------------------------------------------------------------------- the report
 def _render(bundle: LoadedBundle, slo_p99_s: float | None) -> tuple[str, list[tuple[str, str, Figure]]]:
+    """The page and its figures; a bundle whose content does not render is a :class:`BundleError`, one line."""
+    try:
+        return _render_page(bundle, slo_p99_s)
+    except (MlopsLbError, ImportError, NameError):  # ours, or a broken install: never blamed on the bundle
+        raise
+    except Exception as exc:  # a bundle is data from anywhere: a malformed one is an error, never a traceback
+        where = bundle.path if bundle.path is not None else "the bundle"
+        raise BundleError(
+            where, f"{where} is malformed and cannot be reported: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _render_page(bundle: LoadedBundle, slo_p99_s: float | None) -> tuple[str, list[tuple[str, str, Figure]]]:
     from .summary import summary_rows, verdict
 
     summary = _summary(bundle)
     win = bundle.window
-    t0 = win[0] if win is not None else None
-    b = bundle.in_window()  # metrics, events and decisions of this run only, not the fleet's whole life
-    intervals, requests, events = b.intervals, b.requests, b.events
+    run = _figure_input(bundle, slo_p99_s, summary)  # metrics, events of this run only, not the fleet's life
+    t0 = run.t0
+    b = bundle.in_window()
+    intervals, requests, events = run.intervals, run.requests, run.events
     spec = b.spec
     name = (spec.name if spec is not None else None) or (b.path.name if b.path is not None else "run")
 
@@ -440,19 +496,16 @@ def _render(bundle: LoadedBundle, slo_p99_s: float | None) -> tuple[str, list[tu
         + "</tr>"
         for label, suffix in (("corrected", "_s"), ("uncorrected", "_uncorrected_s"))
     )
-    figures = _plots(bundle, slo_p99_s)
-    llm_html, llm_figures = _llm_section(bundle, summary, t0)
-    fig_html = "".join(
-        f"<figure id='{stem}'><img alt='{html.escape(stem.replace('_', ' '))}' "
-        f"src='data:image/png;base64,{base64.b64encode(_png(fig)).decode('ascii')}'>"
-        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-        for stem, caption, fig in figures
-    )
+    from .plots import draw_figures
+
+    figures = draw_figures(run, "plots")
+    llm_html, llm_figures = _llm_section(run)
+    fig_html = _figures_html(figures)
     import pandas as pd
 
     waterfall = _waterfall(events, requests, t0) if len(events) else pd.DataFrame()
     plan_html = ""
-    if slo_p99_s is not None and "step_rps" in intervals.columns and intervals["step_rps"].notna().any():
+    if slo_p99_s is not None and run.is_sweep:
         from .analysis.capacity import plan_capacity
 
         plan_html = (
@@ -466,11 +519,7 @@ def _render(bundle: LoadedBundle, slo_p99_s: float | None) -> tuple[str, list[tu
         )
     ev_cols = [c for c in ("timestamp", "kind", "target", "detail") if c in events.columns]
     settings = b.load_settings
-    load_html = (
-        f"<h2>Load settings</h2><pre>{html.escape(json.dumps(settings, indent=2, default=str))}</pre>"
-        if settings
-        else ""
-    )
+    load_html = f"<h2>Load settings</h2>{_table(_settings_rows(settings))}" if settings else ""
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     window_note = (
         f"Times are relative to the run's start, t+0 = {t0:%Y-%m-%d %H:%M:%S} UTC (hover a time for its UTC "
@@ -547,17 +596,17 @@ def write_report(
     else:
         target = Path(out)
     doc, figures = _render(b, slo_p99_s)
-    tmp = target.with_name(target.name + ".tmp")
+    from .bundle import atomic_write_bytes
+
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(doc, encoding="utf-8")
-        tmp.replace(target)
+        # fresh temporary names, then a rename: a symlink planted at report.html (or a fixed report.html.tmp)
+        # is replaced, never followed to overwrite its target
+        atomic_write_bytes(target, doc.encode("utf-8"))
         if png:
             for stem, _caption, fig in figures:
-                (target.parent / f"{stem}.png").write_bytes(_png(fig))
+                atomic_write_bytes(target.parent / f"{stem}.png", _png(fig))
     except OSError as exc:  # a full disk or a read-only folder: say which file, keep the cause
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
         raise StorageError(target, exc) from exc
     logger.info("wrote report %s (%d plots)", target, len(figures))
     return target

@@ -9,6 +9,11 @@ its run's own window. A session also owns the two promises the panels make:
 - **one load at a time per fleet**: a second session on a fleet that has one running raises
   :class:`~mlops_lb.errors.LoadTestError` saying which one.
 
+It also writes the run's facts once (``run.json``: start, end, send end, metric period, backend), which the
+window, the report and the replay read instead of guessing them again, and saves the fleet's metrics and events
+into the bundle while the run goes (every :data:`CAPTURE_EVERY_S` seconds, or the metric period if longer), so a
+session killed mid-run keeps them.
+
 Example::
 
     import mlops_lb as ml
@@ -22,11 +27,12 @@ Example::
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +43,8 @@ __all__ = ["PHASES", "RunSession", "SessionOutcome", "run_session"]
 log = logging.getLogger(__name__)
 
 PHASES = ("starting", "sending", "draining", "writing report", "done", "failed")
+CAPTURE_EVERY_S = 5.0
+"""Seconds between two saves of the fleet's metrics and events while a run goes (at least one metric period)."""
 
 _RUNNING: dict[int, RunSession] = {}  # id(fleet) -> its running session
 _RUNNING_LOCK = threading.Lock()
@@ -120,6 +128,10 @@ class RunSession:
         self._phase = "starting"
         self._t0 = 0.0
         self.outcome: SessionOutcome | None = None
+        self.backend = backend_name(self.fleet)
+        self.metric_period_s = metric_period_s(self.fleet, self.backend)
+        self._capture_stop = threading.Event()
+        self._capture_thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ state
     @property
@@ -175,6 +187,9 @@ class RunSession:
                     )
                 _RUNNING[key] = self
         made_bundle = False
+        from ._owner import sweep_orphans
+
+        sweep_orphans()  # record folders of sessions that were killed (SIGKILL never runs their cleanup)
         try:
             url = self.url
             if self.bundle is None and self.out is not None:
@@ -190,6 +205,7 @@ class RunSession:
                 from .load import start_load as default_start
 
                 start_load = default_start
+            self._write_facts(start=datetime.now(timezone.utc))
             self._t0 = time.monotonic()
             self.run = start_load(
                 url,
@@ -211,7 +227,44 @@ class RunSession:
             self._set_phase("failed")
             raise
         self._set_phase("sending")
+        self._start_capture()
         return self
+
+    # ------------------------------------------------------------------ facts and fleet tables
+    def _write_facts(self, **times: Any) -> None:
+        """Write ``run.json`` (best effort: a bundle that cannot take it still gets its records)."""
+        write = getattr(self.bundle, "write_facts", None)
+        if not callable(write):
+            return
+        from .bundle import RunFacts
+
+        try:
+            write(RunFacts(metric_period_s=self.metric_period_s, backend=self.backend, **times))
+        except Exception as exc:
+            log.warning("could not write the run's facts: %s", exc)
+
+    def _start_capture(self) -> None:
+        """Save the fleet's metrics and events into the bundle as the run goes (a killed session keeps them)."""
+        if self.fleet is None or not callable(getattr(self.bundle, "capture", None)):
+            return
+        every = max(CAPTURE_EVERY_S, self.metric_period_s or 0.0)
+        start = datetime.now(timezone.utc) - timedelta(seconds=self.metric_period_s or 0.0)
+
+        def loop() -> None:
+            while not self._capture_stop.wait(every):
+                try:
+                    self.bundle.capture(self.fleet, start=start, tables=("metrics", "events"))
+                except Exception as exc:  # never let a side save end the run
+                    log.debug("periodic capture failed: %s", exc)
+
+        self._capture_thread = threading.Thread(target=loop, name="mlops-lb-capture", daemon=True)
+        self._capture_thread.start()
+
+    def _stop_capture(self) -> None:
+        self._capture_stop.set()
+        t = self._capture_thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=30)
 
     def _interval(self, row: dict[str, Any]) -> None:
         self.phase  # noqa: B018 - reading it moves sending -> draining on time
@@ -243,6 +296,13 @@ class RunSession:
         except Exception as exc:  # a failure mid-run: keep what was measured
             error = exc
         try:
+            self._stop_capture()
+            ended = datetime.now(timezone.utc)
+            started = getattr(result, "started_at", None)
+            duration = getattr(result, "duration_s", None)
+            if started is not None:
+                send_end = started + timedelta(seconds=float(duration)) if duration is not None else None
+                self._write_facts(start=_ts(started), end=_ts(max(ended, started)), send_end=_ts(send_end))
             summary = _summary(result)
             self._set_phase("writing report")
             outcome = self._save(result, summary, error)
@@ -261,7 +321,7 @@ class RunSession:
             return outcome
         outcome.bundle_path = Path(getattr(b, "path", b))
         if self.fleet is not None and callable(getattr(b, "capture", None)):
-            outcome.capture_failed = b.capture(self.fleet, start=_window_start(result, self.spec))
+            outcome.capture_failed = b.capture(self.fleet, start=_window_start(result, self.metric_period_s))
         if callable(getattr(b, "finalize", None)):
             b.finalize()
         if self._report:
@@ -298,13 +358,67 @@ def _summary(result: Any) -> dict[str, Any]:
         return {}
 
 
-def _window_start(result: Any, spec: Any) -> Any:
+def _window_start(result: Any, period_s: float | None) -> Any:
     """Where the fleet data of a run starts: one metric period before the load (that period covers its start)."""
     started = getattr(result, "started_at", None)
     if started is None:
         return None
-    period = float(getattr(getattr(spec, "local", None), "period_s", 0.0) or 0.0)
-    return started - timedelta(seconds=period)
+    return started - timedelta(seconds=period_s or 0.0)
+
+
+def _ts(t: Any) -> Any:
+    import pandas as pd
+
+    return None if t is None else pd.Timestamp(t)
+
+
+def backend_name(fleet: Any) -> str | None:
+    """The registered backend name of ``fleet`` (``"local"``, ``"aws"`` …), None for a bare URL.
+
+    A fleet may say it itself (``fleet.backend``); otherwise its class is looked up among the registered
+    backends whose module is already imported (nothing is imported to answer), else its class name.
+
+    Example::
+
+        backend_name(ml.open_fleet(spec))   # 'local'
+    """
+    if fleet is None:
+        return None
+    own = getattr(fleet, "backend", None)
+    if isinstance(own, str) and own:
+        return own
+    from .fleet import backend_names, get_backend
+
+    for name in backend_names():
+        module, _, cls = get_backend(name).target.partition(":")
+        mod = sys.modules.get(module)
+        if mod is not None and getattr(mod, cls, None) is type(fleet):
+            return name
+    return type(fleet).__name__
+
+
+def metric_period_s(fleet: Any, backend: str | None = None) -> float | None:
+    """Seconds one of ``fleet``'s metric datapoints covers: ``fleet.metric_period_s`` (the Fleet protocol);
+    for a fleet that predates it, ``spec.local.period_s`` on the local backend only and CloudWatch's 60 s on
+    AWS; None when unknown (the readers then use the metrics' own spacing).
+
+    Example::
+
+        metric_period_s(fleet)    # 2.0 for the demo's local fleet, 60.0 on AWS
+    """
+    if fleet is None:
+        return None
+    period = getattr(fleet, "metric_period_s", None)
+    if isinstance(period, (int, float)) and not isinstance(period, bool) and period > 0:
+        return float(period)
+    backend = backend if backend is not None else backend_name(fleet)
+    if backend == "local":
+        local = getattr(getattr(fleet, "spec", None), "local", None)
+        value = getattr(local, "period_s", None)
+        return float(value) if isinstance(value, (int, float)) and value > 0 else None
+    if backend == "aws":
+        return 60.0  # CloudWatch's finest period for ELB and ASG metrics
+    return None
 
 
 def running_session(fleet: Any) -> RunSession | None:

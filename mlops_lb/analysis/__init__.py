@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 from .capacity import CapacityPlan, find_knee, plan_capacity, sweep_steps
+from .goodput import goodput_steps
 from .pricing import (
     RunCost,
     alb_hourly_cost,
@@ -32,6 +33,7 @@ __all__ = [
     "alb_hourly_cost",
     "estimate_lcu",
     "find_knee",
+    "goodput_steps",
     "hourly_price",
     "plan_capacity",
     "refresh_prices_from_aws",

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._owner import RECORDS_PREFIX, write_owner
 from ._engine import ERROR_KINDS, new_histogram
 
 if TYPE_CHECKING:
@@ -171,7 +172,8 @@ class RecordStore:
             import pyarrow.feather as feather
 
             if self.folder is None:
-                self.folder = Path(tempfile.mkdtemp(prefix="mlops-lb-records-"))
+                self.folder = Path(tempfile.mkdtemp(prefix=RECORDS_PREFIX))
+                write_owner(self.folder)  # a killed process's folder is swept by the next session
                 self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.folder), True)
             path = self.folder / f"part-{len(self.parts):06d}.arrow"
             feather.write_feather(
