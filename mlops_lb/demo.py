@@ -165,10 +165,10 @@ def run_demo(
     if not report.exists():
         bundle.finalize()
         report = write_report(bundle.path)
-    summary = RunBundle.load(bundle.path).summary
-    if summary:
+    loaded = RunBundle.load(bundle.path)  # once: the summary and the window's scale events both come from it
+    if loaded.summary:
         say("")
-        say(text_table(summary_rows(summary, scale_events=_scale_counts(bundle.path))))
+        say(text_table(summary_rows(loaded.summary, scale_events=_scale_counts(loaded))))
     say(f"run bundle: {bundle.path}")
     say(f"report:     {report}")
     if interrupted:
@@ -176,11 +176,9 @@ def run_demo(
     return Path(bundle.path)
 
 
-def _scale_counts(path: Path) -> tuple[int, int]:
-    """(scale-outs, scale-ins) during the run, from the bundle's own window."""
-    from .bundle import RunBundle
-
-    ev = RunBundle.load(path).in_window().events
+def _scale_counts(bundle: Any) -> tuple[int, int]:
+    """(scale-outs, scale-ins) during the run, from the loaded bundle's own window."""
+    ev = bundle.in_window().events
     if not len(ev):
         return 0, 0
     return int((ev["kind"] == "scale_out").sum()), int((ev["kind"] == "scale_in").sum())

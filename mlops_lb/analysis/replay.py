@@ -222,11 +222,24 @@ def _trace(request_counts: Any, column: str = "request_count") -> tuple[list[flo
     )
 
 
+def _recorded_period(source: Any, period_s: float | None, table: str) -> tuple[Any, float]:
+    """(the table to replay, its period): a run bundle gives its window's ``table`` and the metric period its
+    session recorded (60 s on AWS, the local clock's period locally); anything else keeps ``period_s`` or
+    CloudWatch's 60 s. Never the local clock's period for every backend."""
+    facts = getattr(source, "facts", None)
+    if facts is not None and callable(getattr(source, "in_window", None)):
+        recorded = getattr(facts, "metric_period_s", None)
+        source = getattr(source.in_window(), table)
+        if period_s is None and recorded:
+            period_s = float(recorded)
+    return source, 60.0 if period_s is None else period_s
+
+
 def replay(
     request_counts: Any,
     *,
     policy: Any,
-    period_s: float = 60.0,
+    period_s: float | None = None,
     min: int = 1,
     max: int = 10,
     initial: int = 1,
@@ -237,7 +250,8 @@ def replay(
     """Simulate the group under ``policy`` on a per-period trace of its metric (rules in the module docstring).
 
     ``request_counts`` holds request counts, or in-flight totals when the policy tracks concurrency (then the
-    frames' ``request_count`` columns are called ``concurrency``); a MetricFrame gives either.
+    frames' ``request_count`` columns are called ``concurrency``); a MetricFrame gives either, and a run bundle
+    gives its window's metrics. ``period_s`` defaults to the bundle's recorded metric period, else 60 s.
 
     Example::
 
@@ -247,6 +261,7 @@ def replay(
     """
     import pandas as pd
 
+    request_counts, period_s = _recorded_period(request_counts, period_s, "metrics")
     lo, hi = min, max  # the signature mirrors the ASG's names; keep the builtins reachable
     if not (isinstance(lo, int) and isinstance(hi, int) and 0 <= lo <= hi and hi >= 1):
         raise SpecError("min", f"must satisfy 0 <= min <= max, max >= 1 (got min={lo!r}, max={hi!r})")
@@ -354,7 +369,7 @@ def reproduce(
     decisions_df: pd.DataFrame,
     policy: Any,
     *,
-    period_s: float = 60.0,
+    period_s: float | None = None,
     min: int | None = None,
     max: int | None = None,
 ) -> pd.DataFrame:
@@ -369,10 +384,15 @@ def reproduce(
 
     Example::
 
-        out = reproduce(fleet.decisions(), spec.scaling, period_s=spec.local.period_s, min=1, max=6)
+        out = reproduce(RunBundle.load(run_dir), spec.scaling, min=1, max=6)   # the run's own metric period
         out["matches"].all()
+
+    ``decisions_df`` may be a run bundle: its window's decisions, at the metric period its session recorded;
+    ``period_s`` otherwise defaults to 60 s (CloudWatch's).
     """
     import pandas as pd
+
+    decisions_df, period_s = _recorded_period(decisions_df, period_s, "decisions")
 
     pol = as_policy(policy, period_s)
     column = _value_column(pol)  # a concurrency policy replays the log's concurrency column
