@@ -593,10 +593,10 @@ class RunBundle:
             path=folder,
             spec=spec,
             spec_dict=spec_data,
-            load_settings=_read_json(folder / "load.json"),
-            summary=_read_json(folder / "summary.json") or {},
+            load_settings=_object(folder, "load.json"),
+            summary=_object(folder, "summary.json") or {},
             run_facts=RunFacts.from_dict(run)
-            if (run := _read_json(folder / "run.json")) is not None
+            if (run := _read_json(folder / "run.json", folder)) is not None
             else None,
             **tables,
         )
