@@ -397,3 +397,41 @@ class TestLlmSection:
         b = _synthetic().make_bundle()
         b.summary = {**b.summary, "ttft_p50_s": float("nan"), "output_tokens": 0}
         assert "LLM streaming" not in render_report_html(b)
+
+
+class TestAtAGlance:
+    """Issue 24 part 4: the page tells the truth at a glance."""
+
+    def test_waterfall_times_and_ids_do_not_wrap(self, report: tuple[Path, str]) -> None:
+        """Times (t+…) and target ids sit in nowrap cells; reasons and details wrap (whole, never cut)."""
+        _, text = report
+        wf = text[text.index("<h2>Scale-out waterfall</h2>") : text.index("<h2>Spec</h2>")]
+        assert "<td class='nw'><span title=" in wf and "<td class='l nw'>i-local" in wf
+        assert "<td class='wrap'>" in wf and "td.nw { white-space: nowrap;" in text
+
+    @pytest.mark.parametrize(("backend", "as_if"), [("aws", False), ("local", True), (None, True)])
+    def test_cost_rows_say_which_rate_and_whether_priced_as_if(
+        self, run_dir: Path, backend: str | None, as_if: bool
+    ) -> None:
+        """A local fleet's cost is what the same targets would cost on AWS, and says so; an AWS run's is its
+        list price; per-million and peak rows name the achieved rate they divide by."""
+        from mlops_lb.bundle import RunBundle, RunFacts
+
+        b = RunBundle.load(run_dir)
+        b.run_facts = b.facts.merged(RunFacts(backend=backend)) if backend else b.facts
+        text = render_report_html(b)
+        assert ("as if priced at t3.small in us-east-1" in text) is as_if
+        assert ("t3.small in us-east-1 at 0.0208 USD/h (on-demand list price)" in text) is not as_if
+        assert "the hourly cost at peak capacity over the achieved rate (" in text
+        assert "plus the ALB at the achieved rate" in text
+
+    def test_reasons_are_shown_whole(self, run_dir: Path) -> None:
+        """A long invalid reason (with its fix) is in the page whole, not cut."""
+        from mlops_lb.bundle import RunBundle
+
+        b = RunBundle.load(run_dir)
+        reason = "schedule lag p99 40.0 ms > 5 ms in 3 of 20 intervals; " + "detail " * 80 + "raise workers= (END)"
+        b.summary = {**b.summary, "valid": False, "invalid_reasons": [reason], "invalid_kinds": ["generator_lag"]}
+        import html
+
+        assert html.escape(reason) in render_report_html(b)
