@@ -229,7 +229,10 @@ class TestRecordedBundle:
         out = write_report(run, slo_p99_s=0.05)
         text = out.read_text()
         assert "verdict invalid'>INVALID</span> schedule lag p99" in text
-        assert "<h2>Load settings</h2>" in text and "<th class='l'>profile.kind</th><td class='l'>sweep</td>" in text
+        assert (
+            "<h2>Load settings</h2>" in text
+            and "<th class='l'>profile.kind</th><td class='l'>sweep</td>" in text
+        )
         assert "<h2>Capacity plan</h2>" in text and "500.0 rps" in text
         assert text.count("data:image/png;base64,") == 5  # no scaling metrics in a bare load test
         assert "<td class='l'>900</td>" in text
@@ -430,8 +433,15 @@ class TestAtAGlance:
         from mlops_lb.bundle import RunBundle
 
         b = RunBundle.load(run_dir)
-        reason = "schedule lag p99 40.0 ms > 5 ms in 3 of 20 intervals; " + "detail " * 80 + "raise workers= (END)"
-        b.summary = {**b.summary, "valid": False, "invalid_reasons": [reason], "invalid_kinds": ["generator_lag"]}
+        reason = (
+            "schedule lag p99 40.0 ms > 5 ms in 3 of 20 intervals; " + "detail " * 80 + "raise workers= (END)"
+        )
+        b.summary = {
+            **b.summary,
+            "valid": False,
+            "invalid_reasons": [reason],
+            "invalid_kinds": ["generator_lag"],
+        }
         import html
 
         assert html.escape(reason) in render_report_html(b)
