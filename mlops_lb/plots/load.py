@@ -280,23 +280,3 @@ def _report_spectrum(run: FigureInput) -> Figure | None:
 def _report_per_target(run: FigureInput) -> Figure | None:
     req = run.requests
     return per_target(req) if len(req) and "target" in req.columns else None
-
-
-def error_share(intervals: Any, *, ax: Axes | None = None, t0: Any = None) -> Figure:
-    """Share of sent requests that failed, per interval (throwaway example of adding a figure).
-
-    Example::
-
-        error_share(result.intervals())
-    """
-    df = _frame(intervals, "intervals")
-    fig, ax = _axes(ax)
-    sent = df["sent"].to_numpy(dtype=float)
-    ax.plot(_x(df["interval_start"], "relative", t0), df["errors"].to_numpy(dtype=float) / sent.clip(1))
-    ax.set_title("Error share per interval")
-    return fig
-
-
-@report_figure("error_share", "Share of sent requests that failed, per interval.")
-def _report_error_share(run: FigureInput) -> Figure | None:
-    return error_share(run.intervals, t0=run.t0) if len(run.intervals) else None

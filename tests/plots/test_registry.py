@@ -82,10 +82,3 @@ def test_the_old_public_names_still_work() -> None:
     ):  # fmt: skip
         assert callable(getattr(plots, name)) and name in plots.__all__
     assert plots.goodput_steps is goodput_steps
-
-
-def test_error_share_is_in_the_report(tmp_path: Path) -> None:
-    """The throwaway figure shows in the report without touching report.py."""
-    run = tmp_path / "run"
-    shutil.copytree(RECORDED, run)
-    assert "<figure id='error_share'>" in render_report_html(run)
