@@ -127,7 +127,8 @@ def test_fleet_tables_are_in_the_bundle_while_the_run_goes(tmp_path: Path, monke
     try:
         deadline = time.monotonic() + 10
         path = s.bundle.path
-        while time.monotonic() < deadline and not (path / "metrics.parquet").exists():
+        tables = [path / "metrics.parquet", path / "events.parquet"]
+        while time.monotonic() < deadline and not all(t.exists() for t in tables):
             time.sleep(0.05)
         assert (path / "metrics.parquet").exists() and (path / "events.parquet").exists()
         assert not (path / "status.parquet").exists()  # the end-of-run tables come at the end

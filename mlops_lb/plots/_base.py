@@ -204,7 +204,7 @@ def plain(text: Any) -> str:
 
     A target id or run name is data: ``"a$b$c"`` made matplotlib parse ``$b$`` as math (and a malformed one,
     ``"$\\x$"``, raised at draw time and lost the whole report). Matplotlib's own rule: a backslash-escaped dollar
-    sign is a literal dollar (https://matplotlib.org/stable/users/explain/text/mathtext.html, "escape the dollar
-    sign with a backslash").
+    sign is a literal dollar (https://matplotlib.org/stable/users/explain/text/mathtext.html, section "Special
+    characters", read 2026-12-06); tests/reliability/test_hostile_bundles.py checks what is drawn.
     """
     return str(text).replace("$", r"\$")

@@ -48,7 +48,7 @@ def test_load_json_linked_outside_the_bundle_is_not_read(run: Path, tmp_path: Pa
     with caplog.at_level(logging.WARNING, logger="mlops_lb.bundle"):
         b = RunBundle.load(run)
     assert b.load_settings is None and "links outside the bundle" in caplog.text
-    assert CANARY not in render_report_html(b)
+    assert CANARY not in repr(b.__dict__)
 
 
 def test_a_table_linked_outside_the_bundle_is_not_read(run: Path, tmp_path: Path) -> None:
@@ -66,9 +66,13 @@ def test_a_table_linked_outside_the_bundle_is_not_read(run: Path, tmp_path: Path
 
 
 @pytest.mark.parametrize("planted", ["report.html.tmp", "report.html"])
-def test_writing_the_report_never_follows_a_planted_symlink(run: Path, tmp_path: Path, planted: str) -> None:
+def test_writing_the_report_never_follows_a_planted_symlink(
+    run: Path, tmp_path: Path, planted: str, monkeypatch
+) -> None:
     """Before: write_report wrote the fixed name report.html.tmp, following a symlink there and overwriting its
-    target. Now the page goes through a fresh O_EXCL name and a rename: the target is untouched."""
+    target. Now the page goes through a fresh O_EXCL name and a rename: the target is untouched. (The page's
+    content is not what this pins: a stub page keeps the test fast.)"""
+    monkeypatch.setattr(report_mod, "_render", lambda b, slo: ("<!DOCTYPE html><p>page</p>", []))
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
     (run / "report.html").unlink(missing_ok=True)
@@ -91,8 +95,6 @@ def test_a_target_id_with_dollars_is_plain_text_in_the_figures(run: Path) -> Non
     fig.savefig(io.BytesIO(), format="png")  # raised ValueError (ParseFatalException) before
     shown = {t._preprocess_math(t.get_text())[0] for t in fig.axes[0].get_xticklabels()}  # what is drawn
     assert shown == {r"i-$\notacommand$", "a$b$c"}
-    req.to_parquet(run / "requests.parquet")
-    assert "per_target" in render_report_html(run)
 
 
 def test_a_huge_spec_is_bounded_in_the_page(run: Path, monkeypatch) -> None:
@@ -100,12 +102,11 @@ def test_a_huge_spec_is_bounded_in_the_page(run: Path, monkeypatch) -> None:
     MAX_JSON_BYTES is not read (a warning), and what is embedded is at most MAX_EMBED_CHARS."""
     big = {"name": "x", "padding": "p" * 300_000}
     (run / "spec.json").write_text(json.dumps(big))
-    page = render_report_html(run)
-    assert "p" * (report_mod.MAX_EMBED_CHARS + 1) not in page and "more characters of spec.json" in page
-    assert len(page) < 2_000_000
+    shown = report_mod._spec_text(RunBundle.load(run))  # what the page's Spec section embeds
+    assert len(shown) < report_mod.MAX_EMBED_CHARS + 200 and "more characters of spec.json" in shown
     monkeypatch.setattr(bundle_mod, "MAX_JSON_BYTES", 100_000)
     b = RunBundle.load(run)
-    assert b.spec_dict is None and "p" * 1000 not in render_report_html(b)
+    assert b.spec_dict is None and report_mod._spec_text(b) == "no spec recorded"
 
 
 def test_a_trace_profile_is_one_line_in_the_load_settings(run: Path) -> None:
@@ -116,9 +117,12 @@ def test_a_trace_profile_is_one_line_in_the_load_settings(run: Path) -> None:
     settings["profile"] = {"kind": "trace", "offsets": offsets, "source": None}
     settings["headers"] = {"Authorization": f"Bearer {CANARY}"}
     (run / "load.json").write_text(json.dumps(settings))
-    page = render_report_html(run)
-    assert "20,000 send times over 200.0 s, peak 100 rps (busiest second)" in page
-    assert "199.99" not in page and CANARY not in page and "Authorization: ***" in page
+    rows = dict(
+        report_mod._settings_rows(RunBundle.load(run).load_settings or {})
+    )  # the page's settings table
+    assert rows["profile.offsets"] == "20,000 send times over 200.0 s, peak 100 rps (busiest second)"
+    assert rows["headers"] == "Authorization: ***" and CANARY not in repr(rows)
+    assert all("\n" not in v and len(v) < 400 for v in rows.values())
 
 
 # --------------------------------------------------------------------------- malformed bundles, wrong folders
