@@ -39,7 +39,6 @@ import json
 import logging
 import math
 import os
-import re
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -48,34 +47,30 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._bundle_files import (
+    MAX_JSON_BYTES,
+    _inside,
+    _object,
+    _read_json,
+    _safe_label,
+    find_bundles,
+    is_bundle,
+)
 from .errors import BundleError, StorageError
+from .run_facts import RunFacts, derive_facts
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from .spec import FleetSpec
 
-__all__ = ["LoadedBundle", "RunBundle", "RunFacts"]
+__all__ = ["MAX_JSON_BYTES", "LoadedBundle", "RunBundle", "RunFacts", "find_bundles", "is_bundle"]
 
 log = logging.getLogger(__name__)
 
 _APPENDABLE = ("requests", "intervals")
 _TABLES = ("requests", "intervals", "metrics", "events", "decisions", "status")
 _PARTS_KEY = b"mlops_lb_parts"
-_NAME_RE = re.compile(r"[^A-Za-z0-9_.-]+")
-# A folder name is at most 255 bytes (NAME_MAX on Linux and macOS); the stamp and a collision suffix take ~25 of
-# them. A longer label is shortened (its head plus a hash of the whole), never a failed run.
-_MAX_LABEL = 180
-# The JSON files of a bundle are small (a spec is a few kB; a long trace profile in load.json a few MB). A file
-# far beyond that is not ours: reading it whole would hold it several times in memory (a 200 MB spec.json took
-# 1 GB of RSS into the report), so it is left unread with a warning.
-MAX_JSON_BYTES = 64 * 1024 * 1024
-# What makes a folder a run bundle: any of the files or folders a run writes.
-_MARKERS = (
-    "run.json", "spec.json", "load.json", "summary.json",
-    *(f"{t}.parquet" for t in ("requests", "intervals", "metrics", "events", "decisions", "status")),
-    "requests.parts", "intervals.parts",
-)  # fmt: skip
 
 
 def _jsonable(obj: Any) -> Any:
@@ -171,21 +166,6 @@ def _part_seq(name: str) -> int:
         return -1
 
 
-def _inside(folder: Path, path: Path) -> bool:
-    """True when ``path`` exists and, symlinks resolved, stays inside ``folder``: a bundle is data from anywhere,
-    and a ``load.json`` linked to ``~/.aws/credentials`` must not be read into a report meant to be mailed."""
-    if not path.exists():
-        return False
-    if not path.is_symlink() and path.parent == folder:
-        return True
-    root = folder.resolve()
-    real = path.resolve()
-    if real == root or root in real.parents:
-        return True
-    log.warning("not reading %s: it links outside the bundle (to %s)", path, real)
-    return False
-
-
 def _read_table(folder: Path, name: str) -> pd.DataFrame:
     """Consolidated file (if any) plus the part files it does not contain; unreadable pieces are skipped."""
     import pandas as pd
@@ -214,142 +194,6 @@ def _read_table(folder: Path, name: str) -> pd.DataFrame:
     if len(frames) == 1:
         return frames[0]
     return pd.concat(frames, ignore_index=True)
-
-
-@dataclass(frozen=True)
-class RunFacts:
-    """What the run knew about itself, written once into ``run.json`` by the session that ran it.
-
-    ``start`` is schedule offset 0, ``send_end`` the end of sending (the schedule's end, or the Stop), ``end``
-    when the load returned its last response; ``metric_period_s`` is the seconds one fleet metric datapoint
-    covers (``spec.local.period_s`` locally, 60 on AWS); ``backend`` the fleet's backend name (None for a bare
-    URL). ``derived`` is True when some fact was derived from the records on load (a bundle without
-    ``run.json``, an older one, or a session killed before its end was written): the window then runs from the
-    first intended send to the last response.
-
-    Example::
-
-        f = RunBundle.load(path).facts
-        f.window, f.metric_period_s, f.backend
-    """
-
-    start: pd.Timestamp | None = None
-    end: pd.Timestamp | None = None
-    send_end: pd.Timestamp | None = None
-    metric_period_s: float | None = None
-    backend: str | None = None
-    derived: bool = False
-
-    @property
-    def window(self) -> tuple[pd.Timestamp, pd.Timestamp] | None:
-        """(start, end) of the run in UTC, or None when nothing is known."""
-        if self.start is None:
-            return None
-        return self.start, max(self.end if self.end is not None else self.start, self.start)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready facts (times as ISO strings)."""
-        return {
-            "start": _iso(self.start),
-            "end": _iso(self.end),
-            "send_end": _iso(self.send_end),
-            "metric_period_s": self.metric_period_s,
-            "backend": self.backend,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Any) -> RunFacts:
-        """Facts from ``run.json``'s content; a field that does not parse is left unknown (None), never raised."""
-        data = data if isinstance(data, dict) else {}
-        period = data.get("metric_period_s")
-        try:
-            period_s = float(period) if period is not None else None
-        except (TypeError, ValueError):
-            period_s = None
-        if period_s is not None and not (math.isfinite(period_s) and period_s > 0):
-            period_s = None
-        backend = data.get("backend")
-        return cls(
-            start=_ts(data.get("start")),
-            end=_ts(data.get("end")),
-            send_end=_ts(data.get("send_end")),
-            metric_period_s=period_s,
-            backend=str(backend) if isinstance(backend, str) and backend else None,
-        )
-
-    def merged(self, other: RunFacts) -> RunFacts:
-        """These facts with each unknown field taken from ``other`` (a derivation)."""
-        import dataclasses
-
-        filled = {
-            f.name: getattr(other, f.name)
-            for f in dataclasses.fields(self)
-            if f.name != "derived" and getattr(self, f.name) is None
-        }
-        return dataclasses.replace(self, **filled, derived=self.derived or bool(filled))
-
-
-def _iso(t: Any) -> str | None:
-    return None if t is None else t.isoformat()
-
-
-def _ts(v: Any) -> pd.Timestamp | None:
-    """A UTC timestamp from an ISO string (None for anything else)."""
-    import pandas as pd
-
-    if not isinstance(v, str):
-        return None
-    try:
-        t = pd.Timestamp(v)
-    except (ValueError, TypeError):
-        return None
-    if pd.isna(t):
-        return None
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-
-
-def derive_facts(requests: pd.DataFrame, intervals: pd.DataFrame, metrics: pd.DataFrame) -> RunFacts:
-    """Facts of a bundle without ``run.json``, from its records: first intended send (or interval) to the last
-    response, the last intended send, and the metrics' own spacing as their period. Read once per load.
-
-    Example::
-
-        derive_facts(b.requests, b.intervals, b.metrics).window
-    """
-    import pandas as pd
-
-    starts: list[pd.Timestamp] = []
-    ends: list[pd.Timestamp] = []
-    send_end = None
-    req = requests
-    if len(req) and "intended_at" in req.columns:
-        intended = pd.to_datetime(req["intended_at"], utc=True)
-        starts.append(intended.min())
-        send_end = intended.max()
-        done = pd.to_datetime(req["done_at"], utc=True) if "done_at" in req.columns else None
-        ends.append(done.max() if done is not None and done.notna().any() else starts[-1])
-        ends.append(send_end)
-    iv = intervals
-    if len(iv) and "interval_start" in iv.columns:
-        ts = pd.to_datetime(iv["interval_start"], utc=True)
-        step = ts.sort_values().diff().dt.total_seconds().median() if len(ts) > 1 else 1.0
-        starts.append(ts.min())
-        ends.append(ts.max() + pd.Timedelta(seconds=float(step if step == step else 1.0)))
-    starts = [t for t in starts if not pd.isna(t)]
-    ends = [t for t in ends if not pd.isna(t)]
-    period = None
-    if len(metrics) and "timestamp" in metrics.columns:
-        stamps = pd.to_datetime(metrics["timestamp"], utc=True).drop_duplicates().sort_values()
-        d = stamps.diff().dt.total_seconds().dropna()
-        period = float(d[d > 0].median()) if len(d[d > 0]) else None
-    start = min(starts) if starts else None
-    return RunFacts(
-        start=start,
-        end=max([*ends, start]) if start is not None else None,
-        send_end=send_end if send_end is not None and not pd.isna(send_end) else None,
-        metric_period_s=period,
-        derived=True,
-    )
 
 
 class RunBundle:
@@ -603,82 +447,6 @@ class RunBundle:
 
     def __repr__(self) -> str:
         return f"RunBundle({str(self.path)!r})"
-
-
-def _read_json(path: Path, folder: Path | None = None) -> Any:
-    """The JSON in ``path``, or None (missing, unreadable, too large, or linked outside ``folder``) with a warning."""
-    if not _inside(folder if folder is not None else path.parent, path):
-        return None
-    try:
-        size = path.stat().st_size
-        if size > MAX_JSON_BYTES:
-            log.warning(
-                "skipping %s: %.0f MB is more than a run writes (limit %.0f MB)",
-                path,
-                size / 1e6,
-                MAX_JSON_BYTES / 1e6,
-            )
-            return None
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        log.warning("skipping unreadable %s: %s", path, exc)
-        return None
-
-
-def _object(folder: Path, name: str) -> dict[str, Any] | None:
-    """A JSON file of the bundle that must hold an object: anything else is a malformed bundle, said plainly."""
-    data = _read_json(folder / name, folder)
-    if data is not None and not isinstance(data, dict):
-        raise BundleError(
-            folder / name,
-            f"{folder / name} is malformed: expected a JSON object, found {type(data).__name__}",
-        )
-    return data
-
-
-def is_bundle(folder: str | os.PathLike[str]) -> bool:
-    """True when ``folder`` holds any of the files a run writes (see the module docstring's layout).
-
-    Example::
-
-        is_bundle("runs/20260101T000000Z-demo")   # True; is_bundle("runs") -> False
-    """
-    f = Path(folder)
-    return f.is_dir() and any((f / m).exists() for m in _MARKERS)
-
-
-def find_bundles(root: str | os.PathLike[str], depth: int = 2) -> list[Path]:
-    """Run bundles under ``root`` (itself excluded), up to ``depth`` folders down, newest name first.
-
-    Example::
-
-        find_bundles("runs")[:3]
-    """
-    out: list[Path] = []
-    level = [Path(root)]
-    for _ in range(depth):
-        nxt: list[Path] = []
-        for d in level:
-            try:
-                children = sorted((c for c in d.iterdir() if c.is_dir() and not c.is_symlink()), reverse=True)
-            except OSError:
-                continue
-            for c in children:
-                (out if is_bundle(c) else nxt).append(c)
-        level = nxt
-    return out
-
-
-def _safe_label(name: Any) -> str:
-    """A folder-name-safe run label: other characters become ``-``; a long label keeps its head and gains a
-    hash of the whole, so two long labels that share a head still get different folders."""
-    import hashlib
-
-    safe = _NAME_RE.sub("-", str(name)).strip("-") or "run"
-    if len(safe) > _MAX_LABEL:
-        digest = hashlib.sha256(safe.encode()).hexdigest()[:8]
-        safe = f"{safe[: _MAX_LABEL - 9].rstrip('-.')}-{digest}"
-    return safe
 
 
 def _empty() -> pd.DataFrame:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlops_lb import bundle as bundle_mod
+from mlops_lb import _bundle_files as bundle_files
 from mlops_lb import report as report_mod
 from mlops_lb._owner import OWNER_FILE, RECORDS_PREFIX, process_start_time, sweep_orphans, write_owner
 from mlops_lb.bundle import RunBundle
@@ -45,7 +45,7 @@ def test_load_json_linked_outside_the_bundle_is_not_read(run: Path, tmp_path: Pa
     secret.write_text(json.dumps({"token": CANARY}))
     (run / "load.json").unlink()
     (run / "load.json").symlink_to(secret)
-    with caplog.at_level(logging.WARNING, logger="mlops_lb.bundle"):
+    with caplog.at_level(logging.WARNING):
         b = RunBundle.load(run)
     assert b.load_settings is None and "links outside the bundle" in caplog.text
     assert CANARY not in repr(b.__dict__)
@@ -104,7 +104,7 @@ def test_a_huge_spec_is_bounded_in_the_page(run: Path, monkeypatch) -> None:
     (run / "spec.json").write_text(json.dumps(big))
     shown = report_mod._spec_text(RunBundle.load(run))  # what the page's Spec section embeds
     assert len(shown) < report_mod.MAX_EMBED_CHARS + 200 and "more characters of spec.json" in shown
-    monkeypatch.setattr(bundle_mod, "MAX_JSON_BYTES", 100_000)
+    monkeypatch.setattr(bundle_files, "MAX_JSON_BYTES", 100_000)
     b = RunBundle.load(run)
     assert b.spec_dict is None and report_mod._spec_text(b) == "no spec recorded"
 
