@@ -38,6 +38,9 @@ def test_one_session_writes_the_whole_bundle_and_refuses_a_second_load(tmp_path:
     assert len(b.decisions) > 0 and {"action", "request_count"} <= set(b.decisions.columns)
     assert len(b.status) == 1 and len(b.metrics) and b.summary["requests"] == 40
     start, _end = b.window
+    # the run's facts come from the session, not from the records: backend and the local clock's period
+    assert not b.facts.derived and b.facts.backend == "local"
+    assert b.facts.metric_period_s == FAST.local.period_s and b.facts.send_end is not None
     # the fleet's data starts at most one period before the load: the first run and the launch are not in it
     assert (b.metrics["timestamp"] >= start - pd.Timedelta(seconds=FAST.local.period_s)).all()
 

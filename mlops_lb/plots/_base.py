@@ -14,6 +14,10 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Literal
 
+# one coercion rule (a DataFrame, or a bundle's attribute, or a LoadResult's method) for figures and analysis
+from ..analysis.goodput import _frame as _frame  # re-exported for the figure modules
+from ..analysis.goodput import _utc
+
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
@@ -77,26 +81,6 @@ def _axes(ax: Axes | None, figsize: tuple[float, float] = (9.0, 4.0)) -> tuple[F
         return ax.figure, ax  # type: ignore[return-value]
     fig = Figure(figsize=figsize, layout="constrained")
     return fig, fig.add_subplot()
-
-
-def _frame(obj: Any, name: str) -> pd.DataFrame:
-    """A DataFrame itself, or ``obj.<name>`` (attribute of a bundle, or method of a LoadResult)."""
-    import pandas as pd
-
-    if isinstance(obj, pd.DataFrame):
-        return obj
-    val = getattr(obj, name, None)
-    if callable(val):
-        val = val()
-    if isinstance(val, pd.DataFrame):
-        return val
-    raise TypeError(f"expected a DataFrame or an object with .{name} (got {type(obj).__name__})")
-
-
-def _utc(s: pd.Series) -> pd.Series:
-    import pandas as pd
-
-    return pd.to_datetime(s, utc=True)
 
 
 def _x(ts: pd.Series, time: TimeAxis, t0: Any) -> Any:
