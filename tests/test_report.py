@@ -453,3 +453,34 @@ class TestAtAGlance:
         import html
 
         assert html.escape(reason) in render_report_html(b)
+
+
+def test_a_bundle_without_summary_uses_the_loads_hdr_percentiles() -> None:
+    """One percentile definition: a crashed run's summary comes from the same µs HDR histogram and percentile
+    names as LoadResult.summary() (before: numpy's interpolating np.percentile over failed requests too)."""
+    import pandas as pd
+
+    from mlops_lb.bundle import LoadedBundle
+    from mlops_lb.report import _summary
+
+    t0 = pd.Timestamp("2026-01-01T00:00:00Z")
+    lat = [0.001] * 98 + [1.0, 2.0, 30.0]  # the 30 s one failed: it is not the fleet's latency
+    n = len(lat)
+    at = [t0 + pd.Timedelta(seconds=i * 0.1) for i in range(n)]
+    req = pd.DataFrame(
+        {
+            "intended_at": at,
+            "done_at": at,
+            "latency_s": lat,
+            "service_s": lat,
+            "status": [200] * (n - 1) + [0],
+            "error": [None] * (n - 1) + ["timeout"],
+        }
+    )
+    e = pd.DataFrame()
+    s = _summary(LoadedBundle(path=None, spec=None, requests=req, intervals=e, metrics=e, events=e))
+    assert s["errors"] == 1 and s["requests"] == n
+    assert s["p99_s"] == pytest.approx(1.0, rel=1e-3)  # the 99th of 100 successes; np.percentile said 1.01
+    assert s["max_s"] == pytest.approx(2.0, rel=1e-3) and s["max_uncorrected_s"] == pytest.approx(
+        2.0, rel=1e-3
+    )
