@@ -246,3 +246,49 @@ def test_a_long_run_label_is_shortened_not_a_failure(tmp_path: Path, label: str)
     b = RunBundle.create(root=tmp_path, name=label[:-1] + "z")
     assert a.path.is_dir() and b.path.is_dir() and a.path.name != b.path.name
     assert len(a.path.name.encode()) < 255 and a.path.parent == tmp_path
+
+
+_KILLED_SESSION = """
+import sys, threading, time
+sys.path.insert(0, sys.argv[2])
+from test_run_facts import _FakeFleet, _session
+from pathlib import Path
+import mlops_lb.session as s
+s.CAPTURE_EVERY_S = 0.1
+fleet = _FakeFleet()
+fleet.metric_period_s = 0.1
+session = _session(fleet, Path(sys.argv[1]), run_s=600.0).start()
+print(session.bundle.path, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_sigkilled_session_keeps_its_fleet_tables_and_facts(tmp_path: Path) -> None:
+    """SIGKILL mid-run (no finally, no finish()): the bundle still holds the fleet's metrics and events saved
+    while the run went, and run.json with the start, backend and metric period."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    here = str(Path(__file__).resolve().parent)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_SESSION, str(tmp_path), here],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(here).parent), here])},
+    )
+    try:
+        assert proc.stdout is not None
+        path = Path(proc.stdout.readline().strip())
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (path / "events.parquet").exists():
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    b = RunBundle.load(path)
+    assert len(b.metrics) == 1 and (path / "events.parquet").exists()
+    assert b.facts.backend == "aws" and b.facts.metric_period_s == 0.1 and b.facts.start is not None
