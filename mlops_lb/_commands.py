@@ -76,13 +76,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _in_process_only(args: argparse.Namespace) -> str:
-    return (
-        f"--backend {args.backend}: this fleet lives inside the process that launched it; run `mlops-lb up SPEC "
-        f"--backend {args.backend}` (it stays in the foreground until Ctrl-C) or use a notebook"
-    )
-
-
 def _in_process(args: argparse.Namespace) -> bool:
     from .fleet import get_backend
 
@@ -95,17 +88,51 @@ def _fleet(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return open_fleet(args.spec, backend=args.backend)
 
 
+def _is_local(args: argparse.Namespace) -> bool:
+    return args.backend == "local"
+
+
+def _in_process_only(args: argparse.Namespace) -> str:
+    return (
+        f"--backend {args.backend}: this fleet lives inside the process that launched it; run `mlops-lb up SPEC "
+        f"--backend {args.backend}` (it stays in the foreground until Ctrl-C) or use a notebook"
+    )
+
+
+def _print_line(line: str) -> None:
+    print(line, end="" if line.endswith("\n") else "\n", flush=True)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     import time
 
+    from .errors import SpecError
+
+    if args.detach:
+        if not _is_local(args):
+            raise SpecError(
+                "--detach",
+                f"is for the local fleet; a --backend {args.backend} fleet already outlives this terminal",
+            )
+        from .local.supervisor import start_detached
+
+        fleet = start_detached(args.spec, on_output=_print_line)
+        print(
+            f"local fleet {fleet.spec.name!r} is up at {fleet.url}, detached (supervisor pid {fleet.pids['supervisor']})"
+        )
+        print(fleet.status().to_string(index=False))
+        print(
+            f"from any shell: mlops-lb status {args.spec} | scale {args.spec} --desired N | load {args.spec} | down {args.spec}"
+        )
+        return 0
     fleet = _fleet(args)
     if not _in_process(args):
-        url = fleet.launch(on_output=lambda line: print(line, end="" if line.endswith("\n") else "\n"))
+        url = fleet.launch(on_output=_print_line)
         print(f"fleet is up: {url}")
         return 0
     with fleet:
         fleet.launch(on_output=print)
-        print(f"local fleet is up at {fleet.url} — Ctrl-C to stop it")
+        print(f"local fleet is up at {fleet.url} — Ctrl-C to stop it (or start it with --detach)")
         print(fleet.status().to_string(index=False))
         while True:
             time.sleep(3600)
@@ -120,24 +147,33 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def _running(args: argparse.Namespace) -> Any:
+    """The fleet a spec names, running in another process: a detached local fleet (by name) or a cloud stack."""
     from .errors import SpecError
 
+    if _is_local(args):
+        from .local.supervisor import attach
+
+        return attach(args.spec)
     if _in_process(args):
         raise SpecError(None, _in_process_only(args))
-    fleet = _fleet(args)
+    return _fleet(args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    fleet = _running(args)
     print(f"{fleet.url}")
+    lo, want, hi = fleet.capacity
+    print(f"capacity: min {lo}, desired {want}, max {hi}")
     print(fleet.status().to_string(index=False))
     return 0
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
-    from .errors import SpecError
-
-    if _in_process(args):
-        raise SpecError(None, _in_process_only(args))
-    fleet = _fleet(args)
+    fleet = _running(args)
     fleet.scale(min=args.min, desired=args.desired, max=args.max, target_rps_per_target=args.target_rps)
+    lo, want, hi = fleet.capacity
+    print(f"capacity: min {lo}, desired {want}, max {hi}")
     print(fleet.status().to_string(index=False))
     return 0
 
@@ -145,6 +181,13 @@ def cmd_scale(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     from .errors import SpecError
 
+    if _is_local(args):
+        from .local.supervisor import attach
+
+        fleet = attach(args.spec)
+        fleet.down()
+        print(f"local fleet {fleet.spec.name!r} is down: targets drained, HAProxy and the supervisor stopped")
+        return 0
     if _in_process(args):
         raise SpecError(
             "backend", _in_process_only(args) + "; stopping that process (Ctrl-C) stops the fleet"
@@ -154,9 +197,7 @@ def cmd_down(args: argparse.Namespace) -> int:
         raise SpecError(
             "--yes", f"is required to destroy AWS stack {fleet.stack_name!r} and all its resources"
         )
-    fleet.destroy(
-        confirm=fleet.stack_name, on_output=lambda line: print(line, end="" if line.endswith("\n") else "\n")
-    )
+    fleet.destroy(confirm=fleet.stack_name, on_output=_print_line)
     print(f"stack {fleet.stack_name} destroyed")
     return 0
 
@@ -282,17 +323,16 @@ def cmd_load(args: argparse.Namespace) -> int:
     profile = load.make_profile(
         args.profile, rps=args.rps, start_rps=args.start_rps, duration_s=args.duration_s
     )
-    t0 = time.time()
+    first: list[float] = []  # t=0 is the first interval's start, not this process's start-up
+
+    def on_interval(row: dict[str, Any]) -> None:
+        start: Any = row.get("interval_start")
+        if not first:
+            first.append(start.timestamp() if hasattr(start, "timestamp") else time.time())
+        print(interval_line(row, first[0], None if isinstance(target, str) else target), flush=True)
+
     session = RunSession(
-        target,
-        profile,
-        out=args.out,
-        name="load",
-        path=path,
-        on_interval=lambda row: print(
-            interval_line(row, t0, target if not isinstance(target, str) else None), flush=True
-        ),
-        **options,
+        target, profile, out=args.out, name="load", path=path, on_interval=on_interval, **options
     )
     session.start()
     interrupted = False
@@ -364,11 +404,8 @@ def _attached_fleet(args: argparse.Namespace, spec: str) -> Any:
     """The fleet ``spec`` describes, running elsewhere: a detached local fleet or an AWS stack."""
     from .errors import SpecError
 
-    if _in_process(args):
-        from .local.supervisor import attach
-
-        return attach(spec)
-    fleet = _fleet(args)
+    args.spec = spec
+    fleet = _running(args)
     if not getattr(fleet, "url", None):
         raise SpecError("spec", f"fleet {fleet.spec.name!r} is not up: run `mlops-lb up {spec}` first")
     return fleet
