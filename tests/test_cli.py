@@ -243,7 +243,7 @@ class TestDemoKnobs:
                 "0.05",
                 "--max-error-share",
                 "0.02",
-            ]  # fmt: skip
+            ]
         )
         assert (
             args.workers,

@@ -167,7 +167,7 @@ class TestRefusals:
         d.mkdir(mode=0o755)
         d.chmod(0o755)
         monkeypatch.setenv("MLOPS_LB_STATE_DIR", str(d))
-        with pytest.raises(ProvisionError, match="open to other users .*chmod 700"):
+        with pytest.raises(ProvisionError, match=r"open to other users .*chmod 700"):
             state_dir()
         d.chmod(0o700)
         assert state_dir() == d
