@@ -70,14 +70,16 @@ class TestParser:
 
 class TestErrors:
     @pytest.mark.parametrize("command", ["status", "scale", "down"])
-    def test_local_fleet_commands_outside_its_process_explain_why(
-        self, command: str, capsys: pytest.CaptureFixture[str]
+    def test_local_fleet_commands_without_a_detached_fleet_explain_why(
+        self, command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """status/scale/down on the local backend exit 2 and say the fleet lives in the process that launched it."""
+        """status/scale/down (local, the default backend) with no detached fleet exit 2 naming `up SPEC --detach`."""
+        monkeypatch.setenv("MLOPS_LB_STATE_DIR", str(tmp_path / "state"))
         spec = str(Path(ml.__file__).parent / "examples" / "demo.yaml")
-        assert main([command, spec, "--backend", "local"]) == 2
+        assert main([command, spec]) == 2
         err = capsys.readouterr().err
-        assert "mlops-lb: error:" in err and "mlops-lb up SPEC" in err
+        assert "mlops-lb: error: no detached local fleet 'mlops-lb-demo' is running" in err
+        assert "mlops-lb up SPEC --detach" in err
 
     def test_a_bad_spec_file_is_a_clear_error(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
