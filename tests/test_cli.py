@@ -71,7 +71,11 @@ class TestParser:
 class TestErrors:
     @pytest.mark.parametrize("command", ["status", "scale", "down"])
     def test_local_fleet_commands_without_a_detached_fleet_explain_why(
-        self, command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+        self,
+        command: str,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
     ) -> None:
         """status/scale/down (local, the default backend) with no detached fleet exit 2 naming `up SPEC --detach`."""
         monkeypatch.setenv("MLOPS_LB_STATE_DIR", str(tmp_path / "state"))
