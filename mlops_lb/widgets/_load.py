@@ -170,8 +170,8 @@ class LoadTestPanel:
         self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="progress", style=style)
         self.phase_html = w.HTML("")
-        self.message = w.HTML(message_html("choose a profile and press Start"))
-        self.summary_html = w.HTML("")
+        self.message = w.HTML(message_html("choose a profile and press Start"), layout=w.Layout(width="100%"))
+        self.summary_html = w.HTML("", layout=w.Layout(width="100%"))
         self.report_html = w.HTML("")
         self.live_plot = LivePlot(plot)
         self.plot = self.live_plot.widget
@@ -436,7 +436,12 @@ class LoadTestPanel:
             self.progress.bar_style = "success" if v.valid is not False else "danger"
         self.phase_html.value = message_html("ended", "info")
         summary = outcome.summary
-        self.summary_html.value = html_table(summary_rows(summary)) if summary else ""
+        # Every reason whole: the table wraps in the panel's width rather than being clipped at its edge.
+        self.summary_html.value = (
+            f'<div style="white-space:normal;overflow-wrap:anywhere">{html_table(summary_rows(summary))}</div>'
+            if summary
+            else ""
+        )
         if outcome.report_path is not None:
             self.report_path = outcome.report_path
             self.report_html.value = _report_link(self.report_path)
