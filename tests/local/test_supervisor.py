@@ -12,6 +12,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -183,3 +184,43 @@ class TestRefusals:
         spec.write_text(fast_spec("sup").to_yaml())
         out = cli("up", str(spec), "--detach", "--backend", "aws")
         assert out.returncode == 2 and "--detach is for the local fleet" in out.stderr
+
+
+class TestWatchdog:
+    """A supervisor whose fleet died closes it and stops serving (exit code 1), rather than answering for a corpse."""
+
+    class DeadFleet:
+        closed = False
+        balancer = "up"
+        balancer_reason = ""
+        _thread = None
+
+    def _supervisor(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> object:
+        from mlops_lb.local.supervisor import _Supervisor
+
+        monkeypatch.setenv("MLOPS_LB_STATE_DIR", str(tmp_path / "state"))
+        sup = _Supervisor(fast_spec("w"))  # builds a LocalFleet object; nothing is started
+        sup.fleet = self.DeadFleet()  # type: ignore[assignment]
+        return sup
+
+    def test_controller_gone(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        sup = self._supervisor(tmp_path, monkeypatch)
+        sup.fleet.closed = True  # type: ignore[attr-defined]
+        sup._watch()  # type: ignore[attr-defined]
+        assert sup.stop.is_set() and sup.reason == "fleet died: its controller stopped"  # type: ignore[attr-defined]
+
+    def test_balancer_down_too_long(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr("mlops_lb.local.supervisor.DEAD_AFTER_S", 0.0)
+        sup = self._supervisor(tmp_path, monkeypatch)
+        sup.fleet.balancer, sup.fleet.balancer_reason = "down", "port taken"  # type: ignore[attr-defined]
+        sup._watch()  # type: ignore[attr-defined]
+        assert sup.reason == "fleet died: the balancer is down (port taken)"  # type: ignore[attr-defined]
+
+    def test_a_live_fleet_is_left_alone(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        sup = self._supervisor(tmp_path, monkeypatch)
+        t = threading.Thread(target=sup._watch, daemon=True)  # type: ignore[attr-defined]
+        t.start()
+        time.sleep(1.5)  # one watch tick has passed
+        assert not sup.stop.is_set()  # type: ignore[attr-defined]
+        sup.stop.set()  # type: ignore[attr-defined]
+        t.join(5)
