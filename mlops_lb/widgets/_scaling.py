@@ -223,8 +223,8 @@ class ScalingPanel:
                 ("target_rps_per_target", self.target_slider),
             ):
                 value = live[name]
-                # A slider holds its value rounded to its step (a 33.3 target reads 33.5 on a 0.5 step): compare
-                # and record what the slider shows, or an unchanged value would read "not applied yet" forever.
+                # A moved slider whose value the fleet has since reached (the autoscaler, another cell) is no
+                # longer a change to apply: it read "not applied yet" forever. Compared within half a step.
                 half_step = float(getattr(slider, "step", 1) or 1) / 2
                 if name in moved and abs(float(slider.value) - value) > half_step:
                     synced[name] = self._synced[name]  # still the user's unapplied change

@@ -98,18 +98,6 @@ class TestReportLink:
 
 
 class TestScalingPanelTruth:
-    def test_a_target_the_slider_rounds_is_not_an_unapplied_change(self, inline: InlineExecutor) -> None:
-        """A 33.3 rps target on a 0.5-step slider read 'not applied yet: target 33.3 → 33.5' without a touch."""
-        fleet = FakeFleet()
-        fleet.spec = fleet.spec.replace(
-            scaling=dataclasses.replace(fleet.spec.scaling, target_rps_per_target=33.3)
-        )
-        p = ScalingPanel(fleet, refresh_s=None, executor=inline)
-        p.refresh()
-        assert p.pending_html.value == "" and p.unapplied() == {}
-        p.apply_button.click()
-        assert "target_rps_per_target" not in fleet.scale_calls[-1]
-
     def test_moved_slider_the_fleet_then_reaches_is_no_longer_pending(
         self, fleet: FakeFleet, inline: InlineExecutor
     ) -> None:
