@@ -36,8 +36,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(duration_s=args.duration_s, spec=args.spec, out=args.out)
+    options = _verdict_options(args)
+    run_demo(duration_s=args.duration_s, spec=args.spec, out=args.out, **options)
     return 0
+
+
+def _verdict_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's knobs given as flags (``--connections``, ``--workers``, the verdict's tolerance), checked by
+    :class:`LoadSettings` with the flag's name in the error. Flags not given are not passed: the defaults stay the
+    library's."""
+    from .cli import VERDICT_FLAGS
+    from .errors import SpecError
+    from .load.settings import LoadSettings
+
+    opts = {
+        name: value
+        for name in ("connections", *VERDICT_FLAGS)
+        if (value := getattr(args, name, None)) is not None
+    }
+    try:
+        LoadSettings(**opts)
+    except SpecError as exc:
+        raise SpecError(_flag(exc.field), str(exc).removeprefix(f"{exc.field} ")) from exc
+    except TypeError as exc:  # a knob this engine does not have yet (e.g. an older mlops_lb.load)
+        raise SpecError(
+            None, f"this version of the load engine does not accept one of {sorted(opts)}: {exc}"
+        ) from exc
+    return opts
+
+
+def _flag(field: str | None) -> str:
+    return "--" + (field or "").replace("_", "-")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -45,13 +74,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     print(write_report(args.run_dir))
     return 0
-
-
-def _in_process_only(args: argparse.Namespace) -> str:
-    return (
-        f"--backend {args.backend}: this fleet lives inside the process that launched it; run `mlops-lb up SPEC "
-        f"--backend {args.backend}` (it stays in the foreground until Ctrl-C) or use a notebook"
-    )
 
 
 def _in_process(args: argparse.Namespace) -> bool:
@@ -66,17 +88,51 @@ def _fleet(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return open_fleet(args.spec, backend=args.backend)
 
 
+def _is_local(args: argparse.Namespace) -> bool:
+    return args.backend == "local"
+
+
+def _in_process_only(args: argparse.Namespace) -> str:
+    return (
+        f"--backend {args.backend}: this fleet lives inside the process that launched it; run `mlops-lb up SPEC "
+        f"--backend {args.backend}` (it stays in the foreground until Ctrl-C) or use a notebook"
+    )
+
+
+def _print_line(line: str) -> None:
+    print(line, end="" if line.endswith("\n") else "\n", flush=True)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     import time
 
+    from .errors import SpecError
+
+    if args.detach:
+        if not _is_local(args):
+            raise SpecError(
+                "--detach",
+                f"is for the local fleet; a --backend {args.backend} fleet already outlives this terminal",
+            )
+        from .local.supervisor import start_detached
+
+        fleet = start_detached(args.spec, on_output=_print_line)
+        print(
+            f"local fleet {fleet.spec.name!r} is up at {fleet.url}, detached (supervisor pid {fleet.pids['supervisor']})"
+        )
+        print(fleet.status().to_string(index=False))
+        print(
+            f"from any shell: mlops-lb status {args.spec} | scale {args.spec} --desired N | load {args.spec} | down {args.spec}"
+        )
+        return 0
     fleet = _fleet(args)
     if not _in_process(args):
-        url = fleet.launch(on_output=lambda line: print(line, end="" if line.endswith("\n") else "\n"))
+        url = fleet.launch(on_output=_print_line)
         print(f"fleet is up: {url}")
         return 0
     with fleet:
         fleet.launch(on_output=print)
-        print(f"local fleet is up at {fleet.url} — Ctrl-C to stop it")
+        print(f"local fleet is up at {fleet.url} — Ctrl-C to stop it (or start it with --detach)")
         print(fleet.status().to_string(index=False))
         while True:
             time.sleep(3600)
@@ -91,24 +147,33 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def _running(args: argparse.Namespace) -> Any:
+    """The fleet a spec names, running in another process: a detached local fleet (by name) or a cloud stack."""
     from .errors import SpecError
 
+    if _is_local(args):
+        from .local.supervisor import attach
+
+        return attach(args.spec)
     if _in_process(args):
         raise SpecError(None, _in_process_only(args))
-    fleet = _fleet(args)
+    return _fleet(args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    fleet = _running(args)
     print(f"{fleet.url}")
+    lo, want, hi = fleet.capacity
+    print(f"capacity: min {lo}, desired {want}, max {hi}")
     print(fleet.status().to_string(index=False))
     return 0
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
-    from .errors import SpecError
-
-    if _in_process(args):
-        raise SpecError(None, _in_process_only(args))
-    fleet = _fleet(args)
+    fleet = _running(args)
     fleet.scale(min=args.min, desired=args.desired, max=args.max, target_rps_per_target=args.target_rps)
+    lo, want, hi = fleet.capacity
+    print(f"capacity: min {lo}, desired {want}, max {hi}")
     print(fleet.status().to_string(index=False))
     return 0
 
@@ -116,6 +181,13 @@ def cmd_scale(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     from .errors import SpecError
 
+    if _is_local(args):
+        from .local.supervisor import attach
+
+        fleet = attach(args.spec)
+        fleet.down()
+        print(f"local fleet {fleet.spec.name!r} is down: targets drained, HAProxy and the supervisor stopped")
+        return 0
     if _in_process(args):
         raise SpecError(
             "backend", _in_process_only(args) + "; stopping that process (Ctrl-C) stops the fleet"
@@ -125,9 +197,7 @@ def cmd_down(args: argparse.Namespace) -> int:
         raise SpecError(
             "--yes", f"is required to destroy AWS stack {fleet.stack_name!r} and all its resources"
         )
-    fleet.destroy(
-        confirm=fleet.stack_name, on_output=lambda line: print(line, end="" if line.endswith("\n") else "\n")
-    )
+    fleet.destroy(confirm=fleet.stack_name, on_output=_print_line)
     print(f"stack {fleet.stack_name} destroyed")
     return 0
 
@@ -144,7 +214,7 @@ def _load_options(args: argparse.Namespace) -> dict[str, Any]:
 
     opts: dict[str, Any] = {
         name: value
-        for name in ("connections", "cluster", "shards", "placement")
+        for name in ("cluster", "shards", "placement")
         if (value := getattr(args, name)) is not None
     }
     if args.cluster is None:
@@ -155,10 +225,19 @@ def _load_options(args: argparse.Namespace) -> dict[str, Any]:
                     "needs --cluster ray (a local Ray for this run) or --cluster ray://head:10001; "
                     "one machine needs no shards",
                 )
+    slo = {
+        key: value
+        for key, flag in (("latency_s", "slo_p99"), ("ttft_s", "slo_ttft"), ("tpot_s", "slo_tpot"))
+        if (value := getattr(args, flag, None)) is not None
+    }
+    if slo:  # the same bounds per request give the run's goodput (requests that met every one)
+        opts["slo"] = slo
+    knobs = _verdict_options(args)
     try:
-        LoadSettings(**opts)
+        LoadSettings(**opts, **knobs)
     except SpecError as exc:
-        raise SpecError(f"--{exc.field}", str(exc).removeprefix(f"{exc.field} ")) from exc
+        raise SpecError(_flag(exc.field), str(exc).removeprefix(f"{exc.field} ")) from exc
+    opts.update(knobs)
     if args.cluster is not None:
         from .load.distributed import import_ray
 
@@ -186,26 +265,147 @@ def _reach_ray_client(cluster: str) -> None:
         ) from exc
 
 
+def slo_failures(
+    summary: dict[str, Any],
+    *,
+    p99_s: float | None = None,
+    ttft_s: float | None = None,
+    tpot_s: float | None = None,
+    error_rate: float | None = None,
+) -> list[str]:
+    """The SLOs given (as ``mlops-lb load``'s flags) that a run's summary does not meet, one sentence each.
+
+    A bound on something the run did not measure (TTFT of a run that was not streamed) fails: it cannot be said
+    to be met. Example::
+
+        slo_failures({"p99_s": 0.3, "requests": 10, "errors": 0}, p99_s=0.25)
+        # ['--slo-p99 0.25 s: p99 was 0.300 s']
+    """
+    failed = []
+    for flag, key, bound in (
+        ("--slo-p99", "p99_s", p99_s),
+        ("--slo-ttft", "ttft_p99_s", ttft_s),
+        ("--slo-tpot", "tpot_p99_s", tpot_s),
+    ):
+        if bound is None:
+            continue
+        value = summary.get(key)
+        if not isinstance(value, (int, float)) or value != value:
+            failed.append(
+                f"{flag} {bound:g} s: not measured (no {key} in this run; was the response streamed?)"
+            )
+        elif value > bound:
+            failed.append(f"{flag} {bound:g} s: {key.removesuffix('_s').replace('_', ' ')} was {value:.3f} s")
+    if error_rate is not None:
+        sent = int(summary.get("requests") or 0)
+        errors = int(summary.get("errors") or 0)
+        share = errors / sent if sent else 1.0
+        if share > error_rate:
+            failed.append(
+                f"--max-error-rate {error_rate:g}: {errors} of {sent} requests failed ({share:.2%})"
+            )
+    return failed
+
+
 def cmd_load(args: argparse.Namespace) -> int:
+    """Run the profile; exit 0 valid, 3 INVALID, 4 an SLO flag failed, 130 Ctrl-C (paths printed in every case)."""
+    import time
+
     from . import load
-    from .session import run_session
+    from .cli import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_SLO_FAILED
+    from .demo import interval_line
+    from .session import RunSession
     from .summary import summary_rows, text_table
 
     options = _load_options(args)
+    target, path = _load_target(args)
     # The widget builds its shapes the same way: "step" means the same in both.
     profile = load.make_profile(
         args.profile, rps=args.rps, start_rps=args.start_rps, duration_s=args.duration_s
     )
-    outcome = run_session(args.url, profile, out=args.out, name="load", **options)
-    print(text_table(summary_rows(outcome.summary)))
+    first: list[float] = []  # t=0 is the first interval's start, not this process's start-up
+
+    def on_interval(row: dict[str, Any]) -> None:
+        start: Any = row.get("interval_start")
+        if not first:
+            first.append(start.timestamp() if hasattr(start, "timestamp") else time.time())
+        print(interval_line(row, first[0], None if isinstance(target, str) else target), flush=True)
+
+    session = RunSession(
+        target, profile, out=args.out, name="load", path=path, on_interval=on_interval, **options
+    )
+    session.start()
+    interrupted = False
+    try:
+        while not session.run.done:
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        interrupted = True
+        print("interrupted: stopping the load and keeping what was measured", flush=True)
+        session.stop()
+    outcome = session.finish()
+    if outcome.summary:
+        print(text_table(summary_rows(outcome.summary)))
     shards = getattr(outcome.result, "shards", None)
     if shards is not None:
         # a shard that fell behind its schedule is the generator's limit, not the server's: name it
         cols = ["shard", "host", "state", "scheduled", "sent", "late", "lost", "lag_p99_s"]
         print(shards[[c for c in cols if c in shards.columns]].to_string(index=False))
+    if outcome.bundle_path is not None:
+        print(f"run bundle: {outcome.bundle_path}")
+    if outcome.report_path is not None:
+        print(f"report: {outcome.report_path}")
+    if interrupted:
+        return EXIT_INTERRUPTED
     if outcome.error is not None:
         raise outcome.error
     if outcome.report_error is not None:
         raise outcome.report_error
-    print(f"report: {outcome.report_path}")
-    return 0
+    if outcome.summary.get("valid") is False:
+        print("INVALID: these numbers do not describe the fleet under this load (see 'why invalid' above)")
+        return EXIT_INVALID
+    failed = slo_failures(
+        outcome.summary,
+        p99_s=args.slo_p99,
+        ttft_s=args.slo_ttft,
+        tpot_s=args.slo_tpot,
+        error_rate=args.max_error_rate,
+    )
+    for line in failed:
+        print(f"SLO failed: {line}")
+    return EXIT_SLO_FAILED if failed else EXIT_OK
+
+
+def _load_target(args: argparse.Namespace) -> tuple[Any, str]:
+    """(URL or fleet, path) of ``mlops-lb load``: a URL as given, or the running fleet a spec names."""
+    from .errors import SpecError
+
+    given = args.url
+    if "://" in given:
+        if args.path is not None:
+            raise SpecError("--path", "goes with a SPEC; with a URL, put the path in the URL")
+        return given, "/predict"
+    if not given.endswith((".yaml", ".yml", ".json")) and not _is_file(given):
+        raise SpecError(
+            "URL",
+            f"must be a URL such as http://127.0.0.1:8080/predict or a fleet's spec file (got {given!r})",
+        )
+    fleet = _attached_fleet(args, given)
+    return fleet, args.path or "/predict"
+
+
+def _is_file(text: str) -> bool:
+    from pathlib import Path
+
+    return Path(text).is_file()
+
+
+def _attached_fleet(args: argparse.Namespace, spec: str) -> Any:
+    """The fleet ``spec`` describes, running elsewhere: a detached local fleet or an AWS stack."""
+    from .errors import SpecError
+
+    args.spec = spec
+    fleet = _running(args)
+    if not getattr(fleet, "url", None):
+        raise SpecError("spec", f"fleet {fleet.spec.name!r} is not up: run `mlops-lb up {spec}` first")
+    return fleet

@@ -7,8 +7,16 @@ Example::
     mlops-lb report runs/2026-11-28T10-00-00Z-demo
     mlops-lb preflight fleet.yaml                # check the AWS account against the spec (read-only)
     mlops-lb up fleet.yaml --backend aws         # also: status, scale, load, down
-    mlops-lb load http://127.0.0.1:8080/predict --rps 200 --connections 64
+    mlops-lb load http://127.0.0.1:8080/predict --rps 200 --connections 64 --slo-p99 0.25
     mlops-lb load http://10.0.1.5/predict --rps 20000 --cluster ray://head:10001 --shards auto
+    mlops-lb up fleet.yaml --detach              # the local fleet keeps running; then from any shell:
+    mlops-lb status fleet.yaml; mlops-lb scale fleet.yaml --desired 3
+    mlops-lb load fleet.yaml --rps 40; mlops-lb down fleet.yaml
+
+Exit codes (for scripts and CI, as k6's thresholds): 0 the run is VALID (and every ``--slo-*`` met), 2 a usage or
+input error (bad flag, bad spec, a folder that is not a run bundle), 3 the run is INVALID (its numbers do not
+describe the fleet: the printout says why and what to change), 4 the run is valid but an SLO given by flags failed,
+130 interrupted (Ctrl-C; what was measured is kept and its paths printed).
 """
 
 from __future__ import annotations
@@ -23,7 +31,21 @@ from .fleet import backend_names
 from .load.profiles import rate_kinds
 from .serving.llm_engine import EngineParams
 
-__all__ = ["build_parser", "main"]
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_INVALID",
+    "EXIT_OK",
+    "EXIT_SLO_FAILED",
+    "EXIT_USAGE",
+    "build_parser",
+    "main",
+]
+
+EXIT_OK = 0
+EXIT_USAGE = 2  # argparse uses 2 for its own usage errors too
+EXIT_INVALID = 3
+EXIT_SLO_FAILED = 4
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C'd command
 
 
 # The LLM emulator's engine flags: one per EngineParams field, whose default is the flag's default.
@@ -56,6 +78,74 @@ def _shards(text: str) -> int | str:
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1 (got {n})")
     return n
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number (got {text!r})") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number (got {text!r})")
+    return value
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(
+            f"must be a fraction between 0 and 1, e.g. 0.01 for 1 %% (got {text!r})"
+        )
+    return value
+
+
+# The verdict's tolerance and the generator's size (LoadSettings' names), settable wherever a verdict is shown.
+VERDICT_FLAGS = ("late_after_s", "max_late_share", "max_error_share", "max_lag_p99_s", "workers")
+
+
+def _add_verdict_flags(c: argparse.ArgumentParser, *, connections_default: str) -> None:
+    """The knobs of the run and its verdict, shared by ``load`` and ``demo`` (unset = the library's defaults)."""
+    g = c.add_argument_group("generator and verdict (unset: the library's defaults)")
+    g.add_argument(
+        "--connections",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"keep-alive connections in all ({connections_default}); with --cluster they are split over the shards",
+    )
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="generator processes on this machine (default 1): the fix when the verdict says generator lag",
+    )
+    g.add_argument(
+        "--late-after-s",
+        type=_positive,
+        default=None,
+        metavar="S",
+        help="a send is late when it leaves more than S seconds after its intended time (default: automatic, "
+        "max(5 ms, 10%% of the run's service-time p50))",
+    )
+    g.add_argument(
+        "--max-late-share",
+        type=_share,
+        default=None,
+        metavar="F",
+        help="the run is INVALID when more than this share of sends is late where the rate suffered (default 0.01)",
+    )
+    g.add_argument(
+        "--max-error-share",
+        type=_share,
+        default=None,
+        metavar="F",
+        help="the run is INVALID when more than this share of requests fail, 4xx included (default 0.01)",
+    )
+    g.add_argument("--max-lag-p99-s", type=_positive, default=None, help=argparse.SUPPRESS)  # old name
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,10 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--duration-s", type=float, default=120.0)
     d.add_argument("--spec", default=None, help="a FleetSpec YAML (default: the bundled demo spec)")
     d.add_argument("--out", default="runs", help="folder for the run bundle")
+    _add_verdict_flags(d, connections_default="default: enough to stay open loop at the peak, up to 1024")
 
     r = sub.add_parser("report", help="(re)write report.html for a run bundle")
     r.add_argument("run_dir")
 
+    # Every fleet subcommand defaults to the same backend, so `up X` then `status X` talk about one fleet.
+    backend_help = (
+        "where the fleet lives (default local; a local fleet started with `up --detach` is found by name)"
+    )
     for name, text in (
         ("up", "launch the fleet"),
         ("status", "show targets"),
@@ -112,20 +207,37 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         c = sub.add_parser(name, help=text)
         c.add_argument("spec")
-        c.add_argument("--backend", choices=backend_names(), default="local")
+        c.add_argument("--backend", choices=backend_names(), default="local", help=backend_help)
+        if name == "up":
+            c.add_argument(
+                "--detach",
+                action="store_true",
+                help="local: leave the fleet running under a supervisor process and return; status, scale, load "
+                "and down then work from any shell of this user",
+            )
         if name == "down":
             c.add_argument("--yes", action="store_true", help="confirm destroying an AWS stack")
     c = sub.add_parser("preflight", help="check the AWS account against a spec (read-only), before `up`")
     c.add_argument("spec")
     c = sub.add_parser("scale", help="change min/desired/max or the target rps per target")
     c.add_argument("spec")
-    c.add_argument("--backend", choices=backend_names(), default="aws")
+    c.add_argument("--backend", choices=backend_names(), default="local", help=backend_help)
     c.add_argument("--min", type=int)
     c.add_argument("--desired", type=int)
     c.add_argument("--max", type=int)
     c.add_argument("--target-rps", type=float)
-    c = sub.add_parser("load", help="run a load profile against a URL")
-    c.add_argument("url")
+    c = sub.add_parser(
+        "load",
+        help="run a load profile against a URL or a running fleet; exit 0 valid, 3 INVALID, 4 an SLO failed",
+    )
+    c.add_argument("url", metavar="URL|SPEC", help="a URL, or the spec of a fleet started with `up --detach`")
+    c.add_argument(
+        "--backend",
+        choices=backend_names(),
+        default="local",
+        help="with a SPEC: where its fleet lives (default local)",
+    )
+    c.add_argument("--path", default=None, help="with a SPEC: the URL path to load (default /predict)")
     # every shape that can be said in --rps/--start-rps/--duration-s, a user's registered ones included
     c.add_argument("--profile", default="constant", choices=rate_kinds())
     c.add_argument(
@@ -139,12 +251,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--duration-s", type=float, default=30.0)
     c.add_argument("--out", default="runs")
-    c.add_argument(
-        "--connections",
-        type=int,
+    _add_verdict_flags(c, connections_default="default 32")
+    slo = c.add_argument_group("SLOs (as k6's thresholds: exit 4 when one fails; seconds, fractions)")
+    slo.add_argument(
+        "--slo-p99", type=_positive, default=None, metavar="S", help="p99 latency at most S seconds"
+    )
+    slo.add_argument(
+        "--slo-ttft", type=_positive, default=None, metavar="S", help="p99 time to first token at most S"
+    )
+    slo.add_argument(
+        "--slo-tpot", type=_positive, default=None, metavar="S", help="p99 time per output token at most S"
+    )
+    slo.add_argument(
+        "--max-error-rate",
+        type=_share,
         default=None,
-        metavar="N",
-        help="keep-alive connections in all (default 32); with --cluster they are split over the shards",
+        metavar="F",
+        help="errors at most this share of requests",
     )
     c.add_argument(
         "--cluster",
@@ -180,10 +303,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(getattr(_commands, f"cmd_{args.command}")(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except MlopsLbError as exc:
         print(f"mlops-lb: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":  # pragma: no cover

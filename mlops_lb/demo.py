@@ -23,7 +23,7 @@ import numpy as np
 
 from .spec import FleetSpec
 
-__all__ = ["demo_rates", "demo_schedule", "run_demo"]
+__all__ = ["demo_rates", "demo_schedule", "interval_line", "run_demo"]
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +57,26 @@ def demo_schedule(spec: FleetSpec, duration_s: float) -> np.ndarray:
     return piecewise([(x * duration_s, y * peak) for x, y in _SHAPE]).schedule()
 
 
-def _status_line(row: dict[str, Any], t0: float, fleet: Any) -> str:
-    healthy, desired = fleet_counts(fleet)
+def interval_line(row: dict[str, Any], t0: float, fleet: Any = None) -> str:
+    """One interval of a run as the terminal shows it (``mlops-lb demo`` and ``mlops-lb load``).
+
+    With a fleet, its healthy targets and desired capacity end the line. Example::
+
+        interval_line({"offered_rps": 20, "achieved_rps": 20, "p99_s": 0.004, "errors": 0}, t0=time.time())
+    """
     p99 = row.get("p99_s")
     p99_txt = f"{p99 * 1000:7.1f} ms" if p99 is not None and p99 == p99 else "      - ms"
     start: Any = row.get("interval_start")
     t = (start.timestamp() - t0) if hasattr(start, "timestamp") else 0.0
     err = int(row.get("errors", 0) or 0)
-    return (
+    line = (
         f"t={t:5.0f}s  offered {row.get('offered_rps', 0):6.1f} rps  achieved {row.get('achieved_rps', 0):6.1f} rps"
-        f"  p99 {p99_txt}  errors {err:3d}  healthy {healthy}  desired {desired}"
+        f"  p99 {p99_txt}  errors {err:3d}"
     )
+    if fleet is None:
+        return line
+    healthy, desired = fleet_counts(fleet)
+    return f"{line}  healthy {healthy}  desired {desired}"
 
 
 def fleet_counts(fleet: Any) -> tuple[int, int]:
@@ -88,8 +97,14 @@ def run_demo(
     stream: TextIO | None = None,
     stop: threading.Event | None = None,
     on_fleet: Callable[[Any], None] | None = None,
+    **load_options: Any,
 ) -> Path:
-    """Run the demo and return the run bundle's path. ``stream`` receives the printout (stdout by default)."""
+    """Run the demo and return the run bundle's path. ``stream`` receives the printout (stdout by default).
+
+    ``load_options`` go to the load run (``connections=``, ``workers=``, and the verdict's tolerance
+    ``late_after_s=``, ``max_late_share=``, ``max_error_share=``); unset, the library's defaults apply, except
+    ``connections`` which defaults to enough to stay open loop at the peak.
+    """
     import mlops_lb as ml
 
     from .bundle import RunBundle
@@ -115,6 +130,10 @@ def run_demo(
             "duration_s", f"must be at least 20 s for the demo to show scaling (got {duration_s:g})"
         )
 
+    if load_options:  # a bad knob fails here, before a bundle or a process exists
+        from .load.settings import LoadSettings
+
+        LoadSettings(**load_options)
     peak, target = demo_rates(fleet_spec)
     local = fleet_spec.local
     scale_in_s = 15 * local.period_s + fleet_spec.target_group.deregistration_delay_s * local.time_scale
@@ -145,9 +164,9 @@ def run_demo(
                 fleet,
                 profile,
                 bundle=bundle,
-                connections=_open_loop_connections(),
+                **{"connections": _open_loop_connections(), **load_options},
                 stop=stop,
-                on_interval=lambda row: say(_status_line(row, t0, fleet)),
+                on_interval=lambda row: say(interval_line(row, t0, fleet)),
                 on_phase=lambda phase: say(f"[{phase}]") if phase in ("draining", "writing report") else None,
             )
         except KeyboardInterrupt:

@@ -514,6 +514,11 @@ SERVER_PLACEHOLDERS: Mapping[str, str] = {
     "model": "MODEL_PATH",
 }
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# server.ports names: each gives the placeholder {port_<name>} and the variable PORT_<NAME>.
+_PORT_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+# A placeholder in an env value or the working directory: only known names are replaced there, so a JSON value
+# such as '{"a": 1}' passes through; an identifier in braces close to a known name is a typo and fails validation.
+_PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # NVIDIA GPU families (g4dn, g5, g6, g6e, gr6, p3, p4d, p5, ...): what `docker run --gpus` can use.
 _GPU_FAMILY_RE = re.compile(r"^(g|gr|p)\d")
 
@@ -577,7 +582,10 @@ class ServerSpec(_Part):
     * ``kind: llm-emulator``: our OpenAI-compatible LLM emulator, with the options in ``llm``.
     * ``kind: command``: the user's own server. ``command`` is an argv list or one shell-free string (split with
       ``shlex``); placeholders ``{port}``, ``{host}``, ``{target_id}``, ``{model}`` are filled per target and the
-      same values arrive as env ``PORT``, ``HOST``, ``TARGET_ID``, ``MODEL_PATH``. On AWS ``image`` (with
+      same values arrive as env ``PORT``, ``HOST``, ``TARGET_ID``, ``MODEL_PATH``. ``ports: {grpc: 0}`` gives each
+      target another port (0: a free one per target locally) as ``{port_grpc}`` and ``PORT_GRPC``; placeholders are
+      filled in ``env`` values and in ``workdir`` (the target's working directory; ``runs/{target_id}`` gives each
+      its own, created when missing) too. On AWS ``image`` (with
       ``container_port``, ``gpus``, ``registry_auth``) runs a container instead; ``command`` then is its arguments.
 
     ``kind`` defaults to ``command`` when ``command`` or ``image`` is given, else ``model``. ``startup_timeout_s``
@@ -603,6 +611,8 @@ class ServerSpec(_Part):
     drain_timeout_s: int = 30
     metrics_path: str | None = None
     llm: LlmEmulatorSpec = field(default_factory=LlmEmulatorSpec)
+    ports: Mapping[str, int] = field(default_factory=dict)
+    workdir: str | None = None
 
     def _validate(self, p: str) -> None:
         kind = self.kind
@@ -611,6 +621,7 @@ class ServerSpec(_Part):
         if not isinstance(kind, str) or kind not in SERVER_KINDS:
             _fail(f"{p}.kind", f"must be one of {', '.join(SERVER_KINDS)} (got {_show(kind)})")
         self._set("kind", kind)
+        self._validate_ports(p)
         self._set("command", self._argv(p))
         if kind != "command":
             for name in ("command", "image", "install", "registry_auth", "gpus", "container_port"):
@@ -662,6 +673,13 @@ class ServerSpec(_Part):
             if not isinstance(v, str):
                 _fail(where, f"must be a string (got {_show(v)}); quote numbers in YAML")
         self._set("env", dict(self.env))
+        for k, v in self.env.items():
+            self._check_placeholders(f"{p}.env.{k}", v)
+        if self.workdir is not None:
+            _str(f"{p}.workdir", self.workdir)
+            if self.kind != "command":
+                _fail(f"{p}.workdir", f"is for kind 'command' (the user's own server), not {self.kind!r}")
+            self._check_placeholders(f"{p}.workdir", self.workdir)
         if self.startup_timeout_s is not None:
             self._set("startup_timeout_s", _int(f"{p}.startup_timeout_s", self.startup_timeout_s, 1, 3600))
         self._set("drain_timeout_s", _int(f"{p}.drain_timeout_s", self.drain_timeout_s, 0, 3600))
@@ -675,6 +693,48 @@ class ServerSpec(_Part):
             _fail(f"{p}.llm", f"must be a mapping of emulator options (got {_show(self.llm)})")
         if kind != "llm-emulator" and self.llm != LlmEmulatorSpec():
             _fail(f"{p}.llm", f"is for kind 'llm-emulator' (got kind {kind!r})")
+
+    def _validate_ports(self, p: str) -> None:
+        if not isinstance(self.ports, Mapping):
+            _fail(
+                f"{p}.ports",
+                f"must be a mapping of names to ports, such as {{grpc: 0}} (got {_show(self.ports)})",
+            )
+        for name, port in self.ports.items():
+            where = f"{p}.ports.{name if isinstance(name, str) else _show(name)}"
+            if not isinstance(name, str) or not _PORT_NAME_RE.fullmatch(name):
+                _fail(where, "must be a lower-case name (letters, digits, _), e.g. grpc or metrics")
+            _int(where, port, 0, 65535)
+            if self.kind != "command":
+                _fail(where, f"is for kind 'command' (the user's own server), not {self.kind!r}")
+            if isinstance(self.env, Mapping) and f"PORT_{name.upper()}" in self.env:
+                _fail(
+                    f"{p}.env.PORT_{name.upper()}",
+                    f"is set by the fleet for each target from {p}.ports.{name}",
+                )
+        self._set("ports", dict(self.ports))
+
+    @property
+    def placeholders(self) -> list[str]:
+        """Every placeholder this server's command, env values and workdir may use (``port_<name>`` included)."""
+        return [*SERVER_PLACEHOLDERS, *(f"port_{n}" for n in self.ports)]
+
+    def _check_placeholders(self, where: str, text: str) -> None:
+        known = self.placeholders
+        for n in _PLACEHOLDER_RE.findall(text):
+            if n in known:
+                continue
+            close = difflib.get_close_matches(n, known, n=1, cutoff=0.7)
+            if close or n.startswith("port_"):
+                hint = (
+                    f"declare it in server.ports ({n[5:]}: 0)"
+                    if n.startswith("port_")
+                    else f"did you mean {{{close[0]}}}?"
+                )
+                _fail(
+                    where,
+                    f"has an unknown placeholder {{{n}}} (known: {', '.join('{' + k + '}' for k in known)}; {hint})",
+                )
 
     def _argv(self, p: str) -> tuple[str, ...] | None:
         import shlex
@@ -699,13 +759,16 @@ class ServerSpec(_Part):
                     f"{p}.command[{i}]",
                     f"has a malformed placeholder ({exc}); write {{{{ for a literal brace",
                 )
+            known = self.placeholders
             for n in names:
-                if n not in SERVER_PLACEHOLDERS:
-                    close = difflib.get_close_matches(n, list(SERVER_PLACEHOLDERS), n=1)
+                if n not in known:
+                    close = difflib.get_close_matches(n, known, n=1)
                     hint = f"did you mean {{{close[0]}}}?" if close else "write {{ and }} for literal braces"
+                    if n.startswith("port_"):
+                        hint = f"declare it in server.ports ({n[5:]}: 0)"
                     _fail(
                         f"{p}.command[{i}]",
-                        f"has an unknown placeholder {{{n}}} (known: {', '.join('{' + k + '}' for k in SERVER_PLACEHOLDERS)}; {hint})",
+                        f"has an unknown placeholder {{{n}}} (known: {', '.join('{' + k + '}' for k in known)}; {hint})",
                     )
         return argv
 
@@ -723,21 +786,61 @@ class ServerSpec(_Part):
             return "wheel"
         return "requirements" if self.install.endswith(".txt") else "project"
 
-    def render_command(self, *, port: int, host: str, target_id: str, model: str) -> list[str]:
+    def _values(
+        self, port: int, host: str, target_id: str, model: str, ports: Mapping[str, int] | None
+    ) -> dict[str, Any]:
+        values: dict[str, Any] = {"port": port, "host": host, "target_id": target_id, "model": model}
+        given = dict(self.ports) if ports is None else dict(ports)
+        for name in self.ports:
+            if name not in given:
+                raise SpecError(f"server.ports.{name}", "has no port for this target (pass ports=)")
+            values[f"port_{name}"] = given[name]
+        return values
+
+    def render_command(
+        self, *, port: int, host: str, target_id: str, model: str, ports: Mapping[str, int] | None = None
+    ) -> list[str]:
         """``command`` with its placeholders filled for one target (``[]`` when there is none).
+
+        ``ports`` gives each ``server.ports`` name its port for this target (default: the spec's values).
 
         Example::
 
             ServerSpec(command="app --port {port}").render_command(port=9001, host="127.0.0.1", target_id="i-1",
                                                                    model="demo")   # ['app', '--port', '9001']
         """
-        values = {"port": port, "host": host, "target_id": target_id, "model": model}
+        values = self._values(port, host, target_id, model, ports)
         return [a.format(**values) for a in (self.command or ())]
 
-    def environment(self, *, port: int, host: str, target_id: str, model: str) -> dict[str, str]:
-        """The variables a target gets on top of the machine's: ``env`` plus PORT, HOST, TARGET_ID, MODEL_PATH."""
-        values = {"port": port, "host": host, "target_id": target_id, "model": model}
-        return {**self.env, **{var: str(values[k]) for k, var in SERVER_PLACEHOLDERS.items()}}
+    def environment(
+        self, *, port: int, host: str, target_id: str, model: str, ports: Mapping[str, int] | None = None
+    ) -> dict[str, str]:
+        """The variables a target gets on top of the machine's: ``env`` (its placeholders filled) plus PORT, HOST,
+        TARGET_ID, MODEL_PATH and ``PORT_<NAME>`` for each of ``ports``.
+
+        Example::
+
+            ServerSpec(command="app", ports={"grpc": 0}, env={"GRPC_ADDR": "{host}:{port_grpc}"}).environment(
+                port=9001, host="127.0.0.1", target_id="i-1", model="demo", ports={"grpc": 9002})
+            # {'GRPC_ADDR': '127.0.0.1:9002', 'PORT': '9001', ..., 'PORT_GRPC': '9002'}
+        """
+        values = self._values(port, host, target_id, model, ports)
+        env = {k: self._fill(v, values) for k, v in self.env.items()}
+        env.update({var: str(values[k]) for k, var in SERVER_PLACEHOLDERS.items()})
+        env.update({f"PORT_{n.upper()}": str(values[f"port_{n}"]) for n in self.ports})
+        return env
+
+    def render_workdir(
+        self, *, port: int, host: str, target_id: str, model: str, ports: Mapping[str, int] | None = None
+    ) -> str | None:
+        """``workdir`` with its placeholders filled (``runs/{target_id}`` gives each target its own), or None."""
+        if self.workdir is None:
+            return None
+        return self._fill(self.workdir, self._values(port, host, target_id, model, ports))
+
+    @staticmethod
+    def _fill(text: str, values: Mapping[str, Any]) -> str:
+        return _PLACEHOLDER_RE.sub(lambda m: str(values[m[1]]) if m[1] in values else m[0], text)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -114,3 +114,62 @@ def test_scaling_metric_concurrency() -> None:
         with pytest.raises(ml.SpecError) as exc:
             ml.FleetSpec.from_dict({"name": "c", "scaling": scaling})
         assert exc.value.field == field, scaling
+
+
+class TestPortsWorkdirAndEnvPlaceholders:
+    """server.ports / server.workdir, and placeholders in env values (issue 24 part 5, found running MLServer)."""
+
+    def test_extra_port_fills_command_env_and_workdir(self) -> None:
+        """ports: {grpc: 0} gives {port_grpc} and PORT_GRPC; env values and workdir are filled too; round-trips."""
+        spec = _spec(
+            {
+                "command": ["mlserver", "start", ".", "--grpc-port", "{port_grpc}"],
+                "ports": {"grpc": 0},
+                "env": {
+                    "MLSERVER_HTTP_PORT": "{port}",
+                    "ADDR": "{host}:{port_grpc}",
+                    "JSON": '{"a": {"b": 1}}',
+                },
+                "workdir": "models/{target_id}",
+            }
+        )
+        s = spec.server
+        values = {
+            "port": 9001,
+            "host": "127.0.0.1",
+            "target_id": "i-1",
+            "model": "m",
+            "ports": {"grpc": 9002},
+        }
+        assert s.render_command(**values)[-1] == "9002"  # type: ignore[arg-type]
+        env = s.environment(**values)  # type: ignore[arg-type]
+        # before: "{port}" in an env value reached the server literally
+        assert (env["MLSERVER_HTTP_PORT"], env["ADDR"], env["PORT_GRPC"]) == (
+            "9001",
+            "127.0.0.1:9002",
+            "9002",
+        )
+        assert env["JSON"] == '{"a": {"b": 1}}'  # braces that are not a placeholder pass through
+        assert s.render_workdir(**values) == "models/i-1"  # type: ignore[arg-type]
+        assert ml.FleetSpec.from_yaml(spec.to_yaml()) == spec
+
+    @pytest.mark.parametrize(
+        ("server", "field", "says"),
+        [
+            ({"command": "app {port_grpc}"}, "server.command[1]", "declare it in server.ports (grpc: 0)"),
+            ({"command": "app", "env": {"A": "{prot}"}}, "server.env.A", "did you mean {port}?"),
+            ({"command": "app", "workdir": "w/{target}"}, "server.workdir", "did you mean {target_id}?"),
+            ({"command": "app", "ports": {"GRPC": 0}}, "server.ports.GRPC", "lower-case name"),
+            ({"command": "app", "ports": {"grpc": 70000}}, "server.ports.grpc", "between 0 and 65535"),
+            ({"ports": {"grpc": 0}}, "server.ports.grpc", "is for kind 'command'"),
+            (
+                {"command": "app", "ports": {"grpc": 0}, "env": {"PORT_GRPC": "1"}},
+                "server.env.PORT_GRPC",
+                "set by",
+            ),
+        ],
+    )
+    def test_mistakes_name_the_field(self, server: dict, field: str, says: str) -> None:
+        with pytest.raises(ml.SpecError) as exc:
+            _spec(server)
+        assert exc.value.field == field and says in str(exc.value), str(exc.value)

@@ -167,9 +167,11 @@ def _load_prctl() -> object | None:
 _prctl = _load_prctl()
 
 
-def spawn_group(argv: list[str], *, out: Any, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def spawn_group(
+    argv: list[str], *, out: Any, env: dict[str, str] | None = None, cwd: str | None = None
+) -> subprocess.Popen[bytes]:
     """Start ``argv`` as the leader of a new process group (so it can be stopped as a group), output to
-    ``out``, stdin closed, with the parent-death signal of :func:`child_preexec`.
+    ``out``, stdin closed, with the parent-death signal of :func:`child_preexec`, in ``cwd`` (None: ours).
 
     Example::
 
@@ -178,6 +180,7 @@ def spawn_group(argv: list[str], *, out: Any, env: dict[str, str] | None = None)
     return subprocess.Popen(
         argv,
         env=env,
+        cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=out,
         stderr=subprocess.STDOUT,

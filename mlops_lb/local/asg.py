@@ -46,7 +46,15 @@ from typing import TYPE_CHECKING
 
 from ._proc import free_port, kill_group
 from .haproxy import RuntimeApi, RuntimeApiError, StatRow, check_timing_ms
-from .workers import WorkerCommand, WorkerProcess, tail_lines, worker_argv, worker_env
+from .workers import (
+    WorkerCommand,
+    WorkerProcess,
+    log_excerpt,
+    worker_argv,
+    worker_cwd,
+    worker_env,
+    worker_ports,
+)
 
 if TYPE_CHECKING:
     from ..spec import FleetSpec
@@ -63,7 +71,6 @@ MIN_GRACE_S = 8.0
 # about a minute against a 300 s default grace; this keeps that proportion instead of replacing boots in a loop.
 BOOT_GRACE_S = 30.0
 STOP_TIMEOUT_S = 5.0  # close(): the fleet is going away, so a server gets at most this long to exit
-LOG_TAIL_LINES = 20
 
 Emit = Callable[[str, str, str], None]
 
@@ -185,13 +192,15 @@ class AsgEmulator:
         self._seq += 1
         iid = f"{self.id_prefix}-{self._seq:04d}"
         port = free_port()
-        argv = worker_argv(self.spec, port=port, target_id=iid, command=self.worker_command)
+        ports = worker_ports(self.spec)  # server.ports: this target's other ports ({port_grpc}, PORT_GRPC)
+        argv = worker_argv(self.spec, port=port, target_id=iid, command=self.worker_command, ports=ports)
         worker = WorkerProcess.start(
             argv,
             port=port,
             target_id=iid,
             log_path=self.log_path(iid),
-            env=worker_env(self.spec, port=port, target_id=iid),
+            env=worker_env(self.spec, port=port, target_id=iid, ports=ports),
+            cwd=worker_cwd(self.spec, port=port, target_id=iid, ports=ports),
         )
         inst = Instance(
             id=iid, server_id=self._seq, worker=worker, launched_at=utcnow(), launched_mono=time.monotonic()
@@ -240,10 +249,10 @@ class AsgEmulator:
 
     def _start_failed(self, inst: Instance, why: str) -> None:
         self.failed_starts += 1
-        tail = tail_lines(self.log_path(inst.id), LOG_TAIL_LINES)
+        excerpt = log_excerpt(self.log_path(inst.id))
         argv = inst.worker.proc.args
         cmd = " ".join(map(str, argv)) if isinstance(argv, (list, tuple)) else str(argv)
-        self.start_failures.append(f"{inst.id} ({cmd}) {why}; last log lines:\n{tail or '(no output)'}")
+        self.start_failures.append(f"{inst.id} ({cmd}) {why}; {excerpt or '(no output)'}")
 
     def register(self, inst: Instance, *, weight: int = 0) -> None:
         """Add to the checked backend (weight 0 until the first passing check, DESIGN §5 pitfall 2)."""

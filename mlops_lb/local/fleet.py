@@ -36,7 +36,6 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -74,7 +73,7 @@ from .haproxy import (
     render_config,
 )
 from .metrics import PeriodRecord, PeriodSampler, to_metric_frame
-from .workers import WorkerCommand, find_program, tail_lines
+from .workers import WorkerCommand, find_program, log_excerpt, tail_lines
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -262,21 +261,23 @@ class LocalFleet:
                     # say so at once, with that target's exit code and output.
                     with self._lock:
                         why = self._asg.start_failures[0] if self._asg else ""
-                    raise ProvisionError("a target did not start:", stderr=why)
+                    raise ProvisionError(f"a target did not start{self._keep_logs()}:", stderr=why)
                 self._check_balancer()
                 if failed >= max(3, 2 * desired):
                     raise ProvisionError(
                         f"{failed} workers exited before passing a health check (the model or "
-                        "the worker command is broken); last log lines:",
+                        f"the worker command is broken){self._keep_logs()}:",
                         stderr=self._log_tail(),
                     )
                 if not (self._thread and self._thread.is_alive()):
                     raise ProvisionError(
-                        "the fleet controller stopped during launch", stderr=self._log_tail()
+                        f"the fleet controller stopped during launch{self._keep_logs()}",
+                        stderr=self._log_tail(),
                     )
                 if time.monotonic() > deadline:
                     raise ProvisionError(
-                        f"only {healthy} of {desired} targets healthy after {self._launch_timeout_s:g} s",
+                        f"only {healthy} of {desired} targets healthy after {self._launch_timeout_s:g} s"
+                        f"{self._keep_logs()}",
                         stderr=self._log_tail(),
                     )
                 time.sleep(0.05)
@@ -491,13 +492,31 @@ class LocalFleet:
                 log.exception("on_event callback failed")
 
     def _log_tail(self) -> str:
+        """HAProxy's last lines and, for the first two targets' logs, where each first reports an error."""
         parts = []
         if self._haproxy:
             parts.append(self._haproxy.tail_log(5))
-        for p in sorted(self._work_dir.glob("i-local-*.log"))[-2:]:
-            with contextlib.suppress(OSError):
-                parts.append(f"{p.name}: " + " | ".join(p.read_text(errors="replace").splitlines()[-5:]))
+        for p in sorted(self._work_dir.glob("i-local-*.log"))[:2]:
+            excerpt = log_excerpt(p)
+            if excerpt:
+                parts.append(f"{p.name}: " + excerpt)
         return "\n".join(x for x in parts if x)
+
+    def _keep_logs(self) -> str:
+        """Copy the targets' and HAProxy's logs out of the work dir that close() removes; `` (logs kept in D)``."""
+        logs = [p for p in self._work_dir.glob("*.log") if p.is_file()]
+        if (
+            not logs or self._res.owned_dir is None
+        ):  # a work_dir the caller gave is not removed: logs stay there
+            return f" (logs in {self._work_dir})" if logs else ""
+        try:
+            kept = Path(tempfile.mkdtemp(prefix=f"mlops-lb-logs-{self.spec.name}-"))
+            for p in logs:
+                shutil.copy2(p, kept / p.name)
+        except OSError as exc:
+            log.warning("could not keep the logs of the failed launch: %s", exc)
+            return ""
+        return f" (logs kept in {kept})"
 
     def _start_haproxy(self) -> None:
         cfg = render_config(
@@ -697,6 +716,23 @@ def check_runs_locally(spec: FleetSpec) -> None:
         from ..serving.model import check_model
 
         check_model(spec.model.source)  # an .onnx ONNX Runtime cannot load fails here, not in every worker
+    source = spec.model.source
+    if source not in ("demo", "demo.onnx") and "://" not in source and not Path(source).expanduser().exists():
+        # Found slow: a worker that cannot load its model exits, is replaced, exits again, and launch reported it
+        # after 91 s with the cause last. A local path is checked here, before any process starts.
+        raise SpecError(
+            "model.source",
+            f"is not a file on this machine (got {source!r}, looked in {Path.cwd()}); give the path of the model "
+            f"file, relative to where the fleet is launched, or 'demo'",
+        )
+    fixed = {n: p for n, p in server.ports.items() if p}
+    if fixed and spec.capacity.max > 1:
+        name, port = next(iter(fixed.items()))
+        raise SpecError(
+            f"server.ports.{name}",
+            f"is the fixed port {port}, but up to {spec.capacity.max} targets share this machine and only one can "
+            f"bind it; use 0 (a free port per target, given as {{port_{name}}} and PORT_{name.upper()})",
+        )
     if server.kind == "command" and find_program(spec) is None:
         argv0 = (server.command or ("",))[0]
         raise SpecError(

@@ -21,6 +21,7 @@ import contextlib
 import http.client
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -40,9 +41,12 @@ __all__ = [
     "WorkerCommand",
     "WorkerProcess",
     "find_program",
+    "log_excerpt",
     "tail_lines",
     "worker_argv",
+    "worker_cwd",
     "worker_env",
+    "worker_ports",
 ]
 
 log = logging.getLogger(__name__)
@@ -53,16 +57,31 @@ WorkerCommand = Callable[..., list[str]]
 """``(*, port, target_id, model, slots, min_service_ms) -> argv``, like ``mlops_lb.serving.worker_command``."""
 
 
+def worker_ports(spec: FleetSpec) -> dict[str, int]:
+    """The extra ports (``server.ports``) of one new target: a free port for each 0, the given one otherwise."""
+    from ._proc import free_port
+
+    return {name: port or free_port() for name, port in spec.server.ports.items()}
+
+
 def worker_argv(
-    spec: FleetSpec, *, port: int, target_id: str, command: WorkerCommand | None = None
+    spec: FleetSpec,
+    *,
+    port: int,
+    target_id: str,
+    command: WorkerCommand | None = None,
+    ports: dict[str, int] | None = None,
 ) -> list[str]:
     """The argv that starts one target for ``spec`` on ``port`` (see the module docstring for each kind).
 
     For ``kind: model`` it is ``mlops_lb.serving.worker_command`` (or ``command``, a test's replacement).
+    ``ports``: this target's :func:`worker_ports`.
     """
     server = spec.server
     if server.kind == "command":
-        return server.render_command(port=port, host=HOST, target_id=target_id, model=spec.model.source)
+        return server.render_command(
+            port=port, host=HOST, target_id=target_id, model=spec.model.source, ports=ports
+        )
     if server.kind == "llm-emulator":
         return [
             sys.executable,
@@ -92,7 +111,9 @@ def worker_argv(
     return [str(a) for a in argv]
 
 
-def worker_env(spec: FleetSpec, *, port: int, target_id: str) -> dict[str, str]:
+def worker_env(
+    spec: FleetSpec, *, port: int, target_id: str, ports: dict[str, int] | None = None
+) -> dict[str, str]:
     """This process's environment plus ``server.env`` and PORT, HOST, TARGET_ID, MODEL_PATH for one target.
 
     The interpreter's own ``bin`` directory goes first on PATH, as an activated virtualenv would have it: locally
@@ -101,8 +122,26 @@ def worker_env(spec: FleetSpec, *, port: int, target_id: str) -> dict[str, str]:
     """
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join(p for p in (os.path.dirname(sys.executable), env.get("PATH", "")) if p)
-    env.update(spec.server.environment(port=port, host=HOST, target_id=target_id, model=spec.model.source))
+    env.update(
+        spec.server.environment(
+            port=port, host=HOST, target_id=target_id, model=spec.model.source, ports=ports
+        )
+    )
     return env
+
+
+def worker_cwd(
+    spec: FleetSpec, *, port: int, target_id: str, ports: dict[str, int] | None = None
+) -> str | None:
+    """The target's working directory (``server.workdir`` filled in, created when missing), or None (ours)."""
+    wd = spec.server.render_workdir(
+        port=port, host=HOST, target_id=target_id, model=spec.model.source, ports=ports
+    )
+    if wd is None:
+        return None
+    path = Path(wd).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
 
 
 def find_program(spec: FleetSpec) -> str | None:
@@ -133,6 +172,37 @@ def tail_lines(path: Path, n: int) -> str:
     return "\n".join(data.decode(errors="replace").splitlines()[-n:])
 
 
+# What marks the first line of a failure in a server's log (Python, uvicorn, MLServer, Go and C servers alike).
+_ERROR_RE = re.compile(r"Traceback|Error|Errno|Exception|FATAL|CRITICAL|error:|failed|cannot|could not", re.I)
+
+
+def log_excerpt(path: Path, *, lines: int = 12, tail: int = 5, max_bytes: int = 4 << 20) -> str:
+    """Where a server's log first reports an error (``lines`` from there) and its last ``tail`` lines.
+
+    A server that fails to start often logs the cause once and then pages of shutdown: the last lines of the log
+    showed the cleanup and missed ``[Errno 98] address already in use`` or the model-load error. Only the first
+    ``max_bytes`` are searched. Example::
+
+        log_excerpt(Path("i-local-0001.log"))   # 'first error (line 7):\n  ... OSError: [Errno 98] ...'
+    """
+    try:
+        with open(path, "rb") as f:
+            text = f.read(max_bytes).decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    if not text:
+        return ""
+    first = next((i for i, line in enumerate(text) if _ERROR_RE.search(line)), None)
+    if first is None:
+        return "last log lines:\n" + "\n".join(text[-(lines + tail) :])
+    head = text[first : first + lines]
+    out = [f"first error (log line {first + 1} of {len(text)}):", *head]
+    rest = len(text) - (first + len(head))
+    if rest > 0:
+        out += [f"... ({rest} more lines; last {min(tail, rest)}):", *text[-min(tail, rest) :]]
+    return "\n".join(out)
+
+
 @dataclass
 class WorkerProcess:
     """One worker process; ``pid`` is also its process-group id."""
@@ -152,11 +222,12 @@ class WorkerProcess:
         target_id: str,
         log_path: Path | None = None,
         env: dict[str, str] | None = None,
+        cwd: str | None = None,
     ) -> WorkerProcess:
         """Spawn ``argv`` in a new session, with the parent-death signal set (call from a long-lived thread)."""
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
         try:
-            proc = spawn_group(argv, out=out, env=env)
+            proc = spawn_group(argv, out=out, env=env, cwd=cwd)
         finally:
             if log_path:
                 out.close()  # type: ignore[union-attr]

@@ -20,6 +20,9 @@ __all__ = ["CostMeter", "FleetCockpit"]
 
 log = logging.getLogger(__name__)
 
+TAB_TITLES = ("Scaling", "Load test")
+LOAD_STOP_TIMEOUT_S = 120.0  # a stopped load still awaits its in-flight requests and writes its report
+
 
 class CostMeter:
     """Instance-hours and dollars, integrating a piecewise-constant instance count over time.
@@ -127,12 +130,13 @@ class FleetCockpit:
         self.deadline: float | None = None if ttl_s is None else clock() + float(ttl_s)
         self.expired = False
         self.stack_name = getattr(fleet, "stack_name", None) or fleet.spec.name
+        self.tabs = w.Tab(children=[self.scaling.widget, self.load.widget], titles=TAB_TITLES)
         self._widget = w.VBox(
             [
                 w.HTML(f"<h3>Fleet cockpit — {fleet.spec.name}</h3>"),
                 w.HBox([self.cost_html]),
                 w.HBox([self.ttl_html, self.cancel_ttl_button]),
-                w.Tab(children=[self.scaling.widget, self.load.widget], titles=("Scaling", "Load test")),
+                self.tabs,
             ]
         )
         self.tick()
@@ -194,8 +198,16 @@ class FleetCockpit:
     def _expire(self, action: str) -> None:
         self.expired = True
         self.cancel_ttl_button.disabled = True
-        self.ttl_html.value = message_html(f"time to live over: {action}…", "busy")
         log.info("time to live over for %s: %s", self.fleet.spec.name, action)
+        if self.load.running:
+            # The load first: closing the fleet under a running load would record its last seconds as the
+            # fleet's errors and leave the report unwritten. Stop keeps what was measured and writes the report.
+            self.ttl_html.value = message_html(
+                f"time to live over: stopping the load test, then {action}…", "busy"
+            )
+            self.load.stop()
+            self.load.wait(timeout=LOAD_STOP_TIMEOUT_S)
+        self.ttl_html.value = message_html(f"time to live over: {action}…", "busy")
         try:
             if self.is_aws:
                 self.fleet.destroy(confirm=self.stack_name)
@@ -204,10 +216,15 @@ class FleetCockpit:
         except Exception as exc:
             self.ttl_html.value = message_html(f"time to live: {action} failed — {error_text(exc)}", "error")
             return
-        self.ttl_html.value = message_html(
-            f"time to live over: {'destroyed' if self.is_aws else 'closed'}", "ok"
+        why = f"the cockpit's time to live ({_clock_text(self.ttl_s or 0)}) {'destroyed the stack' if self.is_aws else 'closed the fleet'}"
+        self.ttl_html.value = message_html(f"time to live over: {why}", "ok")
+        self.scaling.refresh()  # sees the closed fleet: sliders and Apply disabled
+        self.scaling.message.value = message_html(
+            f"fleet closed: {why}; this panel no longer controls anything", "error"
         )
-        self.load.stop()
+        self.load.sync_fleet_state()
+        self.load.message.value = message_html(f"fleet closed: {why}; Start is disabled", "error")
+        self.tabs.titles = tuple(f"{t} (closed)" for t in TAB_TITLES)
         self.scaling.close()
         if self._ticker is not None:
             self._ticker.stop(timeout=0)

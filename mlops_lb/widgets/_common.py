@@ -23,7 +23,12 @@ _COLOURS = {"info": "#555", "busy": "#8a6d00", "ok": "#1a7f37", "error": "#b4231
 def message_html(text: str, kind: str = "info") -> str:
     """A one-line coloured message (escaped) for an HTML widget."""
     colour = _COLOURS.get(kind, _COLOURS["info"])
-    return f'<div class="mlops-lb-msg mlops-lb-{kind}" style="color:{colour}">{html.escape(text)}</div>'
+    # white-space/overflow-wrap: a long reason wraps inside the panel instead of running past its edge, where an
+    # ipywidgets HTML box (Voila, JupyterLab) clips it
+    return (
+        f'<div class="mlops-lb-msg mlops-lb-{kind}" style="color:{colour};white-space:normal;overflow-wrap:anywhere">'
+        f"{html.escape(text)}</div>"
+    )
 
 
 def error_text(exc: BaseException) -> str:

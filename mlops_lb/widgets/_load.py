@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import ipywidgets as w
 
@@ -17,7 +20,7 @@ from ..summary import html_table, summary_rows, verdict
 from ._common import CLOSED_TEXT, PanelWorker, Ticker, error_text, fleet_closed, message_html
 from ._liveplot import LivePlot
 
-__all__ = ["PROFILES", "LoadTestPanel", "build_profile"]
+__all__ = ["PROFILES", "LoadTestPanel", "build_profile", "report_href"]
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +85,16 @@ class LoadTestPanel:
         plot: str = "auto",
         connections: int = 32,
         watch_s: float | None = 2.0,
+        workers: int = 1,
+        late_after_s: float | None = None,
+        max_late_share: float = 0.01,
+        max_error_share: float = 0.01,
+        max_lag_p99_s: float | None = None,
     ) -> None:
+        if max_lag_p99_s is not None and late_after_s is None:
+            late_after_s = (
+                max_lag_p99_s  # the old name of the tolerance (notebooks written before it was renamed)
+            )
         if isinstance(fleet_or_url, str):
             self.fleet: Any = None
             self.url = fleet_or_url
@@ -131,12 +143,35 @@ class LoadTestPanel:
             tooltip="keep-alive connections of the generator (run_load's connections=); "
             "raise it when a saturated fleet holds every connection",
         )
+        self.workers_input = w.IntText(
+            value=int(workers),
+            description="workers",
+            style=style,
+            tooltip="generator processes (run_load's workers=): raise it when the verdict says generator lag",
+        )
+        # The verdict's tolerance (LoadSettings' names). 0 = automatic: late means sent more than max(5 ms, 10 %
+        # of the run's service-time p50) after its intended time.
+        self.late_after_input = w.FloatText(
+            value=float(late_after_s or 0.0),
+            step=0.005,
+            description="late after s",
+            style=style,
+            tooltip="a send is late when it leaves more than this after its intended time; 0 = automatic",
+        )
+        self.max_late_share_input = w.FloatText(
+            value=float(max_late_share), step=0.01, description="max late", style=style,
+            tooltip="INVALID when more than this share of sends is late where the rate suffered (0.01 = 1 %)",
+        )  # fmt: skip
+        self.max_error_share_input = w.FloatText(
+            value=float(max_error_share), step=0.01, description="max errors", style=style,
+            tooltip="INVALID when more than this share of requests fail, 4xx included (0.01 = 1 %)",
+        )  # fmt: skip
         self.start_button = w.Button(description="Start", button_style="success", icon="play")
         self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="progress", style=style)
         self.phase_html = w.HTML("")
-        self.message = w.HTML(message_html("choose a profile and press Start"))
-        self.summary_html = w.HTML("")
+        self.message = w.HTML(message_html("choose a profile and press Start"), layout=w.Layout(width="100%"))
+        self.summary_html = w.HTML("", layout=w.Layout(width="100%"))
         self.report_html = w.HTML("")
         self.live_plot = LivePlot(plot)
         self.plot = self.live_plot.widget
@@ -145,6 +180,7 @@ class LoadTestPanel:
         self.start_button.on_click(lambda _b: self.start())
         self.stop_button.on_click(lambda _b: self.stop())
         self._sync_inputs()
+        self.load_options()  # a bad keyword (workers=0, max_late_share=2) fails here, naming it
         # Notices fleet.close() between runs, so Start is disabled with a reason before anyone clicks it.
         self._watch: Ticker | None = None
         if watch_s and self.fleet is not None:
@@ -154,7 +190,8 @@ class LoadTestPanel:
                 w.HTML("<b>Load test</b>"),
                 w.HBox([self.profile_dropdown, self.duration_input]),
                 w.HBox([self.rate_input, self.end_rate_input]),
-                w.HBox([self.connections_input]),
+                w.HBox([self.connections_input, self.workers_input]),
+                w.HBox([self.late_after_input, self.max_late_share_input, self.max_error_share_input]),
                 w.HBox([self.start_button, self.stop_button, self.progress, self.phase_html]),
                 self.message,
                 self.plot,
@@ -211,6 +248,47 @@ class LoadTestPanel:
             )
         return rate, end, duration, conns
 
+    def load_options(self) -> dict[str, Any]:
+        """The generator and verdict knobs of the inputs, as ``start_load`` keywords (checked by LoadSettings).
+
+        Only what differs from the library's defaults is passed, so a default stays the library's. Example::
+
+            panel.workers_input.value = 2; panel.load_options()   # {'connections': 32, 'workers': 2}
+        """
+        from ..errors import SpecError
+        from ..load.settings import LoadSettings
+
+        _r, _e, _d, conns = self._checked_inputs()
+        opts: dict[str, Any] = {"connections": conns}
+        workers = self.workers_input.value
+        if workers != 1:
+            opts["workers"] = workers
+        late = float(self.late_after_input.value or 0.0)
+        if late < 0 or late != late:
+            raise SpecError(
+                "late after s", f"must be 0 (automatic) or a positive number of seconds (got {late:g})"
+            )
+        names = {f.name for f in dataclasses.fields(LoadSettings)}
+        if late > 0:
+            # an engine without late_after_s (before issue 24) judged lateness by max_lag_p99_s
+            opts["late_after_s" if "late_after_s" in names else "max_lag_p99_s"] = late
+        for key, ctl in (
+            ("max_late_share", self.max_late_share_input),
+            ("max_error_share", self.max_error_share_input),
+        ):
+            value = float(ctl.value)
+            if not 0 <= value <= 1:
+                raise SpecError(
+                    ctl.description, f"must be a fraction between 0 and 1, e.g. 0.01 (got {value:g})"
+                )
+            if value != 0.01:
+                opts[key] = value
+        try:
+            LoadSettings(**opts)
+        except TypeError as exc:
+            raise SpecError(None, f"this load engine does not accept {sorted(opts)}: {exc}") from exc
+        return opts
+
     def profile(self) -> Any:
         """The profile the inputs describe (see :func:`build_profile`)."""
         rate, end, duration, _ = self._checked_inputs()
@@ -240,7 +318,8 @@ class LoadTestPanel:
             self._rows = []
         try:
             profile = self.profile()
-            _rate, _end, duration, conns = self._checked_inputs()
+            _rate, _end, duration, _conns = self._checked_inputs()
+            options = self.load_options()
             self._duration_s = duration
             self.session = RunSession(
                 self.fleet if self.fleet is not None else self.url,
@@ -253,7 +332,7 @@ class LoadTestPanel:
                 start_load=self._start_load,
                 make_bundle=self._make_bundle,
                 write_report=self._write_report or _default_write_report(),
-                connections=conns,
+                **options,
             )
             self._t0 = time.monotonic()
             self.session.start()
@@ -357,7 +436,12 @@ class LoadTestPanel:
             self.progress.bar_style = "success" if v.valid is not False else "danger"
         self.phase_html.value = message_html("ended", "info")
         summary = outcome.summary
-        self.summary_html.value = html_table(summary_rows(summary)) if summary else ""
+        # Every reason whole: the table wraps in the panel's width rather than being clipped at its edge.
+        self.summary_html.value = (
+            f'<div style="white-space:normal;overflow-wrap:anywhere">{html_table(summary_rows(summary))}</div>'
+            if summary
+            else ""
+        )
         if outcome.report_path is not None:
             self.report_path = outcome.report_path
             self.report_html.value = _report_link(self.report_path)
@@ -402,10 +486,55 @@ def _esc(text: str) -> str:
     return html.escape(text)
 
 
+def _jupyter_servers() -> list[dict[str, Any]]:
+    """The Jupyter servers of this user that are running (their ``root_dir`` and ``base_url``)."""
+    try:
+        from jupyter_server.serverapp import list_running_servers
+    except ImportError:
+        return []
+    try:
+        return list(list_running_servers())
+    except Exception:  # a stale or unreadable runtime file: no link rather than no panel
+        return []
+
+
+def _under(path: Path, root: Path) -> str | None:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return None
+
+
+def report_href(path: Path) -> str:
+    """Where a browser showing this kernel's notebook opens the report: served through Jupyter, not ``file://``.
+
+    A browser does not open ``file://`` links from an ``http://`` page, so the link goes through the server that
+    shows the notebook: under Voila (which sets ``VOILA_BASE_URL`` for its kernels) ``{base}voila/files/<path>``
+    relative to the notebook's folder (Voila serves only files its ``file_allowlist`` names, images by default:
+    start it with ``--VoilaConfiguration.file_allowlist="['.*\\.(png|jpg|gif|svg|html)']"``); in JupyterLab or
+    Notebook ``{base_url}files/<path>`` relative to the server's root. Outside both, the ``file://`` URI.
+
+    Example::
+
+        report_href(Path("runs/2026-x/report.html"))   # '/voila/files/runs/2026-x/report.html' under Voila
+    """
+    voila = os.environ.get("VOILA_BASE_URL")
+    if voila is not None:
+        rel = _under(path, Path.cwd())
+        if rel is not None:
+            return voila.rstrip("/") + "/voila/files/" + quote(rel)
+    for server in _jupyter_servers():
+        root = server.get("root_dir") or server.get("notebook_dir")
+        rel = _under(path, Path(root)) if root else None
+        if rel is not None:
+            base = str(server.get("base_url") or "/")
+            return base.rstrip("/") + "/files/" + quote(rel)
+    return path.resolve().as_uri()
+
+
 def _report_link(path: Path) -> str:
-    """The report's path as a link (opens in a new tab) with the path as text to copy."""
-    uri = path.as_uri()
+    """The report's link (opens in a new tab, through Jupyter: :func:`report_href`) with its path to copy."""
     return (
-        f'report: <a class="mlops-lb-report" href="{_esc(uri)}" target="_blank" rel="noopener">'
+        f'report: <a class="mlops-lb-report" href="{_esc(report_href(path))}" target="_blank" rel="noopener">'
         f"<code>{_esc(str(path))}</code></a>"
     )

@@ -71,6 +71,8 @@ class ScalingPanel:
         self._applied_target = float(spec.scaling.target_rps_per_target)
         # The live values last written into the sliders: a slider that differs from them is an unapplied change.
         self._synced: dict[str, float] = {}
+        self._applied_live: dict[str, float] | None = None  # the live values right after the last Apply
+        self._applied_text = ""
         self.closed = False
 
         style = {"description_width": "150px"}
@@ -211,6 +213,7 @@ class ScalingPanel:
             log.info("capacity read failed: %s", exc)
             return
         moved = set() if force else set(self.unapplied())
+        synced: dict[str, float] = {}
         self._adjusting = True
         try:
             for name, slider in (
@@ -219,20 +222,40 @@ class ScalingPanel:
                 ("max", self.max_slider),
                 ("target_rps_per_target", self.target_slider),
             ):
-                if name in moved:
-                    continue
                 value = live[name]
+                # A moved slider whose value the fleet has since reached (the autoscaler, another cell) is no
+                # longer a change to apply: it read "not applied yet" forever. Compared within half a step.
+                half_step = float(getattr(slider, "step", 1) or 1) / 2
+                if name in moved and abs(float(slider.value) - value) > half_step:
+                    synced[name] = self._synced[name]  # still the user's unapplied change
+                    continue
                 if name == "target_rps_per_target":
                     slider.max = max(slider.max, value)
                 else:
                     slider.max = max(slider.max, int(value))
-                slider.value = value
+                if name not in moved:
+                    slider.value = value
+                synced[name] = slider.value  # moved to where the fleet now is: nothing left to apply
         finally:
             self._adjusting = False
-        self._synced = {**live, **{k: self._synced[k] for k in moved if k in self._synced}}
-        if not moved:
-            self._synced = live
+        self._synced = synced
         self._show_pending()
+        self._show_overtaken(live)
+
+    def _show_overtaken(self, live: dict[str, float]) -> None:
+        """An "applied" message the autoscaler has since overtaken says so (it would otherwise state stale values)."""
+        applied = self._applied_live
+        if applied is None:
+            return
+        changed = {k: v for k, v in live.items() if k in ("min", "desired", "max") and v != applied.get(k)}
+        if not changed:
+            return
+        now = ", ".join(f"{k} {_g(v)}" for k, v in changed.items())
+        self.message.value = message_html(
+            f"{self._applied_text} — since then the fleet changed: now {now} (the autoscaler owns desired "
+            "capacity between your changes)",
+            "info",
+        )
 
     def _show_pending(self) -> None:
         if self.closed:
@@ -301,14 +324,16 @@ class ScalingPanel:
                 self.message.value = message_html(error_text(exc), "error")
             else:
                 took = future.result()
+                self._applied_live = None
                 self._sync_from_fleet(force=True)
-                live = self._synced
-                self.message.value = message_html(
-                    f"applied in {took:.1f} s — the fleet now has min {_g(live['min'])}, desired "
+                live = self._live()
+                self._applied_live = live
+                self._applied_text = (
+                    f"applied in {took:.1f} s at {time.strftime('%H:%M:%S')} — the fleet now has min {_g(live['min'])}, desired "
                     f"{_g(live['desired'])}, max {_g(live['max'])}, target {_g(live['target_rps_per_target'])} "
-                    "rps/target",
-                    "ok",
+                    "rps/target"
                 )
+                self.message.value = message_html(self._applied_text, "ok")
                 self.refresh()
         except Exception as exc:  # never leave the button stuck with the error only in the kernel log
             log.exception("after apply")
