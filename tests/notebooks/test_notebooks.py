@@ -72,6 +72,7 @@ def test_story_shape(path: Path) -> None:
     assert "close()" in code[-1].source, f"{path.name}: the last cell must close the fleet"
 
 
+@pytest.mark.notebook
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_executes(path: Path, tmp_path: Path) -> None:
