@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Quick start, command 2: set up (with dev tools), then lint, type-check and run every
+# Quick start, command 2: set up (with dev tools), then lint, type-check, check the import contracts and run every
 # test, notebooks included. Arguments, when given, go to one plain `pytest` run instead of the two phases below.
 #
 # The tests run in two phases (markers in pyproject.toml; tests/conftest.py fails a test that starts a server,
@@ -16,6 +16,7 @@ bash scripts/setup.sh --dev
 export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff"; ruff check mlops_lb tests bench; ruff format --check mlops_lb tests bench
 echo "== mypy"; mypy
+echo "== import contracts (layers of shared/DESIGN.md §2, no cycles)"; lint-imports
 echo "== notebooks are stripped"; nbstripout --verify notebooks/*.ipynb
 if [ "$#" -gt 0 ]; then
   echo "== pytest $*"; exec pytest "$@"
