@@ -64,6 +64,15 @@ class Capacity(NamedTuple):
 class Fleet(Protocol):
     """What a notebook can do with a fleet, whichever backend runs it.
 
+    **Required** (``isinstance(x, Fleet)`` checks every one): ``spec``, ``url``, ``capacity``, ``closed``,
+    ``metric_period_s``, ``launch``, ``scale``, ``status``, ``metrics``, ``events``, ``decisions``, ``logs``,
+    ``close`` and the context manager. A backend without a capability still answers: ``decisions()`` an empty
+    decisions frame (nothing decided where this fleet can see it), ``logs()`` ``""`` (no output reachable).
+    **Optional**: everything else a backend offers (``AwsFleet.destroy``, ``preflight``, ``LocalFleet.work_dir``…)
+    is its own; backend-neutral code (session, report, widgets, CLI) never reads it.
+
+    ``metric_period_s``: seconds between two datapoints of ``metrics()`` at its finest (local: the sampler's
+    ``spec.local.period_s``; AWS: 60), what readers use instead of guessing from the frame's spacing.
     ``status()`` columns: target, address, state, health, launched_at (+ pid locally); ``metrics()`` returns a
     MetricFrame and ``events()`` an events frame (see :mod:`mlops_lb.frames`); ``decisions()`` one row per scaling
     decision with at least timestamp, action, desired_before, desired_after and reason; ``logs(target, tail)`` the
@@ -82,6 +91,9 @@ class Fleet(Protocol):
 
     @property
     def closed(self) -> bool: ...
+
+    @property
+    def metric_period_s(self) -> float: ...
 
     def launch(self, *, on_output: OnOutput | None = None) -> str: ...
 
