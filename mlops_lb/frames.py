@@ -132,37 +132,10 @@ CUSTOM_NAMESPACE = "MlopsLb"
 
 CATALOGUE: tuple[MetricDef, ...] = (
     MetricDef("RequestCount", "Count", ("Sum",), _ELB, "lb", count=True),
-    MetricDef(
-        "TargetResponseTime",
-        "Seconds",
-        ("Average", "p50", "p90", "p99"),
-        _ELB,
-        "lb",
-    ),
-    MetricDef(
-        "HTTPCode_Target_2XX_Count",
-        "Count",
-        ("Sum",),
-        _ELB,
-        "lb",
-        count=True,
-    ),
-    MetricDef(
-        "HTTPCode_Target_4XX_Count",
-        "Count",
-        ("Sum",),
-        _ELB,
-        "lb",
-        count=True,
-    ),
-    MetricDef(
-        "HTTPCode_Target_5XX_Count",
-        "Count",
-        ("Sum",),
-        _ELB,
-        "lb",
-        count=True,
-    ),
+    MetricDef("TargetResponseTime", "Seconds", ("Average", "p50", "p90", "p99"), _ELB, "lb"),
+    MetricDef("HTTPCode_Target_2XX_Count", "Count", ("Sum",), _ELB, "lb", count=True),
+    MetricDef("HTTPCode_Target_4XX_Count", "Count", ("Sum",), _ELB, "lb", count=True),
+    MetricDef("HTTPCode_Target_5XX_Count", "Count", ("Sum",), _ELB, "lb", count=True),
     MetricDef("HTTPCode_ELB_5XX_Count", "Count", ("Sum",), _ELB, "lb", count=True),
     # 4xx the ALB answered itself; 460 among them is a client that closed the connection before the answer (a load
     # generator's timeout shorter than the fleet's latency). AWS only: HAProxy's own 4xx are not counted locally.
@@ -170,14 +143,7 @@ CATALOGUE: tuple[MetricDef, ...] = (
     # Minimum shows a dip that the period's Average hides.
     MetricDef("HealthyHostCount", "Count", ("Average", "Minimum"), _ELB, "tg_lb"),
     MetricDef("UnHealthyHostCount", "Count", ("Average", "Minimum"), _ELB, "tg_lb"),
-    MetricDef(
-        "RequestCountPerTarget",
-        "Count",
-        ("Sum",),
-        _ELB,
-        "tg_lb",
-        count=True,
-    ),
+    MetricDef("RequestCountPerTarget", "Count", ("Sum",), _ELB, "tg_lb", count=True),
     MetricDef("ActiveConnectionCount", "Count", ("Sum",), _ELB, "lb", count=True),
     MetricDef("TargetConnectionErrorCount", "Count", ("Sum",), _ELB, "lb", count=True),
     MetricDef("RejectedConnectionCount", "Count", ("Sum",), _ELB, "lb", count=True),
