@@ -119,44 +119,22 @@ class _Part:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of builtins (tuples become lists), suitable for JSON and YAML."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            v = getattr(self, f.name)
-            if isinstance(v, _Part):
-                v = v.to_dict()
-            elif isinstance(v, tuple):
-                v = list(v)
-            elif isinstance(v, Mapping):
-                v = dict(v)
-            out[f.name] = v
-        return out
+        return _validate.to_plain_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, _path: str | None = None) -> Any:
         """Build from a dict, naming unknown keys (with a suggestion) and wrong types as SpecError."""
-        path = cls._path if _path is None else _path
-        if not isinstance(data, Mapping):
-            _fail(path or "spec", f"must be a mapping (got {_show(data)})")
-        names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         hints = typing.get_type_hints(cls)
-        kwargs: dict[str, Any] = {}
-        for key, value in data.items():
-            if key not in names:
-                _unknown_field(path, key, names)
+
+        def part(key: str, value: Any, where: str) -> Any:
             sub = _part_type(hints[key])
-            if sub is not None and isinstance(value, Mapping):
-                value = sub.from_dict(value, _path=f"{path}.{key}" if path else key)
-            elif isinstance(value, list):
-                value = tuple(value)
-            kwargs[key] = value
-        for name, f in names.items():
-            if (
-                name not in kwargs
-                and f.default is dataclasses.MISSING
-                and f.default_factory is dataclasses.MISSING
-            ):
-                _fail(f"{path}.{name}" if path else name, "is required")
-        return cls(**kwargs)
+            return (
+                sub.from_dict(value, _path=where) if sub is not None and isinstance(value, Mapping) else value
+            )
+
+        return cls(
+            **_validate.fields_from_dict(cls, data, cls._path if _path is None else _path, nested=part)
+        )
 
 
 _SPEC_LOADER: Any = None
