@@ -20,6 +20,9 @@ from _localfleet import fast_spec, wait_for
 
 from mlops_lb.local import LocalFleet
 
+# Starts local fleets (HAProxy and server processes): serial phase, not the fast command.
+pytestmark = pytest.mark.fleet
+
 
 def _children() -> set[int]:
     return {p.pid for p in psutil.Process().children(recursive=True)}
@@ -131,9 +134,6 @@ import json, sys, time
 sys.path.insert(0, {tests!r})
 from _localfleet import fast_spec
 from mlops_lb.local import LocalFleet
-
-# Starts local fleets (HAProxy and server processes): serial phase, not the fast command.
-pytestmark = pytest.mark.fleet
 fleet = LocalFleet(fast_spec("stop", desired=1))
 fleet.launch()
 print(json.dumps([str(fleet.work_dir), int(fleet._haproxy.pid), *map(int, fleet.status()["pid"])]), flush=True)
