@@ -139,8 +139,9 @@ class FleetCockpit:
         # and close the fleet; _expire() reads _ticker, so it exists first, and no ticker starts for a closed fleet.
         self._ticker: Ticker | None = None
         self.tick()
-        if refresh_s and not self.expired:
-            self._ticker = Ticker(refresh_s, self.tick, name="cockpit").start()
+        self._ticker = (
+            Ticker(refresh_s, self.tick, name="cockpit").start() if refresh_s and not self.expired else None
+        )
 
     # ------------------------------------------------------------------ display
     @property
