@@ -63,7 +63,9 @@ def process_kind(argv: tuple[str, ...]) -> str | None:
 
     A bare fork counts as ``fleet``: only the load generator's process workers and servers fork in this suite.
     """
-    line = " ".join(argv)
+    # The program and its arguments, not the text of ``python -c CODE``: code that merely names a server module
+    # (``'uvicorn' in sys.modules``) starts nothing.
+    line = " ".join(a for i, a in enumerate(argv) if not (i and argv[i - 1] == "-c"))
     if "ipykernel" in line or "nbclient" in line:
         return "notebook"
     if _RAY.search(line):

@@ -25,6 +25,8 @@ from mlops_lb.serving import worker_command
         ((sys.executable, "-m", "ipykernel_launcher", "-f", "k.json"), "notebook"),
         (("/venv/lib/python3.11/site-packages/ray/core/src/ray/gcs/gcs_server", "--port=0"), "ray"),
         ((sys.executable, "-c", "import mlops_lb"), None),  # a fresh interpreter that imports and exits
+        ((sys.executable, "-c", "import sys; print('uvicorn' in sys.modules)"), None),  # code naming a server
+        ((sys.executable, "-m", "uvicorn", "app:app"), "fleet"),
         ((sys.executable, "-c", "import sys, mlops_lb.load.distributed; print('ray' in sys.modules)"), None),
         (("nbstripout", "--verify", "notebooks/01_launch_fleet.ipynb"), None),
         (
