@@ -10,10 +10,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .serving import serve
 
     if args.llm:
-        from .cli import LLM_FLAGS
+        from dataclasses import fields
+
         from .serving import EngineParams, serve_llm
 
-        params = EngineParams(**{name: getattr(args, name) for name, _ in LLM_FLAGS})
+        # cli.py adds one flag per EngineParams field (LLM_FLAGS); reading the fields here keeps the import
+        # pointing down (cli -> _commands), never back up.
+        params = EngineParams(**{f.name: getattr(args, f.name) for f in fields(EngineParams)})
         serve_llm(
             port=args.port,
             host=args.host,

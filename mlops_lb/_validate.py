@@ -15,10 +15,11 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import numbers
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
 from .errors import SpecError
@@ -35,7 +36,9 @@ __all__ = [
     "check_str_tuple",
     "did_you_mean",
     "fail",
+    "fields_from_dict",
     "show",
+    "to_plain_dict",
     "unknown_field",
 ]
 
@@ -153,3 +156,70 @@ def unknown_field(path: str, key: Any, names: Iterable[str]) -> NoReturn:
     close = difflib.get_close_matches(str(key), names, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(names)})"
     fail(f"{path}.{key}" if path else str(key), f"is not a known field{hint}")
+
+
+# --------------------------------------------------------------------------- dict round trip of config dataclasses
+# The spec's parts, the load profiles and the load settings all go to JSON/YAML and back; these two functions are
+# that round trip, once: lists in the file are tuples in the object, unknown keys get a "did you mean".
+
+
+def to_plain_dict(obj: Any) -> dict[str, Any]:
+    """The fields of dataclass ``obj`` as JSON/YAML-ready builtins: nested objects with ``to_dict`` through it,
+    tuples as lists, mappings as dicts.
+
+    Example::
+
+        to_plain_dict(CapacitySpec(min=1, max=4))   # {'min': 1, 'desired': 1, 'max': 4, 'warm_pool': None}
+    """
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v) and hasattr(v, "to_dict"):
+            v = v.to_dict()
+        elif isinstance(v, tuple):
+            v = list(v)
+        elif isinstance(v, Mapping):
+            v = dict(v)
+        out[f.name] = v
+    return out
+
+
+def fields_from_dict(
+    cls: type,
+    data: Any,
+    path: str,
+    *,
+    nested: Callable[[str, Any, str], Any] | None = None,
+    ignore_unknown: bool = False,
+) -> dict[str, Any]:
+    """Keyword arguments for dataclass ``cls`` from ``data``: a mapping of its field names (unknown ones refused
+    with a suggestion unless ``ignore_unknown``), lists made tuples, every field without a default present.
+    ``nested(name, value, dotted_path)`` may rebuild a field's value (a nested part) first.
+
+    Example::
+
+        CapacitySpec(**fields_from_dict(CapacitySpec, {"max": 4}, "capacity"))
+        fields_from_dict(CapacitySpec, {"mx": 4}, "capacity")   # SpecError: capacity.mx is not a known field
+                                                                 # (did you mean 'max'?)
+    """
+    if not isinstance(data, Mapping):
+        fail(path or "spec", f"must be a mapping (got {show(data)})")
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in names:
+            if ignore_unknown:
+                continue
+            unknown_field(path, key, names)
+        where = f"{path}.{key}" if path else str(key)
+        if nested is not None:
+            value = nested(key, value, where)
+        kwargs[key] = tuple(value) if isinstance(value, list) else value
+    for name, f in names.items():
+        if (
+            name not in kwargs
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ):
+            fail(f"{path}.{name}" if path else name, "is required")
+    return kwargs

@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 from .errors import SpecError
-from .spec import FleetSpec
+from .spec import FleetSpec, register_spec_check
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -64,6 +64,15 @@ class Capacity(NamedTuple):
 class Fleet(Protocol):
     """What a notebook can do with a fleet, whichever backend runs it.
 
+    **Required** (``isinstance(x, Fleet)`` checks every one): ``spec``, ``url``, ``capacity``, ``closed``,
+    ``metric_period_s``, ``launch``, ``scale``, ``status``, ``metrics``, ``events``, ``decisions``, ``logs``,
+    ``close`` and the context manager. A backend without a capability still answers: ``decisions()`` an empty
+    decisions frame (nothing decided where this fleet can see it), ``logs()`` ``""`` (no output reachable).
+    **Optional**: everything else a backend offers (``AwsFleet.destroy``, ``preflight``, ``LocalFleet.work_dir``…)
+    is its own; backend-neutral code (session, report, widgets, CLI) never reads it.
+
+    ``metric_period_s``: seconds between two datapoints of ``metrics()`` at its finest (local: the sampler's
+    ``spec.local.period_s``; AWS: 60), what readers use instead of guessing from the frame's spacing.
     ``status()`` columns: target, address, state, health, launched_at (+ pid locally); ``metrics()`` returns a
     MetricFrame and ``events()`` an events frame (see :mod:`mlops_lb.frames`); ``decisions()`` one row per scaling
     decision with at least timestamp, action, desired_before, desired_after and reason; ``logs(target, tail)`` the
@@ -82,6 +91,9 @@ class Fleet(Protocol):
 
     @property
     def closed(self) -> bool: ...
+
+    @property
+    def metric_period_s(self) -> float: ...
 
     def launch(self, *, on_output: OnOutput | None = None) -> str: ...
 
@@ -109,7 +121,8 @@ class Fleet(Protocol):
 @dataclass(frozen=True)
 class Backend:
     """One registered backend. ``target`` is ``"module:Class"``, imported on first use (``import mlops_lb`` stays
-    cheap); ``in_process`` means the fleet lives inside the process that launched it, so another process
+    cheap); ``check_spec`` is ``"module:function"``, the backend's own spec rules (names, regions, instance types
+    it refuses; None: none), which ``open_fleet`` and ``FleetSpec.check`` run first; ``in_process`` means the fleet lives inside the process that launched it, so another process
     (``mlops-lb status/scale/down``) cannot reach it.
 
     Example::
@@ -121,6 +134,7 @@ class Backend:
     target: str
     in_process: bool
     description: str = ""
+    check_spec: str | None = None
 
     def load(self) -> Callable[..., Fleet]:
         module, _, attr = self.target.partition(":")
@@ -130,10 +144,20 @@ class Backend:
 _REGISTRY: dict[str, Backend] = {}
 
 
-def register_backend(name: str, target: str, *, in_process: bool, description: str = "") -> Backend:
-    """Add (or replace) a backend: ``register_backend("k8s", "mypkg.k8s:K8sFleet", in_process=False)``."""
-    backend = Backend(name=name, target=target, in_process=in_process, description=description)
+def register_backend(
+    name: str, target: str, *, in_process: bool, description: str = "", check_spec: str | None = None
+) -> Backend:
+    """Add (or replace) a backend, with its spec rules if it has any.
+
+    Example::
+
+        register_backend("k8s", "mypkg.k8s:K8sFleet", in_process=False, check_spec="mypkg.k8s:check_spec")
+    """
+    backend = Backend(
+        name=name, target=target, in_process=in_process, description=description, check_spec=check_spec
+    )
     _REGISTRY[name] = backend
+    register_spec_check(name, check_spec)
     return backend
 
 
@@ -155,15 +179,22 @@ def get_backend(name: str) -> Backend:
 register_backend(
     "local", "mlops_lb.local:LocalFleet", in_process=True, description="HAProxy and worker processes here"
 )
-register_backend("aws", "mlops_lb.aws:AwsFleet", in_process=False, description="ALB + ASG through Pulumi")
+register_backend(
+    "aws",
+    "mlops_lb.aws:AwsFleet",
+    in_process=False,
+    description="ALB + ASG through Pulumi",
+    check_spec="mlops_lb.aws.spec_rules:check_spec",
+)
 BACKENDS = backend_names()  # the built-in names; backend_names() also lists ones registered later
 
 
 def open_fleet(spec: FleetSpec | str | dict[str, Any], backend: str = "local", **options: Any) -> Fleet:
     """Open (not yet launch) a fleet for ``spec`` on ``backend`` (a name from ``backend_names()``).
 
-    ``spec`` may be a FleetSpec, a path to a YAML file or a dict. Options go to the backend's constructor
-    (``LocalFleet`` or ``AwsFleet``).
+    ``spec`` may be a FleetSpec, a path to a YAML file or a dict; the backend's own rules
+    (:meth:`FleetSpec.check`) run before its constructor, so nothing starts for a spec it would refuse. Options go
+    to the backend's constructor (``LocalFleet`` or ``AwsFleet``).
     """
     chosen = get_backend(backend)  # before reading the spec: a typo'd backend is named first
     if isinstance(spec, str):
@@ -172,4 +203,5 @@ def open_fleet(spec: FleetSpec | str | dict[str, Any], backend: str = "local", *
         spec = FleetSpec.from_dict(spec)
     elif not isinstance(spec, FleetSpec):
         raise SpecError("spec", f"must be a FleetSpec, a YAML path or a dict (got {type(spec).__name__})")
+    spec.check(backend=chosen.name)
     return chosen.load()(spec, **options)

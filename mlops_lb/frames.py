@@ -4,11 +4,12 @@ A *MetricFrame* is a tidy DataFrame with :data:`METRIC_COLUMNS`; an *events* fra
 ``fleet.status()`` has :data:`STATUS_COLUMNS` and ``fleet.decisions()`` :data:`DECISION_COLUMNS`. ``check_*`` raise ``ValueError`` naming what is wrong, so one
 contract test can run against the local fleet and the CloudWatch readers alike.
 
-:data:`CATALOGUE` is the one list of metrics: each :class:`MetricDef` says its CloudWatch name, unit, statistics,
-namespace and dimensions (what ``mlops_lb.aws.cloudwatch`` queries), whether rows may name a target, and how the
-local fleet computes it from its period records (``local``). ``check_metric_frame``, the local sampler, the
-CloudWatch reader and the contract test all read it, so adding a metric is one entry here (plus a field on the
-local ``PeriodRecord`` when it needs a new measurement).
+:data:`CATALOGUE` is the one list of metrics: each :class:`MetricDef` says *what* a metric is: its CloudWatch name,
+unit, statistics, namespace and dimensions (what ``mlops_lb.aws.cloudwatch`` queries) and whether rows may name a
+target. *How* a backend measures it is the backend's own: the local fleet's calculations from its period records
+are ``mlops_lb.local.metrics.LOCAL_SOURCES``. ``check_metric_frame``, the local sampler, the CloudWatch reader and
+the contract test all read the catalogue, so adding a metric is one entry here, plus its local source (and a field
+on the local ``PeriodRecord`` when it needs a new measurement).
 
 Example::
 
@@ -19,7 +20,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -92,8 +93,6 @@ STATE_VALUES = frozenset({"pending", "in_service", "draining", "terminated"})
 HEALTH_VALUES = frozenset({"initial", "healthy", "unhealthy", "draining", "unused"})
 
 Dimensions = Literal["lb", "tg_lb", "asg"]
-# (stat, value, target) rows of one datapoint, from a group of consecutive local period records (oldest first).
-LocalRows = Callable[[Sequence[Any]], list[tuple[str, float, str]]]
 
 
 @dataclass(frozen=True)
@@ -104,8 +103,8 @@ class MetricDef:
     TargetGroup + LoadBalancer; ``asg``: AutoScalingGroupName). ``count``: CloudWatch omits the datapoint (rather
     than reporting 0) when nothing was counted; readers fill ``Sum`` with 0 on the period grid, the local fleet
     leaves it out. ``per_target``: rows may carry a target id (else ``target`` is always ""); ``instance_dimension``
-    the CloudWatch dimension that selects one target's series. ``local``: how the local fleet computes the
-    datapoint from its period records (None: not measured locally).
+    the CloudWatch dimension that selects one target's series. How a backend measures the metric is the
+    backend's business (the local fleet's ``mlops_lb.local.metrics.LOCAL_SOURCES``, CloudWatch on AWS).
 
     Example::
 
@@ -120,7 +119,6 @@ class MetricDef:
     count: bool = False
     per_target: bool = False
     instance_dimension: str | None = None
-    local: LocalRows | None = None
 
     @property
     def metric(self) -> str:
@@ -128,132 +126,29 @@ class MetricDef:
         return self.name
 
 
-# --------------------------------------------------------------------------- local sources (duck-typed records)
-def _local_count(attr: str) -> LocalRows:
-    def rows(group: Sequence[Any]) -> list[tuple[str, float, str]]:
-        total = sum(getattr(r, attr) for r in group)
-        return [("Sum", float(total), "")] if total else []  # CloudWatch: missing, not 0
-
-    return rows
-
-
-def _local_gauge(attr: str) -> LocalRows:
-    def rows(group: Sequence[Any]) -> list[tuple[str, float, str]]:
-        return [("Average", sum(getattr(r, attr) for r in group) / len(group), "")]
-
-    return rows
-
-
-def _local_request_count_per_target(group: Sequence[Any]) -> list[tuple[str, float, str]]:
-    # Requests over the ready targets of each period, summed: what target tracking compares with its target.
-    if not sum(r.request_count for r in group):
-        return []
-    return [("Sum", sum(r.request_count / max(r.ready, 1) for r in group), "")]
-
-
-def _local_response_time(group: Sequence[Any]) -> list[tuple[str, float, str]]:
-    from .local.metrics import HistogramDelta, histogram_quantile
-
-    lat = HistogramDelta()
-    for r in group:
-        lat.add(r.latency)
-    if lat.count <= 0:
-        return []
-    out = [("Average", lat.sum / lat.count, "")]
-    for q, name in ((0.5, "p50"), (0.9, "p90"), (0.99, "p99")):
-        value = histogram_quantile(q, lat)
-        if value is not None:
-            out.append((name, value, ""))
-    return out
-
-
-def _per_target_average(group: Sequence[Any], attr: str) -> list[tuple[str, float, str]]:
-    values: dict[str, list[float]] = {}
-    for r in group:
-        for t, v in getattr(r, attr).items():
-            values.setdefault(t, []).append(v)
-    return [("Average", sum(vs) / len(vs), t) for t, vs in values.items()]
-
-
-def _local_cpu(group: Sequence[Any]) -> list[tuple[str, float, str]]:
-    return _per_target_average(group, "cpu")
-
-
-def _local_concurrency(group: Sequence[Any]) -> list[tuple[str, float, str]]:
-    # Group row: in-flight requests (averaged over each period, summed over targets) per ready target, what
-    # target tracking on concurrency compares with its target; per-target rows: each target's own average.
-    group_value = sum(sum(r.in_flight.values()) / max(r.ready, 1) for r in group) / len(group)
-    return [("Average", group_value, ""), *_per_target_average(group, "in_flight")]
-
-
 _ELB, _ASG, _EC2 = "AWS/ApplicationELB", "AWS/AutoScaling", "AWS/EC2"
 # Our own metrics (published by the instances' agent on AWS, sampled from HAProxy locally).
 CUSTOM_NAMESPACE = "MlopsLb"
 
 CATALOGUE: tuple[MetricDef, ...] = (
-    MetricDef("RequestCount", "Count", ("Sum",), _ELB, "lb", count=True, local=_local_count("request_count")),
-    MetricDef(
-        "TargetResponseTime",
-        "Seconds",
-        ("Average", "p50", "p90", "p99"),
-        _ELB,
-        "lb",
-        local=_local_response_time,
-    ),
-    MetricDef(
-        "HTTPCode_Target_2XX_Count",
-        "Count",
-        ("Sum",),
-        _ELB,
-        "lb",
-        count=True,
-        local=_local_count("target_2xx"),
-    ),
-    MetricDef(
-        "HTTPCode_Target_4XX_Count",
-        "Count",
-        ("Sum",),
-        _ELB,
-        "lb",
-        count=True,
-        local=_local_count("target_4xx"),
-    ),
-    MetricDef(
-        "HTTPCode_Target_5XX_Count",
-        "Count",
-        ("Sum",),
-        _ELB,
-        "lb",
-        count=True,
-        local=_local_count("target_5xx"),
-    ),
-    MetricDef(
-        "HTTPCode_ELB_5XX_Count", "Count", ("Sum",), _ELB, "lb", count=True, local=_local_count("elb_5xx")
-    ),
+    MetricDef("RequestCount", "Count", ("Sum",), _ELB, "lb", count=True),
+    MetricDef("TargetResponseTime", "Seconds", ("Average", "p50", "p90", "p99"), _ELB, "lb"),
+    MetricDef("HTTPCode_Target_2XX_Count", "Count", ("Sum",), _ELB, "lb", count=True),
+    MetricDef("HTTPCode_Target_4XX_Count", "Count", ("Sum",), _ELB, "lb", count=True),
+    MetricDef("HTTPCode_Target_5XX_Count", "Count", ("Sum",), _ELB, "lb", count=True),
+    MetricDef("HTTPCode_ELB_5XX_Count", "Count", ("Sum",), _ELB, "lb", count=True),
     # 4xx the ALB answered itself; 460 among them is a client that closed the connection before the answer (a load
     # generator's timeout shorter than the fleet's latency). AWS only: HAProxy's own 4xx are not counted locally.
     MetricDef("HTTPCode_ELB_4XX_Count", "Count", ("Sum",), _ELB, "lb", count=True),
     # Minimum shows a dip that the period's Average hides.
-    MetricDef(
-        "HealthyHostCount", "Count", ("Average", "Minimum"), _ELB, "tg_lb", local=_local_gauge("healthy")
-    ),
-    MetricDef(
-        "UnHealthyHostCount", "Count", ("Average", "Minimum"), _ELB, "tg_lb", local=_local_gauge("unhealthy")
-    ),
-    MetricDef(
-        "RequestCountPerTarget",
-        "Count",
-        ("Sum",),
-        _ELB,
-        "tg_lb",
-        count=True,
-        local=_local_request_count_per_target,
-    ),
+    MetricDef("HealthyHostCount", "Count", ("Average", "Minimum"), _ELB, "tg_lb"),
+    MetricDef("UnHealthyHostCount", "Count", ("Average", "Minimum"), _ELB, "tg_lb"),
+    MetricDef("RequestCountPerTarget", "Count", ("Sum",), _ELB, "tg_lb", count=True),
     MetricDef("ActiveConnectionCount", "Count", ("Sum",), _ELB, "lb", count=True),
     MetricDef("TargetConnectionErrorCount", "Count", ("Sum",), _ELB, "lb", count=True),
     MetricDef("RejectedConnectionCount", "Count", ("Sum",), _ELB, "lb", count=True),
-    MetricDef("GroupDesiredCapacity", "None", ("Average",), _ASG, "asg", local=_local_gauge("desired")),
-    MetricDef("GroupInServiceInstances", "None", ("Average",), _ASG, "asg", local=_local_gauge("in_service")),
+    MetricDef("GroupDesiredCapacity", "None", ("Average",), _ASG, "asg"),
+    MetricDef("GroupInServiceInstances", "None", ("Average",), _ASG, "asg"),
     MetricDef("GroupPendingInstances", "None", ("Average",), _ASG, "asg"),
     MetricDef("GroupTerminatingInstances", "None", ("Average",), _ASG, "asg"),
     MetricDef(
@@ -264,7 +159,6 @@ CATALOGUE: tuple[MetricDef, ...] = (
         "asg",
         per_target=True,
         instance_dimension="InstanceId",
-        local=_local_cpu,
     ),
     # Average in-flight requests per target (scaling.metric: concurrency_per_target). On AWS each instance's agent
     # publishes it with the AutoScalingGroupName dimension and target tracking reads its Average; locally it is
@@ -277,7 +171,6 @@ CATALOGUE: tuple[MetricDef, ...] = (
         "asg",
         per_target=True,
         instance_dimension="InstanceId",  # the agent publishes each instance's series too
-        local=_local_concurrency,
     ),
 )
 _BY_NAME = {m.name: m for m in CATALOGUE}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import numbers
 import re
 import types
@@ -28,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypedDict
 
-from . import _aws_rules as aws_rules
 from .errors import SpecError
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ __all__ = [
     "TargetGroupSpec",
     "WarmPoolSpec",
     "is_gpu_instance_type",
+    "register_spec_check",
 ]
 
 Algorithm = Literal["round_robin", "least_outstanding_requests", "weighted_random"]
@@ -60,12 +61,28 @@ ALGORITHMS: tuple[str, ...] = typing.get_args(Algorithm)
 ScalingMetric = Literal["request_count_per_target", "concurrency_per_target"]
 SCALING_METRICS: tuple[str, ...] = typing.get_args(ScalingMetric)
 
-# Pulumi appends "-" + 7 random characters to autonamed resources, and ALB / target-group names are at most 32
-# (mlops_lb/_aws_rules.py: the table of AWS limits, with sources).
-MAX_NAME_LEN = aws_rules.MAX_NAME_PREFIX
+# A fleet's name is a DNS label (RFC 1035 §2.3.1: at most 63 letters, digits and inner hyphens), which every
+# backend can use in resource names, file names and HAProxy sections. A backend with a shorter limit says so in
+# its own check_spec (AWS: 24, so ALB and target-group names fit 32 with Pulumi's suffix).
+MAX_NAME_LEN = 63
 _NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")
 _MATCHER_RE = re.compile(r"^\d{3}(?:-\d{3})?(?:,\d{3}(?:-\d{3})?)*$")
 _TAG_KEY_RE = re.compile(r"^[\w .:/=+\-@]{1,128}$")
+
+# Each backend's own spec rules, as "module:function" (imported on first use), registered by
+# mlops_lb.fleet.register_backend: FleetSpec.check(backend=...) reads this table, so a new backend brings its rules
+# without editing this module and without spec.py importing a backend.
+_SPEC_CHECKS: dict[str, str | None] = {}
+
+
+def register_spec_check(backend: str, target: str | None) -> None:
+    """Record ``backend``'s spec rules (``"module:function"`` taking a FleetSpec, or None for none).
+
+    Example::
+
+        register_spec_check("k8s", "mypkg.k8s:check_spec")
+    """
+    _SPEC_CHECKS[backend] = target
 
 
 # --------------------------------------------------------------------------- checks with readable messages
@@ -102,44 +119,22 @@ class _Part:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of builtins (tuples become lists), suitable for JSON and YAML."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            v = getattr(self, f.name)
-            if isinstance(v, _Part):
-                v = v.to_dict()
-            elif isinstance(v, tuple):
-                v = list(v)
-            elif isinstance(v, Mapping):
-                v = dict(v)
-            out[f.name] = v
-        return out
+        return _validate.to_plain_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, _path: str | None = None) -> Any:
         """Build from a dict, naming unknown keys (with a suggestion) and wrong types as SpecError."""
-        path = cls._path if _path is None else _path
-        if not isinstance(data, Mapping):
-            _fail(path or "spec", f"must be a mapping (got {_show(data)})")
-        names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         hints = typing.get_type_hints(cls)
-        kwargs: dict[str, Any] = {}
-        for key, value in data.items():
-            if key not in names:
-                _unknown_field(path, key, names)
+
+        def part(key: str, value: Any, where: str) -> Any:
             sub = _part_type(hints[key])
-            if sub is not None and isinstance(value, Mapping):
-                value = sub.from_dict(value, _path=f"{path}.{key}" if path else key)
-            elif isinstance(value, list):
-                value = tuple(value)
-            kwargs[key] = value
-        for name, f in names.items():
-            if (
-                name not in kwargs
-                and f.default is dataclasses.MISSING
-                and f.default_factory is dataclasses.MISSING
-            ):
-                _fail(f"{path}.{name}" if path else name, "is required")
-        return cls(**kwargs)
+            return (
+                sub.from_dict(value, _path=where) if sub is not None and isinstance(value, Mapping) else value
+            )
+
+        return cls(
+            **_validate.fields_from_dict(cls, data, cls._path if _path is None else _path, nested=part)
+        )
 
 
 _SPEC_LOADER: Any = None
@@ -247,9 +242,9 @@ class InstanceSpec(_Part):
     ssh_cidrs: tuple[str, ...] = ()  # SSH stays closed unless you list where from
 
     def _validate(self, p: str) -> None:
-        t = _str(f"{p}.type", self.type)
-        if not re.fullmatch(r"[a-z][a-z0-9-]*\.[a-z0-9]+", t):
-            _fail(f"{p}.type", f"must look like an EC2 instance type such as t3.small (got {_show(t)})")
+        # What an instance type looks like is the backend's rule (AWS: mlops_lb.aws.spec_rules); a string here.
+        if not _str(f"{p}.type", self.type):
+            _fail(f"{p}.type", "must not be empty (e.g. t3.small on AWS)")
         if self.ami is not None and not re.fullmatch(r"ami-[0-9a-f]{8,17}", _str(f"{p}.ami", self.ami)):
             _fail(f"{p}.ami", f"must be an AMI id such as ami-0123456789abcdef0 (got {_show(self.ami)})")
         if not _str(f"{p}.ami_ssm_parameter", self.ami_ssm_parameter).startswith("/"):
@@ -987,26 +982,11 @@ class FleetSpec(_Part):
     def _validate(self, p: str) -> None:
         name = _str("name", self.name)
         if len(name) > MAX_NAME_LEN:
-            _fail(
-                "name",
-                f"must be at most {MAX_NAME_LEN} characters so ALB and target-group names fit AWS's 32 with Pulumi's suffix (got {len(name)}: {_show(name)})",
-            )
+            _fail("name", f"must be at most {MAX_NAME_LEN} characters (got {len(name)}: {_show(name)})")
         if not _NAME_RE.fullmatch(name):
             _fail("name", f"must use letters, digits and inner hyphens only (got {_show(name)})")
-        if name.lower().startswith("internal-"):
-            _fail(
-                "name", f"must not start with 'internal-' (AWS reserves it for ALB names) (got {_show(name)})"
-            )
-        # Security groups are named <name>-alb / <name>-instances; EC2 refuses names starting with sg-.
-        if aws_rules.security_group_name_problem(f"{name}-alb"):
-            _fail(
-                "name",
-                f"must not start with 'sg-' (EC2 refuses such security-group names) (got {_show(name)})",
-            )
-        if self.region is not None and not re.fullmatch(
-            r"[a-z]{2}(-gov)?-[a-z]+-\d", _str("region", self.region)
-        ):
-            _fail("region", f"must be an AWS region such as us-east-1 (got {_show(self.region)})")
+        # Which regions exist is the backend's rule (AWS: us-east-1, ...; spec.check(backend=...)).
+        _opt_str("region", self.region)
         for fname, ftype in (
             ("instance", InstanceSpec),
             ("capacity", CapacitySpec),
@@ -1056,6 +1036,28 @@ class FleetSpec(_Part):
         return HealthCheckSpec(**{**self.health_check.to_dict(), **self.aws.health_check})
 
     # ------------------------------------------------------------------ conveniences
+    def check(self, *, backend: str) -> FleetSpec:
+        """Apply ``backend``'s own rules to this spec (names, regions, instance types it refuses); returns ``self``.
+
+        ``open_fleet`` runs the same check before any process or cloud call, so calling it is only needed to
+        validate a spec for a backend without opening a fleet. A backend without rules of its own accepts every
+        valid spec.
+
+        Example::
+
+            FleetSpec(name="sg-demo").check(backend="local")   # fine: only EC2 refuses sg- names
+            FleetSpec(name="sg-demo").check(backend="aws")     # SpecError: name must not start with 'sg-' ...
+        """
+        if backend not in _SPEC_CHECKS:
+            close = difflib.get_close_matches(str(backend), list(_SPEC_CHECKS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            _fail("backend", f"must be one of {', '.join(_SPEC_CHECKS)} (got {_show(backend)}){hint}")
+        target = _SPEC_CHECKS[backend]
+        if target is not None:
+            module, _, attr = target.partition(":")
+            getattr(importlib.import_module(module), attr)(self)
+        return self
+
     def replace(self, **changes: Any) -> FleetSpec:
         """A copy with some top-level fields changed, validated again."""
         names = [f.name for f in dataclasses.fields(self)]

@@ -22,12 +22,14 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _markers
 import pytest
 
 from mlops_lb.serving import worker_command
@@ -37,6 +39,41 @@ from mlops_lb.serving import worker_command
 # interrupt anything. They test our handling of Ctrl-C, so the test process takes Python's usual handler.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+# Which tests start processes: markers from fixtures, and a guard that fails an unmarked test starting a server,
+# HAProxy, Ray or a notebook kernel (tests/_markers.py says how and why).
+sys.addaudithook(_markers.audit)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for name in getattr(item, "fixturenames", ()):
+            if name in _markers.FIXTURE_MARKS:
+                item.add_marker(_markers.FIXTURE_MARKS[name])
+
+
+@pytest.fixture(autouse=True)
+def _process_guard(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail an unmarked test that starts a server, HAProxy, Ray or a notebook kernel (tests/_markers.py)."""
+    first = len(_markers.SPAWNED)
+    yield
+    spawned = _markers.SPAWNED[first:]
+    record = os.environ.get("MLOPS_LB_RECORD_SPAWNS")
+    if record and spawned:
+        with open(record, "a") as out:
+            for argv in spawned:
+                out.write(json.dumps({"test": request.node.nodeid, "argv": list(argv)}) + "\n")
+    marks = {m.name for m in request.node.iter_markers()}
+    for argv in spawned:
+        kind = _markers.process_kind(argv)
+        if kind and kind not in marks:
+            pytest.fail(
+                f"{request.node.nodeid} starts {' '.join(argv)[:160]!r} but is not marked {kind!r}: add "
+                f"`pytestmark = pytest.mark.{kind}` to its module (or @pytest.mark.{kind}) so that the fast command "
+                "and the parallel phase of scripts/test.sh leave it out",
+                pytrace=False,
+            )
 
 
 def free_port() -> int:

@@ -10,7 +10,7 @@ import pytest
 from mlops_lb.aws import FleetDimensions
 from mlops_lb.aws.cloudwatch import build_queries
 from mlops_lb.frames import CATALOGUE, METRIC_UNITS, check_metric_frame, metric_by_name, metric_frame
-from mlops_lb.local.metrics import HistogramDelta, PeriodRecord, PeriodSampler, to_metric_frame
+from mlops_lb.local.metrics import LOCAL_SOURCES, HistogramDelta, PeriodRecord, PeriodSampler, to_metric_frame
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 DIMS = FleetDimensions.from_arns(
@@ -27,6 +27,12 @@ def test_names_are_unique_and_units_derive_from_the_catalogue() -> None:
     assert dict(METRIC_UNITS) == {m.name: m.unit for m in CATALOGUE}
     with pytest.raises(KeyError, match="not in the metric catalogue"):
         metric_by_name("Nope")
+
+
+def test_local_sources_name_only_catalogue_metrics() -> None:
+    """The local fleet says how it computes catalogue metrics and nothing else: a source under a name the catalogue
+    lacks (a typo, a renamed metric) would never be read."""
+    assert set(LOCAL_SOURCES) < {m.name for m in CATALOGUE}
 
 
 def test_cloudwatch_queries_every_stat_of_every_metric_once() -> None:
@@ -54,7 +60,7 @@ def test_local_frame_holds_exactly_the_catalogue_metrics_with_a_local_source() -
     )  # fmt: skip
     df = to_metric_frame([rec], api_calls=0)
     check_metric_frame(df)
-    assert set(df["metric"]) == {m.name for m in CATALOGUE if m.local is not None}
+    assert set(df["metric"]) == set(LOCAL_SOURCES)
     conc = df[df["metric"] == "ConcurrencyPerTarget"].set_index("target")["value"]
     assert (
         conc[""] == pytest.approx(2.0) and conc["i-1"] == 1.5 and conc["i-2"] == 2.5
@@ -129,4 +135,4 @@ def test_elb_4xx_is_read_by_load_balancer_and_only_on_aws() -> None:
     check_metric_frame(metric_frame([{**row, "unit": "Count"}]))
     with pytest.raises(ValueError, match="must be Count"):
         check_metric_frame(metric_frame([{**row, "unit": "Seconds"}]))
-    assert metric_by_name("HTTPCode_ELB_4XX_Count").local is None
+    assert "HTTPCode_ELB_4XX_Count" not in LOCAL_SOURCES

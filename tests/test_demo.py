@@ -27,6 +27,7 @@ class TestSchedule:
         assert (abs(sched.size - (sum(per_second))) <= 1) and (sched == sorted(sched)).all()
 
 
+@pytest.mark.fleet
 @pytest.mark.timeout(240)
 def test_shortened_demo_writes_a_bundle_that_shows_scale_out_and_scale_in(tmp_path: Path) -> None:
     """A 45 s demo scales out and back in, prints status lines, and writes a complete self-contained bundle."""
@@ -61,6 +62,7 @@ def test_shortened_demo_writes_a_bundle_that_shows_scale_out_and_scale_in(tmp_pa
     assert not re.search(r"""(src|href)=["']?https?:|url\(\s*["']?https?:""", html)  # self-contained
 
 
+@pytest.mark.fleet
 @pytest.mark.timeout(180)
 def test_ctrl_c_keeps_the_bundle_writes_the_report_and_leaves_no_process(tmp_path: Path) -> None:
     """SIGINT mid-run: exit 130, the partial bundle and its report are written, HAProxy and workers are gone."""

@@ -12,7 +12,11 @@ import pytest
 import mlops_lb as ml
 from mlops_lb.errors import LoadTestError
 
-pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+# Starts local fleets (HAProxy and server processes): serial phase, not the fast command.
+pytestmark = [
+    pytest.mark.fleet,
+    pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed"),
+]
 
 FAST = ml.FleetSpec.example("demo").replace(local=ml.LocalSpec(period_s=0.5, slots=2, min_service_ms=20))
 

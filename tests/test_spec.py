@@ -73,9 +73,17 @@ class TestDefaults:
 
 
 class TestInstance:
-    @pytest.mark.parametrize("value", ["t3", "T3.small", "t3.", ".small", "t3 small", 3])
-    def test_type_must_look_like_an_instance_type(self, value):
-        """instance.type is family.size in lower case."""
+    @pytest.mark.parametrize("value", ["t3", "T3.small", "t3.", ".small", "t3 small"])
+    def test_type_must_look_like_an_instance_type_on_aws(self, value):
+        """On AWS instance.type is family.size in lower case (the AWS backend's rule, spec.check(backend="aws"));
+        another backend takes the spec as it is."""
+        spec = FleetSpec(name="x", instance=InstanceSpec(type=value))
+        rejects(lambda: spec.check(backend="aws"), "instance.type", "t3.small")
+        assert spec.check(backend="local") is spec
+
+    @pytest.mark.parametrize("value", [3, "", None])
+    def test_type_is_a_string_on_every_backend(self, value):
+        """A type that is no string, or blank, is refused when the spec is built."""
         rejects(lambda: InstanceSpec(type=value), "instance.type")
 
     def test_ami_and_ssm_parameter(self):
@@ -331,26 +339,42 @@ class TestFleet:
         ("name", "text"),
         [
             ("", "must not be empty"),
-            ("x" * 25, "at most 24 characters"),
+            ("x" * 64, "at most 63 characters"),
             ("-demo", "inner hyphens"),
             ("demo-", "inner hyphens"),
             ("de_mo", "inner hyphens"),
-            ("internal-x", "'internal-'"),
             (None, "string"),
         ],
     )
     def test_name_rules(self, name, text):
-        """Names are short enough for ALB names with Pulumi's suffix, alphanumeric with inner hyphens."""
+        """On every backend a name is a DNS label: at most 63 letters, digits and inner hyphens."""
         rejects(lambda: FleetSpec(name=name), "name", text)
 
+    @pytest.mark.parametrize(
+        ("name", "text"),
+        [("x" * 25, "at most 24 characters"), ("internal-x", "'internal-'"), ("sg-demo", "'sg-'")],
+    )
+    def test_aws_name_rules(self, name, text):
+        """On AWS a name is short enough for ALB names with Pulumi's suffix, and no ALB or SG reserved prefix;
+        the local backend takes the same name."""
+        spec = FleetSpec(name=name)
+        rejects(lambda: spec.check(backend="aws"), "name", text)
+        assert spec.check(backend="local") is spec
+
     def test_name_length_boundary(self):
-        """24 characters is the longest allowed name."""
-        assert FleetSpec(name="a" * 24).name == "a" * 24
+        """24 characters is the longest name on AWS, 63 on every backend."""
+        assert FleetSpec(name="a" * 24).check(backend="aws").name == "a" * 24
+        assert FleetSpec(name="a" * 63).check(backend="local").name == "a" * 63
 
     def test_region(self):
-        """A region looks like us-east-1 or us-gov-west-1."""
-        assert FleetSpec(name="x", region="us-gov-west-1").region == "us-gov-west-1"
-        rejects(lambda: FleetSpec(name="x", region="useast1"), "region", "us-east-1")
+        """On AWS a region looks like us-east-1 or us-gov-west-1; on every backend it is a string or None."""
+        assert FleetSpec(name="x", region="us-gov-west-1").check(backend="aws").region == "us-gov-west-1"
+        rejects(lambda: FleetSpec(name="x", region="useast1").check(backend="aws"), "region", "us-east-1")
+        rejects(lambda: FleetSpec(name="x", region=3), "region", "string")  # type: ignore[arg-type]
+
+    def test_check_names_an_unknown_backend(self):
+        """check(backend=...) with a typo names the backends and suggests the closest."""
+        rejects(lambda: FleetSpec(name="x").check(backend="awss"), "backend", "did you mean 'aws'")
 
     def test_parts_must_be_parts_or_mappings(self):
         """A part is its dataclass or a mapping of its fields, validated with the part's path."""

@@ -32,6 +32,10 @@ class MemoryFleet:
     def capacity(self) -> Capacity:
         return self.launched.get(self.spec.name, Capacity(0, 0, 0))
 
+    @property
+    def metric_period_s(self) -> float:
+        return 60.0
+
     def launch(self, *, on_output: OnOutput | None = None) -> str:
         c = self.spec.capacity
         self.launched.setdefault(self.spec.name, Capacity(c.min, c.desired, c.max))
@@ -95,6 +99,26 @@ def test_open_fleet_gives_a_fleet(mem_backend: None) -> None:
         assert fleet.capacity == (1, 1, 1) and len(fleet.status()) == 1
         with pytest.raises(ml.SpecError, match="did you mean 'desired'"):
             fleet.scale(desird=3)  # type: ignore[call-arg]
+
+
+def test_a_backend_without_a_required_member_is_not_a_fleet() -> None:
+    """The protocol check is real: MemoryFleet passes it, the same class without metric_period_s does not."""
+
+    skip = {"metric_period_s", "__dict__", "__weakref__"}
+    NoPeriod = type("NoPeriod", (), {k: v for k, v in vars(MemoryFleet).items() if k not in skip})
+    spec = ml.FleetSpec(name="demo")
+    assert isinstance(MemoryFleet(spec), Fleet) and MemoryFleet(spec).metric_period_s == 60.0
+    assert not isinstance(NoPeriod(spec), Fleet)
+
+
+def test_the_local_fleet_reports_its_sampler_period_before_launch() -> None:
+    """LocalFleet.metric_period_s is spec.local.period_s (what the report and replay read); no process starts."""
+    spec = ml.FleetSpec(name="demo").replace(local=ml.LocalSpec(period_s=0.5))
+    fleet = open_fleet(spec, backend="local")
+    try:
+        assert isinstance(fleet, Fleet) and fleet.metric_period_s == 0.5
+    finally:
+        fleet.close()
 
 
 def test_the_cli_drives_it_without_naming_it(

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from mlops_lb._validate import check_bool, check_choice, check_int, check_num, check_str, unknown_field
+from mlops_lb._validate import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_num,
+    check_str,
+    fields_from_dict,
+    to_plain_dict,
+    unknown_field,
+)
 from mlops_lb.autoscaling import TargetTrackingPolicy
 from mlops_lb.errors import SpecError
 
@@ -82,3 +93,31 @@ class TestUsers:
 
         with pytest.raises(SpecError, match=r"connections must be between 1 and 100000 \(got 0\)"):
             run_load("http://127.0.0.1:9/x", constant(1, 1), [b"{}"], connections=0, progress=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Conf:
+    name: str
+    sizes: tuple[int, ...] = ()
+    extra: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+class TestDictRoundTrip:
+    def test_a_dataclass_goes_to_builtins_and_back(self):
+        """to_plain_dict gives lists and dicts; fields_from_dict turns the lists back into tuples."""
+        conf = _Conf("a", (1, 2), {"k": "v"})
+        plain = to_plain_dict(conf)
+        assert plain == {"name": "a", "sizes": [1, 2], "extra": {"k": "v"}}
+        assert _Conf(**fields_from_dict(_Conf, plain, "conf")) == conf
+
+    def test_unknown_missing_and_non_mapping_are_named(self):
+        """A typo gets a suggestion with its dotted path; a required field and a non-mapping are named."""
+        with pytest.raises(SpecError, match=r"conf\.sizse is not a known field \(did you mean 'sizes'\?\)"):
+            fields_from_dict(_Conf, {"name": "a", "sizse": []}, "conf")
+        with pytest.raises(SpecError, match=r"conf\.name is required"):
+            fields_from_dict(_Conf, {}, "conf")
+        with pytest.raises(SpecError, match="conf must be a mapping"):
+            fields_from_dict(_Conf, ["a"], "conf")
+        assert fields_from_dict(_Conf, {"name": "a", "url": "x"}, "conf", ignore_unknown=True) == {
+            "name": "a"
+        }

@@ -22,16 +22,13 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._aws_rules import ecr_image, partition_for_region, policy_arn
 from ..frames import CUSTOM_NAMESPACE
 from ..spec import FleetSpec
-from .assets import content_key
+from .assets import Assets, content_key, mlops_home
 from .userdata import VENV, MetricsAgent, ServerRun, render_user_data
-
-if TYPE_CHECKING:
-    from .program import Assets
 
 __all__ = ["CONCURRENCY_METRIC", "REFRESH_PREFERENCES", "concurrency_gauges", "server_run"]
 
@@ -364,8 +361,6 @@ def _assets_bucket(ctx: _Ctx, assets: Assets) -> tuple[Any, dict[str, Any]]:
 def _staged(path: Path, key: str) -> Path:
     """A copy of ``path`` at a content-addressed local path, so the asset's path, not only its hash, is the same
     on every run (a freshly built wheel lives in a new temporary directory each time)."""
-    from .stack import mlops_home
-
     dest = mlops_home() / "assets" / key
     if not dest.is_file():
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,7 @@ from .._aws_rules import ALB_MIN_AZS, RULES, partition_for_region
 from ..errors import ProvisionError
 from ..spec import FleetSpec
 from ._boto import client, error_code
+from .spec_rules import check_spec
 from .userdata import EXPECTED_BOOT_S
 
 if TYPE_CHECKING:
@@ -147,6 +148,7 @@ def preflight(spec: FleetSpec, *, session: Any = None, region: str | None = None
         pf = ml.aws.preflight(ml.FleetSpec(name="demo", region="us-east-1"))
         pf.resolved["availability_zones"]     # ['us-east-1a', 'us-east-1b', ...] (zones offering t3.small)
     """
+    check_spec(spec)  # names, region, instance type: a SpecError before any call to AWS
     pf = Preflight()
     region = region or spec.region or getattr(session, "region_name", None)
     if not region:

@@ -38,11 +38,13 @@ from ..errors import ProvisionError
 
 __all__ = [
     "INSTANCE_PYTHON",
+    "Assets",
     "Wheelhouse",
     "build_project_archive",
     "build_wheel",
     "build_wheelhouse",
     "content_key",
+    "mlops_home",
     "pinned_requirements",
     "pip_download_command",
     "platform_tags",
@@ -54,6 +56,19 @@ INSTANCE_PYTHON = "3.11"
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry; what reproducible wheels use
 _PACKAGE = "mlops_lb"
 _DIST = "mlops-lb"
+
+
+def mlops_home() -> Path:
+    """The toolkit's state directory: ``$MLOPS_LB_HOME`` or ``~/.mlops_lb``.
+
+    It lives here, the bottom of the AWS backend, because the asset caches, the program's staged files and the
+    stack's Pulumi state all use it (``stack`` re-exports it).
+
+    Example::
+
+        mlops_home() / "wheelhouse"   # PosixPath('/home/me/.mlops_lb/wheelhouse')
+    """
+    return Path(os.environ.get("MLOPS_LB_HOME") or "~/.mlops_lb").expanduser()
 
 
 def sha256_file(path: Path) -> str:
@@ -114,9 +129,9 @@ def build_wheel(out_dir: str | os.PathLike[str] | None = None, *, package_dir: P
 
         build_wheel()   # PosixPath('/tmp/mlops-lb-wheel-.../mlops_lb-0.1.0-py3-none-any.whl')
     """
-    import mlops_lb
-
-    root = package_dir or Path(mlops_lb.__file__).resolve().parent
+    # This file's grandparent is the package (mlops_lb/aws/assets.py): no import of the front door, which would
+    # import every layer above this one.
+    root = package_dir or Path(__file__).resolve().parents[1]
     version = _version()
     dist_info = f"{_PACKAGE}-{version}.dist-info"
     entries: list[tuple[str, bytes]] = [(rel, path.read_bytes()) for rel, path in _package_files(root)]
@@ -263,6 +278,21 @@ class Wheelhouse:
         return sorted(p for p in self.path.iterdir() if p.is_file())
 
 
+@dataclass(frozen=True)
+class Assets:
+    """What the stack uploads: the package wheel, an optional wheelhouse, an optional model file.
+
+    Example::
+
+        Assets(wheel=build_wheel(), model=Path("model.onnx"))
+    """
+
+    wheel: Path
+    model: Path | None = None
+    wheelhouse: Wheelhouse | None = None
+    install: Path | None = None  # server.install as one file: requirements, wheel or a project archive
+
+
 def build_wheelhouse(
     pins: Sequence[str],
     *,
@@ -280,8 +310,6 @@ def build_wheelhouse(
 
         build_wheelhouse(pinned_requirements(), architecture="arm64")
     """
-    from .stack import mlops_home
-
     ask = "\n".join([architecture, python_version, *sorted(pins)])
     key = hashlib.sha256(ask.encode()).hexdigest()[:16]
     dest = (cache_dir or mlops_home() / "wheelhouse") / key

@@ -31,7 +31,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +49,7 @@ from ._parts import (
     _security_groups,
     algorithm_settings,
 )
-from .assets import Wheelhouse, build_wheel
+from .assets import Assets, Wheelhouse, build_wheel
 
 __all__ = [
     "ENABLED_METRICS",
@@ -66,16 +65,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STACK_TAG = "mlops-lb:stack"
-
-
-@dataclass(frozen=True)
-class Assets:
-    """What the stack uploads: the package wheel, an optional wheelhouse, an optional model file."""
-
-    wheel: Path
-    model: Path | None = None
-    wheelhouse: Wheelhouse | None = None
-    install: Path | None = None  # server.install as one file: requirements, wheel or a project archive
 
 
 def _model_file(spec: FleetSpec) -> Path | None:

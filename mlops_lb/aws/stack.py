@@ -40,7 +40,7 @@ from ..fleet import Capacity, OnOutput
 from ..frames import STATUS_COLUMNS, decisions_frame, events_frame
 from ..spec import FleetSpec
 from ._boto import client, provision_error
-from .assets import Wheelhouse
+from .assets import Wheelhouse, mlops_home
 from .program import STACK_TAG, fleet_program
 
 if TYPE_CHECKING:
@@ -57,11 +57,6 @@ log = logging.getLogger(__name__)
 PULUMI_INSTALL = "curl -fsSL https://get.pulumi.com | sh   # or: brew install pulumi/tap/pulumi"
 _STACK_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 _REGION_RE = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
-
-
-def mlops_home() -> Path:
-    """The toolkit's state directory: ``$MLOPS_LB_HOME`` or ``~/.mlops_lb``."""
-    return Path(os.environ.get("MLOPS_LB_HOME") or "~/.mlops_lb").expanduser()
 
 
 def _backend_url() -> str:
@@ -670,6 +665,12 @@ class AwsFleet:
     def closed(self) -> bool:
         """True once ``close()`` has run: this handle is forgotten (the stack itself may still run on AWS)."""
         return self._closed
+
+    @property
+    def metric_period_s(self) -> float:
+        """Seconds between two metric datapoints: 60. The ALB publishes its metrics per minute and the group's
+        metrics are enabled at ``1Minute`` granularity (DESIGN §4), the finest both have in common."""
+        return 60.0
 
     def __enter__(self) -> AwsFleet:
         return self

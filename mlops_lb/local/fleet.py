@@ -222,6 +222,11 @@ class LocalFleet:
         """True once ``close()`` has run: nothing of this fleet runs any more and ``scale()`` refuses."""
         return self._state == "closed"
 
+    @property
+    def metric_period_s(self) -> float:
+        """Seconds between two metric datapoints: the sampler's period, ``spec.local.period_s``."""
+        return float(self.spec.local.period_s)
+
     def launch(self, *, on_output: OnOutput | None = None) -> str:
         """Start HAProxy and ``desired`` workers; block until that many targets are healthy. Returns the url.
 

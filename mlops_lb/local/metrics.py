@@ -4,9 +4,10 @@
 from HAProxy (``show stat`` deltas, accumulated every controller tick so a deleted server loses at most one tick),
 in-flight requests per target (HAProxy's ``scur`` + ``qcur`` sampled every tick, averaged over the period), response
 times from the workers' Prometheus histograms (bucket deltas merged across workers, so percentiles over longer
-periods come from merged buckets, not averages) and CPU per target (psutil). Which metrics a record becomes, with
-which statistics and units, is the catalogue's business (:data:`mlops_lb.frames.CATALOGUE`, each entry's
-``local``); as on CloudWatch, a count metric is *missing* (not 0) in a period where nothing was counted.
+periods come from merged buckets, not averages) and CPU per target (psutil). What each metric *is* (unit,
+statistics, dimensions) is the catalogue's business (:data:`mlops_lb.frames.CATALOGUE`); how this fleet computes
+it from a group of records is :data:`LOCAL_SOURCES`, keyed by the catalogue's names. As on CloudWatch, a count
+metric is *missing* (not 0) in a period where nothing was counted.
 
 Example::
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
+    "LOCAL_SOURCES",
     "HistogramDelta",
     "PeriodRecord",
     "PeriodSampler",
@@ -254,6 +256,85 @@ class PeriodSampler:
         )
 
 
+# --------------------------------------------------------------------------- how this fleet computes each metric
+# (stat, value, target) rows of one datapoint, from a group of consecutive period records (oldest first).
+LocalRows = Callable[[Sequence[Any]], list[tuple[str, float, str]]]
+
+
+def _local_count(attr: str) -> LocalRows:
+    def rows(group: Sequence[Any]) -> list[tuple[str, float, str]]:
+        total = sum(getattr(r, attr) for r in group)
+        return [("Sum", float(total), "")] if total else []  # CloudWatch: missing, not 0
+
+    return rows
+
+
+def _local_gauge(attr: str) -> LocalRows:
+    def rows(group: Sequence[Any]) -> list[tuple[str, float, str]]:
+        return [("Average", sum(getattr(r, attr) for r in group) / len(group), "")]
+
+    return rows
+
+
+def _local_request_count_per_target(group: Sequence[Any]) -> list[tuple[str, float, str]]:
+    # Requests over the ready targets of each period, summed: what target tracking compares with its target.
+    if not sum(r.request_count for r in group):
+        return []
+    return [("Sum", sum(r.request_count / max(r.ready, 1) for r in group), "")]
+
+
+def _local_response_time(group: Sequence[Any]) -> list[tuple[str, float, str]]:
+    lat = HistogramDelta()
+    for r in group:
+        lat.add(r.latency)
+    if lat.count <= 0:
+        return []
+    out = [("Average", lat.sum / lat.count, "")]
+    for q, name in ((0.5, "p50"), (0.9, "p90"), (0.99, "p99")):
+        value = histogram_quantile(q, lat)
+        if value is not None:
+            out.append((name, value, ""))
+    return out
+
+
+def _per_target_average(group: Sequence[Any], attr: str) -> list[tuple[str, float, str]]:
+    values: dict[str, list[float]] = {}
+    for r in group:
+        for t, v in getattr(r, attr).items():
+            values.setdefault(t, []).append(v)
+    return [("Average", sum(vs) / len(vs), t) for t, vs in values.items()]
+
+
+def _local_cpu(group: Sequence[Any]) -> list[tuple[str, float, str]]:
+    return _per_target_average(group, "cpu")
+
+
+def _local_concurrency(group: Sequence[Any]) -> list[tuple[str, float, str]]:
+    # Group row: in-flight requests (averaged over each period, summed over targets) per ready target, what
+    # target tracking on concurrency compares with its target; per-target rows: each target's own average.
+    group_value = sum(sum(r.in_flight.values()) / max(r.ready, 1) for r in group) / len(group)
+    return [("Average", group_value, ""), *_per_target_average(group, "in_flight")]
+
+
+# The catalogue metrics this fleet measures, by their catalogue name; the others (ELB 4xx, connection counts,
+# pending/terminating instances) have no local counterpart and are left out of its frames, not reported as 0.
+LOCAL_SOURCES: Mapping[str, LocalRows] = {
+    "RequestCount": _local_count("request_count"),
+    "TargetResponseTime": _local_response_time,
+    "HTTPCode_Target_2XX_Count": _local_count("target_2xx"),
+    "HTTPCode_Target_4XX_Count": _local_count("target_4xx"),
+    "HTTPCode_Target_5XX_Count": _local_count("target_5xx"),
+    "HTTPCode_ELB_5XX_Count": _local_count("elb_5xx"),
+    "HealthyHostCount": _local_gauge("healthy"),
+    "UnHealthyHostCount": _local_gauge("unhealthy"),
+    "RequestCountPerTarget": _local_request_count_per_target,
+    "GroupDesiredCapacity": _local_gauge("desired"),
+    "GroupInServiceInstances": _local_gauge("in_service"),
+    "CPUUtilization": _local_cpu,
+    "ConcurrencyPerTarget": _local_concurrency,
+}
+
+
 def _rows_for(group: Sequence[PeriodRecord]) -> list[dict[str, object]]:
     from ..frames import CATALOGUE
 
@@ -268,8 +349,8 @@ def _rows_for(group: Sequence[PeriodRecord]) -> list[dict[str, object]]:
             "target": target,
         }
         for m in CATALOGUE
-        if m.local is not None
-        for stat, value, target in m.local(group)
+        if m.name in LOCAL_SOURCES
+        for stat, value, target in LOCAL_SOURCES[m.name](group)
     ]
 
 

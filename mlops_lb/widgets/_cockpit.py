@@ -139,9 +139,12 @@ class FleetCockpit:
                 self.tabs,
             ]
         )
+        # The first tick may already pass the deadline (a time to live shorter than this set-up on a busy machine)
+        # and close the fleet; _expire() reads _ticker, so it exists first, and no ticker starts for a closed fleet.
+        self._ticker: Ticker | None = None
         self.tick()
-        self._ticker: Ticker | None = (
-            Ticker(refresh_s, self.tick, name="cockpit").start() if refresh_s else None
+        self._ticker = (
+            Ticker(refresh_s, self.tick, name="cockpit").start() if refresh_s and not self.expired else None
         )
 
     # ------------------------------------------------------------------ display

@@ -19,6 +19,7 @@ def test_capacity_is_the_live_group(fleet: AwsFleet, cloud: dict[str, Any]) -> N
     cloud["asg"].set_desired_capacity(AutoScalingGroupName="demo-asg-123", DesiredCapacity=4)
     assert fleet.capacity.desired == 4 and isinstance(fleet.capacity.desired, int)
     assert isinstance(fleet, Fleet)  # main's protocol gained `closed`; AwsFleet lacked it
+    assert fleet.metric_period_s == 60.0  # CloudWatch's one-minute datapoints, not spec.local.period_s
 
 
 def test_closed_after_close(fleet: AwsFleet) -> None:  # noqa: F811

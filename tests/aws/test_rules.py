@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from _awsaccount import OFFERED_AZS, SUBNET_AZS, RuleViolation
 
-from mlops_lb import FleetSpec
+from mlops_lb import FleetSpec, open_fleet
 from mlops_lb._aws_rules import (
     RULES,
     alb_name_problem,
@@ -20,6 +20,7 @@ from mlops_lb._aws_rules import (
     resource_violations,
     security_group_name_problem,
 )
+from mlops_lb.aws import preflight
 from mlops_lb.errors import SpecError
 
 SUBNETS = sorted(SUBNET_AZS)  # a..f, one per AZ
@@ -146,10 +147,18 @@ def test_instance_refresh_must_keep_capacity() -> None:
 
 
 def test_spec_refuses_names_ec2_would_refuse() -> None:
-    """FleetSpec(name="sg-...") used to pass, then EC2 refused the security groups mid-deployment."""
-    with pytest.raises(SpecError) as info:
-        FleetSpec(name="sg-demo")
-    assert info.value.field == "name" and "sg-" in str(info.value)
+    """FleetSpec(name="sg-...") used to pass, then EC2 refused the security groups mid-deployment. The AWS
+    backend's rule refuses it from spec.check, open_fleet and preflight, before any call to AWS."""
+    spec = FleetSpec(name="sg-demo")
+    for attempt in (
+        lambda: spec.check(backend="aws"),
+        lambda: open_fleet(spec, backend="aws"),
+        lambda: preflight(spec, session=object()),  # a session object that cannot make a single call
+    ):
+        with pytest.raises(SpecError) as info:
+            attempt()
+        assert info.value.field == "name" and "sg-" in str(info.value)
+    assert spec.check(backend="local") is spec  # only EC2 refuses it
 
 
 def test_strict_mocks_reject_a_resource_that_breaks_a_rule(

@@ -11,6 +11,10 @@ from _rawserver import raw_server
 
 from mlops_lb.load import constant, run_load
 
+# The raw servers run on threads of the test process, and the runs are timed (a run ends at duration + timeout):
+# a neighbour test on the same two cores would stretch them. The target-fixture tests are `fleet` as well.
+pytestmark = pytest.mark.serial
+
 BODY = [b'{"rows": [[1.0, 2.0]]}']
 LAX = {"progress": False, "max_lag_p99_s": 10.0}
 

@@ -198,6 +198,7 @@ def emulator(tmp_path: Path) -> Iterator[int]:
             proc.wait(5)
 
 
+@pytest.mark.fleet
 def test_replayed_trace_sends_its_recorded_sizes(emulator):
     """run_load of a trace with sizes: the emulator counts exactly the trace's prompt and output tokens."""
     from prometheus_client.parser import text_string_to_metric_families

@@ -25,6 +25,7 @@ def test_example_app_does_not_use_mlops_lb() -> None:
     assert "fastapi" in names and not any(n.split(".")[0] == "mlops_lb" for n in names)
 
 
+@pytest.mark.fleet
 def test_byo_fastapi_fleet_scales_out_and_back_in(monkeypatch: pytest.MonkeyPatch) -> None:
     """20 rps against a 5 rps/target target: scale-out to max 3, every target serves (X-Target-Id from HAProxy),
     then scale-in to 1 with drains; the app's own log shows its requests."""

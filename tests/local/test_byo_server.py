@@ -28,6 +28,9 @@ from mlops_lb.errors import ProvisionError, SpecError
 from mlops_lb.local import LocalFleet
 from mlops_lb.local.workers import worker_argv
 
+# Starts local fleets (HAProxy and server processes): serial phase, not the fast command.
+pytestmark = pytest.mark.fleet
+
 
 def byo_spec(name: str, *, env: dict[str, str] | None = None, **kw: Any) -> ml.FleetSpec:
     """fast_spec with the user server as a command; extra keywords replace `server` fields."""

@@ -6,11 +6,15 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
 from _localfleet import USER_SERVER, fast_spec, run_load, wait_for
 
 import mlops_lb as ml
 from mlops_lb.analysis.replay import replay, reproduce
 from mlops_lb.local import LocalFleet
+
+# Starts local fleets (HAProxy and server processes): serial phase, not the fast command.
+pytestmark = pytest.mark.fleet
 
 
 def test_scales_out_on_in_flight_requests_and_back_in() -> None:

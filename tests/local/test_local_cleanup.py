@@ -20,6 +20,9 @@ from _localfleet import fast_spec, wait_for
 
 from mlops_lb.local import LocalFleet
 
+# Starts local fleets (HAProxy and server processes): serial phase, not the fast command.
+pytestmark = pytest.mark.fleet
+
 
 def _children() -> set[int]:
     return {p.pid for p in psutil.Process().children(recursive=True)}

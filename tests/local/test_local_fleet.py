@@ -16,6 +16,9 @@ from mlops_lb.errors import SpecError
 from mlops_lb.frames import check_events_frame, check_status_frame
 from mlops_lb.local import LocalFleet
 
+# Starts local fleets (HAProxy and server processes): serial phase, not the fast command.
+pytestmark = pytest.mark.fleet
+
 
 class TestLaunched:
     """The shared round-robin fleet (two targets)."""

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from _localfleet import fast_spec, run_load, wait_for
 
 from mlops_lb.autoscaling import CapacityState, PeriodSample, TargetTrackingPolicy, decide
 from mlops_lb.local import LocalFleet
+
+# Starts local fleets (HAProxy and server processes): serial phase, not the fast command.
+pytestmark = pytest.mark.fleet
 
 
 def test_scale_out_under_load_then_in_when_quiet() -> None:

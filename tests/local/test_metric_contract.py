@@ -8,6 +8,9 @@ from contract import assert_metric_frame_contract
 
 from mlops_lb.local import LocalFleet
 
+# Starts local fleets (HAProxy and server processes): serial phase, not the fast command.
+pytestmark = pytest.mark.fleet
+
 LOCAL_METRICS = (
     "RequestCount",
     "RequestCountPerTarget",

@@ -19,7 +19,11 @@ import pytest
 import mlops_lb as ml
 from mlops_lb.local import LocalFleet
 
-pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+# Starts local fleets (HAProxy and server processes): serial phase, not the fast command.
+pytestmark = [
+    pytest.mark.fleet,
+    pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed"),
+]
 
 
 @pytest.mark.timeout(60)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import psutil
+import pytest
 from _localfleet import fast_spec, run_load, wait_for
 
 import mlops_lb as ml
@@ -13,6 +14,9 @@ from mlops_lb.analysis.waterfall import scale_out_waterfall
 from mlops_lb.frames import check_events_frame, check_status_frame
 from mlops_lb.local import LocalFleet
 from mlops_lb.spec import WarmPoolSpec
+
+# Starts local fleets (HAProxy and server processes): serial phase, not the fast command.
+pytestmark = pytest.mark.fleet
 
 
 def _spec(**pool: object) -> ml.FleetSpec:

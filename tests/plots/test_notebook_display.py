@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 CELL = """\
@@ -14,6 +15,7 @@ plots.latency_over_time(df)
 """
 
 
+@pytest.mark.notebook
 def test_a_figure_as_the_last_value_of_a_cell_renders_as_png() -> None:
     """A bare Figure (built without pyplot) gets an image/png output, not only its text repr."""
     nb = nbformat.v4.new_notebook()

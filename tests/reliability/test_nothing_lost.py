@@ -32,7 +32,8 @@ from mlops_lb.serving import demo_payloads
 
 RATE = 80.0
 
-pytestmark = pytest.mark.timeout(120)
+# Starts local fleets (HAProxy and server processes): serial phase, not the fast command.
+pytestmark = [pytest.mark.fleet, pytest.mark.timeout(120)]
 
 
 @pytest.fixture(scope="module")

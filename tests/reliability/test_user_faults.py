@@ -17,6 +17,9 @@ from _reliability import events_of, fault_spec, wait_for
 
 from mlops_lb.local import BalancerDown, LocalFleet, PortInUse
 
+# Starts local fleets (HAProxy and server processes): serial phase, not the fast command.
+pytestmark = pytest.mark.fleet
+
 
 def _port(fleet: LocalFleet) -> int:
     return int(fleet.url.rsplit(":", 1)[1])

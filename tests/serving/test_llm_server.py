@@ -28,6 +28,9 @@ import pytest
 
 from mlops_lb.serving import EngineParams, llm_command
 
+# Starts `mlops-lb serve --llm` processes (the llm and llm_factory fixtures): serial phase, not the fast command.
+pytestmark = pytest.mark.fleet
+
 
 def _free_port() -> int:
     with socket.socket() as s:

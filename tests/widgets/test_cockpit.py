@@ -143,6 +143,25 @@ class TestTimeToLive:
         c.tick()
         assert "stack busy" in c.ttl_html.value
 
+    def test_a_deadline_passed_during_set_up_closes_the_fleet_without_an_error(
+        self, fleet: FakeFleet
+    ) -> None:
+        """ttl_s=0: the first tick, inside the constructor, expires the fleet (on a busy machine a short time to
+        live does the same); the cockpit is built, the fleet closed, and no ticker is left running."""
+        c = FleetCockpit(
+            fleet,
+            refresh_s=0.02,
+            executor=InlineExecutor(),
+            start_load=FakeStartLoad(),
+            root=None,
+            ttl_s=0,
+            plot="static",
+        )
+        try:
+            assert fleet.closed and c.expired and c._ticker is None
+        finally:
+            c.close()
+
     def test_ticker_runs_the_countdown_in_the_background(self, fleet: FakeFleet) -> None:
         """With refresh_s the background ticker reaches the deadline by itself and closes the fleet."""
         c = FleetCockpit(

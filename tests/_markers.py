@@ -1,0 +1,75 @@
+"""Which tests start processes: the markers ``fleet``, ``ray`` and ``notebook`` (pyproject.toml), kept exact.
+
+The fast command and the parallel phase of scripts/test.sh
+(``pytest -n 2 -m "not (fleet or notebook or ray or browser or serial or slow or aws)"``) rely on these markers.
+Two mechanisms keep them exact (tests/conftest.py wires both):
+
+1. a test that uses a fixture which starts servers or Ray gets the fixture's marker (:data:`FIXTURE_MARKS`);
+2. every process a test starts is seen through Python's audit hooks (``subprocess.Popen``, ``os.posix_spawn``,
+   ``os.fork``: :func:`audit`); when a test starts a server, HAProxy, a notebook kernel or Ray without the marker
+   :func:`process_kind` names, the test fails and says which marker to add. Short-lived tools (a fresh interpreter
+   that imports the package, a CLI call that exits, ``nbstripout``, ``bash -n``, a fake ``pulumi``) stay allowed:
+   they neither listen nor time anything.
+
+Imported by module name (``tests/`` is on ``pythonpath``), never from a conftest.
+
+Example::
+
+    process_kind(("haproxy", "-f", "cfg"))                    # 'fleet'
+    process_kind((sys.executable, "-c", "import mlops_lb"))   # None
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+# Fixtures that start real servers, fleets or a Ray cluster, by name, and the marker their users need.
+FIXTURE_MARKS = {
+    "server": "fleet",
+    "server_factory": "fleet",
+    "target": "fleet",
+    "target_factory": "fleet",
+    "start_target": "fleet",
+    "rr_fleet": "fleet",
+    "fleet_factory": "fleet",
+    "ray_cluster": "ray",
+}
+SPAWNED: list[tuple[str, ...]] = []
+"""Every argv started by this test process, in order (``("<fork>",)`` for a bare fork)."""
+
+_RAY = re.compile(r"(^|[/ ])ray([/ ]|$)|gcs_server|raylet|\bray start\b|ray/_private")
+_SERVER = re.compile(
+    r"-m mlops_lb (serve|up|demo|load)\b|_server\.py|_rawserver\.py|user_server\.py|\buvicorn\b"
+)
+
+
+def audit(event: str, args: tuple[Any, ...]) -> None:
+    """``sys.addaudithook`` callback: record the argv of each process this interpreter starts."""
+    if event == "subprocess.Popen":
+        argv = args[1]
+        SPAWNED.append(
+            tuple(os.fsdecode(a) for a in argv) if isinstance(argv, (list, tuple)) else (str(argv),)
+        )
+    elif event == "os.posix_spawn":
+        SPAWNED.append(tuple(os.fsdecode(a) for a in args[1]))
+    elif event in ("os.fork", "os.forkpty"):
+        SPAWNED.append(("<fork>",))
+
+
+def process_kind(argv: tuple[str, ...]) -> str | None:
+    """The marker a test needs for starting ``argv``: ``fleet``, ``ray``, ``notebook``, or None for a short tool.
+
+    A bare fork counts as ``fleet``: only the load generator's process workers and servers fork in this suite.
+    """
+    # The program and its arguments, not the text of ``python -c CODE``: code that merely names a server module
+    # (``'uvicorn' in sys.modules``) starts nothing.
+    line = " ".join(a for i, a in enumerate(argv) if not (i and argv[i - 1] == "-c"))
+    if "ipykernel" in line or "nbclient" in line:
+        return "notebook"
+    if _RAY.search(line):
+        return "ray"
+    if argv and (os.path.basename(argv[0]) in ("haproxy", "nginx", "wrk", "<fork>") or _SERVER.search(line)):
+        return "fleet"
+    return None
