@@ -73,10 +73,16 @@ ERROR_KINDS = (
     E_OK, E_TIMEOUT, E_CONNECT, E_RESET, E_4XX, E_5XX, E_OTHER, E_NO_CONN, E_CANCELLED, E_TRUNCATED,
     E_BAD_EVENT, E_NO_TOKENS,
 ) = range(len(ERROR_KINDS))  # fmt: skip
-# Which kinds still measure a whole response: their latency goes into the percentiles (an HTTP error is a
-# response; a broken or timed-out stream is not, although its partial timings stay in its record).
+# Which kinds measure the fleet's work on a request: their latency goes into the percentiles. A 5xx is the fleet
+# failing after doing (some of) the work; a 4xx is the request refused (a wrong path, a bad payload, 429
+# shedding), so its latency says nothing of the model's and would pass a run of 404s off as a fast fleet; a
+# broken or timed-out stream is not a whole response (its partial timings stay in its record).
 LATENCY_KINDS = np.zeros(len(ERROR_KINDS), dtype=bool)
-LATENCY_KINDS[[E_OK, E_4XX, E_5XX, E_NO_TOKENS]] = True
+LATENCY_KINDS[[E_OK, E_5XX, E_NO_TOKENS]] = True
+
+# A wake of the engine's loop later than planned by more than this is recorded as a stall (start, length): the
+# loop sleeps at most 10 ms, so a longer gap is this machine (CPU contention, a GC pause, SIGSTOP), not the fleet.
+STALL_RECORD_S = 0.02
 
 # Ring of request slots: the smallest size (2 chunks), and how many requests stay loaded ahead of the next send.
 RING_MIN = 1 << 17
@@ -501,6 +507,7 @@ class _Interval:
         self.offered = 0  # intended in the interval (whether or not sent)
         self.sent = 0
         self.starved = 0
+        self.stalls: list[tuple[float, float]] = []  # (offset, seconds) of loop stalls that ended in it
         self.responses = 0
         self.ok = 0
         self.err = np.zeros(len(ERROR_KINDS), dtype=np.int64)
@@ -1064,6 +1071,7 @@ class _Engine:
             "err": cur.err.tolist(),
             "starved": cur.starved,
             "tokens": cur.tokens,
+            "stalls": cur.stalls[:256],  # a pathological machine must not flood the collector
         }
         hists: tuple[Any, ...] = cur.hists + (cur.shists or (None, None, None, None))
         if self.cfg.encode_hists:
@@ -1145,7 +1153,16 @@ class _Engine:
                 self.expire_waiting(now, E_NO_CONN)
                 continue
             # Wake often: each wake folds a small slice of records (see absorb).
-            await asyncio.sleep(min(max(min(boundary, next_sweep) - now, 0.0), 0.01))
+            pause = min(max(min(boundary, next_sweep) - now, 0.0), 0.01)
+            await asyncio.sleep(pause)
+            stall = self.clock() - (now + pause)
+            if stall > STALL_RECORD_S:
+                self.cur.stalls.append((now + pause, stall))
+                # The loop did not run (this process was descheduled or stopped): answers that arrived meanwhile
+                # wait in the socket buffers. Let the loop read them before the next timeout sweep judges the
+                # requests in flight, or answered requests would be recorded as timeouts (issue 25).
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
         end = self.clock()
         self.stopping = True  # connections replaced from here on must not take requests
         self.absorb(end, final=True)

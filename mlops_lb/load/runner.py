@@ -53,6 +53,7 @@ from .result import (
     stream_percentiles,
 )
 from .settings import LoadSettings
+from .validity import MIN_LATE_AFTER_S, DeliveryLog
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -180,6 +181,10 @@ def _default_payloads() -> list[bytes]:
 # (5 ms by default) while another thread runs Python code: that wait is schedule lag, and it broke the 3 ms lag
 # bound at every rate. While a threaded run goes, the interval is lowered; the last run to end restores it.
 GIL_SWITCH_INTERVAL_S = 0.0002
+# How long the collector waits past an engine's own end (last intended send + timeout_s) for its last messages
+# before reporting it lost: the final interval and the records of a whole run's tail must cross a pipe (or Ray)
+# on a busy machine.
+COLLECT_GRACE_S = 3.0
 _switch_lock = threading.Lock()
 _switch_users = 0
 _switch_saved = 0.0
@@ -227,7 +232,9 @@ class _Run:
         self.timeout_s = settings.timeout_s
         self.interval_s = settings.interval_s
         self.workers = settings.workers
-        self.max_lag_p99_s = settings.max_lag_p99_s
+        # the late bound the Ray shard table counts with while the run goes (the verdict uses the final one)
+        self.max_lag_p99_s = settings.late_after_s if settings.late_after_s is not None else MIN_LATE_AFTER_S
+        self.delivery = DeliveryLog(settings.interval_s)
         self.connect_timeout_s = (
             min(self.timeout_s, 3.0) if settings.connect_timeout_s is None else settings.connect_timeout_s
         )
@@ -348,7 +355,7 @@ class _Run:
             self._to_bundle("write_json", "summary.json", result.summary(), retry=True)
             self._to_bundle("finalize", retry=True)
             result.bundle_error = self.bundle_error
-        failed = {w: t for w, t in self._dead.items() if t and t != "killed"}
+        failed = {w: t for w, t in self._dead.items() if t and t not in ("killed", "silent")}
         if failed and not self._chunks_have_records():
             raise LoadTestError(f"load engine failed:\n{next(iter(failed.values()))}")
         return result
@@ -437,7 +444,9 @@ class _Run:
         finally:
             self._internal_stop.set()
             go.set()
-            for p in procs:
+            for w, p in enumerate(procs):
+                if self._dead.get(w) == "silent":
+                    p.kill()  # stopped or hung: it would not see the stop event (our own child, by handle)
                 p.join(timeout=5)
                 if p.is_alive():
                     p.kill()
@@ -450,11 +459,27 @@ class _Run:
         alive: Callable[[int], bool],
         on_all_ready: Callable[[], None] | None = None,
     ) -> None:
-        """Handle engine messages until every engine is done or dead; Ctrl-C and Stop end the run gracefully."""
+        """Handle engine messages until every engine is done or dead; Ctrl-C and Stop end the run gracefully.
+
+        The collector has a deadline of its own (issue 25): an engine ends by itself at its last intended send
+        plus ``timeout_s`` (a Stop: at the Stop plus ``min(timeout_s, 1 s)``); the collector waits
+        :data:`COLLECT_GRACE_S` (or two intervals) more for its last messages, then reports every engine not done
+        by then as lost ("silent": a stopped process, a hung thread, an unreachable Ray shard) and returns.
+        """
         suspect: dict[int, float] = {}
         started = time.monotonic()
+        grace = max(COLLECT_GRACE_S, 2 * self.interval_s)
+        stop_wall = math.inf
         while len(self._done) + len(self._dead) < self.workers:
             try:
+                if self.epoch and on_all_ready is None:
+                    deadline = self.epoch + self.profile.duration_s + self.timeout_s + grace
+                    if self._internal_stop.is_set():
+                        stop_wall = min(stop_wall, time.time())
+                        deadline = min(deadline, stop_wall + min(self.timeout_s, 1.0) + grace)
+                    if time.time() > deadline:
+                        self._give_up_silent()
+                        break
                 try:
                     msg = get(timeout=0.1)
                 except queue_mod.Empty:
@@ -492,6 +517,18 @@ class _Run:
                 self._internal_stop.set()
         self._flush(final=True)
 
+    def _give_up_silent(self) -> None:
+        """Past the collector's deadline: every engine not done is lost (its process is killed by the caller)."""
+        for w in range(self.workers):
+            if w in self._done or w in self._dead:
+                continue
+            log.warning(
+                "load worker %d sent nothing by the run's deadline (last send + timeout_s + grace): reported lost", w
+            )
+            self._dead[w] = "silent"
+        if self._internal_stop is not None:
+            self._internal_stop.set()
+
     # ---------------------------------------------------------------- messages
     def _handle(self, msg: tuple) -> None:
         kind, w = msg[0], msg[1]
@@ -514,6 +551,7 @@ class _Run:
             self._dead[w] = msg[2]
 
     def _add_records(self, w: int, rec: dict[str, Any]) -> None:
+        self.delivery.add_records(rec["intended"], rec["sent"], rec["done"], rec["err"])
         # The engine sends target codes: naming them here keeps object arrays out of its loop.
         names = np.array([*rec.pop("target_names", ()), ""], dtype=object)
         rec["target"] = names[rec["target"]]  # -1 picks the trailing ""
@@ -557,7 +595,8 @@ class _Run:
 
         corr, unc, lag = new_histogram(), new_histogram(), new_histogram()
         shists: list[Any] = [None, None, None, None]  # ttft, ttft uncorrected, itl, tpot: only if streams
-        offered = sent = responses = ok = tokens = 0
+        offered = sent = responses = ok = tokens = starved = 0
+        stalls: list[Any] = []
         err = np.zeros(len(ERROR_KINDS), dtype=np.int64)
         for counts, hists in parts.values():
             for total, h in zip((corr, unc, lag), hists[:3], strict=True):
@@ -573,8 +612,11 @@ class _Run:
             responses += counts["responses"]
             ok += counts["ok"]
             tokens += counts.get("tokens", 0)
-            self._starved += counts.get("starved", 0)
+            starved += counts.get("starved", 0)
+            stalls.extend(counts.get("stalls", ()))
             err += np.asarray(counts["err"], dtype=np.int64)
+        self._starved += starved
+        self.delivery.add_interval(k, sent=sent, starved=starved, stalls=stalls)
         for total, h in zip(self._totals, (corr, unc, lag, *shists), strict=True):
             if h is not None:
                 total.add(h)
@@ -668,6 +710,7 @@ class _Run:
             horizon = max(send_ends)
             due = due_before(self.profile, horizon)
             duration = horizon
+            self.delivery.horizon = horizon
         else:
             due = self.scheduled
             duration = self.profile.duration_s
@@ -693,7 +736,8 @@ class _Run:
             duration_s=float(duration),
             stopped=bool(stopped),
             stop_reason=self.stop_reason,
-            max_lag_p99_s=self.max_lag_p99_s,
+            settings=self.settings,
+            delivery=self.delivery,
             steps=self._steps,
             lost_workers=lost,
             workers=self.workers,
@@ -723,7 +767,10 @@ def run_load(
     progress: bool = True,
     stop: threading.Event | None = None,
     bundle: RunBundle | None = None,
-    max_lag_p99_s: float = 0.003,
+    late_after_s: float | None = None,
+    max_late_share: float = 0.01,
+    max_error_share: float = 0.01,
+    max_lag_p99_s: float | None = None,
     slo: Mapping[str, float] | None = None,
     connect_timeout_s: float | None = None,
     cluster: str | None = None,
@@ -751,9 +798,13 @@ def run_load(
     get TTFT, ITL, TPOT and token counts (see :class:`LoadResult`); ``slo={"ttft_s": …, "tpot_s": …,
     "latency_s": …}`` (any subset) sets the bounds of ``requests_meeting_slo`` and ``goodput_rps``.
 
-    A run that sent under 99 % of its schedule, lagged behind it (schedule-lag p99 above ``max_lag_p99_s``),
-    went unanswered or met many server errors is returned with ``valid=False``, ``invalid_reasons`` and the
-    parallel ``invalid_kinds``. If the bundle cannot be written, the run goes on and the result carries the
+    Validity (:mod:`mlops_lb.load.validity` states the rule): a run whose schedule was held back — in some
+    interval more than ``max_late_share`` (1 %) of the requests went out more than ``late_after_s`` late (None:
+    ``max(5 ms, 10 % of the service-time p50)``) *and* the rate suffered — or whose failed requests (4xx
+    included) pass ``max_error_share`` (1 %) of those sent is returned with ``valid=False``,
+    ``invalid_reasons`` (each naming its fix) and the parallel ``invalid_kinds``; each held-back window is
+    blamed on the fleet (saturated) or the generator (lag). ``max_lag_p99_s`` is the old name of
+    ``late_after_s``. If the bundle cannot be written, the run goes on and the result carries the
     :class:`~mlops_lb.errors.StorageError` as ``bundle_error``.
 
     Example::

@@ -28,7 +28,8 @@ __all__ = ["LoadSettings"]
 @dataclass(frozen=True, kw_only=True)
 class LoadSettings:
     """How a run sends and is judged: method and headers, connections, timeouts, interval, worker processes or
-    Ray shards, progress bar, the schedule-lag bound that makes a run valid and the streaming SLO. Defaults are
+    Ray shards, progress bar, the bounds of the validity rule (``late_after_s``, ``max_late_share``,
+    ``max_error_share``; see :mod:`mlops_lb.load.validity`) and the streaming SLO. Defaults are
     ``run_load``'s.
 
     Example::
@@ -44,7 +45,10 @@ class LoadSettings:
     interval_s: float = 1.0
     workers: int = 1
     progress: bool = True
-    max_lag_p99_s: float = 0.003
+    late_after_s: float | None = None
+    max_late_share: float = 0.01
+    max_error_share: float = 0.01
+    max_lag_p99_s: float | None = None
     slo: Mapping[str, float] | None = None
     connect_timeout_s: float | None = None
     cluster: str | None = None
@@ -66,7 +70,23 @@ class LoadSettings:
         check_num("timeout_s", self.timeout_s, 0.001, 3600)
         check_num("interval_s", self.interval_s, 0.05, 3600)
         check_int("workers", self.workers, 1, 256)
-        check_num("max_lag_p99_s", self.max_lag_p99_s, 0, 3600)
+        # The validity rule's knobs (mlops_lb.load.validity): a send is late when it goes out more than
+        # late_after_s after its intended time (None: max(5 ms, 10 % of the run's service-time p50)).
+        if self.max_lag_p99_s is not None:
+            # the old name of the bound (it judged a lag p99): kept so old notebooks run, meaning late_after_s
+            check_num("max_lag_p99_s", self.max_lag_p99_s, 0, 3600)
+            if self.late_after_s is None:
+                object.__setattr__(self, "late_after_s", self.max_lag_p99_s)
+            elif self.late_after_s != self.max_lag_p99_s:
+                fail(
+                    "max_lag_p99_s",
+                    f"is the old name of late_after_s; give one of them (got {show(self.max_lag_p99_s)} and "
+                    f"late_after_s={show(self.late_after_s)})",
+                )
+        if self.late_after_s is not None:
+            check_num("late_after_s", self.late_after_s, 0, 3600)
+        check_num("max_late_share", self.max_late_share, 0, 1)
+        check_num("max_error_share", self.max_error_share, 0, 1)
         check_bool("progress", self.progress)
         if self.connect_timeout_s is not None:
             check_num("connect_timeout_s", self.connect_timeout_s, 0.001, 3600)
