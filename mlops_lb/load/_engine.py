@@ -578,6 +578,7 @@ class _Engine:
         self.t0 = 0.0
         self.now = 0.0
         self.send_end = float("nan")
+        self.resumed_at = -math.inf  # when the loop last came back from a stall
         self.perf = time.perf_counter
         self.reqs = list(cfg.requests) if cfg.requests is not None else None
         self.nreqs = len(self.reqs) if self.reqs else 0
@@ -930,7 +931,10 @@ class _Engine:
                 since = sp.last_rx if sp is not None else self.sent[conn.req]
                 if now - since > limit:
                     conn._fail(E_TIMEOUT)
-        if not self.stopping:  # after a Stop, what was not due by then stays unsent (not an error)
+        # After a Stop, what was not due by then stays unsent (not an error). After a stall of this loop, the
+        # requests that came due meanwhile waited on the generator, not on a connection: each gets timeout_s of
+        # running loop before it is given up as no_connection (which blames the fleet).
+        if not self.stopping and now - self.resumed_at > limit:
             self.expire_waiting(now - limit, E_NO_CONN)
 
     def expire_waiting(self, upto: float, code: int) -> None:
@@ -1158,6 +1162,7 @@ class _Engine:
             stall = self.clock() - (now + pause)
             if stall > STALL_RECORD_S:
                 self.cur.stalls.append((now + pause, stall))
+                self.resumed_at = self.clock()
                 # The loop did not run (this process was descheduled or stopped): answers that arrived meanwhile
                 # wait in the socket buffers. Let the loop read them before the next timeout sweep judges the
                 # requests in flight, or answered requests would be recorded as timeouts (issue 25).

@@ -331,7 +331,7 @@ class _Run:
                 from .distributed import execute_shards
 
                 execute_shards(self)
-            elif self.workers == 1:
+            elif self.workers == 1 and self.settings.executor != "process":
                 self._execute_thread()
             else:
                 self._execute_processes()
@@ -763,6 +763,7 @@ def run_load(
     timeout_s: float = 10.0,
     interval_s: float = 1.0,
     workers: int = 1,
+    executor: str = "auto",
     on_interval: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = True,
     stop: threading.Event | None = None,

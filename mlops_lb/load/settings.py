@@ -44,6 +44,7 @@ class LoadSettings:
     timeout_s: float = 10.0
     interval_s: float = 1.0
     workers: int = 1
+    executor: str = "auto"
     progress: bool = True
     late_after_s: float | None = None
     max_late_share: float = 0.01
@@ -70,6 +71,15 @@ class LoadSettings:
         check_num("timeout_s", self.timeout_s, 0.001, 3600)
         check_num("interval_s", self.interval_s, 0.05, 3600)
         check_int("workers", self.workers, 1, 256)
+        # Where the engines run: "auto" (a thread for one worker, spawned processes for more, Ray shards with
+        # cluster=), or "process" to put even one engine in its own process (the GIL stays free, and a test can
+        # SIGSTOP the generator alone); "thread" only for one worker.
+        if self.executor not in ("auto", "thread", "process"):
+            fail("executor", f"must be 'auto', 'thread' or 'process' (got {show(self.executor)})")
+        if self.executor == "thread" and self.workers > 1:
+            fail("executor", f"'thread' runs one engine; use 'process' for workers={self.workers}")
+        if self.executor != "auto" and self.cluster is not None:
+            fail("executor", f"is chosen by cluster={self.cluster!r} (Ray shards); leave it 'auto'")
         # The validity rule's knobs (mlops_lb.load.validity): a send is late when it goes out more than
         # late_after_s after its intended time (None: max(5 ms, 10 % of the run's service-time p50)).
         if self.max_lag_p99_s is not None:
