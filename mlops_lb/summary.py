@@ -135,7 +135,10 @@ def summary_rows(
         rows.append(("p99 uncorrected", _ms(summary.get("p99_uncorrected_s"))))
     if "late_share" in summary:
         rows.append(
-            ("late sends", f"{float(summary['late_share']):.1%} later than {_ms(summary.get('late_after_s'))}")
+            (
+                "late sends",
+                f"{float(summary['late_share']):.1%} later than {_ms(summary.get('late_after_s'))}",
+            )
         )
     if "lag_p99_s" in summary:
         rows.append(("schedule lag p99", _ms(summary.get("lag_p99_s"))))

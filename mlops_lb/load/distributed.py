@@ -13,10 +13,12 @@ record parts exactly: the merged p99 is the p99 of every request, never an avera
   the future and sends it to all (node clocks must agree: NTP/chrony, as on EC2).
 * **Messages.** The engine's sink is a local ``queue.Queue``: no Ray call happens on the engine's loop. The
   driver long-polls each actor (``poll``), so a dead actor shows up as ``RayActorError`` on its poll; its
-  unreported share is counted in ``LoadResult.lost_workers`` and the run is invalid. Stop, Ctrl-C and a broken
+  unreported share is counted in ``LoadResult.lost_workers`` and the run is invalid, the shard named once
+  (``generator_lost``); a shard that goes silent (a stopped process, a lost node) is given up at the collector's
+  deadline, last intended send + ``timeout_s`` + a grace. Stop, Ctrl-C and a broken
   sweep bound are forwarded to every actor (``stop``); each keeps and sends what it measured.
 * **Lag.** ``LoadResult.shards`` has one row per shard: node, pid, scheduled, received, sent, ``late`` (sent
-  more than ``max_lag_p99_s`` after their intended time; k6's "dropped iterations" for an open loop that never
+  more than ``late_after_s`` after their intended time, 5 ms when it is automatic; k6's "dropped iterations" for an open loop that never
   drops) and the shard's lag p99, so a generator that fell behind is named.
 
 Example::

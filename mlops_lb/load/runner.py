@@ -523,7 +523,8 @@ class _Run:
             if w in self._done or w in self._dead:
                 continue
             log.warning(
-                "load worker %d sent nothing by the run's deadline (last send + timeout_s + grace): reported lost", w
+                "load worker %d sent nothing by the run's deadline (last send + timeout_s + grace): reported lost",
+                w,
             )
             self._dead[w] = "silent"
         if self._internal_stop is not None:

@@ -97,7 +97,7 @@ _E_NO_CONN = ERROR_KINDS.index("no_connection")
 
 def auto_late_after_s(service_p50_s: float) -> float:
     """The default late bound: ``max(5 ms, 10 % of the service-time p50)`` (5 ms when nothing was answered)."""
-    if not service_p50_s == service_p50_s:  # NaN: no answer to judge against
+    if service_p50_s != service_p50_s:  # NaN: no answer to judge against
         return MIN_LATE_AFTER_S
     return max(MIN_LATE_AFTER_S, LATE_SHARE_OF_P50 * service_p50_s)
 
@@ -221,7 +221,7 @@ def judge(
     slip = max(late_after_s, I / 4)
     nk = len(log.lag)
     if math.isfinite(log.horizon):
-        nk = min(nk, int(math.ceil(log.horizon / I)))
+        nk = min(nk, math.ceil(log.horizon / I))
     lag = log.lag[:nk]
     offered = lag.sum(axis=1)
     late = _above(lag, late_after_s)
@@ -260,7 +260,9 @@ def judge(
     in_windows = [(w.start_s - slip, w.end_s) for w in windows]
     for at, d in log.stalls:
         if d >= max(late_after_s, 0.05) and not any(a <= at + d and at <= b for a, b in in_windows):
-            notes.append(f"the load loop stalled {d * 1e3:.0f} ms at {at:.1f} s without holding the rate back")
+            notes.append(
+                f"the load loop stalled {d * 1e3:.0f} ms at {at:.1f} s without holding the rate back"
+            )
             if len(notes) >= 6:
                 break
     return Delivery(
@@ -295,9 +297,11 @@ def _classify(
         at, d = max(stalls, key=lambda s: s[1])
         why = f"the load loop stalled {d:.2f} s at {at:.1f} s (this machine did not run the generator)"
         return Window(start, end, "generator_lag", off, lt, sl, why)
-    kb = min(int(math.ceil(reach / I)), len(log.sent))
+    kb = min(math.ceil(reach / I), len(log.sent))
     sends = int(log.sent[a:kb].sum())
-    starved = int(log.starved[a:kb].sum())
+    # a send is counted in the interval it was absorbed in, a starved one when its connection freed: at the
+    # window's edge the two can fall in neighbouring intervals
+    starved = min(int(log.starved[a:kb].sum()), sends)
     no_conn = int(log.no_conn[a:b].sum()) if len(log.no_conn) > a else 0
     kd = min(kb + 1, len(log.busy_s))
     held_at_once = float(log.busy_s[a:kd].max()) / I if kd > a else 0.0

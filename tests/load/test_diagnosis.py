@@ -55,7 +55,9 @@ def _result(
     log.add_records(intended, sent, done, rec["err"])
     for k in range(int(n / 100)):
         in_k = (sent >= k) & (sent < k + 1)
-        log.add_interval(k, sent=int(in_k.sum()), starved=int(starved * in_k.sum() / max(mask.sum(), 1)), stalls=())
+        log.add_interval(
+            k, sent=int(in_k.sum()), starved=int(starved * in_k.sum() / max(mask.sum(), 1)), stalls=()
+        )
     log.stalls.extend(stalls)
     return LoadResult(url="http://x:8080/predict", profile=constant(100, n / 100), epoch=0.0, records=rec,
                       intervals=[], hists=hists, scheduled=n, due=n, duration_s=n / 100, stopped=False,

@@ -222,7 +222,9 @@ class TestCollectorDeadline:
         """A worker SIGSTOPped for good: the run ends at last send + timeout_s + grace, the worker lost."""
         from mlops_lb.load.runner import COLLECT_GRACE_S
 
-        run = start_load(f"{nginx}/", constant(20, 2), BODY, progress=False, executor="process", timeout_s=1.0)
+        run = start_load(
+            f"{nginx}/", constant(20, 2), BODY, progress=False, executor="process", timeout_s=1.0
+        )
         _started(run)
         pid = run.worker_pids[0]
         t0 = time.monotonic()
@@ -241,7 +243,9 @@ class TestCollectorDeadline:
     def test_answers_that_arrived_during_a_stall_are_not_timeouts(self, target_factory):
         """Generator stopped 2 s (> timeout_s=1) while a 200 ms server held requests: answered, not timeout."""
         t = target_factory(delay_s=0.2)
-        run = start_load(f"{t.base}/ok", constant(50, 5), BODY, progress=False, executor="process", timeout_s=1.0)
+        run = start_load(
+            f"{t.base}/ok", constant(50, 5), BODY, progress=False, executor="process", timeout_s=1.0
+        )
         _started(run)
         pid = run.worker_pids[0]
         os.kill(pid, signal.SIGSTOP)
