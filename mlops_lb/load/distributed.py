@@ -168,10 +168,10 @@ class _Shard:
             self._go.wait(STARTUP_TIMEOUT_S)
             return self._epoch
 
-        with contextlib.suppress(BaseException):  # reported as an ("error", ...) message by run_engine
+        with contextlib.suppress(BaseException):  # reported as a Failed message by run_engine
             run_engine(self._cfg, self._out.put, self._stop, start_at)
 
-    def poll(self, timeout: float) -> list[tuple]:
+    def poll(self, timeout: float) -> list[Any]:
         try:
             msgs = [self._out.get(timeout=timeout)]
         except queue_mod.Empty:
@@ -201,12 +201,12 @@ class _Transport:
     POLL_S = 1.0
 
     def __init__(self, ray: Any, run: _Run, actors: list[Any], max_lag_s: float) -> None:
-        from ._engine import new_histogram
+        from ._hdr import new_histogram
 
         self.ray = ray
         self.run = run
         self.actors = actors
-        self.buf: deque[tuple] = deque()
+        self.buf: deque[Any] = deque()
         self.polls: dict[Any, int] = {a.poll.remote(self.POLL_S): k for k, a in enumerate(actors)}
         self.dead: set[int] = set()
         self.finished: set[int] = set()
@@ -219,7 +219,7 @@ class _Transport:
         self.lag = [new_histogram() for _ in range(n)]
         self.state = ["running"] * n
 
-    def get(self, timeout: float) -> tuple:
+    def get(self, timeout: float) -> Any:
         if self.buf:
             return self.buf.popleft()
         self._forward_stop()
@@ -253,34 +253,35 @@ class _Transport:
             self.dead.add(k)
             self.state[k] = "failed"
             return
+        from ._messages import Done, Failed
+
         last = False
         for m in msgs:
             self._account(k, m)
-            if m[0] in ("done", "error"):
+            if isinstance(m, Failed):
                 last = True
-                self.state[k] = (
-                    "failed" if m[0] == "error" else ("stopped" if m[3].get("stopped") else "done")
-                )
+                self.state[k] = "failed"
+            elif isinstance(m, Done):
+                last = True
+                self.state[k] = "stopped" if m.info.get("stopped") else "done"
         self.buf.extend(msgs)
         if last:
             self.finished.add(k)
         else:
             self.polls[self.actors[k].poll.remote(self.POLL_S)] = k
 
-    def _account(self, k: int, msg: tuple) -> None:
-        from ._engine import fold
+    def _account(self, k: int, msg: Any) -> None:
+        from ._hdr import fold
 
-        for part in msg:
-            if isinstance(part, dict) and "index" in part and "sent" in part:
-                n = len(part["index"])
-                if not n:
-                    continue
-                lag = np.asarray(part["sent"], dtype=float) - np.asarray(part["intended"], dtype=float)
-                lag = lag[np.isfinite(lag)]
-                self.received[k] += n
-                self.sent[k] += len(lag)
-                self.late[k] += int(np.count_nonzero(lag > self.max_lag_s))
-                fold(self.lag[k], np.maximum(lag, 0.0))
+        part = getattr(msg, "records", None)  # Interval, Records and Done carry records
+        if not isinstance(part, dict) or not len(part["index"]):
+            return
+        lag = np.asarray(part["sent"], dtype=float) - np.asarray(part["intended"], dtype=float)
+        lag = lag[np.isfinite(lag)]
+        self.received[k] += len(part["index"])
+        self.sent[k] += len(lag)
+        self.late[k] += int(np.count_nonzero(lag > self.max_lag_s))
+        fold(self.lag[k], np.maximum(lag, 0.0))
 
     def _forward_stop(self) -> None:
         stop = self.run._internal_stop

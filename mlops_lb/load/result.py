@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._engine import ERROR_KINDS, new_histogram
+from ._codes import ERROR_KINDS
+from ._hdr import new_histogram
 from .validity import Delivery, DeliveryLog, auto_late_after_s, judge
 
 if TYPE_CHECKING:

@@ -40,7 +40,10 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from ..errors import LoadTestError, SpecError, StorageError
-from ._engine import ERROR_KINDS, EngineConfig, run_engine, worker_main
+from ._codes import ERROR_KINDS
+from ._engine import EngineConfig, run_engine, worker_main
+from ._hdr import new_histogram
+from ._messages import Done, Failed, Interval, Message, Ready, Records, SendEnd
 from .profiles import LoadProfile, ScheduleShare, due_before
 from .result import (
     LoadResult,
@@ -283,6 +286,7 @@ class _Run:
         self._done: dict[int, dict[str, Any]] = {}
         self._dead: dict[int, str] = {}
         self._ready: set[int] = set()
+        self._send_ends: dict[int, float] = {}  # worker -> offset its sending ended (SendEnd)
         self._totals = empty_hists()
         self._steps: list[dict[str, Any]] = []
         self._step_acc: dict[int, list[Any]] = {}
@@ -395,7 +399,7 @@ class _Run:
         }
 
     def _execute_thread(self) -> None:
-        q: queue_mod.Queue[tuple] = queue_mod.Queue()
+        q: queue_mod.Queue[Message] = queue_mod.Queue()
         self._internal_stop = threading.Event()
 
         def start_at() -> float:
@@ -403,7 +407,7 @@ class _Run:
             return self.epoch
 
         def target() -> None:
-            # a failure is reported through the queue as ("error", ...)
+            # a failure is reported through the queue as a Failed message
             with contextlib.suppress(BaseException):
                 run_engine(self._config(0, encode=False), q.put, self._internal_stop, start_at)
 
@@ -455,7 +459,7 @@ class _Run:
 
     def _collect(
         self,
-        get: Callable[..., tuple],
+        get: Callable[..., Message],
         alive: Callable[[int], bool],
         on_all_ready: Callable[[], None] | None = None,
     ) -> None:
@@ -531,25 +535,26 @@ class _Run:
             self._internal_stop.set()
 
     # ---------------------------------------------------------------- messages
-    def _handle(self, msg: tuple) -> None:
-        kind, w = msg[0], msg[1]
-        if kind == "ready":
+    def _handle(self, msg: Message) -> None:
+        w = msg.worker
+        if isinstance(msg, Ready):
             self._ready.add(w)
-        elif kind == "interval":
-            _, _, k, counts, hists, rec = msg
-            self._pending.setdefault(k, {})[w] = (counts, hists)
-            self._add_records(w, rec)
+        elif isinstance(msg, Interval):
+            self._pending.setdefault(msg.k, {})[w] = (msg.counts, msg.hists)
+            self._add_records(w, msg.records)
             self._flush()
-        elif kind == "records":
-            self._add_records(w, msg[2])
-        elif kind == "done":
-            _, _, rec, info = msg
-            self._add_records(w, rec)
-            self._done[w] = info
+        elif isinstance(msg, SendEnd):
+            self._send_ends[w] = msg.offset
+        elif isinstance(msg, Records):
+            self._add_records(w, msg.records)
+        elif isinstance(msg, Done):
+            self._add_records(w, msg.records)
+            self._send_ends.setdefault(w, msg.info["send_end"])
+            self._done[w] = msg.info
             self._flush()
-        elif kind == "error":
-            log.error("load engine %d failed:\n%s", w, msg[2])
-            self._dead[w] = msg[2]
+        elif isinstance(msg, Failed):
+            log.error("load engine %d failed:\n%s", w, msg.text)
+            self._dead[w] = msg.text
 
     def _add_records(self, w: int, rec: dict[str, Any]) -> None:
         self.delivery.add_records(rec["intended"], rec["sent"], rec["done"], rec["err"])
@@ -591,8 +596,6 @@ class _Run:
 
     def _interval_row(self, k: int, parts: Mapping[int, tuple[dict[str, Any], tuple[Any, ...]]]) -> None:
         from hdrh.histogram import HdrHistogram
-
-        from ._engine import new_histogram
 
         corr, unc, lag = new_histogram(), new_histogram(), new_histogram()
         shists: list[Any] = [None, None, None, None]  # ttft, ttft uncorrected, itl, tpot: only if streams
@@ -665,8 +668,6 @@ class _Run:
     def _step_account(self, k: int, row: dict[str, Any], corr: Any, ok: int, errors: int) -> None:
         """Fold interval ``k`` into its step; at a step's last interval, ask the profile's stop_rule."""
         import bisect
-
-        from ._engine import new_histogram
 
         starts = [s for s, _, _ in self._step_plan]
         j = bisect.bisect_right(starts, k * self.interval_s + 1e-9) - 1
@@ -868,6 +869,20 @@ class LoadRun:
     def done(self) -> bool:
         """True once the run has ended (finished, stopped or failed)."""
         return not self._thread.is_alive()
+
+    @property
+    def send_end_s(self) -> float | None:
+        """Seconds into the run at which sending ended (every engine said so), or None while it goes on.
+
+        From the engines' own :class:`~mlops_lb.load._messages.SendEnd`, so a caller showing a "draining" phase
+        need not guess it from the wall clock.
+        """
+        run = self._run
+        ends = dict(run._send_ends)
+        live = [w for w in range(run.workers) if w not in run._dead]
+        if not live or any(w not in ends for w in live):
+            return None
+        return max(ends[w] for w in live)
 
     @property
     def worker_pids(self) -> list[int]:

@@ -66,7 +66,7 @@ from typing import Any
 
 import numpy as np
 
-from ._engine import ERROR_KINDS
+from ._codes import ERROR_KINDS
 
 __all__ = [
     "MIN_LATE_AFTER_S",
