@@ -41,11 +41,11 @@ import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import numpy as np
 
 from ..errors import BackendUnavailable, LoadTestError, SpecError
+from ._ray_options import PLACEMENTS, check_options, client_address
 from .profiles import ScheduleShare
 
 if TYPE_CHECKING:
@@ -56,10 +56,6 @@ __all__ = ["PLACEMENTS", "RAY_INSTALL", "check_options", "execute_shards"]
 log = logging.getLogger(__name__)
 
 RAY_INSTALL = "pip install 'mlops_lb[ray]'"
-#: ``spread``: Ray's SPREAD strategy (best effort over nodes); ``strict_spread``: a placement group with one
-#: shard per node (fails if there are fewer nodes than shards); ``pack``: Ray's default (fill a node first).
-PLACEMENTS = ("spread", "strict_spread", "pack")
-MAX_SHARDS = 1024
 # Time from the driver's "go" to schedule offset 0: the go message must reach every node first.
 START_LEAD_S = 0.25
 STARTUP_TIMEOUT_S = 180.0
@@ -67,53 +63,6 @@ CONNECT_TIMEOUT_S = 5.0
 FREE_WAIT_S = 10.0
 # The object store of a Ray this module starts itself: interval messages are small and freed at once.
 LOCAL_OBJECT_STORE_BYTES = 256 * 2**20
-
-
-# --------------------------------------------------------------------------- validation (no Ray import)
-def check_options(cluster: Any, shards: Any, placement: Any, workers: int, connections: int) -> None:
-    """Validate ``cluster=``/``shards=``/``placement=`` of run_load before anything starts (raises SpecError)."""
-    if cluster is None:
-        if shards is not None:
-            raise SpecError(
-                "shards", "needs cluster='ray' (or 'ray://head:10001'); use workers=N on one machine"
-            )
-        if placement != "spread":
-            raise SpecError("placement", "needs cluster='ray' (or 'ray://head:10001')")
-        return
-    if not isinstance(cluster, str) or not (cluster == "ray" or cluster.startswith("ray://")):
-        raise SpecError(
-            "cluster",
-            f"must be 'ray' (a running ray.init() connection, else a local Ray) or 'ray://host:10001' "
-            f"(Ray Client) (got {cluster!r})",
-        )
-    if cluster.startswith("ray://"):
-        _client_address(cluster)
-    if shards is not None and shards != "auto":
-        if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= MAX_SHARDS:
-            raise SpecError(
-                "shards", f"must be 'auto' or an integer between 1 and {MAX_SHARDS} (got {shards!r})"
-            )
-        if shards > connections:
-            raise SpecError(
-                "shards", f"must be <= connections ({connections}): each shard needs one (got {shards})"
-            )
-    if placement not in PLACEMENTS:
-        raise SpecError("placement", f"must be one of {', '.join(PLACEMENTS)} (got {placement!r})")
-    if workers != 1:
-        raise SpecError(
-            "workers", f"must be 1 with cluster= (shards= sets the number of engines) (got {workers})"
-        )
-
-
-def _client_address(cluster: str) -> tuple[str, int]:
-    parts = urlsplit(cluster)
-    try:
-        port = parts.port or 10001
-    except ValueError as exc:
-        raise SpecError("cluster", f"has an invalid port: {cluster!r}") from exc
-    if not parts.hostname or parts.path not in ("", "/"):
-        raise SpecError("cluster", f"must be ray://host[:port] such as ray://head:10001 (got {cluster!r})")
-    return parts.hostname, port
 
 
 def import_ray() -> Any:
@@ -322,7 +271,7 @@ def _connect(ray: Any, cluster: str) -> bool:
             f"cluster={cluster!r}: this process is already connected to Ray; call ray.shutdown() first, or pass "
             "cluster='ray' to use that connection"
         )
-    host, port = _client_address(cluster)
+    host, port = client_address(cluster)
     try:
         socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._validate import check_bool, check_int, check_num, check_str, fail, show, unknown_field
+from ._ray_options import check_options
 
 __all__ = ["LoadSettings"]
 
@@ -114,8 +115,6 @@ class LoadSettings:
             object.__setattr__(self, "slo", dict(self.slo))
         if self.workers > self.connections:
             fail("workers", f"must be <= connections ({self.connections}) (got {self.workers})")
-        from .distributed import check_options  # validation only: Ray is imported when a run starts
-
         check_options(self.cluster, self.shards, self.placement, self.workers, self.connections)
 
     def to_dict(self) -> dict[str, Any]:
