@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import json
 import logging
@@ -815,26 +816,41 @@ def run_load(
         r = run_load("http://127.0.0.1:8080/predict", ramp(10, 500, 60), payloads=[{"rows": [[5.1, 3.5]]}])
         r.summary()["p99_s"], r.valid
     """
-    return _new_run(**locals()).execute()  # every parameter by name: _new_run is the one reader of them
+    knobs = {
+        "method": method, "headers": headers, "connections": connections, "timeout_s": timeout_s,
+        "interval_s": interval_s, "workers": workers, "executor": executor, "progress": progress,
+        "late_after_s": late_after_s, "max_late_share": max_late_share, "max_error_share": max_error_share,
+        "max_lag_p99_s": max_lag_p99_s, "slo": slo, "connect_timeout_s": connect_timeout_s, "cluster": cluster,
+        "shards": shards, "placement": placement,
+    }  # fmt: skip
+    run = _new_run(url, profile, payloads, settings, knobs, on_interval=on_interval, stop=stop, bundle=bundle)
+    return run.execute()
 
 
 def _new_run(
     url: str,
     profile: LoadProfile,
     payloads: Payloads,
-    *,
     settings: LoadSettings | None,
+    knobs: Mapping[str, Any],
+    *,
     on_interval: Callable[[dict[str, Any]], None] | None,
     stop: threading.Event | None,
     bundle: RunBundle | None,
-    **knobs: Any,
 ) -> _Run:
-    """The run of :func:`run_load`'s arguments; ``knobs`` are the :class:`LoadSettings` given as keywords."""
+    """The run of :func:`run_load`'s arguments; ``knobs`` are the :class:`LoadSettings` fields given as keywords."""
+    missing = set(_SETTING_NAMES) - set(knobs)
+    assert not missing, f"run_load keywords without a LoadSettings field: {missing}"
+    knobs = dict(knobs)
     _check_request_line(knobs["method"], knobs["headers"])
     knobs["headers"] = dict(knobs["headers"] or {})
     # One LoadSettings instead of the keywords; a keyword that disagrees with it is an error.
     merged = settings.resolve(**knobs) if settings is not None else LoadSettings(**knobs)
     return _Run(url, profile, payloads, merged, on_interval=on_interval, stop=stop, bundle=bundle)
+
+
+# The LoadSettings fields run_load takes as keywords (every one of them: the settings value carries them all).
+_SETTING_NAMES = tuple(f.name for f in dataclasses.fields(LoadSettings))
 
 
 class LoadRun:
@@ -941,4 +957,7 @@ def start_load(*args: Any, **kwargs: Any) -> LoadRun:
     given = bound.arguments
     if given["stop"] is None:
         given["stop"] = threading.Event()
-    return LoadRun(_new_run(**given), given["stop"])
+    knobs = {name: given[name] for name in _SETTING_NAMES}
+    run = _new_run(given["url"], given["profile"], given["payloads"], given["settings"], knobs,
+                   on_interval=given["on_interval"], stop=given["stop"], bundle=given["bundle"])  # fmt: skip
+    return LoadRun(run, given["stop"])
