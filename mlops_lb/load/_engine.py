@@ -60,7 +60,7 @@ from ._hdr import fold, new_histogram
 from ._messages import Done, Failed, Interval, Message, Ready, Records, SendEnd
 
 if TYPE_CHECKING:
-    from .profiles import ScheduleShare
+    from .sharding import ScheduleShare
 
 __all__ = [
     "ERROR_KINDS",

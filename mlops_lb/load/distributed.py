@@ -46,7 +46,7 @@ import numpy as np
 
 from ..errors import BackendUnavailable, LoadTestError, SpecError
 from ._ray_options import PLACEMENTS, check_options, client_address
-from .profiles import ScheduleShare
+from .sharding import ScheduleShare
 
 if TYPE_CHECKING:
     from .runner import _Run

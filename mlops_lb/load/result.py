@@ -43,7 +43,7 @@ from .validity import Delivery, DeliveryLog, auto_late_after_s, judge
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .profiles import LoadProfile
+    from ._profile_base import LoadProfile
     from .settings import LoadSettings
 
 log = logging.getLogger(__name__)

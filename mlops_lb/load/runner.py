@@ -45,7 +45,7 @@ from ._codes import ERROR_KINDS
 from ._engine import EngineConfig, run_engine, worker_main
 from ._hdr import new_histogram
 from ._messages import Done, Failed, Interval, Message, Ready, Records, SendEnd
-from .profiles import LoadProfile, ScheduleShare, due_before
+from ._profile_base import LoadProfile
 from .result import (
     LoadResult,
     RecordStore,
@@ -57,6 +57,7 @@ from .result import (
     stream_percentiles,
 )
 from .settings import LoadSettings
+from .sharding import ScheduleShare, due_before
 from .validity import MIN_LATE_AFTER_S, DeliveryLog
 
 if TYPE_CHECKING:
