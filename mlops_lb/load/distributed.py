@@ -2,7 +2,8 @@
 
 Ray is only a second *transport* for the engine's messages. Each shard is a Ray actor (one CPU) that runs the
 same engine as ``workers=N`` (:func:`mlops_lb.load._engine.run_engine`) on its share of the schedule, and the
-driver runs the same collector (``_Run._collect``) that merges interval HDR histograms (sent encoded) and
+driver runs the same collector (through the :class:`~mlops_lb.load.executors.EngineHost` protocol: this module
+never imports the runner, and is registered as the ``ray`` executor) that merges interval HDR histograms (sent encoded) and
 record parts exactly: the merged p99 is the p99 of every request, never an average of per-shard p99s.
 
 * **Schedule.** Shard ``k`` of ``N`` is :class:`mlops_lb.load.profiles.ScheduleShare`: Poisson arrivals are
@@ -46,10 +47,11 @@ import numpy as np
 
 from ..errors import BackendUnavailable, LoadTestError, SpecError
 from ._ray_options import PLACEMENTS, check_options, client_address
+from .executors import register_executor
 from .sharding import ScheduleShare
 
 if TYPE_CHECKING:
-    from .runner import _Run
+    from .executors import EngineHost
 
 __all__ = ["PLACEMENTS", "RAY_INSTALL", "check_options", "execute_shards"]
 
@@ -107,7 +109,7 @@ class _Shard:
 
     def run(self) -> None:
         from ._engine import run_engine
-        from .runner import GIL_SWITCH_INTERVAL_S
+        from .executors import GIL_SWITCH_INTERVAL_S
 
         # This process is ours alone: poll threads (serialising batches) must not hold the engine off the GIL
         # for the default 5 ms switch interval, which would be schedule lag.
@@ -149,11 +151,11 @@ class _Transport:
 
     POLL_S = 1.0
 
-    def __init__(self, ray: Any, run: _Run, actors: list[Any], max_lag_s: float) -> None:
+    def __init__(self, ray: Any, host: EngineHost, actors: list[Any], max_lag_s: float) -> None:
         from ._hdr import new_histogram
 
         self.ray = ray
-        self.run = run
+        self.host = host
         self.actors = actors
         self.buf: deque[Any] = deque()
         self.polls: dict[Any, int] = {a.poll.remote(self.POLL_S): k for k, a in enumerate(actors)}
@@ -233,8 +235,7 @@ class _Transport:
         fold(self.lag[k], np.maximum(lag, 0.0))
 
     def _forward_stop(self) -> None:
-        stop = self.run._internal_stop
-        if stop is not None and stop.is_set() and not self.stop_sent:
+        if self.host.stop_requested() and not self.stop_sent:
             self.stop_sent = True
             for k, a in enumerate(self.actors):
                 if k not in self.dead and k not in self.finished:
@@ -245,7 +246,7 @@ class _Transport:
 
     def go(self) -> None:
         epoch = time.time() + START_LEAD_S
-        self.run.epoch = epoch
+        self.host.set_epoch(epoch)
         for k, a in enumerate(self.actors):
             if k not in self.dead:
                 a.go.remote(epoch)
@@ -313,8 +314,8 @@ def _shard_count(ray: Any, shards: int | str | None) -> int:
     return shards
 
 
-def _check_picklable(ray: Any, run: _Run) -> None:
-    for name, obj in (("payloads", run.request_fn), ("profile", run.profile)):
+def _check_picklable(ray: Any, host: EngineHost) -> None:
+    for name, obj in (("payloads", host.engine_config(0, encode=True).request_fn), ("profile", host.profile)):
         if obj is None:
             continue
         try:
@@ -326,19 +327,21 @@ def _check_picklable(ray: Any, run: _Run) -> None:
             ) from exc
 
 
-def execute_shards(run: _Run) -> None:
-    """Run ``run``'s schedule as Ray shards and feed their messages to ``run``'s collector (see module doc)."""
+def execute_shards(host: EngineHost) -> None:
+    """The ``ray`` executor: run the host's schedule as Ray shards and feed their messages to its collector (see
+    the module doc and :mod:`mlops_lb.load.executors`)."""
     ray = import_ray()
-    _check_picklable(ray, run)
-    owned = _connect(ray, str(run.cluster))
+    _check_picklable(ray, host)
+    opts = host.settings
+    owned = _connect(ray, str(opts.cluster))
     actors: list[Any] = []
     pg: Any = None
     try:
-        n = _shard_count(ray, run.shards)
-        run.workers = n
-        run._internal_stop = threading.Event()
+        n = _shard_count(ray, opts.shards)
+        stop = threading.Event()
+        host.begin(n, stop)
         remote = ray.remote(num_cpus=1, max_concurrency=4, max_restarts=0)(_Shard)
-        if run.placement == "strict_spread":
+        if opts.placement == "strict_spread":
             from ray.util.placement_group import placement_group
             from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -357,12 +360,12 @@ def execute_shards(run: _Run) -> None:
                 for k in range(n)
             ]
         else:
-            strategies = ["SPREAD" if run.placement == "spread" else "DEFAULT"] * n
+            strategies = ["SPREAD" if opts.placement == "spread" else "DEFAULT"] * n
         actors = [remote.options(scheduling_strategy=s).remote() for s in strategies]  # type: ignore[attr-defined]
-        expected = ScheduleShare(run.profile, 0, n).sizes()
+        expected = ScheduleShare(host.profile, 0, n).sizes()
         try:
             infos = ray.get(
-                [a.setup.remote(run._config(k, encode=True)) for k, a in enumerate(actors)],
+                [a.setup.remote(host.engine_config(k, encode=True)) for k, a in enumerate(actors)],
                 timeout=STARTUP_TIMEOUT_S,
             )
         except ray.exceptions.GetTimeoutError as exc:
@@ -377,14 +380,13 @@ def execute_shards(run: _Run) -> None:
                     f"shard {k} drew {info['size']} requests where the driver drew {expected[k]}: the nodes run "
                     "another numpy version than this process; install the same versions everywhere"
                 )
-        run.shard_sizes = dict(enumerate(expected))
-        run.worker_pids = [int(i["pid"]) for i in infos]
-        transport = _Transport(ray, run, actors, run.max_lag_p99_s)
+        host.record(shard_sizes=dict(enumerate(expected)), worker_pids=[int(i["pid"]) for i in infos])
+        transport = _Transport(ray, host, actors, host.late_after_s)
         runs = [a.run.remote() for a in actors]
         try:
-            run._collect(transport.get, alive=transport.alive, on_all_ready=transport.go)
+            host.collect(transport.get, alive=transport.alive, on_all_ready=transport.go)
         finally:
-            run._internal_stop.set()
+            stop.set()
             transport._forward_stop()
             for k, a in enumerate(actors):
                 if k not in transport.finished and k not in transport.dead:
@@ -392,10 +394,10 @@ def execute_shards(run: _Run) -> None:
             with contextlib.suppress(Exception):
                 ray.wait(runs, num_returns=len(runs), timeout=10)
         rows = _rows(infos, transport, expected)
-        _log_lag(rows, run.max_lag_p99_s)
+        _log_lag(rows, host.late_after_s)
         import pandas as pd
 
-        run.shard_table = pd.DataFrame(rows)
+        host.record(shard_table=pd.DataFrame(rows))
     finally:
         for a in actors:
             with contextlib.suppress(Exception):
@@ -440,3 +442,6 @@ def _log_lag(rows: list[dict[str, Any]], bound_s: float) -> None:
                 "load shard %d on %s fell behind its schedule: %d of %d requests sent more than %.1f ms late "
                 "(lag p99 %.1f ms)", r["shard"], r["host"], r["late"], r["sent"], bound_s * 1e3, lag * 1e3,
             )  # fmt: skip
+
+
+register_executor("ray", execute_shards)

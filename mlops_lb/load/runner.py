@@ -31,21 +31,22 @@ import math
 import queue as queue_mod
 import re
 import socket
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from ..errors import LoadTestError, SpecError, StorageError
+from . import distributed  # noqa: F401 - registers the "ray" executor
 from ._codes import ERROR_KINDS
-from ._engine import EngineConfig, run_engine, worker_main
+from ._engine import EngineConfig
 from ._hdr import new_histogram
 from ._messages import Done, Failed, Interval, Message, Ready, Records, SendEnd
 from ._profile_base import LoadProfile
+from .executors import get_executor
 from .result import (
     LoadResult,
     RecordStore,
@@ -180,36 +181,10 @@ def _default_payloads() -> list[bytes]:
     return list(demo_payloads())
 
 
-# --------------------------------------------------------------------------- GIL hand-over
-# The engine thread shares the GIL with the collector (interval rows, percentiles, bundle writes, callbacks) and
-# any other thread of the process. When it wakes to send, it waits for the GIL up to the switch interval
-# (5 ms by default) while another thread runs Python code: that wait is schedule lag, and it broke the 3 ms lag
-# bound at every rate. While a threaded run goes, the interval is lowered; the last run to end restores it.
-GIL_SWITCH_INTERVAL_S = 0.0002
 # How long the collector waits past an engine's own end (last intended send + timeout_s) for its last messages
 # before reporting it lost: the final interval and the records of a whole run's tail must cross a pipe (or Ray)
 # on a busy machine.
 COLLECT_GRACE_S = 3.0
-_switch_lock = threading.Lock()
-_switch_users = 0
-_switch_saved = 0.0
-
-
-@contextlib.contextmanager
-def _short_gil_switch() -> Iterator[None]:
-    global _switch_users, _switch_saved
-    with _switch_lock:
-        if _switch_users == 0:
-            _switch_saved = sys.getswitchinterval()
-            sys.setswitchinterval(min(_switch_saved, GIL_SWITCH_INTERVAL_S))
-        _switch_users += 1
-    try:
-        yield
-    finally:
-        with _switch_lock:
-            _switch_users -= 1
-            if _switch_users == 0:
-                sys.setswitchinterval(_switch_saved)
 
 
 # --------------------------------------------------------------------------- validation
@@ -333,14 +308,7 @@ class _Run:
 
             self._bar = tqdm(total=self.scheduled, unit="req", desc="load", leave=True)
         try:
-            if self.cluster is not None:
-                from .distributed import execute_shards
-
-                execute_shards(self)
-            elif self.workers == 1 and self.settings.executor != "process":
-                self._execute_thread()
-            else:
-                self._execute_processes()
+            get_executor(self._executor_name())(self)
             result = self._result()
             result.shards = self.shard_table
         except BaseException:
@@ -400,64 +368,56 @@ class _Run:
             "scheduled": self.scheduled,
         }
 
-    def _execute_thread(self) -> None:
-        q: queue_mod.Queue[Message] = queue_mod.Queue()
-        self._internal_stop = threading.Event()
+    # ---------------------------------------------------------------- the EngineHost protocol (executors.py)
+    def engine_config(self, worker: int, *, encode: bool) -> EngineConfig:
+        """The engine configuration of ``worker`` (of :attr:`workers`), histograms encoded across processes."""
+        return self._config(worker, encode)
 
-        def start_at() -> float:
-            self.epoch = time.time() + 0.01
-            return self.epoch
+    def begin(self, workers: int, stop: Any) -> None:
+        """The executor runs ``workers`` engines, all watching ``stop`` (an Event of its kind)."""
+        self.workers = workers
+        self._internal_stop = stop
 
-        def target() -> None:
-            # a failure is reported through the queue as a Failed message
-            with contextlib.suppress(BaseException):
-                run_engine(self._config(0, encode=False), q.put, self._internal_stop, start_at)
+    def collect(
+        self,
+        get: Callable[..., Message],
+        alive: Callable[[int], bool],
+        on_all_ready: Callable[[], None] | None = None,
+    ) -> None:
+        """Handle the engines' messages until each is done or lost (see :meth:`_collect`)."""
+        self._collect(get, alive, on_all_ready)
 
-        th = threading.Thread(target=target, name="mlops-lb-load-engine", daemon=True)
-        with _short_gil_switch():
-            th.start()
-            self._collect(q.get, alive=lambda w: th.is_alive())
-            th.join(timeout=5)
+    def given_up(self, worker: int) -> bool:
+        """True when the collector's deadline reported ``worker`` lost for going silent."""
+        return self._dead.get(worker) == "silent"
 
-    def _execute_processes(self) -> None:
-        import multiprocessing as mp
+    def set_epoch(self, epoch: float) -> None:
+        """Wall-clock time of schedule offset 0, decided by the executor once every engine is ready."""
+        self.epoch = epoch
 
-        ctx = mp.get_context("spawn")
-        q = ctx.Queue()
-        self._internal_stop = ctx.Event()
-        go = ctx.Event()
-        start_wall = ctx.Value("d", 0.0)
-        procs = [
-            ctx.Process(
-                target=worker_main,
-                args=(self._config(w, encode=True), q, self._internal_stop, go, start_wall),
-                name=f"mlops-lb-load-{w}",
-                daemon=True,
-            )
-            for w in range(self.workers)
-        ]
-        try:
-            for p in procs:
-                p.start()
-            self.worker_pids = [int(p.pid or 0) for p in procs]
+    def stop_requested(self) -> bool:
+        """True once the run must end (Stop, Ctrl-C, a stop rule, the collector's deadline)."""
+        return self._internal_stop is not None and self._internal_stop.is_set()
 
-            def on_all_ready() -> None:
-                self.epoch = time.time() + 0.05
-                start_wall.value = self.epoch
-                go.set()
+    @property
+    def late_after_s(self) -> float:
+        """The late bound for per-engine counts while the run goes (the verdict's own may come later)."""
+        return self.max_lag_p99_s
 
-            self._collect(q.get, alive=lambda w: procs[w].is_alive(), on_all_ready=on_all_ready)
-        finally:
-            self._internal_stop.set()
-            go.set()
-            for w, p in enumerate(procs):
-                if self._dead.get(w) == "silent":
-                    p.kill()  # stopped or hung: it would not see the stop event (our own child, by handle)
-                p.join(timeout=5)
-                if p.is_alive():
-                    p.kill()
-                    p.join(timeout=5)
-            q.close()
+    def record(
+        self,
+        *,
+        worker_pids: Sequence[int] | None = None,
+        shard_sizes: Mapping[int, int] | None = None,
+        shard_table: pd.DataFrame | None = None,
+    ) -> None:
+        """What the executor learned: its engines' process ids, each engine's share size, a per-shard table."""
+        if worker_pids is not None:
+            self.worker_pids = list(worker_pids)
+        if shard_sizes is not None:
+            self.shard_sizes = dict(shard_sizes)
+        if shard_table is not None:
+            self.shard_table = shard_table
 
     def _collect(
         self,
@@ -522,6 +482,13 @@ class _Run:
                 self.stop_reason = "KeyboardInterrupt"
                 self._internal_stop.set()
         self._flush(final=True)
+
+    def _executor_name(self) -> str:
+        if self.cluster is not None:
+            return "ray"
+        if self.settings.executor != "auto":
+            return self.settings.executor
+        return "thread" if self.workers == 1 else "process"
 
     def _give_up_silent(self) -> None:
         """Past the collector's deadline: every engine not done is lost (its process is killed by the caller)."""
