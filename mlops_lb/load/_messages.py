@@ -1,7 +1,7 @@
 """The messages an engine sends to the collector, as named types (picklable: they cross process pipes and Ray).
 
 One engine runs one share of the schedule and reports through a *sink* (a queue's ``put``); the collector
-(:class:`mlops_lb.load.runner._Run`) is their only reader. In the order an engine sends them:
+(:class:`mlops_lb.load.collector.Collector`) is their only reader. In the order an engine sends them:
 
 * :class:`Ready` after its connections are open;
 * :class:`Interval` once per interval ``k`` (requests that *completed* in ``[kI, (k+1)I)``): the counts, the

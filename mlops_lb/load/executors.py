@@ -1,6 +1,6 @@
 """Executors: where a run's engines run — a thread, worker processes, Ray shards — registered by name.
 
-The collector (:class:`mlops_lb.load.runner._Run`) never names an executor's machinery, the way a fleet never
+The collector (:class:`mlops_lb.load.collector.Collector`) never names an executor's machinery, the way a fleet never
 names a backend's: it looks one up by name (``thread`` for one engine, ``process`` for several or when
 ``executor="process"``, ``ray`` with ``cluster=``) and calls it with itself as the :class:`EngineHost`. An
 executor starts its engines, hands their messages to ``host.collect`` (which returns when every engine is done

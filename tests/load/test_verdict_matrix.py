@@ -220,7 +220,7 @@ class TestMatrix:
 class TestCollectorDeadline:
     def test_silent_worker_is_reported_lost_and_the_run_returns_on_time(self, nginx):
         """A worker SIGSTOPped for good: the run ends at last send + timeout_s + grace, the worker lost."""
-        from mlops_lb.load.runner import COLLECT_GRACE_S
+        from mlops_lb.load.collector import COLLECT_GRACE_S
 
         run = start_load(
             f"{nginx}/", constant(20, 2), BODY, progress=False, executor="process", timeout_s=1.0
