@@ -38,13 +38,13 @@ import numpy as np
 
 from ._codes import ERROR_KINDS
 from ._hdr import new_histogram
+from .settings import SLO_KEYS, LoadSettings
 from .validity import Delivery, DeliveryLog, auto_late_after_s, judge
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from ._profile_base import LoadProfile
-    from .settings import LoadSettings
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,6 @@ INTERVAL_COLUMNS = (
     *_stream_names(), "output_tokens", "output_tokens_per_s",
 )  # fmt: skip
 _INT_COLUMNS = {"sent", "ok", "errors", "output_tokens"}
-SLO_KEYS = ("ttft_s", "tpot_s", "latency_s")
 
 
 def hist_percentiles(hist: Any, suffix: str = "", prefix: str = "") -> dict[str, float]:
@@ -264,8 +263,8 @@ class LoadResult:
     and the parallel ``invalid_kinds`` (``generator_lag``, ``connections_exhausted``, ``server_not_answering``,
     ``server_errors``, ``client_errors``, ``fleet_shedding``, ``generator_lost``, ``under_sent``; the rule is
     :mod:`mlops_lb.load.validity`'s), ``delivery`` (late share, held-back windows, notes), ``late_after_s`` (the
-    late bound used), ``settings`` (:class:`~mlops_lb.load.LoadSettings`), ``lost_workers`` (worker id -> requests of its share that never came
-    back), ``bundle_error`` (the :class:`~mlops_lb.errors.StorageError` that stopped the run bundle, or None:
+    late bound used), ``settings`` (:class:`~mlops_lb.load.LoadSettings`), ``lost_workers`` (worker id ->
+    requests of its share that never came back), ``bundle_error`` (the :class:`~mlops_lb.errors.StorageError` that stopped the run bundle, or None:
     the result itself is whole either way), ``slo``, ``loop`` ("open").
 
     Example::
@@ -310,8 +309,6 @@ class LoadResult:
         stats: Mapping[str, Any] | None = None,
         cluster: str | None = None,
     ) -> None:
-        from .settings import LoadSettings
-
         self.url = url
         self.cluster = cluster
         self.profile = profile

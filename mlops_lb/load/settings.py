@@ -23,7 +23,10 @@ from typing import Any
 from .._validate import check_bool, check_int, check_num, check_str, fail, show, unknown_field
 from ._ray_options import check_options
 
-__all__ = ["LoadSettings"]
+__all__ = ["SLO_KEYS", "LoadSettings"]
+
+# The per-request bounds ``slo=`` may set (see LoadResult's requests_meeting_slo and goodput_rps).
+SLO_KEYS = ("ttft_s", "tpot_s", "latency_s")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,8 +105,6 @@ class LoadSettings:
         if self.connect_timeout_s is not None:
             check_num("connect_timeout_s", self.connect_timeout_s, 0.001, 3600)
         if self.slo is not None:
-            from .result import SLO_KEYS
-
             if not isinstance(self.slo, Mapping):
                 fail(
                     "slo", f"must be a dict such as {{'ttft_s': 0.5, 'tpot_s': 0.05}} (got {show(self.slo)})"
