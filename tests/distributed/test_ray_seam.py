@@ -143,20 +143,18 @@ def test_shards_run_through_the_engine_host(fake_ray, start_target):
 
 def test_a_dead_shard_is_named_once(fake_ray, start_target):
     """A shard whose actor dies mid-run (its calls raise RayActorError): generator_lost once, shard named."""
+    import time
+
+    from mlops_lb.load import start_load
+
     t = start_target()
-    import threading
-
-    def kill_second_shard() -> None:
-        fake_ray.actors[1].dead = True
-        fake_ray.actors[1]._obj.stop()
-
-    timer = threading.Timer(1.5, kill_second_shard)
-    timer.start()
-    try:
-        r = run_load(
-            f"{t.base}/ok", constant(50, 3), BODY, connections=4, cluster="ray", shards=2, progress=False
-        )
-    finally:
-        timer.cancel()
+    run = start_load(
+        f"{t.base}/ok", constant(50, 3), BODY, connections=4, cluster="ray", shards=2, progress=False
+    )
+    deadline = time.monotonic() + 60
+    while len(run.latest_intervals()) < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    fake_ray.actors[1].dead = True  # from now on every call to it raises RayActorError, as Ray's would
+    r = run.result(timeout=60)
     assert r.shards.set_index("shard").loc[1, "state"] == "died"
     assert r.invalid_kinds == ["generator_lost"] and "shard 1" in r.invalid_reasons[0], r.invalid_reasons
