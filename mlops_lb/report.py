@@ -232,7 +232,7 @@ def _hdr_percentiles(values_s: Any, suffix: str = "") -> dict[str, float]:
     """p50 … max of ``values_s`` through the load's own µs HDR histogram and percentile names (one definition)."""
     import numpy as np
 
-    from .load._engine import HIST_HIGHEST_US, HIST_LOWEST_US, new_histogram
+    from .load._hdr import HIST_HIGHEST_US, HIST_LOWEST_US, new_histogram
     from .load.result import hist_percentiles
 
     h = new_histogram()

@@ -28,6 +28,9 @@ KIND_LABELS: dict[str, str] = {
     "connections_exhausted": "fleet saturated (every connection was waiting on the fleet)",
     "server_not_answering": "fleet not answering",
     "server_errors": "fleet errors",
+    "client_errors": "requests refused (4xx)",
+    "fleet_shedding": "fleet shedding (429)",
+    "generator_lost": "load generator lost (a worker or shard died)",
     "under_sent": "schedule under-sent",
 }
 
@@ -54,6 +57,11 @@ class Verdict:
     def causes(self) -> list[str]:
         """Short names of the causes: ``fleet saturated``, ``generator lag``… (empty when valid or unclassified)."""
         return [KIND_LABELS.get(k, k.replace("_", " ")).split(" (")[0] for k in self.kinds]
+
+    @property
+    def fixes(self) -> list[str]:
+        """What to do, one per reason (the text after ``Fix:``; the whole reason when it has none)."""
+        return [r.rsplit("Fix: ", 1)[-1] for r in self.reasons]
 
     @property
     def headline(self) -> str:
@@ -125,6 +133,13 @@ def summary_rows(
     rows.append(("p99.9 / max", f"{_ms(summary.get('p999_s'))} / {_ms(summary.get('max_s'))}"))
     if "p99_uncorrected_s" in summary:
         rows.append(("p99 uncorrected", _ms(summary.get("p99_uncorrected_s"))))
+    if "late_share" in summary:
+        rows.append(
+            (
+                "late sends",
+                f"{float(summary['late_share']):.1%} later than {_ms(summary.get('late_after_s'))}",
+            )
+        )
     if "lag_p99_s" in summary:
         rows.append(("schedule lag p99", _ms(summary.get("lag_p99_s"))))
     if "duration_s" in summary:
@@ -148,6 +163,7 @@ def summary_rows(
         rows.append(("scale-outs / scale-ins", f"{scale_events[0]} / {scale_events[1]}"))
     if v.valid is False:
         rows.extend(("why invalid", r) for r in v.reasons or ("no reason recorded",))
+    rows.extend(("note", str(n)) for n in summary.get("notes") or ())
     return rows
 
 

@@ -20,14 +20,8 @@ Latency is measured from the *intended* send time (coordinated-omission correcte
 actual send; the difference is schedule lag. Requests whose turn comes while every connection is busy wait and
 that wait counts in their latency: the schedule never bends to the server.
 
-Messages to the sink (tuples):
-
-* ``("ready", worker)`` after the connections are open;
-* ``("interval", worker, k, counts, hists, records)`` for interval ``k`` (completion time in ``[kI, (k+1)I)``);
-  ``records["target"]`` holds codes into ``records["target_names"]`` (-1: no X-Target-Id);
-* ``("records", worker, records)`` after a Stop, a chunk at a time, for the requests never loaded (unsent);
-* ``("done", worker, records, info)`` once, with the requests never finished (not sent or still in flight);
-* ``("error", worker, text)`` if the engine itself failed.
+Messages to the sink are the named types of :mod:`mlops_lb.load._messages` (Ready, Interval, SendEnd, Records,
+Done, Failed); error codes live in :mod:`._codes` and the histogram helpers in :mod:`._hdr`.
 """
 
 from __future__ import annotations
@@ -46,8 +40,27 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._codes import (
+    E_4XX,
+    E_5XX,
+    E_BAD_EVENT,
+    E_CANCELLED,
+    E_CONNECT,
+    E_NO_CONN,
+    E_NO_TOKENS,
+    E_OK,
+    E_OTHER,
+    E_RESET,
+    E_TIMEOUT,
+    E_TRUNCATED,
+    ERROR_KINDS,
+    LATENCY_KINDS,
+)
+from ._hdr import fold, new_histogram
+from ._messages import Done, Failed, Interval, Message, Ready, Records, SendEnd
+
 if TYPE_CHECKING:
-    from .profiles import ScheduleShare
+    from .sharding import ScheduleShare
 
 __all__ = [
     "ERROR_KINDS",
@@ -61,79 +74,15 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Error codes stored per request; index = code. ``no_connection``: the request waited ``timeout_s`` past its
-# intended send time without getting a connection (every connection busy or none could be opened);
-# ``cancelled``: in flight or waiting when a Stop ended the run. The ``stream_*``/``bad_event``/``no_tokens``
-# kinds only occur on streamed responses (SSE or chunked), whose partial token timings are kept.
-ERROR_KINDS = (
-    "", "timeout", "connect", "reset", "http_4xx", "http_5xx", "other", "no_connection", "cancelled",
-    "stream_truncated", "bad_event", "no_tokens",
-)  # fmt: skip
-(
-    E_OK, E_TIMEOUT, E_CONNECT, E_RESET, E_4XX, E_5XX, E_OTHER, E_NO_CONN, E_CANCELLED, E_TRUNCATED,
-    E_BAD_EVENT, E_NO_TOKENS,
-) = range(len(ERROR_KINDS))  # fmt: skip
-# Which kinds still measure a whole response: their latency goes into the percentiles (an HTTP error is a
-# response; a broken or timed-out stream is not, although its partial timings stay in its record).
-LATENCY_KINDS = np.zeros(len(ERROR_KINDS), dtype=bool)
-LATENCY_KINDS[[E_OK, E_4XX, E_5XX, E_NO_TOKENS]] = True
+# A wake of the engine's loop later than planned by more than this is recorded as a stall (start, length): the
+# loop sleeps at most 10 ms, so a longer gap is this machine (CPU contention, a GC pause, SIGSTOP), not the fleet.
+STALL_RECORD_S = 0.02
 
 # Ring of request slots: the smallest size (2 chunks), and how many requests stay loaded ahead of the next send.
 RING_MIN = 1 << 17
 FEED_AHEAD = 1 << 15
 
-# HDR histograms in microseconds, 1 µs to 1 hour, 3 significant figures.
-HIST_LOWEST_US = 1
-HIST_HIGHEST_US = 3_600_000_000
-HIST_SIG_FIGS = 3
 _TARGET_HEADER = b"x-target-id"
-
-
-def new_histogram() -> Any:
-    """An empty HdrHistogram in microseconds (the unit every histogram of this package uses)."""
-    from hdrh.histogram import HdrHistogram
-
-    return HdrHistogram(HIST_LOWEST_US, HIST_HIGHEST_US, HIST_SIG_FIGS)
-
-
-def fold(hist: Any, seconds: np.ndarray) -> None:
-    """Record an array of durations (s) into ``hist`` (µs) in one vectorised step.
-
-    A pure-Python ``record_value`` costs 1-2 µs, and a once-a-second fold of tens of thousands of values would
-    hold the GIL long enough to show up as schedule lag. So the counts-array index of every value is computed
-    with numpy (HdrHistogram's own bucket arithmetic) and added to the histogram's counts in place; histograms
-    without that layout fall back to ``record_value`` per distinct value.
-    """
-    if len(seconds) == 0:
-        return
-    # fmax maps NaN to the lowest value (nan_to_num costs more than the rest of a small fold)
-    us = np.minimum(np.fmax(seconds * 1e6, HIST_LOWEST_US), HIST_HIGHEST_US).astype(np.int64)
-    try:
-        counts = np.ctypeslib.as_array(hist.counts)
-        half_mag = int(hist.sub_bucket_half_count_magnitude)
-        unit_mag = int(hist.unit_magnitude)
-        # bit_length(v | sub_bucket_mask), the smallest power of two containing the value, is frexp's exponent
-        # (exact: values stay far below 2**53)
-        pow2ceiling = np.frexp((us | int(hist.sub_bucket_mask)).astype(np.float64))[1].astype(np.int64)
-        bucket = pow2ceiling - unit_mag - (half_mag + 1)
-        sub = us >> (bucket + unit_mag)
-        idx = ((bucket + 1) << half_mag) + sub - int(hist.sub_bucket_half_count)
-        if counts.dtype.itemsize != 8 or idx.min() < 0 or idx.max() >= len(counts):
-            raise ValueError("unexpected histogram layout")
-    except (AttributeError, TypeError, ValueError):
-        values, n = np.unique(us, return_counts=True)
-        for v, c in zip(values.tolist(), n.tolist(), strict=False):
-            hist.record_value(v, c)
-        return
-    if len(idx) < 4096:
-        # a slice folded every few milliseconds: a full-length bincount would cost more than the values
-        where, n = np.unique(idx, return_counts=True)
-        counts[where] += n.astype(counts.dtype)
-    else:
-        counts += np.bincount(idx, minlength=len(counts)).astype(counts.dtype)
-    hist.total_count += len(us)
-    hist.min_value = min(hist.min_value, int(us.min()))
-    hist.max_value = max(hist.max_value, int(us.max()))
 
 
 class EngineConfig:
@@ -501,6 +450,7 @@ class _Interval:
         self.offered = 0  # intended in the interval (whether or not sent)
         self.sent = 0
         self.starved = 0
+        self.stalls: list[tuple[float, float]] = []  # (offset, seconds) of loop stalls that ended in it
         self.responses = 0
         self.ok = 0
         self.err = np.zeros(len(ERROR_KINDS), dtype=np.int64)
@@ -538,7 +488,7 @@ _RING_EMPTY = {"sent": math.nan, "done": math.nan, "status": 0, "err": 0, "bytes
 
 
 class _Engine:
-    def __init__(self, cfg: EngineConfig, sink: Callable[[tuple], None], stop: Any) -> None:
+    def __init__(self, cfg: EngineConfig, sink: Callable[[Message], None], stop: Any) -> None:
         self.cfg = cfg
         self.sink = sink
         self.stop_flag = stop
@@ -571,6 +521,7 @@ class _Engine:
         self.t0 = 0.0
         self.now = 0.0
         self.send_end = float("nan")
+        self.resumed_at = -math.inf  # when the loop last came back from a stall
         self.perf = time.perf_counter
         self.reqs = list(cfg.requests) if cfg.requests is not None else None
         self.nreqs = len(self.reqs) if self.reqs else 0
@@ -923,7 +874,10 @@ class _Engine:
                 since = sp.last_rx if sp is not None else self.sent[conn.req]
                 if now - since > limit:
                     conn._fail(E_TIMEOUT)
-        if not self.stopping:  # after a Stop, what was not due by then stays unsent (not an error)
+        # After a Stop, what was not due by then stays unsent (not an error). After a stall of this loop, the
+        # requests that came due meanwhile waited on the generator, not on a connection: each gets timeout_s of
+        # running loop before it is given up as no_connection (which blames the fleet).
+        if not self.stopping and now - self.resumed_at > limit:
             self.expire_waiting(now - limit, E_NO_CONN)
 
     def expire_waiting(self, upto: float, code: int) -> None:
@@ -1064,6 +1018,7 @@ class _Engine:
             "err": cur.err.tolist(),
             "starved": cur.starved,
             "tokens": cur.tokens,
+            "stalls": cur.stalls[:256],  # a pathological machine must not flood the collector
         }
         hists: tuple[Any, ...] = cur.hists + (cur.shists or (None, None, None, None))
         if self.cfg.encode_hists:
@@ -1072,7 +1027,7 @@ class _Engine:
             dict(concat_records(cur.chunks)) if cur.chunks else self.records(np.zeros(0, np.int64))
         )
         rec["target_names"] = list(self.target_names)
-        self.sink(("interval", self.cfg.worker, self.k, counts, hists, rec))
+        self.sink(Interval(self.cfg.worker, self.k, counts, hists, rec))
         self.k += 1
         self.cur = _Interval()
 
@@ -1130,6 +1085,7 @@ class _Engine:
             if sending_over:
                 if self.send_end != self.send_end:  # NaN: first time here
                     self.send_end = now
+                    self.sink(SendEnd(self.cfg.worker, now))
                 if drain_deadline == float("inf"):
                     if self.stopping:
                         drain_deadline = now + min(self.cfg.timeout_s, 1.0)
@@ -1145,7 +1101,17 @@ class _Engine:
                 self.expire_waiting(now, E_NO_CONN)
                 continue
             # Wake often: each wake folds a small slice of records (see absorb).
-            await asyncio.sleep(min(max(min(boundary, next_sweep) - now, 0.0), 0.01))
+            pause = min(max(min(boundary, next_sweep) - now, 0.0), 0.01)
+            await asyncio.sleep(pause)
+            stall = self.clock() - (now + pause)
+            if stall > STALL_RECORD_S:
+                self.cur.stalls.append((now + pause, stall))
+                self.resumed_at = self.clock()
+                # The loop did not run (this process was descheduled or stopped): answers that arrived meanwhile
+                # wait in the socket buffers. Let the loop read them before the next timeout sweep judges the
+                # requests in flight, or answered requests would be recorded as timeouts (issue 25).
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
         end = self.clock()
         self.stopping = True  # connections replaced from here on must not take requests
         self.absorb(end, final=True)
@@ -1163,7 +1129,7 @@ class _Engine:
         scheduled = self.fed
         for idx, offs in self.source:  # never loaded (a Stop came first): their records say unsent
             scheduled += len(idx)
-            self.sink(("records", self.cfg.worker, self.unsent_records(idx, offs)))
+            self.sink(Records(self.cfg.worker, self.unsent_records(idx, offs)))
         info = {
             "sent": int(self.total_sent),
             "scheduled": int(scheduled),
@@ -1175,7 +1141,7 @@ class _Engine:
         }
         rec = self.records(unfinished)
         rec["target_names"] = list(self.target_names)
-        self.sink(("done", self.cfg.worker, rec, info))
+        self.sink(Done(self.cfg.worker, rec, info))
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
@@ -1190,25 +1156,25 @@ def new_loop() -> asyncio.AbstractEventLoop:
 
 def run_engine(
     cfg: EngineConfig,
-    sink: Callable[[tuple], None],
+    sink: Callable[[Message], None],
     stop: Any,
     start_at: Callable[[], float],
 ) -> None:
     """Run one engine on a new event loop in the current thread.
 
-    ``start_at()`` is called after the connections are open (and ``("ready", worker)`` was sent); it returns the
+    ``start_at()`` is called after the connections are open (and :class:`Ready` was sent); it returns the
     wall-clock time (``time.time()``) at which offset 0 of the schedule falls.
     """
     loop = new_loop()
     try:
         eng = _Engine(cfg, sink, stop)
         loop.run_until_complete(eng.prepare())
-        sink(("ready", cfg.worker))
+        sink(Ready(cfg.worker))
         wall0 = start_at()
         t0 = time.perf_counter() + (wall0 - time.time())
         loop.run_until_complete(eng.run(t0))
     except BaseException:
-        sink(("error", cfg.worker, traceback.format_exc()))
+        sink(Failed(cfg.worker, traceback.format_exc()))
         raise
     finally:
         loop.run_until_complete(asyncio.sleep(0.005))  # let aborted transports finish closing
@@ -1227,7 +1193,7 @@ def worker_main(cfg: EngineConfig, queue: Any, stop: Any, go: Any, start_wall: A
         return float(start_wall.value)
 
     try:
-        with contextlib.suppress(BaseException):  # already reported as an ("error", ...) message
+        with contextlib.suppress(BaseException):  # already reported as a Failed message
             run_engine(cfg, queue.put, stop, start_at)
     finally:
         queue.close()

@@ -2,7 +2,8 @@
 
 Ray is only a second *transport* for the engine's messages. Each shard is a Ray actor (one CPU) that runs the
 same engine as ``workers=N`` (:func:`mlops_lb.load._engine.run_engine`) on its share of the schedule, and the
-driver runs the same collector (``_Run._collect``) that merges interval HDR histograms (sent encoded) and
+driver runs the same collector (through the :class:`~mlops_lb.load.executors.EngineHost` protocol: this module
+never imports the runner, and is registered as the ``ray`` executor) that merges interval HDR histograms (sent encoded) and
 record parts exactly: the merged p99 is the p99 of every request, never an average of per-shard p99s.
 
 * **Schedule.** Shard ``k`` of ``N`` is :class:`mlops_lb.load.profiles.ScheduleShare`: Poisson arrivals are
@@ -13,10 +14,12 @@ record parts exactly: the merged p99 is the p99 of every request, never an avera
   the future and sends it to all (node clocks must agree: NTP/chrony, as on EC2).
 * **Messages.** The engine's sink is a local ``queue.Queue``: no Ray call happens on the engine's loop. The
   driver long-polls each actor (``poll``), so a dead actor shows up as ``RayActorError`` on its poll; its
-  unreported share is counted in ``LoadResult.lost_workers`` and the run is invalid. Stop, Ctrl-C and a broken
+  unreported share is counted in ``LoadResult.lost_workers`` and the run is invalid, the shard named once
+  (``generator_lost``); a shard that goes silent (a stopped process, a lost node) is given up at the collector's
+  deadline, last intended send + ``timeout_s`` + a grace. Stop, Ctrl-C and a broken
   sweep bound are forwarded to every actor (``stop``); each keeps and sends what it measured.
 * **Lag.** ``LoadResult.shards`` has one row per shard: node, pid, scheduled, received, sent, ``late`` (sent
-  more than ``max_lag_p99_s`` after their intended time; k6's "dropped iterations" for an open loop that never
+  more than ``late_after_s`` after their intended time, 5 ms when it is automatic; k6's "dropped iterations" for an open loop that never
   drops) and the shard's lag p99, so a generator that fell behind is named.
 
 Example::
@@ -39,25 +42,22 @@ import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import numpy as np
 
 from ..errors import BackendUnavailable, LoadTestError, SpecError
-from .profiles import ScheduleShare
+from ._ray_options import PLACEMENTS, check_options, client_address
+from .executors import register_executor
+from .sharding import ScheduleShare
 
 if TYPE_CHECKING:
-    from .runner import _Run
+    from .executors import EngineHost
 
 __all__ = ["PLACEMENTS", "RAY_INSTALL", "check_options", "execute_shards"]
 
 log = logging.getLogger(__name__)
 
 RAY_INSTALL = "pip install 'mlops_lb[ray]'"
-#: ``spread``: Ray's SPREAD strategy (best effort over nodes); ``strict_spread``: a placement group with one
-#: shard per node (fails if there are fewer nodes than shards); ``pack``: Ray's default (fill a node first).
-PLACEMENTS = ("spread", "strict_spread", "pack")
-MAX_SHARDS = 1024
 # Time from the driver's "go" to schedule offset 0: the go message must reach every node first.
 START_LEAD_S = 0.25
 STARTUP_TIMEOUT_S = 180.0
@@ -65,53 +65,6 @@ CONNECT_TIMEOUT_S = 5.0
 FREE_WAIT_S = 10.0
 # The object store of a Ray this module starts itself: interval messages are small and freed at once.
 LOCAL_OBJECT_STORE_BYTES = 256 * 2**20
-
-
-# --------------------------------------------------------------------------- validation (no Ray import)
-def check_options(cluster: Any, shards: Any, placement: Any, workers: int, connections: int) -> None:
-    """Validate ``cluster=``/``shards=``/``placement=`` of run_load before anything starts (raises SpecError)."""
-    if cluster is None:
-        if shards is not None:
-            raise SpecError(
-                "shards", "needs cluster='ray' (or 'ray://head:10001'); use workers=N on one machine"
-            )
-        if placement != "spread":
-            raise SpecError("placement", "needs cluster='ray' (or 'ray://head:10001')")
-        return
-    if not isinstance(cluster, str) or not (cluster == "ray" or cluster.startswith("ray://")):
-        raise SpecError(
-            "cluster",
-            f"must be 'ray' (a running ray.init() connection, else a local Ray) or 'ray://host:10001' "
-            f"(Ray Client) (got {cluster!r})",
-        )
-    if cluster.startswith("ray://"):
-        _client_address(cluster)
-    if shards is not None and shards != "auto":
-        if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= MAX_SHARDS:
-            raise SpecError(
-                "shards", f"must be 'auto' or an integer between 1 and {MAX_SHARDS} (got {shards!r})"
-            )
-        if shards > connections:
-            raise SpecError(
-                "shards", f"must be <= connections ({connections}): each shard needs one (got {shards})"
-            )
-    if placement not in PLACEMENTS:
-        raise SpecError("placement", f"must be one of {', '.join(PLACEMENTS)} (got {placement!r})")
-    if workers != 1:
-        raise SpecError(
-            "workers", f"must be 1 with cluster= (shards= sets the number of engines) (got {workers})"
-        )
-
-
-def _client_address(cluster: str) -> tuple[str, int]:
-    parts = urlsplit(cluster)
-    try:
-        port = parts.port or 10001
-    except ValueError as exc:
-        raise SpecError("cluster", f"has an invalid port: {cluster!r}") from exc
-    if not parts.hostname or parts.path not in ("", "/"):
-        raise SpecError("cluster", f"must be ray://host[:port] such as ray://head:10001 (got {cluster!r})")
-    return parts.hostname, port
 
 
 def import_ray() -> Any:
@@ -156,7 +109,7 @@ class _Shard:
 
     def run(self) -> None:
         from ._engine import run_engine
-        from .runner import GIL_SWITCH_INTERVAL_S
+        from .executors import GIL_SWITCH_INTERVAL_S
 
         # This process is ours alone: poll threads (serialising batches) must not hold the engine off the GIL
         # for the default 5 ms switch interval, which would be schedule lag.
@@ -166,10 +119,10 @@ class _Shard:
             self._go.wait(STARTUP_TIMEOUT_S)
             return self._epoch
 
-        with contextlib.suppress(BaseException):  # reported as an ("error", ...) message by run_engine
+        with contextlib.suppress(BaseException):  # reported as a Failed message by run_engine
             run_engine(self._cfg, self._out.put, self._stop, start_at)
 
-    def poll(self, timeout: float) -> list[tuple]:
+    def poll(self, timeout: float) -> list[Any]:
         try:
             msgs = [self._out.get(timeout=timeout)]
         except queue_mod.Empty:
@@ -198,13 +151,13 @@ class _Transport:
 
     POLL_S = 1.0
 
-    def __init__(self, ray: Any, run: _Run, actors: list[Any], max_lag_s: float) -> None:
-        from ._engine import new_histogram
+    def __init__(self, ray: Any, host: EngineHost, actors: list[Any], max_lag_s: float) -> None:
+        from ._hdr import new_histogram
 
         self.ray = ray
-        self.run = run
+        self.host = host
         self.actors = actors
-        self.buf: deque[tuple] = deque()
+        self.buf: deque[Any] = deque()
         self.polls: dict[Any, int] = {a.poll.remote(self.POLL_S): k for k, a in enumerate(actors)}
         self.dead: set[int] = set()
         self.finished: set[int] = set()
@@ -217,7 +170,7 @@ class _Transport:
         self.lag = [new_histogram() for _ in range(n)]
         self.state = ["running"] * n
 
-    def get(self, timeout: float) -> tuple:
+    def get(self, timeout: float) -> Any:
         if self.buf:
             return self.buf.popleft()
         self._forward_stop()
@@ -251,38 +204,38 @@ class _Transport:
             self.dead.add(k)
             self.state[k] = "failed"
             return
+        from ._messages import Done, Failed
+
         last = False
         for m in msgs:
             self._account(k, m)
-            if m[0] in ("done", "error"):
+            if isinstance(m, Failed):
                 last = True
-                self.state[k] = (
-                    "failed" if m[0] == "error" else ("stopped" if m[3].get("stopped") else "done")
-                )
+                self.state[k] = "failed"
+            elif isinstance(m, Done):
+                last = True
+                self.state[k] = "stopped" if m.info.get("stopped") else "done"
         self.buf.extend(msgs)
         if last:
             self.finished.add(k)
         else:
             self.polls[self.actors[k].poll.remote(self.POLL_S)] = k
 
-    def _account(self, k: int, msg: tuple) -> None:
-        from ._engine import fold
+    def _account(self, k: int, msg: Any) -> None:
+        from ._hdr import fold
 
-        for part in msg:
-            if isinstance(part, dict) and "index" in part and "sent" in part:
-                n = len(part["index"])
-                if not n:
-                    continue
-                lag = np.asarray(part["sent"], dtype=float) - np.asarray(part["intended"], dtype=float)
-                lag = lag[np.isfinite(lag)]
-                self.received[k] += n
-                self.sent[k] += len(lag)
-                self.late[k] += int(np.count_nonzero(lag > self.max_lag_s))
-                fold(self.lag[k], np.maximum(lag, 0.0))
+        part = getattr(msg, "records", None)  # Interval, Records and Done carry records
+        if not isinstance(part, dict) or not len(part["index"]):
+            return
+        lag = np.asarray(part["sent"], dtype=float) - np.asarray(part["intended"], dtype=float)
+        lag = lag[np.isfinite(lag)]
+        self.received[k] += len(part["index"])
+        self.sent[k] += len(lag)
+        self.late[k] += int(np.count_nonzero(lag > self.max_lag_s))
+        fold(self.lag[k], np.maximum(lag, 0.0))
 
     def _forward_stop(self) -> None:
-        stop = self.run._internal_stop
-        if stop is not None and stop.is_set() and not self.stop_sent:
+        if self.host.stop_requested() and not self.stop_sent:
             self.stop_sent = True
             for k, a in enumerate(self.actors):
                 if k not in self.dead and k not in self.finished:
@@ -293,7 +246,7 @@ class _Transport:
 
     def go(self) -> None:
         epoch = time.time() + START_LEAD_S
-        self.run.epoch = epoch
+        self.host.set_epoch(epoch)
         for k, a in enumerate(self.actors):
             if k not in self.dead:
                 a.go.remote(epoch)
@@ -319,7 +272,7 @@ def _connect(ray: Any, cluster: str) -> bool:
             f"cluster={cluster!r}: this process is already connected to Ray; call ray.shutdown() first, or pass "
             "cluster='ray' to use that connection"
         )
-    host, port = _client_address(cluster)
+    host, port = client_address(cluster)
     try:
         socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
@@ -361,8 +314,8 @@ def _shard_count(ray: Any, shards: int | str | None) -> int:
     return shards
 
 
-def _check_picklable(ray: Any, run: _Run) -> None:
-    for name, obj in (("payloads", run.request_fn), ("profile", run.profile)):
+def _check_picklable(ray: Any, host: EngineHost) -> None:
+    for name, obj in (("payloads", host.engine_config(0, encode=True).request_fn), ("profile", host.profile)):
         if obj is None:
             continue
         try:
@@ -374,19 +327,21 @@ def _check_picklable(ray: Any, run: _Run) -> None:
             ) from exc
 
 
-def execute_shards(run: _Run) -> None:
-    """Run ``run``'s schedule as Ray shards and feed their messages to ``run``'s collector (see module doc)."""
+def execute_shards(host: EngineHost) -> None:
+    """The ``ray`` executor: run the host's schedule as Ray shards and feed their messages to its collector (see
+    the module doc and :mod:`mlops_lb.load.executors`)."""
     ray = import_ray()
-    _check_picklable(ray, run)
-    owned = _connect(ray, str(run.cluster))
+    _check_picklable(ray, host)
+    opts = host.settings
+    owned = _connect(ray, str(opts.cluster))
     actors: list[Any] = []
     pg: Any = None
     try:
-        n = _shard_count(ray, run.shards)
-        run.workers = n
-        run._internal_stop = threading.Event()
+        n = _shard_count(ray, opts.shards)
+        stop = threading.Event()
+        host.begin(n, stop)
         remote = ray.remote(num_cpus=1, max_concurrency=4, max_restarts=0)(_Shard)
-        if run.placement == "strict_spread":
+        if opts.placement == "strict_spread":
             from ray.util.placement_group import placement_group
             from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -405,12 +360,12 @@ def execute_shards(run: _Run) -> None:
                 for k in range(n)
             ]
         else:
-            strategies = ["SPREAD" if run.placement == "spread" else "DEFAULT"] * n
+            strategies = ["SPREAD" if opts.placement == "spread" else "DEFAULT"] * n
         actors = [remote.options(scheduling_strategy=s).remote() for s in strategies]  # type: ignore[attr-defined]
-        expected = ScheduleShare(run.profile, 0, n).sizes()
+        expected = ScheduleShare(host.profile, 0, n).sizes()
         try:
             infos = ray.get(
-                [a.setup.remote(run._config(k, encode=True)) for k, a in enumerate(actors)],
+                [a.setup.remote(host.engine_config(k, encode=True)) for k, a in enumerate(actors)],
                 timeout=STARTUP_TIMEOUT_S,
             )
         except ray.exceptions.GetTimeoutError as exc:
@@ -425,14 +380,13 @@ def execute_shards(run: _Run) -> None:
                     f"shard {k} drew {info['size']} requests where the driver drew {expected[k]}: the nodes run "
                     "another numpy version than this process; install the same versions everywhere"
                 )
-        run.shard_sizes = dict(enumerate(expected))
-        run.worker_pids = [int(i["pid"]) for i in infos]
-        transport = _Transport(ray, run, actors, run.max_lag_p99_s)
+        host.record(shard_sizes=dict(enumerate(expected)), worker_pids=[int(i["pid"]) for i in infos])
+        transport = _Transport(ray, host, actors, host.late_after_s)
         runs = [a.run.remote() for a in actors]
         try:
-            run._collect(transport.get, alive=transport.alive, on_all_ready=transport.go)
+            host.collect(transport.get, alive=transport.alive, on_all_ready=transport.go)
         finally:
-            run._internal_stop.set()
+            stop.set()
             transport._forward_stop()
             for k, a in enumerate(actors):
                 if k not in transport.finished and k not in transport.dead:
@@ -440,10 +394,10 @@ def execute_shards(run: _Run) -> None:
             with contextlib.suppress(Exception):
                 ray.wait(runs, num_returns=len(runs), timeout=10)
         rows = _rows(infos, transport, expected)
-        _log_lag(rows, run.max_lag_p99_s)
+        _log_lag(rows, host.late_after_s)
         import pandas as pd
 
-        run.shard_table = pd.DataFrame(rows)
+        host.record(shard_table=pd.DataFrame(rows))
     finally:
         for a in actors:
             with contextlib.suppress(Exception):
@@ -488,3 +442,6 @@ def _log_lag(rows: list[dict[str, Any]], bound_s: float) -> None:
                 "load shard %d on %s fell behind its schedule: %d of %d requests sent more than %.1f ms late "
                 "(lag p99 %.1f ms)", r["shard"], r["host"], r["late"], r["sent"], bound_s * 1e3, lag * 1e3,
             )  # fmt: skip
+
+
+register_executor("ray", execute_shards)

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from ..errors import BackendUnavailable, LoadTestError, SpecError
-from ._engine import ERROR_KINDS
+from ._codes import ERROR_KINDS
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -7,8 +7,10 @@ Percentiles come from HDR histograms (microseconds, 3 significant figures) and a
 Per-request records are written to disk while the run goes (a :class:`RecordStore` of Arrow parts) and read back
 by ``requests()``, whole or for a time range; memory keeps the interval rows, the histograms and running totals.
 *Corrected* latency runs from the intended send time, *uncorrected* (service time) from the actual send.
-Percentiles cover requests that got an HTTP response (any status); requests that failed without one (timeout,
-connect, reset) are counted in the error columns instead. An interval holds the requests that *completed* in it.
+Percentiles cover the fleet's answers: successful responses and 5xx (the fleet failing after doing work); 4xx
+(the request refused: a wrong path, a bad payload, 429 shedding) and requests that failed without a response
+(timeout, connect, reset) are counted in the error columns instead. Whether the run is valid is decided by
+:mod:`mlops_lb.load.validity`. An interval holds the requests that *completed* in it.
 
 Example::
 
@@ -35,12 +37,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._owner import RECORDS_PREFIX, write_owner
-from ._engine import ERROR_KINDS, new_histogram
+from ._codes import ERROR_KINDS
+from ._hdr import new_histogram
+from .settings import SLO_KEYS, LoadSettings
+from .validity import Delivery, DeliveryLog, auto_late_after_s, judge
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .profiles import LoadProfile
+    from ._profile_base import LoadProfile
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +80,6 @@ INTERVAL_COLUMNS = (
     *_stream_names(), "output_tokens", "output_tokens_per_s",
 )  # fmt: skip
 _INT_COLUMNS = {"sent", "ok", "errors", "output_tokens"}
-SLO_KEYS = ("ttft_s", "tpot_s", "latency_s")
 
 
 def hist_percentiles(hist: Any, suffix: str = "", prefix: str = "") -> dict[str, float]:
@@ -110,7 +114,9 @@ def _fmt_s(v: float) -> str:
 def record_stats(rec: Mapping[str, np.ndarray], slo: Mapping[str, float]) -> dict[str, Any]:
     """The per-request totals the summary needs, from one chunk of records (added up chunk by chunk)."""
     err = rec["err"].astype(np.int64)
-    ok = err == 0
+    status = rec["status"].astype(np.int64)
+    # an unsent request (after a Stop) has no error code either: only an answered one can succeed
+    ok = (err == 0) & (status > 0)
     d = derived_columns(rec)
     meeting = ok.copy()
     for key, bound in slo.items():
@@ -125,6 +131,8 @@ def record_stats(rec: Mapping[str, np.ndarray], slo: Mapping[str, float]) -> dic
         "last_done": float(finite.max()) if finite.size else 0.0,
         "tokens": int(d["output_tokens"][ok].sum()),
         "meeting": int(np.count_nonzero(meeting)),
+        # HTTP statuses of the failed answers (4xx and 5xx), counted by code: the verdict names them
+        "statuses": np.bincount(np.clip(status[status >= 400], 0, 599), minlength=600),
     }
 
 
@@ -139,6 +147,7 @@ def add_stats(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]:
         "last_done": max(a["last_done"], b["last_done"]),
         "tokens": a["tokens"] + b["tokens"],
         "meeting": a["meeting"] + b["meeting"],
+        "statuses": a["statuses"] + b["statuses"],
     }
 
 
@@ -254,8 +263,10 @@ class LoadResult:
     Attributes: ``profile``, ``url``, ``started_at`` (UTC datetime of schedule offset 0), ``stopped`` (Stop,
     KeyboardInterrupt or a sweep bound ended the run early), ``stop_reason``, ``valid``, ``invalid_reasons``
     and the parallel ``invalid_kinds`` (``generator_lag``, ``connections_exhausted``, ``server_not_answering``,
-    ``server_errors``, ``under_sent``), ``lost_workers`` (worker id -> requests of its share that never came
-    back), ``bundle_error`` (the :class:`~mlops_lb.errors.StorageError` that stopped the run bundle, or None:
+    ``server_errors``, ``client_errors``, ``fleet_shedding``, ``generator_lost``, ``under_sent``; the rule is
+    :mod:`mlops_lb.load.validity`'s), ``delivery`` (late share, held-back windows, notes), ``late_after_s`` (the
+    late bound used), ``settings`` (:class:`~mlops_lb.load.LoadSettings`), ``lost_workers`` (worker id ->
+    requests of its share that never came back), ``bundle_error`` (the :class:`~mlops_lb.errors.StorageError` that stopped the run bundle, or None:
     the result itself is whole either way), ``slo``, ``loop`` ("open").
 
     Example::
@@ -285,7 +296,9 @@ class LoadResult:
         duration_s: float,
         stopped: bool,
         stop_reason: str,
-        max_lag_p99_s: float,
+        settings: LoadSettings | None = None,
+        delivery: DeliveryLog | None = None,
+        max_lag_p99_s: float | None = None,
         steps: Sequence[Mapping[str, Any]] = (),
         lost_workers: Mapping[int, int] | None = None,
         workers: int = 1,
@@ -306,10 +319,24 @@ class LoadResult:
         # records either in memory (``records``) or on disk (``store`` with the ``stats`` of what it holds)
         self._rec = dict(records) if records is not None else None
         self._store = store
-        self.slo = dict(slo or {})
+        if settings is None:
+            knobs: dict[str, Any] = {"workers": workers, "progress": False}
+            if connections is not None:
+                knobs["connections"] = max(connections, workers)
+            if timeout_s is not None:
+                knobs["timeout_s"] = timeout_s
+            if max_lag_p99_s is not None:
+                knobs["late_after_s"] = max_lag_p99_s
+            if slo:
+                knobs["slo"] = dict(slo)
+            settings = LoadSettings(**knobs)
+        #: The knobs the run was made with (:class:`~mlops_lb.load.LoadSettings`).
+        self.settings = settings
+        self.slo = dict(slo or settings.slo or {})
         if stats is None:
             stats = record_stats(self._rec if self._rec is not None else _empty_records(), self.slo)
         self._stats = dict(stats)
+        self._stats.setdefault("statuses", np.zeros(600, np.int64))
         self._intervals = [dict(r) for r in intervals]
         hists = tuple(hists) + (None,) * (7 - len(hists))
         self._hist_corr, self._hist_unc, self._hist_lag = hists[:3]
@@ -319,82 +346,172 @@ class LoadResult:
         self.duration_s = duration_s
         self.stopped = stopped
         self.stop_reason = stop_reason
-        self.max_lag_p99_s = max_lag_p99_s
         self._steps = [dict(s) for s in steps]
         self.lost_workers = dict(lost_workers or {})
         self.workers = workers
-        self.connections = connections
-        self.timeout_s = timeout_s
+        self.connections = connections if connections is not None else settings.connections
+        self.timeout_s = timeout_s if timeout_s is not None else settings.timeout_s
         self.starved = starved
         self.bundle_error = bundle_error
         self.sent = int(self._stats["sent"])
+        if delivery is None:  # a result built from records (tests, tools): the log from them
+            delivery = DeliveryLog(settings.interval_s)
+            if self._rec is not None:
+                r = self._rec
+                delivery.add_records(r["intended"], r["sent"], r["done"], r["err"])
+            delivery.add_interval(0, sent=self.sent, starved=starved, stalls=())
+        self._delivery_log = delivery
+        late_after = settings.late_after_s
+        if late_after is None:
+            late_after = auto_late_after_s(self._service_p50())
+        #: The late bound the verdict used (seconds): ``late_after_s``, or the automatic one.
+        self.late_after_s = float(late_after)
+        self.max_lag_p99_s = self.late_after_s  # the old name
+        #: The arrival process as the verdict saw it: late share, held-back windows and their causes, notes.
+        self.delivery: Delivery = judge(
+            delivery,
+            late_after_s=self.late_after_s,
+            max_late_share=settings.max_late_share,
+            connections=int(self.connections),
+        )
         self.invalid_kinds, self.invalid_reasons = self._diagnose()
         self.valid = not self.invalid_reasons
+
+    def _service_p50(self) -> float:
+        h = self._hist_unc
+        if h is None or h.get_total_count() == 0:
+            return math.nan
+        return float(h.get_value_at_percentile(50.0) / 1e6)
 
     def _error_counts(self) -> dict[str, int]:
         counts = self._stats["err"]
         return {k: int(counts[i]) for i, k in enumerate(ERROR_KINDS) if i}
 
-    def _diagnose(self) -> tuple[list[str], list[str]]:
-        """Why the run is not a clean measurement, each reason naming its fix; kinds parallel the reasons.
+    def _request_line(self) -> str:
+        """``POST /predict`` (the url's path and query, never its credentials)."""
+        from urllib.parse import urlsplit
 
-        Server-side starvation (the server does not answer, or answers so slowly that every connection is
-        busy) is told apart from generator lag (sends were late while connections were free).
-        """
+        parts = urlsplit(self.url)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return f"{self.settings.method} {path}"
+
+    def _statuses(self, lo: int, hi: int, skip: int = -1) -> str:
+        counts = self._stats["statuses"]
+        codes = [c for c in range(lo, hi) if counts[c] and c != skip]
+        codes.sort(key=lambda c: -int(counts[c]))
+        return ", ".join(f"{c} ×{int(counts[c]):,}" for c in codes[:5])
+
+    def _diagnose(self) -> tuple[list[str], list[str]]:
+        """Why the run is not a clean measurement (the rule of :mod:`mlops_lb.load.validity`), each reason
+        naming its fix; ``kinds`` parallel the reasons."""
         kinds: list[str] = []
         reasons: list[str] = []
         by = self._error_counts()
-        due, sent = self.due, self.sent
-        conns = f"{self.connections}" if self.connections is not None else "?"
-        tmo = f"{self.timeout_s:g}" if self.timeout_s is not None else "?"
-        unanswered = by["timeout"] + by["no_connection"] + by["connect"]
-        responses = int(self._stats["responses"])
-        hung = by["timeout"] + by["connect"]
-        if unanswered and (responses == 0 or hung > 0.01 * max(due, 1)):
-            kinds.append("server_not_answering")
-            reasons.append(
-                f"the server did not answer {unanswered:,} of {due:,} requests ({by['timeout']:,} timed out "
-                f"after timeout_s={tmo}, {by['no_connection']:,} waited timeout_s for a connection, "
-                f"{by['connect']:,} could not connect): check that the target is up and accepting; this is the "
-                "server's side, not the generator"
+        sent = self.sent
+        share_of = (lambda n: n / sent) if sent else (lambda n: 1.0 if n else 0.0)
+        conns = f"{self.connections}"
+        tmo = f"{self.timeout_s:g}"
+        line = self._request_line()
+        lost = sum(self.lost_workers.values())
+
+        # (a) and (c): was the arrival process delivered, and if not, which side held it back
+        by_cause: dict[str, list[Any]] = {}
+        for w in self.delivery.windows:
+            by_cause.setdefault(w.cause, []).append(w)
+        bound = f"{self.late_after_s * 1e3:.1f} ms"
+        for cause in ("connections_exhausted", "generator_lag"):
+            ws = by_cause.get(cause)
+            if not ws:
+                continue
+            off, late = sum(w.offered for w in ws), sum(w.late for w in ws)
+            spans = ", ".join(f"{w.start_s:g}-{w.end_s:g} s" for w in ws[:4]) + (" …" if len(ws) > 4 else "")
+            worst = max(ws, key=lambda w: w.late)
+            head = (
+                f"in {spans} {late:,} of {off:,} requests ({late / off:.0%}) went out more than {bound} late and "
+                f"the rate fell below {95}% of the offered one"
             )
-        lag_p99 = self.lag_p99_s
-        lagged = lag_p99 == lag_p99 and lag_p99 > self.max_lag_p99_s
-        starved_share = self.starved / sent if sent else 0.0
-        if (lagged or by["no_connection"]) and "server_not_answering" not in kinds:
-            if starved_share >= 0.1 or by["no_connection"]:
-                kinds.append("connections_exhausted")
-                lag_txt = f"{lag_p99 * 1e3:.1f} ms" if lag_p99 == lag_p99 else "–"
+            kinds.append(cause)
+            if cause == "connections_exhausted":
                 reasons.append(
-                    f"schedule lag p99 {lag_txt} (bound {self.max_lag_p99_s * 1e3:g} ms) with every connection "
-                    f"busy ({self.starved:,} of {sent:,} sends waited for one, {by['no_connection']:,} requests "
-                    f"waited timeout_s={tmo} and were given up): fleet saturated; to keep offering the rate "
-                    f"raise connections= (now {conns}), or offer less"
+                    f"fleet saturated: {head}; {worst.why}: the fleet, not the generator, held the schedule back. "
+                    f"Fix: scale out or offer less; to measure the fleet under this load anyway raise connections= "
+                    f"(now {conns}) so the requests queue at the fleet instead of in the generator"
                 )
             else:
-                kinds.append("generator_lag")
                 reasons.append(
-                    f"schedule lag p99 {lag_p99 * 1e3:.1f} ms > {self.max_lag_p99_s * 1e3:g} ms while connections "
-                    "were free: the generator (this machine), not the server, limited the rate; raise "
-                    f"{self._generators()}, lower the rate or use a less loaded machine"
+                    f"generator lag: {head}; {worst.why}: the generator (this machine), not the fleet, held "
+                    f"the schedule back. Fix: raise {self._generators()}, lower the rate or use a less loaded machine"
                 )
-        server_err = by["http_5xx"] + by["reset"]
-        if server_err > 0.01 * max(sent, 1):
-            kinds.append("server_errors")
+
+        # (b): did the fleet answer
+        hung = by["timeout"] + by["connect"]
+        client = by["http_4xx"]
+        shed = int(self._stats["statuses"][429])
+        client -= shed
+        server = by["http_5xx"] + by["reset"] + by["other"] + by["stream_truncated"] + by["bad_event"]
+        server += by["no_tokens"]
+        failed = hung + client + shed + server
+        responses = int(self._stats["responses"])
+        if failed and (failed > self.settings.max_error_share * max(sent, 1) or responses == 0):
+            limit = f"max_error_share={self.settings.max_error_share:g}"
+            families: list[tuple[int, str, str]] = []
+            if hung:
+                families.append((hung, "server_not_answering", (
+                    f"the fleet did not answer {hung:,} of {sent:,} requests ({share_of(hung):.1%}; "
+                    f"{by['timeout']:,} timed out after timeout_s={tmo}, {by['connect']:,} could not connect) "
+                    f"to {line}. Fix: check that the targets are up and accepting; this is the fleet's side, not the "
+                    "generator"
+                )))  # fmt: skip
+            if client:
+                hint = (
+                    "check the url's path (for the model server: /predict)"
+                    if self._stats["statuses"][404] or self._stats["statuses"][405]
+                    else "check the payload, the method and the headers"
+                )
+                families.append((client, "client_errors", (
+                    f"the fleet refused {client:,} of {sent:,} requests ({share_of(client):.1%}, above {limit}) "
+                    f"with {self._statuses(400, 500, skip=429)} at {line}: nothing of the model was measured. "
+                    f"Fix: {hint}"
+                )))  # fmt: skip
+            if shed:
+                families.append((shed, "fleet_shedding", (
+                    f"the fleet shed {shed:,} of {sent:,} requests ({share_of(shed):.1%}, above {limit}) with "
+                    f"429 Too Many Requests at {line}: it is over its limit at this rate. Fix: offer less or scale out"
+                )))  # fmt: skip
+            if server:
+                parts = [self._statuses(500, 600)] if by["http_5xx"] else []
+                parts += [f"{by[k]:,} {k.replace('_', ' ')}" for k in ("reset", "other", "stream_truncated",
+                          "bad_event", "no_tokens") if by[k]]  # fmt: skip
+                families.append((server, "server_errors", (
+                    f"the fleet failed {server:,} of {sent:,} requests ({share_of(server):.1%}, above {limit}: "
+                    f"{', '.join(parts)}) at {line}: the measured latencies describe a failing fleet. Fix: check the "
+                    "targets' health and logs, or scale out"
+                )))  # fmt: skip
+            for _, kind, reason in sorted(families, key=lambda f: -f[0]):
+                kinds.append(kind)
+                reasons.append(reason)
+
+        # a generator that died is named once; its missing share is not counted again below
+        if self.lost_workers:
+            who = "shard" if self.cluster is not None else "worker"
+            ids = ", ".join(str(w) for w in sorted(self.lost_workers))
+            kinds.append("generator_lost")
             reasons.append(
-                f"the fleet failed {server_err:,} of {sent:,} requests ({by['http_5xx']:,} 5xx, "
-                f"{by['reset']:,} connection resets): the measured latencies describe a failing fleet; check "
-                "the targets' health and logs, or scale out"
+                f"load {who}{'s' if len(self.lost_workers) > 1 else ''} {ids} died or went silent; {lost:,} "
+                "requests of its share were never sent or never reported. Fix: rerun the load"
             )
-        if due and sent < 0.99 * due and not {"server_not_answering", "connections_exhausted"} & set(kinds):
+        alive_due = self.due - lost - by["cancelled"]
+        if (
+            alive_due > 0
+            and sent < 0.99 * alive_due
+            and not self.delivery.windows
+            and "server_not_answering" not in kinds
+        ):
             kinds.append("under_sent")
             reasons.append(
-                f"sent {sent:,} of {due:,} scheduled requests ({sent / due:.1%} < 99%): the generator could not "
-                f"keep its schedule; raise {self._generators()} or connections= (now {conns})"
+                f"sent {sent:,} of {alive_due:,} scheduled requests ({sent / alive_due:.1%} < 99%): the "
+                f"generator could not keep its schedule. Fix: raise {self._generators()} or connections= (now {conns})"
             )
-        for w, n in sorted(self.lost_workers.items()):
-            kinds.append("under_sent")
-            reasons.append(f"worker {w} died; {n:,} requests of its share are missing: rerun the load")
         return kinds, reasons
 
     def _generators(self) -> str:
@@ -402,6 +519,17 @@ class LoadResult:
         if self.cluster is not None:
             return f"shards= (now {self.workers}; add nodes to the Ray cluster for more)"
         return f"workers= (now {self.workers})"
+
+    def verdict(self) -> Any:
+        """The :class:`mlops_lb.summary.Verdict`: ``word`` (VALID/INVALID), ``causes``, ``reasons``, ``fixes``.
+
+        Example::
+
+            v = result.verdict(); print(v.headline); v.fixes
+        """
+        from ..summary import verdict  # the bottom layer's reading of a summary: one wording everywhere
+
+        return verdict(self.summary())
 
     # ---------------------------------------------------------------- accessors
     @property
@@ -506,7 +634,16 @@ class LoadResult:
         out["output_tokens_per_s"] = tokens / dur if dur == dur else math.nan
         out["slo"] = dict(self.slo)
         out["requests_meeting_slo"] = n_meet
-        out["goodput_rps"] = n_meet / dur if dur == dur else math.nan
+        # over the same span as achieved_rps: goodput counts a subset of those responses, so it never exceeds it
+        out["goodput_rps"] = n_meet / max(dur, self._last_done_s()) if dur == dur else math.nan
+        d = self.delivery
+        out["late_after_s"] = self.late_after_s
+        out["late_share"] = d.late_share
+        out["held_back"] = [
+            {"start_s": w.start_s, "end_s": w.end_s, "cause": w.cause, "late_share": w.late_share}
+            for w in d.windows
+        ]
+        out["notes"] = list(d.notes)
         return out
 
     def stream_histogram(self, metric: str = "ttft") -> Any:

@@ -21,14 +21,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._validate import check_bool, check_int, check_num, check_str, fail, show, unknown_field
+from ._ray_options import check_options
 
-__all__ = ["LoadSettings"]
+__all__ = ["SLO_KEYS", "LoadSettings"]
+
+# The per-request bounds ``slo=`` may set (see LoadResult's requests_meeting_slo and goodput_rps).
+SLO_KEYS = ("ttft_s", "tpot_s", "latency_s")
 
 
 @dataclass(frozen=True, kw_only=True)
 class LoadSettings:
     """How a run sends and is judged: method and headers, connections, timeouts, interval, worker processes or
-    Ray shards, progress bar, the schedule-lag bound that makes a run valid and the streaming SLO. Defaults are
+    Ray shards, progress bar, the bounds of the validity rule (``late_after_s``, ``max_late_share``,
+    ``max_error_share``; see :mod:`mlops_lb.load.validity`) and the streaming SLO. Defaults are
     ``run_load``'s.
 
     Example::
@@ -43,8 +48,12 @@ class LoadSettings:
     timeout_s: float = 10.0
     interval_s: float = 1.0
     workers: int = 1
+    executor: str = "auto"
     progress: bool = True
-    max_lag_p99_s: float = 0.003
+    late_after_s: float | None = None
+    max_late_share: float = 0.01
+    max_error_share: float = 0.01
+    max_lag_p99_s: float | None = None
     slo: Mapping[str, float] | None = None
     connect_timeout_s: float | None = None
     cluster: str | None = None
@@ -66,13 +75,36 @@ class LoadSettings:
         check_num("timeout_s", self.timeout_s, 0.001, 3600)
         check_num("interval_s", self.interval_s, 0.05, 3600)
         check_int("workers", self.workers, 1, 256)
-        check_num("max_lag_p99_s", self.max_lag_p99_s, 0, 3600)
+        # Where the engines run: "auto" (a thread for one worker, spawned processes for more, Ray shards with
+        # cluster=), or "process" to put even one engine in its own process (the GIL stays free, and a test can
+        # SIGSTOP the generator alone); "thread" only for one worker.
+        if self.executor not in ("auto", "thread", "process"):
+            fail("executor", f"must be 'auto', 'thread' or 'process' (got {show(self.executor)})")
+        if self.executor == "thread" and self.workers > 1:
+            fail("executor", f"'thread' runs one engine; use 'process' for workers={self.workers}")
+        if self.executor != "auto" and self.cluster is not None:
+            fail("executor", f"is chosen by cluster={self.cluster!r} (Ray shards); leave it 'auto'")
+        # The validity rule's knobs (mlops_lb.load.validity): a send is late when it goes out more than
+        # late_after_s after its intended time (None: max(5 ms, 10 % of the run's service-time p50)).
+        if self.max_lag_p99_s is not None:
+            # the old name of the bound (it judged a lag p99): kept so old notebooks run, meaning late_after_s
+            check_num("max_lag_p99_s", self.max_lag_p99_s, 0, 3600)
+            if self.late_after_s is None:
+                object.__setattr__(self, "late_after_s", self.max_lag_p99_s)
+            elif self.late_after_s != self.max_lag_p99_s:
+                fail(
+                    "max_lag_p99_s",
+                    f"is the old name of late_after_s; give one of them (got {show(self.max_lag_p99_s)} and "
+                    f"late_after_s={show(self.late_after_s)})",
+                )
+        if self.late_after_s is not None:
+            check_num("late_after_s", self.late_after_s, 0, 3600)
+        check_num("max_late_share", self.max_late_share, 0, 1)
+        check_num("max_error_share", self.max_error_share, 0, 1)
         check_bool("progress", self.progress)
         if self.connect_timeout_s is not None:
             check_num("connect_timeout_s", self.connect_timeout_s, 0.001, 3600)
         if self.slo is not None:
-            from .result import SLO_KEYS
-
             if not isinstance(self.slo, Mapping):
                 fail(
                     "slo", f"must be a dict such as {{'ttft_s': 0.5, 'tpot_s': 0.05}} (got {show(self.slo)})"
@@ -84,8 +116,6 @@ class LoadSettings:
             object.__setattr__(self, "slo", dict(self.slo))
         if self.workers > self.connections:
             fail("workers", f"must be <= connections ({self.connections}) (got {self.workers})")
-        from .distributed import check_options  # validation only: Ray is imported when a run starts
-
         check_options(self.cluster, self.shards, self.placement, self.workers, self.connections)
 
     def to_dict(self) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .profiles import MAX_DURATION_S, MAX_RPS, LoadProfile, RateProfile, _fail, _num
+from ._profile_base import MAX_DURATION_S, MAX_RPS, LoadProfile, RateProfile, _fail, _num
 
 __all__ = [
     "ConstantProfile",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._validate import check_int, show
-from .profiles import CHUNK, MAX_DURATION_S, MAX_REQUESTS, LoadProfile, _fail
+from ._profile_base import CHUNK, MAX_DURATION_S, MAX_REQUESTS, LoadProfile, _fail
 
 if TYPE_CHECKING:
     import numpy as np

@@ -14,7 +14,7 @@ import threading
 import numpy as np
 import pytest
 
-from mlops_lb.load import _engine, constant, profiles, run_load
+from mlops_lb.load import _engine, constant, run_load, sharding
 
 BODY = [b'{"rows": [[1.0, 2.0]]}']
 LAX = {"progress": False, "max_lag_p99_s": 10.0}
@@ -22,7 +22,7 @@ LAX = {"progress": False, "max_lag_p99_s": 10.0}
 
 @pytest.fixture
 def small_ring(monkeypatch):
-    monkeypatch.setattr(profiles, "CHUNK", 40)
+    monkeypatch.setattr(sharding, "CHUNK", 40)  # where ScheduleShare draws its chunks
     monkeypatch.setattr(_engine, "RING_MIN", 128)
     monkeypatch.setattr(_engine, "FEED_AHEAD", 32)
 
@@ -91,7 +91,7 @@ def test_worker_processes_draw_poisson_shares(target):
     assert np.allclose(_offsets(r, df), sched, atol=1e-6)
     for w in (0, 1):
         assert np.allclose(
-            _offsets(r, df[df["worker"] == w]), sched[profiles.shard_indices(p, w, 2)], atol=1e-6
+            _offsets(r, df[df["worker"] == w]), sched[sharding.shard_indices(p, w, 2)], atol=1e-6
         )
 
 
