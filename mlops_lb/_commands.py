@@ -5,6 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+EXIT_OK = 0
+EXIT_USAGE = 2  # argparse uses 2 for its own usage errors too
+EXIT_INVALID = 3
+EXIT_SLO_FAILED = 4
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C'd command
+
+# The verdict's tolerance and the generator's size (LoadSettings' names), settable wherever a verdict is shown.
+VERDICT_FLAGS = ("late_after_s", "max_late_share", "max_error_share", "max_lag_p99_s", "workers")
+
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .serving import serve
@@ -48,7 +57,6 @@ def _verdict_options(args: argparse.Namespace) -> dict[str, Any]:
     """The run's knobs given as flags (``--connections``, ``--workers``, the verdict's tolerance), checked by
     :class:`LoadSettings` with the flag's name in the error. Flags not given are not passed: the defaults stay the
     library's."""
-    from .cli import VERDICT_FLAGS
     from .errors import SpecError
     from .load.settings import LoadSettings
 
@@ -315,7 +323,6 @@ def cmd_load(args: argparse.Namespace) -> int:
     import time
 
     from . import load
-    from .cli import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_SLO_FAILED
     from .demo import interval_line
     from .session import RunSession
     from .summary import summary_rows, text_table

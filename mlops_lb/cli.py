@@ -41,12 +41,15 @@ __all__ = [
     "main",
 ]
 
-EXIT_OK = 0
-EXIT_USAGE = 2  # argparse uses 2 for its own usage errors too
-EXIT_INVALID = 3
-EXIT_SLO_FAILED = 4
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C'd command
-
+# The exit codes and the verdict flags live beside the command bodies, which use them; cli re-exports them
+# so that scripts read them from the module that parses the command line (and _commands never imports cli).
+from ._commands import (
+    EXIT_INTERRUPTED,
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_SLO_FAILED,
+    EXIT_USAGE,
+)
 
 # The LLM emulator's engine flags: one per EngineParams field, whose default is the flag's default.
 LLM_FLAGS = (
@@ -100,10 +103,6 @@ def _share(text: str) -> float:
             f"must be a fraction between 0 and 1, e.g. 0.01 for 1 %% (got {text!r})"
         )
     return value
-
-
-# The verdict's tolerance and the generator's size (LoadSettings' names), settable wherever a verdict is shown.
-VERDICT_FLAGS = ("late_after_s", "max_late_share", "max_error_share", "max_lag_p99_s", "workers")
 
 
 def _add_verdict_flags(c: argparse.ArgumentParser, *, connections_default: str) -> None:

@@ -98,7 +98,6 @@ class TestErrors:
 
 # At the library's defaults a clean 20 rps run must be VALID (issue 24 part 1, helper `load`): on main the 3 ms
 # lag bound calls it INVALID under a busy core, and this CLI now says so with exit code 3.
-@pytest.mark.xfail(strict=False, reason="the verdict rule of h/load (issue 24 part 1) makes clean runs VALID")
 def test_load_runs_a_profile_and_writes_a_report(
     server: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -356,7 +355,6 @@ def test_load_on_local_ray_shards(server: object, tmp_path: Path) -> None:
     assert [line.split()[0] for line in table] == ["0", "1"]
 
 
-@pytest.mark.xfail(strict=False, reason="the not-a-bundle error is raised by the bundle code of h/report")
 def test_report_on_a_folder_that_is_not_a_bundle_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
