@@ -29,6 +29,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         target_id=args.target_id,
         slots=args.slots,
         min_service_ms=args.min_service_ms,
+        trusted_types=tuple(args.trust_type),
+        allow_pickle=args.allow_pickle,
     )
     return 0
 

@@ -73,6 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default="demo", help="'demo', 'demo.onnx' or a path to a .joblib/.pkl/.skops/.onnx model"
     )
     s.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load a .joblib/.pkl model: a pickle RUNS ANY CODE it holds, so only for a file you made or trust "
+        "(.skops and .onnx run nothing on load)",
+    )
+    s.add_argument(
+        "--trust-type",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a type a .skops model may build beyond scikit-learn/numpy/scipy classes (repeatable), "
+        "e.g. mypkg.models.ChurnModel",
+    )
+    s.add_argument(
         "--target-id",
         default=None,
         help="id returned in X-Target-Id (default: host:port; the AWS user data passes the instance id)",

@@ -485,13 +485,20 @@ class ScalingPolicySpec(_Part):
 class ModelSpec(_Part):
     """Which model the servers load: ``"demo"``, ``"demo.onnx"`` or a path/URI to a joblib/pkl/skops/onnx file.
 
+    A pickle (``.joblib``/``.pkl``) runs any code it holds when it is loaded, so it needs ``allow_pickle: true``;
+    a ``.skops`` file loads only the types skops trusts, classes of scikit-learn/numpy/scipy, and the types named
+    in ``trusted_types`` (see ``mlops_lb.serving.model``).
+
     Example::
 
-        ModelSpec(source="models/churn.skops")
+        ModelSpec(source="models/churn.skops", trusted_types=["mypkg.ChurnModel"])
+        ModelSpec(source="models/rf.joblib", allow_pickle=True)      # only for a file you made or trust
     """
 
     _path: ClassVar[str] = "model"
     source: str = "demo"
+    trusted_types: tuple[str, ...] = ()
+    allow_pickle: bool = False
 
     def _validate(self, p: str) -> None:
         s = _str(f"{p}.source", self.source)
@@ -501,6 +508,24 @@ class ModelSpec(_Part):
             _fail(
                 f"{p}.source",
                 f"must be 'demo' or a path/URI ending in .joblib, .pkl, .skops or .onnx (got {_show(s)})",
+            )
+        if "\0" in s:
+            _fail(f"{p}.source", "must not contain a NUL character")
+        self._set("allow_pickle", _bool(f"{p}.allow_pickle", self.allow_pickle))
+        types_ = _str_tuple(f"{p}.trusted_types", self.trusted_types)
+        for i, t in enumerate(types_):
+            if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", t):
+                _fail(
+                    f"{p}.trusted_types[{i}]",
+                    f"must be a dotted type name such as mypkg.models.ChurnModel (got {_show(t)})",
+                )
+        self._set("trusted_types", types_)
+        if re.search(r"\.(joblib|pkl)\Z", s) and not self.allow_pickle:
+            _fail(
+                f"{p}.allow_pickle",
+                f"must be true to serve {_show(s)}: a .joblib/.pkl file is a pickle, and loading a pickle runs "
+                "any code it holds. Set it only for a file you made or trust, or save the model with skops "
+                "(.skops) or as ONNX (.onnx)",
             )
 
 

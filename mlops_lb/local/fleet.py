@@ -693,10 +693,14 @@ def check_runs_locally(spec: FleetSpec) -> None:
             f"cannot be read by the local backend (got {spec.model.source!r}): only AWS instances download "
             f"s3:// models (with their role); download it and give the local path",
         )
-    if server.kind == "model" and spec.model.source.endswith(".onnx"):
+    if server.kind == "model" and spec.model.source.endswith((".onnx", ".skops")):
         from ..serving.model import check_model
 
-        check_model(spec.model.source)  # an .onnx ONNX Runtime cannot load fails here, not in every worker
+        # An .onnx ONNX Runtime cannot load, or a .skops file naming untrusted types, fails here, not in every
+        # worker (neither check builds anything from the file).
+        check_model(
+            spec.model.source, trusted_types=spec.model.trusted_types, allow_pickle=spec.model.allow_pickle
+        )
     if server.kind == "command" and find_program(spec) is None:
         argv0 = (server.command or ("",))[0]
         raise SpecError(

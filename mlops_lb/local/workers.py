@@ -82,12 +82,19 @@ def worker_argv(
         from ..serving.server import worker_command
 
         command = worker_command
+    # The trust options go only when set, so a test's replacement command keeps its five keywords.
+    trust: dict[str, object] = {}
+    if spec.model.trusted_types:
+        trust["trusted_types"] = spec.model.trusted_types
+    if spec.model.allow_pickle:
+        trust["allow_pickle"] = True
     argv = command(
         port=port,
         target_id=target_id,
         model=spec.model.source,
         slots=spec.local.slots,
         min_service_ms=spec.local.min_service_ms,
+        **trust,
     )
     return [str(a) for a in argv]
 

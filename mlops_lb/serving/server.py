@@ -13,6 +13,7 @@ import signal
 import socket
 import sys
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import SpecError
@@ -34,14 +35,20 @@ def worker_command(
     slots: int = 0,
     min_service_ms: float = 0.0,
     host: str = "127.0.0.1",
+    trusted_types: Sequence[str] = (),
+    allow_pickle: bool = False,
 ) -> list[str]:
     """The argv that starts one model server as its own process (the local fleet's worker).
+
+    ``trusted_types`` become ``--trust-type`` flags and ``allow_pickle`` ``--allow-pickle`` (see
+    :func:`mlops_lb.serving.load_model`: a pickle runs code on load).
 
     Example::
 
         worker_command(port=8081, target_id="w1")
         # [sys.executable, '-m', 'mlops_lb', 'serve', '--port', '8081', '--host', '127.0.0.1', ...]
     """
+    trust = [a for t in trusted_types for a in ("--trust-type", str(t))]
     return [
         sys.executable,
         "-m",
@@ -59,6 +66,8 @@ def worker_command(
         str(int(slots)),
         "--min-service-ms",
         repr(float(min_service_ms)),
+        *trust,
+        *(["--allow-pickle"] if allow_pickle else []),
     ]
 
 
@@ -70,12 +79,15 @@ def serve(
     target_id: str | None = None,
     slots: int = 0,
     min_service_ms: float = 0.0,
+    trusted_types: Sequence[str] = (),
+    allow_pickle: bool = False,
 ) -> None:
     """Serve the model on ``host:port`` until SIGTERM or Ctrl+C: one process, uvloop and httptools, no access log.
 
     ``target_id`` (sent back in ``X-Target-Id``) defaults to ``<hostname>:<port>``; on EC2 pass the instance id.
     SIGTERM stops accepting connections, lets in-flight requests finish (up to ``GRACEFUL_SHUTDOWN_S``) and exits
     with status 0. SIGUSR1 toggles the "health check failing" switch (/health answers 503, /predict still works).
+    ``trusted_types`` and ``allow_pickle`` are :func:`~mlops_lb.serving.load_model`'s: a pickle runs code on load.
     """
     if not 0 <= port <= 65535:
         raise SpecError("port", f"must be between 0 and 65535 (got {port})")
@@ -97,6 +109,8 @@ def serve(
         target_id=target_id or f"{socket.gethostname()}:{port}",
         slots=slots,
         min_service_ms=min_service_ms,
+        trusted_types=tuple(trusted_types),
+        allow_pickle=allow_pickle,
     )
     _run(app, app.state.server, host=host, port=port)
 
