@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import numbers
 import re
 import types
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypedDict
 
 from . import _aws_rules as aws_rules
+from ._redact import REDACTED, is_secret_name, redact_env
 from .errors import SpecError
 
 if TYPE_CHECKING:
@@ -54,6 +56,8 @@ __all__ = [
     "WarmPoolSpec",
     "is_gpu_instance_type",
 ]
+
+log = logging.getLogger(__name__)
 
 Algorithm = Literal["round_robin", "least_outstanding_requests", "weighted_random"]
 ALGORITHMS: tuple[str, ...] = typing.get_args(Algorithm)
@@ -539,6 +543,34 @@ SERVER_PLACEHOLDERS: Mapping[str, str] = {
     "model": "MODEL_PATH",
 }
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SECRET_SOURCES = ("ssm", "secretsmanager", "env")
+_WARNED_SECRET_ENV: set[str] = set()
+
+
+class _Env(dict):  # type: ignore[type-arg]
+    """``server.env``: a plain dict whose repr shows secret-looking values as ``***`` (reprs reach notebooks,
+    logs and tracebacks; the values must still reach the targets, so only the display is redacted)."""
+
+    def __repr__(self) -> str:
+        return repr(redact_env(self))
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:  # IPython
+        p.text(repr(self))
+
+
+def _warn_secret_env(p: str, env: Mapping[str, str]) -> None:
+    """Warn once per name about a secret-looking ``server.env`` entry (logging: specs are built in tight loops)."""
+    for k in env:
+        if is_secret_name(k) and k not in _WARNED_SECRET_ENV:
+            _WARNED_SECRET_ENV.add(k)
+            log.warning(
+                "%s.env.%s looks like a secret: it is shown as %s in reprs, YAML, bundles and reports, but on AWS "
+                "it is written into the instances' user data; give it by reference instead: %s.secrets.%s: "
+                "{ssm: /param/name} | {secretsmanager: arn-or-name} | {env: LAUNCHER_VAR} (local fleet)",
+                p, k, REDACTED, p, k,
+            )  # fmt: skip
+
+
 # NVIDIA GPU families (g4dn, g5, g6, g6e, gr6, p3, p4d, p5, ...): what `docker run --gpus` can use.
 _GPU_FAMILY_RE = re.compile(r"^(g|gr|p)\d")
 
@@ -605,6 +637,13 @@ class ServerSpec(_Part):
       same values arrive as env ``PORT``, ``HOST``, ``TARGET_ID``, ``MODEL_PATH``. On AWS ``image`` (with
       ``container_port``, ``gpus``, ``registry_auth``) runs a container instead; ``command`` then is its arguments.
 
+    ``secrets`` hands a target a secret by *reference*; only the reference is ever stored or shown. Each entry is
+    ``NAME: {"ssm": "/param/name"}`` (SSM Parameter Store), ``{"secretsmanager": "arn-or-name", "key": "json key"}``
+    (``key`` optional) or, for the local fleet, ``{"env": "VAR"}`` (read from the launching process's environment
+    at launch). On AWS the instance fetches ssm/secretsmanager values at boot. ``env`` is plain configuration:
+    values whose names look secret (TOKEN, KEY, SECRET, PASSWORD, CREDENTIAL...) are shown as ``***`` in the repr,
+    ``to_dict``/``to_yaml``, bundles and reports, and a warning suggests ``secrets``.
+
     ``kind`` defaults to ``command`` when ``command`` or ``image`` is given, else ``model``. ``startup_timeout_s``
     (real seconds: a boot takes as long here as there; None: the backend's default) bounds launch to first
     passing check; ``drain_timeout_s`` is how long a SIGTERMed server may finish in-flight requests before SIGKILL.
@@ -613,6 +652,7 @@ class ServerSpec(_Part):
 
         ServerSpec(command="python app.py --port {port}", startup_timeout_s=60)
         ServerSpec(image="vllm/vllm-openai:v0.6.3", command=["--model", "{model}"], container_port=8000, gpus="all")
+        ServerSpec(command="app --port {port}", secrets={"HF_TOKEN": {"ssm": "/team/hf-token"}})
     """
 
     _path: ClassVar[str] = "server"
@@ -621,6 +661,7 @@ class ServerSpec(_Part):
     image: str | None = None
     container_port: int | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    secrets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     gpus: str | int | None = None
     registry_auth: str | None = None
     install: str | None = None
@@ -669,8 +710,8 @@ class ServerSpec(_Part):
                 "must be the ARN of a Secrets Manager secret with the registry's username and password "
                 f"(ECR images need none: the instance role pulls them) (got {_show(self.registry_auth)})",
             )
-        if self.install is not None:
-            _str(f"{p}.install", self.install)
+        if self.install is not None and "\0" in _str(f"{p}.install", self.install):
+            _fail(f"{p}.install", "must not contain a NUL character")
         if not isinstance(self.env, Mapping):
             _fail(f"{p}.env", f"must be a mapping of variable names to strings (got {_show(self.env)})")
         for k, v in self.env.items():
@@ -685,8 +726,14 @@ class ServerSpec(_Part):
                     where, f"is set by the fleet for each target ({', '.join(SERVER_PLACEHOLDERS.values())})"
                 )
             if not isinstance(v, str):
-                _fail(where, f"must be a string (got {_show(v)}); quote numbers in YAML")
-        self._set("env", dict(self.env))
+                # The value is not shown: under a secret-looking name it is likely a credential.
+                shown = "a value" if is_secret_name(k) else _show(v)
+                _fail(where, f"must be a string (got {shown}); quote numbers in YAML")
+            if "\0" in v:
+                _fail(where, "must not contain a NUL character (no process environment can hold one)")
+        self._set("env", _Env(self.env))
+        _warn_secret_env(p, self.env)
+        self._set("secrets", self._secrets(p))
         if self.startup_timeout_s is not None:
             self._set("startup_timeout_s", _int(f"{p}.startup_timeout_s", self.startup_timeout_s, 1, 3600))
         self._set("drain_timeout_s", _int(f"{p}.drain_timeout_s", self.drain_timeout_s, 0, 3600))
@@ -717,6 +764,8 @@ class ServerSpec(_Part):
         if not argv:
             _fail(f"{p}.command", "must not be empty")
         for i, arg in enumerate(argv):
+            if "\0" in arg:
+                _fail(f"{p}.command[{i}]", "must not contain a NUL character (no argument can hold one)")
             try:
                 names = [n for _, n, _, _ in string.Formatter().parse(arg) if n is not None]
             except ValueError as exc:
@@ -733,6 +782,72 @@ class ServerSpec(_Part):
                         f"has an unknown placeholder {{{n}}} (known: {', '.join('{' + k + '}' for k in SERVER_PLACEHOLDERS)}; {hint})",
                     )
         return argv
+
+    def _secrets(self, p: str) -> dict[str, dict[str, str]]:
+        """``secrets`` checked: valid names, not also in env, exactly one source each, references only."""
+        if not isinstance(self.secrets, Mapping):
+            _fail(
+                f"{p}.secrets",
+                f"must be a mapping of variable names to references (got {_show(self.secrets)})",
+            )
+        out: dict[str, dict[str, str]] = {}
+        for name, ref in self.secrets.items():
+            where = f"{p}.secrets.{name if isinstance(name, str) else _show(name)}"
+            if not isinstance(name, str) or not _ENV_NAME_RE.fullmatch(name):
+                _fail(
+                    where,
+                    "must be an environment variable name (letters, digits, _; not starting with a digit)",
+                )
+            if name in SERVER_PLACEHOLDERS.values():
+                _fail(
+                    where, f"is set by the fleet for each target ({', '.join(SERVER_PLACEHOLDERS.values())})"
+                )
+            if name in self.env:
+                _fail(where, f"is also in {p}.env: give it in one place (here, as a reference)")
+            if not isinstance(ref, Mapping):
+                _fail(where, f"must be a reference such as {{ssm: /param/name}} (got {_show(ref, 40)})")
+            sources = [k for k in ref if k in _SECRET_SOURCES]
+            extra = [k for k in ref if k not in (*_SECRET_SOURCES, "key")]
+            if len(sources) != 1 or extra:
+                _fail(
+                    where,
+                    "must name exactly one source: {ssm: /param/name}, {secretsmanager: arn-or-name, key: "
+                    f"optional json key}} or {{env: LAUNCHER_VAR}} (got keys {sorted(map(str, ref))})",
+                )
+            source = sources[0]
+            for k, v in ref.items():
+                if not isinstance(v, str) or not v.strip() or "\0" in v or any(c.isspace() for c in v):
+                    _fail(f"{where}.{k}", f"must be a name without spaces (got {_show(v, 60)})")
+            if "key" in ref and source != "secretsmanager":
+                _fail(f"{where}.key", "applies to secretsmanager only (the JSON key inside the secret)")
+            if source == "env" and not _ENV_NAME_RE.fullmatch(ref["env"]):
+                _fail(f"{where}.env", f"must be an environment variable name (got {_show(ref['env'])})")
+            if source == "ssm" and not re.fullmatch(
+                r"(arn:aws[\w-]*:ssm:[\w-]+:\d{12}:parameter)?/?[\w.\-/]{1,2048}", ref["ssm"]
+            ):
+                _fail(
+                    f"{where}.ssm",
+                    f"must be a parameter name such as /team/hf-token (got {_show(ref['ssm'])})",
+                )
+            if source == "secretsmanager" and not re.fullmatch(
+                r"[\w/+=.@:\-]{1,2048}", ref["secretsmanager"]
+            ):
+                _fail(
+                    f"{where}.secretsmanager",
+                    f"must be a secret's ARN or name (got {_show(ref['secretsmanager'])})",
+                )
+            out[name] = dict(ref)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """As :meth:`_Part.to_dict`, with the values of secret-looking ``env`` names shown as ``***``.
+
+        What lands in ``spec.json``, ``to_yaml()`` and the report; the live value stays on ``env`` for the targets.
+        """
+        out = super().to_dict()
+        out["env"] = redact_env(self.env)
+        out["secrets"] = {k: dict(v) for k, v in self.secrets.items()}
+        return out
 
     @property
     def default_metrics_path(self) -> str | None:
@@ -760,7 +875,11 @@ class ServerSpec(_Part):
         return [a.format(**values) for a in (self.command or ())]
 
     def environment(self, *, port: int, host: str, target_id: str, model: str) -> dict[str, str]:
-        """The variables a target gets on top of the machine's: ``env`` plus PORT, HOST, TARGET_ID, MODEL_PATH."""
+        """The variables a target gets on top of the machine's: ``env`` plus PORT, HOST, TARGET_ID, MODEL_PATH.
+
+        ``secrets`` are not here: each backend resolves its references (the local fleet from its own environment,
+        an instance at boot).
+        """
         values = {"port": port, "host": host, "target_id": target_id, "model": model}
         return {**self.env, **{var: str(values[k]) for k, var in SERVER_PLACEHOLDERS.items()}}
 

@@ -114,7 +114,9 @@ class ServerRun:
     model_path: str = "demo"
     model_s3: str | None = None
     llm_flags: tuple[str, ...] = ()
-    model_flags: tuple[str, ...] = ()  # `serve --allow-pickle` / `--trust-type NAME` (spec model.allow_pickle...)
+    model_flags: tuple[
+        str, ...
+    ] = ()  # `serve --allow-pickle` / `--trust-type NAME` (spec model.allow_pickle...)
     image: str | None = None
     gpus: str | int | None = None
     ecr_registry: str | None = None  # <account>.dkr.ecr.<region>.amazonaws.com: docker login with the role

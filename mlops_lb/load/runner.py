@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import inspect
 import json
@@ -35,10 +36,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
+from .._redact import REDACTED, is_secret_name, redact_url
 from ..errors import LoadTestError, SpecError, StorageError
 from ._engine import ERROR_KINDS, EngineConfig, run_engine, worker_main
 from .profiles import LoadProfile, ScheduleShare, due_before
@@ -91,22 +93,44 @@ class _RequestBuilder:
 
 
 def _parse_url(url: str) -> tuple[str, int, str, str]:
+    # Errors show the URL without its credentials (userinfo, api_key=...): error messages reach logs and reports.
     if not isinstance(url, str):
-        raise LoadTestError(f"url must be a string such as http://127.0.0.1:8080/predict (got {url!r})")
+        raise LoadTestError(
+            f"url must be a string such as http://127.0.0.1:8080/predict (got {type(url).__name__})"
+        )
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
         raise LoadTestError(
-            f"url must be http://host[:port]/path (got {url!r}); https is not supported by the engine"
+            f"url must be http://host[:port]/path (got {redact_url(url)!r}); https is not supported by the engine"
         )
     try:
         port = parts.port or 80
     except ValueError as exc:
-        raise LoadTestError(f"url has an invalid port: {url!r}") from exc
+        raise LoadTestError(f"url has an invalid port: {redact_url(url)!r}") from None if "@" in url else exc
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
     hostport = parts.netloc.rsplit("@", 1)[-1]
     return parts.hostname, port, path, hostport
+
+
+def _url_credentials(url: str, headers: Mapping[str, str] | None) -> dict[str, str]:
+    """``Authorization: Basic ...`` from a URL's ``user:password@`` (RFC 9110 §4.2.4 deprecates userinfo in http
+    URIs, but clients such as curl send it as Basic credentials, RFC 7617 §2; dropping it silently gave 401s).
+
+    Refused when ``headers=`` has its own Authorization: two credentials, one place to give them.
+    """
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return {}
+    if any(k.lower() == "authorization" for k in headers or {}):
+        raise LoadTestError(
+            f"url {redact_url(url)!r} has credentials and headers= has an Authorization header: give them in one "
+            "place, e.g. headers={'Authorization': 'Basic ...'} and a url without user:password@"
+        )
+    user, password = unquote(parts.username or ""), unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return {"Authorization": f"Basic {token}"}
 
 
 # RFC 9110 §5.6.2 (https://www.rfc-editor.org/rfc/rfc9110#section-5.6.2): methods and field names are tokens;
@@ -128,12 +152,19 @@ def _check_request_line(method: Any, headers: Mapping[str, str] | None) -> None:
             raise LoadTestError(f"headers: name {k!r} is not a valid HTTP field name (letters, digits, -)")
         if not isinstance(v, str):
             raise LoadTestError(f"headers[{k!r}] must be a string (got {type(v).__name__})")
-        if any(c in v for c in "\r\n\0"):
-            raise LoadTestError(f"headers[{k!r}] must not contain CR, LF or NUL (got {v!r})")
+        bad = [name for c, name in (("\r", "CR"), ("\n", "LF"), ("\0", "NUL")) if c in v]
+        if bad:
+            # Never the value itself: a key read from a file keeps its trailing newline, and the message is logged.
+            hint = ": strip() a value read from a file" if v.rstrip() != v else ""
+            raise LoadTestError(
+                f"headers[{k!r}] must not contain CR, LF or NUL (got a value of {len(v)} characters with "
+                f"{' and '.join(bad)}{hint})"
+            )
         try:
             v.encode("latin-1")
-        except UnicodeEncodeError as exc:
-            raise LoadTestError(f"headers[{k!r}] must be latin-1 text (got {v!r})") from exc
+        except UnicodeEncodeError:
+            shown = REDACTED if is_secret_name(k) else repr(v)
+            raise LoadTestError(f"headers[{k!r}] must be latin-1 text (got {shown})") from None
 
 
 def _resolve(host: str, port: int) -> str:
@@ -235,11 +266,14 @@ class _Run:
         self.cluster, self.shards, self.placement = settings.cluster, settings.shards, settings.placement
         self.shard_sizes: dict[int, int] = {}  # shard -> its share of the schedule (Ray shards)
         self.shard_table: pd.DataFrame | None = None
-        self.url = url
+        # The URL as shown (logs, load.json, the result, the report): without credentials (mlops_lb._redact).
+        self.url = redact_url(url)
         self.host, self.port, path, hostport = _parse_url(url)
         self.address = _resolve(self.host, self.port)
         self.profile = profile
-        head = _head(settings.method, path, hostport, settings.headers)
+        head = _head(
+            settings.method, path, hostport, {**_url_credentials(url, settings.headers), **settings.headers}
+        )
         self.requests: list[bytes] | None = None
         self.request_fn: Callable[[int], bytes] | None = None
         if payloads is None:
@@ -377,7 +411,7 @@ class _Run:
     def _spec_dict(self) -> dict[str, Any]:
         # Header values stay out of the bundle: they are often credentials (Authorization, API keys).
         knobs = self.settings.to_dict()
-        knobs["headers"] = dict.fromkeys(knobs["headers"], "<redacted>")
+        knobs["headers"] = dict.fromkeys(knobs["headers"], REDACTED)
         return {
             "url": self.url,
             "profile": self.profile.to_dict(),

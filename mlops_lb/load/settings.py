@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._redact import redact_headers
 from .._validate import check_bool, check_int, check_num, check_str, fail, show, unknown_field
 
 __all__ = ["LoadSettings"]
@@ -87,6 +88,12 @@ class LoadSettings:
         from .distributed import check_options  # validation only: Ray is imported when a run starts
 
         check_options(self.cluster, self.shards, self.placement, self.workers, self.connections)
+
+    def __repr__(self) -> str:
+        # Header values are often credentials (Authorization, X-Api-Key): shown as *** (mlops_lb._redact).
+        shown = {f.name: getattr(self, f.name) for f in _FIELDS}
+        shown["headers"] = redact_headers(self.headers)
+        return f"LoadSettings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict; :meth:`from_dict` inverts it."""

@@ -687,6 +687,20 @@ def check_runs_locally(spec: FleetSpec) -> None:
             f"run, e.g. ['python', '-m', 'vllm.entrypoints.openai.api_server', '--port', '{{port}}']), or use "
             f"backend='aws'",
         )
+    for name, ref in server.secrets.items():
+        if "env" not in ref:
+            raise SpecError(
+                f"server.secrets.{name}",
+                f"cannot be fetched by the local backend (got {ref}): it reads no AWS parameter or secret, so "
+                f"a local run needs no credentials; give it as {{env: VAR}} with the value in this process's "
+                f"environment (export VAR=...), or use backend='aws', where each instance fetches it at boot",
+            )
+        if ref["env"] not in os.environ:
+            raise SpecError(
+                f"server.secrets.{name}.env",
+                f"names {ref['env']}, which is not set in this process's environment: export {ref['env']}=... "
+                f"before launching (its value is handed to each target as {name} and never stored)",
+            )
     if spec.model.source.startswith("s3://"):
         raise SpecError(
             "model.source",

@@ -109,6 +109,11 @@ def worker_env(spec: FleetSpec, *, port: int, target_id: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join(p for p in (os.path.dirname(sys.executable), env.get("PATH", "")) if p)
     env.update(spec.server.environment(port=port, host=HOST, target_id=target_id, model=spec.model.source))
+    # server.secrets {env: VAR}: the value is read here, at each target's start, and goes only to its environment
+    # (never to the spec, a log or the bundle). The fleet refused other sources, and missing variables, at launch.
+    for name, ref in spec.server.secrets.items():
+        if "env" in ref and ref["env"] in os.environ:
+            env[name] = os.environ[ref["env"]]
     return env
 
 
