@@ -93,6 +93,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--slots", type=int, default=0, help="emulated concurrent slots (0 = unlimited)")
     s.add_argument(
+        "--header-timeout-s",
+        type=float,
+        default=10.0,
+        help="close a connection whose request headers are not complete this long after it opened or after "
+        "its last response (idle and slow clients; default 10)",
+    )
+    s.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=4096,
+        help="answer 503 beyond this many requests in flight (/health is exempt; default 4096)",
+    )
+    s.add_argument(
         "--min-service-ms", type=float, default=0.0, help="emulated minimum service time per request"
     )
     # The LLM emulator (server.kind: llm-emulator). Defaults: one small engine that serves about 9 requests/s of

@@ -15,10 +15,21 @@ Rules these tests encode, with their sources:
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import io
 import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -168,3 +179,236 @@ class TestModelFiles:
 
         serve = build_parser()._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
         assert "RUNS ANY CODE" in " ".join(serve.format_help().split())
+
+
+# --------------------------------------------------------------------------- idle and slow connections
+def _serve_at_1024(port: int, *flags: str) -> subprocess.Popen[bytes]:
+    """A real server process started with the soft open-file limit many systems default to (1024)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+
+    def low() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "mlops_lb", "serve", "--port", str(port), *flags],
+        preexec_fn=low,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _health(port: int, timeout: float = 5.0) -> int:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request("GET", "/health")
+        r = c.getresponse()
+        r.read()
+        return r.status
+    finally:
+        c.close()
+
+
+def _closed_by_peer(s: socket.socket) -> bool:
+    s.setblocking(False)
+    try:
+        return s.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+@pytest.mark.fleet
+@pytest.mark.serial
+@pytest.mark.parametrize("flags", [("--llm",), ("--model", "demo.onnx")], ids=["llm-emulator", "model"])
+def test_2000_idle_sockets_do_not_starve_health_and_are_reaped(
+    flags: tuple[str, ...], free_port: Any
+) -> None:
+    """2,000 idle sockets against a server started at RLIMIT_NOFILE 1024: /health still answers 200 (the server
+    raised its soft limit), and after the header deadline the server has closed every idle socket.
+    Before: /health was reset (ConnectionResetError) and no idle socket was ever closed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4200:
+        pytest.skip(f"the hard open-file limit ({hard}) is too low to hold 2,000 sockets on each side")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4200), hard))  # this test's own sockets
+    port = free_port()
+    proc = _serve_at_1024(port, *flags, "--header-timeout-s", "2")
+    socks: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(OSError):
+                if _health(port, 2) == 200:
+                    break
+            assert time.monotonic() < deadline and proc.poll() is None, "server did not become ready"
+            time.sleep(0.1)
+        t0 = time.monotonic()
+        socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2000)]
+        assert _health(port) == 200
+        # Every idle socket is closed by the server once the 2 s deadline has passed (bounded wait).
+        while time.monotonic() - t0 < 20 and not all(_closed_by_peer(s) for s in socks[-50:]):
+            time.sleep(0.2)
+        assert sum(_closed_by_peer(s) for s in socks) == 2000
+        assert _health(port) == 200
+    finally:
+        for s in socks:
+            s.close()
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_trickled_headers_are_cut_off_but_a_prompt_client_is_served() -> None:
+    """The header deadline in both directions, in process: a client sending half a request line is closed after
+    the deadline; a client that sends its request in time gets its answer on the same connection."""
+    import uvicorn
+
+    from mlops_lb.serving._guard import bounded_protocol
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        http=bounded_protocol(header_timeout_s=0.5, max_connections=100),
+        log_level="error",
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    t.start()
+    clients: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline and t.is_alive(), "the test server did not start"
+            time.sleep(0.02)
+        slow = socket.create_connection(("127.0.0.1", port), timeout=5)
+        clients.append(slow)
+        slow.sendall(b"GET /slow HT")  # a request line that never ends
+        prompt = socket.create_connection(("127.0.0.1", port), timeout=5)
+        clients.append(prompt)
+        prompt.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert prompt.recv(1024).endswith(b"ok")
+        assert not _closed_by_peer(slow)  # within the deadline it is left alone
+        time.sleep(1.0)
+        assert _closed_by_peer(slow)
+        assert _closed_by_peer(prompt)  # idle after its answer: reaped too, before uvicorn's 5 s keep-alive
+    finally:
+        for c in clients:
+            c.close()
+        server.should_exit = True
+        t.join(10)
+        sock.close()
+
+
+def test_in_flight_limit_answers_503_but_never_on_health() -> None:
+    """Beyond max_in_flight a request gets 503 with Retry-After; /health is answered whatever the load; below the
+    limit requests pass (both directions of the verdict)."""
+    import asyncio
+
+    from mlops_lb.serving._guard import limit_in_flight
+
+    release = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/slow":
+            await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    limited = limit_in_flight(app, 2)
+
+    async def call(path: str) -> tuple[int, dict[bytes, bytes]]:
+        sent: list[Any] = []
+
+        async def send(msg: Any) -> None:
+            sent.append(msg)
+
+        async def receive() -> Any:
+            return {"type": "http.request", "body": b""}
+
+        await limited({"type": "http", "path": path}, receive, send)
+        return sent[0]["status"], dict(sent[0]["headers"])
+
+    async def main() -> None:
+        slow = [asyncio.create_task(call("/slow")) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        status, headers = await call("/predict")
+        assert status == 503 and headers[b"retry-after"] == b"1"
+        assert (await call("/health"))[0] == 200
+        release.set()
+        assert [(await t)[0] for t in slow] == [200, 200]
+        assert (await call("/predict"))[0] == 200
+
+    asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- the LLM emulator's request fields
+def _llm_call(body: bytes, path: str = "/v1/chat/completions") -> tuple[int, bytes]:
+    """One request through the emulator's ASGI app, in process (fast engine), returning status and whole body."""
+    import asyncio
+
+    from mlops_lb.serving.llm_app import create_llm_app
+    from mlops_lb.serving.llm_engine import EngineParams
+
+    app = create_llm_app(EngineParams(prefill_ms_per_token=0, decode_ms_per_token=0.1))
+
+    async def main() -> tuple[int, bytes]:
+        sent: list[Any] = []
+        chunks = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> Any:
+            if chunks:
+                return chunks.pop()
+            await asyncio.sleep(3600)  # the client stays: no disconnect
+
+        async def send(msg: Any) -> None:
+            sent.append(msg)
+
+        scope = {"type": "http", "method": "POST", "path": path, "headers": [], "query_string": b""}
+        await asyncio.wait_for(app(scope, receive, send), 30)
+        return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+    return asyncio.run(main())
+
+
+class TestEmulatorFields:
+    @pytest.mark.parametrize("digits", [4300, 200, 20])
+    def test_huge_max_tokens_is_a_400_naming_the_field(self, digits: int) -> None:
+        """A max_tokens of thousands of digits is a 400 naming max_tokens (before: 500 from int formatting)."""
+        status, body = _llm_call(
+            b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": ' + b"9" * digits + b"}"
+        )
+        assert status == 400, body[:200]
+        assert b"max_tokens" in body and len(body) < 1000
+
+    def test_max_tokens_in_range_is_served(self) -> None:
+        """The other direction: a max_tokens within the context length is answered."""
+        status, body = _llm_call(b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}')
+        assert status == 200 and json.loads(body)["usage"]["completion_tokens"] == 3
+
+    def test_unbounded_model_name_is_not_echoed(self) -> None:
+        """A 3.9 MB model name is a short 400, not echoed in every chunk (before: 41x amplification); a normal
+        name is still echoed."""
+        huge = "m" * 3_900_000
+        req = {
+            "model": huge,
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 8,
+            "stream": True,
+        }
+        status, body = _llm_call(json.dumps(req).encode())
+        assert status == 400 and b"model" in body and len(body) < 1000
+        req["model"] = "meta-llama/Llama-3.1-8B-Instruct"
+        status, body = _llm_call(json.dumps(req).encode())
+        assert status == 200 and body.count(b"meta-llama/Llama-3.1-8B-Instruct") >= 8
