@@ -805,7 +805,12 @@ class ServerSpec(_Part):
             if name in self.env:
                 _fail(where, f"is also in {p}.env: give it in one place (here, as a reference)")
             if not isinstance(ref, Mapping):
-                _fail(where, f"must be a reference such as {{ssm: /param/name}} (got {_show(ref, 40)})")
+                # Not shown: a plain value written here is most likely the secret itself.
+                _fail(
+                    where,
+                    f"must be a reference such as {{ssm: /param/name}} or {{env: LAUNCHER_VAR}}, not a value "
+                    f"(got a {type(ref).__name__})",
+                )
             sources = [k for k in ref if k in _SECRET_SOURCES]
             extra = [k for k in ref if k not in (*_SECRET_SOURCES, "key")]
             if len(sources) != 1 or extra:

@@ -209,7 +209,8 @@ def _parse(body: bytes, chat: bool, params: EngineParams) -> tuple[int, int, boo
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise _BadRequest(400, f"max_tokens must be an integer >= 1 (got {_brief(max_tokens)})", "max_tokens")
     # Range first, format after: Python refuses to print an int of more than 4,300 digits (ValueError, a 500).
-    if max_tokens > params.max_model_len:
+    # A sane number over the context length gets vLLM's own message below.
+    if max_tokens > params.max_model_len and max_tokens.bit_length() > 64:
         raise _BadRequest(
             400,
             f"max_tokens must be at most this model's maximum context length, {params.max_model_len} "

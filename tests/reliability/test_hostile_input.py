@@ -412,3 +412,311 @@ class TestEmulatorFields:
         req["model"] = "meta-llama/Llama-3.1-8B-Instruct"
         status, body = _llm_call(json.dumps(req).encode())
         assert status == 200 and body.count(b"meta-llama/Llama-3.1-8B-Instruct") >= 8
+
+
+# --------------------------------------------------------------------------- secrets
+TOKEN = "tok-5b1f0c9e-UNIQUE-SECRET-7d3a"
+
+
+@contextlib.contextmanager
+def _capture_server() -> Any:
+    """A loopback HTTP server on a thread that records each request's head and answers 200."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    srv.settimeout(0.2)
+    heads: list[bytes] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                buf = b""
+                try:
+                    while True:
+                        while b"\r\n\r\n" not in buf:
+                            chunk = conn.recv(65536)
+                            if not chunk:
+                                raise ConnectionError
+                            buf += chunk
+                        head, _, rest = buf.partition(b"\r\n\r\n")
+                        n = int(
+                            next(
+                                (
+                                    h.split(b":")[1]
+                                    for h in head.split(b"\r\n")
+                                    if h.lower().startswith(b"content-length")
+                                ),
+                                b"0",
+                            )
+                        )
+                        while len(rest) < n:
+                            rest += conn.recv(65536)
+                        heads.append(head)
+                        buf = rest[n:]
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                except (OSError, ConnectionError):
+                    pass
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield srv.getsockname()[1], heads
+    finally:
+        stop.set()
+        t.join(10)
+        srv.close()
+
+
+class TestSecretsSpec:
+    def test_env_values_with_secret_names_are_redacted_and_warned(self, caplog: Any) -> None:
+        """repr, to_dict and to_yaml show *** for HF_TOKEN (before: the value); the value still reaches the
+        targets; a warning names server.secrets; plain names stay readable (both directions)."""
+        import logging
+
+        import mlops_lb.spec as spec_mod
+
+        spec_mod._WARNED_SECRET_ENV.discard("HF_TOKEN")
+        with caplog.at_level(logging.WARNING, logger="mlops_lb.spec"):
+            spec = ml.FleetSpec(name="s", server={"env": {"HF_TOKEN": TOKEN, "LOG_LEVEL": "debug"}})
+        for shown in (
+            repr(spec),
+            repr(spec.server),
+            str(spec.server.env),
+            json.dumps(spec.to_dict()),
+            spec.to_yaml(),
+        ):
+            assert TOKEN not in shown and "***" in shown and "debug" in shown
+        assert "server.secrets.HF_TOKEN" in caplog.text and TOKEN not in caplog.text
+        env = spec.server.environment(port=1, host="h", target_id="t", model="demo")
+        assert env["HF_TOKEN"] == TOKEN
+
+    @pytest.mark.parametrize(
+        ("secrets", "field", "words"),
+        [
+            ({"X": {}}, "server.secrets.X", "exactly one source"),
+            ({"X": {"ssm": "/a", "env": "B"}}, "server.secrets.X", "exactly one source"),
+            ({"X": {"vault": "a"}}, "server.secrets.X", "exactly one source"),
+            ({"1X": {"env": "B"}}, "server.secrets.1X", "environment variable name"),
+            ({"PORT": {"env": "B"}}, "server.secrets.PORT", "set by the fleet"),
+            ({"X": {"env": "B C"}}, "server.secrets.X.env", "without spaces"),
+            ({"X": {"ssm": "/a", "key": "k"}}, "server.secrets.X.key", "secretsmanager only"),
+            ({"X": "plain-value"}, "server.secrets.X", "must be a reference"),
+        ],
+    )
+    def test_secret_references_are_validated(self, secrets: Any, field: str, words: str) -> None:
+        """Exactly one source per secret, valid names, references only: a SpecError names the field."""
+        with pytest.raises(SpecError) as err:
+            ml.FleetSpec(name="s", server={"secrets": secrets})
+        assert err.value.field == field and words in str(err.value)
+        assert "plain-value" not in str(err.value)
+
+    def test_valid_references_round_trip(self) -> None:
+        """Each source kind is accepted and only the reference is stored."""
+        secrets = {
+            "HF_TOKEN": {"ssm": "/team/hf-token"},
+            "DB": {
+                "secretsmanager": "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf",
+                "key": "pw",
+            },
+            "LOCAL": {"env": "MY_LOCAL_TOKEN"},
+        }
+        spec = ml.FleetSpec(name="s", server={"secrets": secrets})
+        assert (
+            ml.FleetSpec.from_yaml(spec.to_yaml()) == spec and spec.to_dict()["server"]["secrets"] == secrets
+        )
+
+    def test_a_name_in_env_and_secrets_is_refused(self) -> None:
+        """One name, one place."""
+        with pytest.raises(SpecError, match="one place"):
+            ml.FleetSpec(name="s", server={"env": {"X": "1"}, "secrets": {"X": {"env": "Y"}}})
+
+    def test_local_fleet_refuses_aws_sources_and_missing_vars_before_any_process(
+        self, monkeypatch: Any
+    ) -> None:
+        """The local backend reads no AWS secret (no credentials needed locally) and needs the named variable."""
+        from mlops_lb.local import LocalFleet
+
+        monkeypatch.delenv("MLOPS_LB_TEST_UNSET", raising=False)
+        with pytest.raises(SpecError, match="cannot be fetched by the local backend") as err:
+            LocalFleet(ml.FleetSpec(name="s", server={"secrets": {"X": {"ssm": "/a"}}}))
+        assert err.value.field == "server.secrets.X"
+        with pytest.raises(SpecError, match="export MLOPS_LB_TEST_UNSET"):
+            LocalFleet(ml.FleetSpec(name="s", server={"secrets": {"X": {"env": "MLOPS_LB_TEST_UNSET"}}}))
+
+    @pytest.mark.parametrize(
+        "server",
+        [
+            {"env": {"A": "x\0y"}},
+            {"command": ["app", "--flag", "a\0b"]},
+            {"command": ["app"], "install": "req\0.txt"},
+        ],
+    )
+    def test_nul_is_refused_in_values_that_reach_a_shell(self, server: Any) -> None:
+        """NUL cannot live in an env value, an argument or a path: refused with the field named."""
+        with pytest.raises(SpecError, match="NUL"):
+            ml.FleetSpec(name="s", server=server)
+        with pytest.raises(SpecError, match="NUL"):
+            ml.ModelSpec(source="m\0.onnx")
+
+    def test_newlines_and_quotes_are_still_allowed(self) -> None:
+        """Only NUL is refused: a PEM (newlines) or quotes are data, encoded by the user-data renderer."""
+        pem = "-----BEGIN KEY-----\nabc\n-----END KEY-----\n"
+        assert ml.FleetSpec(name="s", server={"env": {"CERT": pem, "Q": "a'b\"c"}}).server.env["CERT"] == pem
+
+
+class TestHeadersAndUrls:
+    def test_load_settings_repr_hides_header_values(self) -> None:
+        """repr(LoadSettings) shows *** for Authorization and X-Api-Key (before: the values); plain headers stay."""
+        from mlops_lb.load import LoadSettings
+
+        s = LoadSettings(
+            headers={"Authorization": f"Bearer {TOKEN}", "X-Api-Key": TOKEN, "Accept": "text/plain"}
+        )
+        assert TOKEN not in repr(s) and "text/plain" in repr(s) and "***" in repr(s)
+
+    def test_header_error_does_not_quote_a_key_read_from_a_file(self) -> None:
+        """A key with its trailing newline is refused without printing it (before: the whole value)."""
+        from mlops_lb.errors import LoadTestError
+
+        with pytest.raises(LoadTestError) as err:
+            ml.run_load(
+                "http://127.0.0.1:9/", ml.load.constant(1, 1), [b"{}"], headers={"X-Api-Key": TOKEN + "\n"}
+            )
+        assert TOKEN not in str(err.value) and "LF" in str(err.value) and "strip()" in str(err.value)
+
+    def test_bad_url_error_hides_its_credentials(self) -> None:
+        """An https URL with user:password is refused without echoing the password or the api_key."""
+        from mlops_lb.errors import LoadTestError
+
+        with pytest.raises(LoadTestError) as err:
+            ml.run_load(f"https://u:{TOKEN}@127.0.0.1:9/p?api_key={TOKEN}", ml.load.constant(1, 1), [b"{}"])
+        assert TOKEN not in str(err.value) and "u:***@" in str(err.value)
+
+    def test_url_credentials_are_sent_as_basic_auth_and_redacted(self, tmp_path: Path, caplog: Any) -> None:
+        """user:password@ in the URL goes out as Authorization: Basic (before: silently dropped); load.json, the
+        result and INFO logs show the URL with *** (before: the password and the api_key)."""
+        import base64
+        import logging
+
+        from mlops_lb.bundle import RunBundle
+
+        with _capture_server() as (port, heads), caplog.at_level(logging.DEBUG):
+            bundle = RunBundle.create(root=tmp_path, name="u")
+            url = f"http://alice:{TOKEN}@127.0.0.1:{port}/p?api_key={TOKEN}&n=1"
+            result = ml.run_load(
+                url, ml.load.constant(5, 1), [b"{}"], progress=False, bundle=bundle, max_lag_p99_s=1.0
+            )
+        want = b"Authorization: Basic " + base64.b64encode(f"alice:{TOKEN}".encode())
+        assert heads and all(want in h for h in heads)
+        assert all(f"api_key={TOKEN}".encode() in h for h in heads)  # the query is sent as given
+        assert result.summary()["requests"] == 5
+        assert TOKEN not in caplog.text and TOKEN not in repr(result) and TOKEN not in str(result.url)
+        for f in bundle.path.rglob("*"):
+            if f.is_file():
+                assert TOKEN.encode() not in f.read_bytes(), f
+
+    def test_url_credentials_and_an_authorization_header_are_refused(self) -> None:
+        """Two credentials for one request: refused, naming headers=."""
+        from mlops_lb.errors import LoadTestError
+
+        with pytest.raises(LoadTestError, match="headers=") as err:
+            ml.run_load(
+                f"http://u:{TOKEN}@127.0.0.1:9/",
+                ml.load.constant(1, 1),
+                [b"{}"],
+                headers={"Authorization": "x"},
+            )
+        assert TOKEN not in str(err.value)
+
+
+@pytest.mark.fleet
+@pytest.mark.timeout(240)
+def test_one_token_in_env_header_url_and_secret_is_found_nowhere(
+    tmp_path: Path, caplog: Any, monkeypatch: Any
+) -> None:
+    """The token test: one token planted in a server.env value, a server.secrets env reference, a header and the
+    URL's query; a whole session on a local fleet; to_yaml, an error path, the captured log, the worker logs and
+    every file of the bundle: the token appears nowhere, yet the target really got the secret."""
+    import logging
+    import shutil
+
+    import psutil
+
+    if shutil.which("haproxy") is None:
+        pytest.skip("haproxy is not installed")
+    monkeypatch.setenv("MLOPS_LB_TEST_LAUNCHER_TOKEN", TOKEN)
+    spec = ml.FleetSpec.example("demo").replace(
+        local=ml.LocalSpec(period_s=0.5, slots=2, min_service_ms=5),
+        server=ml.ServerSpec(
+            env={"HF_TOKEN": TOKEN}, secrets={"DB_PASSWORD": {"env": "MLOPS_LB_TEST_LAUNCHER_TOKEN"}}
+        ),
+    )
+    texts = [repr(spec), spec.to_yaml()]
+    with caplog.at_level(logging.DEBUG), ml.open_fleet(spec) as fleet:
+        fleet.launch()
+        pids = [int(p) for p in fleet.status()["pid"].dropna()]
+        envs = [psutil.Process(p).environ() for p in pids]
+        assert envs and all(e.get("DB_PASSWORD") == TOKEN and e.get("HF_TOKEN") == TOKEN for e in envs)
+        outcome = ml.run_session(
+            fleet,
+            ml.load.constant(10, 1),
+            out=tmp_path,
+            path=f"/predict?api_key={TOKEN}",
+            headers={"X-Api-Key": TOKEN, "Authorization": f"Bearer {TOKEN}"},
+        )
+        assert outcome.error is None and outcome.bundle_path is not None
+        texts += [fleet.logs(t, tail=500) for t in fleet.status()["target"]]
+        try:  # an error path: a header with a trailing newline
+            ml.run_load(fleet.url + "/predict", ml.load.constant(1, 1), headers={"X-Api-Key": TOKEN + "\n"})
+        except Exception as exc:
+            texts.append(str(exc))
+        else:
+            raise AssertionError("a header with a newline was accepted")
+    texts.append(caplog.text)
+    texts.append(repr(outcome))
+    for i, text in enumerate(texts):
+        assert TOKEN not in text, (i, text[:300])
+    files = [f for f in Path(outcome.bundle_path).rglob("*") if f.is_file()]
+    assert any(f.name == "report.html" for f in files) and any(f.name == "spec.json" for f in files)
+    for f in files:
+        assert TOKEN.encode() not in f.read_bytes(), f
+    assert "***" in (Path(outcome.bundle_path) / "spec.json").read_text()
+
+
+def test_user_data_carries_secret_references_not_values() -> None:
+    """Rendered AWS user data (render_user_data as it is today) of a spec whose secret is a reference: the value
+    is nowhere (it never entered the spec)."""
+    from mlops_lb.aws._parts import server_run
+    from mlops_lb.aws.userdata import render_user_data
+
+    spec = ml.FleetSpec(name="u", server={"secrets": {"HF_TOKEN": {"ssm": "/team/hf-token"}}})
+    ud = render_user_data(
+        bucket="b", region="us-east-1", wheel_key="wheels/x/mlops_lb-0.1.0-py3-none-any.whl", port=8080,
+        server=server_run(spec, {}, "us-east-1"),
+    )  # fmt: skip
+    assert TOKEN not in ud
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="helper `instance` owns user data: a secret-looking server.env value is still written into it; "
+    "remove this xfail when it is refused on AWS or moved to a boot-time fetch",
+)
+def test_user_data_does_not_carry_secret_looking_env_values() -> None:
+    """A server.env HF_TOKEN value must not sit in plain launch-template user data (DescribeLaunchTemplateVersions
+    and IMDS show it)."""
+    from mlops_lb.aws._parts import server_run
+    from mlops_lb.aws.userdata import render_user_data
+
+    spec = ml.FleetSpec(name="u", server={"command": ["app"], "env": {"HF_TOKEN": TOKEN}})
+    ud = render_user_data(
+        bucket="b", region="us-east-1", wheel_key="wheels/x/mlops_lb-0.1.0-py3-none-any.whl", port=8080,
+        server=server_run(spec, {}, "us-east-1"),
+    )  # fmt: skip
+    assert TOKEN not in ud
