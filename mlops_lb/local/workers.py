@@ -28,7 +28,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._proc import kill_group, register_pgid, spawn_group, unregister_pgid
 
@@ -83,7 +83,7 @@ def worker_argv(
 
         command = worker_command
     # The trust options go only when set, so a test's replacement command keeps its five keywords.
-    trust: dict[str, object] = {}
+    trust: dict[str, Any] = {}
     if spec.model.trusted_types:
         trust["trusted_types"] = spec.model.trusted_types
     if spec.model.allow_pickle:
