@@ -720,3 +720,12 @@ def test_user_data_does_not_carry_secret_looking_env_values() -> None:
         server=server_run(spec, {}, "us-east-1"),
     )  # fmt: skip
     assert TOKEN not in ud
+
+
+def test_a_non_string_header_value_is_not_quoted() -> None:
+    """A bytes token as a header value is refused naming its type, not its content (before: the bytes shown)."""
+    from mlops_lb.load import LoadSettings
+
+    with pytest.raises(SpecError) as err:
+        LoadSettings(headers={"X-Api-Key": TOKEN.encode()})  # type: ignore[dict-item]
+    assert TOKEN not in str(err.value) and "bytes" in str(err.value)
