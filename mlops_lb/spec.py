@@ -560,7 +560,14 @@ class _Env(dict):  # type: ignore[type-arg]
 
 def _warn_secret_env(p: str, env: Mapping[str, str]) -> None:
     """Warn once per name about a secret-looking ``server.env`` entry (logging: specs are built in tight loops)."""
-    for k in env:
+    for k, v in env.items():
+        if v == REDACTED and f"{k}={REDACTED}" not in _WARNED_SECRET_ENV:
+            _WARNED_SECRET_ENV.add(f"{k}={REDACTED}")
+            log.warning(
+                "%s.env.%s is %r: this spec was saved with its secret values hidden (to_yaml, spec.json), so a "
+                "target would get %r; give the value again, or a reference in %s.secrets.%s",
+                p, k, REDACTED, REDACTED, p, k,
+            )  # fmt: skip
         if is_secret_name(k) and k not in _WARNED_SECRET_ENV:
             _WARNED_SECRET_ENV.add(k)
             log.warning(

@@ -729,3 +729,16 @@ def test_a_non_string_header_value_is_not_quoted() -> None:
     with pytest.raises(SpecError) as err:
         LoadSettings(headers={"X-Api-Key": TOKEN.encode()})  # type: ignore[dict-item]
     assert TOKEN not in str(err.value) and "bytes" in str(err.value)
+
+
+def test_a_spec_reloaded_from_its_redacted_yaml_warns(caplog: Any) -> None:
+    """to_yaml() hides the value; launching from that YAML would hand the target '***': a warning says so."""
+    import logging
+
+    import mlops_lb.spec as spec_mod
+
+    spec_mod._WARNED_SECRET_ENV.discard("API_TOKEN=***")
+    text = ml.FleetSpec(name="s", server={"env": {"API_TOKEN": TOKEN}}).to_yaml()
+    with caplog.at_level(logging.WARNING, logger="mlops_lb.spec"):
+        again = ml.FleetSpec.from_yaml(text)
+    assert again.server.env["API_TOKEN"] == "***" and "saved with its secret values hidden" in caplog.text
