@@ -181,6 +181,18 @@ class TestModelFiles:
         assert "RUNS ANY CODE" in " ".join(serve.format_help().split())
 
 
+def _run_async(coro: Any) -> Any:
+    """Run ``coro`` on a private loop. Not asyncio.run: it ends with set_event_loop(None), after which code that
+    relies on get_event_loop() (Pulumi's mocks, in later tests of the same process) raises RuntimeError."""
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
 # --------------------------------------------------------------------------- idle and slow connections
 def _serve_at_1024(port: int, *flags: str) -> subprocess.Popen[bytes]:
     """A real server process started with the soft open-file limit many systems default to (1024)."""
@@ -350,7 +362,7 @@ def test_in_flight_limit_answers_503_but_never_on_health() -> None:
         assert [(await t)[0] for t in slow] == [200, 200]
         assert (await call("/predict"))[0] == 200
 
-    asyncio.run(main())
+    _run_async(main())
 
 
 # --------------------------------------------------------------------------- the LLM emulator's request fields
@@ -379,7 +391,7 @@ def _llm_call(body: bytes, path: str = "/v1/chat/completions") -> tuple[int, byt
         await asyncio.wait_for(app(scope, receive, send), 30)
         return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
 
-    return asyncio.run(main())
+    return _run_async(main())
 
 
 class TestEmulatorFields:
