@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME",
-        help="a type a .skops model may build beyond scikit-learn/numpy/scipy classes (repeatable), "
+        help="a type a .skops model may build beyond what skops and scikit-learn classes allow (repeatable), "
         "e.g. mypkg.models.ChurnModel",
     )
     s.add_argument(

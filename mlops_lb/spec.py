@@ -490,7 +490,7 @@ class ModelSpec(_Part):
     """Which model the servers load: ``"demo"``, ``"demo.onnx"`` or a path/URI to a joblib/pkl/skops/onnx file.
 
     A pickle (``.joblib``/``.pkl``) runs any code it holds when it is loaded, so it needs ``allow_pickle: true``;
-    a ``.skops`` file loads only the types skops trusts, classes of scikit-learn/numpy/scipy, and the types named
+    a ``.skops`` file loads only the types skops trusts, scikit-learn classes, and the types named
     in ``trusted_types`` (see ``mlops_lb.serving.model``).
 
     Example::

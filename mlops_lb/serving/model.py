@@ -18,8 +18,9 @@ A user's model file:
   passed as ``trusted`` (https://skops.readthedocs.io/en/stable/persistence.html: "will only construct those
   objects if they are trusted, either by default or by the user"; ``get_untrusted_types(file=...)`` lists the
   others without building anything). We add exactly the types this toolkit's models need, by rule
-  (:func:`default_trusted`): *classes* defined in scikit-learn, numpy or scipy (``sklearn.tree._tree.Tree``,
-  ``sklearn.neighbors._kd_tree.KDTree``...), never functions (a function reference is how a file names
+  (:func:`default_trusted`): *classes* defined in scikit-learn or ``scipy.stats`` (``sklearn.tree._tree.Tree``,
+  ``sklearn.neighbors._kd_tree.KDTree``, a search CV's ``loguniform``...; skops itself already trusts numpy arrays,
+  dtypes, ufuncs and scipy sparse matrices), never functions (a function reference is how a file names
   ``os.system`` or ``numpy.testing...runstring``), never test, build or ``__main__`` modules. Anything else must be
   named by the user (``trusted_types=[...]``, spec ``model.trusted_types``, ``serve --trust-type NAME``), and a file
   naming an untrusted type is refused before anything in it is built: the error lists the types and the fix.
@@ -79,8 +80,12 @@ DEMO = "demo"
 DEMO_ONNX = "demo.onnx"
 _SUFFIXES = (".joblib", ".pkl", ".skops", ".onnx")
 _PICKLES = (".joblib", ".pkl")
-# The libraries whose classes a .skops file of this toolkit's models may name without the user's say-so.
-_TRUSTED_PACKAGES = frozenset({"sklearn", "numpy", "scipy"})
+# Where the classes live that a .skops file may name without the user's say-so. scikit-learn: its estimators'
+# constructors only store parameters (its developer rule), and its Cython types (Tree, KDTree...) take arrays.
+# scipy.stats: the distributions a search CV keeps (loguniform...). Not the rest of numpy and scipy: skops already
+# trusts what models hold from them (arrays, dtypes, ufuncs, sparse matrices), and their other classes include
+# constructors that write files (numpy.memmap(path, mode="w+"), scipy.io.FortranFile(path, "w")).
+_TRUSTED_PREFIXES = ("sklearn.", "scipy.stats.")
 # Modules inside them that are not model code: tests and their helpers (numpy.testing runs strings), build tools
 # (numpy.distutils, f2py run compilers and shells), and any dunder module (importing ``__main__`` runs a program).
 _NOT_MODEL_CODE = re.compile(
@@ -155,24 +160,26 @@ def _resolve(source: str) -> Path:
 def default_trusted(name: str) -> bool:
     """True when a type a ``.skops`` file names is trusted without the user naming it (see the module docstring).
 
-    Only a *class* defined in scikit-learn, numpy or scipy outside their test and build modules qualifies; the
-    module is imported to tell a class from a function, which runs only that library's own code.
+    Only a *class* defined in scikit-learn or ``scipy.stats``, outside test, build and dunder modules, qualifies;
+    the module is imported to tell a class from a function, which runs only that library's own code.
 
     Example::
 
         default_trusted("sklearn.tree._tree.Tree"), default_trusted("os.system")       # (True, False)
         default_trusted("numpy.testing._private.utils.runstring")                       # False
     """
-    if not isinstance(name, str) or name.split(".", 1)[0] not in _TRUSTED_PACKAGES:
+    prefix = next((p for p in _TRUSTED_PREFIXES if isinstance(name, str) and name.startswith(p)), None)
+    if prefix is None:
         return False
     module, _, attr = name.rpartition(".")
-    if not module or _NOT_MODEL_CODE.search(module) or not attr.isidentifier():
+    if _NOT_MODEL_CODE.search(module) or not attr.isidentifier():
         return False
     try:
         obj = getattr(importlib.import_module(module), attr)
     except Exception:  # not importable here: not a type this toolkit knows
         return False
-    return isinstance(obj, type) and getattr(obj, "__module__", "").split(".", 1)[0] in _TRUSTED_PACKAGES
+    # Defined there too, not merely re-exported (a module may import numpy.memmap under another name).
+    return isinstance(obj, type) and f"{getattr(obj, '__module__', '')}.".startswith(prefix)
 
 
 def _untrusted(path: Path, trusted_types: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -273,7 +280,7 @@ def load_model(
 
         trusted = tuple(skops_trusted)
         if trusted:
-            log.info("trusting these types from %s (classes of scikit-learn/numpy/scipy or named by you): %s",
+            log.info("trusting these types from %s (scikit-learn/scipy.stats classes, or named by you): %s",
                      path, ", ".join(trusted))  # fmt: skip
         estimator = sio.load(path, trusted=list(trusted))
     else:

@@ -117,7 +117,10 @@ class TestModelFiles:
         [
             ("sklearn.tree._tree.Tree", True),
             ("sklearn.neighbors._kd_tree.KDTree", True),
-            ("scipy.sparse.csr_matrix", True),
+            ("scipy.stats._distn_infrastructure.rv_continuous_frozen", True),
+            ("numpy.memmap", False),  # a class whose constructor creates or truncates a file
+            ("scipy.io.FortranFile", False),  # the same
+            ("scipy.sparse.csr_matrix", False),  # skops trusts it itself; not ours to widen
             ("os.system", False),
             ("builtins.eval", False),
             ("numpy.testing._private.utils.runstring", False),  # a function that exec()s a string
@@ -129,8 +132,33 @@ class TestModelFiles:
         ],
     )
     def test_default_trust_rule(self, name: str, trusted: bool) -> None:
-        """Classes of sklearn/numpy/scipy outside test/build/dunder modules are trusted; functions never."""
+        """Classes of sklearn and scipy.stats outside test/build/dunder modules are trusted; functions, and the
+        file-writing classes of numpy/scipy, never."""
         assert default_trusted(name) is trusted
+
+    def test_skops_file_calling_numpy_memmap_does_not_write(self, tmp_path: Path) -> None:
+        """Why numpy is not trusted by prefix: a node building numpy.memmap(path, "uint8", "w+", 0, (1,)) would
+        create (or truncate) any file. Refused, and the file is not created."""
+        from zoneinfo import ZoneInfo
+
+        import skops.io as sio
+
+        target = tmp_path / "written-by-a-model-file"
+        dump = sio.dumps({"a": ZoneInfo("UTC"), "b": (str(target), "uint8", "w+", 0, 1)})
+        schema = json.loads(zipfile.ZipFile(io.BytesIO(dump)).read("schema.json"))
+        node = schema["content"]["a"]
+        node["__module__"], node["__class__"] = "numpy", "memmap"
+        node["content"] = schema["content"].pop("b")  # memmap(path, "uint8", "w+", 0, 1)
+        schema["key_types"]["content"] = schema["key_types"]["content"][:1]
+        path = tmp_path / "memmap.skops"
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("schema.json", json.dumps(schema))
+        assert sio.get_untrusted_types(file=path) == ["numpy.memmap"]
+        with pytest.raises(SpecError, match=r"numpy\.memmap"):
+            load_model(str(path))
+        assert not target.exists()
+        sio.load(path, trusted=["numpy.memmap"])  # the other direction: trusted, it writes
+        assert target.exists()
 
     def test_user_named_types_are_trusted(self, tmp_path: Path) -> None:
         """A type the user names (model.trusted_types / --trust-type) is passed on to skops."""
