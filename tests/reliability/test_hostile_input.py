@@ -95,7 +95,7 @@ class TestModelFiles:
             LocalFleet(ml.FleetSpec(name="evil", model={"source": str(evil)}))
         assert not canary.exists()
 
-    def test_classes_of_scikit_learn_numpy_scipy_load_without_naming_them(self, tmp_path: Path) -> None:
+    def test_scikit_learn_classes_load_without_naming_them(self, tmp_path: Path) -> None:
         """Models whose skops files name sklearn classes skops does not trust by default (a forest's Tree, a KD
         tree) load as they are; the types trusted are reported on the handle."""
         import skops.io as sio
