@@ -32,6 +32,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             target_id=args.target_id,
             params=params,
             served_model_name=args.served_model_name,
+            header_timeout_s=args.header_timeout_s,
+            max_in_flight=args.max_in_flight,
         )
         return 0
     serve(
@@ -41,6 +43,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         target_id=args.target_id,
         slots=args.slots,
         min_service_ms=args.min_service_ms,
+        trusted_types=tuple(args.trust_type),
+        allow_pickle=args.allow_pickle,
+        header_timeout_s=args.header_timeout_s,
+        max_in_flight=args.max_in_flight,
     )
     return 0
 

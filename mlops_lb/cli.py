@@ -162,11 +162,38 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default="demo", help="'demo', 'demo.onnx' or a path to a .joblib/.pkl/.skops/.onnx model"
     )
     s.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load a .joblib/.pkl model: a pickle RUNS ANY CODE it holds, so only for a file you made or trust "
+        "(.skops and .onnx run nothing on load)",
+    )
+    s.add_argument(
+        "--trust-type",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a type a .skops model may build beyond what skops and scikit-learn classes allow (repeatable), "
+        "e.g. mypkg.models.ChurnModel",
+    )
+    s.add_argument(
         "--target-id",
         default=None,
         help="id returned in X-Target-Id (default: host:port; the AWS user data passes the instance id)",
     )
     s.add_argument("--slots", type=int, default=0, help="emulated concurrent slots (0 = unlimited)")
+    s.add_argument(
+        "--header-timeout-s",
+        type=float,
+        default=10.0,
+        help="close a connection whose request headers are not complete this long after it opened or after "
+        "its last response (idle and slow clients; default 10)",
+    )
+    s.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=4096,
+        help="answer 503 beyond this many requests in flight (/health is exempt; default 4096)",
+    )
     s.add_argument(
         "--min-service-ms", type=float, default=0.0, help="emulated minimum service time per request"
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import logging
 import numbers
 import re
 import types
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypedDict
 
+from ._redact import REDACTED, is_secret_name, redact_env
 from .errors import SpecError
 
 if TYPE_CHECKING:
@@ -55,6 +57,8 @@ __all__ = [
     "is_gpu_instance_type",
     "register_spec_check",
 ]
+
+log = logging.getLogger(__name__)
 
 Algorithm = Literal["round_robin", "least_outstanding_requests", "weighted_random"]
 ALGORITHMS: tuple[str, ...] = typing.get_args(Algorithm)
@@ -480,13 +484,20 @@ class ScalingPolicySpec(_Part):
 class ModelSpec(_Part):
     """Which model the servers load: ``"demo"``, ``"demo.onnx"`` or a path/URI to a joblib/pkl/skops/onnx file.
 
+    A pickle (``.joblib``/``.pkl``) runs any code it holds when it is loaded, so it needs ``allow_pickle: true``;
+    a ``.skops`` file loads only the types skops trusts, scikit-learn classes, and the types named
+    in ``trusted_types`` (see ``mlops_lb.serving.model``).
+
     Example::
 
-        ModelSpec(source="models/churn.skops")
+        ModelSpec(source="models/churn.skops", trusted_types=["mypkg.ChurnModel"])
+        ModelSpec(source="models/rf.joblib", allow_pickle=True)      # only for a file you made or trust
     """
 
     _path: ClassVar[str] = "model"
     source: str = "demo"
+    trusted_types: tuple[str, ...] = ()
+    allow_pickle: bool = False
 
     def _validate(self, p: str) -> None:
         s = _str(f"{p}.source", self.source)
@@ -496,6 +507,24 @@ class ModelSpec(_Part):
             _fail(
                 f"{p}.source",
                 f"must be 'demo' or a path/URI ending in .joblib, .pkl, .skops or .onnx (got {_show(s)})",
+            )
+        if "\0" in s:
+            _fail(f"{p}.source", "must not contain a NUL character")
+        self._set("allow_pickle", _bool(f"{p}.allow_pickle", self.allow_pickle))
+        types_ = _str_tuple(f"{p}.trusted_types", self.trusted_types)
+        for i, t in enumerate(types_):
+            if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", t):
+                _fail(
+                    f"{p}.trusted_types[{i}]",
+                    f"must be a dotted type name such as mypkg.models.ChurnModel (got {_show(t)})",
+                )
+        self._set("trusted_types", types_)
+        if re.search(r"\.(joblib|pkl)\Z", s) and not self.allow_pickle:
+            _fail(
+                f"{p}.allow_pickle",
+                f"must be true to serve {_show(s)}: a .joblib/.pkl file is a pickle, and loading a pickle runs "
+                "any code it holds. Set it only for a file you made or trust, or save the model with skops "
+                "(.skops) or as ONNX (.onnx)",
             )
 
 
@@ -514,6 +543,41 @@ _PORT_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 # A placeholder in an env value or the working directory: only known names are replaced there, so a JSON value
 # such as '{"a": 1}' passes through; an identifier in braces close to a known name is a typo and fails validation.
 _PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SECRET_SOURCES = ("ssm", "secretsmanager", "env")
+_WARNED_SECRET_ENV: set[str] = set()
+
+
+class _Env(dict):  # type: ignore[type-arg]
+    """``server.env``: a plain dict whose repr shows secret-looking values as ``***`` (reprs reach notebooks,
+    logs and tracebacks; the values must still reach the targets, so only the display is redacted)."""
+
+    def __repr__(self) -> str:
+        return repr(redact_env(self))
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:  # IPython
+        p.text(repr(self))
+
+
+def _warn_secret_env(p: str, env: Mapping[str, str]) -> None:
+    """Warn once per name about a secret-looking ``server.env`` entry (logging: specs are built in tight loops)."""
+    for k, v in env.items():
+        if v == REDACTED and f"{k}={REDACTED}" not in _WARNED_SECRET_ENV:
+            _WARNED_SECRET_ENV.add(f"{k}={REDACTED}")
+            log.warning(
+                "%s.env.%s is %r: this spec was saved with its secret values hidden (to_yaml, spec.json), so a "
+                "target would get %r; give the value again, or a reference in %s.secrets.%s",
+                p, k, REDACTED, REDACTED, p, k,
+            )  # fmt: skip
+        if is_secret_name(k) and k not in _WARNED_SECRET_ENV:
+            _WARNED_SECRET_ENV.add(k)
+            log.warning(
+                "%s.env.%s looks like a secret: it is shown as %s in reprs, YAML, bundles and reports, but on AWS "
+                "it is written into the instances' user data; give it by reference instead: %s.secrets.%s: "
+                "{ssm: /param/name} | {secretsmanager: arn-or-name} | {env: LAUNCHER_VAR} (local fleet)",
+                p, k, REDACTED, p, k,
+            )  # fmt: skip
+
+
 # NVIDIA GPU families (g4dn, g5, g6, g6e, gr6, p3, p4d, p5, ...): what `docker run --gpus` can use.
 _GPU_FAMILY_RE = re.compile(r"^(g|gr|p)\d")
 
@@ -583,6 +647,13 @@ class ServerSpec(_Part):
       its own, created when missing) too. On AWS ``image`` (with
       ``container_port``, ``gpus``, ``registry_auth``) runs a container instead; ``command`` then is its arguments.
 
+    ``secrets`` hands a target a secret by *reference*; only the reference is ever stored or shown. Each entry is
+    ``NAME: {"ssm": "/param/name"}`` (SSM Parameter Store), ``{"secretsmanager": "arn-or-name", "key": "json key"}``
+    (``key`` optional) or, for the local fleet, ``{"env": "VAR"}`` (read from the launching process's environment
+    at launch). On AWS the instance fetches ssm/secretsmanager values at boot. ``env`` is plain configuration:
+    values whose names look secret (TOKEN, KEY, SECRET, PASSWORD, CREDENTIAL...) are shown as ``***`` in the repr,
+    ``to_dict``/``to_yaml``, bundles and reports, and a warning suggests ``secrets``.
+
     ``kind`` defaults to ``command`` when ``command`` or ``image`` is given, else ``model``. ``startup_timeout_s``
     (real seconds: a boot takes as long here as there; None: the backend's default) bounds launch to first
     passing check; ``drain_timeout_s`` is how long a SIGTERMed server may finish in-flight requests before SIGKILL.
@@ -591,6 +662,7 @@ class ServerSpec(_Part):
 
         ServerSpec(command="python app.py --port {port}", startup_timeout_s=60)
         ServerSpec(image="vllm/vllm-openai:v0.6.3", command=["--model", "{model}"], container_port=8000, gpus="all")
+        ServerSpec(command="app --port {port}", secrets={"HF_TOKEN": {"ssm": "/team/hf-token"}})
     """
 
     _path: ClassVar[str] = "server"
@@ -599,6 +671,7 @@ class ServerSpec(_Part):
     image: str | None = None
     container_port: int | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    secrets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     gpus: str | int | None = None
     registry_auth: str | None = None
     install: str | None = None
@@ -650,8 +723,8 @@ class ServerSpec(_Part):
                 "must be the ARN of a Secrets Manager secret with the registry's username and password "
                 f"(ECR images need none: the instance role pulls them) (got {_show(self.registry_auth)})",
             )
-        if self.install is not None:
-            _str(f"{p}.install", self.install)
+        if self.install is not None and "\0" in _str(f"{p}.install", self.install):
+            _fail(f"{p}.install", "must not contain a NUL character")
         if not isinstance(self.env, Mapping):
             _fail(f"{p}.env", f"must be a mapping of variable names to strings (got {_show(self.env)})")
         for k, v in self.env.items():
@@ -666,8 +739,14 @@ class ServerSpec(_Part):
                     where, f"is set by the fleet for each target ({', '.join(SERVER_PLACEHOLDERS.values())})"
                 )
             if not isinstance(v, str):
-                _fail(where, f"must be a string (got {_show(v)}); quote numbers in YAML")
-        self._set("env", dict(self.env))
+                # The value is not shown: under a secret-looking name it is likely a credential.
+                shown = "a value" if is_secret_name(k) else _show(v)
+                _fail(where, f"must be a string (got {shown}); quote numbers in YAML")
+            if "\0" in v:
+                _fail(where, "must not contain a NUL character (no process environment can hold one)")
+        self._set("env", _Env(self.env))
+        _warn_secret_env(p, self.env)
+        self._set("secrets", self._secrets(p))
         for k, v in self.env.items():
             self._check_placeholders(f"{p}.env.{k}", v)
         if self.workdir is not None:
@@ -747,6 +826,8 @@ class ServerSpec(_Part):
         if not argv:
             _fail(f"{p}.command", "must not be empty")
         for i, arg in enumerate(argv):
+            if "\0" in arg:
+                _fail(f"{p}.command[{i}]", "must not contain a NUL character (no argument can hold one)")
             try:
                 names = [n for _, n, _, _ in string.Formatter().parse(arg) if n is not None]
             except ValueError as exc:
@@ -766,6 +847,77 @@ class ServerSpec(_Part):
                         f"has an unknown placeholder {{{n}}} (known: {', '.join('{' + k + '}' for k in known)}; {hint})",
                     )
         return argv
+
+    def _secrets(self, p: str) -> dict[str, dict[str, str]]:
+        """``secrets`` checked: valid names, not also in env, exactly one source each, references only."""
+        if not isinstance(self.secrets, Mapping):
+            _fail(
+                f"{p}.secrets",
+                f"must be a mapping of variable names to references (got {_show(self.secrets)})",
+            )
+        out: dict[str, dict[str, str]] = {}
+        for name, ref in self.secrets.items():
+            where = f"{p}.secrets.{name if isinstance(name, str) else _show(name)}"
+            if not isinstance(name, str) or not _ENV_NAME_RE.fullmatch(name):
+                _fail(
+                    where,
+                    "must be an environment variable name (letters, digits, _; not starting with a digit)",
+                )
+            if name in SERVER_PLACEHOLDERS.values():
+                _fail(
+                    where, f"is set by the fleet for each target ({', '.join(SERVER_PLACEHOLDERS.values())})"
+                )
+            if name in self.env:
+                _fail(where, f"is also in {p}.env: give it in one place (here, as a reference)")
+            if not isinstance(ref, Mapping):
+                # Not shown: a plain value written here is most likely the secret itself.
+                _fail(
+                    where,
+                    f"must be a reference such as {{ssm: /param/name}} or {{env: LAUNCHER_VAR}}, not a value "
+                    f"(got a {type(ref).__name__})",
+                )
+            sources = [k for k in ref if k in _SECRET_SOURCES]
+            extra = [k for k in ref if k not in (*_SECRET_SOURCES, "key")]
+            if len(sources) != 1 or extra:
+                _fail(
+                    where,
+                    "must name exactly one source: {ssm: /param/name}, {secretsmanager: arn-or-name, key: "
+                    f"optional json key}} or {{env: LAUNCHER_VAR}} (got keys {sorted(map(str, ref))})",
+                )
+            source = sources[0]
+            for k, v in ref.items():
+                if not isinstance(v, str) or not v.strip() or "\0" in v or any(c.isspace() for c in v):
+                    _fail(f"{where}.{k}", f"must be a name without spaces (got {_show(v, 60)})")
+            if "key" in ref and source != "secretsmanager":
+                _fail(f"{where}.key", "applies to secretsmanager only (the JSON key inside the secret)")
+            if source == "env" and not _ENV_NAME_RE.fullmatch(ref["env"]):
+                _fail(f"{where}.env", f"must be an environment variable name (got {_show(ref['env'])})")
+            if source == "ssm" and not re.fullmatch(
+                r"(arn:aws[\w-]*:ssm:[\w-]+:\d{12}:parameter)?/?[\w.\-/]{1,2048}", ref["ssm"]
+            ):
+                _fail(
+                    f"{where}.ssm",
+                    f"must be a parameter name such as /team/hf-token (got {_show(ref['ssm'])})",
+                )
+            if source == "secretsmanager" and not re.fullmatch(
+                r"[\w/+=.@:\-]{1,2048}", ref["secretsmanager"]
+            ):
+                _fail(
+                    f"{where}.secretsmanager",
+                    f"must be a secret's ARN or name (got {_show(ref['secretsmanager'])})",
+                )
+            out[name] = dict(ref)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """As :meth:`_Part.to_dict`, with the values of secret-looking ``env`` names shown as ``***``.
+
+        What lands in ``spec.json``, ``to_yaml()`` and the report; the live value stays on ``env`` for the targets.
+        """
+        out = super().to_dict()
+        out["env"] = redact_env(self.env)
+        out["secrets"] = {k: dict(v) for k, v in self.secrets.items()}
+        return out
 
     @property
     def default_metrics_path(self) -> str | None:
@@ -811,7 +963,8 @@ class ServerSpec(_Part):
         self, *, port: int, host: str, target_id: str, model: str, ports: Mapping[str, int] | None = None
     ) -> dict[str, str]:
         """The variables a target gets on top of the machine's: ``env`` (its placeholders filled) plus PORT, HOST,
-        TARGET_ID, MODEL_PATH and ``PORT_<NAME>`` for each of ``ports``.
+        TARGET_ID, MODEL_PATH and ``PORT_<NAME>`` for each of ``ports``. ``secrets`` are not here: each backend
+        resolves its references (the local fleet from its own environment, an instance at boot).
 
         Example::
 

@@ -79,6 +79,10 @@ def server_run(spec: FleetSpec, keys: Mapping[str, Any], region: str) -> ServerR
         model_path=model_path,
         model_s3=model_s3,
         llm_flags=tuple(srv.llm.flags()),
+        model_flags=(
+            *(a for t in spec.model.trusted_types for a in ("--trust-type", t)),
+            *(("--allow-pickle",) if spec.model.allow_pickle else ()),
+        ),
         image=srv.image,
         gpus=srv.gpus,
         ecr_registry=ecr["registry"] if ecr else None,

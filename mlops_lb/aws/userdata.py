@@ -114,6 +114,9 @@ class ServerRun:
     model_path: str = "demo"
     model_s3: str | None = None
     llm_flags: tuple[str, ...] = ()
+    model_flags: tuple[
+        str, ...
+    ] = ()  # `serve --allow-pickle` / `--trust-type NAME` (spec model.allow_pickle...)
     image: str | None = None
     gpus: str | int | None = None
     ecr_registry: str | None = None  # <account>.dkr.ecr.<region>.amazonaws.com: docker login with the role
@@ -220,7 +223,7 @@ def render_user_data(
     else:
         exec_start = (
             f"{VENV}/bin/mlops-lb serve --host 0.0.0.0 --port {int(port)} --model {model_arg} "
-            "--target-id ${TARGET_ID}"
+            "--target-id ${TARGET_ID}" + "".join(f" {_systemd_word(a)}" for a in server.model_flags)
         )
         description = "mlops_lb model server"
     return f"""#!/bin/bash

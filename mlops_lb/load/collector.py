@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._redact import REDACTED
 from ..errors import LoadTestError, StorageError
 from . import distributed  # noqa: F401 - registers the "ray" executor
 from ._codes import ERROR_KINDS
@@ -227,7 +228,7 @@ class Collector:
     def _spec_dict(self) -> dict[str, Any]:
         # Header values stay out of the bundle: they are often credentials (Authorization, API keys).
         knobs = self.settings.to_dict()
-        knobs["headers"] = dict.fromkeys(knobs["headers"], "<redacted>")
+        knobs["headers"] = dict.fromkeys(knobs["headers"], REDACTED)
         return {
             "url": self.url,
             "profile": self.profile.to_dict(),

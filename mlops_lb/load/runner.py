@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import inspect
 import json
@@ -30,8 +31,9 @@ import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
+from .._redact import REDACTED, is_secret_name, redact_url
 from ..errors import LoadTestError, SpecError
 from ._profile_base import LoadProfile
 from .collector import COLLECT_GRACE_S, Collector
@@ -75,17 +77,20 @@ class _RequestBuilder:
 
 
 def _parse_url(url: str) -> tuple[str, int, str, str]:
+    # Errors show the URL without its credentials (userinfo, api_key=...): error messages reach logs and reports.
     if not isinstance(url, str):
-        raise LoadTestError(f"url must be a string such as http://127.0.0.1:8080/predict (got {url!r})")
+        raise LoadTestError(
+            f"url must be a string such as http://127.0.0.1:8080/predict (got {type(url).__name__})"
+        )
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
         raise LoadTestError(
-            f"url must be http://host[:port]/path (got {url!r}); https is not supported by the engine"
+            f"url must be http://host[:port]/path (got {redact_url(url)!r}); https is not supported by the engine"
         )
     try:
         port = parts.port or 80
     except ValueError as exc:
-        raise LoadTestError(f"url has an invalid port: {url!r}") from exc
+        raise LoadTestError(f"url has an invalid port: {redact_url(url)!r}") from None if "@" in url else exc
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
@@ -96,6 +101,25 @@ def _parse_url(url: str) -> tuple[str, int, str, str]:
 # RFC 9110 §5.6.2 (https://www.rfc-editor.org/rfc/rfc9110#section-5.6.2): methods and field names are tokens;
 # §5.5: a field value must not contain CR, LF or NUL (they would split the request: header injection).
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _url_credentials(url: str, headers: Mapping[str, str] | None) -> dict[str, str]:
+    """``Authorization: Basic ...`` from a URL's ``user:password@`` (RFC 9110 §4.2.4 deprecates userinfo in http
+    URIs, but clients such as curl send it as Basic credentials, RFC 7617 §2; dropping it silently gave 401s).
+
+    Refused when ``headers=`` has its own Authorization: two credentials, one place to give them.
+    """
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return {}
+    if any(k.lower() == "authorization" for k in headers or {}):
+        raise LoadTestError(
+            f"url {redact_url(url)!r} has credentials and headers= has an Authorization header: give them in one "
+            "place, e.g. headers={'Authorization': 'Basic ...'} and a url without user:password@"
+        )
+    user, password = unquote(parts.username or ""), unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return {"Authorization": f"Basic {token}"}
 
 
 def _check_request_line(method: Any, headers: Mapping[str, str] | None) -> None:
@@ -112,12 +136,19 @@ def _check_request_line(method: Any, headers: Mapping[str, str] | None) -> None:
             raise LoadTestError(f"headers: name {k!r} is not a valid HTTP field name (letters, digits, -)")
         if not isinstance(v, str):
             raise LoadTestError(f"headers[{k!r}] must be a string (got {type(v).__name__})")
-        if any(c in v for c in "\r\n\0"):
-            raise LoadTestError(f"headers[{k!r}] must not contain CR, LF or NUL (got {v!r})")
+        bad = [name for c, name in (("\r", "CR"), ("\n", "LF"), ("\0", "NUL")) if c in v]
+        if bad:
+            # Never the value itself: a key read from a file keeps its trailing newline, and the message is logged.
+            hint = ": strip() a value read from a file" if v.rstrip() != v else ""
+            raise LoadTestError(
+                f"headers[{k!r}] must not contain CR, LF or NUL (got a value of {len(v)} characters with "
+                f"{' and '.join(bad)}{hint})"
+            )
         try:
             v.encode("latin-1")
-        except UnicodeEncodeError as exc:
-            raise LoadTestError(f"headers[{k!r}] must be latin-1 text (got {v!r})") from exc
+        except UnicodeEncodeError:
+            shown = REDACTED if is_secret_name(k) else repr(v)
+            raise LoadTestError(f"headers[{k!r}] must be latin-1 text (got {shown})") from None
 
 
 def _resolve(host: str, port: int) -> str:
@@ -255,7 +286,7 @@ def _new_run(
         raise SpecError("profile", f"must be a LoadProfile such as load.constant(100, 30) (got {profile!r})")
     host, port, path, hostport = _parse_url(url)
     _resolve(host, port)
-    head = _head(merged.method, path, hostport, merged.headers)
+    head = _head(merged.method, path, hostport, {**_url_credentials(url, merged.headers), **merged.headers})
     requests: list[bytes] | None = None
     request_fn: Callable[[int], bytes] | None = None
     if payloads is None:
@@ -269,7 +300,8 @@ def _new_run(
         for p in payloads:
             b = _body(p)
             requests.append(b"%sContent-Length: %d\r\n\r\n%s" % (head, len(b), b))
-    return Collector(url, profile, merged, target=(host, port), requests=requests, request_fn=request_fn,
+    # The URL as shown (logs, load.json, the result, the report) carries no credentials (mlops_lb._redact).
+    return Collector(redact_url(url), profile, merged, target=(host, port), requests=requests, request_fn=request_fn,
                      on_interval=on_interval, stop=stop, bundle=bundle)  # fmt: skip
 
 

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._redact import redact_headers
 from .._validate import check_bool, check_int, check_num, check_str, fail, show, unknown_field
 from ._ray_options import check_options
 
@@ -68,7 +69,8 @@ class LoadSettings:
             fail("headers", f"must be a mapping of header names to values (got {show(self.headers)})")
         for k, v in self.headers.items():
             check_str(f"headers[{k!r}]", k)
-            check_str(f"headers[{k!r}]", v, empty=True)
+            if not isinstance(v, str):  # not shown: header values are often credentials (a bytes token...)
+                fail(f"headers[{k!r}]", f"must be a string (got a {type(v).__name__})")
         object.__setattr__(self, "headers", dict(self.headers))  # a private copy: the settings stay frozen
         # The same ranges run_load checks, so a bad value fails where the settings are written.
         check_int("connections", self.connections, 1, 100_000)
@@ -117,6 +119,12 @@ class LoadSettings:
         if self.workers > self.connections:
             fail("workers", f"must be <= connections ({self.connections}) (got {self.workers})")
         check_options(self.cluster, self.shards, self.placement, self.workers, self.connections)
+
+    def __repr__(self) -> str:
+        # Header values are often credentials (Authorization, X-Api-Key): shown as *** (mlops_lb._redact).
+        shown = {f.name: getattr(self, f.name) for f in _FIELDS}
+        shown["headers"] = redact_headers(self.headers)
+        return f"LoadSettings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict; :meth:`from_dict` inverts it."""

@@ -711,16 +711,34 @@ def check_runs_locally(spec: FleetSpec) -> None:
             f"run, e.g. ['python', '-m', 'vllm.entrypoints.openai.api_server', '--port', '{{port}}']), or use "
             f"backend='aws'",
         )
+    for name, ref in server.secrets.items():
+        if "env" not in ref:
+            raise SpecError(
+                f"server.secrets.{name}",
+                f"cannot be fetched by the local backend (got {ref}): it reads no AWS parameter or secret, so "
+                f"a local run needs no credentials; give it as {{env: VAR}} with the value in this process's "
+                f"environment (export VAR=...), or use backend='aws', where each instance fetches it at boot",
+            )
+        if ref["env"] not in os.environ:
+            raise SpecError(
+                f"server.secrets.{name}.env",
+                f"names {ref['env']}, which is not set in this process's environment: export {ref['env']}=... "
+                f"before launching (its value is handed to each target as {name} and never stored)",
+            )
     if spec.model.source.startswith("s3://"):
         raise SpecError(
             "model.source",
             f"cannot be read by the local backend (got {spec.model.source!r}): only AWS instances download "
             f"s3:// models (with their role); download it and give the local path",
         )
-    if server.kind == "model" and spec.model.source.endswith(".onnx"):
+    if server.kind == "model" and spec.model.source.endswith((".onnx", ".skops")):
         from ..serving.model import check_model
 
-        check_model(spec.model.source)  # an .onnx ONNX Runtime cannot load fails here, not in every worker
+        # An .onnx ONNX Runtime cannot load, or a .skops file naming untrusted types, fails here, not in every
+        # worker (neither check builds anything from the file).
+        check_model(
+            spec.model.source, trusted_types=spec.model.trusted_types, allow_pickle=spec.model.allow_pickle
+        )
     source = spec.model.source
     if source not in ("demo", "demo.onnx") and "://" not in source and not Path(source).expanduser().exists():
         # Found slow: a worker that cannot load its model exits, is replaced, exits again, and launch reported it

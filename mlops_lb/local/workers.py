@@ -29,7 +29,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._proc import kill_group, register_pgid, spawn_group, unregister_pgid
 
@@ -101,12 +101,19 @@ def worker_argv(
         from ..serving.server import worker_command
 
         command = worker_command
+    # The trust options go only when set, so a test's replacement command keeps its five keywords.
+    trust: dict[str, Any] = {}
+    if spec.model.trusted_types:
+        trust["trusted_types"] = spec.model.trusted_types
+    if spec.model.allow_pickle:
+        trust["allow_pickle"] = True
     argv = command(
         port=port,
         target_id=target_id,
         model=spec.model.source,
         slots=spec.local.slots,
         min_service_ms=spec.local.min_service_ms,
+        **trust,
     )
     return [str(a) for a in argv]
 
@@ -127,6 +134,11 @@ def worker_env(
             port=port, host=HOST, target_id=target_id, model=spec.model.source, ports=ports
         )
     )
+    # server.secrets {env: VAR}: the value is read here, at each target's start, and goes only to its environment
+    # (never to the spec, a log or the bundle). The fleet refused other sources, and missing variables, at launch.
+    for name, ref in spec.server.secrets.items():
+        if "env" in ref and ref["env"] in os.environ:
+            env[name] = os.environ[ref["env"]]
     return env
 
 

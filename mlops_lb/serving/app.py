@@ -126,7 +126,15 @@ class ServerState:
     """What the routes share: the model once loaded, readiness, the health switch and the capacity emulation."""
 
     def __init__(
-        self, *, model: str, target_id: str, slots: int, min_service_ms: float, max_body_bytes: int
+        self,
+        *,
+        model: str,
+        target_id: str,
+        slots: int,
+        min_service_ms: float,
+        max_body_bytes: int,
+        trusted_types: tuple[str, ...] = (),
+        allow_pickle: bool = False,
     ) -> None:
         if slots < 0 or min_service_ms < 0 or max_body_bytes < 1:
             raise ValueError(
@@ -134,6 +142,8 @@ class ServerState:
                 f"(got slots={slots}, min_service_ms={min_service_ms}, max_body_bytes={max_body_bytes})"
             )
         self.model_source = model
+        self.trusted_types = trusted_types
+        self.allow_pickle = allow_pickle
         self.target_id = target_id
         self.slots = slots
         self.min_service_s = min_service_ms / 1000.0
@@ -158,7 +168,9 @@ class ServerState:
     def _load(self) -> None:
         t0 = time.perf_counter()
         try:
-            handle = load_model(self.model_source)
+            handle = load_model(
+                self.model_source, trusted_types=self.trusted_types, allow_pickle=self.allow_pickle
+            )
             got = handle.predict(handle.sample_rows(1))
             if len(got) != 1:
                 raise RuntimeError(f"self-test prediction returned {len(got)} values for 1 row")
@@ -412,6 +424,8 @@ def create_app(
     slots: int = 0,
     min_service_ms: float = 0.0,
     max_body_bytes: int = 1_000_000,
+    trusted_types: tuple[str, ...] = (),
+    allow_pickle: bool = False,
 ) -> FastAPI:
     """The model server's FastAPI app (see the module docstring for what each route promises).
 
@@ -426,6 +440,8 @@ def create_app(
         slots=slots,
         min_service_ms=min_service_ms,
         max_body_bytes=max_body_bytes,
+        trusted_types=trusted_types,
+        allow_pickle=allow_pickle,
     )
 
     @asynccontextmanager

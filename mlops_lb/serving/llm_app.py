@@ -20,7 +20,7 @@ Routes (the subset of the OpenAI API that vLLM's server also offers, same shapes
 
 Every response carries ``X-Target-Id``. Tokens are whitespace-separated words: a prompt of *n* words is *n* prompt
 tokens, and every answer is exactly ``max_tokens`` tokens (``finish_reason: "length"``, as vLLM with
-``ignore_eos``), so a load test controls both lengths. Any ``model`` name is accepted and echoed back. A prompt
+``ignore_eos``), so a load test controls both lengths. Any ``model`` name of at most 256 characters is accepted and echoed back (a longer one is a 400). A prompt
 plus ``max_tokens`` over ``max_model_len`` is a 400, as in vLLM. A client that goes away frees its slot at the next
 engine step.
 
@@ -57,6 +57,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+# Far above real names ("meta-llama/Llama-3.1-8B-Instruct" is 32), far below what multiplies a response.
+MAX_MODEL_NAME_CHARS = 256
 # Words the emulator "generates" (seeded): short and ASCII, so every token is one JSON-safe word.
 _VOCAB = (
     "the", "of", "and", "to", "in", "a", "is", "that", "for", "it", "as", "was", "with", "on", "be", "by", "at",
@@ -205,7 +207,16 @@ def _parse(body: bytes, chat: bool, params: EngineParams) -> tuple[int, int, boo
     if max_tokens is None:
         max_tokens = DEFAULT_MAX_TOKENS
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise _BadRequest(400, f"max_tokens must be an integer >= 1 (got {max_tokens!r})", "max_tokens")
+        raise _BadRequest(400, f"max_tokens must be an integer >= 1 (got {_brief(max_tokens)})", "max_tokens")
+    # Range first, format after: Python refuses to print an int of more than 4,300 digits (ValueError, a 500).
+    # A sane number over the context length gets vLLM's own message below.
+    if max_tokens > params.max_model_len and max_tokens.bit_length() > 64:
+        raise _BadRequest(
+            400,
+            f"max_tokens must be at most this model's maximum context length, {params.max_model_len} "
+            f"(got {_brief(max_tokens)})",
+            "max_tokens",
+        )
     if data.get("n", 1) != 1:
         raise _BadRequest(400, "only n = 1 is supported by the emulator", "n")
     if prompt_tokens + max_tokens > params.max_model_len:
@@ -219,7 +230,20 @@ def _parse(body: bytes, chat: bool, params: EngineParams) -> tuple[int, int, boo
     opts = data.get("stream_options")
     include_usage = stream and isinstance(opts, dict) and opts.get("include_usage") is True
     model = data.get("model")
+    # The name is echoed in every chunk: an unbounded one multiplied the response (3.9 MB in each of 64 chunks).
+    if isinstance(model, str) and len(model) > MAX_MODEL_NAME_CHARS:
+        raise _BadRequest(
+            400, f"model must be at most {MAX_MODEL_NAME_CHARS} characters (got {len(model)})", "model"
+        )
     return prompt_tokens, max_tokens, stream, include_usage, model if isinstance(model, str) else None
+
+
+def _brief(value: object) -> str:
+    """A request value for an error message: short, and never an int too long to print."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # --------------------------------------------------------------------------- the app

@@ -8,9 +8,22 @@ it into place (``os.replace`` is atomic), so a reader never sees a half-written 
 
 A user's model file:
 
-* ``.joblib`` / ``.pkl``: ``joblib.load`` (a pickle: only load files you trust).
-* ``.skops``: ``skops.io.load``. The types skops does not trust by default are listed in the log and kept on
-  ``ModelHandle.trusted_types``; naming the file is taken as trusting it, as for joblib.
+* ``.joblib`` / ``.pkl``: ``joblib.load``. **Loading a pickle runs any code the file holds**
+  (https://docs.python.org/3/library/pickle.html: "It is possible to construct malicious pickle data which will
+  execute arbitrary code during unpickling"), so a pickle is loaded only with an explicit opt-in:
+  ``allow_pickle=True`` (spec ``model.allow_pickle: true``, ``mlops-lb serve --allow-pickle``). Without it the
+  error names the opt-in and the safe formats (``.skops``, ``.onnx``). The package's own cached demo model is a
+  joblib file this package wrote itself, and needs no opt-in.
+* ``.skops``: ``skops.io.load(file, trusted=[...])``. skops builds only the types it trusts by default plus the ones
+  passed as ``trusted`` (https://skops.readthedocs.io/en/stable/persistence.html: "will only construct those
+  objects if they are trusted, either by default or by the user"; ``get_untrusted_types(file=...)`` lists the
+  others without building anything). We add exactly the types this toolkit's models need, by rule
+  (:func:`default_trusted`): *classes* defined in scikit-learn or ``scipy.stats`` (``sklearn.tree._tree.Tree``,
+  ``sklearn.neighbors._kd_tree.KDTree``, a search CV's ``loguniform``...; skops itself already trusts numpy arrays,
+  dtypes, ufuncs and scipy sparse matrices), never functions (a function reference is how a file names
+  ``os.system`` or ``numpy.testing...runstring``), never test, build or ``__main__`` modules. Anything else must be
+  named by the user (``trusted_types=[...]``, spec ``model.trusted_types``, ``serve --trust-type NAME``), and a file
+  naming an untrusted type is refused before anything in it is built: the error lists the types and the fix.
 * ``.onnx``: served with ONNX Runtime on CPU (``CPUExecutionProvider``): the graph's first input takes the rows
   (cast to its float type, its second dimension is ``n_features``), its first output is the prediction (a
   column vector is flattened). No pickle is involved, so nothing runs on load.
@@ -35,11 +48,14 @@ Example::
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import logging
 import os
+import re
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,13 +64,33 @@ import numpy as np
 
 from ..errors import SpecError
 
-__all__ = ["ModelHandle", "cache_dir", "check_model", "demo_payloads", "export_demo_onnx", "load_model"]
+__all__ = [
+    "ModelHandle",
+    "cache_dir",
+    "check_model",
+    "default_trusted",
+    "demo_payloads",
+    "export_demo_onnx",
+    "load_model",
+]
 
 log = logging.getLogger(__name__)
 
 DEMO = "demo"
 DEMO_ONNX = "demo.onnx"
 _SUFFIXES = (".joblib", ".pkl", ".skops", ".onnx")
+_PICKLES = (".joblib", ".pkl")
+# Where the classes live that a .skops file may name without the user's say-so. scikit-learn: its estimators'
+# constructors only store parameters (its developer rule), and its Cython types (Tree, KDTree...) take arrays.
+# scipy.stats: the distributions a search CV keeps (loguniform...). Not the rest of numpy and scipy: skops already
+# trusts what models hold from them (arrays, dtypes, ufuncs, sparse matrices), and their other classes include
+# constructors that write files (numpy.memmap(path, mode="w+"), scipy.io.FortranFile(path, "w")).
+_TRUSTED_PREFIXES = ("sklearn.", "scipy.stats.")
+# Modules inside them that are not model code: tests and their helpers (numpy.testing runs strings), build tools
+# (numpy.distutils, f2py run compilers and shells), and any dunder module (importing ``__main__`` runs a program).
+_NOT_MODEL_CODE = re.compile(
+    r"(?:^|\.)(?:tests?|testing|_testing|_testutils|conftest|distutils|f2py|_build_utils|__\w*)(?:\.|$)"
+)
 _BUNDLED_ONNX = Path(__file__).resolve().parent.parent / "data" / "demo-breast-cancer-logreg.onnx"
 
 
@@ -121,47 +157,136 @@ def _resolve(source: str) -> Path:
     return path
 
 
-def check_model(source: str) -> None:
-    """Fail fast, before any server starts, on a model source the server could not serve.
+def default_trusted(name: str) -> bool:
+    """True when a type a ``.skops`` file names is trusted without the user naming it (see the module docstring).
+
+    Only a *class* defined in scikit-learn or ``scipy.stats``, outside test, build and dunder modules, qualifies;
+    the module is imported to tell a class from a function, which runs only that library's own code.
+
+    Example::
+
+        default_trusted("sklearn.tree._tree.Tree"), default_trusted("os.system")       # (True, False)
+        default_trusted("numpy.testing._private.utils.runstring")                       # False
+    """
+    prefix = next((p for p in _TRUSTED_PREFIXES if isinstance(name, str) and name.startswith(p)), None)
+    if prefix is None:
+        return False
+    module, _, attr = name.rpartition(".")
+    if _NOT_MODEL_CODE.search(module) or not attr.isidentifier():
+        return False
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except Exception:  # not importable here: not a type this toolkit knows
+        return False
+    # Defined there too, not merely re-exported (a module may import numpy.memmap under another name).
+    return isinstance(obj, type) and f"{getattr(obj, '__module__', '')}.".startswith(prefix)
+
+
+def _untrusted(path: Path, trusted_types: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(types to pass to skops as trusted, types nobody trusted) for a .skops file; builds nothing."""
+    import skops.io as sio
+
+    try:
+        named = list(sio.get_untrusted_types(file=path))
+    except Exception as exc:  # not a zip, no schema, ...: skops raises its own types
+        raise SpecError(
+            "model.source", f"{str(path)!r} is not a skops file ({type(exc).__name__}: {exc})"
+        ) from exc
+    user = set(trusted_types)
+    ok = [t for t in named if t in user or default_trusted(t)]
+    return ok, [t for t in named if t not in ok]
+
+
+def _check_trust(path: Path, trusted_types: Sequence[str], allow_pickle: bool) -> list[str]:
+    """Refuse a pickle without the opt-in and a .skops file naming untrusted types; the skops types to trust."""
+    if path.suffix in _PICKLES and not allow_pickle:
+        raise SpecError(
+            "model.allow_pickle",
+            f"must be true to load {str(path)!r}: a {path.suffix} file is a pickle, and loading a pickle runs any "
+            "code it holds. Set model.allow_pickle: true (mlops-lb serve --allow-pickle) only for a file you made "
+            "or trust, or save the model with skops (.skops) or as ONNX (.onnx), which run nothing on load",
+        )
+    if path.suffix != ".skops":
+        return []
+    ok, refused = _untrusted(path, trusted_types)
+    if refused:
+        raise SpecError(
+            "model.trusted_types",
+            f"{str(path)!r} names types that are not trusted: {', '.join(refused)}. Nothing was loaded. If you "
+            "made this file and these types are yours, name them: model.trusted_types: "
+            f"[{', '.join(refused)}] (mlops-lb serve --trust-type NAME); a function such as os.system in a model "
+            "file is a sign it was crafted to run code",
+        )
+    return ok
+
+
+def _trust_args(trusted_types: Sequence[str] | None, allow_pickle: object) -> tuple[str, ...]:
+    if isinstance(trusted_types, str) or not all(isinstance(t, str) for t in trusted_types or ()):
+        raise SpecError(
+            "model.trusted_types",
+            f"must be a list of type names such as ['mypkg.MyModel'] (got {trusted_types!r})",
+        )
+    if not isinstance(allow_pickle, bool):
+        raise SpecError("model.allow_pickle", f"must be true or false (got {allow_pickle!r})")
+    return tuple(trusted_types or ())
+
+
+def check_model(source: str, *, trusted_types: Sequence[str] | None = (), allow_pickle: bool = False) -> None:
+    """Fail fast, before any server starts, on a model source the server could not or would not serve.
 
     Checks the name or suffix and that the file exists; an ``.onnx`` file is also loaded with ONNX Runtime (cheap,
-    and nothing in it runs), so a damaged or unsupported graph is caught here. Pickles are not loaded here: that
-    would run their code in the caller's process.
+    and nothing in it runs), so a damaged or unsupported graph is caught here. A pickle without ``allow_pickle``
+    and a ``.skops`` file naming types nobody trusted are refused (skops lists them without building anything).
+    Pickles are never loaded here: that would run their code in the caller's process.
 
     Example::
 
         check_model("models/churn.onnx")      # SpecError: model.source 'models/churn.onnx' is not a model ONNX ...
+        check_model("models/rf.pkl")          # SpecError: model.allow_pickle must be true to load ...
     """
+    trusted = _trust_args(trusted_types, allow_pickle)
     if source == DEMO:
         return
     path = _resolve(source)
+    _check_trust(path, trusted, allow_pickle)
     if path.suffix == ".onnx":
         _OnnxModel(path)
 
 
-def load_model(source: str = DEMO) -> ModelHandle:
+def load_model(
+    source: str = DEMO, *, trusted_types: Sequence[str] | None = (), allow_pickle: bool = False
+) -> ModelHandle:
     """Load ``"demo"`` (trained once, then cached), ``"demo.onnx"``, or a ``.joblib``/``.pkl``/``.skops``/``.onnx``
-    model file."""
+    model file.
+
+    A pickle (``.joblib``/``.pkl``) needs ``allow_pickle=True`` (it runs code on load); a ``.skops`` file loads
+    only when every type it names is trusted (:func:`default_trusted`, or named in ``trusted_types``).
+
+    Example::
+
+        load_model("models/churn.skops", trusted_types=["mypkg.ChurnModel"])
+        load_model("models/rf.joblib", allow_pickle=True)      # only for a file you made or trust
+    """
+    trusted_arg = _trust_args(trusted_types, allow_pickle)
     if source == DEMO:
         return _load_demo()
     path = _resolve(source)
+    skops_trusted = _check_trust(path, trusted_arg, allow_pickle)
     if path.suffix == ".onnx":
         return _load_onnx(path, demo=path == _BUNDLED_ONNX)
     trusted: tuple[str, ...] = ()
     if path.suffix == ".skops":
         import skops.io as sio
 
-        trusted = tuple(sio.get_untrusted_types(file=path))
+        trusted = tuple(skops_trusted)
         if trusted:
-            log.warning(
-                "trusting these types from %s (skops does not trust them by default): %s",
-                path,
-                ", ".join(trusted),
-            )
+            log.info("trusting these types from %s (scikit-learn/scipy.stats classes, or named by you): %s",
+                     path, ", ".join(trusted))  # fmt: skip
         estimator = sio.load(path, trusted=list(trusted))
     else:
         import joblib
 
+        log.warning("loading the pickle %s (allow_pickle): it can run any code it holds", path)
         estimator = joblib.load(path)
     n = getattr(estimator, "n_features_in_", None)
     if not isinstance(n, (int, np.integer)) or not hasattr(estimator, "predict"):
@@ -186,7 +311,13 @@ def load_model(source: str = DEMO) -> ModelHandle:
 
 
 def demo_payloads(
-    n: int = 256, *, rows_per_request: int = 1, seed: int = 0, model: str = DEMO
+    n: int = 256,
+    *,
+    rows_per_request: int = 1,
+    seed: int = 0,
+    model: str = DEMO,
+    trusted_types: Sequence[str] = (),
+    allow_pickle: bool = False,
 ) -> list[bytes]:
     """``n`` JSON bodies for ``POST /predict``, each with ``rows_per_request`` rows sampled from the model's data.
 
@@ -198,7 +329,9 @@ def demo_payloads(
         raise ValueError(
             f"n must be >= 0 and rows_per_request >= 1 (got n={n}, rows_per_request={rows_per_request})"
         )
-    rows = load_model(model).sample_rows(n * rows_per_request, seed=seed)
+    rows = load_model(model, trusted_types=trusted_types, allow_pickle=allow_pickle).sample_rows(
+        n * rows_per_request, seed=seed
+    )
     return [
         json.dumps(
             {"rows": rows[i * rows_per_request : (i + 1) * rows_per_request]}, separators=(",", ":")

@@ -188,7 +188,7 @@ class TestNoChangeWhenNothingChanged:
         user data byte for byte, so the second `pulumi up` changes nothing (no refresh)."""
         model = tmp_path / "m.joblib"
         model.write_bytes(b"model bytes")
-        spec = FleetSpec(name="same", model={"source": str(model)}, tags={"team": "ml"})
+        spec = FleetSpec(name="same", model={"source": str(model), "allow_pickle": True}, tags={"team": "ml"})
         first = run_program(
             spec, assets=Assets(wheel=build_wheel(tmp_path / "1"), model=model, wheelhouse=fake_wheelhouse)
         )

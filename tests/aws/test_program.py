@@ -388,7 +388,7 @@ class TestAssetsAndOutputs:
         model.write_bytes(b"model")
         from mlops_lb import ModelSpec
 
-        rec = run_program(FleetSpec(name="m", model=ModelSpec(source=str(model))))
+        rec = run_program(FleetSpec(name="m", model=ModelSpec(source=str(model), allow_pickle=True)))
         keys = sorted(i["key"] for _, i in rec.of_type("aws:s3/bucketObjectv2:BucketObjectv2"))
         assert [k.split("/")[0] + "/" + k.split("/")[-1] for k in keys] == [
             "model/churn.joblib",
@@ -425,7 +425,9 @@ class TestProgramFunction:
         from mlops_lb.aws import fleet_program
 
         with pytest.raises(SpecError) as info:
-            fleet_program(FleetSpec(name="m", model=ModelSpec(source=str(tmp_path / "nope.joblib"))))
+            fleet_program(
+                FleetSpec(name="m", model=ModelSpec(source=str(tmp_path / "nope.joblib"), allow_pickle=True))
+            )
         assert info.value.field == "model.source"
 
     def test_fleet_program_is_a_no_argument_function(self, fake_wheel: Any) -> None:

@@ -212,7 +212,9 @@ class TestModelsAndOurServers:
     ) -> None:
         """model.source s3://bucket/key: not copied into the stack's bucket; the instance downloads it with the
         role, which may GetObject that one object (in the region's partition)."""
-        rec = run_program(_spec(model={"source": "s3://team-models/churn/v3/model.joblib"}))
+        rec = run_program(
+            _spec(model={"source": "s3://team-models/churn/v3/model.joblib", "allow_pickle": True})
+        )
         ud = _ud(rec)
         assert "s3://team-models/churn/v3/model.joblib /opt/mlops_lb/model/model.joblib" in ud
         assert "--model /opt/mlops_lb/model/model.joblib" in ud
@@ -233,14 +235,18 @@ class TestModelsAndOurServers:
         same path) for an image; an uploaded model comes from the stack's bucket, an s3:// one with GetObject."""
         model = tmp_path / "m.joblib"
         model.write_bytes(b"m")
-        rec = run_program(_spec(model={"source": str(model)}, server={"command": "app --model {model}"}))
+        rec = run_program(
+            _spec(
+                model={"source": str(model), "allow_pickle": True}, server={"command": "app --model {model}"}
+            )
+        )
         ud = _ud(rec)
         (key,) = [i["key"] for _, i in rec.of_type(OBJ) if i["key"].startswith("model/")]
         assert f"s3://{rec.outputs['bucket']}/{key} /opt/mlops_lb/model/m.joblib" in ud
         assert "'--model' '/opt/mlops_lb/model/m.joblib'" in _heredocs(ud)["SERVER"]
         img = run_program(
             _spec(
-                model={"source": "s3://models/x/m.joblib"},
+                model={"source": "s3://models/x/m.joblib", "allow_pickle": True},
                 server={"image": "me/app:1", "container_port": 80, "command": ["--model", "{model}"]},
             )
         )

@@ -186,7 +186,9 @@ def test_local_backend_refuses_what_it_cannot_run_before_any_process(
 ) -> None:
     """image, an s3:// model and a missing program: a SpecError naming the field, before any process starts."""
     before = _children()
-    spec = ml.FleetSpec.from_dict({"name": "r", "server": server, "model": {"source": model}})
+    spec = ml.FleetSpec.from_dict(
+        {"name": "r", "server": server, "model": {"source": model, "allow_pickle": True}}
+    )
     with pytest.raises(SpecError) as exc:
         LocalFleet(spec)
     assert exc.value.field == field and words in str(exc.value)

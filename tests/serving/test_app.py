@@ -94,7 +94,7 @@ def test_non_finite_predictions_become_null(tmp_path):
     """JSON cannot carry NaN: a model predicting NaN gets null in the response, not an invalid body or a 500."""
     path = tmp_path / "nan.joblib"
     joblib.dump(NanRegressor(), path)
-    app = ready(create_app(model=str(path)))
+    app = ready(create_app(model=str(path), allow_pickle=True))
     status, _, body = call(app, "POST", "/predict", b'{"rows": [[1, 2], [3, 4]]}')
     assert status == 200
     assert json.loads(body)["predictions"] == [None, None]

@@ -111,7 +111,7 @@ class TestUserModels:
         x, est = _fit_small()
         path = tmp_path / "churn.joblib"
         joblib.dump(est, path)
-        h = load_model(str(path))
+        h = load_model(str(path), allow_pickle=True)
         assert (h.name, h.n_features, h.source) == ("churn", 4, str(path))
         assert h.feature_names == ("x0", "x1", "x2", "x3")
         assert h.predict(x[:5]) == est.predict(x[:5]).tolist()
@@ -122,7 +122,7 @@ class TestUserModels:
         _, est = _fit_small()
         joblib.dump(est, tmp_path / "m.pkl")
         (tmp_path / "m.csv").write_text("a,b,c,d\n1,2,3,4\n5,6,7,8\n")
-        rows = load_model(str(tmp_path / "m.pkl")).sample_rows(20)
+        rows = load_model(str(tmp_path / "m.pkl"), allow_pickle=True).sample_rows(20)
         assert {tuple(r) for r in rows} == {(1.0, 2.0, 3.0, 4.0), (5.0, 6.0, 7.0, 8.0)}
 
     def test_csv_of_the_wrong_width_is_ignored(self, tmp_path):
@@ -130,10 +130,10 @@ class TestUserModels:
         _, est = _fit_small()
         joblib.dump(est, tmp_path / "m.joblib")
         (tmp_path / "m.csv").write_text("1,2,3\n")
-        assert load_model(str(tmp_path / "m.joblib")).sample_rows(1) == [[0.0] * 4]
+        assert load_model(str(tmp_path / "m.joblib"), allow_pickle=True).sample_rows(1) == [[0.0] * 4]
 
     def test_skops_file(self, tmp_path):
-        """A .skops file loads with skops.io; the types it had to trust are reported on the handle."""
+        """A .skops file loads with skops.io; the types it had to trust (none here) are reported on the handle."""
         import skops.io as sio
 
         x, est = _fit_small(3)
@@ -147,7 +147,7 @@ class TestUserModels:
         """A regressor works too: predictions are plain floats."""
         x = np.arange(20.0).reshape(10, 2)
         joblib.dump(LinearRegression().fit(x, x.sum(1)), tmp_path / "r.joblib")
-        got = load_model(str(tmp_path / "r.joblib")).predict([[1.0, 2.0]])
+        got = load_model(str(tmp_path / "r.joblib"), allow_pickle=True).predict([[1.0, 2.0]])
         assert got == pytest.approx([3.0]) and isinstance(got[0], float)
 
     @pytest.mark.parametrize(
@@ -170,7 +170,7 @@ class TestUserModels:
         if content is not None:
             joblib.dump(content, path)
         with pytest.raises(SpecError, match=message) as err:
-            load_model(str(path))
+            load_model(str(path), allow_pickle=True)
         assert err.value.field == "model.source"
 
 

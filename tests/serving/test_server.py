@@ -207,7 +207,7 @@ class TestReadiness:
         import joblib
 
         joblib.dump({"not": "a model"}, bad)
-        s = server_factory(model=str(bad), wait_ready=False)
+        s = server_factory(model=str(bad), allow_pickle=True, wait_ready=False)
         s.wait_listening()
         deadline = time.monotonic() + 30
         while (h := s.request("GET", "/health")).json()[
