@@ -40,7 +40,7 @@ class TestHandWorked:
         assert plan.instance_usd_per_hour == 0.0208
         assert plan.usd_per_hour == pytest.approx(0.1633)
         assert plan.usd_per_million_requests == pytest.approx(0.1633 / 3600 * 1000)
-        assert plan.price_as_of == "2025-01-15"
+        assert plan.price_as_of == "2026-12-06"
         assert plan.notes == ()
 
     def test_per_target_division_and_error_bound(self) -> None:
