@@ -110,7 +110,7 @@ class RunSample:
     def bootstrap(self, *, block_s: float = 10.0, n_boot: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
         """``n_boot`` moving-block resamples of every figure (blocks of ``block_s`` seconds of bins)."""
         rng = np.random.default_rng(seed)
-        L = max(1, int(round(block_s / self.bin_s)))
+        L = max(1, round(block_s / self.bin_s))
         L = min(L, self.n_bins)
         k = math.ceil(self.n_bins / L)
         starts_max = self.n_bins - L + 1
@@ -247,7 +247,7 @@ def _dist(
         picks = rng.integers(0, len(samples), size=(n_boot, len(samples)))
         return {f: _nanmean(v[picks], axis=1) for f, v in points.items()}, float(len(samples) - 1)
     per = [s.bootstrap(block_s=block_s, n_boot=n_boot, seed=seed + i) for i, s in enumerate(samples)]
-    df = float(sum(max(1, s.n_bins // max(1, int(round(block_s / s.bin_s)))) - 1 for s in samples))
+    df = float(sum(max(1, s.n_bins // max(1, round(block_s / s.bin_s))) - 1 for s in samples))
     if len(per) == 1:
         return per[0], max(df, 1.0)
     # 2-4 runs: each run weighted equally
@@ -394,7 +394,7 @@ class Comparison:
                     r["verdict"],
                 )
             )
-            + "</tr>"  # fmt: skip
+            + "</tr>"
             for _, r in self.table.iterrows()
         )
         level = f"{self.confidence:.0%}" + (" Bonferroni-adjusted per figure" if self.adjusted else "")
