@@ -209,3 +209,15 @@ def cmd_load(args: argparse.Namespace) -> int:
         raise outcome.report_error
     print(f"report: {outcome.report_path}")
     return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .experiments import cli_compare
+
+    return cli_compare(args)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .experiments import cli_sweep
+
+    return cli_sweep(args)

@@ -70,6 +70,9 @@ class Trial:
             "output_tokens_per_s",
             "requests",
             "requests_meeting_slo",
+            "usd_per_million_good_tokens",
+            "usd_per_million_output_tokens",
+            "usd_per_million_tokens_gke",
         ):
             d[k] = s.get(k, math.nan)
         return d
