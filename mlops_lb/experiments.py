@@ -137,7 +137,7 @@ def run_trial(
     bound_key, bound = (
         ("ttft_p99_s", slo.get("ttft_s")) if "ttft_s" in slo else ("p99_s", slo.get("latency_s"))
     )
-    over = {"n": 0, "seen": 0, "stopped": False}
+    over: dict[str, Any] = {"n": 0, "seen": 0, "stopped": False}
 
     def on_interval(row: dict[str, Any]) -> None:
         over["seen"] += 1
@@ -174,7 +174,9 @@ def run_trial(
     summary["input_tokens"] = int(sum(prompt_tokens[i % len(prompt_tokens)] for i in range(sent)))
     summary["instance_seconds"] = instances * float(summary.get("duration_s", duration_s))
     summary["instances"] = instances
-    trial = judge_trial(rate_rps, summary, fraction=fraction, stopped_early=over["stopped"], seconds=seconds)
+    trial = judge_trial(
+        rate_rps, summary, fraction=fraction, stopped_early=bool(over["stopped"]), seconds=seconds
+    )
     return trial, result
 
 
@@ -339,7 +341,7 @@ def run_repeats(
 
     if not (isinstance(repeats, int) and repeats >= 1):
         raise SpecError("repeats", f"must be an integer >= 1 (got {repeats!r})")
-    results = []
+    results: list[Any] = []
     for i in range(repeats):
         _, res = run_trial(fleet, rate_rps, duration_s=duration_s, slo=slo, seed_offset=i, **trial_kwargs)
         results.append(res)
@@ -604,7 +606,7 @@ def sweep_configs(
     if backend not in ("local", "aws"):
         raise SpecError("backend", f"must be 'local' or 'aws' (got {backend!r})")
     region = region or spec.region or "us-east-1"
-    rate = duration = None
+    rate = duration = 0.0
     if profile is not None:
         rate, duration = _constant_of(profile)
     # ---- validate every variant before anything launches
@@ -660,6 +662,8 @@ def sweep_configs(
         itype = vspec.instance.type if backend == "aws" else price_label
         with open_fleet(vspec, backend=backend) as fleet:
             fleet.launch(on_output=None)
+            trials: list[Trial] = []
+            results: list[Any] = []
             if search is not None:
                 sr = capacity_search(fleet, slo=slo, instances=n, fraction=fraction, workload=workload, path=path,
                                      price_as=itype, region=region, idle_s=idle_s, **dict(search))  # fmt: skip
@@ -667,13 +671,11 @@ def sweep_configs(
                 trial = passing[-1] if passing else (sr.trials[-1] if sr.trials else None)
                 row["capacity_rps"] = sr.capacity_rps
                 row["trials"] = len(sr.trials)
-                results = []
                 if trial is None:
                     raise SpecError("search", f"variant {name!r}: the search ran no trial")
                 trials = [trial]
             else:
                 wait_for_capacity(fleet, n)
-                trials, results = [], []
                 for i in range(repeats):
                     tr, res = run_trial(fleet, rate, duration_s=duration, slo=slo, workload=workload, path=path,
                                         instances=n, fraction=fraction, seed_offset=i, **load_kwargs)  # fmt: skip

@@ -424,10 +424,12 @@ def compare(
     seed: int = 0,
     warmup_s: float = 0.0,
     figures: Sequence[str] | None = None,
+    names: tuple[str, str] | None = None,
 ) -> Comparison:
     """Compare run(s) ``b`` against run(s) ``a`` (each a LoadResult, a bundle folder, or a list of repeats).
 
-    ``usd_per_hour`` prices both sides (or a pair ``(a, b)`` when their fleets differ). See the module docstring
+    ``usd_per_hour`` prices both sides (or a pair ``(a, b)`` when their fleets differ); ``names`` labels them
+    (default: the bundle folders' names). See the module docstring
     for the method and the verdict rule.
 
     Example::
@@ -477,6 +479,8 @@ def compare(
     method = _method(min(len(sa), len(sb)), block_s, n_blocks)
     name_a = sa[0].name if len(sa) == 1 else f"{sa[0].name} (+{len(sa) - 1})"
     name_b = sb[0].name if len(sb) == 1 else f"{sb[0].name} (+{len(sb) - 1})"
+    if names is not None:
+        name_a, name_b = names
     return Comparison(
         name_a=name_a,
         name_b=name_b,
