@@ -131,11 +131,14 @@ class TokenCost:
             rows += [
                 ("$ / 1M output tokens", f"{self.usd_per_million_output_tokens:.4f}"),
                 ("$ / 1M good output tokens (met SLO)", f"{self.usd_per_million_good_output_tokens:.4f}"),
-                (
-                    f"$ / 1M tokens, GKE (input/{self.output_input_cost_ratio:g} + output)",
-                    f"{self.usd_per_million_tokens_gke:.4f}",
-                ),
             ]
+            if self.input_tokens is not None:  # GKE's definition needs the input tokens
+                rows.append(
+                    (
+                        f"$ / 1M tokens, GKE (input/{self.output_input_cost_ratio:g} + output)",
+                        f"{self.usd_per_million_tokens_gke:.4f}",
+                    )
+                )
         rows.append(("$ / 1M requests", f"{self.usd_per_million_requests:.4f}"))
         return rows
 

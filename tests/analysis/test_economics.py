@@ -101,3 +101,29 @@ class TestGoodTokens:
         """A typo in the SLO names the known keys."""
         with pytest.raises(SpecError, match="known: latency_s, tpot_s, ttft_s"):
             good_tokens(_reqs(), {"ttft": 1})
+
+
+class TestReportRows:
+    def test_streamed_local_bundle_gets_as_if_token_rows(self) -> None:
+        """The report's cost section gains $/1M output and good tokens, 'as if priced at' for a local bundle."""
+        from mlops_lb.bundle import LoadedBundle
+        from mlops_lb.report import _token_cost_rows
+
+        b = LoadedBundle(path=None, spec=None, requests=_reqs(), intervals=pd.DataFrame(), metrics=pd.DataFrame(),
+                         events=pd.DataFrame(), status=pd.DataFrame({"pid": [1]}))  # fmt: skip
+        rows = dict(_token_cost_rows(b, {"output_tokens": 61, "requests": 5, "slo": {"ttft_s": 0.5}}, 3600,
+                                     "g5.xlarge", "us-east-1"))  # fmt: skip
+        assert rows["cost basis"].startswith("as if priced at g5.xlarge")
+        assert float(rows["$ / 1M output tokens"]) == pytest.approx(1.006 / 61 * 1e6, rel=1e-4)
+        assert float(rows["$ / 1M good output tokens (met SLO)"]) == pytest.approx(
+            1.006 / 11 * 1e6
+        )  # rows 0, 4
+
+    def test_request_priced_bundle_unchanged(self) -> None:
+        """A run without tokens adds no token rows."""
+        from mlops_lb.bundle import LoadedBundle
+        from mlops_lb.report import _token_cost_rows
+
+        b = LoadedBundle(path=None, spec=None, requests=_reqs(), intervals=pd.DataFrame(), metrics=pd.DataFrame(),
+                         events=pd.DataFrame())  # fmt: skip
+        assert _token_cost_rows(b, {"output_tokens": 0}, 3600, "t3.small", "us-east-1") == []
