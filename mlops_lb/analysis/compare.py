@@ -340,6 +340,11 @@ class Comparison:
             )
         return "\n".join(lines)
 
+    def _repr_html_(self) -> str:
+        cols = ["label", "a", "b", "diff", "diff_lo", "diff_hi", "verdict"]
+        head = f"<b>{html.escape(self.name_b)} vs {html.escape(self.name_a)}: {html.escape(self.verdict)}</b>"
+        return f"<div>{head}<br><small>{html.escape(self.method)}</small>{self.table[cols].to_html(index=False)}</div>"
+
     def plot(self) -> Any:
         """Overlaid per-second TTFT p99 / goodput fraction / tokens per second of both sides (matplotlib)."""
         import matplotlib
