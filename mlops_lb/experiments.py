@@ -46,9 +46,12 @@ __all__ = [
     "SweepResult",
     "capacity_search",
     "estimate_sweep_cost",
+    "recommend",
     "run_repeats",
     "run_trial",
     "sweep_configs",
+    "wait_for_capacity",
+    "wait_idle",
 ]
 
 log = logging.getLogger(__name__)
@@ -95,6 +98,28 @@ def wait_for_capacity(fleet: Any, n: int, *, timeout_s: float = 120.0) -> float:
             return time.monotonic() - t0
         time.sleep(0.2)
     raise TimeoutError(f"capacity pinned at {n} but {seen} targets were healthy after {timeout_s:g} s")
+
+
+def wait_idle(fleet: Any, *, min_s: float = 1.0, max_s: float = 30.0) -> float:
+    """Wait until no request is in flight on any target (``status()["sessions"]`` sums to 0, where the backend
+    reports it), at least ``min_s`` and at most ``max_s`` seconds: an over-saturated trial leaves a backlog that
+    would otherwise count against the next one. Returns the seconds waited.
+
+    Example::
+
+        wait_idle(fleet)
+    """
+    t0 = time.monotonic()
+    time.sleep(min_s)
+    while time.monotonic() - t0 < max_s:
+        try:
+            st = fleet.status()
+        except Exception:  # a status read failing must not fail the experiment; the fixed wait stands
+            break
+        if "sessions" not in st.columns or float(st["sessions"].fillna(0).sum()) == 0:
+            break
+        time.sleep(0.25)
+    return time.monotonic() - t0
 
 
 def run_trial(
@@ -236,7 +261,8 @@ def capacity_search(
     """Find the highest rate at which goodput ≥ ``fraction`` × offered under ``slo``, at ``instances`` pinned.
 
     The fleet must be launched; its capacity is pinned (min = desired = max = ``instances``) before the first trial
-    and the fleet is left ``idle_s`` seconds between trials so one trial's queue does not leak into the next. The
+    and, between trials, left idle for ``idle_s`` seconds and until no request is in flight (:func:`wait_idle`), so
+    one trial's queue does not leak into the next. The
     strategy is :class:`mlops_lb.analysis.search.SloSearch` (bracket, then bisect). ``price_as`` (an instance type in
     the price table) adds each trial's cost per 1M good tokens — "as if priced at" that type on a local fleet.
     ``repeats`` > 1 runs the whole search again and reports the capacities' mean and interval in ``extra``.
@@ -290,7 +316,7 @@ def capacity_search(
             log.info("trial %d at %.3g rps: %s (%s)", len(trials), rate, trial.verdict, trial.reason)
             if on_trial is not None:
                 on_trial(trial)
-            time.sleep(idle_s)
+            wait_idle(fleet, min_s=idle_s)
         results.append(search.result(trials, instances=instances, price_as=price_as, region=region))
     first = results[0]
     if repeats == 1:
@@ -345,7 +371,7 @@ def run_repeats(
     for i in range(repeats):
         _, res = run_trial(fleet, rate_rps, duration_s=duration_s, slo=slo, seed_offset=i, **trial_kwargs)
         results.append(res)
-        time.sleep(idle_s)
+        wait_idle(fleet, min_s=idle_s)
     return results, run_intervals(results if repeats > 1 else results[0], slo=slo, usd_per_hour=usd_per_hour)
 
 
@@ -682,7 +708,7 @@ def sweep_configs(
                     cost = _trial_cost(tr, itype, region, backend == "local")
                     trials.append(Trial(**{**tr.__dict__, "summary": {**tr.summary, **cost}}))
                     results.append(res)
-                    time.sleep(idle_s)
+                    wait_idle(fleet, min_s=idle_s)
         row.update(_row_figures(trials, itype, region, backend == "local"))
         if repeats > 1 and results:
             from .analysis.compare import run_intervals
