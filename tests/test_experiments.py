@@ -268,3 +268,21 @@ def test_search_on_real_emulator_targets() -> None:
     assert [t.verdict for t in r.trials] == ["pass", "pass"], r
     assert r.capacity_rps == 8 and "at least" in r.stop_reason
     assert math.isfinite(r.trials_frame()["usd_per_million_good_tokens"].iloc[-1])
+
+
+class TestSweepCli:
+    def test_bad_variants_exit_2_before_launch(
+        self, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A missing variants file, or a local variant with a GPU type: one error line, exit 2, nothing launched."""
+        from mlops_lb.cli import main
+
+        spec = tmp_path / "fleet.yaml"
+        spec.write_text(_spec().to_yaml())
+        base = ["sweep", str(spec), "--rps", "4", "--slo", "ttft_s=0.5", "--price-as", "g6.xlarge"]
+        assert main([*base, "--variants", str(tmp_path / "none.yaml")]) == 2
+        v = tmp_path / "v.yaml"
+        v.write_text("- {name: a, replicas: 1}\n- {name: gpu, instance_type: g5.xlarge}\n")
+        assert main([*base, "--variants", str(v)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 2 and "variants['gpu'].instance_type" in err[1]
