@@ -116,7 +116,7 @@ class TestCapacitySearch:
         """No SLO, bad instances, an unpriced type: SpecError before a single request."""
         calls: list[float] = []
         for kw in ({"slo": {}}, {"slo": {"ttft_s": 1}, "instances": 0},
-                   {"slo": {"ttft_s": 1}, "price_as": "p5.48xlarge"}):  # fmt: skip
+                   {"slo": {"ttft_s": 1}, "price_as": "p4de.24xlarge"}):  # fmt: skip
             with pytest.raises(SpecError):
                 ml.capacity_search(FakeFleet(), run=fake_run(5, calls), **kw)  # type: ignore[arg-type]
         assert calls == []
@@ -170,10 +170,10 @@ class TestSweepValidation:
                 _spec(), variants=[{"instance_type": "g5.xlarge"}], confirm=lambda e: seen.append(e), **kw
             )  # type: ignore[arg-type]
         assert len(seen) == 1 and seen[0]["usd"].iloc[0] > 0
-        with pytest.raises(SpecError, match=r"variants\['p5'\].instance_type"):
+        with pytest.raises(SpecError, match=r"variants\['p4de'\].instance_type"):
             ml.sweep_configs(
                 _spec(),
-                variants=[{"name": "p5", "instance_type": "p5.48xlarge"}],
+                variants=[{"name": "p4de", "instance_type": "p4de.24xlarge"}],
                 confirm=lambda e: True,
                 **kw,
             )  # type: ignore[arg-type]

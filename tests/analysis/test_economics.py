@@ -70,7 +70,7 @@ class TestTokenCost:
             token_cost(usd_per_hour=1, instance_seconds=-1, output_tokens=1, requests=1)
         assert e.value.field == "instance_seconds"
         with pytest.raises(SpecError) as e:
-            token_cost(instance_type="p5.48xlarge", instance_seconds=1, output_tokens=1, requests=1)
+            token_cost(instance_type="p4de.24xlarge", instance_seconds=1, output_tokens=1, requests=1)
         assert e.value.field == "instance_type"
         with pytest.raises(SpecError, match="give an instance type"):
             token_cost(instance_seconds=1, output_tokens=1, requests=1)

@@ -55,6 +55,26 @@ class TestTable:
                 assert (region, itype) in keys
         assert ("us-east-1", "alb") in keys and ("us-east-1", "alb_lcu") in keys
 
+    def test_accelerator_and_cpu_rows(self) -> None:
+        """p4d, inf2 and the CPU types are priced in all three regions; p5 and trn1 only in the US regions,
+        because the catalog has no eu-west-1 row for them (a lookup there says how to add one)."""
+        keys = {(p.region, p.instance_type) for p in price_table()}
+        everywhere = ("p4d.24xlarge", "inf2.xlarge", "inf2.8xlarge", "inf2.24xlarge", "inf2.48xlarge",
+                      "t3.medium", "t4g.small", "t4g.medium", "c6i.large", "c6i.xlarge", "c7i.large",
+                      "c7i.xlarge", "m7i.large", "m7i.xlarge")  # fmt: skip
+        us_only = ("p5.4xlarge", "p5.48xlarge", "trn1.2xlarge", "trn1.32xlarge")
+        for region in ("us-east-1", "us-west-2", "eu-west-1"):
+            for itype in everywhere:
+                assert (region, itype) in keys, (region, itype)
+        for itype in us_only:
+            assert ("us-east-1", itype) in keys and ("us-west-2", itype) in keys
+            assert ("eu-west-1", itype) not in keys
+        assert hourly_price("p5.48xlarge", "us-east-1") == 55.04
+        assert hourly_price("p4d.24xlarge", "eu-west-1") == 23.71569
+        assert hourly_price("inf2.xlarge", "us-west-2") == 0.7582
+        with pytest.raises(SpecError, match="register_price"):
+            hourly_price("p5.48xlarge", "eu-west-1")
+
     def test_spot_rows_are_a_snapshot_not_on_demand(self) -> None:
         """Spot rows never answer an on-demand lookup; they are cheaper than on-demand for the same type."""
         snap = spot_snapshot()
@@ -71,9 +91,10 @@ class TestTable:
     def test_unknown_type_names_the_fix(self) -> None:
         """An unknown type raises SpecError that lists known types and says how to add one."""
         with pytest.raises(SpecError) as exc:
-            hourly_price("p5.48xlarge", "us-east-1")
+            hourly_price("p4de.24xlarge", "us-east-1")
         assert exc.value.field == "instance_type"
-        assert "register_price('p5.48xlarge', 'us-east-1'" in str(exc.value) and "t3.small" in str(exc.value)
+        assert "register_price('p4de.24xlarge', 'us-east-1'" in str(exc.value)
+        assert "t3.small" in str(exc.value)
 
     def test_unknown_region_lists_regions(self) -> None:
         """An unknown region lists the regions the table has."""
@@ -82,10 +103,10 @@ class TestTable:
 
     def test_register_price_wins(self) -> None:
         """A registered price is used for lookups and validated."""
-        register_price("p5.48xlarge", "us-east-1", 98.32, as_of="2026-12-01", source="invoice")
-        assert hourly_price("p5.48xlarge", "us-east-1") == 98.32
+        register_price("p4de.24xlarge", "us-east-1", 98.32, as_of="2026-12-01", source="invoice")
+        assert hourly_price("p4de.24xlarge", "us-east-1") == 98.32
         with pytest.raises(SpecError):
-            register_price("p5.48xlarge", "us-east-1", -1)
+            register_price("p4de.24xlarge", "us-east-1", -1)
 
 
 class TestLcu:
