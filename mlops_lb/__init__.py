@@ -46,7 +46,9 @@ from .spec import (
 
 if TYPE_CHECKING:
     from . import analysis, aws, load, plots, report, widgets
+    from .analysis.compare import compare
     from .bundle import RunBundle
+    from .experiments import capacity_search, sweep_configs
     from .load import LoadResult, run_load, start_load
     from .session import RunSession, run_session
 
@@ -66,6 +68,9 @@ _LAZY = {
     "report": ("mlops_lb.report", None),
     "analysis": ("mlops_lb.analysis", None),
     "widgets": ("mlops_lb.widgets", None),
+    "capacity_search": ("mlops_lb.experiments", "capacity_search"),
+    "sweep_configs": ("mlops_lb.experiments", "sweep_configs"),
+    "compare": ("mlops_lb.analysis.compare", "compare"),
 }
 
 __all__ = [
@@ -98,6 +103,8 @@ __all__ = [
     "__version__",
     "analysis",
     "aws",
+    "capacity_search",
+    "compare",
     "load",
     "open_fleet",
     "plots",
@@ -105,6 +112,7 @@ __all__ = [
     "run_load",
     "run_session",
     "start_load",
+    "sweep_configs",
     "widgets",
 ]
 

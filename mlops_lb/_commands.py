@@ -425,3 +425,15 @@ def _attached_fleet(args: argparse.Namespace, spec: str) -> Any:
     if not getattr(fleet, "url", None):
         raise SpecError("spec", f"fleet {fleet.spec.name!r} is not up: run `mlops-lb up {spec}` first")
     return fleet
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .experiments import cli_compare
+
+    return cli_compare(args)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .experiments import cli_sweep
+
+    return cli_sweep(args)

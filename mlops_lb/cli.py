@@ -253,6 +253,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max", type=int)
     c.add_argument("--target-rps", type=float)
     c = sub.add_parser(
+        "compare", help="compare two run bundles: differences with intervals, verdicts, HTML report"
+    )
+    c.add_argument("run_a")
+    c.add_argument("run_b")
+    c.add_argument("--slo", action="append", default=None, metavar="KEY=S", help="ttft_s=0.5 (repeatable)")
+    c.add_argument("--usd-per-hour", type=float, default=None, help="fleet $/h for the cost figure")
+    c.add_argument("--confidence", type=float, default=0.95)
+    c.add_argument("--html", default=None, help="write the HTML comparison here (default: none)")
+    c = sub.add_parser("sweep", help="run each variant of a spec on the local fleet and recommend one")
+    c.add_argument("spec")
+    c.add_argument("--variants", required=True, help="YAML/JSON list of overrides per variant")
+    c.add_argument("--rps", type=float, required=True)
+    c.add_argument("--duration-s", type=float, default=20.0)
+    c.add_argument("--slo", action="append", required=True, metavar="KEY=S", help="ttft_s=0.5 (repeatable)")
+    c.add_argument("--price-as", required=True, help="instance type local costs are 'as if priced at'")
+    c.add_argument("--out", default=None, help="folder for sweep.csv and pareto.png")
+    c = sub.add_parser(
         "load",
         help="run a load profile against a URL or a running fleet; exit 0 valid, 3 INVALID, 4 an SLO failed",
     )

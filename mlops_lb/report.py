@@ -272,6 +272,7 @@ def _cost(b: LoadedBundle, summary: dict[str, Any]) -> list[tuple[str, str]]:
         f"would cost on AWS (this {b.facts.backend or 'local'} fleet itself costs nothing)"
     )
     return [
+        *_token_cost_rows(b, summary, c.instance_seconds, itype, region),
         ("instance type", priced),
         ("instance-hours (wall clock)", f"{c.instance_hours:.4f}"),
         ("estimated cost of this run", f"{c.usd:.5f} USD (instances + ALB + LCU estimate)"),
@@ -288,6 +289,26 @@ def _cost(b: LoadedBundle, summary: dict[str, Any]) -> list[tuple[str, str]]:
             f"({c.achieved_rps:.1f} rps)",
         ),
     ]
+
+
+def _token_cost_rows(
+    b: LoadedBundle, summary: dict[str, Any], instance_seconds: float, itype: str, region: str
+) -> list[tuple[str, str]]:
+    """$ per 1M output / good / GKE-definition tokens for a streamed run (issue 27); none for other runs."""
+    if not (summary.get("output_tokens") or 0) > 0:
+        return []
+    from .analysis.economics import good_tokens, token_cost
+
+    # a local fleet's status has pids (and it records decisions): its price is "as if" the spec's type
+    local = "pid" in b.status.columns or not b.decisions.empty
+    try:
+        n_good, good = good_tokens(b.requests, summary.get("slo") or {})
+        c = token_cost(instance_type=itype, region=region, instance_seconds=instance_seconds,
+                       output_tokens=int(summary["output_tokens"]), good_output_tokens=good,
+                       requests=int(summary.get("requests") or 0), good_requests=n_good, local=local)  # fmt: skip
+    except SpecError as exc:
+        return [("cost per token", f"n/a: {exc}")]
+    return [(k, v) for k, v in c.rows() if k not in ("instance $", "$ / 1M requests")]
 
 
 def _scale_times(events: pd.DataFrame, t0: Any) -> list[tuple[str, str]]:

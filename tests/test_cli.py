@@ -17,7 +17,8 @@ from mlops_lb.cli import build_parser, main
 
 class TestParser:
     def test_every_documented_subcommand_exists(self) -> None:
-        """serve, demo, report, up, status, scale, load and down are all commands (DESIGN §2), and preflight."""
+        """serve, demo, report, up, status, scale, load and down are all commands (DESIGN §2), and preflight,
+        compare and sweep (issue 27)."""
         sub = next(a for a in build_parser()._actions if a.dest == "command")
         assert set(sub.choices) == {
             "serve",
@@ -29,6 +30,8 @@ class TestParser:
             "load",
             "down",
             "preflight",
+            "compare",
+            "sweep",
         }
 
     def test_demo_options(self) -> None:

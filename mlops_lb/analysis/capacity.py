@@ -82,6 +82,7 @@ class CapacityPlan:
     price_as_of: str | None
     usd_per_hour: float | None
     usd_per_million_requests: float | None
+    usd_per_million_output_tokens: float | None = None
     notes: tuple[str, ...] = ()
     steps: pd.DataFrame | None = field(default=None, compare=False, repr=False)
 
@@ -181,6 +182,11 @@ class CapacityPlan:
                 f(self.usd_per_hour, ".4f", " USD/h")
                 + ", "
                 + f(self.usd_per_million_requests, ".4f", " USD per million requests")
+                + (
+                    ", " + f(self.usd_per_million_output_tokens, ".4f", " USD per million output tokens")
+                    if self.usd_per_million_output_tokens is not None
+                    else ""
+                )
                 + f" ({self.instance_type}, {self.region}, prices as of {self.price_as_of or 'n/a'})",
             )
         )
@@ -259,7 +265,8 @@ def sweep_steps(source: Any) -> pd.DataFrame:
     latency_cols = [c for c in ("mean_s", "p50_s") if c in df.columns]
     latency_cols += [c for c in _STREAM_COLS if c in df.columns]
     if {"rate", "p99_s", "error_rate"} <= set(df.columns):
-        out = df[["rate", "p99_s", "error_rate", *latency_cols]].astype(float)
+        extra = ["tokens_per_request"] if "tokens_per_request" in df.columns else []
+        out = df[["rate", "p99_s", "error_rate", *latency_cols, *extra]].astype(float)
     elif {"step_rps", "p99_s", "sent", "errors"} <= set(df.columns):
         d = df[df["step_rps"].notna()]
         if d.empty:
@@ -276,6 +283,10 @@ def sweep_steps(source: Any) -> pd.DataFrame:
                 **{c: g[c].max().astype(float) for c in latency_cols},
             }
         )
+        if "output_tokens" in d.columns:
+            # output tokens per successful request at each step: what a token-priced plan needs (issue 27)
+            ok = (g["sent"].sum() - g["errors"].sum()).astype(float)
+            out["tokens_per_request"] = (g["output_tokens"].sum() / ok.where(ok > 0)).astype(float)
     else:
         raise SpecError(
             "steps_or_result",
@@ -387,6 +398,12 @@ def plan_capacity(
         n = recommended if recommended is not None else 1
         usd_h = n * inst_price + alb_hourly_cost(total, region)
         usd_m = usd_h / (total * 3600.0) * 1e6
+    usd_tok = None
+    if usd_h is not None and "tokens_per_request" in steps.columns:
+        # a streamed sweep: price the tokens the planned rate produces (tokens per request at the max-OK step)
+        tpr = float(steps.loc[steps["rate_per_target"] == max_ok, "tokens_per_request"].iloc[0])
+        if tpr == tpr and tpr > 0:
+            usd_tok = usd_h / (total * tpr * 3600.0) * 1e6
 
     return CapacityPlan(
         slo_p99_s=None if slo_p99_s is None else float(slo_p99_s),
@@ -412,6 +429,7 @@ def plan_capacity(
         price_as_of=price.as_of if price else None,
         usd_per_hour=usd_h,
         usd_per_million_requests=usd_m,
+        usd_per_million_output_tokens=usd_tok,
         notes=tuple(notes),
         steps=steps,
     )

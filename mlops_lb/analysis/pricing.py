@@ -1,9 +1,12 @@
 """On-demand prices: a small dated table shipped in the package, optionally refreshed from the AWS Pricing API.
 
-The table (``mlops_lb/data/prices.csv``: region, instance_type, usd_per_hour, as_of) holds Linux on-demand list
-prices for the t3/t4g/c7i/m7i/c6i families in us-east-1 and eu-west-1, plus two rows per region for the
-Application Load Balancer: ``alb`` (per load balancer hour) and ``alb_lcu`` (per LCU-hour). Prices change; the
-``as_of`` date says how old a number is, and :func:`refresh_prices_from_aws` fetches current ones.
+The table (``mlops_lb/data/prices.csv``: region, instance_type, usd_per_hour, as_of, market, zone, source) holds
+Linux on-demand list prices for t3 and the GPU/accelerator families people serve on (g4dn, g5, g6, g6e, inf1) in
+us-east-1, us-west-2 and eu-west-1 where a cited figure exists, a few *spot* rows as a dated snapshot for one zone
+each, and the Application Load Balancer rows ``alb`` (per load balancer hour) and ``alb_lcu`` (per LCU-hour). Every
+row carries its source URL and the date it was read (a test enforces both); a type without a cited price is left
+out rather than guessed. Prices change: :func:`prices` (``ml.aws.prices``) refreshes on-demand prices from the
+Price List API and spot prices from ``DescribeSpotPriceHistory`` and says where each figure came from.
 
 Example::
 
@@ -22,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import MetricsError, SpecError
 
@@ -35,10 +38,16 @@ __all__ = [
     "estimate_lcu",
     "hourly_price",
     "price_table",
+    "prices",
     "refresh_prices_from_aws",
+    "refresh_spot_prices_from_aws",
     "register_price",
     "run_cost",
+    "spot_snapshot",
 ]
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -62,13 +71,16 @@ class Price:
 
     Example::
 
-        Price("us-east-1", "t3.small", 0.0208, "2025-01-15")
+        Price("us-east-1", "t3.small", 0.0208, "2026-12-06", source="https://...")
     """
 
     region: str
     instance_type: str
     usd_per_hour: float
     as_of: str
+    source: str = ""
+    market: str = "on_demand"
+    zone: str = ""
 
 
 # Prices added at run time (register_price / refresh_prices_from_aws) win over the shipped table.
@@ -76,14 +88,37 @@ _overrides: dict[tuple[str, str], Price] = {}
 
 
 @lru_cache(maxsize=1)
-def _shipped() -> dict[tuple[str, str], Price]:
+def _shipped_rows() -> tuple[Price, ...]:
     text = files("mlops_lb").joinpath("data").joinpath("prices.csv").read_text()
     rows = csv.DictReader(line for line in text.splitlines() if line.strip() and not line.startswith("#"))
-    table: dict[tuple[str, str], Price] = {}
-    for r in rows:
-        p = Price(r["region"], r["instance_type"], float(r["usd_per_hour"]), r["as_of"])
-        table[(p.region, p.instance_type)] = p
-    return table
+    return tuple(
+        Price(
+            r["region"],
+            r["instance_type"],
+            float(r["usd_per_hour"]),
+            r["as_of"],
+            source=r.get("source") or "",
+            market=r.get("market") or "on_demand",
+            zone=r.get("zone") or "",
+        )
+        for r in rows
+    )
+
+
+def _shipped() -> dict[tuple[str, str], Price]:
+    return {(p.region, p.instance_type): p for p in _shipped_rows() if p.market == "on_demand"}
+
+
+def spot_snapshot() -> list[Price]:
+    """The shipped spot rows: a dated, cited snapshot for one zone each (never a live price).
+
+    Spot prices move with supply and demand; use :func:`prices` with ``spot=True`` for current ones.
+
+    Example::
+
+        [(p.zone, p.usd_per_hour, p.as_of) for p in spot_snapshot() if p.instance_type == "g5.xlarge"]
+    """
+    return [p for p in _shipped_rows() if p.market == "spot"]
 
 
 def price_table() -> list[Price]:
@@ -97,16 +132,18 @@ def price_table() -> list[Price]:
     return sorted(merged.values(), key=lambda p: (p.region, p.instance_type))
 
 
-def register_price(instance_type: str, region: str, usd_per_hour: float, *, as_of: str = "user") -> Price:
+def register_price(
+    instance_type: str, region: str, usd_per_hour: float, *, as_of: str = "user", source: str = "user"
+) -> Price:
     """Add or replace a price for this process (e.g. a type the shipped table lacks).
 
     Example::
 
-        register_price("g5.xlarge", "us-east-1", 1.006, as_of="2025-01-15")
+        register_price("p5.48xlarge", "us-east-1", 98.32, as_of="2026-12-01", source="my invoice")
     """
     if not (isinstance(usd_per_hour, (int, float)) and usd_per_hour >= 0 and math.isfinite(usd_per_hour)):
         raise SpecError("usd_per_hour", f"must be a finite number >= 0 (got {usd_per_hour!r})")
-    p = Price(region, instance_type, float(usd_per_hour), as_of)
+    p = Price(region, instance_type, float(usd_per_hour), as_of, source=source)
     _overrides[(region, instance_type)] = p
     return p
 
@@ -136,7 +173,7 @@ def hourly_price(instance_type: str, region: str = "us-east-1") -> float:
 
     Example::
 
-        hourly_price("c7i.large", "eu-west-1")   # 0.1008
+        hourly_price("g5.xlarge", "eu-west-1")   # 1.123
     """
     return _lookup(instance_type, region).usd_per_hour
 
@@ -221,7 +258,7 @@ def refresh_prices_from_aws(
 
     Example::
 
-        refresh_prices_from_aws(["t3.small", "c7i.large"], ["us-east-1", "eu-west-1"])
+        refresh_prices_from_aws(["t3.small", "g5.xlarge"], ["us-east-1", "eu-west-1"])
     """
     import datetime as _dt
 
@@ -265,8 +302,125 @@ def refresh_prices_from_aws(
                 logger.warning("no on-demand price found for %s in %s", itype, region)
                 continue
             logger.info("price %s %s = %s USD/h", region, itype, usd)
-            found.append(register_price(itype, region, usd, as_of=stamp))
+            found.append(register_price(itype, region, usd, as_of=stamp, source=PRICE_LIST_SOURCE))
     return found
+
+
+# Where refreshed figures come from (stored in Price.source so a report can say it).
+PRICE_LIST_SOURCE = "aws:pricing:GetProducts (AmazonEC2, Linux, Shared, OnDemand)"
+SPOT_SOURCE = "aws:ec2:DescribeSpotPriceHistory (Linux/UNIX)"
+
+
+def refresh_spot_prices_from_aws(
+    instance_types: Iterable[str],
+    region: str = "us-east-1",
+    *,
+    session: Any = None,
+    client: Any = None,
+) -> list[Price]:
+    """Current spot prices per zone from ``DescribeSpotPriceHistory`` (``ec2:DescribeSpotPriceHistory``).
+
+    Asks for Linux/UNIX prices with ``StartTime`` now, which AWS answers with the price in effect per zone
+    (documented: "If you specify a start time but not an end time, the response includes prices from the start
+    time"; https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeSpotPriceHistory.html). Follows
+    ``NextToken``; keeps the newest price per (type, zone). Each Price has market ``spot``, the zone, the timestamp
+    AWS gave as ``as_of``, and the API as source. Spot prices are never registered for on-demand lookups.
+
+    Example::
+
+        refresh_spot_prices_from_aws(["g5.xlarge"], "us-east-1")
+    """
+    import datetime as _dt
+
+    types = list(instance_types)
+    if client is None:
+        import boto3
+
+        client = (session or boto3.Session()).client("ec2", region_name=region)
+    kwargs: dict[str, Any] = {
+        "InstanceTypes": types,
+        "ProductDescriptions": ["Linux/UNIX"],
+        "StartTime": _dt.datetime.now(_dt.timezone.utc),
+    }
+    newest: dict[tuple[str, str], tuple[Any, float]] = {}
+    while True:
+        try:
+            page = client.describe_spot_price_history(**kwargs)
+        except Exception as exc:  # botocore ClientError / BotoCoreError
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            raise MetricsError(
+                f"DescribeSpotPriceHistory failed in {region}",
+                code=code,
+                hint="allow ec2:DescribeSpotPriceHistory for this region",
+            ) from exc
+        for item in page.get("SpotPriceHistory", []):
+            key = (item["InstanceType"], item["AvailabilityZone"])
+            stamp = item.get("Timestamp")
+            usd = float(item["SpotPrice"])  # the API returns the price as a string
+            if key not in newest or (stamp is not None and stamp > newest[key][0]):
+                newest[key] = (stamp, usd)
+        token = page.get("NextToken")
+        if not token:
+            break
+        kwargs["NextToken"] = token
+    out = []
+    for (itype, zone), (stamp, usd) in sorted(newest.items()):
+        as_of = stamp.isoformat() if hasattr(stamp, "isoformat") else str(stamp)
+        out.append(Price(region, itype, usd, as_of, source=SPOT_SOURCE, market="spot", zone=zone))
+    logger.info("spot prices %s: %d zone prices for %s", region, len(out), ", ".join(types))
+    return out
+
+
+def prices(
+    instance_types: Iterable[str],
+    regions: Iterable[str] = ("us-east-1",),
+    *,
+    spot: bool = False,
+    refresh: bool = True,
+    session: Any = None,
+    pricing_client: Any = None,
+    ec2_clients: Mapping[str, Any] | None = None,
+    as_of: str | None = None,
+) -> pd.DataFrame:
+    """Prices of ``instance_types`` in ``regions``, each row saying which source and date it came from.
+
+    With ``refresh`` (the default) on-demand prices come from the AWS Price List API (``pricing:GetProducts``, its
+    us-east-1 endpoint) and, with ``spot=True``, spot prices per zone from ``DescribeSpotPriceHistory``; types the
+    API does not return fall back to the shipped, cited table (``source`` says which). ``refresh=False`` reads only
+    the shipped table. Columns: region, instance_type, market, zone, usd_per_hour, as_of, source.
+
+    Example::
+
+        import mlops_lb as ml
+        ml.aws.prices(["g5.xlarge", "g6e.xlarge"], ["us-east-1", "us-west-2"], spot=True)
+    """
+    import pandas as pd
+
+    types, regs = list(instance_types), list(regions)
+    rows: list[Price] = []
+    fresh: dict[tuple[str, str], Price] = {}
+    if refresh:
+        for p in refresh_prices_from_aws(types, regs, session=session, client=pricing_client, as_of=as_of):
+            fresh[(p.region, p.instance_type)] = p
+    for r in regs:
+        for t in types:
+            if (r, t) in fresh:
+                rows.append(fresh[(r, t)])
+                continue
+            shipped = _shipped().get((r, t))
+            if shipped is not None:
+                rows.append(shipped)
+            else:
+                logger.warning("no on-demand price for %s in %s (not in the API answer nor the table)", t, r)
+    if spot:
+        for r in regs:
+            if refresh:
+                client = (ec2_clients or {}).get(r)
+                rows.extend(refresh_spot_prices_from_aws(types, r, session=session, client=client))
+            else:
+                rows.extend(p for p in spot_snapshot() if p.region == r and p.instance_type in types)
+    cols = ["region", "instance_type", "market", "zone", "usd_per_hour", "as_of", "source"]
+    return pd.DataFrame([{c: getattr(p, c) for c in cols} for p in rows], columns=cols)
 
 
 @dataclass(frozen=True)

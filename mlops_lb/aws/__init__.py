@@ -22,6 +22,19 @@ from .cloudwatch import CATALOGUE, read_fleet_metrics, read_scaling_activities, 
 from .program import STACK_TAG, declare_fleet, fleet_program
 from .stack import AwsFleet, find_orphans
 
+
+def prices(*args, **kwargs):  # type: ignore[no-untyped-def]
+    """Current EC2 prices with their source and date (see :func:`mlops_lb.analysis.pricing.prices`).
+
+    Example::
+
+        ml.aws.prices(["g5.xlarge"], ["us-east-1", "us-west-2"], spot=True)
+    """
+    from ..analysis.pricing import prices as _prices
+
+    return _prices(*args, **kwargs)
+
+
 __all__ = [
     "CATALOGUE",
     "STACK_TAG",
@@ -34,6 +47,7 @@ __all__ = [
     "find_orphans",
     "fleet_program",
     "preflight",
+    "prices",
     "read_fleet_metrics",
     "read_scaling_activities",
     "read_target_health",

@@ -40,7 +40,7 @@ class TestHandWorked:
         assert plan.instance_usd_per_hour == 0.0208
         assert plan.usd_per_hour == pytest.approx(0.1633)
         assert plan.usd_per_million_requests == pytest.approx(0.1633 / 3600 * 1000)
-        assert plan.price_as_of == "2025-01-15"
+        assert plan.price_as_of == "2026-12-06"
         assert plan.notes == ()
 
     def test_per_target_division_and_error_bound(self) -> None:
@@ -225,3 +225,28 @@ class TestLlmBounds:
         no_stream = self.STEPS.drop(columns=["ttft_p99_s", "tpot_p99_s"])
         with pytest.raises(SpecError, match="needs ttft_p99_s per step"):
             plan_capacity(no_stream, slo_ttft_p99_s=0.5)
+
+
+class TestTokenPricedPlan:
+    def test_usd_per_million_output_tokens(self) -> None:
+        """A streamed sweep (20 tokens per request) prices the planned tokens: hand-worked.
+
+        max OK 400 rps (as above), 1000 rps total -> 4 x 0.0208 + ALB 0.0801 = 0.1633 USD/h; tokens per hour
+        1000 x 20 x 3600 = 72e6 -> 0.1633 / 72 = 0.0022681 USD per million output tokens.
+        """
+        steps = pd.DataFrame(
+            {
+                "rate": [100, 200, 300, 400, 500],
+                "p99_s": [0.010, 0.012, 0.015, 0.020, 0.100],
+                "error_rate": [0, 0, 0, 0, 0.05],
+                "tokens_per_request": [20.0] * 5,
+            }
+        )
+        plan = plan_capacity(steps, slo_p99_s=0.050, target_total_rps=1000)
+        assert plan.usd_per_million_output_tokens == pytest.approx(0.1633 / 72)
+        assert "USD per million output tokens" in repr(plan)
+        # a request-only sweep keeps no token figure
+        plan2 = plan_capacity(
+            steps.drop(columns="tokens_per_request"), slo_p99_s=0.050, target_total_rps=1000
+        )
+        assert plan2.usd_per_million_output_tokens is None

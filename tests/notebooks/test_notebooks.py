@@ -46,6 +46,7 @@ def test_the_notebooks_of_the_walk_exist() -> None:
         "05_llm_fleet",
         "06_bring_your_own_server",
         "07_distributed_load",
+        "08_which_fleet",
     ]
 
 
