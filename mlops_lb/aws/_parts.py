@@ -347,6 +347,7 @@ def _assets_bucket(ctx: _Ctx, assets: Assets) -> tuple[Any, dict[str, Any]]:
         )
 
     keys: dict[str, Any] = {"wheel": content_key("wheels", assets.wheel), "model": None, "wheelhouse": None}
+    keys["python"] = assets.instance_python  # not an object: the Python the user data installs, with the wheels
     upload(f"{name}-wheel", keys["wheel"], assets.wheel)
     if assets.model is not None:
         keys["model"] = content_key("model", assets.model)
@@ -510,6 +511,7 @@ def _launch_template(
                 agent=agent,
                 # the ready unit waits as long as the group's grace period allows (at least 10 minutes)
                 ready_wait_s=max(600, spec.aws_health_check.grace_period_s),
+                python_version=keys["python"],
             ).encode()
         ).decode()
     )

@@ -37,23 +37,51 @@ from pathlib import Path
 from ..errors import ProvisionError
 
 __all__ = [
+    "AL2023_PYTHONS",
     "INSTANCE_PYTHON",
     "Wheelhouse",
     "build_project_archive",
     "build_wheel",
     "build_wheelhouse",
     "content_key",
+    "instance_python",
     "pinned_requirements",
     "pip_download_command",
     "platform_tags",
     "sha256_file",
 ]
 
-# Python on the instances: AL2023 installs 3.11 side by side with its system 3.9 (DESIGN §4).
-INSTANCE_PYTHON = "3.11"
+# Pythons AL2023 ships side by side with its system 3.9, each as python3.N (dnf install python3.N):
+# https://docs.aws.amazon.com/linux/al2023/ug/python.html (read 2026-12-06: "3.11, 3.12, 3.13, and 3.14").
+AL2023_PYTHONS = ("3.11", "3.12", "3.13", "3.14")
+# The oldest of them: what an instance gets when the launcher's own Python is older (3.10).
+INSTANCE_PYTHON = AL2023_PYTHONS[0]
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry; what reproducible wheels use
 _PACKAGE = "mlops_lb"
 _DIST = "mlops-lb"
+
+
+def instance_python(launcher: tuple[int, int] | None = None) -> str:
+    """The Python the instances run: the launcher's own minor version when AL2023 ships it (a model pickled here
+    loads there under the same Python), the oldest AL2023 one for an older launcher; a launcher newer than
+    AL2023 ships is refused with the range. The packages are resolved for this version, never copied from here.
+
+    Example::
+
+        instance_python((3, 13))   # '3.13'
+        instance_python((3, 10))   # '3.11'
+    """
+    major, minor = launcher or sys.version_info[:2]
+    version = f"{major}.{minor}"
+    if version in AL2023_PYTHONS:
+        return version
+    if (major, minor) < (3, int(INSTANCE_PYTHON.split(".")[1])):
+        return INSTANCE_PYTHON
+    raise ProvisionError(
+        f"this notebook runs Python {version}, newer than the Pythons Amazon Linux 2023 ships "
+        f"({AL2023_PYTHONS[0]}-{AL2023_PYTHONS[-1]}); launch from Python {AL2023_PYTHONS[-1]} or older, "
+        "so the model and the instances' packages match"
+    )
 
 
 def sha256_file(path: Path) -> str:
@@ -256,6 +284,8 @@ class Wheelhouse:
     path: Path
     requirements: tuple[str, ...]
     digest: str
+    python_version: str = INSTANCE_PYTHON
+    architecture: str = "x86_64"
 
     @property
     def files(self) -> list[Path]:
@@ -303,7 +333,13 @@ def build_wheelhouse(
         tmp.replace(dest) if not dest.exists() else None
     files = sorted(p for p in dest.iterdir() if p.is_file())
     digest = hashlib.sha256(b"".join(p.name.encode() + sha256_file(p).encode() for p in files)).hexdigest()
-    return Wheelhouse(path=dest, requirements=tuple(sorted(pins)), digest=digest)
+    return Wheelhouse(
+        path=dest,
+        requirements=tuple(sorted(pins)),
+        digest=digest,
+        python_version=python_version,
+        architecture=architecture,
+    )
 
 
 _SKIP_DIRS = {

@@ -76,6 +76,16 @@ class Assets:
     model: Path | None = None
     wheelhouse: Wheelhouse | None = None
     install: Path | None = None  # server.install as one file: requirements, wheel or a project archive
+    python_version: str | None = None  # the instances' Python; default: the wheelhouse's, else instance_python()
+
+    @property
+    def instance_python(self) -> str:
+        """The AL2023 Python the instances' venv is made with (the one the wheelhouse was resolved for)."""
+        from .assets import instance_python
+
+        if self.wheelhouse is not None:
+            return self.wheelhouse.python_version
+        return self.python_version or instance_python()
 
 
 def _model_file(spec: FleetSpec) -> Path | None:
@@ -280,4 +290,5 @@ def declare_fleet(
         "ami_id": ami,
         "architecture": ctx.resolved.get("architecture", "x86_64"),
         "wheel_key": keys["wheel"],
+        "instance_python": keys["python"],
     }

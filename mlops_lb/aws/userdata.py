@@ -5,7 +5,8 @@ changed; every piece of it — bootstrap, the unit of each server kind, the metr
 rendered here in order, so a diff of this module is a diff of what instances run.)
 
 Amazon Linux 2023 keeps ``/usr/bin/python3`` at 3.9 for its whole life and system tools (dnf) depend on it, so
-Python 3.11 is installed side by side and this package lives in its own venv; the symlink is never touched.
+the instance's Python (3.11-3.14, ``python_version``: what :func:`mlops_lb.aws.assets.instance_python` resolved)
+is installed side by side and this package lives in its own venv; the symlink is never touched.
 Everything pip installs comes from the stack's private bucket: this package's wheel and a *wheelhouse* of the
 exact versions of the environment that launched the fleet, installed with ``--no-index`` (boot never depends
 on PyPI and two instances never differ). Every network step retries with backoff; the script logs to the
@@ -73,7 +74,7 @@ SERVE_REQUIREMENTS = (
 # healthy_threshold x interval (the default spec, 300 >= 150 + 5 x 30, just fits).
 BOOT_STEPS: tuple[tuple[str, int], ...] = (
     ("pending -> running, kernel boot, cloud-init starts user data", 40),
-    ("dnf install python3.11 (repo metadata + packages, retried)", 40),
+    ("dnf install python3.N (repo metadata + packages, retried)", 40),
     ("aws s3 cp wheel + wheelhouse (+ model) from the stack bucket", 10),
     ("pip install --no-index from the wheelhouse (numpy, scipy, scikit-learn, ...)", 50),
     ("systemd starts the server, model loads, /health answers", 10),
@@ -166,6 +167,7 @@ def render_user_data(
     server: ServerRun | None = None,
     agent: MetricsAgent | None = None,
     ready_wait_s: int = 600,
+    python_version: str = "3.11",
 ) -> str:
     """The cloud-init shell script (plain text; the launch template base64-encodes it).
 
@@ -174,16 +176,19 @@ def render_user_data(
     ``lifecycle_hook`` names the launching hook the ready unit completes (warm pools). The keys are
     content-addressed, so a changed wheel or model changes the script (and rolls the instances) and nothing
     else does. ``server`` says what runs (default: our model server with ``model_key``); ``agent`` adds the
-    concurrency publisher. ``port`` is the instance's port (the target group's).
+    concurrency publisher. ``port`` is the instance's port (the target group's). ``python_version`` is the
+    AL2023 Python (``3.11``-``3.14``) the venv is made with; the wheelhouse must have been resolved for it.
     """
+    py = _python_version(python_version)
     boot_units = _boot_units(
         region=region, port=port, health_path=health_path, lifecycle_hook=lifecycle_hook, wait_s=ready_wait_s,
         agent=agent,
     )  # fmt: skip
     if server is not None and not server.needs_package:
         return _render_byo(
-            bucket=bucket, region=region, port=port, server=server, model_key=model_key, boot_units=boot_units
-        )
+            bucket=bucket, region=region, port=port, server=server, model_key=model_key, boot_units=boot_units,
+            py=py,
+        )  # fmt: skip
     server = server or ServerRun(port=port)
     q = shlex.quote
     wheel_name = wheel_key.rsplit("/", 1)[-1]
@@ -232,11 +237,11 @@ set -x
 {_RETRY}
 
 # Side-by-side Python: AL2023's system python3 (3.9) stays as it is; dnf needs it.
-retry 5 dnf install -y python3.11 python3.11-pip
+retry 5 dnf install -y python{py} python{py}-pip
 
 mkdir -p {VENV}/dist {VENV}/model {VENV}/wheelhouse
 {fetch_lines}
-python3.11 -m venv {VENV}
+python{py} -m venv {VENV}
 {install}
 
 # IMDSv2 (http_tokens=required): a session token first, then the instance id.
@@ -323,6 +328,14 @@ ExecStart={VENV}/ready.sh
 WantedBy=multi-user.target
 UNIT{agent_units}
 {_enable(agent)}"""
+
+
+def _python_version(version: str) -> str:
+    """``3.N`` exactly (it becomes part of a command name in the script)."""
+    major, _, minor = str(version).partition(".")
+    if major != "3" or not minor.isdigit():
+        raise ValueError(f"python_version must look like 3.11 (got {version!r})")
+    return f"3.{int(minor)}"
 
 
 def _minutes(seconds: int) -> str:
@@ -419,6 +432,7 @@ def _render_byo(
     server: ServerRun,
     model_key: str | None,
     boot_units: str,
+    py: str,
 ) -> str:
     """User data for the user's own server: ``command`` in a venv, or ``image`` under docker; both systemd units."""
     q = shlex.quote
@@ -455,9 +469,9 @@ def _render_byo(
     else:
         host, listen = "0.0.0.0", int(port)
         lines += [
-            "retry 5 dnf install -y python3.11 python3.11-pip",
+            f"retry 5 dnf install -y python{py} python{py}-pip",
             f"mkdir -p {VENV}/dist {APP_DIR}",
-            f"python3.11 -m venv {VENV}",
+            f"python{py} -m venv {VENV}",
             *_install_lines(server, bucket=bucket, s3=s3),
         ]
         argv = _filled(server, port=listen, host=host)
