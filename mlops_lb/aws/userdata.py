@@ -1,7 +1,7 @@
 """The EC2 user data that turns an Amazon Linux 2023 instance into one target of the fleet.
 
 (Over 500 lines on purpose: the user data is one bash script that must stay byte-identical when nothing
-changed; every piece of it — bootstrap, the unit of each server kind, the metrics agent, the ready unit — is
+changed; every piece of it — bootstrap, the unit of each server kind, the metrics agent, the lifecycle watcher — is
 rendered here in order, so a diff of this module is a diff of what instances run.)
 
 Amazon Linux 2023 keeps ``/usr/bin/python3`` at 3.9 for its whole life and system tools (dnf) depend on it, so
@@ -13,9 +13,12 @@ on PyPI and two instances never differ). Every network step retries with backoff
 console (``fleet.logs(target)`` reads it through EC2 GetConsoleOutput) and to ``/var/log/mlops-lb-bootstrap.log``.
 
 With a warm pool, instances are stopped as soon as they launch, *without waiting for user data*, and cloud-init
-runs user data on the first boot only (DESIGN §4). So the server is a systemd unit enabled at boot, and a second
-unit, ``mlops-lb-ready``, runs on *every* boot: it waits for the local health check and then completes the
-``EC2_INSTANCE_LAUNCHING`` lifecycle action, so an instance leaves ``Pending:Wait`` only when it can serve.
+runs user data on the first boot only (DESIGN §4); leaving a running pool or resuming from hibernation is no boot
+at all. So the server is a systemd unit enabled at boot, and a second one, ``mlops-lb-lifecycle``, runs for the
+instance's whole life: it polls IMDS ``autoscaling/target-lifecycle-state`` and, each time the instance is headed
+for ``Warmed:*`` or ``InService`` and the local health check passes, completes the ``EC2_INSTANCE_LAUNCHING``
+lifecycle action (extending it with heartbeats while the server is not healthy yet), so an instance leaves
+``Warmed:Pending:Wait`` and ``Pending:Wait`` only when it can serve.
 
 The script is a pure function of its arguments: the same inputs give the same bytes (no timestamps, no random
 values), so a second ``pulumi up`` leaves the launch template alone.
@@ -173,7 +176,7 @@ def render_user_data(
 
     ``model_key`` is the bucket key of a user model; without it the server loads the bundled demo model.
     ``wheelhouse_prefix`` is the bucket prefix holding the pinned wheels and their ``requirements.txt``;
-    ``lifecycle_hook`` names the launching hook the ready unit completes (warm pools). The keys are
+    ``lifecycle_hook`` names the launching hook the lifecycle watcher completes (warm pools). The keys are
     content-addressed, so a changed wheel or model changes the script (and rolls the instances) and nothing
     else does. ``server`` says what runs (default: our model server with ``model_key``); ``agent`` adds the
     concurrency publisher. ``port`` is the instance's port (the target group's). ``python_version`` is the
@@ -283,51 +286,80 @@ def _boot_units(
     wait_s: int,
     agent: MetricsAgent | None,
 ) -> str:
-    """What follows the server's unit in every bootstrap: a oneshot ready unit, run on every boot (wait for local
-    health, then complete the launching lifecycle action), the metrics agent's unit, and enabling them all."""
-    q = shlex.quote
+    """What follows the server's unit in every bootstrap: with a warm pool's launching hook, the lifecycle watcher
+    (a service for the instance's whole life), the metrics agent's unit, and enabling them all."""
     agent_units = _agent_units(agent, region=region) if agent else ""
-    complete = ""
-    if lifecycle_hook:
-        complete = f"""
-TOKEN=$(curl -sSf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 300")
-ID=$(curl -sSf -H "X-aws-ec2-metadata-token: $TOKEN" http://169.254.169.254/latest/meta-data/instance-id)
-for i in 1 2 3 4 5 6; do
-  GROUP=$(aws autoscaling describe-auto-scaling-instances --region {q(region)} --instance-ids "$ID" \\
-          --query 'AutoScalingInstances[0].AutoScalingGroupName' --output text) && break
-  sleep $((i * 5))
-done
-# No pending action (the instance was launched straight into service) is not an error worth failing on.
-for i in 1 2 3 4 5 6; do
-  aws autoscaling complete-lifecycle-action --region {q(region)} --lifecycle-hook-name {q(lifecycle_hook)} \\
-      --auto-scaling-group-name "$GROUP" --instance-id "$ID" --lifecycle-action-result CONTINUE && break
-  sleep $((i * 5))
-done"""
+    watcher = _lifecycle_watcher(
+        region=region, port=port, health_path=health_path, hook=lifecycle_hook, heartbeat_s=max(60, wait_s // 2)
+    ) if lifecycle_hook else ""  # fmt: skip
+    return f"""{watcher}{agent_units}
+{_enable(agent, watcher=bool(lifecycle_hook))}"""
+
+
+# Leaving a running pool or resuming from hibernation is not a boot, so a unit run once per boot never sees it:
+# the watcher polls autoscaling/target-lifecycle-state, which Auto Scaling updates before each transition
+# (https://docs.aws.amazon.com/autoscaling/ec2/userguide/retrieving-target-lifecycle-state-through-imds.html),
+# and completes the launching action each time the instance is headed for Warmed:* or InService and the server
+# is healthy: the hook pauses at Warmed:Pending:Wait and again at Pending:Wait
+# (https://docs.aws.amazon.com/autoscaling/ec2/userguide/warm-pool-instance-lifecycle.html). While the server is
+# not healthy yet it extends the action (RecordLifecycleActionHeartbeat) instead of letting ABANDON terminate it.
+def _lifecycle_watcher(*, region: str, port: int, health_path: str, hook: str, heartbeat_s: int) -> str:
+    q = shlex.quote
     return f"""
-cat > {VENV}/ready.sh <<'READY'
+cat > {VENV}/lifecycle.sh <<'WATCH'
 #!/bin/bash
-# Every boot: wait until the server answers its health check (up to {_minutes(wait_s)}), then release the instance.
-for i in $(seq 1 {max(1, int(wait_s) // 2)}); do
-  curl -sf -o /dev/null http://127.0.0.1:{int(port)}{health_path} && break
+# Completes the launching lifecycle action each time Auto Scaling heads this instance for a new state.
+REGION={q(region)}; HOOK={q(hook)}; HEALTH={q(f"http://127.0.0.1:{int(port)}{health_path}")}
+imds() {{  # IMDSv2: a short-lived token per read (the token never reaches a log)
+  local t
+  t=$(curl -sf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 60") || return 1
+  curl -sf -H "X-aws-ec2-metadata-token: $t" "http://169.254.169.254/latest/meta-data/$1"
+}}
+ID=$(imds instance-id) || exit 1   # systemd restarts us
+GROUP=""; DONE=""; BEAT=0
+while true; do
+  STATE=$(imds autoscaling/target-lifecycle-state || true)
+  case "$STATE" in
+    InService|Warmed:*)
+      if [ "$STATE" != "$DONE" ]; then
+        if [ -z "$GROUP" ] || [ "$GROUP" = None ]; then
+          GROUP=$(aws autoscaling describe-auto-scaling-instances --region "$REGION" --instance-ids "$ID" \
+                  --query 'AutoScalingInstances[0].AutoScalingGroupName' --output text || true)
+        fi
+        ARGS=(--region "$REGION" --lifecycle-hook-name "$HOOK" --auto-scaling-group-name "$GROUP" --instance-id "$ID")
+        if curl -sf -o /dev/null --max-time 5 "$HEALTH"; then
+          if OUT=$(aws autoscaling complete-lifecycle-action "${{ARGS[@]}}" --lifecycle-action-result CONTINUE 2>&1); then
+            echo "mlops-lb-lifecycle: $STATE: completed $HOOK"; DONE=$STATE
+          elif printf %s "$OUT" | grep -q "No active Lifecycle Action"; then
+            DONE=$STATE   # nothing waits (launched straight into service, or already completed)
+          else
+            echo "mlops-lb-lifecycle: complete-lifecycle-action failed: $OUT" >&2
+          fi
+        elif [ $(( $(date +%s) - BEAT )) -ge {int(heartbeat_s)} ]; then
+          aws autoscaling record-lifecycle-action-heartbeat "${{ARGS[@]}}" >/dev/null 2>&1 && BEAT=$(date +%s)
+        fi
+      fi ;;
+  esac
   sleep 2
-done{complete}
-exit 0
-READY
-chmod 0755 {VENV}/ready.sh
-cat > /etc/systemd/system/{SERVICE_NAME}-ready.service <<'UNIT'
+done
+WATCH
+chmod 0755 {VENV}/lifecycle.sh
+cat > /etc/systemd/system/{SERVICE_NAME}-lifecycle.service <<'UNIT'
 [Unit]
-Description=mlops_lb: release the instance when the server is healthy
+Description=mlops_lb: complete the launching lifecycle action whenever the instance is headed for service
 After={SERVICE_NAME}.service network-online.target
 Wants=network-online.target
+# Never give up for good (systemd.unit(5): the default start limit is 5 starts in 10 s, then the unit stays failed)
+StartLimitIntervalSec=0
 
 [Service]
-Type=oneshot
-ExecStart={VENV}/ready.sh
+ExecStart={VENV}/lifecycle.sh
+Restart=always
+RestartSec=5
 
 [Install]
 WantedBy=multi-user.target
-UNIT{agent_units}
-{_enable(agent)}"""
+UNIT"""
 
 
 def _python_version(version: str) -> str:
@@ -357,8 +389,9 @@ def _stop_lines(drain_timeout_s: int) -> str:
     return f"KillMode=mixed\nKillSignal=SIGTERM\nTimeoutStopSec={int(drain_timeout_s)}"
 
 
-def _enable(agent: MetricsAgent | None) -> str:
-    units = [SERVICE_NAME, f"{SERVICE_NAME}-ready"] + ([f"{SERVICE_NAME}-metrics"] if agent else [])
+def _enable(agent: MetricsAgent | None, *, watcher: bool = False) -> str:
+    units = [SERVICE_NAME] + ([f"{SERVICE_NAME}-lifecycle"] if watcher else [])
+    units += [f"{SERVICE_NAME}-metrics"] if agent else []
     lines = [
         "systemctl daemon-reload",
         "# Enabled at boot: a warm-pool instance is stopped after this script and must serve again when started.",

@@ -147,3 +147,44 @@ class TestCommandServer:
         assert ["install", "-y", "python3.13", "python3.13-pip"] in installed
         env = inst.file("/etc/mlops-lb.env")
         assert env.is_file() and "TARGET_ID=i-0123456789abcdef0" in env.read_text()
+
+
+HOOK = "demo-launching"
+WARMED = {"stopped": "Warmed:Stopped", "running": "Warmed:Running", "hibernated": "Warmed:Hibernated"}
+
+
+def warm_spec(state: str) -> FleetSpec:
+    return command_spec(capacity=CapacitySpec(min=1, desired=1, max=4, warm_pool=WarmPoolSpec(min_size=1, state=state)))
+
+
+def completions(inst: Instance) -> list[float]:
+    """When CompleteLifecycleAction succeeded (the recorded calls: moto 5 has no CompleteLifecycleAction)."""
+    return [c["t"] for c in inst.aws_calls() if c["argv"][1:2] == ["complete-lifecycle-action"] and c["rc"] == 0]
+
+
+@pytest.mark.serial
+class TestWarmPool:
+    """From launch into the pool (Warmed:Pending:Wait) to InService (Pending:Wait), for each pool state."""
+
+    @pytest.mark.parametrize("state", ["stopped", "running", "hibernated"])
+    def test_warm_instance_reaches_in_service_and_serves(self, launch: Any, state: str) -> None:
+        """The hook is completed once entering the pool and once leaving it; the server then answers /health."""
+        inst = launch(warm_spec(state), lifecycle=WARMED[state], hook=HOOK)
+        assert_booted(inst)
+        inst.wait_for(lambda: not inst.action_pending(), timeout=60, what="the warm-pool hook completed")
+        assert len(completions(inst)) == 1
+        if state == "stopped":
+            inst.stop()
+            inst.set_lifecycle("InService", hook=HOOK)
+            inst.boot()
+        elif state == "hibernated":
+            inst.hibernate()
+            inst.set_lifecycle("InService", hook=HOOK)
+            inst.resume()
+        else:
+            inst.set_lifecycle("InService", hook=HOOK)
+        inst.wait_for(lambda: not inst.action_pending(), timeout=45, what=f"the hook completed leaving a {state} pool")
+        assert len(completions(inst)) == 2
+        assert inst.get(PORT, "/health") == 200
+        inst.mark("test", "InService and /health 200")
+        print(f"\ntimeline, warm pool {state}:\n" + "\n".join(f"{t:8.2f}  {s:12} {w}" for t, s, w in inst.timeline()))

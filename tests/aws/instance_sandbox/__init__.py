@@ -25,10 +25,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -103,22 +105,24 @@ class Instance:
         (root / "secrets.json").write_text(json.dumps(dict(secrets or {})))
         shims = root / "shims"
         shims.mkdir(exist_ok=True)
+        path = f"{shims}:{root / 'installed'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        # What the shims need travels inside them: units run with a clean environment, as systemd's do.
+        baked = {
+            "PATH": path,
+            "SANDBOX_ROOT": str(root),
+            "SANDBOX_PYTHONS": json.dumps(dict(pythons)),
+            "SANDBOX_WHEELS": str(pip_wheels),
+        }
+        exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in baked.items())
         for name, module in (("aws", "awscli"), ("dnf", "dnf"), ("systemctl", "systemd")):
             shim = shims / name
-            shim.write_text(f'#!/bin/sh\nexec {sys.executable} {HERE / module}.py "$@"\n')
+            shim.write_text(f'#!/bin/sh\n{exports}exec {sys.executable} {HERE / module}.py "$@"\n')
             shim.chmod(0o755)
         system = shims / "python3"  # AL2023's /usr/bin/python3 stays 3.9 for its whole life
         system.write_text(f'#!/bin/sh\nexec {pyenv_python(SYSTEM_PYTHON)} "$@"\n')
         system.chmod(0o755)
         (root / "installed").mkdir(exist_ok=True)
-        self.env = {
-            "PATH": f"{shims}:{root / 'installed'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "HOME": "/root",
-            "LANG": "C.UTF-8",
-            "SANDBOX_ROOT": str(root),
-            "SANDBOX_PYTHONS": json.dumps(dict(pythons)),
-            "SANDBOX_WHEELS": str(pip_wheels),
-        }
+        self.env = {"PATH": path, "HOME": "/root", "LANG": "C.UTF-8"}  # cloud-init's user-data environment
 
     # ---------------------------------------------------------------------------------------------- lifetime
     def start(self) -> None:
@@ -141,7 +145,15 @@ class Instance:
         """Run ``argv`` as root inside the instance's namespaces with the instance's PATH and shims."""
         assert self.init is not None
         cmd = ["nsenter", "-t", str(self.init.pid), "-m", "-n", "--", "env", "-i", *(f"{k}={v}" for k, v in self.env.items()), *argv]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=check)
+        # Output through files, not pipes: a daemon the command leaves behind must not hold our read open.
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            proc = subprocess.run(cmd, stdout=out, stderr=err, timeout=timeout, check=False)
+            out.seek(0)
+            err.seek(0)
+            result = subprocess.CompletedProcess(cmd, proc.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"))
+        if check and result.returncode != 0:
+            raise subprocess.CalledProcessError(result.returncode, cmd, result.stdout, result.stderr)
+        return result
 
     def run_user_data(self, *, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """cloud-init's part: write the user data as a script and execute it, once. Returns bash's result."""

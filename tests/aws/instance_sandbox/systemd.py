@@ -35,6 +35,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -85,7 +86,8 @@ def one(conf: dict[str, dict[str, list[str]]], section: str, key: str, default: 
 
 
 def environment(conf: dict[str, dict[str, list[str]]]) -> dict[str, str]:
-    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+    # systemd's default PATH, with the sandbox's shims where AL2023 has /usr/bin/aws, dnf and python3.N.
+    env = {"PATH": os.environ["PATH"]}
     for path in conf.get("Service", {}).get("EnvironmentFile", []):
         optional = path.startswith("-")
         p = Path(path.lstrip("-"))
@@ -138,18 +140,26 @@ def supervise(unit: str) -> None:
     child: subprocess.Popen[bytes] | None = None
     stopping = False
 
+    def kill_rest(pid: int) -> None:
+        try:
+            os.killpg(pid, signal.SIGKILL)  # TimeoutStopSec= is over: everything left of the unit
+        except ProcessLookupError:
+            pass
+
     def on_term(*_: object) -> None:
+        # Only signal here: the main loop's child.wait() returns when the main process is gone.
         nonlocal stopping
         stopping = True
-        if child is not None and child.poll() is None:
-            child.send_signal(signal.SIGTERM)  # KillMode=mixed: the main process first
-            deadline = time.monotonic() + min(stop_s, 60.0)
-            while child.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            try:
-                os.killpg(child.pid, signal.SIGKILL)  # then everything left of the unit
-            except ProcessLookupError:
-                pass
+        if child is None or child.returncode is not None:
+            finish()
+        os.kill(child.pid, signal.SIGTERM)  # KillMode=mixed: KillSignal= to the main process first
+        timer = threading.Timer(min(stop_s, 60.0), kill_rest, args=(child.pid,))
+        timer.daemon = True
+        timer.start()
+
+    def finish() -> None:
+        if child is not None:
+            kill_rest(child.pid)
         event(unit, "stopped")
         pidfile(unit).unlink(missing_ok=True)
         os._exit(0)
@@ -176,9 +186,9 @@ def supervise(unit: str) -> None:
         child = subprocess.Popen(argv, env=env, cwd=workdir, stdout=log, stderr=log, start_new_session=True)
         event(unit, "started", pid=child.pid, argv=argv)
         rc = child.wait()
-        if stopping:
-            time.sleep(1)
         event(unit, "exited", code=rc)
+        if stopping:
+            finish()
         if restart == "always" or (restart == "on-failure" and rc != 0):
             time.sleep(restart_s)
             continue
@@ -247,11 +257,17 @@ def main(argv: list[str]) -> int:
         return 0
     if argv[:1] == ["--boot"]:  # what systemd does for multi-user.target: start what is enabled, not waiting
         for unit in enabled():
-            start(unit, wait_oneshot=False) if parse(unit).get("Service", {}).get("Type") != [
-                "oneshot"
-            ] else subprocess.Popen(
-                [sys.executable, __file__, "start", unit], start_new_session=True, env={**os.environ}
-            )
+            if parse(unit).get("Service", {}).get("Type") != ["oneshot"]:
+                start(unit)
+            else:  # a oneshot runs in the background at boot; nothing waits for it
+                subprocess.Popen(
+                    [sys.executable, __file__, "start", unit],
+                    start_new_session=True,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    env={**os.environ},
+                )
         return 0
     if argv[:1] == ["--shutdown"]:
         for unit in reversed(enabled()):
