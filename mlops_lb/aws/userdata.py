@@ -248,9 +248,15 @@ python{py} -m venv {VENV}
 {install}
 
 # IMDSv2 (http_tokens=required): a session token first, then the instance id.
+# The token unlocks the role's credentials in IMDS: tracing stops while it is in use (set -x printed it to the
+# console, which GetConsoleOutput and fleet.logs() show).
+{{ set +x; }} 2>/dev/null
 TOKEN=$(retry 5 curl -sSf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 300")
 INSTANCE_ID=$(retry 5 curl -sSf -H "X-aws-ec2-metadata-token: $TOKEN" http://169.254.169.254/latest/meta-data/instance-id)
-echo "TARGET_ID=$INSTANCE_ID" > /etc/{SERVICE_NAME}.env
+unset TOKEN
+set -x
+install -m 0600 /dev/null /etc/{SERVICE_NAME}.env   # root only: it may carry secrets (server.secrets)
+echo "TARGET_ID=$INSTANCE_ID" >> /etc/{SERVICE_NAME}.env
 
 cat > /etc/systemd/system/{SERVICE_NAME}.service <<'UNIT'
 [Unit]
@@ -412,8 +418,13 @@ set -x
 
 
 _IMDS = """# IMDSv2 (http_tokens=required): a session token first, then the instance id.
+# The token unlocks the role's credentials in IMDS: tracing stops while it is in use (set -x printed it to the
+# console, which GetConsoleOutput and fleet.logs() show).
+{ set +x; } 2>/dev/null
 TOKEN=$(retry 5 curl -sSf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 300")
-INSTANCE_ID=$(retry 5 curl -sSf -H "X-aws-ec2-metadata-token: $TOKEN" http://169.254.169.254/latest/meta-data/instance-id)"""
+INSTANCE_ID=$(retry 5 curl -sSf -H "X-aws-ec2-metadata-token: $TOKEN" http://169.254.169.254/latest/meta-data/instance-id)
+unset TOKEN
+set -x"""
 
 
 def _bash_word(arg: str) -> str:
@@ -519,7 +530,8 @@ def _render_byo(
 {body}
 
 {_IMDS}
-echo "TARGET_ID=$INSTANCE_ID" > /etc/{SERVICE_NAME}.env
+install -m 0600 /dev/null /etc/{SERVICE_NAME}.env   # root only: it may carry secrets (server.secrets)
+echo "TARGET_ID=$INSTANCE_ID" >> /etc/{SERVICE_NAME}.env
 cat >> /etc/{SERVICE_NAME}.env <<'ENV'
 {_env_file(server, port=listen, host=host)}ENV
 cat > {VENV}/server.sh <<'SERVER'

@@ -188,3 +188,28 @@ class TestWarmPool:
         assert inst.get(PORT, "/health") == 200
         inst.mark("test", "InService and /health 200")
         print(f"\ntimeline, warm pool {state}:\n" + "\n".join(f"{t:8.2f}  {s:12} {w}" for t, s, w in inst.timeline()))
+
+
+class TestWhatTheConsoleShows:
+    def test_no_imds_token_in_the_console_and_the_env_file_is_root_only(self, launch: Any) -> None:
+        """set -x traced TOKEN=... to the console (GetConsoleOutput shows it): no token the IMDS emulator handed
+        out appears in the console or the journal; /etc/mlops-lb.env is 0600 (was 0644)."""
+        inst = launch(command_spec())
+        assert_booted(inst)
+        tokens = inst.tokens()
+        assert tokens, "the user data asked IMDS for no token"
+        seen = inst.console() + (inst.root / "journal.log").read_text(errors="replace")
+        assert not [t for t in tokens if t in seen]
+        assert inst.file("/etc/mlops-lb.env").stat().st_mode & 0o777 == 0o600
+
+    def test_every_rendered_unit_passes_systemd_analyze_verify(self, launch: Any) -> None:
+        """systemd's own checker accepts each unit the user data wrote (run inside the instance, where the
+        ExecStart programs exist)."""
+        inst = launch(warm_spec("running"), lifecycle=WARMED["running"], hook=HOOK)
+        assert_booted(inst)
+        units = sorted(p.name for p in inst.file("/etc/systemd/system").glob("mlops-lb*.service"))
+        assert units == ["mlops-lb-lifecycle.service", "mlops-lb.service"]
+        for unit in units:
+            proc = inst.run(["systemd-analyze", "verify", "--man=no", f"/etc/systemd/system/{unit}"])
+            assert proc.returncode == 0, (unit, proc.stderr)
+            assert "Unknown" not in proc.stderr and "Invalid" not in proc.stderr, (unit, proc.stderr)
