@@ -263,6 +263,7 @@ cat > /etc/systemd/system/{SERVICE_NAME}.service <<'UNIT'
 Description={description}
 After=network-online.target
 Wants=network-online.target
+{_NO_START_LIMIT}
 
 [Service]
 EnvironmentFile=/etc/{SERVICE_NAME}.env
@@ -355,8 +356,7 @@ cat > /etc/systemd/system/{SERVICE_NAME}-lifecycle.service <<'UNIT'
 Description=mlops_lb: complete the launching lifecycle action whenever the instance is headed for service
 After={SERVICE_NAME}.service network-online.target
 Wants=network-online.target
-# Never give up for good (systemd.unit(5): the default start limit is 5 starts in 10 s, then the unit stays failed)
-StartLimitIntervalSec=0
+{_NO_START_LIMIT}
 
 [Service]
 ExecStart={VENV}/lifecycle.sh
@@ -366,6 +366,12 @@ RestartSec=5
 [Install]
 WantedBy=multi-user.target
 UNIT"""
+
+
+# Restart=always alone is not "always": systemd.unit(5) stops restarting a unit started more than
+# StartLimitBurst= (5) times within StartLimitIntervalSec= (10 s) and leaves it failed for good; a server that
+# crashes at start-up (a model still downloading, a port briefly taken) would be parked while the instance lives on.
+_NO_START_LIMIT = "# Restart forever (systemd.unit(5) default: 5 starts in 10 s, then failed for good)\nStartLimitIntervalSec=0"
 
 
 def _python_version(version: str) -> str:
@@ -546,6 +552,7 @@ cat > /etc/systemd/system/{SERVICE_NAME}.service <<'UNIT'
 Description=mlops_lb target: the user's server ({server.kind})
 {unit_deps}
 Wants=network-online.target
+{_NO_START_LIMIT}
 
 [Service]
 EnvironmentFile=/etc/{SERVICE_NAME}.env
@@ -634,6 +641,7 @@ cat > /etc/systemd/system/{SERVICE_NAME}-metrics.service <<'UNIT'
 Description=mlops_lb: publish in-flight requests per target to CloudWatch ({agent.namespace}/{agent.metric})
 After={SERVICE_NAME}.service network-online.target
 Wants=network-online.target
+{_NO_START_LIMIT}
 
 [Service]
 ExecStart={VENV}/metrics-agent.sh
