@@ -47,6 +47,7 @@ __all__ = [
     "instance_python",
     "pinned_requirements",
     "pip_download_command",
+    "resolve_requirements",
     "platform_tags",
     "sha256_file",
 ]
@@ -249,6 +250,61 @@ def pinned_requirements(
             sname = re.sub(r"[-_.]+", "-", sreq.name).lower()  # type: ignore[attr-defined]
             if first or sname not in pins:
                 todo.append(sreq)
+    return tuple(f"{n}=={v}" for n, v in sorted(pins.items()))
+
+
+def resolve_requirements(
+    roots: Sequence[str] | None = None,
+    *,
+    python_version: str = INSTANCE_PYTHON,
+    architecture: str = "x86_64",
+    find_links: Path | None = None,
+    python: str = sys.executable,
+    run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run,
+) -> tuple[str, ...]:
+    """``name==version`` for the whole closure of ``roots`` (default: the ``serve`` extra), resolved for the
+    *instance* (AL2023's glibc, ``architecture``, CPython ``python_version``), not copied from this environment.
+
+    uv's resolver does it (``uv pip compile --python-platform <arch>-manylinux_2_34 --python-version X
+    --only-binary :all:``): it evaluates markers *and* extras for the target (``uvicorn[standard]`` keeps
+    websockets, watchfiles, python-dotenv; ``python_version < "3.12"`` is judged for the instance) and picks
+    versions that have wheels for it. pip's ``install --dry-run --report --python-version`` was tried first and
+    rejected: pip evaluates environment markers against the interpreter running it, not the target (measured
+    here: a ``python_version < "3.12"`` dependency was pinned for a 3.13 instance). glibc 2.34 is AL2023's.
+
+    Example::
+
+        resolve_requirements(python_version="3.13")   # ('annotated-types==0.7.0', ..., 'numpy==2.3.4', ...)
+    """
+    from .userdata import SERVE_REQUIREMENTS
+
+    arch = "aarch64" if architecture == "arm64" else "x86_64"
+    cmd = [python, "-m", "uv", "pip", "compile", "-", "--quiet", "--no-header", "--no-annotate"]
+    cmd += ["--python-platform", f"{arch}-manylinux_2_34", "--python-version", python_version]
+    cmd += ["--only-binary", ":all:"]
+    if find_links is not None:  # tests and air-gapped setups: a local directory of wheels instead of PyPI
+        cmd += ["--no-index", "--find-links", str(find_links), "--no-cache"]
+    wanted = "".join(f"{r}\n" for r in (roots if roots is not None else SERVE_REQUIREMENTS))
+    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}  # resolving needs no interpreter of that version
+    try:
+        proc = run(cmd, input=wanted, capture_output=True, text=True, check=False, env=env)
+    except FileNotFoundError as exc:  # pragma: no cover - python itself missing
+        raise ProvisionError(f"cannot run {python}") from exc
+    if proc.returncode != 0:
+        missing = "No module named uv" in (proc.stderr or "")
+        raise ProvisionError(
+            "resolving the instances' packages needs uv: pip install 'mlops-lb[aws]'"
+            if missing
+            else f"resolving the instances' packages for {architecture}/Python {python_version} failed; every "
+            "package needs a binary wheel for that platform (uv's message below names the one that has none)",
+            stderr=(proc.stderr or proc.stdout or "")[-2000:],
+        )
+    pins = {}
+    for line in proc.stdout.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, _, version = line.partition("==")
+            pins[re.sub(r"[-_.]+", "-", name.split("[", 1)[0]).lower()] = version.split(";", 1)[0].strip()
     return tuple(f"{n}=={v}" for n, v in sorted(pins.items()))
 
 

@@ -304,10 +304,14 @@ class AwsFleet:
         self._resolved = dict(pf.resolved)
         # A user's own server (command or image) does not install mlops_lb on the instances: no wheelhouse.
         if self._wheelhouse is None and self.spec.server.kind != "command":
-            from .assets import build_wheelhouse, pinned_requirements
+            from .assets import build_wheelhouse, instance_python, resolve_requirements
 
             arch = str(self._resolved.get("architecture", "x86_64"))
-            self._wheelhouse = build_wheelhouse(pinned_requirements(architecture=arch), architecture=arch)
+            # Resolved for the instance's Python and platform, not copied from this interpreter: numpy/scipy
+            # pinned from a 3.13 notebook have no wheels for an older instance Python.
+            py = instance_python()
+            pins = resolve_requirements(python_version=py, architecture=arch)
+            self._wheelhouse = build_wheelhouse(pins, architecture=arch, python_version=py)
         stack = self._get_stack()
         self._report_drift(stack, on_output)
         self._apply_config(stack)

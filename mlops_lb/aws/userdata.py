@@ -58,7 +58,7 @@ _TARGET_ID = (
     "\x00TARGET_ID\x00"  # stands for the instance id while the command is rendered; NUL is never in argv
 )
 # What `mlops-lb serve` needs (pyproject's `serve` extra; a test keeps the two equal). The launching environment
-# pins their whole closure (mlops_lb.aws.assets.pinned_requirements) into the wheelhouse.
+# resolves their whole closure for the instance (mlops_lb.aws.assets.resolve_requirements) into the wheelhouse.
 SERVE_REQUIREMENTS = (
     "fastapi>=0.110",
     "uvicorn[standard]>=0.29",
@@ -369,8 +369,9 @@ UNIT"""
 
 
 # Restart=always alone is not "always": systemd.unit(5) stops restarting a unit started more than
-# StartLimitBurst= (5) times within StartLimitIntervalSec= (10 s) and leaves it failed for good; a server that
-# crashes at start-up (a model still downloading, a port briefly taken) would be parked while the instance lives on.
+# StartLimitBurst= (5) times within StartLimitIntervalSec= (10 s) and leaves it failed for good. With RestartSec=2
+# (and more) automatic restarts alone cannot get there (the sandbox measured it: six crashes at start-up, still
+# restarted), but manual starts count too and RestartSec may be lowered: no limit, so a unit is never parked.
 _NO_START_LIMIT = "# Restart forever (systemd.unit(5) default: 5 starts in 10 s, then failed for good)\nStartLimitIntervalSec=0"
 
 

@@ -166,14 +166,16 @@ def supervise(unit: str) -> None:
 
     signal.signal(signal.SIGTERM, on_term)
     while True:
+        # systemd's ratelimit: a window opens at the first start and counts starts until it is `interval` old.
         now = time.monotonic()
-        starts = [s for s in starts if now - s < interval]
-        if interval > 0 and len(starts) >= burst:
+        if not starts or now - starts[0] >= interval:
+            starts = []
+        starts.append(now)
+        if interval > 0 and len(starts) > burst:
             event(unit, "failed", reason="start-limit-hit", starts=len(starts), interval_s=interval)
             (STATE / f"{unit}.failed").write_text("start-limit-hit")
             pidfile(unit).unlink(missing_ok=True)
             return
-        starts.append(now)
         env = environment(conf)
         for pre in conf.get("Service", {}).get("ExecStartPre", []):
             argv, ignore = command(pre, env)
