@@ -392,8 +392,14 @@ def resource_violations(
         hooks = [inputs] if typ.endswith("LifecycleHook") else list(inputs.get("initialLifecycleHooks") or [])
         for h in hooks:
             if "heartbeatTimeout" in h and not _in((30, 7200), h["heartbeatTimeout"]):
-                out.append(_cite("lifecycle-heartbeat", f"heartbeat timeout {h['heartbeatTimeout']!r} outside 30-7200"))
-    if typ == "aws:ec2/launchTemplate:LaunchTemplate" and (inputs.get("hibernationOptions") or {}).get("configured"):
+                out.append(
+                    _cite(
+                        "lifecycle-heartbeat", f"heartbeat timeout {h['heartbeatTimeout']!r} outside 30-7200"
+                    )
+                )
+    if typ == "aws:ec2/launchTemplate:LaunchTemplate" and (inputs.get("hibernationOptions") or {}).get(
+        "configured"
+    ):
         roots = [b.get("ebs") or {} for b in inputs.get("blockDeviceMappings") or []]
         if not roots or str(roots[0].get("encrypted")).lower() != "true":
             out.append(_cite("hibernation-root", "hibernation needs an encrypted root volume"))

@@ -347,7 +347,9 @@ def _assets_bucket(ctx: _Ctx, assets: Assets) -> tuple[Any, dict[str, Any]]:
         )
 
     keys: dict[str, Any] = {"wheel": content_key("wheels", assets.wheel), "model": None, "wheelhouse": None}
-    keys["python"] = assets.instance_python  # not an object: the Python the user data installs, with the wheels
+    keys["python"] = (
+        assets.instance_python
+    )  # not an object: the Python the user data installs, with the wheels
     upload(f"{name}-wheel", keys["wheel"], assets.wheel)
     if assets.model is not None:
         keys["model"] = content_key("model", assets.model)
@@ -409,7 +411,9 @@ def _instance_role(ctx: _Ctx, bucket: Any) -> Any:
             {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [f"{arn}/*"]},
             {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [arn]},
         ]
-        if warm:  # the lifecycle watcher finds its group, extends and completes the launching lifecycle action
+        if (
+            warm
+        ):  # the lifecycle watcher finds its group, extends and completes the launching lifecycle action
             statements.append(
                 {
                     "Effect": "Allow",
@@ -545,7 +549,9 @@ def _launch_template(
         user_data=user_data,
         # A hibernated warm pool needs instances launched with hibernation enabled (it cannot be turned on later);
         # the root volume is encrypted and must hold the RAM (preflight: hibernation-root).
-        hibernation_options=aws.ec2.LaunchTemplateHibernationOptionsArgs(configured=True) if hibernated else None,
+        hibernation_options=aws.ec2.LaunchTemplateHibernationOptionsArgs(configured=True)
+        if hibernated
+        else None,
         update_default_version=True,
         tag_specifications=[
             aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type=t, tags={**ctx.tags, "Name": name})
@@ -633,7 +639,9 @@ def _group(ctx: _Ctx, lt: Any, tg: Any) -> Any:
         opts=ctx.opts(ignore_changes=["desiredCapacity", "initialLifecycleHooks"]),
         **group_args,
     )
-    if warm is not None:  # a warm pool added to a live fleet gets its hook too (PutLifecycleHook is an upsert)
+    if (
+        warm is not None
+    ):  # a warm pool added to a live fleet gets its hook too (PutLifecycleHook is an upsert)
         aws.autoscaling.LifecycleHook(
             f"{name}-launching", autoscaling_group_name=group.name, **hook, opts=ctx.opts()
         )

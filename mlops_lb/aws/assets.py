@@ -47,8 +47,8 @@ __all__ = [
     "instance_python",
     "pinned_requirements",
     "pip_download_command",
-    "resolve_requirements",
     "platform_tags",
+    "resolve_requirements",
     "sha256_file",
 ]
 

@@ -76,7 +76,9 @@ class Assets:
     model: Path | None = None
     wheelhouse: Wheelhouse | None = None
     install: Path | None = None  # server.install as one file: requirements, wheel or a project archive
-    python_version: str | None = None  # the instances' Python; default: the wheelhouse's, else instance_python()
+    python_version: str | None = (
+        None  # the instances' Python; default: the wheelhouse's, else instance_python()
+    )
 
     @property
     def instance_python(self) -> str:

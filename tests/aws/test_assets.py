@@ -286,13 +286,15 @@ class TestResolvedForTheInstance:
         from mlops_lb.aws.assets import resolve_requirements
         from mlops_lb.errors import ProvisionError
 
-        with pytest.raises(ProvisionError, match="Python 3.12 failed"):
+        with pytest.raises(ProvisionError, match=r"Python 3\.12 failed"):
             resolve_requirements(["srv"], python_version="3.12", find_links=index)  # no dep_a for cp312
 
     @pytest.mark.parametrize(
         ("launcher", "instance"), [((3, 10), "3.11"), ((3, 11), "3.11"), ((3, 13), "3.13"), ((3, 14), "3.14")]
     )
-    def test_instance_python_follows_the_launcher_within_al2023s_range(self, launcher: Any, instance: str) -> None:
+    def test_instance_python_follows_the_launcher_within_al2023s_range(
+        self, launcher: Any, instance: str
+    ) -> None:
         from mlops_lb.aws.assets import instance_python
 
         assert instance_python(launcher) == instance

@@ -67,12 +67,16 @@ class TestUserData:
         assert "systemctl enable --now mlops-lb.service" in ud
         assert "systemctl enable --now mlops-lb-lifecycle.service" in ud
         unit = ud.split("mlops-lb-lifecycle.service <<'UNIT'")[1].split("UNIT")[0]
-        assert "WantedBy=multi-user.target" in unit and "Restart=always" in unit and "Type=oneshot" not in unit
+        assert (
+            "WantedBy=multi-user.target" in unit and "Restart=always" in unit and "Type=oneshot" not in unit
+        )
         watch = ud.split("cat > /opt/mlops_lb/lifecycle.sh <<'WATCH'")[1].split("WATCH")[0]
         assert "autoscaling/target-lifecycle-state" in watch and "HOOK=demo-launching" in watch
         assert watch.index("127.0.0.1:8080/health") < watch.index("complete-lifecycle-action")
         assert "record-lifecycle-action-heartbeat" in watch
-        assert "complete-lifecycle-action" not in render_user_data(**ARGS)  # no warm pool, no hook to complete
+        assert "complete-lifecycle-action" not in render_user_data(
+            **ARGS
+        )  # no warm pool, no hook to complete
 
     @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
     def test_the_script_is_valid_bash_and_retry_backs_off(self, tmp_path: Any) -> None:
@@ -162,12 +166,17 @@ class TestWarmPool:
         assert "HOOK=warm-launching" in ud and "hibernationOptions" not in rec.one(LT)
         doc = json.loads(rec.one("aws:iam/rolePolicy:RolePolicy")["policy"])
         actions = {a for s in doc["Statement"] for a in s["Action"]}
-        assert {"autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat"} <= actions
+        assert {
+            "autoscaling:CompleteLifecycleAction",
+            "autoscaling:RecordLifecycleActionHeartbeat",
+        } <= actions
 
     def test_hibernated_pool_launches_hibernation_enabled_instances(self, run_program: Any) -> None:
         """Hibernation can only be enabled at launch (enabling-hibernation.html): the template asks for it."""
         warm = WarmPoolSpec(min_size=1, state="hibernated")
-        rec = run_program(FleetSpec(name="hib", capacity=CapacitySpec(min=1, desired=1, max=3, warm_pool=warm)))
+        rec = run_program(
+            FleetSpec(name="hib", capacity=CapacitySpec(min=1, desired=1, max=3, warm_pool=warm))
+        )
         lt = rec.one(LT)
         assert lt["hibernationOptions"] == {"configured": True}
         assert lt["blockDeviceMappings"][0]["ebs"]["encrypted"] == "true"  # a hibernation prerequisite

@@ -39,7 +39,7 @@ PORT = 8080
 CACHE = Path(os.environ.get("MLOPS_LB_SANDBOX_CACHE", str(Path.home() / ".cache" / "mlops_lb" / "sandbox")))
 
 # A server someone else wrote: stdlib only, answers /health and a vLLM-style /metrics.
-APP = '''
+APP = """
 import http.server, os, sys
 port = int(sys.argv[sys.argv.index("--port") + 1])
 class H(http.server.BaseHTTPRequestHandler):
@@ -52,7 +52,7 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 http.server.ThreadingHTTPServer(("0.0.0.0", port), H).serve_forever()
-'''
+"""
 
 
 @pytest.fixture(scope="session")
@@ -99,9 +99,13 @@ def launch(
         assets = kw.pop("assets", None) or Assets(
             wheel=wheel, model=_model_file(spec), install=_install_file(spec), python_version=python
         )
-        user_data, s3, rec = declared(run_program, spec, assets=assets, **kw)
+        user_data, s3, _rec = declared(run_program, spec, assets=assets, **kw)
         inst = Instance(
-            tmp_path / f"instance{len(made)}", user_data=user_data, s3=s3, pythons={python: exe}, pip_wheels=pip_wheels
+            tmp_path / f"instance{len(made)}",
+            user_data=user_data,
+            s3=s3,
+            pythons={python: exe},
+            pip_wheels=pip_wheels,
         )
         made.append(inst)
         inst.declared_sha256 = hashlib.sha256(user_data).hexdigest()  # type: ignore[attr-defined]
@@ -126,7 +130,11 @@ def launch(
 
 
 def command_spec(**kw: Any) -> FleetSpec:
-    server = {"command": ["python", "app/server.py", "--port", "{port}"], "install": "app", **kw.pop("server", {})}
+    server = {
+        "command": ["python", "app/server.py", "--port", "{port}"],
+        "install": "app",
+        **kw.pop("server", {}),
+    }
     return FleetSpec.from_dict({"name": "demo", "server": server, **kw})
 
 
@@ -154,12 +162,16 @@ WARMED = {"stopped": "Warmed:Stopped", "running": "Warmed:Running", "hibernated"
 
 
 def warm_spec(state: str) -> FleetSpec:
-    return command_spec(capacity=CapacitySpec(min=1, desired=1, max=4, warm_pool=WarmPoolSpec(min_size=1, state=state)))
+    return command_spec(
+        capacity=CapacitySpec(min=1, desired=1, max=4, warm_pool=WarmPoolSpec(min_size=1, state=state))
+    )
 
 
 def completions(inst: Instance) -> list[float]:
     """When CompleteLifecycleAction succeeded (the recorded calls: moto 5 has no CompleteLifecycleAction)."""
-    return [c["t"] for c in inst.aws_calls() if c["argv"][1:2] == ["complete-lifecycle-action"] and c["rc"] == 0]
+    return [
+        c["t"] for c in inst.aws_calls() if c["argv"][1:2] == ["complete-lifecycle-action"] and c["rc"] == 0
+    ]
 
 
 @pytest.mark.serial
@@ -183,11 +195,16 @@ class TestWarmPool:
             inst.resume()
         else:
             inst.set_lifecycle("InService", hook=HOOK)
-        inst.wait_for(lambda: not inst.action_pending(), timeout=45, what=f"the hook completed leaving a {state} pool")
+        inst.wait_for(
+            lambda: not inst.action_pending(), timeout=45, what=f"the hook completed leaving a {state} pool"
+        )
         assert len(completions(inst)) == 2
         assert inst.get(PORT, "/health") == 200
         inst.mark("test", "InService and /health 200")
-        print(f"\ntimeline, warm pool {state}:\n" + "\n".join(f"{t:8.2f}  {s:12} {w}" for t, s, w in inst.timeline()))
+        print(
+            f"\ntimeline, warm pool {state}:\n"
+            + "\n".join(f"{t:8.2f}  {s:12} {w}" for t, s, w in inst.timeline())
+        )
 
 
 class TestWhatTheConsoleShows:
@@ -215,3 +232,44 @@ class TestWhatTheConsoleShows:
             # verify exits 0 on a line it ignores; every such complaint names the file and line
             assert f"{unit}:" not in proc.stderr, (unit, proc.stderr)
 
+
+def cached_wheelhouse(python: str) -> Any:
+    """The wheelhouse scripts/instance_wheelhouses.py (setup.sh --dev) resolved for ``python``, or skip."""
+    from mlops_lb.aws.assets import build_wheelhouse
+
+    tag = f"cp{python.replace('.', '')}"
+    for req in sorted((CACHE / "wheelhouse").glob("*/requirements.txt")):
+        if any(tag in w.name for w in req.parent.glob("numpy-*.whl")):
+            pins = tuple(req.read_text().split())
+            return build_wheelhouse(
+                pins, python_version=python, cache_dir=CACHE / "wheelhouse"
+            )  # a cache hit
+    pytest.skip(f"no wheelhouse for Python {python} cached: python scripts/instance_wheelhouses.py {python}")
+
+
+class TestModelServer:
+    @pytest.mark.parametrize(
+        "python", [pytest.param("3.13", marks=pytest.mark.slow), pytest.param("3.12", marks=pytest.mark.slow),
+                   pytest.param("3.11", marks=pytest.mark.slow)],
+    )  # fmt: skip
+    def test_default_model_server_installs_offline_and_serves(
+        self, launch: Any, fake_wheel: Path, python: str
+    ) -> None:
+        """The default model server: AL2023's pip installs the wheelhouse resolved for the instance's Python with
+        --no-index (the sandbox has no network but its IMDS), and `mlops-lb serve` answers /health with its id."""
+        from mlops_lb.aws.assets import build_wheel
+        from mlops_lb.aws.program import Assets
+
+        house = cached_wheelhouse(python)
+        spec = FleetSpec(name="demo")
+        assets = Assets(wheel=build_wheel(Path("dist")), wheelhouse=house)
+        inst = launch(spec, python=python, assets=assets)
+        assert_booted(inst)
+        inst.wait_for(lambda: inst.get(PORT, "/health") == 200, timeout=120, what="model server /health 200")
+        assert [c["argv"] for c in inst.dnf_calls()] == [
+            ["install", "-y", f"python{python}", f"python{python}-pip"]
+        ]
+        print(
+            f"\ntimeline, model server on {python}:\n"
+            + "\n".join(f"{t:8.2f}  {s:12} {w}" for t, s, w in inst.timeline())
+        )

@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -45,7 +46,10 @@ SYSTEM_PYTHON = "3.9"
 
 def pyenv_python(minor: str) -> str | None:
     """pyenv's newest ``minor`` interpreter (``3.13`` -> /root/.pyenv/versions/3.13.0/bin/python3.13), or None."""
-    found = sorted(PYENV.glob(f"{minor}.*/bin/python{minor}"), key=lambda p: [int(x) for x in p.parts[-3].split(".") if x.isdigit()])
+    found = sorted(
+        PYENV.glob(f"{minor}.*/bin/python{minor}"),
+        key=lambda p: [int(x) for x in p.parts[-3].split(".") if x.isdigit()],
+    )
     return str(found[-1]) if found else None
 
 
@@ -129,7 +133,16 @@ class Instance:
         """Create the namespaces (the instance is "running"; user data has not run yet)."""
         with (self.root / "init.log").open("wb") as log:
             self.init = subprocess.Popen(
-                ["unshare", "-m", "-n", "--propagation", "private", sys.executable, str(HERE / "init.py"), str(self.root)],
+                [
+                    "unshare",
+                    "-m",
+                    "-n",
+                    "--propagation",
+                    "private",
+                    sys.executable,
+                    str(HERE / "init.py"),
+                    str(self.root),
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -141,16 +154,31 @@ class Instance:
             time.sleep(0.05)
         self.mark("instance", "running (first boot)")
 
-    def run(self, argv: list[str], *, timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, argv: list[str], *, timeout: float = 60, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` as root inside the instance's namespaces with the instance's PATH and shims."""
         assert self.init is not None
-        cmd = ["nsenter", "-t", str(self.init.pid), "-m", "-n", "--", "env", "-i", *(f"{k}={v}" for k, v in self.env.items()), *argv]
+        cmd = [
+            "nsenter",
+            "-t",
+            str(self.init.pid),
+            "-m",
+            "-n",
+            "--",
+            "env",
+            "-i",
+            *(f"{k}={v}" for k, v in self.env.items()),
+            *argv,
+        ]
         # Output through files, not pipes: a daemon the command leaves behind must not hold our read open.
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             proc = subprocess.run(cmd, stdout=out, stderr=err, timeout=timeout, check=False)
             out.seek(0)
             err.seek(0)
-            result = subprocess.CompletedProcess(cmd, proc.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"))
+            result = subprocess.CompletedProcess(
+                cmd, proc.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace")
+            )
         if check and result.returncode != 0:
             raise subprocess.CalledProcessError(result.returncode, cmd, result.stdout, result.stderr)
         return result
@@ -183,10 +211,8 @@ class Instance:
 
     def _signal_all(self, sig: int) -> None:
         for pid in self.processes():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
 
     def hibernate(self) -> None:
         """Hibernation: every process frozen with its memory (SIGSTOP); no boot on resume."""
@@ -214,10 +240,8 @@ class Instance:
             return
         for sig in (signal.SIGCONT, signal.SIGKILL):
             self._signal_all(sig)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.init.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.init.wait(timeout=10)
         self.init = None
 
@@ -227,7 +251,9 @@ class Instance:
         (self.root / "imds" / "autoscaling" / "target-lifecycle-state").write_text(state)
         if hook:
             (self.root / "asg" / "pending-action").write_text(hook)
-        self.mark("autoscaling", f"target-lifecycle-state={state}" + (f" (hook {hook} waits)" if hook else ""))
+        self.mark(
+            "autoscaling", f"target-lifecycle-state={state}" + (f" (hook {hook} waits)" if hook else "")
+        )
 
     def action_pending(self) -> bool:
         return (self.root / "asg" / "pending-action").is_file()
@@ -235,8 +261,23 @@ class Instance:
     def get(self, port: int, path: str, *, timeout: float = 3) -> int:
         """HTTP status of GET 127.0.0.1:port/path from inside the instance (0 when nothing answers)."""
         try:
-            proc = self.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", str(timeout), f"http://127.0.0.1:{port}{path}"], timeout=timeout + 10)
-        except subprocess.TimeoutExpired:  # nsenter into a frozen (hibernated) process tree still works; curl waits
+            proc = self.run(
+                [
+                    "curl",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--max-time",
+                    str(timeout),
+                    f"http://127.0.0.1:{port}{path}",
+                ],
+                timeout=timeout + 10,
+            )
+        except (
+            subprocess.TimeoutExpired
+        ):  # nsenter into a frozen (hibernated) process tree still works; curl waits
             return 0
         return int(proc.stdout or 0)
 
@@ -281,7 +322,9 @@ class Instance:
 
     def _jsonl(self, name: str) -> list[dict[str, Any]]:
         p = self.root / name
-        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.is_file() else []
+        return (
+            [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.is_file() else []
+        )
 
     def timeline(self) -> list[tuple[float, str, str]]:
         """Every lifecycle transition, unit event and recorded CLI call, seconds from the sandbox's creation."""
@@ -296,6 +339,13 @@ class Instance:
 
     def diagnose(self) -> str:
         units = self.root / "units"
-        logs = "".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}\n" for p in sorted(units.glob("*.log"))) if units.is_dir() else ""
+        logs = (
+            "".join(
+                f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}\n"
+                for p in sorted(units.glob("*.log"))
+            )
+            if units.is_dir()
+            else ""
+        )
         tl = "\n".join(f"{t:8.2f} {s:12} {w}" for t, s, w in self.timeline())
         return f"--- console (tail)\n{self.console()[-3000:]}\n{logs}--- timeline\n{tl}"

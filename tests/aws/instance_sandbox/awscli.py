@@ -39,7 +39,7 @@ def record(argv: list[str], rc: int) -> None:
 
 
 def s3_cp(argv: list[str]) -> int:
-    words = [a for i, a in enumerate(argv) if not a.startswith("--") and not argv[i - 1] in ("--region",)]
+    words = [a for i, a in enumerate(argv) if not a.startswith("--") and argv[i - 1] not in ("--region",)]
     src, dest = words[-2], words[-1]
     if not src.startswith("s3://"):
         print(f"sandbox aws: only downloads are served (got {src})", file=sys.stderr)
@@ -54,7 +54,10 @@ def s3_cp(argv: list[str]) -> int:
             shutil.copyfile(f, target)
         return 0
     if not local.is_file():
-        print(f"fatal error: An error occurred (404) when calling the HeadObject operation: Key {src}", file=sys.stderr)
+        print(
+            f"fatal error: An error occurred (404) when calling the HeadObject operation: Key {src}",
+            file=sys.stderr,
+        )
         return 1
     target = Path(dest) if not dest.endswith("/") else Path(dest) / local.name
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -64,7 +67,7 @@ def s3_cp(argv: list[str]) -> int:
 
 def main(argv: list[str]) -> int:
     asg = ROOT / "asg"
-    service, op = (argv + ["", ""])[:2]
+    service, op = [*argv, "", ""][:2]
     rc = 0
     out = ""
     if (service, op) == ("s3", "cp"):
@@ -92,7 +95,10 @@ def main(argv: list[str]) -> int:
         store = json.loads((ROOT / "secrets.json").read_text()) if (ROOT / "secrets.json").is_file() else {}
         name = opt(argv, "--name") or opt(argv, "--secret-id") or ""
         if name not in store:
-            print(f"An error occurred (ResourceNotFoundException) when calling the {op} operation", file=sys.stderr)
+            print(
+                f"An error occurred (ResourceNotFoundException) when calling the {op} operation",
+                file=sys.stderr,
+            )
             rc = 254
         else:
             out = store[name]

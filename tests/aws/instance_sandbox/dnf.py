@@ -37,7 +37,9 @@ def main(argv: list[str]) -> int:
         f.write(json.dumps({"t": time.time(), "argv": argv}) + "\n")
     if argv[:1] != ["install"]:
         return 0
-    pythons = json.loads(os.environ["SANDBOX_PYTHONS"])  # {"3.13": "/root/.pyenv/versions/3.13.0/bin/python3.13"}
+    pythons = json.loads(
+        os.environ["SANDBOX_PYTHONS"]
+    )  # {"3.13": "/root/.pyenv/versions/3.13.0/bin/python3.13"}
     for pkg in argv[1:]:
         if pkg.startswith("-"):
             continue
@@ -50,7 +52,9 @@ def main(argv: list[str]) -> int:
         exe = ROOT / "installed" / f"python{ver}"
         exe.parent.mkdir(parents=True, exist_ok=True)
         exe.write_text(
-            WRAPPER.format(ver=ver, real=pythons[ver], pip=AL2023_PIP[ver], wheels=os.environ["SANDBOX_WHEELS"])
+            WRAPPER.format(
+                ver=ver, real=pythons[ver], pip=AL2023_PIP[ver], wheels=os.environ["SANDBOX_WHEELS"]
+            )
         )
         exe.chmod(0o755)
     return 0

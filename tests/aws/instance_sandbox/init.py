@@ -54,7 +54,7 @@ class Imds(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_PUT(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_PUT(self) -> None:
         if self.path != "/latest/api/token":
             return self.answer(404)
         try:
@@ -70,7 +70,7 @@ class Imds(BaseHTTPRequestHandler):
         log({"method": "PUT", "path": self.path, "status": 200})
         return self.answer(200, token)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         token = self.headers.get("X-aws-ec2-metadata-token", "")
         if TOKENS.get(token, 0) < time.time():
             log({"method": "GET", "path": self.path, "status": 401})
@@ -103,14 +103,30 @@ def main() -> None:
         upper, work = fs / name, fs / f".{name}-work"
         upper.mkdir(parents=True, exist_ok=True)
         work.mkdir(parents=True, exist_ok=True)
-        sh("mount", "-t", "overlay", "overlay", "-o", f"lowerdir={target},upperdir={upper},workdir={work}", target)
+        sh(
+            "mount",
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            f"lowerdir={target},upperdir={upper},workdir={work}",
+            target,
+        )
     # /dev gets an overlay too (its submounts bound back), so journald's /dev/log socket exists in here only.
     hostdev = fs / ".hostdev"
     hostdev.mkdir(parents=True, exist_ok=True)
     sh("mount", "--rbind", "/dev", str(hostdev))
     (fs / "dev").mkdir(exist_ok=True)
     (fs / ".dev-work").mkdir(exist_ok=True)
-    sh("mount", "-t", "overlay", "overlay", "-o", f"lowerdir=/dev,upperdir={fs / 'dev'},workdir={fs / '.dev-work'}", "/dev")
+    sh(
+        "mount",
+        "-t",
+        "overlay",
+        "overlay",
+        "-o",
+        f"lowerdir=/dev,upperdir={fs / 'dev'},workdir={fs / '.dev-work'}",
+        "/dev",
+    )
     for sub in ("pts", "shm", "mqueue"):
         if (hostdev / sub).is_dir() and Path(f"/dev/{sub}").is_dir():
             sh("mount", "--rbind", str(hostdev / sub), f"/dev/{sub}")
@@ -120,7 +136,7 @@ def main() -> None:
     threading.Thread(target=journald, daemon=True).start()
     # AL2023 has only its system python3 (3.9) until dnf installs python3.N: hide the host's own.
     missing = ROOT / "not-installed"
-    missing.write_text("#!/bin/sh\necho \"$0: command not found\" >&2\nexit 127\n")
+    missing.write_text('#!/bin/sh\necho "$0: command not found" >&2\nexit 127\n')
     missing.chmod(0o755)
     for d in ("/usr/bin", "/usr/local/bin"):
         for p in sorted(Path(d).glob("python3.*")):

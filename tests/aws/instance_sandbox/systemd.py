@@ -28,6 +28,7 @@ Usage (through the shim): ``systemctl enable --now mlops-lb.service``; the sandb
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -42,7 +43,9 @@ from pathlib import Path
 ROOT = Path(os.environ["SANDBOX_ROOT"])
 STATE = ROOT / "systemd"
 UNITS = Path("/etc/systemd/system")
-DEFAULT_START_LIMIT_INTERVAL_S = 10.0  # systemd.unit(5) / systemd-system.conf(5) DefaultStartLimitIntervalSec=
+DEFAULT_START_LIMIT_INTERVAL_S = (
+    10.0  # systemd.unit(5) / systemd-system.conf(5) DefaultStartLimitIntervalSec=
+)
 DEFAULT_START_LIMIT_BURST = 5  # systemd-system.conf(5) DefaultStartLimitBurst=
 DEFAULT_RESTART_S = 0.1  # systemd.service(5) RestartSec=
 DEFAULT_TIMEOUT_STOP_S = 90.0  # systemd-system.conf(5) DefaultTimeoutStopSec=
@@ -141,10 +144,8 @@ def supervise(unit: str) -> None:
     stopping = False
 
     def kill_rest(pid: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)  # TimeoutStopSec= is over: everything left of the unit
-        except ProcessLookupError:
-            pass
 
     def on_term(*_: object) -> None:
         # Only signal here: the main loop's child.wait() returns when the main process is gone.
