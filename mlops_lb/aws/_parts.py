@@ -397,12 +397,9 @@ def _instance_role(ctx: _Ctx, bucket: Any) -> Any:
         policy_arn=policy_arn("AmazonSSMManagedInstanceCore", ctx.region),
         opts=ctx.opts(),
     )
-    aws.iam.RolePolicyAttachment(
-        f"{name}-cwagent",
-        role=role.name,
-        policy_arn=policy_arn("CloudWatchAgentServerPolicy", ctx.region),
-        opts=ctx.opts(),
-    )
+    # No CloudWatchAgentServerPolicy: no CloudWatch agent runs here, and that policy allows cloudwatch:PutMetricData
+    # (with logs:*, xray:*) on "*" (AWS managed policy reference, CloudWatchAgentServerPolicy, read 2026-12-06),
+    # which made the namespace condition on our own agent's PutMetricData (_role_extras) restrict nothing.
     warm = ctx.spec.capacity.warm_pool is not None
     extra = _role_extras(ctx)
 
