@@ -708,6 +708,17 @@ def _local_stacks(project: str | None = None) -> set[str] | None:
     return names
 
 
+def _arn_resource_type(parts: list[str]) -> str:
+    """The resource type of a split ARN. ARNs end in resource-type/id, resource-type:id or a bare id
+    (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference-arns.html); an S3 bucket's is the bare bucket name
+    (arn:aws:s3:::name), so its "type" was the bucket's name."""
+    if len(parts) <= 5:
+        return ""
+    if parts[2] == "s3":
+        return "object" if "/" in parts[5] else "bucket"
+    return parts[5].split("/")[0]
+
+
 def find_orphans(
     *,
     session: Any = None,
@@ -747,7 +758,7 @@ def find_orphans(
                     {
                         "arn": arn,
                         "service": parts[2] if len(parts) > 2 else "",
-                        "resource_type": (parts[5].split("/")[0] if len(parts) > 5 else ""),
+                        "resource_type": _arn_resource_type(parts),
                         "stack": stack,
                         "region": parts[3] if len(parts) > 3 else "",
                     }
