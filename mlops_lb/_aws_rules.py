@@ -161,6 +161,18 @@ _RULES = (
         "https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_CustomizedMetricSpecification.html",
     ),
     Rule(
+        "lifecycle-heartbeat",
+        "A lifecycle hook's HeartbeatTimeout is 30-7200 s (default 3600); RecordLifecycleActionHeartbeat extends "
+        "a waiting action by that much (read 2026-12-06).",
+        "https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_PutLifecycleHook.html",
+    ),
+    Rule(
+        "hibernation-root",
+        "Hibernation is enabled only at launch (HibernationOptions.Configured) and needs an encrypted EBS root "
+        "volume large enough for the RAM; instances over 150 GB of RAM cannot hibernate (read 2026-12-06).",
+        "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/hibernating-prerequisites.html",
+    ),
+    Rule(
         "put-metric-namespace",
         "PutMetricData namespaces may not start with AWS/ (reserved for AWS services).",
         "https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_PutMetricData.html",
@@ -376,6 +388,21 @@ def resource_violations(
         else:
             if len(raw) > USER_DATA_MAX:
                 out.append(_cite("user-data-size", f"user data is {len(raw)} bytes, at most {USER_DATA_MAX}"))
+    if typ in ("aws:autoscaling/lifecycleHook:LifecycleHook", "aws:autoscaling/group:Group"):
+        hooks = [inputs] if typ.endswith("LifecycleHook") else list(inputs.get("initialLifecycleHooks") or [])
+        for h in hooks:
+            if "heartbeatTimeout" in h and not _in((30, 7200), h["heartbeatTimeout"]):
+                out.append(
+                    _cite(
+                        "lifecycle-heartbeat", f"heartbeat timeout {h['heartbeatTimeout']!r} outside 30-7200"
+                    )
+                )
+    if typ == "aws:ec2/launchTemplate:LaunchTemplate" and (inputs.get("hibernationOptions") or {}).get(
+        "configured"
+    ):
+        roots = [b.get("ebs") or {} for b in inputs.get("blockDeviceMappings") or []]
+        if not roots or str(roots[0].get("encrypted")).lower() != "true":
+            out.append(_cite("hibernation-root", "hibernation needs an encrypted root volume"))
     delay = inputs.get("deregistrationDelay", 300)
     if typ == "aws:lb/targetGroup:TargetGroup" and not _in((0, 3600), delay):
         out.append(

@@ -47,5 +47,12 @@ if ! { .venv/bin/python -m pip install -q --disable-pip-version-check -U pip &&
   echo "setup: pip install failed (see above)" >&2
   exit 1
 fi
+if [ "$DEV" = 1 ]; then
+  # The instance sandbox's wheelhouses (what EC2 instances install, resolved per instance Python) and AL2023's pip
+  # wheels: downloaded once from PyPI into ~/.cache/mlops_lb/sandbox, so the tests run offline.
+  echo "setup: caching the instance sandbox's wheelhouses (log: .venv/setup-wheelhouses.log)"
+  .venv/bin/python scripts/instance_wheelhouses.py >.venv/setup-wheelhouses.log 2>&1 ||
+    echo "setup: note: caching the instance wheelhouses failed (see .venv/setup-wheelhouses.log); those sandbox tests skip" >&2
+fi
 command -v pulumi >/dev/null 2>&1 || echo "setup: note: the Pulumi CLI is not installed; the local fleet does not need it. For AWS: curl -fsSL https://get.pulumi.com | sh"
 echo "setup: ready (.venv)"

@@ -348,6 +348,9 @@ def _assets_bucket(ctx: _Ctx, assets: Assets) -> tuple[Any, dict[str, Any]]:
         )
 
     keys: dict[str, Any] = {"wheel": content_key("wheels", assets.wheel), "model": None, "wheelhouse": None}
+    keys["python"] = (
+        assets.instance_python
+    )  # not an object: the Python the user data installs, with the wheels
     upload(f"{name}-wheel", keys["wheel"], assets.wheel)
     if assets.model is not None:
         keys["model"] = content_key("model", assets.model)
@@ -393,12 +396,9 @@ def _instance_role(ctx: _Ctx, bucket: Any) -> Any:
         policy_arn=policy_arn("AmazonSSMManagedInstanceCore", ctx.region),
         opts=ctx.opts(),
     )
-    aws.iam.RolePolicyAttachment(
-        f"{name}-cwagent",
-        role=role.name,
-        policy_arn=policy_arn("CloudWatchAgentServerPolicy", ctx.region),
-        opts=ctx.opts(),
-    )
+    # No CloudWatchAgentServerPolicy: no CloudWatch agent runs here, and that policy allows cloudwatch:PutMetricData
+    # (with logs:*, xray:*) on "*" (AWS managed policy reference, CloudWatchAgentServerPolicy, read 2026-12-06),
+    # which made the namespace condition on our own agent's PutMetricData (_role_extras) restrict nothing.
     warm = ctx.spec.capacity.warm_pool is not None
     extra = _role_extras(ctx)
 
@@ -407,13 +407,16 @@ def _instance_role(ctx: _Ctx, bucket: Any) -> Any:
             {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [f"{arn}/*"]},
             {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [arn]},
         ]
-        if warm:  # the ready unit finds its group and completes the launching lifecycle action
+        if (
+            warm
+        ):  # the lifecycle watcher finds its group, extends and completes the launching lifecycle action
             statements.append(
                 {
                     "Effect": "Allow",
                     "Action": [
                         "autoscaling:DescribeAutoScalingInstances",
                         "autoscaling:CompleteLifecycleAction",
+                        "autoscaling:RecordLifecycleActionHeartbeat",
                     ],
                     "Resource": ["*"],
                 }
@@ -484,6 +487,7 @@ def _launch_template(
     if not ami:  # only the legacy path gets here: AwsFleet pins the AMI through the preflight
         ami = aws.ssm.get_parameter(name=spec.instance.ami_ssm_parameter).value
     hook = f"{name}-launching" if spec.capacity.warm_pool is not None else None
+    hibernated = spec.capacity.warm_pool is not None and spec.capacity.warm_pool.state == "hibernated"
     region, port, hc_path = ctx.region, spec.target_group.port, spec.aws_health_check.path
     run = server_run(spec, keys, region)
     agent = None
@@ -507,8 +511,9 @@ def _launch_template(
                 health_path=hc_path,
                 server=run,
                 agent=agent,
-                # the ready unit waits as long as the group's grace period allows (at least 10 minutes)
-                ready_wait_s=max(600, spec.aws_health_check.grace_period_s),
+                # the watcher extends the hook every half heartbeat while the server is not healthy yet
+                ready_wait_s=hook_heartbeat_s(spec),
+                python_version=keys["python"],
             ).encode()
         ).decode()
     )
@@ -538,6 +543,11 @@ def _launch_template(
         # Detailed (1-minute) instance metrics only pay off when a CPU policy reads them.
         monitoring=aws.ec2.LaunchTemplateMonitoringArgs(enabled=spec.scaling.cpu_target_percent is not None),
         user_data=user_data,
+        # A hibernated warm pool needs instances launched with hibernation enabled (it cannot be turned on later);
+        # the root volume is encrypted and must hold the RAM (preflight: hibernation-root).
+        hibernation_options=aws.ec2.LaunchTemplateHibernationOptionsArgs(configured=True)
+        if hibernated
+        else None,
         update_default_version=True,
         tag_specifications=[
             aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type=t, tags={**ctx.tags, "Name": name})
@@ -547,6 +557,23 @@ def _launch_template(
         opts=ctx.opts(),
     )
     return lt, ami
+
+
+def hook_heartbeat_s(spec: FleetSpec) -> int:
+    """The launching hook's heartbeat timeout: it must cover the whole bootstrap (user data runs before the watcher
+    that extends it): the grace period, and never less than 600 s (4x EXPECTED_BOOT_S). PutLifecycleHook takes
+    30-7200 s (https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_PutLifecycleHook.html)."""
+    return min(7200, max(600, spec.aws_health_check.grace_period_s))
+
+
+def launching_hook(spec: FleetSpec) -> dict[str, Any]:
+    """The EC2_INSTANCE_LAUNCHING hook a warm pool needs (both the inline and the standalone declaration)."""
+    return {
+        "name": f"{spec.name}-launching",
+        "lifecycle_transition": "autoscaling:EC2_INSTANCE_LAUNCHING",
+        "default_result": "ABANDON",  # an instance that never got healthy is not put in service
+        "heartbeat_timeout": hook_heartbeat_s(spec),
+    }
 
 
 def _group(ctx: _Ctx, lt: Any, tg: Any) -> Any:
@@ -562,16 +589,12 @@ def _group(ctx: _Ctx, lt: Any, tg: Any) -> Any:
     hc = spec.aws_health_check
     warm = spec.capacity.warm_pool
     group_args: dict[str, Any] = {}
+    hook = launching_hook(spec)
     if warm is not None:
-        # Declared inline so the hook exists before the first instance launches into the pool.
-        group_args["initial_lifecycle_hooks"] = [
-            aws.autoscaling.GroupInitialLifecycleHookArgs(
-                name=f"{name}-launching",
-                lifecycle_transition="autoscaling:EC2_INSTANCE_LAUNCHING",
-                default_result="ABANDON",  # an instance that never got healthy is not put in service
-                heartbeat_timeout=max(hc.grace_period_s, 300),
-            )
-        ]
+        # Inline so the hook exists before the first instance launches into the pool; pulumi-aws applies
+        # initial_lifecycle_hooks "only when creating a new Auto Scaling Group" (registry docs,
+        # aws.autoscaling.Group, read 2026-12-06), so the standalone LifecycleHook below carries it on a live group.
+        group_args["initial_lifecycle_hooks"] = [aws.autoscaling.GroupInitialLifecycleHookArgs(**hook)]
         group_args["warm_pool"] = aws.autoscaling.GroupWarmPoolArgs(
             pool_state=warm.state.capitalize(),
             min_size=warm.min_size,
@@ -580,7 +603,7 @@ def _group(ctx: _Ctx, lt: Any, tg: Any) -> Any:
                 reuse_on_scale_in=warm.reuse_on_scale_in
             ),
         )
-    return aws.autoscaling.Group(
+    group = aws.autoscaling.Group(
         f"{name}-asg",
         min_size=min_size,
         max_size=max_size,
@@ -607,10 +630,18 @@ def _group(ctx: _Ctx, lt: Any, tg: Any) -> Any:
             aws.autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True)
             for k, v in {**ctx.tags, "Name": name}.items()
         ],
-        # Target tracking (and fleet.scale(desired=...)) own desired capacity after creation.
-        opts=ctx.opts(ignore_changes=["desiredCapacity"]),
+        # Target tracking (and fleet.scale(desired=...)) own desired capacity after creation; the standalone hook
+        # owns the launching hook after creation.
+        opts=ctx.opts(ignore_changes=["desiredCapacity", "initialLifecycleHooks"]),
         **group_args,
     )
+    if (
+        warm is not None
+    ):  # a warm pool added to a live fleet gets its hook too (PutLifecycleHook is an upsert)
+        aws.autoscaling.LifecycleHook(
+            f"{name}-launching", autoscaling_group_name=group.name, **hook, opts=ctx.opts()
+        )
+    return group
 
 
 # ------------------------------------------------------------------------------------------------ scaling

@@ -37,6 +37,7 @@ from pathlib import Path
 from ..errors import ProvisionError
 
 __all__ = [
+    "AL2023_PYTHONS",
     "INSTANCE_PYTHON",
     "Assets",
     "Wheelhouse",
@@ -44,15 +45,20 @@ __all__ = [
     "build_wheel",
     "build_wheelhouse",
     "content_key",
+    "instance_python",
     "mlops_home",
     "pinned_requirements",
     "pip_download_command",
     "platform_tags",
+    "resolve_requirements",
     "sha256_file",
 ]
 
-# Python on the instances: AL2023 installs 3.11 side by side with its system 3.9 (DESIGN §4).
-INSTANCE_PYTHON = "3.11"
+# Pythons AL2023 ships side by side with its system 3.9, each as python3.N (dnf install python3.N):
+# https://docs.aws.amazon.com/linux/al2023/ug/python.html (read 2026-12-06: "3.11, 3.12, 3.13, and 3.14").
+AL2023_PYTHONS = ("3.11", "3.12", "3.13", "3.14")
+# The oldest of them: what an instance gets when the launcher's own Python is older (3.10).
+INSTANCE_PYTHON = AL2023_PYTHONS[0]
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry; what reproducible wheels use
 _PACKAGE = "mlops_lb"
 _DIST = "mlops-lb"
@@ -69,6 +75,29 @@ def mlops_home() -> Path:
         mlops_home() / "wheelhouse"   # PosixPath('/home/me/.mlops_lb/wheelhouse')
     """
     return Path(os.environ.get("MLOPS_LB_HOME") or "~/.mlops_lb").expanduser()
+
+
+def instance_python(launcher: tuple[int, int] | None = None) -> str:
+    """The Python the instances run: the launcher's own minor version when AL2023 ships it (a model pickled here
+    loads there under the same Python), the oldest AL2023 one for an older launcher; a launcher newer than
+    AL2023 ships is refused with the range. The packages are resolved for this version, never copied from here.
+
+    Example::
+
+        instance_python((3, 13))   # '3.13'
+        instance_python((3, 10))   # '3.11'
+    """
+    major, minor = launcher or sys.version_info[:2]
+    version = f"{major}.{minor}"
+    if version in AL2023_PYTHONS:
+        return version
+    if (major, minor) < (3, int(INSTANCE_PYTHON.split(".")[1])):
+        return INSTANCE_PYTHON
+    raise ProvisionError(
+        f"this notebook runs Python {version}, newer than the Pythons Amazon Linux 2023 ships "
+        f"({AL2023_PYTHONS[0]}-{AL2023_PYTHONS[-1]}); launch from Python {AL2023_PYTHONS[-1]} or older, "
+        "so the model and the instances' packages match"
+    )
 
 
 def sha256_file(path: Path) -> str:
@@ -239,6 +268,61 @@ def pinned_requirements(
     return tuple(f"{n}=={v}" for n, v in sorted(pins.items()))
 
 
+def resolve_requirements(
+    roots: Sequence[str] | None = None,
+    *,
+    python_version: str = INSTANCE_PYTHON,
+    architecture: str = "x86_64",
+    find_links: Path | None = None,
+    python: str = sys.executable,
+    run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run,
+) -> tuple[str, ...]:
+    """``name==version`` for the whole closure of ``roots`` (default: the ``serve`` extra), resolved for the
+    *instance* (AL2023's glibc, ``architecture``, CPython ``python_version``), not copied from this environment.
+
+    uv's resolver does it (``uv pip compile --python-platform <arch>-manylinux_2_34 --python-version X
+    --only-binary :all:``): it evaluates markers *and* extras for the target (``uvicorn[standard]`` keeps
+    websockets, watchfiles, python-dotenv; ``python_version < "3.12"`` is judged for the instance) and picks
+    versions that have wheels for it. pip's ``install --dry-run --report --python-version`` was tried first and
+    rejected: pip evaluates environment markers against the interpreter running it, not the target (measured
+    here: a ``python_version < "3.12"`` dependency was pinned for a 3.13 instance). glibc 2.34 is AL2023's.
+
+    Example::
+
+        resolve_requirements(python_version="3.13")   # ('annotated-types==0.7.0', ..., 'numpy==2.3.4', ...)
+    """
+    from .userdata import SERVE_REQUIREMENTS
+
+    arch = "aarch64" if architecture == "arm64" else "x86_64"
+    cmd = [python, "-m", "uv", "pip", "compile", "-", "--quiet", "--no-header", "--no-annotate"]
+    cmd += ["--python-platform", f"{arch}-manylinux_2_34", "--python-version", python_version]
+    cmd += ["--only-binary", ":all:"]
+    if find_links is not None:  # tests and air-gapped setups: a local directory of wheels instead of PyPI
+        cmd += ["--no-index", "--find-links", str(find_links), "--no-cache"]
+    wanted = "".join(f"{r}\n" for r in (roots if roots is not None else SERVE_REQUIREMENTS))
+    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}  # resolving needs no interpreter of that version
+    try:
+        proc = run(cmd, input=wanted, capture_output=True, text=True, check=False, env=env)
+    except FileNotFoundError as exc:  # pragma: no cover - python itself missing
+        raise ProvisionError(f"cannot run {python}") from exc
+    if proc.returncode != 0:
+        missing = "No module named uv" in (proc.stderr or "")
+        raise ProvisionError(
+            "resolving the instances' packages needs uv: pip install 'mlops-lb[aws]'"
+            if missing
+            else f"resolving the instances' packages for {architecture}/Python {python_version} failed; every "
+            "package needs a binary wheel for that platform (uv's message below names the one that has none)",
+            stderr=(proc.stderr or proc.stdout or "")[-2000:],
+        )
+    pins = {}
+    for line in proc.stdout.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, _, version = line.partition("==")
+            pins[re.sub(r"[-_.]+", "-", name.split("[", 1)[0]).lower()] = version.split(";", 1)[0].strip()
+    return tuple(f"{n}=={v}" for n, v in sorted(pins.items()))
+
+
 def platform_tags(architecture: str) -> tuple[str, ...]:
     """pip ``--platform`` tags an AL2023 instance accepts (glibc 2.34), newest first."""
     arch = "aarch64" if architecture == "arm64" else "x86_64"
@@ -271,6 +355,8 @@ class Wheelhouse:
     path: Path
     requirements: tuple[str, ...]
     digest: str
+    python_version: str = INSTANCE_PYTHON
+    architecture: str = "x86_64"
 
     @property
     def files(self) -> list[Path]:
@@ -291,6 +377,16 @@ class Assets:
     model: Path | None = None
     wheelhouse: Wheelhouse | None = None
     install: Path | None = None  # server.install as one file: requirements, wheel or a project archive
+    python_version: str | None = (
+        None  # the instances' Python; default: the wheelhouse's, else instance_python()
+    )
+
+    @property
+    def instance_python(self) -> str:
+        """The AL2023 Python the instances' venv is made with (the one the wheelhouse was resolved for)."""
+        if self.wheelhouse is not None:
+            return self.wheelhouse.python_version
+        return self.python_version or instance_python()
 
 
 def build_wheelhouse(
@@ -331,7 +427,13 @@ def build_wheelhouse(
         tmp.replace(dest) if not dest.exists() else None
     files = sorted(p for p in dest.iterdir() if p.is_file())
     digest = hashlib.sha256(b"".join(p.name.encode() + sha256_file(p).encode() for p in files)).hexdigest()
-    return Wheelhouse(path=dest, requirements=tuple(sorted(pins)), digest=digest)
+    return Wheelhouse(
+        path=dest,
+        requirements=tuple(sorted(pins)),
+        digest=digest,
+        python_version=python_version,
+        architecture=architecture,
+    )
 
 
 _SKIP_DIRS = {

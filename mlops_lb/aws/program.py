@@ -269,4 +269,5 @@ def declare_fleet(
         "ami_id": ami,
         "architecture": ctx.resolved.get("architecture", "x86_64"),
         "wheel_key": keys["wheel"],
+        "instance_python": keys["python"],
     }

@@ -299,10 +299,14 @@ class AwsFleet:
         self._resolved = dict(pf.resolved)
         # A user's own server (command or image) does not install mlops_lb on the instances: no wheelhouse.
         if self._wheelhouse is None and self.spec.server.kind != "command":
-            from .assets import build_wheelhouse, pinned_requirements
+            from .assets import build_wheelhouse, instance_python, resolve_requirements
 
             arch = str(self._resolved.get("architecture", "x86_64"))
-            self._wheelhouse = build_wheelhouse(pinned_requirements(architecture=arch), architecture=arch)
+            # Resolved for the instance's Python and platform, not copied from this interpreter: numpy/scipy
+            # pinned from a 3.13 notebook have no wheels for an older instance Python.
+            py = instance_python()
+            pins = resolve_requirements(python_version=py, architecture=arch)
+            self._wheelhouse = build_wheelhouse(pins, architecture=arch, python_version=py)
         stack = self._get_stack()
         self._report_drift(stack, on_output)
         self._apply_config(stack)
@@ -705,6 +709,17 @@ def _local_stacks(project: str | None = None) -> set[str] | None:
     return names
 
 
+def _arn_resource_type(parts: list[str]) -> str:
+    """The resource type of a split ARN. ARNs end in resource-type/id, resource-type:id or a bare id
+    (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference-arns.html); an S3 bucket's is the bare bucket name
+    (arn:aws:s3:::name), so its "type" was the bucket's name."""
+    if len(parts) <= 5:
+        return ""
+    if parts[2] == "s3":
+        return "object" if "/" in parts[5] else "bucket"
+    return parts[5].split("/")[0]
+
+
 def find_orphans(
     *,
     session: Any = None,
@@ -744,7 +759,7 @@ def find_orphans(
                     {
                         "arn": arn,
                         "service": parts[2] if len(parts) > 2 else "",
-                        "resource_type": (parts[5].split("/")[0] if len(parts) > 5 else ""),
+                        "resource_type": _arn_resource_type(parts),
                         "stack": stack,
                         "region": parts[3] if len(parts) > 3 else "",
                     }

@@ -1,20 +1,24 @@
 """The EC2 user data that turns an Amazon Linux 2023 instance into one target of the fleet.
 
 (Over 500 lines on purpose: the user data is one bash script that must stay byte-identical when nothing
-changed; every piece of it — bootstrap, the unit of each server kind, the metrics agent, the ready unit — is
+changed; every piece of it — bootstrap, the unit of each server kind, the metrics agent, the lifecycle watcher — is
 rendered here in order, so a diff of this module is a diff of what instances run.)
 
 Amazon Linux 2023 keeps ``/usr/bin/python3`` at 3.9 for its whole life and system tools (dnf) depend on it, so
-Python 3.11 is installed side by side and this package lives in its own venv; the symlink is never touched.
+the instance's Python (3.11-3.14, ``python_version``: what :func:`mlops_lb.aws.assets.instance_python` resolved)
+is installed side by side and this package lives in its own venv; the symlink is never touched.
 Everything pip installs comes from the stack's private bucket: this package's wheel and a *wheelhouse* of the
 exact versions of the environment that launched the fleet, installed with ``--no-index`` (boot never depends
 on PyPI and two instances never differ). Every network step retries with backoff; the script logs to the
 console (``fleet.logs(target)`` reads it through EC2 GetConsoleOutput) and to ``/var/log/mlops-lb-bootstrap.log``.
 
 With a warm pool, instances are stopped as soon as they launch, *without waiting for user data*, and cloud-init
-runs user data on the first boot only (DESIGN §4). So the server is a systemd unit enabled at boot, and a second
-unit, ``mlops-lb-ready``, runs on *every* boot: it waits for the local health check and then completes the
-``EC2_INSTANCE_LAUNCHING`` lifecycle action, so an instance leaves ``Pending:Wait`` only when it can serve.
+runs user data on the first boot only (DESIGN §4); leaving a running pool or resuming from hibernation is no boot
+at all. So the server is a systemd unit enabled at boot, and a second one, ``mlops-lb-lifecycle``, runs for the
+instance's whole life: it polls IMDS ``autoscaling/target-lifecycle-state`` and, each time the instance is headed
+for ``Warmed:*`` or ``InService`` and the local health check passes, completes the ``EC2_INSTANCE_LAUNCHING``
+lifecycle action (extending it with heartbeats while the server is not healthy yet), so an instance leaves
+``Warmed:Pending:Wait`` and ``Pending:Wait`` only when it can serve.
 
 The script is a pure function of its arguments: the same inputs give the same bytes (no timestamps, no random
 values), so a second ``pulumi up`` leaves the launch template alone.
@@ -54,7 +58,7 @@ _TARGET_ID = (
     "\x00TARGET_ID\x00"  # stands for the instance id while the command is rendered; NUL is never in argv
 )
 # What `mlops-lb serve` needs (pyproject's `serve` extra; a test keeps the two equal). The launching environment
-# pins their whole closure (mlops_lb.aws.assets.pinned_requirements) into the wheelhouse.
+# resolves their whole closure for the instance (mlops_lb.aws.assets.resolve_requirements) into the wheelhouse.
 SERVE_REQUIREMENTS = (
     "fastapi>=0.110",
     "uvicorn[standard]>=0.29",
@@ -73,7 +77,7 @@ SERVE_REQUIREMENTS = (
 # healthy_threshold x interval (the default spec, 300 >= 150 + 5 x 30, just fits).
 BOOT_STEPS: tuple[tuple[str, int], ...] = (
     ("pending -> running, kernel boot, cloud-init starts user data", 40),
-    ("dnf install python3.11 (repo metadata + packages, retried)", 40),
+    ("dnf install python3.N (repo metadata + packages, retried)", 40),
     ("aws s3 cp wheel + wheelhouse (+ model) from the stack bucket", 10),
     ("pip install --no-index from the wheelhouse (numpy, scipy, scikit-learn, ...)", 50),
     ("systemd starts the server, model loads, /health answers", 10),
@@ -169,24 +173,28 @@ def render_user_data(
     server: ServerRun | None = None,
     agent: MetricsAgent | None = None,
     ready_wait_s: int = 600,
+    python_version: str = "3.11",
 ) -> str:
     """The cloud-init shell script (plain text; the launch template base64-encodes it).
 
     ``model_key`` is the bucket key of a user model; without it the server loads the bundled demo model.
     ``wheelhouse_prefix`` is the bucket prefix holding the pinned wheels and their ``requirements.txt``;
-    ``lifecycle_hook`` names the launching hook the ready unit completes (warm pools). The keys are
+    ``lifecycle_hook`` names the launching hook the lifecycle watcher completes (warm pools). The keys are
     content-addressed, so a changed wheel or model changes the script (and rolls the instances) and nothing
     else does. ``server`` says what runs (default: our model server with ``model_key``); ``agent`` adds the
-    concurrency publisher. ``port`` is the instance's port (the target group's).
+    concurrency publisher. ``port`` is the instance's port (the target group's). ``python_version`` is the
+    AL2023 Python (``3.11``-``3.14``) the venv is made with; the wheelhouse must have been resolved for it.
     """
+    py = _python_version(python_version)
     boot_units = _boot_units(
         region=region, port=port, health_path=health_path, lifecycle_hook=lifecycle_hook, wait_s=ready_wait_s,
         agent=agent,
     )  # fmt: skip
     if server is not None and not server.needs_package:
         return _render_byo(
-            bucket=bucket, region=region, port=port, server=server, model_key=model_key, boot_units=boot_units
-        )
+            bucket=bucket, region=region, port=port, server=server, model_key=model_key, boot_units=boot_units,
+            py=py,
+        )  # fmt: skip
     server = server or ServerRun(port=port)
     q = shlex.quote
     wheel_name = wheel_key.rsplit("/", 1)[-1]
@@ -235,23 +243,30 @@ set -x
 {_RETRY}
 
 # Side-by-side Python: AL2023's system python3 (3.9) stays as it is; dnf needs it.
-retry 5 dnf install -y python3.11 python3.11-pip
+retry 5 dnf install -y python{py} python{py}-pip
 
 mkdir -p {VENV}/dist {VENV}/model {VENV}/wheelhouse
 {fetch_lines}
-python3.11 -m venv {VENV}
+python{py} -m venv {VENV}
 {install}
 
 # IMDSv2 (http_tokens=required): a session token first, then the instance id.
+# The token unlocks the role's credentials in IMDS: tracing stops while it is in use (set -x printed it to the
+# console, which GetConsoleOutput and fleet.logs() show).
+{{ set +x; }} 2>/dev/null
 TOKEN=$(retry 5 curl -sSf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 300")
 INSTANCE_ID=$(retry 5 curl -sSf -H "X-aws-ec2-metadata-token: $TOKEN" http://169.254.169.254/latest/meta-data/instance-id)
-echo "TARGET_ID=$INSTANCE_ID" > /etc/{SERVICE_NAME}.env
+unset TOKEN
+set -x
+install -m 0600 /dev/null /etc/{SERVICE_NAME}.env   # root only: it may carry secrets (server.secrets)
+echo "TARGET_ID=$INSTANCE_ID" >> /etc/{SERVICE_NAME}.env
 
 cat > /etc/systemd/system/{SERVICE_NAME}.service <<'UNIT'
 [Unit]
 Description={description}
 After=network-online.target
 Wants=network-online.target
+{_NO_START_LIMIT}
 
 [Service]
 EnvironmentFile=/etc/{SERVICE_NAME}.env
@@ -281,51 +296,94 @@ def _boot_units(
     wait_s: int,
     agent: MetricsAgent | None,
 ) -> str:
-    """What follows the server's unit in every bootstrap: a oneshot ready unit, run on every boot (wait for local
-    health, then complete the launching lifecycle action), the metrics agent's unit, and enabling them all."""
-    q = shlex.quote
+    """What follows the server's unit in every bootstrap: with a warm pool's launching hook, the lifecycle watcher
+    (a service for the instance's whole life), the metrics agent's unit, and enabling them all."""
     agent_units = _agent_units(agent, region=region) if agent else ""
-    complete = ""
-    if lifecycle_hook:
-        complete = f"""
-TOKEN=$(curl -sSf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 300")
-ID=$(curl -sSf -H "X-aws-ec2-metadata-token: $TOKEN" http://169.254.169.254/latest/meta-data/instance-id)
-for i in 1 2 3 4 5 6; do
-  GROUP=$(aws autoscaling describe-auto-scaling-instances --region {q(region)} --instance-ids "$ID" \\
-          --query 'AutoScalingInstances[0].AutoScalingGroupName' --output text) && break
-  sleep $((i * 5))
-done
-# No pending action (the instance was launched straight into service) is not an error worth failing on.
-for i in 1 2 3 4 5 6; do
-  aws autoscaling complete-lifecycle-action --region {q(region)} --lifecycle-hook-name {q(lifecycle_hook)} \\
-      --auto-scaling-group-name "$GROUP" --instance-id "$ID" --lifecycle-action-result CONTINUE && break
-  sleep $((i * 5))
-done"""
+    watcher = _lifecycle_watcher(
+        region=region, port=port, health_path=health_path, hook=lifecycle_hook, heartbeat_s=max(60, wait_s // 2)
+    ) if lifecycle_hook else ""  # fmt: skip
+    return f"""{watcher}{agent_units}
+{_enable(agent, watcher=bool(lifecycle_hook))}"""
+
+
+# Leaving a running pool or resuming from hibernation is not a boot, so a unit run once per boot never sees it:
+# the watcher polls autoscaling/target-lifecycle-state, which Auto Scaling updates before each transition
+# (https://docs.aws.amazon.com/autoscaling/ec2/userguide/retrieving-target-lifecycle-state-through-imds.html),
+# and completes the launching action each time the instance is headed for Warmed:* or InService and the server
+# is healthy: the hook pauses at Warmed:Pending:Wait and again at Pending:Wait
+# (https://docs.aws.amazon.com/autoscaling/ec2/userguide/warm-pool-instance-lifecycle.html). While the server is
+# not healthy yet it extends the action (RecordLifecycleActionHeartbeat) instead of letting ABANDON terminate it.
+def _lifecycle_watcher(*, region: str, port: int, health_path: str, hook: str, heartbeat_s: int) -> str:
+    q = shlex.quote
     return f"""
-cat > {VENV}/ready.sh <<'READY'
+cat > {VENV}/lifecycle.sh <<'WATCH'
 #!/bin/bash
-# Every boot: wait until the server answers its health check (up to {_minutes(wait_s)}), then release the instance.
-for i in $(seq 1 {max(1, int(wait_s) // 2)}); do
-  curl -sf -o /dev/null http://127.0.0.1:{int(port)}{health_path} && break
+# Completes the launching lifecycle action each time Auto Scaling heads this instance for a new state.
+REGION={q(region)}; HOOK={q(hook)}; HEALTH={q(f"http://127.0.0.1:{int(port)}{health_path}")}
+imds() {{  # IMDSv2: a short-lived token per read (the token never reaches a log)
+  local t
+  t=$(curl -sf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 60") || return 1
+  curl -sf -H "X-aws-ec2-metadata-token: $t" "http://169.254.169.254/latest/meta-data/$1"
+}}
+ID=$(imds instance-id) || exit 1   # systemd restarts us
+GROUP=""; DONE=""; BEAT=0
+while true; do
+  STATE=$(imds autoscaling/target-lifecycle-state || true)
+  case "$STATE" in
+    InService|Warmed:*)
+      if [ "$STATE" != "$DONE" ]; then
+        if [ -z "$GROUP" ] || [ "$GROUP" = None ]; then
+          GROUP=$(aws autoscaling describe-auto-scaling-instances --region "$REGION" --instance-ids "$ID" \
+                  --query 'AutoScalingInstances[0].AutoScalingGroupName' --output text || true)
+        fi
+        ARGS=(--region "$REGION" --lifecycle-hook-name "$HOOK" --auto-scaling-group-name "$GROUP" --instance-id "$ID")
+        if curl -sf -o /dev/null --max-time 5 "$HEALTH"; then
+          if OUT=$(aws autoscaling complete-lifecycle-action "${{ARGS[@]}}" --lifecycle-action-result CONTINUE 2>&1); then
+            echo "mlops-lb-lifecycle: $STATE: completed $HOOK"; DONE=$STATE
+          elif printf %s "$OUT" | grep -q "No active Lifecycle Action"; then
+            DONE=$STATE   # nothing waits (launched straight into service, or already completed)
+          else
+            echo "mlops-lb-lifecycle: complete-lifecycle-action failed: $OUT" >&2
+          fi
+        elif [ $(( $(date +%s) - BEAT )) -ge {int(heartbeat_s)} ]; then
+          aws autoscaling record-lifecycle-action-heartbeat "${{ARGS[@]}}" >/dev/null 2>&1 && BEAT=$(date +%s)
+        fi
+      fi ;;
+  esac
   sleep 2
-done{complete}
-exit 0
-READY
-chmod 0755 {VENV}/ready.sh
-cat > /etc/systemd/system/{SERVICE_NAME}-ready.service <<'UNIT'
+done
+WATCH
+chmod 0755 {VENV}/lifecycle.sh
+cat > /etc/systemd/system/{SERVICE_NAME}-lifecycle.service <<'UNIT'
 [Unit]
-Description=mlops_lb: release the instance when the server is healthy
+Description=mlops_lb: complete the launching lifecycle action whenever the instance is headed for service
 After={SERVICE_NAME}.service network-online.target
 Wants=network-online.target
+{_NO_START_LIMIT}
 
 [Service]
-Type=oneshot
-ExecStart={VENV}/ready.sh
+ExecStart={VENV}/lifecycle.sh
+Restart=always
+RestartSec=5
 
 [Install]
 WantedBy=multi-user.target
-UNIT{agent_units}
-{_enable(agent)}"""
+UNIT"""
+
+
+# Restart=always alone is not "always": systemd.unit(5) stops restarting a unit started more than
+# StartLimitBurst= (5) times within StartLimitIntervalSec= (10 s) and leaves it failed for good. With RestartSec=2
+# (and more) automatic restarts alone cannot get there (the sandbox measured it: six crashes at start-up, still
+# restarted), but manual starts count too and RestartSec may be lowered: no limit, so a unit is never parked.
+_NO_START_LIMIT = "# Restart forever (systemd.unit(5) default: 5 starts in 10 s, then failed for good)\nStartLimitIntervalSec=0"
+
+
+def _python_version(version: str) -> str:
+    """``3.N`` exactly (it becomes part of a command name in the script)."""
+    major, _, minor = str(version).partition(".")
+    if major != "3" or not minor.isdigit():
+        raise ValueError(f"python_version must look like 3.11 (got {version!r})")
+    return f"3.{int(minor)}"
 
 
 def _minutes(seconds: int) -> str:
@@ -347,8 +405,9 @@ def _stop_lines(drain_timeout_s: int) -> str:
     return f"KillMode=mixed\nKillSignal=SIGTERM\nTimeoutStopSec={int(drain_timeout_s)}"
 
 
-def _enable(agent: MetricsAgent | None) -> str:
-    units = [SERVICE_NAME, f"{SERVICE_NAME}-ready"] + ([f"{SERVICE_NAME}-metrics"] if agent else [])
+def _enable(agent: MetricsAgent | None, *, watcher: bool = False) -> str:
+    units = [SERVICE_NAME] + ([f"{SERVICE_NAME}-lifecycle"] if watcher else [])
+    units += [f"{SERVICE_NAME}-metrics"] if agent else []
     lines = [
         "systemctl daemon-reload",
         "# Enabled at boot: a warm-pool instance is stopped after this script and must serve again when started.",
@@ -369,8 +428,13 @@ set -x
 
 
 _IMDS = """# IMDSv2 (http_tokens=required): a session token first, then the instance id.
+# The token unlocks the role's credentials in IMDS: tracing stops while it is in use (set -x printed it to the
+# console, which GetConsoleOutput and fleet.logs() show).
+{ set +x; } 2>/dev/null
 TOKEN=$(retry 5 curl -sSf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 300")
-INSTANCE_ID=$(retry 5 curl -sSf -H "X-aws-ec2-metadata-token: $TOKEN" http://169.254.169.254/latest/meta-data/instance-id)"""
+INSTANCE_ID=$(retry 5 curl -sSf -H "X-aws-ec2-metadata-token: $TOKEN" http://169.254.169.254/latest/meta-data/instance-id)
+unset TOKEN
+set -x"""
 
 
 def _bash_word(arg: str) -> str:
@@ -422,6 +486,7 @@ def _render_byo(
     server: ServerRun,
     model_key: str | None,
     boot_units: str,
+    py: str,
 ) -> str:
     """User data for the user's own server: ``command`` in a venv, or ``image`` under docker; both systemd units."""
     q = shlex.quote
@@ -458,9 +523,9 @@ def _render_byo(
     else:
         host, listen = "0.0.0.0", int(port)
         lines += [
-            "retry 5 dnf install -y python3.11 python3.11-pip",
+            f"retry 5 dnf install -y python{py} python{py}-pip",
             f"mkdir -p {VENV}/dist {APP_DIR}",
-            f"python3.11 -m venv {VENV}",
+            f"python{py} -m venv {VENV}",
             *_install_lines(server, bucket=bucket, s3=s3),
         ]
         argv = _filled(server, port=listen, host=host)
@@ -475,7 +540,8 @@ def _render_byo(
 {body}
 
 {_IMDS}
-echo "TARGET_ID=$INSTANCE_ID" > /etc/{SERVICE_NAME}.env
+install -m 0600 /dev/null /etc/{SERVICE_NAME}.env   # root only: it may carry secrets (server.secrets)
+echo "TARGET_ID=$INSTANCE_ID" >> /etc/{SERVICE_NAME}.env
 cat >> /etc/{SERVICE_NAME}.env <<'ENV'
 {_env_file(server, port=listen, host=host)}ENV
 cat > {VENV}/server.sh <<'SERVER'
@@ -490,6 +556,7 @@ cat > /etc/systemd/system/{SERVICE_NAME}.service <<'UNIT'
 Description=mlops_lb target: the user's server ({server.kind})
 {unit_deps}
 Wants=network-online.target
+{_NO_START_LIMIT}
 
 [Service]
 EnvironmentFile=/etc/{SERVICE_NAME}.env
@@ -578,6 +645,7 @@ cat > /etc/systemd/system/{SERVICE_NAME}-metrics.service <<'UNIT'
 Description=mlops_lb: publish in-flight requests per target to CloudWatch ({agent.namespace}/{agent.metric})
 After={SERVICE_NAME}.service network-online.target
 Wants=network-online.target
+{_NO_START_LIMIT}
 
 [Service]
 ExecStart={VENV}/metrics-agent.sh

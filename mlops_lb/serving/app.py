@@ -234,7 +234,11 @@ class _Instrument:
             await send(message)
 
         metrics = state.metrics
-        metrics.in_flight.inc()
+        # Only work counts as in flight: the concurrency agent's own /metrics scrape (and health checks) read 1.0
+        # on an idle server, so a concurrency target near 1 never scaled in.
+        counted = scope["path"] not in ("/metrics", "/health")
+        if counted:
+            metrics.in_flight.inc()
         t0 = time.perf_counter()
         try:
             if scope["path"] == "/predict":
@@ -259,7 +263,8 @@ class _Instrument:
                 )
                 await send({"type": "http.response.body", "body": body})
         finally:
-            metrics.in_flight.dec()
+            if counted:
+                metrics.in_flight.dec()
             path = scope["path"]
             metrics.record(path if path in _PATHS else "other", status, time.perf_counter() - t0)
 

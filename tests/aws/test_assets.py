@@ -230,3 +230,78 @@ class TestNoChangeWhenNothingChanged:
         )
         changed = {k for k in base if base[k] != moved[k]}
         assert changed == {(ASG, "scale-asg"), (POLICY, "scale-requests")}
+
+
+def _wheel(folder: Any, name: str, version: str, tag: str, requires: tuple[str, ...] = ()) -> None:
+    """A minimal valid wheel (METADATA, WHEEL, RECORD) so pip's resolver can read it offline."""
+    import zipfile
+
+    dist = f"{name}-{version}.dist-info"
+    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(
+        f"Requires-Dist: {r}\n" for r in requires
+    )
+    if any("extra ==" in r for r in requires):
+        meta += "Provides-Extra: standard\n"
+    wheel = f"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: false\nTag: {tag}\n"
+    with zipfile.ZipFile(folder / f"{name}-{version}-{tag}.whl", "w") as zf:
+        zf.writestr(f"{name}/__init__.py", "")
+        zf.writestr(f"{dist}/METADATA", meta)
+        zf.writestr(f"{dist}/WHEEL", wheel)
+        zf.writestr(f"{dist}/RECORD", "")
+
+
+class TestResolvedForTheInstance:
+    """Pins come from pip's resolver run for the instance's platform and Python, not from this interpreter."""
+
+    @pytest.fixture
+    def index(self, tmp_path: Any) -> Any:
+        d = tmp_path / "index"
+        d.mkdir()
+        reqs = ("dep_a", 'dep_std; extra == "standard"', 'dep_old; python_version < "3.12"')
+        _wheel(d, "srv", "1.0", "py3-none-any", reqs)
+        _wheel(d, "dep_a", "1.0", "cp313-cp313-manylinux_2_17_x86_64")  # the only dep_a with a cp313 wheel
+        _wheel(d, "dep_a", "2.0", "cp311-cp311-manylinux_2_17_x86_64")
+        _wheel(d, "dep_std", "1.0", "py3-none-any")
+        _wheel(d, "dep_old", "1.0", "py3-none-any")
+        return d
+
+    def test_extras_and_markers_are_resolved_for_the_instance_python(self, index: Any) -> None:
+        """srv[standard] keeps its extra's dependency (the old pins dropped uvicorn[standard]'s), and each target
+        Python gets versions that have wheels for it, whatever Python runs this test."""
+        from mlops_lb.aws.assets import resolve_requirements
+
+        assert resolve_requirements(["srv[standard]"], python_version="3.13", find_links=index) == (
+            "dep-a==1.0",
+            "dep-std==1.0",
+            "srv==1.0",
+        )
+        assert resolve_requirements(["srv[standard]"], python_version="3.11", find_links=index) == (
+            "dep-a==2.0",
+            "dep-old==1.0",
+            "dep-std==1.0",
+            "srv==1.0",
+        )
+
+    def test_no_wheel_for_the_instance_is_a_clear_error(self, index: Any) -> None:
+        from mlops_lb.aws.assets import resolve_requirements
+        from mlops_lb.errors import ProvisionError
+
+        with pytest.raises(ProvisionError, match=r"Python 3\.12 failed"):
+            resolve_requirements(["srv"], python_version="3.12", find_links=index)  # no dep_a for cp312
+
+    @pytest.mark.parametrize(
+        ("launcher", "instance"), [((3, 10), "3.11"), ((3, 11), "3.11"), ((3, 13), "3.13"), ((3, 14), "3.14")]
+    )
+    def test_instance_python_follows_the_launcher_within_al2023s_range(
+        self, launcher: Any, instance: str
+    ) -> None:
+        from mlops_lb.aws.assets import instance_python
+
+        assert instance_python(launcher) == instance
+
+    def test_a_launcher_newer_than_al2023_ships_gets_the_range(self) -> None:
+        from mlops_lb.aws.assets import instance_python
+        from mlops_lb.errors import ProvisionError
+
+        with pytest.raises(ProvisionError, match=r"3\.11-3\.14"):
+            instance_python((3, 15))

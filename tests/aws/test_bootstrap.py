@@ -59,16 +59,21 @@ class TestUserData:
         ud = render_user_data(**ARGS)
         assert "tee -a /var/log/mlops-lb-bootstrap.log" in ud and "/dev/console" in ud
 
-    def test_server_and_ready_units_are_enabled_at_boot(self) -> None:
-        """Both units are enabled (a warmed instance is stopped, then started later without user data)."""
+    def test_server_and_lifecycle_watcher_are_enabled_at_boot(self) -> None:
+        """Both units are enabled (a warmed instance is stopped, then started later without user data); the watcher
+        is a long-running service polling target-lifecycle-state (a oneshot at boot never sees a running or
+        hibernated pool leave: tests/aws/test_instance_sandbox.py runs both)."""
         ud = render_user_data(**ARGS, lifecycle_hook="demo-launching")
         assert "systemctl enable --now mlops-lb.service" in ud
-        assert "systemctl enable --now mlops-lb-ready.service" in ud
-        assert "WantedBy=multi-user.target" in ud.split("mlops-lb-ready.service <<")[1]
-        ready = ud.split("cat > /opt/mlops_lb/ready.sh <<'READY'")[1].split("READY")[0]
-        assert "curl -sf -o /dev/null http://127.0.0.1:8080/health" in ready
-        assert "complete-lifecycle-action" in ready and "--lifecycle-hook-name demo-launching" in ready
-        assert ready.index("/health") < ready.index("complete-lifecycle-action")
+        assert "systemctl enable --now mlops-lb-lifecycle.service" in ud
+        unit = ud.split("mlops-lb-lifecycle.service <<'UNIT'")[1].split("UNIT")[0]
+        assert (
+            "WantedBy=multi-user.target" in unit and "Restart=always" in unit and "Type=oneshot" not in unit
+        )
+        watch = ud.split("cat > /opt/mlops_lb/lifecycle.sh <<'WATCH'")[1].split("WATCH")[0]
+        assert "autoscaling/target-lifecycle-state" in watch and "HOOK=demo-launching" in watch
+        assert watch.index("127.0.0.1:8080/health") < watch.index("complete-lifecycle-action")
+        assert "record-lifecycle-action-heartbeat" in watch
         assert "complete-lifecycle-action" not in render_user_data(
             **ARGS
         )  # no warm pool, no hook to complete
@@ -151,12 +156,30 @@ class TestWarmPool:
             hook["lifecycleTransition"] == "autoscaling:EC2_INSTANCE_LAUNCHING"
             and hook["name"] == "warm-launching"
         )
-        assert hook["heartbeatTimeout"] >= spec.aws_health_check.grace_period_s
+        assert hook["heartbeatTimeout"] >= max(spec.aws_health_check.grace_period_s, 4 * EXPECTED_BOOT_S)
+        # pulumi-aws applies initial_lifecycle_hooks on group creation only: the standalone hook carries it on a
+        # live group (adding a warm pool later), with the same settings.
+        standalone = rec.one("aws:autoscaling/lifecycleHook:LifecycleHook")
+        assert {k: v for k, v in standalone.items() if k != "autoscalingGroupName"} == hook
+        assert standalone["autoscalingGroupName"] == rec.outputs["asg_name"]
         ud = base64.b64decode(rec.one(LT)["userData"]).decode()
-        assert "--lifecycle-hook-name warm-launching" in ud
+        assert "HOOK=warm-launching" in ud and "hibernationOptions" not in rec.one(LT)
         doc = json.loads(rec.one("aws:iam/rolePolicy:RolePolicy")["policy"])
         actions = {a for s in doc["Statement"] for a in s["Action"]}
-        assert "autoscaling:CompleteLifecycleAction" in actions
+        assert {
+            "autoscaling:CompleteLifecycleAction",
+            "autoscaling:RecordLifecycleActionHeartbeat",
+        } <= actions
+
+    def test_hibernated_pool_launches_hibernation_enabled_instances(self, run_program: Any) -> None:
+        """Hibernation can only be enabled at launch (enabling-hibernation.html): the template asks for it."""
+        warm = WarmPoolSpec(min_size=1, state="hibernated")
+        rec = run_program(
+            FleetSpec(name="hib", capacity=CapacitySpec(min=1, desired=1, max=3, warm_pool=warm))
+        )
+        lt = rec.one(LT)
+        assert lt["hibernationOptions"] == {"configured": True}
+        assert lt["blockDeviceMappings"][0]["ebs"]["encrypted"] == "true"  # a hibernation prerequisite
 
     def test_no_pool_no_hook(self, run_program: Any) -> None:
         asg = run_program(FleetSpec(name="cold")).one(ASG)

@@ -236,7 +236,21 @@ class TestOrphans:
         df = find_orphans(region=REGION, stacks=["demo"])
         assert list(df["stack"]) == ["gone"]
         assert df.iloc[0]["service"] == "ec2" and df.iloc[0]["region"] == REGION
+        assert df.iloc[0]["resource_type"] == "security-group"
         assert find_orphans(region=REGION, stacks=["demo", "gone"]).empty
+
+    def test_an_orphaned_bucket_is_typed_bucket_not_named(self, cloud: dict[str, Any]) -> None:
+        """arn:aws:s3:::name has no type part: the bucket's name was reported as its type."""
+        import boto3
+
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket="mlops-lb-old-assets")
+        s3.put_bucket_tagging(
+            Bucket="mlops-lb-old-assets", Tagging={"TagSet": [{"Key": "mlops-lb:stack", "Value": "gone2"}]}
+        )
+        df = find_orphans(region=REGION, stacks=["demo"])
+        (row,) = df[df["stack"] == "gone2"].to_dict("records")
+        assert (row["service"], row["resource_type"]) == ("s3", "bucket")
 
     def test_live_stacks_are_read_from_the_local_file_backend(
         self, cloud: dict[str, Any], aws_home: Path

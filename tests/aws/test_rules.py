@@ -206,3 +206,22 @@ def test_our_user_data_leaves_room(run_program: Any) -> None:
     spec = FleetSpec(name="big", capacity={"warm_pool": {"min_size": 1}})
     raw = base64.b64decode(run_program(spec).one("aws:ec2/launchTemplate:LaunchTemplate")["userData"])
     assert len(raw) < 8 * 1024
+
+
+def test_lifecycle_hook_heartbeat_range() -> None:
+    """lifecycle-heartbeat: PutLifecycleHook takes 30-7200 s, standalone or inline in the group."""
+    hook = "aws:autoscaling/lifecycleHook:LifecycleHook"
+    assert _v(hook, {"heartbeatTimeout": 600.0}) == []
+    assert _v(hook, {"heartbeatTimeout": 7201.0}) and _v(hook, {"heartbeatTimeout": 29.0})
+    group = "aws:autoscaling/group:Group"
+    assert _v(group, {"initialLifecycleHooks": [{"heartbeatTimeout": 9000.0}]})
+    assert _v(group, {"initialLifecycleHooks": [{"heartbeatTimeout": 900.0}]}) == []
+
+
+def test_hibernation_needs_an_encrypted_root() -> None:
+    """hibernation-root: a template enabling hibernation must encrypt its root volume."""
+    lt = "aws:ec2/launchTemplate:LaunchTemplate"
+    hib = {"hibernationOptions": {"configured": True}}
+    assert _v(lt, {**hib, "blockDeviceMappings": [{"ebs": {"encrypted": "true"}}]}) == []
+    assert _v(lt, {**hib, "blockDeviceMappings": [{"ebs": {"encrypted": "false"}}]})
+    assert _v(lt, {"blockDeviceMappings": [{"ebs": {"encrypted": "false"}}]}) == []  # no hibernation, no rule

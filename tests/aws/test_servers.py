@@ -476,7 +476,8 @@ class TestPreflight:
         assert len(ud.encode()) < 16 * 1024
         assert rec.one("aws:lb/targetGroup:TargetGroup")["deregistrationDelay"] == 120
         assert "TimeoutStopSec=135" in ud  # docker stop --time 120 plus a margin
-        assert "for i in $(seq 1 450)" in ud  # the ready unit waits the 900 s grace period, not 10 minutes
+        # no warm pool: no lifecycle hook to hold (the 900 s grace period alone covers the model load)
+        assert "complete-lifecycle-action" not in ud and "mlops-lb-lifecycle" not in ud
 
     def test_vllm_g6_example_preflight_on_a_fresh_account(
         self, moto_account: Any, monkeypatch: pytest.MonkeyPatch

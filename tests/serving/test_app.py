@@ -119,3 +119,18 @@ def test_bad_options_are_refused(kwargs):
     """Negative slots or service time, or an empty body limit, are refused when building the app."""
     with pytest.raises(ValueError):
         create_app(**kwargs)
+
+
+def test_an_idle_server_reports_zero_in_flight_to_its_own_scrape():
+    """The concurrency agent scrapes /metrics: its own request must not count (an idle server read 1.0, so a
+    concurrency_per_target target near 1 never scaled in). Issue 23."""
+    app = ready(create_app())
+    call(app, "GET", "/health")
+    _, _, body = call(app, "GET", "/metrics")
+    gauge = {
+        s.name: s.value
+        for fam in text_string_to_metric_families(body.decode())
+        for s in fam.samples
+        if s.name == "mlops_in_flight_requests"
+    }
+    assert gauge == {"mlops_in_flight_requests": 0.0}

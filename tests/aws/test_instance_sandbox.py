@@ -1,0 +1,278 @@
+"""What an EC2 instance runs, run here: the launch template's user data, executed byte for byte in the sandbox.
+
+The user data comes from the Pulumi program under the strict mocks (tests/aws/conftest.py), never from a "test
+mode" rendering: the sha256 of what bash executed equals the sha256 of what the launch template declares. See
+tests/aws/instance_sandbox/ for what is real (bash, curl, tar, Python, pip, our server) and what is a PATH shim
+(dnf, systemctl, aws), each with the documented rules it follows.
+
+Warm pools (https://docs.aws.amazon.com/autoscaling/ec2/userguide/warm-pool-instance-lifecycle.html, read
+2026-12-06): with a launching hook an instance pauses at ``Warmed:Pending:Wait`` when it enters the pool and again
+at ``Pending:Wait`` when it leaves it; Auto Scaling stops or hibernates it as soon as it has launched into the pool
+(stopped/hibernated pools), without waiting for user data; cloud-init runs user data on the first boot only. The
+instance sees where it is headed in the IMDS item ``autoscaling/target-lifecycle-state``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlops_lb import CapacitySpec, FleetSpec, WarmPoolSpec
+
+sys.path.insert(0, str(Path(__file__).parent)) if str(Path(__file__).parent) not in sys.path else None
+from instance_sandbox import AL2023_PIP, Instance, available, pyenv_python  # noqa: E402
+
+pytestmark = [pytest.mark.fleet, pytest.mark.skipif(available() is not None, reason=str(available()))]
+
+LT = "aws:ec2/launchTemplate:LaunchTemplate"
+OBJ = "aws:s3/bucketObjectv2:BucketObjectv2"
+PORT = 8080
+CACHE = Path(os.environ.get("MLOPS_LB_SANDBOX_CACHE", str(Path.home() / ".cache" / "mlops_lb" / "sandbox")))
+
+# A server someone else wrote: stdlib only, answers /health and a vLLM-style /metrics.
+APP = """
+import http.server, os, sys
+port = int(sys.argv[sys.argv.index("--port") + 1])
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = {"/health": b"ok", "/metrics": b"vllm:num_requests_running 0\\nvllm:num_requests_waiting 0\\n"}.get(self.path)
+        self.send_response(200 if body is not None else 404)
+        self.send_header("X-Target-Id", os.environ.get("TARGET_ID", ""))
+        self.end_headers()
+        self.wfile.write(body or b"")
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(("0.0.0.0", port), H).serve_forever()
+"""
+
+
+@pytest.fixture(scope="session")
+def pip_wheels() -> Path:
+    """AL2023's pip wheels (22.3.1 / 23.2.1 / 24.2), cached by scripts/setup.sh --dev (downloaded here otherwise)."""
+    dest = CACHE / "pip"
+    want = [f"pip-{v}-py3-none-any.whl" for v in AL2023_PIP.values()]
+    if not all((dest / w).is_file() for w in want):
+        dest.mkdir(parents=True, exist_ok=True)
+        pins = [f"pip=={v}" for v in AL2023_PIP.values()]
+        for pin in pins:
+            proc = subprocess.run(
+                [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(dest), pin],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if proc.returncode != 0:
+                pytest.skip(f"AL2023's pip wheels are not cached ({pin}); run scripts/setup.sh --dev")
+    return dest
+
+
+def declared(run_program: Any, spec: FleetSpec, **kw: Any) -> tuple[bytes, dict[str, Path], Any]:
+    """(user data bytes the launch template declares, bucket objects "bucket/key" -> uploaded file, record)."""
+    rec = run_program(spec, **kw)
+    user_data = base64.b64decode(rec.one(LT)["userData"])
+    bucket = rec.outputs["bucket"]
+    s3 = {f"{bucket}/{i['key']}": Path(i["source"].path) for _, i in rec.of_type(OBJ)}
+    return user_data, s3, rec
+
+
+@pytest.fixture
+def launch(
+    run_program: Any, pip_wheels: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Any]:
+    """launch(spec, python="3.13") -> a started Instance whose user data has run (the test asserts on it)."""
+    made: list[Instance] = []
+
+    def go(spec: FleetSpec, *, python: str = "3.13", lifecycle: str = "InService", hook: str | None = None,
+           run_user_data: bool = True, **kw: Any) -> Instance:  # fmt: skip
+        exe = pyenv_python(python)
+        if exe is None:
+            pytest.skip(f"pyenv has no Python {python}")
+        from mlops_lb.aws.program import Assets, _install_file, _model_file
+
+        assets = kw.pop("assets", None) or Assets(
+            wheel=wheel, model=_model_file(spec), install=_install_file(spec), python_version=python
+        )
+        user_data, s3, _rec = declared(run_program, spec, assets=assets, **kw)
+        inst = Instance(
+            tmp_path / f"instance{len(made)}",
+            user_data=user_data,
+            s3=s3,
+            pythons={python: exe},
+            pip_wheels=pip_wheels,
+        )
+        made.append(inst)
+        inst.declared_sha256 = hashlib.sha256(user_data).hexdigest()  # type: ignore[attr-defined]
+        inst.start()
+        inst.set_lifecycle(lifecycle, hook=hook)
+        if run_user_data:
+            inst.bootstrap = inst.run_user_data()  # type: ignore[attr-defined]
+        return inst
+
+    from mlops_lb.aws.assets import build_wheel
+
+    wheel = build_wheel(tmp_path / "dist")  # the real package, as launch() uploads it
+    monkeypatch.chdir(tmp_path)
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "server.py").write_text(APP)
+    yield go
+    for inst in made:
+        report = tmp_path / f"timeline-{inst.root.name}.json"
+        report.write_text(json.dumps(inst.timeline(), indent=1))
+        inst.close()
+
+
+def command_spec(**kw: Any) -> FleetSpec:
+    server = {
+        "command": ["python", "app/server.py", "--port", "{port}"],
+        "install": "app",
+        **kw.pop("server", {}),
+    }
+    return FleetSpec.from_dict({"name": "demo", "server": server, **kw})
+
+
+def assert_booted(inst: Instance) -> None:
+    proc = inst.bootstrap  # type: ignore[attr-defined]
+    assert inst.executed_sha256 == inst.declared_sha256  # type: ignore[attr-defined]
+    assert proc.returncode == 0, inst.diagnose()
+    assert "mlops-lb: bootstrap done" in inst.console(), inst.diagnose()
+
+
+@pytest.mark.slow
+class TestCommandServer:
+    def test_user_data_runs_byte_for_byte_and_the_server_answers_health(self, launch: Any) -> None:
+        """kind: command, no warm pool: the declared user data boots the user's server on the target-group port."""
+        inst = launch(command_spec())
+        assert_booted(inst)
+        inst.wait_for(lambda: inst.get(PORT, "/health") == 200, timeout=30, what="/health 200")
+        installed = [c["argv"] for c in inst.dnf_calls()]
+        assert ["install", "-y", "python3.13", "python3.13-pip"] in installed
+        env = inst.file("/etc/mlops-lb.env")
+        assert env.is_file() and "TARGET_ID=i-0123456789abcdef0" in env.read_text()
+        assert_console_and_units_clean(inst)
+
+
+HOOK = "demo-launching"
+WARMED = {"stopped": "Warmed:Stopped", "running": "Warmed:Running", "hibernated": "Warmed:Hibernated"}
+
+
+def warm_spec(state: str) -> FleetSpec:
+    return command_spec(
+        capacity=CapacitySpec(min=1, desired=1, max=4, warm_pool=WarmPoolSpec(min_size=1, state=state))
+    )
+
+
+def completions(inst: Instance) -> list[float]:
+    """When CompleteLifecycleAction succeeded (the recorded calls: moto 5 has no CompleteLifecycleAction)."""
+    return [
+        c["t"] for c in inst.aws_calls() if c["argv"][1:2] == ["complete-lifecycle-action"] and c["rc"] == 0
+    ]
+
+
+@pytest.mark.serial
+class TestWarmPool:
+    """From launch into the pool (Warmed:Pending:Wait) to InService (Pending:Wait), for each pool state."""
+
+    # Suite budget: one sandbox boot in the default run (the hibernated pool: a non-boot transition, the case the
+    # oneshot unit missed); the other states and kinds run with -m slow.
+    @pytest.mark.parametrize(
+        "state",
+        [
+            pytest.param("stopped", marks=pytest.mark.slow),
+            pytest.param("running", marks=pytest.mark.slow),
+            "hibernated",
+        ],
+    )
+    def test_warm_instance_reaches_in_service_and_serves(self, launch: Any, state: str) -> None:
+        """The hook is completed once entering the pool and once leaving it; the server then answers /health."""
+        inst = launch(warm_spec(state), lifecycle=WARMED[state], hook=HOOK)
+        assert_booted(inst)
+        assert_console_and_units_clean(inst)
+        inst.wait_for(lambda: not inst.action_pending(), timeout=60, what="the warm-pool hook completed")
+        assert len(completions(inst)) == 1
+        if state == "stopped":
+            inst.stop()
+            inst.set_lifecycle("InService", hook=HOOK)
+            inst.boot()
+        elif state == "hibernated":
+            inst.hibernate()
+            inst.set_lifecycle("InService", hook=HOOK)
+            inst.resume()
+        else:
+            inst.set_lifecycle("InService", hook=HOOK)
+        inst.wait_for(
+            lambda: not inst.action_pending(), timeout=45, what=f"the hook completed leaving a {state} pool"
+        )
+        assert len(completions(inst)) == 2
+        assert inst.get(PORT, "/health") == 200
+        inst.mark("test", "InService and /health 200")
+        print(
+            f"\ntimeline, warm pool {state}:\n"
+            + "\n".join(f"{t:8.2f}  {s:12} {w}" for t, s, w in inst.timeline())
+        )
+
+
+def assert_console_and_units_clean(inst: Instance) -> None:
+    """No IMDS token in the console or journal (set -x traced TOKEN=... there, and GetConsoleOutput shows the
+    console), /etc/mlops-lb.env is 0600 (was 0644), and systemd-analyze verify accepts every unit written (run
+    inside the instance, where the ExecStart programs exist; verify exits 0 on a line it ignores, so any complaint
+    naming the file fails)."""
+    tokens = inst.tokens()
+    assert tokens, "the user data asked IMDS for no token"
+    seen = inst.console() + (inst.root / "journal.log").read_text(errors="replace")
+    assert not [t for t in tokens if t in seen]
+    assert inst.file("/etc/mlops-lb.env").stat().st_mode & 0o777 == 0o600
+    units = sorted(p.name for p in inst.file("/etc/systemd/system").glob("mlops-lb*.service"))
+    assert "mlops-lb.service" in units
+    for unit in units:
+        proc = inst.run(["systemd-analyze", "verify", "--man=no", f"/etc/systemd/system/{unit}"])
+        assert proc.returncode == 0 and f"{unit}:" not in proc.stderr, (unit, proc.stderr)
+
+
+def cached_wheelhouse(python: str) -> Any:
+    """The wheelhouse scripts/instance_wheelhouses.py (setup.sh --dev) resolved for ``python``, or skip."""
+    from mlops_lb.aws.assets import build_wheelhouse
+
+    tag = f"cp{python.replace('.', '')}"
+    for req in sorted((CACHE / "wheelhouse").glob("*/requirements.txt")):
+        if any(tag in w.name for w in req.parent.glob("numpy-*.whl")):
+            pins = tuple(req.read_text().split())
+            return build_wheelhouse(
+                pins, python_version=python, cache_dir=CACHE / "wheelhouse"
+            )  # a cache hit
+    pytest.skip(f"no wheelhouse for Python {python} cached: python scripts/instance_wheelhouses.py {python}")
+
+
+class TestModelServer:
+    @pytest.mark.parametrize(
+        "python", [pytest.param("3.13", marks=pytest.mark.slow), pytest.param("3.12", marks=pytest.mark.slow),
+                   pytest.param("3.11", marks=pytest.mark.slow)],
+    )  # fmt: skip
+    def test_default_model_server_installs_offline_and_serves(
+        self, launch: Any, fake_wheel: Path, python: str
+    ) -> None:
+        """The default model server: AL2023's pip installs the wheelhouse resolved for the instance's Python with
+        --no-index (the sandbox has no network but its IMDS), and `mlops-lb serve` answers /health with its id."""
+        from mlops_lb.aws.assets import build_wheel
+        from mlops_lb.aws.program import Assets
+
+        house = cached_wheelhouse(python)
+        spec = FleetSpec(name="demo")
+        assets = Assets(wheel=build_wheel(Path("dist")), wheelhouse=house)
+        inst = launch(spec, python=python, assets=assets)
+        assert_booted(inst)
+        inst.wait_for(lambda: inst.get(PORT, "/health") == 200, timeout=120, what="model server /health 200")
+        assert [c["argv"] for c in inst.dnf_calls()] == [
+            ["install", "-y", f"python{python}", f"python{python}-pip"]
+        ]
+        print(
+            f"\ntimeline, model server on {python}:\n"
+            + "\n".join(f"{t:8.2f}  {s:12} {w}" for t, s, w in inst.timeline())
+        )
