@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,21 @@ _GAUGES = {
     "llm-emulator": ("vllm:num_requests_running", "vllm:num_requests_waiting"),
     "command": ("vllm:num_requests_running", "vllm:num_requests_waiting"),
 }
+
+
+# Names whose values are secrets: the rule agreed between helpers (docs: BRIEF_KNOWN "Secrets"), the same as
+# mlops_lb._redact.is_secret_name of helper security; at merge this may become an import of that function.
+_SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
+
+
+def is_secret_name(name: str) -> bool:
+    """True when an environment variable called ``name`` likely holds a secret (``HF_TOKEN``, ``DB_PASSWORD``).
+
+    Example::
+
+        is_secret_name("OPENAI_API_KEY")  # True
+    """
+    return bool(_SECRET_NAME.search(name))
 
 
 def concurrency_gauges(spec: FleetSpec) -> tuple[str, ...]:

@@ -49,6 +49,7 @@ from ._parts import (
     _scaling,
     _security_groups,
     algorithm_settings,
+    is_secret_name,
 )
 from .assets import Wheelhouse, build_wheel
 
@@ -144,6 +145,15 @@ def check_aws_server(spec: FleetSpec) -> None:
         )
     if srv.install is not None and srv.image is not None:
         raise SpecError("server.install", "applies to server.command; an image brings its own software")
+    for name in srv.env:
+        if is_secret_name(name):  # the value itself is never quoted: it would reach logs and reports
+            raise SpecError(
+                f"server.env.{name}",
+                "looks like a secret, and the AWS backend writes server.env into the launch template's user data, "
+                "which anyone allowed ec2:DescribeLaunchTemplateVersions (and the instance's IMDS) can read: store "
+                f"it in SSM Parameter Store or Secrets Manager and reference it as server.secrets.{name} "
+                "({ssm: /param/name} or {secretsmanager: arn-or-name})",
+            )
 
 
 def fleet_program(

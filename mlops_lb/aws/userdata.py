@@ -31,6 +31,7 @@ Example::
 
 from __future__ import annotations
 
+import base64
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -227,7 +228,7 @@ def render_user_data(
         description = "mlops_lb LLM emulator"
     else:
         exec_start = (
-            f"{VENV}/bin/mlops-lb serve --host 0.0.0.0 --port {int(port)} --model {model_arg} "
+            f"{VENV}/bin/mlops-lb serve --host 0.0.0.0 --port {int(port)} --model {_unit_word(model_arg)} "
             "--target-id ${TARGET_ID}"
         )
         description = "mlops_lb model server"
@@ -388,9 +389,46 @@ def _minutes(seconds: int) -> str:
 
 
 def _systemd_word(arg: str) -> str:
-    """One ExecStart= argument: double-quoted, with systemd's specifiers (%) and variables ($) made literal."""
+    """One ExecStart= argument: double-quoted, with systemd's specifiers (%) and variables ($) made literal.
+
+    A newline (or any control character) becomes a C escape (``\\n``, ``\\x01``), which systemd.syntax(7)'s
+    quoting decodes inside a quoted word: the unit is written by a here-document, where a raw newline followed by
+    the terminator line would end it and run the rest as root.
+    """
     escaped = arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
+    escaped = "".join(
+        _C_ESCAPES.get(c, f"\\x{ord(c):02x}") if ord(c) < 0x20 or c == "\x7f" else c for c in escaped
+    )
     return f'"{escaped}"'
+
+
+_C_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:=+,@")
+
+
+def _unit_word(arg: str) -> str:
+    """``arg`` as it is when it needs no quoting for systemd (the common case keeps its bytes), else quoted."""
+    return arg if arg and set(arg) <= _PLAIN else _systemd_word(arg)
+
+
+def _env_value(value: str) -> str:
+    """A value of an ``EnvironmentFile=`` line: double-quoted, ``\\ " $ ` `` backslash-escaped; a newline is kept,
+    as systemd.exec(5) lets a double-quoted value span lines (a PEM arrives intact). No specifier or variable
+    expansion happens in that file, so ``%`` and ``$`` need no doubling (``$$`` would arrive as two)."""
+    escaped = "".join("\\" + c if c in '\\"$`' else c for c in value)
+    return f'"{escaped}"'
+
+
+def _b64_write(redirect: str, content: str) -> str:
+    """Shell that writes ``content`` with ``redirect`` (``> path`` / ``>> path``), carried base64-encoded.
+
+    What a spec carries (env values, command arguments) is data: encoded, no value can end the here-document or a
+    quoted word, and nothing in it is ever parsed by the boot script's shell. The terminator has a ``-``, which is
+    outside base64's alphabet, so no encoded line can equal it. Deterministic: same content, same bytes.
+    """
+    encoded = base64.b64encode(content.encode()).decode()
+    lines = "\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76))
+    return f"base64 -d {redirect} <<'B64-END'\n{lines}\nB64-END"
 
 
 def _stop_lines(drain_timeout_s: int) -> str:
@@ -449,7 +487,7 @@ def _filled(server: ServerRun, *, port: int, host: str) -> list[str]:
 def _env_file(server: ServerRun, *, port: int, host: str) -> str:
     """Lines of /etc/mlops-lb.env after TARGET_ID: server.env plus PORT, HOST, MODEL_PATH (systemd syntax)."""
     env = {**server.env, "PORT": str(port), "HOST": host, "MODEL_PATH": server.model_path}
-    return "".join(f"{k}={_systemd_word(v)}\n" for k, v in env.items())
+    return "".join(f"{k}={_env_value(v)}\n" for k, v in env.items())
 
 
 def _install_lines(server: ServerRun, *, bucket: str, s3: str) -> list[str]:
@@ -531,6 +569,7 @@ def _render_byo(
         stop_lines = _stop_lines(server.drain_timeout_s)
         workdir = f"WorkingDirectory={APP_DIR}\n"
     launcher = " ".join(argv)
+    server_sh = f"#!/bin/bash\nexport PATH={VENV}/bin:$PATH\nexec {launcher}\n"
     body = "\n".join(lines)
     # The launcher: `exec` makes the server systemd's main process, so SIGTERM reaches it first (KillMode=mixed).
     return f"""{_header()}
@@ -539,13 +578,9 @@ def _render_byo(
 {_IMDS}
 install -m 0600 /dev/null /etc/{SERVICE_NAME}.env   # root only: it may carry secrets (server.secrets)
 echo "TARGET_ID=$INSTANCE_ID" >> /etc/{SERVICE_NAME}.env
-cat >> /etc/{SERVICE_NAME}.env <<'ENV'
-{_env_file(server, port=listen, host=host)}ENV
-cat > {VENV}/server.sh <<'SERVER'
-#!/bin/bash
-export PATH={VENV}/bin:$PATH
-exec {launcher}
-SERVER
+# server.env and the command's arguments travel base64-encoded: data, never shell text of this script.
+{_b64_write(f">> /etc/{SERVICE_NAME}.env", _env_file(server, port=listen, host=host))}
+{_b64_write(f"> {VENV}/server.sh", server_sh)}
 chmod 0755 {VENV}/server.sh
 
 cat > /etc/systemd/system/{SERVICE_NAME}.service <<'UNIT'
