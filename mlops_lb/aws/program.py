@@ -145,6 +145,14 @@ def check_aws_server(spec: FleetSpec) -> None:
         )
     if srv.install is not None and srv.image is not None:
         raise SpecError("server.install", "applies to server.command; an image brings its own software")
+    for name, ref in (getattr(srv, "secrets", None) or {}).items():  # helper security's spec field
+        if "env" in ref:
+            raise SpecError(
+                f"server.secrets.{name}.env",
+                "reads the launching process's environment, which only the local fleet has: on AWS the "
+                "instances read secrets themselves at boot; use {ssm: /param/name} or "
+                "{secretsmanager: arn-or-name, key: optional-json-key}",
+            )
     for name in srv.env:
         if is_secret_name(name):  # the value itself is never quoted: it would reach logs and reports
             raise SpecError(

@@ -32,6 +32,7 @@ Example::
 from __future__ import annotations
 
 import base64
+import json
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -101,6 +102,9 @@ _RETRY = """retry() {
 class ServerRun:
     """What the instance runs, resolved from the spec's ``server`` and ``model`` sections (see ``_parts``).
 
+    ``secrets`` are references the instance resolves at boot with its role into the 0600 env file; their values
+    are never in the user data.
+
     ``kind``: ``model`` / ``llm-emulator`` (our package, from the wheel), ``command`` (the user's argv, run by
     systemd in the venv, after ``install``) or ``image`` (a container, run by systemd with docker).
     ``model_path`` is what ``{model}`` / MODEL_PATH become on the instance; ``model_s3`` an ``s3://`` object the
@@ -127,6 +131,8 @@ class ServerRun:
     install_key: str | None = None  # its content-addressed bucket key
     install_dir: str = ""  # for a project: its path below APP_DIR (the path it had locally, when relative)
     drain_timeout_s: int = 30
+    # server.secrets: (NAME, "ssm" | "secretsmanager", parameter name / secret id, JSON key or ""), read at boot
+    secrets: tuple[tuple[str, str, str, str], ...] = ()
 
     @property
     def needs_package(self) -> bool:
@@ -258,7 +264,7 @@ unset TOKEN
 set -x
 install -m 0600 /dev/null /etc/{SERVICE_NAME}.env   # root only: it may carry secrets (server.secrets)
 echo "TARGET_ID=$INSTANCE_ID" >> /etc/{SERVICE_NAME}.env
-
+{_secret_lines(server, region=region)}
 cat > /etc/systemd/system/{SERVICE_NAME}.service <<'UNIT'
 [Unit]
 Description={description}
@@ -417,6 +423,51 @@ def _env_value(value: str) -> str:
     expansion happens in that file, so ``%`` and ``$`` need no doubling (``$$`` would arrive as two)."""
     escaped = "".join("\\" + c if c in '\\"$`' else c for c in value)
     return f'"{escaped}"'
+
+
+# Reads server.secrets with the instance role and appends them to the env file (mode 0600 already). Fixed text: the
+# references arrive as a base64 JSON argument. AWS CLI v2 JSON answers: GetParameter {"Parameter": {"Value"}}
+# (https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_GetParameter.html), GetSecretValue
+# {"SecretString"} (https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_GetSecretValue.html).
+# A value never reaches the console: nothing prints it and the bash trace sees only this script's name.
+_FETCH_SECRETS = r"""import base64, json, subprocess, sys, time
+
+refs, region, path = json.loads(base64.b64decode(sys.argv[1])), sys.argv[2], sys.argv[3]
+lines = []
+for name, source, ref, key in refs:
+    if source == "ssm":
+        cmd = ["aws", "ssm", "get-parameter", "--region", region, "--name", ref, "--with-decryption"]
+    else:
+        cmd = ["aws", "secretsmanager", "get-secret-value", "--region", region, "--secret-id", ref]
+    for attempt in range(5):
+        proc = subprocess.run([*cmd, "--output", "json"], capture_output=True, text=True)
+        if proc.returncode == 0:
+            break
+        time.sleep(min(2 ** (attempt + 1), 30))
+    else:
+        sys.exit(f"mlops-lb: cannot read server.secrets.{name} ({source} {ref}): {proc.stderr.strip()[-400:]}")
+    doc = json.loads(proc.stdout)
+    value = doc["Parameter"]["Value"] if source == "ssm" else doc.get("SecretString")
+    if key:
+        value = json.loads(value or "{}").get(key)
+    if not isinstance(value, str):
+        sys.exit(f"mlops-lb: server.secrets.{name} ({source} {ref}{' key ' + key if key else ''}) has no text value")
+    lines.append(name + '="' + "".join("\\" + c if c in '\\"$`' else c for c in value) + '"\n')
+with open(path, "a") as f:
+    f.write("".join(lines))
+"""
+
+
+def _secret_lines(server: ServerRun, *, region: str) -> str:
+    """Boot lines fetching ``server.secrets`` into the env file (nothing, so the same bytes, without secrets)."""
+    if not server.secrets:
+        return ""
+    refs = base64.b64encode(json.dumps([list(r) for r in server.secrets]).encode()).decode()
+    return (
+        "# server.secrets: read now with the instance role into the root-only env file; only references are here.\n"
+        f"{_b64_write(f'> {VENV}/fetch-secrets.py', _FETCH_SECRETS)}\n"
+        f"retry 3 python3 {VENV}/fetch-secrets.py {refs} {shlex.quote(region)} /etc/{SERVICE_NAME}.env\n"
+    )
 
 
 def _b64_write(redirect: str, content: str) -> str:
@@ -582,7 +633,7 @@ echo "TARGET_ID=$INSTANCE_ID" >> /etc/{SERVICE_NAME}.env
 {_b64_write(f">> /etc/{SERVICE_NAME}.env", _env_file(server, port=listen, host=host))}
 {_b64_write(f"> {VENV}/server.sh", server_sh)}
 chmod 0755 {VENV}/server.sh
-
+{_secret_lines(server, region=region)}
 cat > /etc/systemd/system/{SERVICE_NAME}.service <<'UNIT'
 [Unit]
 Description=mlops_lb target: the user's server ({server.kind})

@@ -82,7 +82,7 @@ def launch(
     made: list[Instance] = []
 
     def go(spec: FleetSpec, *, python: str = "3.13", lifecycle: str = "InService", hook: str | None = None,
-           run_user_data: bool = True, **kw: Any) -> Instance:  # fmt: skip
+           run_user_data: bool = True, secrets: dict[str, str] | None = None, **kw: Any) -> Instance:  # fmt: skip
         exe = pyenv_python(python)
         if exe is None:
             pytest.skip(f"pyenv has no Python {python}")
@@ -98,6 +98,7 @@ def launch(
             s3=s3,
             pythons={python: exe},
             pip_wheels=pip_wheels,
+            secrets=secrets,
         )
         made.append(inst)
         inst.declared_sha256 = hashlib.sha256(user_data).hexdigest()  # type: ignore[attr-defined]
