@@ -264,7 +264,7 @@ unset TOKEN
 set -x
 install -m 0600 /dev/null /etc/{SERVICE_NAME}.env   # root only: it may carry secrets (server.secrets)
 echo "TARGET_ID=$INSTANCE_ID" >> /etc/{SERVICE_NAME}.env
-{_secret_lines(server, region=region)}
+{_plain_env_lines(server)}{_secret_lines(server, region=region)}
 cat > /etc/systemd/system/{SERVICE_NAME}.service <<'UNIT'
 [Unit]
 Description={description}
@@ -456,6 +456,14 @@ for name, source, ref, key in refs:
 with open(path, "a") as f:
     f.write("".join(lines))
 """
+
+
+def _plain_env_lines(server: ServerRun) -> str:
+    """Our servers' ``server.env`` into the env file, base64-carried (nothing, so the same bytes, without any)."""
+    if not server.env:
+        return ""
+    content = "".join(f"{k}={_env_value(v)}\n" for k, v in server.env.items())
+    return _b64_write(f">> /etc/{SERVICE_NAME}.env", content) + "\n"
 
 
 def _secret_lines(server: ServerRun, *, region: str) -> str:

@@ -102,6 +102,17 @@ class TestRendered:
         assert subprocess.run(["bash", "-n"], input=script, text=True, check=False).returncode == 0
         assert "CANARY" not in script  # every value travels base64-encoded
 
+    def test_our_model_server_gets_server_env_encoded(self, run_program: Any) -> None:
+        """kind: model writes server.env into the env file too (docs/aws.md says it holds it), base64-carried."""
+        script = user_data(
+            run_program, FleetSpec.from_dict({"name": "demo", "server": {"env": {"NOTE": PEM}}})
+        )
+        assert subprocess.run(["bash", "-n"], input=script, text=True, check=False).returncode == 0
+        assert "CANARY" not in script
+        blocks = re.findall(r"<<'B64-END'\n(.*?)\nB64-END", script, re.DOTALL)
+        decoded = "".join(base64.b64decode("".join(b.split())).decode() for b in blocks)
+        assert env_file(decoded)["NOTE"] == PEM
+
     def test_same_spec_same_bytes(
         self, run_program: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
