@@ -91,7 +91,27 @@ def server_run(spec: FleetSpec, keys: Mapping[str, Any], region: str) -> ServerR
         install_key=keys.get("install"),
         install_dir=install_dir.strip("/") if install_dir != "." else "",
         drain_timeout_s=srv.drain_timeout_s,
+        secrets=secret_refs(spec),
     )
+
+
+def secret_refs(spec: FleetSpec) -> tuple[tuple[str, str, str, str], ...]:
+    """``server.secrets`` the instances read at boot: (NAME, source, parameter name / secret id, JSON key or "").
+
+    ``{env: VAR}`` references are the local fleet's (check_aws_server refuses them before any cloud call).
+    ``server.secrets`` is helper security's spec field; a spec without it has none.
+
+    Example::
+
+        secret_refs(spec)  # (("HF_TOKEN", "ssm", "/team/hf-token", ""),)
+    """
+    refs = getattr(spec.server, "secrets", None) or {}
+    out: list[tuple[str, str, str, str]] = []
+    for name, ref in sorted(refs.items()):
+        for source in ("ssm", "secretsmanager"):
+            if source in ref:
+                out.append((str(name), source, str(ref[source]), str(ref.get("key", ""))))
+    return tuple(out)
 
 
 # Launch before terminate: never fewer healthy instances than desired during a refresh (AWS's default is 90/100;
@@ -450,6 +470,28 @@ def _role_extras(ctx: _Ctx) -> list[dict[str, Any]]:
                 ],
                 "Resource": [repo],
             }
+        )
+    account = str(ctx.resolved.get("account") or "*")  # preflight's; "*" only when it did not run
+    ssm_arns: list[str] = []
+    sm_arns: list[str] = []
+    for _name, source, ref, _key in secret_refs(spec):
+        if ref.startswith("arn:"):
+            arn = ref
+        elif source == "ssm":  # a parameter's ARN: its name without the leading "/" after "parameter/"
+            arn = f"arn:{part}:ssm:{ctx.region}:{account}:parameter/{ref.lstrip('/')}"
+        else:  # a secret's ARN ends in "-" + 6 random characters Secrets Manager adds to its name
+            arn = f"arn:{part}:secretsmanager:{ctx.region}:{account}:secret:{ref}-??????"
+        (ssm_arns if source == "ssm" else sm_arns).append(arn)
+    # server.secrets, those parameters and secrets only (IAM: ssm:GetParameter on the parameter's ARN,
+    # https://docs.aws.amazon.com/systems-manager/latest/userguide/sysman-paramstore-access.html; GetSecretValue on
+    # the secret's ARN, name-?????? for a name, https://docs.aws.amazon.com/secretsmanager/latest/userguide/
+    # auth-and-access_examples.html). No kms:Decrypt: the AWS managed keys (aws/ssm, aws/secretsmanager) need
+    # none; a customer managed key's policy must allow the instance role (docs/aws.md says so).
+    if ssm_arns:
+        out.append({"Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": sorted(set(ssm_arns))})
+    if sm_arns:
+        out.append(
+            {"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"], "Resource": sorted(set(sm_arns))}
         )
     if spec.server.registry_auth:  # another registry's credentials, that secret only
         out.append(

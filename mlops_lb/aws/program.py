@@ -34,6 +34,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+# Which env names hold secrets is decided in one place for every backend and every display.
+from .._redact import is_secret_name
 from ..errors import ProvisionError, SpecError
 from ..spec import FleetSpec
 from ._parts import (
@@ -121,6 +123,23 @@ def check_aws_server(spec: FleetSpec) -> None:
         )
     if srv.install is not None and srv.image is not None:
         raise SpecError("server.install", "applies to server.command; an image brings its own software")
+    for name, ref in (getattr(srv, "secrets", None) or {}).items():  # helper security's spec field
+        if "env" in ref:
+            raise SpecError(
+                f"server.secrets.{name}.env",
+                "reads the launching process's environment, which only the local fleet has: on AWS the "
+                "instances read secrets themselves at boot; use {ssm: /param/name} or "
+                "{secretsmanager: arn-or-name, key: optional-json-key}",
+            )
+    for name in srv.env:
+        if is_secret_name(name):  # the value itself is never quoted: it would reach logs and reports
+            raise SpecError(
+                f"server.env.{name}",
+                "looks like a secret, and the AWS backend writes server.env into the launch template's user data, "
+                "which anyone allowed ec2:DescribeLaunchTemplateVersions (and the instance's IMDS) can read: store "
+                f"it in SSM Parameter Store or Secrets Manager and reference it as server.secrets.{name} "
+                "({ssm: /param/name} or {secretsmanager: arn-or-name})",
+            )
 
 
 def fleet_program(

@@ -31,6 +31,8 @@ Example::
 
 from __future__ import annotations
 
+import base64
+import json
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -100,6 +102,9 @@ _RETRY = """retry() {
 class ServerRun:
     """What the instance runs, resolved from the spec's ``server`` and ``model`` sections (see ``_parts``).
 
+    ``secrets`` are references the instance resolves at boot with its role into the 0600 env file; their values
+    are never in the user data.
+
     ``kind``: ``model`` / ``llm-emulator`` (our package, from the wheel), ``command`` (the user's argv, run by
     systemd in the venv, after ``install``) or ``image`` (a container, run by systemd with docker).
     ``model_path`` is what ``{model}`` / MODEL_PATH become on the instance; ``model_s3`` an ``s3://`` object the
@@ -129,6 +134,8 @@ class ServerRun:
     install_key: str | None = None  # its content-addressed bucket key
     install_dir: str = ""  # for a project: its path below APP_DIR (the path it had locally, when relative)
     drain_timeout_s: int = 30
+    # server.secrets: (NAME, "ssm" | "secretsmanager", parameter name / secret id, JSON key or ""), read at boot
+    secrets: tuple[tuple[str, str, str, str], ...] = ()
 
     @property
     def needs_package(self) -> bool:
@@ -230,7 +237,7 @@ def render_user_data(
         description = "mlops_lb LLM emulator"
     else:
         exec_start = (
-            f"{VENV}/bin/mlops-lb serve --host 0.0.0.0 --port {int(port)} --model {model_arg} "
+            f"{VENV}/bin/mlops-lb serve --host 0.0.0.0 --port {int(port)} --model {_unit_word(model_arg)} "
             "--target-id ${TARGET_ID}" + "".join(f" {_systemd_word(a)}" for a in server.model_flags)
         )
         description = "mlops_lb model server"
@@ -260,7 +267,7 @@ unset TOKEN
 set -x
 install -m 0600 /dev/null /etc/{SERVICE_NAME}.env   # root only: it may carry secrets (server.secrets)
 echo "TARGET_ID=$INSTANCE_ID" >> /etc/{SERVICE_NAME}.env
-
+{_plain_env_lines(server)}{_secret_lines(server, region=region)}
 cat > /etc/systemd/system/{SERVICE_NAME}.service <<'UNIT'
 [Unit]
 Description={description}
@@ -391,9 +398,99 @@ def _minutes(seconds: int) -> str:
 
 
 def _systemd_word(arg: str) -> str:
-    """One ExecStart= argument: double-quoted, with systemd's specifiers (%) and variables ($) made literal."""
+    """One ExecStart= argument: double-quoted, with systemd's specifiers (%) and variables ($) made literal.
+
+    A newline (or any control character) becomes a C escape (``\\n``, ``\\x01``), which systemd.syntax(7)'s
+    quoting decodes inside a quoted word: the unit is written by a here-document, where a raw newline followed by
+    the terminator line would end it and run the rest as root.
+    """
     escaped = arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
+    escaped = "".join(
+        _C_ESCAPES.get(c, f"\\x{ord(c):02x}") if ord(c) < 0x20 or c == "\x7f" else c for c in escaped
+    )
     return f'"{escaped}"'
+
+
+_C_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:=+,@")
+
+
+def _unit_word(arg: str) -> str:
+    """``arg`` as it is when it needs no quoting for systemd (the common case keeps its bytes), else quoted."""
+    return arg if arg and set(arg) <= _PLAIN else _systemd_word(arg)
+
+
+def _env_value(value: str) -> str:
+    """A value of an ``EnvironmentFile=`` line: double-quoted, ``\\ " $ ` `` backslash-escaped; a newline is kept,
+    as systemd.exec(5) lets a double-quoted value span lines (a PEM arrives intact). No specifier or variable
+    expansion happens in that file, so ``%`` and ``$`` need no doubling (``$$`` would arrive as two)."""
+    escaped = "".join("\\" + c if c in '\\"$`' else c for c in value)
+    return f'"{escaped}"'
+
+
+# Reads server.secrets with the instance role and appends them to the env file (mode 0600 already). Fixed text: the
+# references arrive as a base64 JSON argument. AWS CLI v2 JSON answers: GetParameter {"Parameter": {"Value"}}
+# (https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_GetParameter.html), GetSecretValue
+# {"SecretString"} (https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_GetSecretValue.html).
+# A value never reaches the console: nothing prints it and the bash trace sees only this script's name.
+_FETCH_SECRETS = r"""import base64, json, subprocess, sys, time
+
+refs, region, path = json.loads(base64.b64decode(sys.argv[1])), sys.argv[2], sys.argv[3]
+lines = []
+for name, source, ref, key in refs:
+    if source == "ssm":
+        cmd = ["aws", "ssm", "get-parameter", "--region", region, "--name", ref, "--with-decryption"]
+    else:
+        cmd = ["aws", "secretsmanager", "get-secret-value", "--region", region, "--secret-id", ref]
+    for attempt in range(5):
+        proc = subprocess.run([*cmd, "--output", "json"], capture_output=True, text=True)
+        if proc.returncode == 0:
+            break
+        time.sleep(min(2 ** (attempt + 1), 30))
+    else:
+        sys.exit(f"mlops-lb: cannot read server.secrets.{name} ({source} {ref}): {proc.stderr.strip()[-400:]}")
+    doc = json.loads(proc.stdout)
+    value = doc["Parameter"]["Value"] if source == "ssm" else doc.get("SecretString")
+    if key:
+        value = json.loads(value or "{}").get(key)
+    if not isinstance(value, str):
+        sys.exit(f"mlops-lb: server.secrets.{name} ({source} {ref}{' key ' + key if key else ''}) has no text value")
+    lines.append(name + '="' + "".join("\\" + c if c in '\\"$`' else c for c in value) + '"\n')
+with open(path, "a") as f:
+    f.write("".join(lines))
+"""
+
+
+def _plain_env_lines(server: ServerRun) -> str:
+    """Our servers' ``server.env`` into the env file, base64-carried (nothing, so the same bytes, without any)."""
+    if not server.env:
+        return ""
+    content = "".join(f"{k}={_env_value(v)}\n" for k, v in server.env.items())
+    return _b64_write(f">> /etc/{SERVICE_NAME}.env", content) + "\n"
+
+
+def _secret_lines(server: ServerRun, *, region: str) -> str:
+    """Boot lines fetching ``server.secrets`` into the env file (nothing, so the same bytes, without secrets)."""
+    if not server.secrets:
+        return ""
+    refs = base64.b64encode(json.dumps([list(r) for r in server.secrets]).encode()).decode()
+    return (
+        "# server.secrets: read now with the instance role into the root-only env file; only references are here.\n"
+        f"{_b64_write(f'> {VENV}/fetch-secrets.py', _FETCH_SECRETS)}\n"
+        f"retry 3 python3 {VENV}/fetch-secrets.py {refs} {shlex.quote(region)} /etc/{SERVICE_NAME}.env\n"
+    )
+
+
+def _b64_write(redirect: str, content: str) -> str:
+    """Shell that writes ``content`` with ``redirect`` (``> path`` / ``>> path``), carried base64-encoded.
+
+    What a spec carries (env values, command arguments) is data: encoded, no value can end the here-document or a
+    quoted word, and nothing in it is ever parsed by the boot script's shell. The terminator has a ``-``, which is
+    outside base64's alphabet, so no encoded line can equal it. Deterministic: same content, same bytes.
+    """
+    encoded = base64.b64encode(content.encode()).decode()
+    lines = "\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76))
+    return f"base64 -d {redirect} <<'B64-END'\n{lines}\nB64-END"
 
 
 def _stop_lines(drain_timeout_s: int) -> str:
@@ -452,7 +549,7 @@ def _filled(server: ServerRun, *, port: int, host: str) -> list[str]:
 def _env_file(server: ServerRun, *, port: int, host: str) -> str:
     """Lines of /etc/mlops-lb.env after TARGET_ID: server.env plus PORT, HOST, MODEL_PATH (systemd syntax)."""
     env = {**server.env, "PORT": str(port), "HOST": host, "MODEL_PATH": server.model_path}
-    return "".join(f"{k}={_systemd_word(v)}\n" for k, v in env.items())
+    return "".join(f"{k}={_env_value(v)}\n" for k, v in env.items())
 
 
 def _install_lines(server: ServerRun, *, bucket: str, s3: str) -> list[str]:
@@ -534,6 +631,7 @@ def _render_byo(
         stop_lines = _stop_lines(server.drain_timeout_s)
         workdir = f"WorkingDirectory={APP_DIR}\n"
     launcher = " ".join(argv)
+    server_sh = f"#!/bin/bash\nexport PATH={VENV}/bin:$PATH\nexec {launcher}\n"
     body = "\n".join(lines)
     # The launcher: `exec` makes the server systemd's main process, so SIGTERM reaches it first (KillMode=mixed).
     return f"""{_header()}
@@ -542,15 +640,11 @@ def _render_byo(
 {_IMDS}
 install -m 0600 /dev/null /etc/{SERVICE_NAME}.env   # root only: it may carry secrets (server.secrets)
 echo "TARGET_ID=$INSTANCE_ID" >> /etc/{SERVICE_NAME}.env
-cat >> /etc/{SERVICE_NAME}.env <<'ENV'
-{_env_file(server, port=listen, host=host)}ENV
-cat > {VENV}/server.sh <<'SERVER'
-#!/bin/bash
-export PATH={VENV}/bin:$PATH
-exec {launcher}
-SERVER
+# server.env and the command's arguments travel base64-encoded: data, never shell text of this script.
+{_b64_write(f">> /etc/{SERVICE_NAME}.env", _env_file(server, port=listen, host=host))}
+{_b64_write(f"> {VENV}/server.sh", server_sh)}
 chmod 0755 {VENV}/server.sh
-
+{_secret_lines(server, region=region)}
 cat > /etc/systemd/system/{SERVICE_NAME}.service <<'UNIT'
 [Unit]
 Description=mlops_lb target: the user's server ({server.kind})

@@ -41,8 +41,19 @@ def _actions(rec: Any) -> set[str]:
     return {a for s in _statements(rec) for a in s["Action"]}
 
 
+# Files user data writes from base64 (what carries spec values), by the name their here-document used to have.
+_B64_FILES = {
+    "/opt/mlops_lb/server.sh": "SERVER",
+    "/etc/mlops-lb.env": "ENV",
+    "/opt/mlops_lb/fetch-secrets.py": "PY",
+}
+
+
 def _heredocs(script: str) -> dict[str, str]:
-    return {m.group(1): m.group(2) for m in re.finditer(r"<<'(\w+)'\n(.*?)\n\1\n", script, re.S)}
+    docs = {m.group(1): m.group(2) for m in re.finditer(r"<<'(\w+)'\n(.*?)\n\1\n", script, re.S)}
+    for m in re.finditer(r"base64 -d >>? (\S+) <<'B64-END'\n(.*?)\nB64-END\n", script, re.S):
+        docs[_B64_FILES[m.group(1)]] = base64.b64decode("".join(m.group(2).split())).decode()
+    return docs
 
 
 def _bash_ok(script: str) -> None:
@@ -50,7 +61,7 @@ def _bash_ok(script: str) -> None:
     bash = shutil.which("bash")
     assert bash
     for name, text in [("user data", script), *_heredocs(script).items()]:
-        if name in ("UNIT", "ENV"):
+        if name in ("UNIT", "ENV", "PY"):
             continue
         r = subprocess.run([bash, "-n"], input=text, text=True, capture_output=True, check=False)
         assert r.returncode == 0, (name, r.stderr)
@@ -159,7 +170,7 @@ class TestImage:
         assert "command -v docker >/dev/null || retry 5 dnf install -y docker" in ud
         assert "retry 5 docker pull vllm/vllm-openai:v0.6.3" in ud and "python3.11" not in ud
         # no venv for an image, but the directory of server.sh exists before it is written (it did not, once)
-        assert ud.index("mkdir -p /opt/mlops_lb\n") < ud.index("cat > /opt/mlops_lb/server.sh")
+        assert ud.index("mkdir -p /opt/mlops_lb\n") < ud.index("base64 -d > /opt/mlops_lb/server.sh")
         run = _heredocs(ud)["SERVER"]
         assert "'-p' '8080:8000'" in run and "'--gpus' 'all'" in run
         assert "'-e' 'HF_HOME'" in run and "'-e' 'TARGET_ID'" in run
@@ -174,7 +185,8 @@ class TestImage:
     def test_no_gpus_flag_without_gpus(self, run_program: Any) -> None:
         """A CPU image gets no --gpus (docker would fail without the NVIDIA runtime)."""
         ud = _ud(run_program(_spec(server={"image": "nginx:1.27", "container_port": 80})))
-        assert "--gpus" not in ud and "'-p' '8080:80'" in ud
+        run = _heredocs(ud)["SERVER"]  # the docker run line, carried base64-encoded
+        assert "--gpus" not in ud + run and "'-p' '8080:80'" in run
 
     def test_ecr_image_logs_in_with_the_role_which_may_pull_that_repository_only(
         self, run_program: Any
@@ -472,7 +484,8 @@ class TestPreflight:
         rec = run_program(spec)
         ud = _ud(rec)
         _bash_ok(ud)
-        assert "'--gpus' 'all'" in ud and "'-p' '8000:8000'" in ud and "vllm:num_requests_waiting" in ud
+        run = _heredocs(ud)["SERVER"]
+        assert "'--gpus' 'all'" in run and "'-p' '8000:8000'" in run and "vllm:num_requests_waiting" in ud
         assert len(ud.encode()) < 16 * 1024
         assert rec.one("aws:lb/targetGroup:TargetGroup")["deregistrationDelay"] == 120
         assert "TimeoutStopSec=135" in ud  # docker stop --time 120 plus a margin

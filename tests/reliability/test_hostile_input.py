@@ -743,23 +743,15 @@ def test_user_data_carries_secret_references_not_values() -> None:
     assert TOKEN not in ud
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="helper `instance` owns user data: a secret-looking server.env value is still written into it; "
-    "remove this xfail when it is refused on AWS or moved to a boot-time fetch",
-)
 def test_user_data_does_not_carry_secret_looking_env_values() -> None:
-    """A server.env HF_TOKEN value must not sit in plain launch-template user data (DescribeLaunchTemplateVersions
-    and IMDS show it)."""
-    from mlops_lb.aws._parts import server_run
-    from mlops_lb.aws.userdata import render_user_data
+    """A server.env HF_TOKEN value must not sit in launch-template user data (DescribeLaunchTemplateVersions and
+    IMDS show it): the AWS backend refuses it before any cloud call, naming server.secrets, and never quotes it."""
+    from mlops_lb.aws.program import check_aws_server
 
     spec = ml.FleetSpec(name="u", server={"command": ["app"], "env": {"HF_TOKEN": TOKEN}})
-    ud = render_user_data(
-        bucket="b", region="us-east-1", wheel_key="wheels/x/mlops_lb-0.1.0-py3-none-any.whl", port=8080,
-        server=server_run(spec, {}, "us-east-1"),
-    )  # fmt: skip
-    assert TOKEN not in ud
+    with pytest.raises(SpecError) as err:
+        check_aws_server(spec)
+    assert "server.secrets" in str(err.value) and TOKEN not in str(err.value)
 
 
 def test_a_non_string_header_value_is_not_quoted() -> None:

@@ -9,7 +9,8 @@ The Auto Scaling side is driven by the test through files in ``$SANDBOX_ROOT/asg
 absent = the group does not know the instance yet), ``pending-action`` (a lifecycle action is waiting:
 CompleteLifecycleAction and RecordLifecycleActionHeartbeat succeed only then; completing removes it, as AWS
 answers "No active Lifecycle Action found" afterwards). ``ssm get-parameter`` and ``secretsmanager
-get-secret-value`` read ``$SANDBOX_ROOT/secrets.json``.
+get-secret-value`` read ``$SANDBOX_ROOT/secrets.json`` and answer as the API does (GetParameter
+``{"Parameter": {"Value": ...}}``, GetSecretValue ``{"SecretString": ...}``), or the bare value with ``--query``.
 """
 
 from __future__ import annotations
@@ -100,8 +101,12 @@ def main(argv: list[str]) -> int:
                 file=sys.stderr,
             )
             rc = 254
-        else:
+        elif opt(argv, "--query"):  # --query SecretString --output text: the bare value
             out = store[name]
+        elif service == "ssm":  # the GetParameter answer the CLI prints with --output json
+            out = json.dumps({"Parameter": {"Name": name, "Type": "SecureString", "Value": store[name]}})
+        else:  # GetSecretValue's answer
+            out = json.dumps({"Name": name, "SecretString": store[name]})
     else:
         print(f"sandbox aws: not emulated: {' '.join(argv)}", file=sys.stderr)
         rc = 252

@@ -11,7 +11,7 @@ What it reads of a unit, with systemd's documented defaults (systemd 252 man pag
 * systemd.service(5): ``Type=`` (``simple`` by default; ``oneshot``: ``systemctl start`` returns when the process
   has exited), ``Restart=`` (``no`` default, ``always``, ``on-failure``), ``RestartSec=`` (100 ms default),
   ``ExecStartPre=`` (a ``-`` prefix ignores failure), ``TimeoutStopSec=`` (90 s default), ``WorkingDirectory=``.
-* systemd.exec(5): ``EnvironmentFile=`` (``KEY=VALUE`` lines, quotes removed, ``#`` comments), ``Environment=``.
+* systemd.exec(5): ``EnvironmentFile=`` (envfile.py: quoted values may span lines), ``Environment=``.
 * systemd.service(5) "Command lines": ``${VAR}`` is the variable's value, ``$$`` a literal ``$``, ``%%`` a literal
   ``%``; double quotes group a word.
 * systemd.kill(5): ``KillMode=mixed`` sends ``KillSignal=`` to the main process and SIGKILL to the rest of the unit
@@ -39,6 +39,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+from envfile import env_file  # this folder is sys.path[0]: the shim runs the file as a script
 
 ROOT = Path(os.environ["SANDBOX_ROOT"])
 STATE = ROOT / "systemd"
@@ -98,12 +100,7 @@ def environment(conf: dict[str, dict[str, list[str]]]) -> dict[str, str]:
             if optional:
                 continue
             raise FileNotFoundError(f"EnvironmentFile {p} is missing")
-        for line in p.read_text().splitlines():
-            if not line.strip() or line.lstrip().startswith(("#", ";")):
-                continue
-            key, _, value = line.partition("=")
-            words = shlex.split(value, posix=True) if value.strip() else [""]
-            env[key.strip()] = " ".join(words)
+        env.update(env_file(p.read_text()))
     for assignment in conf.get("Service", {}).get("Environment", []):
         for word in shlex.split(assignment):
             key, _, value = word.partition("=")
