@@ -21,7 +21,7 @@ import csv
 import json
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
@@ -242,6 +242,34 @@ def _on_demand_usd(price_item: str) -> float | None:
     return None
 
 
+def _client(client: Any, session: Any, service: str, region: str) -> Any:
+    """``client`` when given, else a boto3 client of ``service`` in ``region`` from ``session`` (or a new one)."""
+    if client is None:
+        import boto3
+
+        client = (session or boto3.Session()).client(service, region_name=region)
+    return client
+
+
+def _pages(call: Callable[..., Any], kwargs: Mapping[str, Any], failed: str, hint: str) -> Iterator[Any]:
+    """The pages of an AWS API call, following ``NextToken`` while the caller reads on (a ``break`` asks no more).
+
+    A botocore error becomes a MetricsError with the message ``failed``, AWS's error code and ``hint``.
+    """
+    kwargs = dict(kwargs)
+    while True:
+        try:
+            page = call(**kwargs)
+        except Exception as exc:  # botocore ClientError / BotoCoreError
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            raise MetricsError(failed, code=code, hint=hint) from exc
+        yield page
+        token = page.get("NextToken")
+        if not token:
+            return
+        kwargs["NextToken"] = token
+
+
 def refresh_prices_from_aws(
     instance_types: Iterable[str],
     regions: Iterable[str] = ("us-east-1",),
@@ -262,10 +290,7 @@ def refresh_prices_from_aws(
     """
     import datetime as _dt
 
-    if client is None:
-        import boto3
-
-        client = (session or boto3.Session()).client("pricing", region_name="us-east-1")
+    client = _client(client, session, "pricing", "us-east-1")
     stamp = as_of or _dt.date.today().isoformat()
     found: list[Price] = []
     for region in regions:
@@ -282,22 +307,16 @@ def refresh_prices_from_aws(
                 "MaxResults": 100,
             }
             usd: float | None = None
-            while True:
-                try:
-                    page = client.get_products(**kwargs)
-                except Exception as exc:  # botocore ClientError / BotoCoreError
-                    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-                    raise MetricsError(
-                        f"Pricing GetProducts failed for {itype} in {region}",
-                        code=code,
-                        hint="allow pricing:GetProducts and call it in us-east-1",
-                    ) from exc
+            for page in _pages(
+                client.get_products,
+                kwargs,
+                f"Pricing GetProducts failed for {itype} in {region}",
+                "allow pricing:GetProducts and call it in us-east-1",
+            ):
                 for item in page.get("PriceList", []):
                     usd = usd or _on_demand_usd(item)
-                token = page.get("NextToken")
-                if usd is not None or not token:
+                if usd is not None:
                     break
-                kwargs["NextToken"] = token
             if usd is None:
                 logger.warning("no on-demand price found for %s in %s", itype, region)
                 continue
@@ -333,36 +352,25 @@ def refresh_spot_prices_from_aws(
     import datetime as _dt
 
     types = list(instance_types)
-    if client is None:
-        import boto3
-
-        client = (session or boto3.Session()).client("ec2", region_name=region)
+    client = _client(client, session, "ec2", region)
     kwargs: dict[str, Any] = {
         "InstanceTypes": types,
         "ProductDescriptions": ["Linux/UNIX"],
         "StartTime": _dt.datetime.now(_dt.timezone.utc),
     }
     newest: dict[tuple[str, str], tuple[Any, float]] = {}
-    while True:
-        try:
-            page = client.describe_spot_price_history(**kwargs)
-        except Exception as exc:  # botocore ClientError / BotoCoreError
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-            raise MetricsError(
-                f"DescribeSpotPriceHistory failed in {region}",
-                code=code,
-                hint="allow ec2:DescribeSpotPriceHistory for this region",
-            ) from exc
+    for page in _pages(
+        client.describe_spot_price_history,
+        kwargs,
+        f"DescribeSpotPriceHistory failed in {region}",
+        "allow ec2:DescribeSpotPriceHistory for this region",
+    ):
         for item in page.get("SpotPriceHistory", []):
             key = (item["InstanceType"], item["AvailabilityZone"])
             stamp = item.get("Timestamp")
             usd = float(item["SpotPrice"])  # the API returns the price as a string
             if key not in newest or (stamp is not None and stamp > newest[key][0]):
                 newest[key] = (stamp, usd)
-        token = page.get("NextToken")
-        if not token:
-            break
-        kwargs["NextToken"] = token
     out = []
     for (itype, zone), (stamp, usd) in sorted(newest.items()):
         as_of = stamp.isoformat() if hasattr(stamp, "isoformat") else str(stamp)
