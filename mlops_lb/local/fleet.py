@@ -731,14 +731,6 @@ def check_runs_locally(spec: FleetSpec) -> None:
             f"cannot be read by the local backend (got {spec.model.source!r}): only AWS instances download "
             f"s3:// models (with their role); download it and give the local path",
         )
-    if server.kind == "model" and spec.model.source.endswith((".onnx", ".skops")):
-        from ..serving.model import check_model
-
-        # An .onnx ONNX Runtime cannot load, or a .skops file naming untrusted types, fails here, not in every
-        # worker (neither check builds anything from the file).
-        check_model(
-            spec.model.source, trusted_types=spec.model.trusted_types, allow_pickle=spec.model.allow_pickle
-        )
     source = spec.model.source
     if source not in ("demo", "demo.onnx") and "://" not in source and not Path(source).expanduser().exists():
         # Found slow: a worker that cannot load its model exits, is replaced, exits again, and launch reported it
@@ -747,6 +739,14 @@ def check_runs_locally(spec: FleetSpec) -> None:
             "model.source",
             f"is not a file on this machine (got {source!r}, looked in {Path.cwd()}); give the path of the model "
             f"file, relative to where the fleet is launched, or 'demo'",
+        )
+    if server.kind == "model" and spec.model.source.endswith((".onnx", ".skops")):
+        from ..serving.model import check_model
+
+        # An .onnx ONNX Runtime cannot load, or a .skops file naming untrusted types, fails here, not in every
+        # worker (neither check builds anything from the file).
+        check_model(
+            spec.model.source, trusted_types=spec.model.trusted_types, allow_pickle=spec.model.allow_pickle
         )
     fixed = {n: p for n, p in server.ports.items() if p}
     if fixed and spec.capacity.max > 1:

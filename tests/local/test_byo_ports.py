@@ -108,7 +108,7 @@ def test_log_excerpt_without_an_error_shows_the_end(tmp_path: Path) -> None:
     ("server", "source"),
     [
         ({}, "models/missing.skops"),
-        ({"command": ["python", str(USER_SERVER), "--port", "{port}"]}, "m/x.joblib"),
+        ({"command": ["python", str(USER_SERVER), "--port", "{port}"]}, "m/x.onnx"),
     ],
     ids=["our_server", "user_server"],
 )
