@@ -10,6 +10,19 @@ from widget_fakes import FakeAwsFleet, FakeFleet, FakeStartLoad, InlineExecutor
 from mlops_lb.widgets import CostMeter, FleetCockpit
 
 
+def _ticking(fleet: FakeFleet, ttl_s: float) -> FleetCockpit:
+    """A cockpit whose own background ticker (refresh_s=0.02) runs its time-to-live countdown."""
+    return FleetCockpit(
+        fleet,
+        refresh_s=0.02,
+        executor=InlineExecutor(),
+        start_load=FakeStartLoad(),
+        root=None,
+        ttl_s=ttl_s,
+        plot="static",
+    )
+
+
 class Clock:
     """A hand-driven monotonic clock."""
 
@@ -148,15 +161,7 @@ class TestTimeToLive:
     ) -> None:
         """ttl_s=0: the first tick, inside the constructor, expires the fleet (on a busy machine a short time to
         live does the same); the cockpit is built, the fleet closed, and no ticker is left running."""
-        c = FleetCockpit(
-            fleet,
-            refresh_s=0.02,
-            executor=InlineExecutor(),
-            start_load=FakeStartLoad(),
-            root=None,
-            ttl_s=0,
-            plot="static",
-        )
+        c = _ticking(fleet, ttl_s=0)
         try:
             assert fleet.closed and c.expired and c._ticker is None
         finally:
@@ -164,15 +169,7 @@ class TestTimeToLive:
 
     def test_ticker_runs_the_countdown_in_the_background(self, fleet: FakeFleet) -> None:
         """With refresh_s the background ticker reaches the deadline by itself and closes the fleet."""
-        c = FleetCockpit(
-            fleet,
-            refresh_s=0.02,
-            executor=InlineExecutor(),
-            start_load=FakeStartLoad(),
-            root=None,
-            ttl_s=0.05,
-            plot="static",
-        )
+        c = _ticking(fleet, ttl_s=0.05)
         try:
             deadline = time.monotonic() + 5
             while not fleet.closed and time.monotonic() < deadline:
