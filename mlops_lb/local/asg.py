@@ -44,8 +44,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..haproxy_runtime import RuntimeApi, RuntimeApiError, StatRow
 from ._proc import free_port, kill_group
-from .haproxy import RuntimeApi, RuntimeApiError, StatRow, check_timing_ms
+from .haproxy import check_timing_ms
 from .workers import (
     WorkerCommand,
     WorkerProcess,
