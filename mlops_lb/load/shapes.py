@@ -424,35 +424,3 @@ def piecewise(
     if isinstance(points, list):
         points = tuple(tuple(p) if isinstance(p, list) else p for p in points)  # type: ignore[misc]
     return PiecewiseProfile(points=points, arrival=arrival, seed=seed)  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class SawtoothProfile(RateProfile, kind="sawtooth"):
-    """THROWAWAY: ramps from ``low_rps`` to ``high_rps`` over ``period_s``, drops back, repeats for ``duration_s``.
-
-    Example::
-
-        SawtoothProfile(low_rps=10, high_rps=100, period_s=30, duration_s=90)
-    """
-
-    low_rps: float = 1.0
-    high_rps: float = 2.0
-    period_s: float = 30.0
-    duration_s: float = 60.0  # type: ignore[assignment]
-
-    def _validate(self) -> None:
-        _num("low_rps", self.low_rps, 0, MAX_RPS)
-        _num("high_rps", self.high_rps, self.low_rps, MAX_RPS, lo_open=True)
-        _num("period_s", self.period_s, 0, MAX_DURATION_S, lo_open=True)
-        _num("duration_s", self.duration_s, 0, MAX_DURATION_S, lo_open=True)
-
-    def segments(self) -> list[tuple[float, float, float]]:
-        out, t = [], 0.0
-        while t < self.duration_s - 1e-9:
-            dt = min(self.period_s, self.duration_s - t)
-            out.append((dt, self.low_rps, self.low_rps + (self.high_rps - self.low_rps) * dt / self.period_s))
-            t += dt
-        return out
-
-    def describe(self) -> str:
-        return f"sawtooth {self.low_rps:g}→{self.high_rps:g} rps every {self.period_s:g} s for {self.duration_s:g} s"
