@@ -134,7 +134,6 @@ CATALOGUE: tuple[MetricDef, ...] = (
     MetricDef("RequestCount", "Count", ("Sum",), _ELB, "lb", count=True),
     MetricDef("TargetResponseTime", "Seconds", ("Average", "p50", "p90", "p99"), _ELB, "lb"),
     MetricDef("HTTPCode_Target_2XX_Count", "Count", ("Sum",), _ELB, "lb", count=True),
-    MetricDef("HTTPCode_Target_3XX_Count", "Count", ("Sum",), _ELB, "lb", count=True),
     MetricDef("HTTPCode_Target_4XX_Count", "Count", ("Sum",), _ELB, "lb", count=True),
     MetricDef("HTTPCode_Target_5XX_Count", "Count", ("Sum",), _ELB, "lb", count=True),
     MetricDef("HTTPCode_ELB_5XX_Count", "Count", ("Sum",), _ELB, "lb", count=True),

@@ -54,7 +54,7 @@ def test_local_frame_holds_exactly_the_catalogue_metrics_with_a_local_source() -
     """A busy record gives a row for every metric with a local source, with its unit and an allowed stat."""
     lat = HistogramDelta({0.01: 5.0, 0.1: 10.0, float("inf"): 10.0}, sum=0.3, count=10.0)
     rec = PeriodRecord(
-        start=T0, end=T0 + timedelta(seconds=2), request_count=10, target_2xx=7, target_3xx=1, target_4xx=1, target_5xx=1,
+        start=T0, end=T0 + timedelta(seconds=2), request_count=10, target_2xx=8, target_4xx=1, target_5xx=1,
         elb_5xx=1, healthy=2, unhealthy=0, desired=2, in_service=2, ready=2, latency=lat,
         cpu={"i-1": 50.0}, in_flight={"i-1": 1.5, "i-2": 2.5},
     )  # fmt: skip
@@ -82,7 +82,6 @@ def test_sampler_averages_in_flight_over_ticks_and_counts_deltas() -> None:
                 v.get("hrsp_4xx", 0),
             )
             self.scur, self._qcur = v.get("scur", 0), v.get("qcur", 0)
-            self.hrsp_3xx = v.get("hrsp_3xx", 0)
 
         def int(self, name: str) -> int:
             return self._qcur if name == "qcur" else 0

@@ -125,7 +125,6 @@ class PeriodRecord:
     ready: int
     request_count: int = 0
     target_2xx: int = 0
-    target_3xx: int = 0
     target_4xx: int = 0
     target_5xx: int = 0
     elb_5xx: int = 0
@@ -145,7 +144,6 @@ class _Counts:
     request_count: int = 0
     frontend_5xx: int = 0
     target_2xx: int = 0
-    target_3xx: int = 0
     target_4xx: int = 0
     target_5xx: int = 0
     per_target: dict[str, int] = field(default_factory=dict)
@@ -228,12 +226,11 @@ class PeriodSampler:
                 c.request_count += req
                 c.frontend_5xx += fe5xx
             elif r.proxy in self.backends and r.is_server:
-                stot, r2, r3, r4, r5 = self._delta(
-                    (r.proxy, r.server), (r.stot, r.hrsp_2xx, r.hrsp_3xx, r.hrsp_4xx, r.hrsp_5xx)
+                stot, r2, r4, r5 = self._delta(
+                    (r.proxy, r.server), (r.stot, r.hrsp_2xx, r.hrsp_4xx, r.hrsp_5xx)
                 )
                 c.per_target[r.server] = c.per_target.get(r.server, 0) + stot
                 c.target_2xx += r2
-                c.target_3xx += r3
                 c.target_4xx += r4
                 c.target_5xx += r5
                 # scur: requests being served; qcur: waiting in HAProxy for this server. Both are in flight.
@@ -251,7 +248,6 @@ class PeriodSampler:
             observed,
             request_count=c.request_count,
             target_2xx=c.target_2xx,
-            target_3xx=c.target_3xx,
             target_4xx=c.target_4xx,
             target_5xx=c.target_5xx,
             elb_5xx=max(0, c.frontend_5xx - c.target_5xx),
@@ -326,7 +322,6 @@ LOCAL_SOURCES: Mapping[str, LocalRows] = {
     "RequestCount": _local_count("request_count"),
     "TargetResponseTime": _local_response_time,
     "HTTPCode_Target_2XX_Count": _local_count("target_2xx"),
-    "HTTPCode_Target_3XX_Count": _local_count("target_3xx"),
     "HTTPCode_Target_4XX_Count": _local_count("target_4xx"),
     "HTTPCode_Target_5XX_Count": _local_count("target_5xx"),
     "HTTPCode_ELB_5XX_Count": _local_count("elb_5xx"),
