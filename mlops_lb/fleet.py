@@ -186,9 +186,6 @@ register_backend(
     description="ALB + ASG through Pulumi",
     check_spec="mlops_lb.aws.spec_rules:check_spec",
 )
-register_backend(
-    "memory", "mlops_lb.memory:MemoryFleet", in_process=True, check_spec="mlops_lb.memory:check_spec"
-)
 BACKENDS = backend_names()  # the built-in names; backend_names() also lists ones registered later
 
 
