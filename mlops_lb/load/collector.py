@@ -88,6 +88,7 @@ class Collector:
         on_interval: Callable[[dict[str, Any]], None] | None,
         stop: threading.Event | None,
         bundle: RunBundle | None,
+        on_records: Callable[[pd.DataFrame], None] | None = None,
     ) -> None:
         self.settings = settings
         self.connections = settings.connections
@@ -111,6 +112,7 @@ class Collector:
         self.requests = requests
         self.request_fn = request_fn
         self.on_interval = on_interval
+        self.on_records = on_records
         self.progress = settings.progress
         self.user_stop = stop
         self.bundle = bundle
@@ -411,6 +413,11 @@ class Collector:
         self._store.add(frame)
         if self.bundle is not None and self.bundle_error is None:
             self._to_bundle("append_requests", frame)
+        if self.on_records is not None:
+            try:
+                self.on_records(frame)
+            except Exception:
+                log.exception("on_records callback failed (the run continues)")
 
     def _complete(self, k: int) -> bool:
         have = self._pending.get(k, {})

@@ -216,6 +216,7 @@ def run_load(
     cluster: str | None = None,
     shards: int | str | None = None,
     placement: str = "spread",
+    on_records: Callable[[pd.DataFrame], None] | None = None,
 ) -> LoadResult:
     """Send ``profile``'s schedule to ``url`` (open loop) and return a :class:`LoadResult`.
 
@@ -238,6 +239,9 @@ def run_load(
     get TTFT, ITL, TPOT and token counts (see :class:`LoadResult`); ``slo={"ttft_s": …, "tpot_s": …,
     "latency_s": …}`` (any subset) sets the bounds of ``requests_meeting_slo`` and ``goodput_rps``.
 
+    ``on_records(frame)`` gets each batch of finished requests (the ``requests()`` columns, ``target`` included)
+    as it arrives, about once per interval: what a rollout's guard reads (:class:`mlops_lb.rollouts.ClientFeed`).
+
     Validity (:mod:`mlops_lb.load.validity` states the rule): a run whose schedule was held back — in some
     interval more than ``max_late_share`` (1 %) of the requests went out more than ``late_after_s`` late (None:
     ``max(5 ms, 10 % of the service-time p50)``) *and* the rate suffered — or whose failed requests (4xx
@@ -259,7 +263,8 @@ def run_load(
         "max_lag_p99_s": max_lag_p99_s, "slo": slo, "connect_timeout_s": connect_timeout_s, "cluster": cluster,
         "shards": shards, "placement": placement,
     }  # fmt: skip
-    run = _new_run(url, profile, payloads, settings, knobs, on_interval=on_interval, stop=stop, bundle=bundle)
+    run = _new_run(url, profile, payloads, settings, knobs, on_interval=on_interval, stop=stop, bundle=bundle,
+                   on_records=on_records)  # fmt: skip
     return run.execute()
 
 
@@ -273,6 +278,7 @@ def _new_run(
     on_interval: Callable[[dict[str, Any]], None] | None,
     stop: threading.Event | None,
     bundle: RunBundle | None,
+    on_records: Callable[[pd.DataFrame], None] | None = None,
 ) -> Collector:
     """The run of :func:`run_load`'s arguments; ``knobs`` are the :class:`LoadSettings` fields given as keywords."""
     missing = set(_SETTING_NAMES) - set(knobs)
@@ -302,7 +308,7 @@ def _new_run(
             requests.append(b"%sContent-Length: %d\r\n\r\n%s" % (head, len(b), b))
     # The URL as shown (logs, load.json, the result, the report) carries no credentials (mlops_lb._redact).
     return Collector(redact_url(url), profile, merged, target=(host, port), requests=requests, request_fn=request_fn,
-                     on_interval=on_interval, stop=stop, bundle=bundle)  # fmt: skip
+                     on_interval=on_interval, stop=stop, bundle=bundle, on_records=on_records)  # fmt: skip
 
 
 # The collector under its old name (tests patch it)
@@ -419,5 +425,6 @@ def start_load(*args: Any, **kwargs: Any) -> LoadRun:
         given["stop"] = threading.Event()
     knobs = {name: given[name] for name in _SETTING_NAMES}
     run = _new_run(given["url"], given["profile"], given["payloads"], given["settings"], knobs,
-                   on_interval=given["on_interval"], stop=given["stop"], bundle=given["bundle"])  # fmt: skip
+                   on_interval=given["on_interval"], stop=given["stop"], bundle=given["bundle"],
+                   on_records=given["on_records"])  # fmt: skip
     return LoadRun(run, given["stop"])
