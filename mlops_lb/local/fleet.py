@@ -497,6 +497,7 @@ class LocalFleet:
             resume=resume,
             rollback=rollback,
             ready_timeout_s=self._launch_timeout_s,
+            check_spec=check_runs_locally,  # what this backend cannot run fails before the slot starts
         )
 
     def rollout_status(self) -> dict[str, Any]:

@@ -221,6 +221,7 @@ def run_rollout(
     resume: bool = False,
     rollback: bool = False,
     ready_timeout_s: float = 120.0,
+    check_spec: Callable[[FleetSpec], None] = lambda spec: None,
 ) -> RolloutResult:
     """Run (or resume / roll back) a rollout on ``fleet``; see :meth:`LocalFleet.rollout`. Blocks until done."""
     run: _Run | None = fleet._rollout
@@ -247,9 +248,7 @@ def run_rollout(
             )
         steps = strategy_from_dict(strategy if strategy is not None else {"kind": "canary"})
         spec = new_spec(fleet.spec, new)
-        from .fleet import check_runs_locally
-
-        check_runs_locally(spec)
+        check_spec(spec)
         checked = check_guard(guard, spec, source="client" if feed is not None else "fleet")
         if feed is not None and not isinstance(feed, ClientFeed):
             raise SpecError(
