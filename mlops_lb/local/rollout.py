@@ -54,11 +54,13 @@ if TYPE_CHECKING:
 
     from ..spec import FleetSpec
     from .asg import AsgEmulator
-    from .fleet import LocalFleet
 
 __all__ = ["MAX_WEIGHT", "RolloutResult", "fleet_variant_stats", "run_rollout", "split_weights"]
 
 log = logging.getLogger(__name__)
+
+# The LocalFleet driving the rollout (its lock, groups and slot hooks); not imported, as local.fleet imports this.
+LocalFleet = Any
 
 MAX_WEIGHT = 256  # HAProxy's largest server weight (module docstring)
 
