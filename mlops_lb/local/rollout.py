@@ -190,6 +190,18 @@ class RolloutResult:
             }
         )
 
+    def to_bundle(self, bundle: Any) -> None:
+        """Add this rollout to ``bundle``'s ``rollout.json`` (a :class:`~mlops_lb.bundle.RunBundle`; earlier
+        rollouts of the run are kept): what the report's rollout figure and caption read."""
+        import json
+
+        path = bundle.path / "rollout.json"
+        try:
+            kept = json.loads(path.read_text()).get("rollouts", [])
+        except (OSError, ValueError, AttributeError):
+            kept = []
+        bundle.write_json("rollout.json", {"rollouts": [*kept, self.to_dict()]})
+
     def __repr__(self) -> str:
         extra = (
             f", back to 0 % {self.breach_to_zero_s:.2f} s after the breach"
