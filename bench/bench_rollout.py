@@ -59,7 +59,9 @@ def main() -> None:
         stop.set()
         res = run.result()
         reqs = res.requests()
-        print(f"load: {len(reqs)} requests at {args.rate:g} rps, valid={res.valid}")
+        print(
+            f"load: {int(reqs['sent_at'].notna().sum())} requests sent at {args.rate:g} rps, valid={res.valid}"
+        )
         for name, r, took in (("good canary", good, good_s), ("slow canary", slow, slow_s)):
             print(f"{name}: {r.state} in {took:.1f} s (slot boot included); served {r.served}; "
                   f"client errors {r.client_errors}; {r.reason}")  # fmt: skip

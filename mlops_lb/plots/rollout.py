@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+# Registration order is the report's order: the load and scaling figures first, this one last.
+from . import load as _load  # noqa: F401
+from . import scaling as _scaling  # noqa: F401
 from ._base import _show_figures_in_notebooks
 from ._registry import FigureInput, report_figure
 
@@ -70,6 +73,8 @@ def rollout_timeline(rollout: Any) -> Figure:
 
 
 def _caption(run: FigureInput) -> str:
+    if not run.rollouts:
+        return "Rollout: the share of traffic on the new slot, each variant's p99 and errors."
     r = run.rollouts[-1]
     zero = r.get("breach_to_zero_s")
     extra = f" The new slot was at 0 % {zero:.2f} s after the breach began." if zero is not None else ""
