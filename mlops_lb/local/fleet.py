@@ -185,6 +185,7 @@ class LocalFleet:
         self._slots: list[AsgEmulator] = []
         self._slot_seq = 0
         self._rollout: Any = None  # local.rollout._Run of the last rollout
+        self._rollout_lock = threading.Lock()  # one rollout() at a time, whichever thread calls
         self._haproxy: HaproxyProcess | None = None
         self._sampler = PeriodSampler(frontend=FRONTEND, backends=(BACKEND, f"{BACKEND}_open"))
         self._period_start = utcnow()
@@ -487,18 +488,23 @@ class LocalFleet:
                 except Exception:
                     log.exception("on_event callback failed")
 
-        return run_rollout(
-            self,
-            new,
-            strategy=strategy,
-            guard=guard,
-            feed=feed,
-            emit=emit,
-            resume=resume,
-            rollback=rollback,
-            ready_timeout_s=self._launch_timeout_s,
-            check_spec=check_runs_locally,  # what this backend cannot run fails before the slot starts
-        )
+        if not self._rollout_lock.acquire(blocking=False):
+            raise SpecError("rollout", "another rollout is running on this fleet: wait for it to finish")
+        try:
+            return run_rollout(
+                self,
+                new,
+                strategy=strategy,
+                guard=guard,
+                feed=feed,
+                emit=emit,
+                resume=resume,
+                rollback=rollback,
+                ready_timeout_s=self._launch_timeout_s,
+                check_spec=check_runs_locally,  # what this backend cannot run fails before the slot starts
+            )
+        finally:
+            self._rollout_lock.release()
 
     def rollout_status(self) -> dict[str, Any]:
         """The last rollout in one dict: ``state`` (one of :data:`mlops_lb.rollouts.ROLLOUT_STATES`; ``idle``

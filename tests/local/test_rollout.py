@@ -72,13 +72,24 @@ def test_good_canary_completes(loaded):
     """A variant as fast as the old one passes both bakes; the new slot serves everything, the old one retires."""
     fleet: LocalFleet = loaded["fleet"]
     old_ids = set(fleet.status()["target"])
+    refused: list[str] = []
+
+    def second_rollout(ev: dict[str, Any]) -> None:  # a second rollout while this one runs is refused
+        if ev["kind"] == "shift" and not refused:
+            try:
+                fleet.rollout({"local": {"min_service_ms": 3}})
+            except SpecError as exc:
+                refused.append(str(exc))
+
     res = fleet.rollout(
         {"local": {"min_service_ms": 4}},
         strategy=Canary(percent=20, bake_s=3),
         guard=GUARD,
         feed=loaded["feed"],
+        on_event=second_rollout,
     )
     loaded["results"]["good"] = res
+    assert refused and "another rollout is running" in refused[0]
     assert res.state == "completed", res
     assert [row["percent"] for row in res.timeline] == [20.0, 100.0]
     assert res.served.get("new", 0) > 0 and res.client_errors.get("new", 0) == 0
