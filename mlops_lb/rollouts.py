@@ -48,6 +48,7 @@ __all__ = [
     "RolloutEvent",
     "Strategy",
     "VariantStats",
+    "breach_start",
     "check_guard",
     "client_variant_stats",
     "guard_decision",
@@ -404,6 +405,25 @@ def guard_decision(
         )
     clean = sum(1 for _, v in judged if not v.breached)
     return GuardDecision("promote", f"bake over: {clean} of {len(judged)} judged intervals clean")
+
+
+def breach_start(guard: Guard, intervals: Sequence[Mapping[str, VariantStats]]) -> int | None:
+    """Index of the first interval of the run of breaching judged intervals that ends the list (unjudged ones
+    skipped), or None when the last judged interval is clean: where "time from the breach" starts counting.
+
+    Example::
+
+        breach_start(Guard(p99_s=0.1, min_requests=1), [{"new": VariantStats(5, 0, 0.5)}] * 3)   # 0
+    """
+    start = None
+    for k in range(len(intervals) - 1, -1, -1):
+        v = judge_interval(guard, intervals[k])
+        if not v.judged:
+            continue
+        if not v.breached:
+            break
+        start = k
+    return start
 
 
 # --------------------------------------------------------------------------- client-side evidence

@@ -19,6 +19,7 @@ from mlops_lb.rollouts import (
     Guard,
     Linear,
     VariantStats,
+    breach_start,
     check_guard,
     guard_decision,
     judge_interval,
@@ -84,6 +85,14 @@ class TestGuardDecision:
         assert "p99 0.300 s > guard.p99_s 0.100 s" in two.reason
         assert [e["interval"] for e in two.evidence] == [1, 2]
         assert two.evidence[0]["stats"]["new"]["p99_s"] == 0.3
+
+    def test_breach_start_is_the_first_interval_of_the_final_run(self):
+        """Where "time from the breach" counts from: the first of the trailing breaching intervals."""
+        g, good, slow = self.G, {"new": self.GOOD}, {"new": self.SLOW}
+        tiny = {"new": VariantStats(requests=1, errors=0, p99_s=9.0)}
+        assert breach_start(g, [good, slow, tiny, slow, slow]) == 1
+        assert breach_start(g, [slow, good, slow]) == 2
+        assert breach_start(g, [slow, good]) is None
 
     def test_a_clean_interval_breaks_the_run(self):
         """slow, good, slow is not two consecutive breaches."""

@@ -41,6 +41,7 @@ from ..rollouts import (
     RolloutEvent,
     Strategy,
     VariantStats,
+    breach_start,
     check_guard,
     client_variant_stats,
     guard_decision,
@@ -445,7 +446,11 @@ def _shift_and_bake(
             )
             if decision.action == "rollback":
                 res.evidence = list(decision.evidence)
-                first = decision.evidence[0]["interval"] if decision.evidence else len(ends) - 1
+                # From the first interval of the breach that rolled back, not of the evidence window: a rollback
+                # that waited would show here as a longer time.
+                first = breach_start(guard, intervals)
+                if first is None:  # no evidence at the bake's end: counted from that last interval
+                    first = len(ends) - 1
                 _emit(run, emit, "breach", "rolling_back", decision.reason, evidence=res.evidence)
                 _roll_back(fleet, run, decision.reason, emit, breach_end=ends[first])
                 if feed is not None:
