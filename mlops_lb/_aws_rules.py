@@ -588,8 +588,23 @@ def forward_problems(action: Mapping[str, Any]) -> list[str]:
 
 def _alarm_problems(a: Mapping[str, Any]) -> list[str]:
     out: list[str] = []
-    if a.get("metricQueries"):
-        return out  # metric-math alarms name their statistics per query
+    queries = a.get("metricQueries")
+    if queries:  # metric math: each metric query names its own stat and period; one query returns data
+        if sum(1 for q in queries if q.get("returnData")) != 1:
+            out.append(_cite("metric-alarm", "a metric-math alarm needs exactly one query with returnData"))
+        for q in queries:
+            if isinstance(q.get("metric"), Mapping):
+                m = q["metric"]
+                out += _alarm_problems(
+                    {
+                        **m,
+                        "statistic": m.get("stat"),
+                        "evaluationPeriods": a.get("evaluationPeriods"),
+                        "datapointsToAlarm": a.get("datapointsToAlarm"),
+                        "treatMissingData": a.get("treatMissingData", "missing"),
+                    }
+                )
+        return out
     if bool(a.get("statistic")) == bool(a.get("extendedStatistic")):
         out.append(
             _cite("metric-alarm", "an alarm on a metric needs exactly one of statistic / extendedStatistic")

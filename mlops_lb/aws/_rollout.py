@@ -39,6 +39,7 @@ from typing import Any
 
 from .._aws_rules import FORWARD_TARGET_GROUPS_MAX, FORWARD_WEIGHT
 from ..errors import SpecError
+from ..rollouts import CHANGEABLE_PARTS
 from ..spec import FleetSpec
 from ._parts import (
     SLOT_TAG,
@@ -64,9 +65,9 @@ __all__ = [
 
 CONFIG_KEY = "rollout"
 SLOTS = ("a", "b")
-# What a rollout may change; the rest (name, region, network, target group, health checks, local) is shared by
-# both slots (one ALB, one listener, two groups with the same settings) and changes with launch().
-ROLLABLE = ("model", "server", "instance", "scaling", "capacity", "tags")
+# What a rollout may change (mlops_lb.rollouts.new_spec's parts; capacity is the running fleet's); the rest (name,
+# region, network, target group, health checks) is shared by both slots and changes with launch().
+ROLLABLE = (*CHANGEABLE_PARTS, "capacity")
 
 
 def other(slot: str) -> str:
@@ -273,17 +274,19 @@ def _slot_keys(
 
 
 def _alarms(ctx: _Ctx, plan: SlotPlan, slot: str, alb: Any, tg: Any) -> list[Any]:
-    """The guard's alarms on ``slot``'s target group: p99 response time and target 5xx, one-minute periods."""
+    """The guard's alarms on ``slot``'s target group: p99 response time and the target 5xx share of requests.
+
+    One-minute periods (ALB metrics arrive every 60 s); ``breach_intervals`` consecutive breaching minutes, so
+    CloudWatch applies the guard's own "N in a row" rule; missing data is not a breach (ALB count metrics are
+    missing, not 0, in a minute without requests).
+    """
     aws, guard = ctx.aws, plan.guard
     dims = {"LoadBalancer": alb.arn_suffix, "TargetGroup": tg.arn_suffix}
+    n = int(guard.get("breach_intervals", 1))
     common: dict[str, Any] = dict(
-        namespace="AWS/ApplicationELB",
-        dimensions=dims,
-        period=60,  # ALB metrics arrive every 60 s
-        evaluation_periods=1,
-        datapoints_to_alarm=1,
+        evaluation_periods=n,
+        datapoints_to_alarm=n,
         comparison_operator="GreaterThanThreshold",
-        # ALB count metrics are missing (not 0) in a minute without requests: an idle slot is not a breach.
         treat_missing_data="notBreaching",
         tags={**ctx.tags, SLOT_TAG: slot},
         opts=ctx.opts(),
@@ -293,21 +296,42 @@ def _alarms(ctx: _Ctx, plan: SlotPlan, slot: str, alb: Any, tg: Any) -> list[Any
         out.append(
             aws.cloudwatch.MetricAlarm(
                 f"{ctx.name}-{slot}-p99",
+                namespace="AWS/ApplicationELB",
                 metric_name="TargetResponseTime",
+                dimensions=dims,
+                period=60,
                 extended_statistic="p99",
                 threshold=float(guard["p99_s"]),
                 alarm_description=f"mlops_lb rollout guard: slot {slot} p99 > {guard['p99_s']} s",
                 **common,
             )
         )
-    if guard.get("max_5xx") is not None:
+    if guard.get("max_error_share") is not None:
+        q = aws.cloudwatch.MetricAlarmMetricQueryArgs
+        qm = aws.cloudwatch.MetricAlarmMetricQueryMetricArgs
+
+        def metric(qid: str, name: str) -> Any:
+            return q(
+                id=qid,
+                metric=qm(
+                    namespace="AWS/ApplicationELB", metric_name=name, dimensions=dims, period=60, stat="Sum"
+                ),
+                return_data=False,
+            )
+
         out.append(
             aws.cloudwatch.MetricAlarm(
                 f"{ctx.name}-{slot}-5xx",
-                metric_name="HTTPCode_Target_5XX_Count",
-                statistic="Sum",
-                threshold=float(guard["max_5xx"]),
-                alarm_description=f"mlops_lb rollout guard: slot {slot} target 5xx > {guard['max_5xx']}/min",
+                # The share, as the guard states it: target 5xx over requests in the same minute (metric math).
+                metric_queries=[
+                    q(id="share", expression="errors / requests", label="target 5xx share", return_data=True),
+                    metric("errors", "HTTPCode_Target_5XX_Count"),
+                    metric("requests", "RequestCount"),
+                ],
+                threshold=float(guard["max_error_share"]),
+                alarm_description=(
+                    f"mlops_lb rollout guard: slot {slot} target 5xx share > {guard['max_error_share']}"
+                ),
                 **common,
             )
         )

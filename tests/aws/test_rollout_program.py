@@ -29,7 +29,7 @@ ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 OBJ = "aws:s3/bucketObjectv2:BucketObjectv2"
 
 OLD = FleetSpec(name="demo", capacity=CapacitySpec(min=1, desired=2, max=4))
-GUARD = {"p99_s": 0.5, "max_5xx": 5}
+GUARD = {"p99_s": 0.5, "max_error_share": 0.01, "breach_intervals": 2}
 
 
 def _new(tmp_path: Path) -> FleetSpec:
@@ -89,39 +89,41 @@ class TestTwoSlots:
     def test_guard_alarms_per_slot_on_documented_metrics_and_dimensions(
         self, run_program: Any, tmp_path: Path
     ) -> None:
-        """Per slot: TargetResponseTime p99 > 0.5 s and HTTPCode_Target_5XX_Count Sum > 5 a minute, dimensions
-        TargetGroup + LoadBalancer, missing data not breaching (no request flowed is no breach)."""
-        plan = SlotPlan(weights=(100, 0), other_spec=_new(tmp_path).to_dict(), guard=GUARD)
+        """Per slot: TargetResponseTime p99 > 0.5 s, and the target 5xx share (HTTPCode_Target_5XX_Count over
+        RequestCount, metric math) > 1 %; dimensions TargetGroup + LoadBalancer, one-minute periods, 2 of 2
+        minutes (the guard's breach_intervals), missing data not breaching (no request flowed is no breach)."""
+        plan = SlotPlan(weights=(999, 0), other_spec=_new(tmp_path).to_dict(), guard=GUARD)
         rec = _run(run_program, OLD, plan)
         alarms = dict(rec.of_type(ALARM))
         assert set(alarms) == {"demo-a-p99", "demo-a-5xx", "demo-b-p99", "demo-b-5xx"}
         out = rec.outputs
         for slot in "ab":
+            dims = {
+                "LoadBalancer": out["alb_arn_suffix"],
+                "TargetGroup": out["slots"][slot]["target_group_arn_suffix"],
+            }
             p99, errs = alarms[f"demo-{slot}-p99"], alarms[f"demo-{slot}-5xx"]
             assert (p99["metricName"], p99["extendedStatistic"], p99["threshold"]) == (
                 "TargetResponseTime",
                 "p99",
                 0.5,
             )
-            assert "statistic" not in p99
-            assert (errs["metricName"], errs["statistic"], errs["threshold"]) == (
-                "HTTPCode_Target_5XX_Count",
-                "Sum",
-                5.0,
-            )
+            assert "statistic" not in p99 and p99["dimensions"] == dims and p99["period"] == 60
+            queries = {q["id"]: q for q in errs["metricQueries"]}
+            assert queries["share"]["expression"] == "errors / requests" and errs["threshold"] == 0.01
+            for qid, metric in (("errors", "HTTPCode_Target_5XX_Count"), ("requests", "RequestCount")):
+                m = queries[qid]["metric"]
+                assert (m["metricName"], m["stat"], m["period"], m["dimensions"]) == (metric, "Sum", 60, dims)
             for a in (p99, errs):
-                assert a["dimensions"] == {
-                    "LoadBalancer": out["alb_arn_suffix"],
-                    "TargetGroup": out["slots"][slot]["target_group_arn_suffix"],
-                }
-                assert (a["period"], a["evaluationPeriods"], a["treatMissingData"]) == (60, 1, "notBreaching")
+                assert (a["evaluationPeriods"], a["datapointsToAlarm"]) == (2, 2)
+                assert a["treatMissingData"] == "notBreaching"
             names = out["slots"][slot]["alarms"]  # what the rollout polls with DescribeAlarms
             assert [n.rsplit("-", 1)[0] for n in names] == [f"demo-{slot}-p99", f"demo-{slot}-5xx"]
 
     def test_idle_slot_has_no_capacity_and_no_weight(self, run_program: Any) -> None:
         """After a finished or rolled-back rollout the other slot is capacity 0 / weight 0 (min = max = 0)."""
         rec = _run(
-            run_program, OLD, SlotPlan(weights=(100, 0), other_spec=OLD.to_dict(), other_capacity=(0, 0, 0))
+            run_program, OLD, SlotPlan(weights=(999, 0), other_spec=OLD.to_dict(), other_capacity=(0, 0, 0))
         )
         b = dict(rec.of_type(ASG))["demo-b-asg"]
         assert (b["minSize"], b["desiredCapacity"], b["maxSize"]) == (0, 0, 0)
@@ -228,6 +230,14 @@ class TestAlarmAndLabelRules:
             ({"treatMissingData": "zero"}, "metric-alarm"),
             ({"dimensions": {"TargetGroup": "targetgroup/t/2"}}, "alb-metric-dimensions"),
             ({}, None),
+            (
+                {
+                    "metricQueries": [{"id": "e", "expression": "m", "returnData": True}],
+                    "extendedStatistic": None,
+                },
+                None,
+            ),
+            ({"metricQueries": [{"id": "e", "expression": "m"}], "extendedStatistic": None}, "metric-alarm"),
         ],
     )
     def test_alarm_rules_both_ways(self, change: dict[str, Any], rule: str | None) -> None:
