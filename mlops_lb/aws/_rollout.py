@@ -96,7 +96,7 @@ class SlotPlan:
     state: str = "idle"
     reason: str = ""
     step: int = 0
-    steps: tuple[tuple[int, float], ...] = ()
+    steps: tuple[tuple[float, float], ...] = ()
     updated_at: str = ""
 
     def __post_init__(self) -> None:
@@ -156,7 +156,7 @@ class SlotPlan:
                 state=str(d.get("state", "idle")),
                 reason=str(d.get("reason", "")),
                 step=int(d.get("step", 0)),
-                steps=tuple((int(p), float(b)) for p, b in d.get("steps", ())),
+                steps=tuple((float(p), float(b)) for p, b in d.get("steps", ())),
                 updated_at=str(d.get("updated_at", "")),
             )
         except SpecError:
