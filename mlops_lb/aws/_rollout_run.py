@@ -122,6 +122,7 @@ class _Run:
     ) -> None:
         self.spec, self.plan, self.outputs, self.s = fleet_spec, plan, dict(outputs), seams
         self.guard, self.feed, self.on_output, self.on_event = guard, feed, on_output, on_event
+        self.target = other(plan.live)  # the slot this rollout brings in (plan.live flips when it completes)
         self.events: list[RolloutEvent] = []
         self.breach_at: float | None = None
         self.breach_to_zero_s: float | None = None
@@ -133,8 +134,7 @@ class _Run:
             self.on_output(text)
 
     def emit(self, kind: str, state: str, detail: str = "", **kw: Any) -> None:
-        new = other(self.plan.live)
-        pct = 100.0 * self.plan.weight(new) / max(1, sum(self.plan.weights))
+        pct = 100.0 * self.plan.weight(self.target) / max(1, sum(self.plan.weights))
         ev = rollout_event(kind, state, step=self.plan.step, percent=pct, detail=detail, **kw)  # type: ignore[arg-type]
         self.events.append(ev)
         if self.on_event is not None:

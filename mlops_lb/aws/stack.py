@@ -627,7 +627,12 @@ class AwsFleet:
         if slots:  # the rollout's state, live slot and weights as the stack config has them now
             p = self.rollout_plan()
             if p is not None:
-                df.attrs["rollout"] = {"state": p.state, "live": p.live, "weights": p.weights, "reason": p.reason}
+                df.attrs["rollout"] = {
+                    "state": p.state,
+                    "live": p.live,
+                    "weights": p.weights,
+                    "reason": p.reason,
+                }
         return df
 
     def events(self, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
