@@ -424,3 +424,47 @@ class TestBadInputAndInterruption:
         assert shifts == [(749, 250), (499, 500), (250, 749), (0, 999)]
         assert result.state == "completed"
         assert math.isclose(result.events[-1]["percent"], 100.0)
+
+
+class TestAwsFleetRolloutArguments:
+    """``AwsFleet.rollout`` checks every argument before the stack or AWS is touched (no pulumi CLI needed)."""
+
+    @pytest.fixture
+    def fleet(self, fake_wheel: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+        from mlops_lb.aws import AwsFleet
+
+        f = AwsFleet(OLD.replace(region=REGION), wheel=fake_wheel)
+
+        def no_stack(*a: Any, **k: Any) -> Any:
+            raise AssertionError("the stack was read before the arguments were checked")
+
+        monkeypatch.setattr(f, "rollout_plan", no_stack)
+        monkeypatch.setattr(f, "_get_stack", no_stack)
+        return f
+
+    @pytest.mark.parametrize(
+        ("kwargs", "field"),
+        [
+            ({"new": {"target_group": {"port": 9000}}}, "new.target_group"),
+            ({"new": {}}, "new"),
+            ({"new": {"instance": {"type": "t3.small"}}}, "new"),  # changes nothing
+            (
+                {"new": {"instance": {"type": "t3.medium"}}, "strategy": {"kind": "canary", "percent": 80}},
+                "strategy.percent",
+            ),
+            ({"new": {"instance": {"type": "t3.medium"}}, "guard": {"ttft_p99_s": 0.5}}, "guard.ttft_p99_s"),
+        ],
+    )
+    def test_bad_input_names_the_field_before_any_call(
+        self, fleet: Any, kwargs: dict[str, Any], field: str
+    ) -> None:
+        """A shared part, nothing to change, a canary above 50 %, a TTFT guard on the (non-streaming) model server."""
+        with pytest.raises(SpecError) as err:
+            fleet.rollout(**kwargs)
+        assert err.value.field == field
+
+    def test_closed_fleet_is_refused(self, fleet: Any) -> None:
+        """A closed handle cannot start a rollout."""
+        fleet.close()
+        with pytest.raises(SpecError, match="closed"):
+            fleet.rollout({"instance": {"type": "t3.medium"}})
