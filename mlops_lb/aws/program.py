@@ -13,7 +13,9 @@ What it builds, and the AWS rules behind each choice (DESIGN §4; the limits liv
 * an ASG with **ELB health checks** and a grace period, ``1Minute`` group metrics, ``ignore_changes`` on desired
   capacity, and an instance refresh that keeps capacity (min healthy 100 %, max healthy 200 %: launch before
   terminate); optionally a warm pool with its ``EC2_INSTANCE_LAUNCHING`` lifecycle hook;
-* target tracking on **ALBRequestCountPerTarget**, a per-*minute* value: ``target_rps_per_target * 60``.
+* target tracking on **ALBRequestCountPerTarget**, a per-*minute* value: ``target_rps_per_target * 60``;
+* after the first ``fleet.rollout()`` (stack config ``rollout``), two slots behind the one ALB: slot b's target
+  group, template, group and policy, a weighted forward and per-slot guard alarms (:mod:`mlops_lb.aws._rollout`).
 
 Network, AMI and zones come from the preflight's ``resolved`` dict (explicit ids, no lookups in the program).
 Stack config (``minSize``, ``maxSize``, ``targetRpsPerTarget``) overrides the spec, so ``AwsFleet.scale()``
