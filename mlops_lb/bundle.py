@@ -438,6 +438,8 @@ class RunBundle:
             spec=spec,
             spec_dict=spec_data,
             load_settings=_object(folder, "load.json"),
+            rollouts=list((_object(folder, "rollout.json") or {}).get("rollouts") or []),
+            shadow=_object(folder, "shadow.json"),
             summary=_object(folder, "summary.json") or {},
             run_facts=RunFacts.from_dict(run)
             if (run := _read_json(folder / "run.json", folder)) is not None
@@ -480,6 +482,9 @@ class LoadedBundle:
     decisions: pd.DataFrame = field(default_factory=_empty)
     status: pd.DataFrame = field(default_factory=_empty)
     run_facts: RunFacts | None = None
+    # rollout.json's rollouts (RolloutResult.to_dict() each) and shadow.json (ShadowResult.summary()), if any
+    rollouts: list[dict[str, Any]] = field(default_factory=list)
+    shadow: dict[str, Any] | None = None
 
     @classmethod
     def coerce(cls, obj: Any) -> LoadedBundle:

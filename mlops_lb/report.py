@@ -99,6 +99,7 @@ def _figure_input(b: LoadedBundle, slo_p99_s: float | None, summary: dict[str, A
         summary=dict(summary if summary is not None else b.summary),
         slo_p99_s=slo_p99_s,
         metric_period_s=facts.metric_period_s,
+        rollouts=tuple(b.rollouts),
     )
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "ROLLOUT_STATES",
     "AllAtOnce",
     "Canary",
+    "ClientFeed",
     "Guard",
     "GuardDecision",
     "IntervalVerdict",
@@ -48,6 +49,7 @@ __all__ = [
     "Strategy",
     "VariantStats",
     "check_guard",
+    "client_variant_stats",
     "guard_decision",
     "judge_interval",
     "new_spec",
@@ -275,6 +277,10 @@ def check_guard(guard: Any, spec: FleetSpec, *, source: str = "client") -> Guard
 class VariantStats:
     """One variant's numbers over one interval: requests it answered or failed, failures, p99s (NaN: none).
 
+    ``mean_s`` is for evidence that has no percentile (HAProxy's per-server ``rtime``, the mean of the last 1024
+    responses): a mean above ``guard.p99_s`` proves the p99 is above it too, so the guard uses it when ``p99_s``
+    is NaN (it misses a p99 breach whose mean stays under the bound; the client side sees those).
+
     Example::
 
         VariantStats(requests=120, errors=0, p99_s=0.031)
@@ -284,6 +290,7 @@ class VariantStats:
     errors: int = 0
     p99_s: float = math.nan
     ttft_p99_s: float = math.nan
+    mean_s: float = math.nan
 
     @property
     def error_share(self) -> float:
@@ -338,6 +345,8 @@ def judge_interval(guard: Guard, stats: Mapping[str, VariantStats]) -> IntervalV
     p99 = new.p99_s
     if guard.p99_s is not None and p99 == p99 and p99 > guard.p99_s:
         out.append(f"p99 {p99:.3f} s > guard.p99_s {guard.p99_s:.3f} s")
+    elif guard.p99_s is not None and p99 != p99 and new.mean_s == new.mean_s and new.mean_s > guard.p99_s:
+        out.append(f"mean {new.mean_s:.3f} s (so p99 too) > guard.p99_s {guard.p99_s:.3f} s")
     old = stats.get("old")
     if (
         guard.p99_vs_old is not None
@@ -395,6 +404,83 @@ def guard_decision(
         )
     clean = sum(1 for _, v in judged if not v.breached)
     return GuardDecision("promote", f"bake over: {clean} of {len(judged)} judged intervals clean")
+
+
+# --------------------------------------------------------------------------- client-side evidence
+_FEED_COLUMNS = ("sent_at", "done_at", "latency_s", "error", "target", "ttft_s")
+
+
+class ClientFeed:
+    """Finished requests of a load run, handed to a rollout's guard: ``run_load(..., on_records=feed)`` fills it,
+    ``fleet.rollout(..., feed=feed)`` reads it. Thread-safe; keeps only what arrived since the last ``take``.
+
+    Example::
+
+        feed = ClientFeed()
+        run = ml.load.start_load(fleet.url + "/predict", ml.load.constant(100, 60), on_records=feed)
+        fleet.rollout({"local": {"min_service_ms": 30}}, strategy=Canary(percent=20, bake_s=10), feed=feed)
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._frames: list[Any] = []
+        self.received = 0
+
+    def __call__(self, frame: Any) -> None:
+        cols = [c for c in _FEED_COLUMNS if c in frame.columns]
+        with self._lock:
+            self._frames.append(frame[cols].copy())
+            self.received += len(frame)
+
+    def take(self) -> Any:
+        """Every request received since the last call, as one DataFrame (empty: none)."""
+        import pandas as pd
+
+        with self._lock:
+            frames, self._frames = self._frames, []
+        if not frames:
+            return pd.DataFrame({c: [] for c in _FEED_COLUMNS})
+        return pd.concat(frames, ignore_index=True)
+
+
+# The engine's error kinds that are not the fleet's doing: a request the client cancelled (Stop) says nothing.
+_NOT_FLEET_ERRORS = ("", "cancelled")
+# Latency percentiles take answered requests only (mlops_lb.load._codes.LATENCY_KINDS: ok, 5xx, no_tokens).
+_LATENCY_ERRORS = ("", "http_5xx", "no_tokens")
+
+
+def client_variant_stats(frame: Any, variant_of: Mapping[str, str]) -> dict[str, VariantStats]:
+    """Per-variant :class:`VariantStats` of a batch of request records; ``variant_of`` maps target id -> variant.
+
+    Requests whose target is not in the map (no ``X-Target-Id``: refused before any target answered) go to
+    ``"unknown"``. Latencies are the records' ``latency_s`` (from the intended send time: corrected for
+    coordinated omission).
+
+    Example::
+
+        client_variant_stats(feed.take(), {"i-1": "old", "i-2": "new"})["new"].p99_s
+    """
+    import numpy as np
+
+    if not len(frame):
+        return {}
+    variants = frame["target"].map(lambda t: variant_of.get(t, "unknown"))
+    out: dict[str, VariantStats] = {}
+    for name, part in frame.groupby(variants):
+        err = part["error"]
+        lat = part.loc[err.isin(_LATENCY_ERRORS), "latency_s"].to_numpy(dtype=float)
+        ttft = part["ttft_s"].to_numpy(dtype=float) if "ttft_s" in part else np.array([])
+        ttft = ttft[ttft == ttft]
+        out[str(name)] = VariantStats(
+            requests=int((err != "cancelled").sum()),
+            errors=int((~err.isin(_NOT_FLEET_ERRORS)).sum()),
+            p99_s=float(np.percentile(lat, 99)) if len(lat) else math.nan,
+            ttft_p99_s=float(np.percentile(ttft, 99)) if len(ttft) else math.nan,
+            mean_s=float(lat.mean()) if len(lat) else math.nan,
+        )
+    return out
 
 
 # --------------------------------------------------------------------------- what may change

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ..bundle import RunBundle
+    from .shadow import ShadowSender
 
 __all__ = ["COLLECT_GRACE_S", "Collector"]
 
@@ -88,6 +89,8 @@ class Collector:
         on_interval: Callable[[dict[str, Any]], None] | None,
         stop: threading.Event | None,
         bundle: RunBundle | None,
+        on_records: Callable[[pd.DataFrame], None] | None = None,
+        shadow: ShadowSender | None = None,
     ) -> None:
         self.settings = settings
         self.connections = settings.connections
@@ -111,6 +114,8 @@ class Collector:
         self.requests = requests
         self.request_fn = request_fn
         self.on_interval = on_interval
+        self.on_records = on_records
+        self.shadow = shadow  # started with the schedule (set_epoch), finished after the run
         self.progress = settings.progress
         self.user_stop = stop
         self.bundle = bundle
@@ -181,7 +186,12 @@ class Collector:
             get_executor(self._executor_name())(self)
             result = self._result()
             result.shards = self.shard_table
+            if self.shadow is not None:
+                result.shadow = self.shadow.finish(0.0 if self.stop_requested() else None)
+                self._to_bundle("write_json", "shadow.json", result.shadow.summary())
         except BaseException:
+            if self.shadow is not None:
+                self.shadow.stop()
             # Ctrl-C (or a failure) outside the collector, e.g. while joining the engine: stop the engine and
             # still merge what was appended, so the bundle on disk is whole.
             if self._internal_stop is not None:
@@ -264,6 +274,8 @@ class Collector:
     def set_epoch(self, epoch: float) -> None:
         """Wall-clock time of schedule offset 0, decided by the executor once every engine is ready."""
         self.epoch = epoch
+        if self.shadow is not None:
+            self.shadow.start(epoch)
 
     def stop_requested(self) -> bool:
         """True once the run must end (Stop, Ctrl-C, a stop rule, the collector's deadline)."""
@@ -411,6 +423,11 @@ class Collector:
         self._store.add(frame)
         if self.bundle is not None and self.bundle_error is None:
             self._to_bundle("append_requests", frame)
+        if self.on_records is not None:
+            try:
+                self.on_records(frame)
+            except Exception:
+                log.exception("on_records callback failed (the run continues)")
 
     def _complete(self, k: int) -> bool:
         have = self._pending.get(k, {})

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ._profile_base import LoadProfile
+    from .shadow import ShadowResult
 
 log = logging.getLogger(__name__)
 
@@ -281,6 +282,9 @@ class LoadResult:
     #: One row per Ray shard of a ``cluster=`` run (node, pid, state, scheduled, received, lost, sent, late,
     #: lag_p99_s; see :mod:`mlops_lb.load.distributed`); None for a run on this machine.
     shards: pd.DataFrame | None = None
+    #: What the shadow fleet did with the copies of a ``shadow=`` run (:class:`~mlops_lb.load.shadow.ShadowResult`);
+    #: None without one. Never part of this result's records, summary or verdict.
+    shadow: ShadowResult | None = None
 
     def __init__(
         self,

@@ -216,6 +216,9 @@ def run_load(
     cluster: str | None = None,
     shards: int | str | None = None,
     placement: str = "spread",
+    on_records: Callable[[pd.DataFrame], None] | None = None,
+    shadow: str | None = None,
+    shadow_connections: int = 8,
 ) -> LoadResult:
     """Send ``profile``'s schedule to ``url`` (open loop) and return a :class:`LoadResult`.
 
@@ -238,6 +241,13 @@ def run_load(
     get TTFT, ITL, TPOT and token counts (see :class:`LoadResult`); ``slo={"ttft_s": …, "tpot_s": …,
     "latency_s": …}`` (any subset) sets the bounds of ``requests_meeting_slo`` and ``goodput_rps``.
 
+    ``on_records(frame)`` gets each batch of finished requests (the ``requests()`` columns, ``target`` included)
+    as it arrives, about once per interval: what a rollout's guard reads (:class:`mlops_lb.rollouts.ClientFeed`).
+    ``shadow`` (a URL) sends a copy of each request, same body and intended time, to a second fleet on
+    ``shadow_connections`` connections of its own; a copy with no free connection is dropped and counted, never
+    queued, and nothing of the shadow enters this run's records or verdict: ``result.shadow``
+    (:class:`~mlops_lb.load.shadow.ShadowResult`, ``shadow.json`` in the bundle) holds its latency and errors.
+
     Validity (:mod:`mlops_lb.load.validity` states the rule): a run whose schedule was held back — in some
     interval more than ``max_late_share`` (1 %) of the requests went out more than ``late_after_s`` late (None:
     ``max(5 ms, 10 % of the service-time p50)``) *and* the rate suffered — or whose failed requests (4xx
@@ -259,7 +269,8 @@ def run_load(
         "max_lag_p99_s": max_lag_p99_s, "slo": slo, "connect_timeout_s": connect_timeout_s, "cluster": cluster,
         "shards": shards, "placement": placement,
     }  # fmt: skip
-    run = _new_run(url, profile, payloads, settings, knobs, on_interval=on_interval, stop=stop, bundle=bundle)
+    run = _new_run(url, profile, payloads, settings, knobs, on_interval=on_interval, stop=stop, bundle=bundle,
+                   on_records=on_records, shadow=shadow, shadow_connections=shadow_connections)  # fmt: skip
     return run.execute()
 
 
@@ -273,6 +284,9 @@ def _new_run(
     on_interval: Callable[[dict[str, Any]], None] | None,
     stop: threading.Event | None,
     bundle: RunBundle | None,
+    on_records: Callable[[pd.DataFrame], None] | None = None,
+    shadow: str | None = None,
+    shadow_connections: int = 8,
 ) -> Collector:
     """The run of :func:`run_load`'s arguments; ``knobs`` are the :class:`LoadSettings` fields given as keywords."""
     missing = set(_SETTING_NAMES) - set(knobs)
@@ -286,6 +300,12 @@ def _new_run(
         raise SpecError("profile", f"must be a LoadProfile such as load.constant(100, 30) (got {profile!r})")
     host, port, path, hostport = _parse_url(url)
     _resolve(host, port)
+    if shadow is not None:  # checked with the primary's URL, before any payload is built
+        from .._validate import check_int
+
+        check_int("shadow_connections", shadow_connections, 1, 1024)
+        s_host, s_port, s_path, s_hostport = _parse_url(shadow)
+        _resolve(s_host, s_port)
     head = _head(merged.method, path, hostport, {**_url_credentials(url, merged.headers), **merged.headers})
     requests: list[bytes] | None = None
     request_fn: Callable[[int], bytes] | None = None
@@ -300,9 +320,25 @@ def _new_run(
         for p in payloads:
             b = _body(p)
             requests.append(b"%sContent-Length: %d\r\n\r\n%s" % (head, len(b), b))
+    sender = None
+    if shadow is not None:
+        from .shadow import ShadowSender
+
+        s_head = _head(
+            merged.method, s_path, s_hostport, {**_url_credentials(shadow, merged.headers), **merged.headers}
+        )
+        build: Callable[[int], bytes]
+        if request_fn is not None:
+            build = _RequestBuilder(s_head, payloads)  # type: ignore[arg-type]
+        else:
+            copies = [b"%sContent-Length: %d\r\n\r\n%s" % (s_head, len(b), b) for b in map(_body, payloads)]  # type: ignore[arg-type]
+            build = lambda i: copies[i % len(copies)]  # noqa: E731
+        sender = ShadowSender(redact_url(shadow), s_host, s_port, build, profile, connections=shadow_connections,
+                              timeout_s=merged.timeout_s)  # fmt: skip
     # The URL as shown (logs, load.json, the result, the report) carries no credentials (mlops_lb._redact).
     return Collector(redact_url(url), profile, merged, target=(host, port), requests=requests, request_fn=request_fn,
-                     on_interval=on_interval, stop=stop, bundle=bundle)  # fmt: skip
+                     on_interval=on_interval, stop=stop, bundle=bundle, on_records=on_records,
+                     shadow=sender)  # fmt: skip
 
 
 # The collector under its old name (tests patch it)
@@ -419,5 +455,7 @@ def start_load(*args: Any, **kwargs: Any) -> LoadRun:
         given["stop"] = threading.Event()
     knobs = {name: given[name] for name in _SETTING_NAMES}
     run = _new_run(given["url"], given["profile"], given["payloads"], given["settings"], knobs,
-                   on_interval=given["on_interval"], stop=given["stop"], bundle=given["bundle"])  # fmt: skip
+                   on_interval=given["on_interval"], stop=given["stop"], bundle=given["bundle"],
+                   on_records=given["on_records"], shadow=given["shadow"],
+                   shadow_connections=given["shadow_connections"])  # fmt: skip
     return LoadRun(run, given["stop"])

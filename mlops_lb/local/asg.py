@@ -156,6 +156,12 @@ class AsgEmulator:
         self.warm_pool = spec.capacity.warm_pool
         self.start_failures: list[str] = []  # why each of them failed, with its exit code and last log lines
         self._seq = 0
+        # The weight an admitted target serves at: 1 normally; a rollout's slot (local/rollout.py) sets it, so a
+        # target admitted or replaced mid-rollout joins at its slot's share, not at a full one.
+        self.traffic_weight = 1
+        # HAProxy server ids are unique per backend: a second group in the same backend (a rollout's slot)
+        # numbers its servers from here.
+        self.server_id_offset = 0
 
     # ------------------------------------------------------------------ views
     def live(self) -> list[Instance]:
@@ -204,7 +210,11 @@ class AsgEmulator:
             cwd=worker_cwd(self.spec, port=port, target_id=iid, ports=ports),
         )
         inst = Instance(
-            id=iid, server_id=self._seq, worker=worker, launched_at=utcnow(), launched_mono=time.monotonic()
+            id=iid,
+            server_id=self.server_id_offset + self._seq,
+            worker=worker,
+            launched_at=utcnow(),
+            launched_mono=time.monotonic(),
         )
         self.instances.append(inst)
         if into_pool:
@@ -321,6 +331,15 @@ class AsgEmulator:
             inst.stopping_since = time.monotonic()
             inst.worker.terminate()
 
+    def set_traffic_weight(self, weight: int) -> None:
+        """Serve every admitted target of this group at ``weight`` (0-256, HAProxy's range) from now on, at run
+        time (``set server ... weight``: no reload, in-flight requests untouched)."""
+        self.traffic_weight = weight
+        for inst in self.instances:
+            if inst.registered and inst.state == "in_service" and inst.weight != weight:
+                self.api.set_weight(self.backend, inst.id, weight)
+                inst.weight = weight
+
     # ------------------------------------------------------------------ the loop body
     def tick(self, stat_rows: Sequence[StatRow]) -> None:
         """One pass: read health from ``stat_rows``, replace, drain, stop, and keep ``desired`` active."""
@@ -382,8 +401,8 @@ class AsgEmulator:
                 # The ALB admits a new target after one passing check; HAProxy would want `rise` of them.
                 if status.startswith("DOWN"):
                     self.api.command(f"set server {self.backend}/{inst.id} health up")
-                self.api.set_weight(self.backend, inst.id, 1)
-                inst.weight = 1
+                self.api.set_weight(self.backend, inst.id, self.traffic_weight)
+                inst.weight = self.traffic_weight
                 self._add_open(inst)
                 inst.state, inst.health = "in_service", "healthy"
                 self.emit(

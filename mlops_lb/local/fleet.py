@@ -45,6 +45,7 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -97,6 +98,7 @@ class _Resources:
 
     haproxy: HaproxyProcess | None = None
     asg: AsgEmulator | None = None
+    slots: list[AsgEmulator] = field(default_factory=list)  # a rollout's new slot, slots being retired
     owned_dir: Path | None = None
     pgids: set[int] = field(default_factory=set)
 
@@ -104,8 +106,8 @@ class _Resources:
         # Only groups whose leader we have not reaped: a reaped id is free for reuse (pid_max is often 32768),
         # and by close() after a long run it may lead an unrelated process group. Reaping already killed the
         # group of every worker that ended (WorkerProcess.reap) and HaproxyProcess.stop waited for its exit.
-        if self.asg is not None:
-            for inst in self.asg.instances:
+        for asg in {id(a): a for a in [self.asg, *self.slots] if a is not None}.values():
+            for inst in asg.instances:
                 if inst.worker.proc.returncode is None:
                     kill_group(inst.worker.pid)
                 unregister_pgid(inst.worker.pid)
@@ -179,6 +181,10 @@ class LocalFleet:
         self._finalizer = weakref.finalize(self, self._res.kill)
         self._api: RuntimeApi | None = None
         self._asg: AsgEmulator | None = None
+        # A rollout's second slot and slots being retired: ticked with the serving one, never autoscaled.
+        self._slots: list[AsgEmulator] = []
+        self._slot_seq = 0
+        self._rollout: Any = None  # local.rollout._Run of the last rollout
         self._haproxy: HaproxyProcess | None = None
         self._sampler = PeriodSampler(frontend=FRONTEND, backends=(BACKEND, f"{BACKEND}_open"))
         self._period_start = utcnow()
@@ -347,9 +353,14 @@ class LocalFleet:
             "sessions",
             "haproxy_status",
             "check_status",
+            "slot",
         ]
         with self._lock:
             insts: list[Instance] = list(self._asg.instances) if self._asg else []
+            slot_of = {i.id: "serving" for i in insts}
+            for other in self._slots:
+                slot_of.update({i.id: self._slot_name(other) for i in other.instances})
+                insts += other.instances
             rows = [
                 {
                     "target": i.id,
@@ -362,6 +373,7 @@ class LocalFleet:
                     "sessions": i.scur,
                     "haproxy_status": i.haproxy_status,
                     "check_status": i.check_status,
+                    "slot": slot_of.get(i.id, "serving"),
                 }
                 for i in insts
                 if (include_terminated or i.state != "terminated") and i.state != "warm_pool"
@@ -373,6 +385,7 @@ class LocalFleet:
         df.attrs["warm_pool"] = {i.id: i.pool for i in pooled}
         df.attrs["balancer"] = self._balancer
         df.attrs["balancer_reason"] = self._balancer_reason
+        df.attrs["rollout"] = self.rollout_status()
         return df
 
     def metrics(
@@ -423,6 +436,134 @@ class LocalFleet:
                 f"is not a target of this fleet (got {target!r}; known: {', '.join(known) or 'none'})",
             )
         return tail_lines(path, tail)
+
+    def rollout(
+        self,
+        new: Any = None,
+        *,
+        strategy: Any = None,
+        guard: Any = None,
+        feed: Any = None,
+        on_output: OnOutput | None = None,
+        on_event: Callable[[dict[str, Any]], Any] | None = None,
+        resume: bool = False,
+        rollback: bool = False,
+    ) -> Any:
+        """Shift traffic to a second slot running ``new`` (a FleetSpec, or the parts that change: ``{"model": ...,
+        "server": ..., "local": ...}``) by ``strategy`` (:mod:`mlops_lb.rollouts`: ``Canary`` by default), judged
+        every ``guard.interval_s`` by ``guard``; blocks until it completes or rolls back. Returns a
+        :class:`~mlops_lb.local.rollout.RolloutResult`.
+
+        ``feed``: a :class:`~mlops_lb.rollouts.ClientFeed` that a load run fills (``run_load(...,
+        on_records=feed)``): the guard then judges each variant from the client side; without it, from HAProxy's
+        per-server counters. Progress goes to ``on_output`` (lines) and ``on_event`` (
+        :class:`~mlops_lb.rollouts.RolloutEvent` dicts). Ctrl-C leaves the rollout ``interrupted`` with both
+        slots serving at their last weights (``status().attrs["rollout"]``); ``rollout(resume=True)`` goes on
+        from that step, ``rollout(rollback=True)`` sends the new slot back to 0 %.
+
+        Example::
+
+            res = fleet.rollout({"local": {"min_service_ms": 30}}, strategy=Canary(percent=20, bake_s=10),
+                                guard=Guard(p99_s=0.1), feed=feed, on_output=print)
+        """
+        from .rollout import run_rollout
+
+        if self._state == "closed":
+            raise ProvisionError("this LocalFleet is closed: rollout() cannot change it; open a new one")
+        if self._state != "running":
+            raise ProvisionError("rollout() needs a launched fleet: call fleet.launch() first")
+        self._check_balancer()
+
+        def emit(ev: Any) -> None:
+            self._event("rollout", "", f"{ev['state']}: {ev['detail']}" if ev["detail"] else ev["state"])
+            if on_output is not None:
+                try:
+                    on_output(f"[rollout {ev['kind']}] {ev['percent']:g} % new: {ev['detail']}")
+                except Exception:
+                    log.exception("on_output callback failed")
+            if on_event is not None:
+                try:
+                    on_event(dict(ev))
+                except Exception:
+                    log.exception("on_event callback failed")
+
+        return run_rollout(
+            self,
+            new,
+            strategy=strategy,
+            guard=guard,
+            feed=feed,
+            emit=emit,
+            resume=resume,
+            rollback=rollback,
+            ready_timeout_s=self._launch_timeout_s,
+            check_spec=check_runs_locally,  # what this backend cannot run fails before the slot starts
+        )
+
+    def rollout_status(self) -> dict[str, Any]:
+        """The last rollout in one dict: ``state`` (one of :data:`mlops_lb.rollouts.ROLLOUT_STATES`; ``idle``
+        without one), ``step``, ``percent`` on the new slot, ``reason``."""
+        run = self._rollout
+        if run is None:
+            return {"state": "idle", "step": 0, "percent": 0.0, "reason": ""}
+        return {
+            "state": run.state,
+            "step": run.result.step,
+            "percent": run.percent,
+            "reason": run.result.reason,
+        }
+
+    # -- rollout slots (local/rollout.py drives these; they keep the lock and the controller-thread rule)
+    def _slot_name(self, asg: AsgEmulator) -> str:
+        run = self._rollout
+        if (
+            run is not None
+            and asg is run.slot
+            and run.state in ("preparing", "baking", "interrupted", "rolling_back")
+        ):
+            return "new"
+        return "retiring"
+
+    def _add_slot(self, spec: FleetSpec) -> AsgEmulator:
+        """A second group for ``spec`` at weight 0 and the current desired capacity; the controller launches it."""
+        assert self._api is not None
+        with self._lock:
+            self._slot_seq += 1
+            asg = AsgEmulator(
+                spec,
+                api=self._api,
+                emit=self._event,
+                work_dir=self._work_dir,
+                backend=BACKEND,
+                worker_command=self._worker_command,
+                id_prefix=f"i-local-{self.fleet_id}-r{self._slot_seq}",
+            )
+            asg.traffic_weight = 0
+            asg.server_id_offset = 100_000 * self._slot_seq
+            asg.min = asg.max = asg.desired = self._capacity[1]
+            self._slots.append(asg)
+            self._res.slots.append(asg)
+        return asg
+
+    def _retire_slot(self, asg: AsgEmulator) -> None:
+        """Scale ``asg`` to 0: its targets drain (in-flight requests finish) and stop; then it is dropped."""
+        with self._lock:
+            asg.min = asg.desired = 0
+            if asg not in self._slots:
+                self._slots.append(asg)
+                self._res.slots.append(asg)
+
+    def _promote_slot(self, asg: AsgEmulator, spec: FleetSpec) -> None:
+        """``asg`` becomes the serving group (weight 1, autoscaled) and ``spec`` the fleet's; the old one retires."""
+        with self._lock:
+            old = self._asg
+            asg.set_traffic_weight(1)
+            self._slots.remove(asg)
+            asg.min, asg.max = self._capacity[0], self._capacity[2]
+            self._asg = self._res.asg = asg
+            self.spec = spec.replace(capacity=self.spec.capacity)
+            if old is not None:
+                self._retire_slot(old)
 
     def decisions(self) -> pd.DataFrame:
         """Every target-tracking decision (``none`` included) with the exact inputs given to ``decide``."""
@@ -569,10 +710,12 @@ class LocalFleet:
 
     def _shutdown(self) -> None:
         asg, hp = self._asg, self._haproxy
-        if asg is not None:
+        for group in [*self._slots, asg]:
+            if group is None:
+                continue
             with self._lock:
-                pids = [i.id for i in asg.live()]
-            asg.stop_all()
+                pids = [i.id for i in group.live()]
+            group.stop_all()
             for iid in pids:
                 self._event("terminate", iid, "fleet closed")
         if hp is not None:
@@ -644,6 +787,10 @@ class LocalFleet:
             lo, want, hi = self._capacity
             self._asg.min, self._asg.desired, self._asg.max = lo, want, hi
             self._asg.tick(rows)
+            for other in list(self._slots):
+                other.tick(rows)
+                if other.desired == 0 and not any(i.state != "terminated" for i in other.instances):
+                    self._slots.remove(other)
 
     def _end_period(self) -> None:
         assert self._asg is not None

@@ -27,6 +27,7 @@ from ._registry import FigureInput, ReportFigure, draw_figures, registered_figur
 from .dashboard import dashboard
 from .llm import goodput_curve, itl_over_time, itl_spectrum, tokens_per_s, ttft_over_time, ttft_spectrum
 from .load import latency_over_time, per_target, percentile_spectrum, throughput
+from .rollout import rollout_timeline
 from .scaling import capacity_curve, scaling_timeline
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "percentile_spectrum",
     "registered_figures",
     "report_figure",
+    "rollout_timeline",
     "scaling_timeline",
     "throughput",
     "tokens_per_s",

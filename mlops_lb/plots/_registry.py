@@ -53,6 +53,7 @@ class FigureInput:
     summary: dict[str, Any] = field(default_factory=dict)
     slo_p99_s: float | None = None
     metric_period_s: float | None = None
+    rollouts: tuple[dict[str, Any], ...] = ()
 
     @property
     def slo(self) -> dict[str, float]:

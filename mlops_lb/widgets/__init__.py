@@ -11,12 +11,22 @@ Example::
     ml.widgets.ScalingPanel(fleet)            # sliders + Apply + live status table
     ml.widgets.LoadTestPanel(fleet)           # profile, Start/Stop, live p50/p99 and throughput, report path
     ml.widgets.FleetCockpit(fleet, ttl_s=900) # both, plus a cost meter and a cancellable time to live
+    ml.widgets.RolloutPanel()                 # fleet.rollout(..., on_event=panel): share, state, per variant
 """
 
 from __future__ import annotations
 
 from ._cockpit import CostMeter, FleetCockpit
 from ._load import PROFILES, LoadTestPanel, build_profile
+from ._rollout import RolloutPanel
 from ._scaling import ScalingPanel
 
-__all__ = ["PROFILES", "CostMeter", "FleetCockpit", "LoadTestPanel", "ScalingPanel", "build_profile"]
+__all__ = [
+    "PROFILES",
+    "CostMeter",
+    "FleetCockpit",
+    "LoadTestPanel",
+    "RolloutPanel",
+    "ScalingPanel",
+    "build_profile",
+]
