@@ -38,10 +38,12 @@ from typing import Any
 
 from ..errors import ProvisionError, SpecError
 from ..rollouts import (
+    ClientFeed,
     Guard,
     RolloutEvent,
     Strategy,
     VariantStats,
+    client_variant_stats,
     guard_decision,
     rollout_event,
 )
@@ -116,7 +118,7 @@ class _Run:
         outputs: Mapping[str, Any],
         seams: RolloutSeams,
         guard: Guard,
-        feed: Callable[[], Mapping[str, VariantStats]] | None,
+        feed: ClientFeed | Callable[[], Mapping[str, VariantStats]] | None,
         on_output: Callable[[str], Any] | None,
         on_event: Callable[[RolloutEvent], Any] | None,
     ) -> None:
@@ -225,6 +227,28 @@ class _Run:
                 )
             self.s.sleep(10.0)
 
+    def client_stats(self) -> Mapping[str, VariantStats]:
+        """The last interval's per-variant stats: from a :class:`~mlops_lb.rollouts.ClientFeed` (the load run's
+        records, ``X-Target-Id`` = the instance id, mapped to old/new by each slot's group), or what a plain
+        callable returns."""
+        feed = self.feed
+        if isinstance(feed, ClientFeed):
+            return client_variant_stats(feed.take(), self.variant_of())
+        assert feed is not None
+        return feed()
+
+    def variant_of(self) -> dict[str, str]:
+        names = {str(self.slot(s)["asg_name"]): ("new" if s == self.target else "old") for s in ("a", "b")}
+        try:
+            groups = self.s.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=list(names))
+        except Exception as exc:
+            raise provision_error("Auto Scaling DescribeAutoScalingGroups", exc) from exc
+        return {
+            str(i["InstanceId"]): names[str(g["AutoScalingGroupName"])]
+            for g in groups.get("AutoScalingGroups", [])
+            for i in g.get("Instances", [])
+        }
+
     # ------------------------------------------------------------------ the walk
     def interval_s(self) -> float:
         return (
@@ -242,7 +266,7 @@ class _Run:
                 self.breach_at = self.s.clock()
                 return "CloudWatch alarm: " + "; ".join(alarms), [{"alarms": alarms}]
             if self.feed is not None:
-                stats = self.feed()
+                stats = self.client_stats()
                 intervals.append(stats)
                 d = guard_decision(self.guard, intervals)
                 self.emit("interval", "baking", d.reason, stats=stats)
@@ -333,7 +357,7 @@ def run_rollout(
     new: FleetSpec | None = None,
     strategy: Strategy | None = None,
     guard: Guard | None = None,
-    feed: Callable[[], Mapping[str, VariantStats]] | None = None,
+    feed: ClientFeed | Callable[[], Mapping[str, VariantStats]] | None = None,
     resume: bool = False,
     rollback: bool = False,
     on_output: Callable[[str], Any] | None = None,

@@ -468,3 +468,47 @@ class TestAwsFleetRolloutArguments:
         fleet.close()
         with pytest.raises(SpecError, match="closed"):
             fleet.rollout({"instance": {"type": "t3.medium"}})
+
+
+class TestClientFeed:
+    def test_load_run_records_judge_the_new_slot_by_instance_id(self, world: World) -> None:
+        """A ClientFeed (what run_load(on_records=feed) fills): records whose X-Target-Id is slot b's instance
+        are the new variant; 2 s latencies there for 2 intervals roll back, the old slot's 50 ms do not count."""
+        import pandas as pd
+
+        from mlops_lb.rollouts import ClientFeed
+
+        feed = ClientFeed()
+
+        def records() -> None:
+            ids = {
+                slot: [
+                    i["InstanceId"]
+                    for g in world.asg.describe_auto_scaling_groups(
+                        AutoScalingGroupNames=[world.outputs["slots"][slot]["asg_name"]]
+                    )["AutoScalingGroups"]
+                    for i in g["Instances"]
+                ]
+                for slot in "ab"
+            }
+            rows = [(ids["a"][0], 0.05)] * 90 + [(ids["b"][0], 2.0)] * 30
+            now = pd.Timestamp.now(tz="UTC")
+            feed(
+                pd.DataFrame(
+                    {
+                        "sent_at": now,
+                        "done_at": now,
+                        "latency_s": [r[1] for r in rows],
+                        "error": "",
+                        "target": [r[0] for r in rows],
+                    }
+                )
+            )
+
+        world.at_sleep[1] = records
+        world.at_sleep[2] = records
+        result = _run(world, feed=feed)
+        assert result.state == "rolled_back" and world.weights() == (999, 0) and world.sleeps == 2
+        (breach,) = [e for e in result.events if e["kind"] == "breach"]
+        assert breach["evidence"][-1]["stats"]["new"]["requests"] == 30
+        assert breach["evidence"][-1]["stats"]["old"]["p99_s"] == pytest.approx(0.05)
