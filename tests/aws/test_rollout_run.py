@@ -512,3 +512,35 @@ class TestClientFeed:
         (breach,) = [e for e in result.events if e["kind"] == "breach"]
         assert breach["evidence"][-1]["stats"]["new"]["requests"] == 30
         assert breach["evidence"][-1]["stats"]["old"]["p99_s"] == pytest.approx(0.05)
+
+
+class TestStatus:
+    def test_status_lists_both_slots_instances_and_the_rollout_state(
+        self, world: World, fake_wheel: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """fleet.status() after slot b came up: one row per instance of either group, its slot, and the plan's
+        state in attrs (what an interrupted rollout shows)."""
+        from mlops_lb.aws import AwsFleet
+
+        world.asg.update_auto_scaling_group(
+            AutoScalingGroupName="demo-b-asg", MinSize=1, MaxSize=2, DesiredCapacity=1
+        )
+        fleet = AwsFleet(OLD.replace(region=REGION), wheel=fake_wheel)
+        slots = world.outputs["slots"]
+        fleet._outputs = {
+            **world.outputs,
+            "asg_name": slots["a"]["asg_name"],
+            "target_group_arn": slots["a"]["target_group_arn"],
+        }
+        plan = SlotPlan(
+            weights=(899, 100), other_spec=NEW.to_dict(), other_capacity=(1, 1, 2), state="interrupted"
+        )
+        monkeypatch.setattr(fleet, "rollout_plan", lambda: plan)
+        df = fleet.status()
+        assert sorted(df["slot"]) == ["a", "b"]
+        assert df.attrs["rollout"] == {
+            "state": "interrupted",
+            "live": "a",
+            "weights": (899, 100),
+            "reason": "",
+        }
