@@ -23,6 +23,8 @@ __all__ = [
     "ALB_MIN_AZS",
     "ALB_NAME_MAX",
     "AUTONAME_SUFFIX_LEN",
+    "FORWARD_TARGET_GROUPS_MAX",
+    "FORWARD_WEIGHT",
     "MAX_NAME_PREFIX",
     "RESOURCE_TAGS_MAX",
     "RULES",
@@ -30,6 +32,7 @@ __all__ = [
     "Rule",
     "alb_name_problem",
     "ecr_image",
+    "forward_problems",
     "partition_for_region",
     "policy_arn",
     "resource_violations",
@@ -173,6 +176,38 @@ _RULES = (
         "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/hibernating-prerequisites.html",
     ),
     Rule(
+        "forward-target-groups",
+        "A forward action takes at most 5 target groups (quota 'Target Groups per Action per Application Load "
+        "Balancer', 5, not adjustable); with TargetGroupArn as well, ForwardConfig may name only that one group.",
+        "https://docs.aws.amazon.com/elasticloadbalancing/latest/application/load-balancer-limits.html",
+    ),
+    Rule(
+        "forward-weight",
+        "Each target group of a weighted forward action has an integer weight from 0 to 999 (TargetGroupTuple).",
+        "https://docs.aws.amazon.com/elasticloadbalancing/latest/APIReference/API_TargetGroupTuple.html",
+    ),
+    Rule(
+        "tracking-resource-label",
+        "ALBRequestCountPerTarget's resource label is app/<alb>/<id>/targetgroup/<tg>/<id>, and it may only name a "
+        "target group attached to the policy's Auto Scaling group: one policy per group and target group.",
+        "https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_PredefinedMetricSpecification.html",
+    ),
+    Rule(
+        "metric-alarm",
+        "PutMetricAlarm on a metric takes Statistic or ExtendedStatistic (p99), not both; Period 10, 20, 30 or a "
+        "multiple of 60; DatapointsToAlarm (M) at most EvaluationPeriods (N); TreatMissingData breaching, "
+        "notBreaching, ignore or missing.",
+        "https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_PutMetricAlarm.html",
+    ),
+    Rule(
+        "alb-metric-dimensions",
+        "AWS/ApplicationELB target metrics (TargetResponseTime, HTTPCode_Target_5XX_Count) are published per "
+        "LoadBalancer, per AvailabilityZone+LoadBalancer, per TargetGroup+LoadBalancer and per "
+        "TargetGroup+AvailabilityZone+LoadBalancer: a TargetGroup dimension needs its LoadBalancer. They are "
+        "reported only while requests flow (missing, not 0, otherwise).",
+        "https://docs.aws.amazon.com/elasticloadbalancing/latest/application/load-balancer-cloudwatch-metrics.html",
+    ),
+    Rule(
         "put-metric-namespace",
         "PutMetricData namespaces may not start with AWS/ (reserved for AWS services).",
         "https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_PutMetricData.html",
@@ -196,6 +231,16 @@ HEALTH_THRESHOLD = (2, 10)
 MATCHER_CODES = (200, 499)
 REFRESH_MIN_HEALTHY = (0, 100)
 REFRESH_MAX_HEALTHY = (100, 200)
+FORWARD_TARGET_GROUPS_MAX = 5
+FORWARD_WEIGHT = (0, 999)
+ALARM_TREAT_MISSING = ("breaching", "notBreaching", "ignore", "missing")
+# The dimension sets AWS/ApplicationELB publishes target metrics under (rule alb-metric-dimensions).
+ALB_TARGET_METRIC_DIMENSIONS = (
+    frozenset({"LoadBalancer"}),
+    frozenset({"AvailabilityZone", "LoadBalancer"}),
+    frozenset({"TargetGroup", "LoadBalancer"}),
+    frozenset({"TargetGroup", "AvailabilityZone", "LoadBalancer"}),
+)
 
 _TAG_CHARS = re.compile(r"^[\w .:/=+\-@]*$")
 _SG_CHARS = re.compile(r"^[a-zA-Z0-9 ._\-:/()#,@\[\]+=&;{}!$*]+$")
@@ -338,13 +383,15 @@ def resource_violations(
     subnet_azs: Mapping[str, str] | None = None,
     offered_azs: Mapping[str, set[str]] | None = None,
     instance_type: str | None = None,
+    group_target_groups: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Every rule of the table that the Pulumi resource ``typ``/``name`` with ``inputs`` breaks.
 
     ``inputs`` use Pulumi's camelCase names (what a mock's ``new_resource`` receives). ``subnet_azs`` (subnet id
     -> AZ) lets the ALB and group checks see zones; ``offered_azs`` (instance type -> AZs offering it) lets the
     group check see offerings of ``instance_type`` (the launch template's). Unknown subnets are a violation when ``subnet_azs`` is given: the program must
-    only use what the preflight resolved.
+    only use what the preflight resolved. ``group_target_groups`` (Auto Scaling group name -> the target group ARNs
+    attached to it) lets a target-tracking policy's resource label be checked against its own group.
     """
     out: list[str] = []
     tags = inputs.get("tags")
@@ -417,6 +464,13 @@ def resource_violations(
         inputs.get("targetTrackingConfiguration"), Mapping
     ):
         out += _tracking_problems(inputs["targetTrackingConfiguration"])
+    if typ in ("aws:lb/listener:Listener", "aws:lb/listenerRule:ListenerRule"):
+        for action in inputs.get("defaultActions") or inputs.get("actions") or []:
+            out += forward_problems(action)
+    if typ == "aws:cloudwatch/metricAlarm:MetricAlarm":
+        out += _alarm_problems(inputs)
+    if typ == "aws:autoscaling/policy:Policy" and group_target_groups is not None:
+        out += _label_problems(inputs, group_target_groups)
     if typ == "aws:autoscaling/group:Group":
         refresh = inputs.get("instanceRefresh")
         if isinstance(refresh, Mapping):
@@ -496,3 +550,103 @@ def _tracking_problems(ttc: Mapping[str, Any]) -> list[str]:
             )
         )
     return out
+
+
+def forward_problems(action: Mapping[str, Any]) -> list[str]:
+    """Why ELB would refuse the forward ``action`` (Pulumi camelCase: ``targetGroupArn``, ``forward.targetGroups``
+    of ``{arn, weight}``); empty when it would not.
+
+    Example::
+
+        forward_problems({"type": "forward", "forward": {"targetGroups": [{"arn": "a", "weight": 1000}]}})
+        # ['target group weight 1000 outside 0-999 [forward-weight: https://...]']
+    """
+    if action.get("type") != "forward" or not isinstance(action.get("forward"), Mapping):
+        return []
+    groups = list(action["forward"].get("targetGroups") or [])
+    out: list[str] = []
+    if not 1 <= len(groups) <= FORWARD_TARGET_GROUPS_MAX:
+        out.append(
+            _cite(
+                "forward-target-groups",
+                f"a forward action names {len(groups)} target groups, 1-{FORWARD_TARGET_GROUPS_MAX} allowed",
+            )
+        )
+    for g in groups:
+        if "weight" in g and not _in(FORWARD_WEIGHT, g["weight"]):
+            out.append(_cite("forward-weight", f"target group weight {g['weight']!r} outside 0-999"))
+    single = action.get("targetGroupArn")
+    if single and (len(groups) != 1 or groups[0].get("arn") != single):
+        out.append(
+            _cite(
+                "forward-target-groups",
+                "with targetGroupArn, the forward config may name only that same one target group",
+            )
+        )
+    return out
+
+
+def _alarm_problems(a: Mapping[str, Any]) -> list[str]:
+    out: list[str] = []
+    queries = a.get("metricQueries")
+    if queries:  # metric math: each metric query names its own stat and period; one query returns data
+        if sum(1 for q in queries if q.get("returnData")) != 1:
+            out.append(_cite("metric-alarm", "a metric-math alarm needs exactly one query with returnData"))
+        for q in queries:
+            if isinstance(q.get("metric"), Mapping):
+                m = q["metric"]
+                out += _alarm_problems(
+                    {
+                        **m,
+                        "statistic": m.get("stat"),
+                        "evaluationPeriods": a.get("evaluationPeriods"),
+                        "datapointsToAlarm": a.get("datapointsToAlarm"),
+                        "treatMissingData": a.get("treatMissingData", "missing"),
+                    }
+                )
+        return out
+    if bool(a.get("statistic")) == bool(a.get("extendedStatistic")):
+        out.append(
+            _cite("metric-alarm", "an alarm on a metric needs exactly one of statistic / extendedStatistic")
+        )
+    period = a.get("period")
+    p = int(period) if _in((10, 10**9), period) else 0  # type: ignore[arg-type]
+    if not (p in (10, 20, 30) or (p >= 60 and p % 60 == 0)):
+        out.append(_cite("metric-alarm", f"alarm period {period!r} must be 10, 20, 30 or a multiple of 60"))
+    n, m = a.get("evaluationPeriods"), a.get("datapointsToAlarm", a.get("evaluationPeriods"))
+    if not _in((1, 10_000), n) or not _in((1, 10_000), m) or m > n:
+        out.append(_cite("metric-alarm", f"datapoints to alarm {m!r} must be 1..evaluation periods {n!r}"))
+    missing = a.get("treatMissingData", "missing")
+    if missing not in ALARM_TREAT_MISSING:
+        out.append(_cite("metric-alarm", f"treatMissingData {missing!r} is not one of {ALARM_TREAT_MISSING}"))
+    if a.get("namespace") == "AWS/ApplicationELB":
+        dims = frozenset((a.get("dimensions") or {}).keys())
+        if dims not in ALB_TARGET_METRIC_DIMENSIONS:
+            out.append(
+                _cite(
+                    "alb-metric-dimensions",
+                    f"AWS/ApplicationELB publishes no {a.get('metricName')} with dimensions {sorted(dims)}",
+                )
+            )
+    return out
+
+
+def _label_problems(policy: Mapping[str, Any], group_target_groups: Mapping[str, Any]) -> list[str]:
+    ttc = policy.get("targetTrackingConfiguration")
+    spec = ttc.get("predefinedMetricSpecification") if isinstance(ttc, Mapping) else None
+    if not isinstance(spec, Mapping) or spec.get("predefinedMetricType") != "ALBRequestCountPerTarget":
+        return []
+    label = str(spec.get("resourceLabel") or "")
+    _, sep, tg_suffix = label.partition("/targetgroup/")
+    if not label.startswith("app/") or not sep:
+        return [_cite("tracking-resource-label", f"resource label {label!r} is not app/.../targetgroup/...")]
+    group = str(policy.get("autoscalingGroupName") or "")
+    attached = [str(a) for a in group_target_groups.get(group) or []]
+    if not any(a.endswith(":targetgroup/" + tg_suffix) for a in attached):
+        return [
+            _cite(
+                "tracking-resource-label",
+                f"policy on group {group!r} tracks target group {tg_suffix!r}, which is not attached to that group",
+            )
+        ]
+    return []

@@ -128,6 +128,12 @@ ENABLED_METRICS = (
     "GroupTotalInstances",
 )
 _TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+SLOT_TAG = "mlops-lb:slot"
+
+
+def slot_b_name(name: str) -> str:
+    """Slot b's resource-name prefix: ``<name>-b``, cut so its target group's autoname fits AWS's 32 characters."""
+    return f"{name[: 24 - 2]}-b"
 
 
 def algorithm_settings(spec: FleetSpec) -> dict[str, str]:
@@ -249,7 +255,9 @@ def _security_groups(ctx: _Ctx) -> tuple[Any, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ load balancer
-def _load_balancer(ctx: _Ctx, alb_sg: Any) -> dict[str, Any]:
+def _load_balancer(ctx: _Ctx, alb_sg: Any, weights: tuple[int, int] | None = None) -> dict[str, Any]:
+    """The ALB, its target group(s) and listeners. ``weights`` (slot a, slot b) adds slot b's target group, same
+    settings, and makes the forward action weighted (two slots, :mod:`mlops_lb.aws._rollout`)."""
     import pulumi
 
     ctx.enter("load-balancer")
@@ -267,8 +275,7 @@ def _load_balancer(ctx: _Ctx, alb_sg: Any) -> dict[str, Any]:
         opts=ctx.opts(),
     )
     hc = spec.aws_health_check
-    tg = aws.lb.TargetGroup(
-        name,
+    tg_args: dict[str, Any] = dict(
         port=spec.target_group.port,
         protocol="HTTP",
         target_type="instance",
@@ -286,15 +293,15 @@ def _load_balancer(ctx: _Ctx, alb_sg: Any) -> dict[str, Any]:
         ),
         deregistration_delay=spec.target_group.deregistration_delay_s,
         slow_start=spec.target_group.slow_start_s,
-        tags=tags,
         **algorithm_settings(spec),
-        opts=ctx.opts(),
     )
+    tg = aws.lb.TargetGroup(name, tags=tags, **tg_args, opts=ctx.opts())
+    out: dict[str, Any] = {"alb": alb, "tg": tg}
 
-    def listener(actions: list[Any], **tls: Any) -> None:
+    def listener(actions: list[Any], **tls: Any) -> Any:
         """HTTPS on 443 with ``tls`` (ssl_policy, certificate_arn); plain HTTP on 80 without."""
         protocol = "HTTPS" if tls else "HTTP"
-        aws.lb.Listener(
+        return aws.lb.Listener(
             f"{name}-{protocol.lower()}",
             load_balancer_arn=alb.arn,
             port=443 if tls else 80,
@@ -306,17 +313,32 @@ def _load_balancer(ctx: _Ctx, alb_sg: Any) -> dict[str, Any]:
         )
 
     forward = [aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=tg.arn)]
+    if weights is not None:
+        # Slot b: a second group with the same settings (ALB: up to 5 groups per forward action, weights 0-999,
+        # rules forward-target-groups / forward-weight); its own ALBRequestCountPerTarget label follows from it.
+        tg_b = aws.lb.TargetGroup(slot_b_name(name), tags={**tags, SLOT_TAG: "b"}, **tg_args, opts=ctx.opts())
+        out["tg_b"] = tg_b
+        groups = [
+            aws.lb.ListenerDefaultActionForwardTargetGroupArgs(arn=g.arn, weight=w)
+            for g, w in ((tg, weights[0]), (tg_b, weights[1]))
+        ]
+        forward = [
+            aws.lb.ListenerDefaultActionArgs(
+                type="forward", forward=aws.lb.ListenerDefaultActionForwardArgs(target_groups=groups)
+            )
+        ]
     if net.certificate_arn:
-        listener(forward, ssl_policy=_TLS_POLICY, certificate_arn=net.certificate_arn)
+        out["listener"] = listener(forward, ssl_policy=_TLS_POLICY, certificate_arn=net.certificate_arn)
         redirect = aws.lb.ListenerDefaultActionRedirectArgs(
             port="443", protocol="HTTPS", status_code="HTTP_301"
         )
         listener([aws.lb.ListenerDefaultActionArgs(type="redirect", redirect=redirect)])
         url = pulumi.Output.concat("https://", alb.dns_name)
     else:
-        listener(forward)
+        out["listener"] = listener(forward)
         url = pulumi.Output.concat("http://", alb.dns_name)
-    return {"alb": alb, "tg": tg, "url": url}
+    out["url"] = url
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ assets
@@ -618,7 +640,9 @@ def launching_hook(spec: FleetSpec) -> dict[str, Any]:
     }
 
 
-def _group(ctx: _Ctx, lt: Any, tg: Any) -> Any:
+def _group(ctx: _Ctx, lt: Any, tg: Any, bounds: tuple[int, int, int] | None = None) -> Any:
+    """The Auto Scaling group; ``bounds`` (min, desired, max) for a slot that is not the live one (its capacity
+    lives in the rollout's stack config, not in ``minSize``/``maxSize``)."""
     import pulumi
 
     aws, spec, name = ctx.aws, ctx.spec, ctx.name
@@ -628,6 +652,8 @@ def _group(ctx: _Ctx, lt: Any, tg: Any) -> Any:
     min_size = spec.capacity.min if min_size is None else min_size
     max_size = spec.capacity.max if max_size is None else max_size
     desired = min(max(spec.capacity.desired, min_size), max_size)
+    if bounds is not None:
+        min_size, desired, max_size = bounds
     hc = spec.aws_health_check
     warm = spec.capacity.warm_pool
     group_args: dict[str, Any] = {}

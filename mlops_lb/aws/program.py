@@ -13,7 +13,9 @@ What it builds, and the AWS rules behind each choice (DESIGN §4; the limits liv
 * an ASG with **ELB health checks** and a grace period, ``1Minute`` group metrics, ``ignore_changes`` on desired
   capacity, and an instance refresh that keeps capacity (min healthy 100 %, max healthy 200 %: launch before
   terminate); optionally a warm pool with its ``EC2_INSTANCE_LAUNCHING`` lifecycle hook;
-* target tracking on **ALBRequestCountPerTarget**, a per-*minute* value: ``target_rps_per_target * 60``.
+* target tracking on **ALBRequestCountPerTarget**, a per-*minute* value: ``target_rps_per_target * 60``;
+* after the first ``fleet.rollout()`` (stack config ``rollout``), two slots behind the one ALB: slot b's target
+  group, template, group and policy, a weighted forward and per-slot guard alarms (:mod:`mlops_lb.aws._rollout`).
 
 Network, AMI and zones come from the preflight's ``resolved`` dict (explicit ids, no lookups in the program).
 Stack config (``minSize``, ``maxSize``, ``targetRpsPerTarget``) overrides the spec, so ``AwsFleet.scale()``
@@ -267,20 +269,36 @@ def declare_fleet(
         region=region,
         resolved=dict(resolved) if resolved is not None else _legacy_resolution(aws, spec),
     )
+    from ._rollout import declare_slots, read_plan
+
+    plan = read_plan()  # None until the first fleet.rollout(): one slot, as always
     alb_sg, inst_sg = _security_groups(ctx)
-    lb = _load_balancer(ctx, alb_sg)
+    lb = _load_balancer(ctx, alb_sg, weights=plan.weights if plan is not None else None)
     bucket, keys = _assets_bucket(ctx, assets)
     profile = _instance_role(ctx, bucket)
-    lt, ami = _launch_template(ctx, inst_sg, profile, bucket, keys)
-    asg = _group(ctx, lt, lb["tg"])
-    resource_label = _scaling(ctx, asg, lb)
+    extra: dict[str, Any] = {}
+    tg = lb["tg"]
+    if plan is None:
+        lt, ami = _launch_template(ctx, inst_sg, profile, bucket, keys)
+        asg = _group(ctx, lt, lb["tg"])
+        resource_label = _scaling(ctx, asg, lb)
+    else:  # two slots (issue 29): the live one runs `spec`, the other the plan's spec
+        other = plan.spec_of("b" if plan.live == "a" else "a", spec)
+        files = (_model_file(other), _install_file(other)) if other is not None else (None, None)
+        slots = declare_slots(
+            ctx, plan, lb=lb, inst_sg=inst_sg, profile=profile, bucket=bucket, keys=keys, other_files=files
+        )
+        asg, ami, resource_label, tg = slots["asg"], slots["ami"], slots["resource_label"], slots["tg"]
+        extra = slots["outputs"]
     return {
+        **extra,
+        "listener_arn": lb["listener"].arn,
         "url": lb["url"],
         "alb_arn": lb["alb"].arn,
         "alb_arn_suffix": lb["alb"].arn_suffix,
         "alb_dns_name": lb["alb"].dns_name,
-        "target_group_arn": lb["tg"].arn,
-        "target_group_arn_suffix": lb["tg"].arn_suffix,
+        "target_group_arn": tg.arn,
+        "target_group_arn_suffix": tg.arn_suffix,
         "asg_name": asg.name,
         "region": region,
         "bucket": bucket.bucket,

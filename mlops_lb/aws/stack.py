@@ -430,6 +430,93 @@ class AwsFleet:
         """The load balancer's URL (``http://<alb dns>``, or https with a certificate)."""
         return self._output("url")
 
+    # ------------------------------------------------------------------ rollouts (issue 29)
+    def rollout_plan(self) -> Any:
+        """The two slots' plan from the stack config (:class:`~mlops_lb.aws._rollout.SlotPlan`), or None for a fleet
+        that never rolled out."""
+        from ._rollout import CONFIG_KEY, SlotPlan
+
+        text = self.live_config().get(CONFIG_KEY)
+        return SlotPlan.from_json(text) if text else None
+
+    def _save_plan(self, plan: Any) -> None:
+        from pulumi import automation as auto
+
+        from ._rollout import CONFIG_KEY
+
+        try:
+            self._get_stack().set_config(CONFIG_KEY, auto.ConfigValue(value=plan.to_json()))
+        except Exception as exc:
+            raise _translate("saving the rollout plan to the stack config", exc) from exc
+
+    def rollout(
+        self,
+        new: Any = None,
+        *,
+        strategy: Any = None,
+        guard: Any = None,
+        feed: Callable[[], Any] | None = None,
+        resume: bool = False,
+        rollback: bool = False,
+        on_output: OnOutput | None = None,
+        on_event: Callable[[Any], Any] | None = None,
+    ) -> Any:
+        """Shift traffic to the idle slot running ``new`` (a FleetSpec or the parts that change) by ``strategy``
+        (:class:`~mlops_lb.rollouts.Canary` by default), guarded by ``guard`` every interval; roll back on a breach.
+
+        ``fleet.update_code()`` replaces code in place on the running instances; ``rollout`` runs the new spec on a
+        second Auto Scaling group behind the same ALB and moves a weighted share of requests to it. An interrupted
+        rollout continues with ``resume=True`` or goes back with ``rollback=True``. See docs/aws.md "Rollouts".
+
+        Example::
+
+            fleet.rollout({"model": {"source": "v2.onnx"}}, strategy=Canary(percent=10, bake_s=300),
+                          guard=Guard(p99_s=0.5, max_error_share=0.01), on_output=print)
+        """
+        from ..rollouts import Canary, check_guard, new_spec, strategy_from_dict
+        from ._rollout import slot_differences
+        from ._rollout_run import RolloutSeams, run_rollout
+
+        if self._closed:
+            raise SpecError("fleet", "is closed: open the fleet again (ml.open_fleet(spec, backend='aws'))")
+        target = None
+        if not (resume or rollback):  # every argument is checked before any call
+            target = new_spec(self.spec, new)
+            slot_differences(self.spec, target)
+            strategy = strategy_from_dict(strategy if strategy is not None else Canary())
+            guard = check_guard(guard, self.spec, source="client" if feed is not None else "fleet")
+        plan = self.rollout_plan()
+        fleet = self
+
+        def up(spec: FleetSpec) -> dict[str, Any]:
+            fleet.spec = spec
+            fleet.launch(on_output=on_output)
+            return fleet.outputs()
+
+        seams = RolloutSeams(
+            elbv2=self._client("elbv2"),
+            cloudwatch=self._client("cloudwatch"),
+            autoscaling=self._client("autoscaling"),
+            save=self._save_plan,
+            up=up,
+        )
+        result = run_rollout(
+            fleet_spec=self.spec,
+            plan=plan,
+            outputs=self._live_outputs(),
+            seams=seams,
+            new=target,
+            strategy=strategy,
+            guard=guard,
+            feed=feed,
+            resume=resume,
+            rollback=rollback,
+            on_output=on_output,
+            on_event=on_event,
+        )
+        self.spec = result.spec
+        return result
+
     # ------------------------------------------------------------------ fast paths (boto3)
     def _client(self, service: str) -> Any:
         return client(service, session=self._session, region=self.region)
@@ -477,13 +564,20 @@ class AwsFleet:
 
         asg_name = self._output("asg_name")
         port = self.spec.target_group.port
+        # Two slots after a rollout (issue 29): every instance of both groups, with its slot; one slot: "".
+        slots = self.outputs().get("slots") or {}
+        slot_of = {str(v["asg_name"]): s for s, v in slots.items()} or {asg_name: ""}
         try:
             groups = self._client("autoscaling").describe_auto_scaling_groups(
-                AutoScalingGroupNames=[asg_name]
+                AutoScalingGroupNames=list(slot_of)
             )
         except Exception as exc:
             raise provision_error("Auto Scaling DescribeAutoScalingGroups", exc) from exc
-        instances = [i for g in groups.get("AutoScalingGroups", []) for i in g.get("Instances", [])]
+        instances = [
+            {**i, "_slot": slot_of.get(str(g.get("AutoScalingGroupName")), "")}
+            for g in groups.get("AutoScalingGroups", [])
+            for i in g.get("Instances", [])
+        ]
         details: dict[str, dict[str, Any]] = {}
         ids = [i["InstanceId"] for i in instances]
         if ids:
@@ -495,10 +589,12 @@ class AwsFleet:
             except Exception as exc:
                 raise provision_error("EC2 DescribeInstances", exc) from exc
         # A MetricsError keeps its type, AWS code and hint (it used to become ProvisionError(str(exc))).
-        health = read_target_health(
-            self._output("target_group_arn"), session=self._session, region=self.region
-        )
-        by_target = {r.target: r for r in health.itertuples()}
+        tg_arns = [str(v["target_group_arn"]) for v in slots.values()] or [self._output("target_group_arn")]
+        by_target = {
+            r.target: r
+            for arn in tg_arns
+            for r in read_target_health(arn, session=self._session, region=self.region).itertuples()
+        }
         rows = []
         for inst in instances:
             iid = inst["InstanceId"]
@@ -523,10 +619,20 @@ class AwsFleet:
                     "az": inst.get("AvailabilityZone", ""),
                     "lifecycle": life,
                     "aws_health": str(inst.get("HealthStatus", "")),
+                    "slot": inst["_slot"],
                 }
             )
-        df = pd.DataFrame(rows, columns=[*STATUS_COLUMNS, "az", "lifecycle", "aws_health"])
+        df = pd.DataFrame(rows, columns=[*STATUS_COLUMNS, "az", "lifecycle", "aws_health", "slot"])
         df["launched_at"] = pd.to_datetime(df["launched_at"], utc=True)
+        if slots:  # the rollout's state, live slot and weights as the stack config has them now
+            p = self.rollout_plan()
+            if p is not None:
+                df.attrs["rollout"] = {
+                    "state": p.state,
+                    "live": p.live,
+                    "weights": p.weights,
+                    "reason": p.reason,
+                }
         return df
 
     def events(self, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:

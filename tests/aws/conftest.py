@@ -37,6 +37,7 @@ class Recorded:
     instance_type: str | None = None
     parents: dict[tuple[str, str], str] = field(default_factory=dict)
     aliases: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    group_target_groups: dict[str, list[str]] = field(default_factory=dict)  # ASG name -> attached TG ARNs
 
     def of_type(self, typ: str) -> list[tuple[str, dict[str, Any]]]:
         return [(n, i) for t, n, i in self.resources if t == typ]
@@ -74,6 +75,7 @@ def make_mocks(rec: Recorded, *, region: str = REGION, strict: bool = True) -> A
                 subnet_azs=SUBNET_AZS,
                 offered_azs=OFFERED_AZS,
                 instance_type=rec.instance_type,
+                group_target_groups=rec.group_target_groups,
             )
             if problems and strict:
                 rec.violations.extend(problems)
@@ -103,12 +105,19 @@ def make_mocks(rec: Recorded, *, region: str = REGION, strict: bool = True) -> A
                 state.update(latestVersion=1, id=f"lt-{_hex(phys)}")
             elif args.typ == "aws:autoscaling/group:Group":
                 state.update(name=phys)
+                rec.group_target_groups[phys] = list(inputs.get("targetGroupArns") or [])
             elif args.typ in ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile"):
                 state.update(
                     name=phys, arn=f"arn:aws:iam::{ACCOUNT}:{args.typ.split(':')[-1].lower()}/{phys}"
                 )
             elif args.typ == "aws:ec2/securityGroup:SecurityGroup":
                 state.update(id=f"sg-{_hex(phys)}")
+            elif args.typ == "aws:lb/listener:Listener":
+                state.update(
+                    arn=f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:listener/app/x/{_hex(phys)}"
+                )
+            elif args.typ == "aws:cloudwatch/metricAlarm:MetricAlarm":
+                state.update(name=phys)
             return state["id"], state
 
         def call(self, args: pulumi.runtime.MockCallArgs) -> Any:
