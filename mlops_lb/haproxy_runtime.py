@@ -260,6 +260,14 @@ class RuntimeApi:
     def set_weight(self, backend: str, name: str, weight: int) -> None:
         self._checked(f"set server {backend}/{name} weight {weight}")
 
+    def set_addr(self, backend: str, name: str, address: str, port: int) -> None:
+        """Point an existing server (a ``server-template`` slot) at ``address:port`` (HAProxy 1.8+; answers
+        "IP changed from ..." or "no need to change ...", both success)."""
+        self._checked(
+            f"set server {backend}/{name} addr {address} port {int(port)}",
+            lambda a: a.strip() == "" or "changed" in a or "no need to change" in a,
+        )
+
     def set_state(self, backend: str, name: str, state: str) -> None:
         """``ready``, ``drain`` (no new requests, existing ones finish) or ``maint``."""
         if state not in ("ready", "drain", "maint"):

@@ -38,6 +38,7 @@ from typing import Any
 from .._redact import is_secret_name
 from ..errors import ProvisionError, SpecError
 from ..spec import FleetSpec
+from . import _router
 from ._parts import (
     ENABLED_METRICS,
     REFRESH_PREFERENCES,
@@ -110,6 +111,7 @@ def _install_file(spec: FleetSpec) -> Path | None:
 
 def check_aws_server(spec: FleetSpec) -> None:
     """What the AWS backend refuses in ``server`` before any cloud call (SpecError naming the field and fix)."""
+    _router.check_routing(spec)  # routing: stickiness limits, the router tier's rules
     srv = spec.server
     if srv.kind == "command" and srv.image is None and srv.install is None:
         log.info(
@@ -274,7 +276,21 @@ def declare_fleet(
     lt, ami = _launch_template(ctx, inst_sg, profile, bucket, keys)
     asg = _group(ctx, lt, lb["tg"])
     resource_label = _scaling(ctx, asg, lb)
+    extra: dict[str, Any] = {}
+    if _router.has_router_tier(spec):  # routing.policy consistent_hash: HAProxy routers behind the ALB
+        routers = _router.declare_router_tier(
+            ctx,
+            router_sg=ctx.extras["router_sg"],
+            tg=lb["tg"],
+            model_asg=asg,
+            bucket=bucket,
+            keys=keys,
+            enabled_metrics=ENABLED_METRICS,
+            refresh_preferences=REFRESH_PREFERENCES,
+        )
+        extra["router_asg_name"] = routers.name
     return {
+        **extra,
         "url": lb["url"],
         "alb_arn": lb["alb"].arn,
         "alb_arn_suffix": lb["alb"].arn_suffix,
