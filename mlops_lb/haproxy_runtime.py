@@ -268,6 +268,15 @@ class RuntimeApi:
             lambda a: a.strip() == "" or "changed" in a or "no need to change" in a,
         )
 
+    def ready_down(self, backend: str, name: str) -> None:
+        """Take a checked server out of maintenance as *down*, so it serves only after ``rise`` passing checks.
+
+        HAProxy assumes a server leaving maintenance is up until ``fall`` checks fail, and ignores ``health down``
+        while it is in maintenance (seen on 2.6): both commands go on one line, so no request is placed between.
+        """
+        cmd = f"set server {backend}/{name} state ready; set server {backend}/{name} health down"
+        self._checked(cmd)
+
     def set_state(self, backend: str, name: str, state: str) -> None:
         """``ready``, ``drain`` (no new requests, existing ones finish) or ``maint``."""
         if state not in ("ready", "drain", "maint"):

@@ -220,7 +220,9 @@ def _security_groups(ctx: _Ctx) -> tuple[Any, Any]:
     )
     port = spec.target_group.port
     source, whom = alb_sg, "the load balancer"
-    if _router.has_router_tier(spec):  # ALB -> routers -> models: the models take the port from the routers only
+    if _router.has_router_tier(
+        spec
+    ):  # ALB -> routers -> models: the models take the port from the routers only
         source = ctx.extras["router_sg"] = _router.router_security_group(ctx, alb_sg, egress_all)
         whom = "the routers"
     ingress = [

@@ -288,7 +288,8 @@ def declare_router_tier(
             hash_balance_factor=int(routing.hash_balance_factor),
             slots=router_slots(spec, max_size),
             health_path=hc.path,
-            check_inter_s=min(int(hc.interval_s), 5),
+            # the routers' own checks of the models: cheap, so faster than the ALB's (5-300 s)
+            check_inter_s=2,
             rise=int(hc.healthy_threshold),
             fall=int(hc.unhealthy_threshold),
             timeout_s=int(spec.network.idle_timeout_s),

@@ -51,7 +51,8 @@ Run = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
 
 @dataclass(frozen=True)
 class Action:
-    """One Runtime API step for one slot: ``addr`` (with ``address``), ``ready``, ``drain`` or ``maint``."""
+    """One Runtime API step for one slot: ``addr`` (with ``address``), ``enter`` (out of maintenance, health
+    down until its checks pass), or the state ``ready``, ``drain`` or ``maint``."""
 
     slot: str
     op: str
@@ -72,7 +73,7 @@ def plan(slots: Iterable[ServerState], wanted: Mapping[str, str]) -> list[Action
     Example::
 
         plan([ServerState("models", 1, "m1", "192.0.2.1", 8080, 0, 5, 1, 0, 0)], {"i-1": "10.0.1.5"})
-        # [Action("m1", "addr", "10.0.1.5"), Action("m1", "ready")]
+        # [Action("m1", "addr", "10.0.1.5"), Action("m1", "enter")]
     """
     ordered = sorted(slots, key=lambda s: s.server_id)
     want = set(wanted.values())
@@ -100,7 +101,9 @@ def plan(slots: Iterable[ServerState], wanted: Mapping[str, str]) -> list[Action
         free_slots.remove(slot)
         if slot.address != address:
             out.append(Action(slot.name, "addr", address))
-        out.append(Action(slot.name, "ready"))
+        # Ready but down: an InService model instance may still be booting (its group uses EC2 health checks), so
+        # it gets a request only after `rise` passing checks.
+        out.append(Action(slot.name, "enter"))
     return out
 
 
@@ -170,6 +173,8 @@ def apply(api: RuntimeApi, actions: Iterable[Action], *, port: int) -> None:
         log.info("router: %s", a)
         if a.op == "addr":
             api.set_addr(BACKEND, a.slot, a.address, port)
+        elif a.op == "enter":
+            api.ready_down(BACKEND, a.slot)
         else:
             api.set_state(BACKEND, a.slot, a.op)
 

@@ -787,15 +787,19 @@ class RouterRun:
 def _router_config(run: RouterRun) -> str:
     """HAProxy's config for a router (``${LOCAL_IP}`` comes from the unit's environment, read from IMDS)."""
     factor = f"    hash-balance-factor {int(run.hash_balance_factor)}\n" if run.hash_balance_factor else ""
+    # No global maxconn: HAProxy derives it from the unit's LimitNOFILE (a fixed one above what the FD limit
+    # allows makes it refuse to start: "Cannot raise FD limit", seen in the instance sandbox).
     return f"""global
     user haproxy
     group haproxy
-    maxconn 20000
     stats socket {ROUTER_SOCKET} mode 600 level admin
 
 defaults
     mode http
     timeout connect 5s
+    # A model that refuses the connection (it just left): try again on another slot, not the client's error.
+    retries 2
+    option redispatch
     timeout client {int(run.timeout_s)}s
     timeout server {int(run.timeout_s)}s
 
@@ -863,7 +867,7 @@ exec > >(tee -a {LOG_FILE} | logger -t mlops-lb-bootstrap -s 2>/dev/console) 2>&
 set -x
 {_RETRY}
 
-retry 5 dnf install -y haproxy python{py} python{py}-pip
+retry 5 dnf install -y haproxy python{py}
 HAPROXY_VERSION=$(haproxy -v 2>&1 | sed -n 's/^HA-\\{{0,1\\}}Proxy version \\([0-9]*\\.[0-9]*\\).*/\\1/p' | head -n 1)
 if [ "$(printf '%s\\n' {ROUTER_MIN_HAPROXY} "${{HAPROXY_VERSION:-0}}" | sort -V | head -n 1)" != "{ROUTER_MIN_HAPROXY}" ]; then
   echo "mlops-lb: the router needs HAProxy >= {ROUTER_MIN_HAPROXY} (server-template), found ${{HAPROXY_VERSION:-none}}" >&2
@@ -871,8 +875,9 @@ if [ "$(printf '%s\\n' {ROUTER_MIN_HAPROXY} "${{HAPROXY_VERSION:-0}}" | sort -V 
 fi
 
 mkdir -p {ROUTER_DIR}/dist {ROUTER_DIR}/lib /etc/haproxy
-retry 8 aws s3 cp --region {q(region)} {q(f's3://{bucket}/{wheel_key}')} {q(wheel_path)}
-python{py} -m venv {ROUTER_DIR}/venv
+retry 8 aws s3 cp --region {q(region)} {q(f"s3://{bucket}/{wheel_key}")} {q(wheel_path)}
+# A venv only for a fixed interpreter path in the unit; the agent needs no pip (stdlib + three files).
+python{py} -m venv --without-pip {ROUTER_DIR}/venv
 {ROUTER_DIR}/venv/bin/python - {q(wheel_path)} <<'PY'
 {unpack}PY
 

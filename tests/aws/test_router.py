@@ -253,9 +253,9 @@ class TestAgentPlan:
         acts = plan([slot(1), slot(2), slot(3)], {"i-b": "10.0.1.6", "i-a": "10.0.1.5"})
         assert acts == [
             Action("m1", "addr", "10.0.1.5"),
-            Action("m1", "ready"),
+            Action("m1", "enter"),  # ready but down: must pass `rise` checks before it gets a request
             Action("m2", "addr", "10.0.1.6"),
-            Action("m2", "ready"),
+            Action("m2", "enter"),
         ]
 
     def test_steady_state_changes_nothing(self) -> None:
@@ -267,7 +267,7 @@ class TestAgentPlan:
 
     def test_returning_address_reuses_its_old_slot_and_a_drained_one_serves_again(self) -> None:
         """The same slot keeps the same server id, so the hash ring puts the same keys there again."""
-        assert plan([slot(1), slot(2, "10.0.1.5", 5)], {"i-a": "10.0.1.5"}) == [Action("m2", "ready")]
+        assert plan([slot(1), slot(2, "10.0.1.5", 5)], {"i-a": "10.0.1.5"}) == [Action("m2", "enter")]
         assert plan([slot(1, "10.0.1.5", 12)], {"i-a": "10.0.1.5"}) == [Action("m1", "ready")]
 
     def test_more_instances_than_slots_wait(self) -> None:
