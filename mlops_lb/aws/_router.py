@@ -245,7 +245,7 @@ def declare_router_tier(
 
     ctx.enter("routers")
     aws, spec, name = ctx.aws, ctx.spec, ctx.name
-    router = router_of(spec)
+    router: Any = router_of(spec)  # has_router_tier(spec) holds here
     routing = spec.routing
     hc = spec.aws_health_check
     trust = {
@@ -299,7 +299,9 @@ def declare_router_tier(
         )
         return base64.b64encode(script.encode()).decode()
 
-    ami = spec.instance.ami or ctx.resolved.get("ami_id")
+    # The preflight's plain AL2023 AMI for the router's architecture (a GPU model AMI is not for a router); the
+    # models' AMI only when no preflight ran.
+    ami = ctx.resolved.get("router_ami_id") or spec.instance.ami or ctx.resolved.get("ami_id")
     lt = aws.ec2.LaunchTemplate(
         f"{name}-router-lt",
         image_id=ami,
@@ -333,7 +335,10 @@ def declare_router_tier(
         min_size=int(router.min),
         max_size=int(router.max),
         desired_capacity=int(router.desired),
-        vpc_zone_identifiers=list(ctx.resolved["instance_subnet_ids"]),
+        # zones offering the router's type (preflight), else the models' subnets
+        vpc_zone_identifiers=list(
+            ctx.resolved.get("router_subnet_ids") or ctx.resolved["instance_subnet_ids"]
+        ),
         launch_template=aws.autoscaling.GroupLaunchTemplateArgs(
             id=lt.id, version=lt.latest_version.apply(str)
         ),

@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..haproxy_runtime import RuntimeApi, RuntimeApiError, ServerState
 
@@ -160,7 +161,8 @@ def discover(group: str, region: str, *, run: Run = _run) -> dict[str, str] | No
     if ec2 is None:
         return None
     out: dict[str, str] = {}
-    for res in ec2.get("Reservations") or []:  # type: ignore[union-attr]
+    reservations: Any = ec2.get("Reservations") or []
+    for res in reservations:
         for inst in res.get("Instances") or []:
             if inst.get("InstanceId") in ids and inst.get("PrivateIpAddress"):
                 out[str(inst["InstanceId"])] = str(inst["PrivateIpAddress"])

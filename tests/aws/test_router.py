@@ -329,3 +329,36 @@ class TestAgentDiscovery:
             {"autoscaling describe-auto-scaling-groups": (0, self.GROUP), "ec2 describe-instances": (254, {})}
         )
         assert discover("llm-asg-1", "us-east-1", run=run) is None
+
+
+class TestPreflight:
+    """ml.aws.preflight against moto: the router type gets its own zones and its own plain AL2023 AMI."""
+
+    def test_graviton_models_with_x86_routers(self, moto_account: Any) -> None:
+        """Models on t4g (arm64 AMI), routers on t3.small: the routers get the x86_64 AL2023 AMI and only the
+        instance subnets whose zone offers t3.small (us-east-1e offers none: rule instance-type-offerings)."""
+        import boto3
+
+        from mlops_lb.aws import preflight
+        from mlops_lb.aws._preflight import AL2023_PARAMETERS
+
+        spec = router_spec(region="us-east-1", instance={"type": "t4g.small"})
+        pf = preflight(spec)
+        assert pf.ok, pf
+        ssm = boto3.client("ssm", region_name="us-east-1")
+        x86 = ssm.get_parameter(Name=AL2023_PARAMETERS["x86_64"])["Parameter"]["Value"]
+        assert pf.resolved["architecture"] == "arm64" and pf.resolved["ami_id"] != x86
+        assert pf.resolved["router_ami_id"] == x86
+        subnets = {s["SubnetId"]: s["AvailabilityZone"] for s in moto_account.describe_subnets()["Subnets"]}
+        router_azs = sorted(subnets[s] for s in pf.resolved["router_subnet_ids"])
+        assert router_azs and "us-east-1e" not in router_azs
+        assert set(pf.resolved["router_subnet_ids"]) <= set(pf.resolved["instance_subnet_ids"])
+
+    def test_no_router_checks_without_a_tier(self) -> None:
+        """Without a tier the router checks return before any AWS call (no client is even needed)."""
+        from mlops_lb.aws._preflight import Preflight, _router_checks
+
+        pf = Preflight()
+        _router_checks(pf, None, None, "us-east-1", FleetSpec(name="demo"))
+        _router_checks(pf, None, None, "us-east-1", routed({"policy": "sticky_cookie"}))
+        assert pf.rows == [] and pf.resolved == {}
