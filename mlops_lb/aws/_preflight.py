@@ -486,7 +486,8 @@ def _router_checks(pf: Preflight, ec2: Any, session: Any, region: str, spec: Fle
 
     if not has_router_tier(spec):
         return
-    itype = str(router_of(spec).instance_type)
+    router: Any = router_of(spec)  # has_router_tier(spec) holds here
+    itype = str(router.instance_type)
     try:
         info = ec2.describe_instance_types(InstanceTypes=[itype])["InstanceTypes"][0]
     except Exception as exc:
