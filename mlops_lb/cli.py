@@ -62,6 +62,11 @@ LLM_FLAGS = (
     ),
     ("max_model_len", "prompt + max_tokens limit ({:g})"),
     ("seed", "seed of the generated words ({:g})"),
+    (
+        "prefix_cache_blocks",
+        "prefix cache size in blocks, LRU, as vLLM's automatic prefix caching ({:g}: off)",
+    ),
+    ("block_size", "tokens per prefix-cache block ({:g}, vLLM's default)"),
 )
 
 
