@@ -37,7 +37,7 @@ from typing import Any
 from .analysis.routing import CACHE_AWARE, RoutingComparison, routing_verdicts
 from .errors import SpecError
 
-__all__ = ["DEFAULT_POLICIES", "compare_routing", "prefix_cache_counters"]
+__all__ = ["DEFAULT_POLICIES", "cli_routing", "compare_routing", "prefix_cache_counters"]
 
 log = logging.getLogger(__name__)
 
@@ -356,3 +356,33 @@ def _run_arms(
         "order": "random per repeat" if shuffle else "fixed",
     }
     return dataclasses.replace(rc, details=details)
+
+
+def cli_routing(args: Any) -> int:
+    """``mlops-lb routing SPEC --trace NAME --slo ttft_s=0.5``: run the A/B on the local fleet, print the table,
+    the verdicts and the recommendation; 0 whatever the verdict, 2 on bad input (before anything starts)."""
+    from .load import trace as load_trace
+    from .spec import FleetSpec
+
+    slo: dict[str, float] = {}
+    for item in args.slo or []:
+        k, sep, v = item.partition("=")
+        try:
+            slo[k.strip()] = float(v)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise SpecError("--slo", f"must look like ttft_s=0.5 (got {item!r})")
+    spec = FleetSpec.from_yaml(args.spec)
+    t = load_trace(args.trace, duration_s=args.duration_s) if args.duration_s else load_trace(args.trace)
+    rc = compare_routing(
+        spec, t, policies=[p.strip() for p in args.policies.split(",") if p.strip()], repeats=args.repeats,
+        slo=slo, block_tokens=args.block_tokens,
+    )  # fmt: skip
+    cols = ["policy", "goodput_rps", "goodput_rps_lo", "goodput_rps_hi", "ttft_p99_s", "ttft_p99_s_lo",
+            "ttft_p99_s_hi", "hit_rate", "shed_share", "error_share"]  # fmt: skip
+    print(rc.table[cols].to_string(index=False))
+    for p, v in rc.verdicts.items():
+        print(f"{p} vs {rc.baseline}: {v}")
+    print(rc.recommendation)
+    return 0
