@@ -44,14 +44,15 @@ def spec(args: argparse.Namespace) -> ml.FleetSpec:
 def trace(case: str, args: argparse.Namespace) -> Any:
     if case == "sharing":
         return ml.load.multiturn(
-            sessions=args.sessions, session_rate=args.session_rate, turns=(3, 6), think_s=args.think_s,
-            system_prompts=4, system_blocks=8, turn_blocks=(1, 3), output_tokens=(8, 32), block_tokens=32,
+            sessions=args.sessions, session_rate=args.session_rate, turns=(4, 6), think_s=args.think_s,
+            system_prompts=4, system_blocks=2, turn_blocks=(2, 4), output_tokens=(8, 32), block_tokens=32,
             max_prompt_tokens=2048, seed=args.seed,
         )  # fmt: skip
-    # The same generator, nothing shared: one turn per session, a system prompt of its own for each.
+    # The same generator, nothing shared: one turn per session, a system prompt of its own for each, prompts of
+    # about the same length and requests at about the same rate.
     return ml.load.multiturn(
         sessions=args.sessions * 4, session_rate=args.session_rate * 4, turns=(1, 1), think_s=args.think_s,
-        system_prompts=args.sessions * 4, system_blocks=8, turn_blocks=(4, 10), output_tokens=(8, 32),
+        system_prompts=args.sessions * 4, system_blocks=2, turn_blocks=(6, 12), output_tokens=(8, 32),
         block_tokens=32, max_prompt_tokens=2048, seed=args.seed,
     )  # fmt: skip
 
@@ -95,10 +96,10 @@ def main() -> None:
     ap.add_argument("--seqs", type=int, default=8)
     ap.add_argument("--prefill-ms", type=float, default=1.0)
     ap.add_argument("--decode-ms", type=float, default=10.0)
-    ap.add_argument("--cache-blocks", type=int, default=256)
+    ap.add_argument("--cache-blocks", type=int, default=160)
     ap.add_argument("--sessions", type=int, default=30)
-    ap.add_argument("--session-rate", type=float, default=1.5)
-    ap.add_argument("--think-s", type=float, default=3.0)
+    ap.add_argument("--session-rate", type=float, default=1.0)
+    ap.add_argument("--think-s", type=float, default=4.0)
     ap.add_argument("--ttft-slo", type=float, default=0.5)
     ap.add_argument("--policies", default="least_outstanding_requests,consistent_hash,sticky_cookie")
     ap.add_argument("--seed", type=int, default=1)

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING
 from ..haproxy_runtime import RuntimeApi, RuntimeApiError, StatRow
 from ._proc import free_port, kill_group
 from .haproxy import check_timing_ms
-from .routing import policy_backends
+from .routing import POLICY_WEIGHT, policy_backends
 from .workers import (
     WorkerCommand,
     WorkerProcess,
@@ -282,10 +282,11 @@ class AsgEmulator:
         self.emit("registered", inst.id, f"registered {inst.address} with the target group (weight {weight})")
 
     def _add_open(self, inst: Instance) -> None:
-        """Put ``inst`` in every mirror backend (fail-open and routing policies), at weight 1."""
+        """Put ``inst`` in every mirror backend: fail-open at weight 1, routing policies at ``POLICY_WEIGHT``."""
         for be in self.mirrors:
             try:
-                self.api.add_server(be, inst.id, inst.address, server_id=inst.server_id, weight=1)
+                weight = 1 if be == self.open_backend else POLICY_WEIGHT
+                self.api.add_server(be, inst.id, inst.address, server_id=inst.server_id, weight=weight)
             except RuntimeApiError as exc:  # a retry after a partial failure: already there is fine
                 if "already exists" not in str(exc).lower():
                     raise

@@ -66,6 +66,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAP_FILE",
     "POLICIES",
+    "POLICY_WEIGHT",
     "POLICY_SUFFIX",
     "RoutingSwitch",
     "backend_for",
@@ -88,6 +89,11 @@ POLICY_SUFFIX: dict[str, str] = {
     "sticky_cookie": "sticky",
 }
 POLICIES: tuple[str, ...] = ("alb", *POLICY_SUFFIX)
+# Every target's weight in the policy backends (all equal, so shares stay equal). Not 1: consistent hashing puts
+# weight x 16 points per server on its ring, and with 16 each "the distribution will never be very smooth and it
+# may sometimes be necessary to adjust a server's weight" (HAProxy 2.6 manual, ``hash-type``; the weight range is
+# 1-256, ``weight``); 100 gives 1,600 points each. ``balance random`` draws on the same ring.
+POLICY_WEIGHT = 100
 # ``random(1)``: one draw, i.e. a target picked at random by weight, the ALB's weighted random. HAProxy's plain
 # ``random`` makes two draws and keeps the less loaded ("The default value is 2", ``balance random``): that is the
 # power of two choices, a load-aware policy, not the ALB's.
