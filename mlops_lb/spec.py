@@ -604,6 +604,7 @@ class LlmEmulatorSpec(_Part):
     Example::
 
         LlmEmulatorSpec(max_num_seqs=8, decode_ms_per_token=20, seed=1)
+        LlmEmulatorSpec(prefix_cache_blocks=2048, block_size=16)    # a 32,768-token prefix cache per target
     """
 
     _path: ClassVar[str] = "server.llm"
@@ -613,12 +614,17 @@ class LlmEmulatorSpec(_Part):
     decode_slowdown_per_seq: float | None = None
     max_model_len: int | None = None
     seed: int | None = None
+    # The emulator's prefix cache (mlops_lb.serving.prefix_cache): size in blocks (0 = off) of block_size tokens.
+    prefix_cache_blocks: int | None = None
+    block_size: int | None = None
 
     def _validate(self, p: str) -> None:
         for name, lo, hi in (
             ("max_num_seqs", 1, 4096),
             ("max_model_len", 1, 10_000_000),
             ("seed", 0, 2**32 - 1),
+            ("prefix_cache_blocks", 0, 100_000_000),
+            ("block_size", 1, 1_000_000),
         ):
             if getattr(self, name) is not None:
                 self._set(name, _int(f"{p}.{name}", getattr(self, name), lo, hi))

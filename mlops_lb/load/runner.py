@@ -36,6 +36,7 @@ from urllib.parse import unquote, urlsplit
 from .._redact import REDACTED, is_secret_name, redact_url
 from ..errors import LoadTestError, SpecError
 from ._profile_base import LoadProfile
+from ._wire import Keyed
 from .collector import COLLECT_GRACE_S, Collector
 from .result import LoadResult
 from .settings import LoadSettings
@@ -72,8 +73,16 @@ class _RequestBuilder:
         self.fn = fn
 
     def __call__(self, i: int) -> bytes:
-        body = _body(self.fn(i))
-        return b"%sContent-Length: %d\r\n\r\n%s" % (self.head, len(body), body)
+        return _request(self.head, self.fn(i))
+
+
+def _request(head: bytes, p: Any) -> bytes:
+    """One request's bytes: ``head``, a Keyed payload's own header lines (a routing key), then the body."""
+    extra = b""
+    if isinstance(p, Keyed):
+        extra, p = p.head_lines(), p.body
+    body = _body(p)
+    return b"%s%sContent-Length: %d\r\n\r\n%s" % (head, extra, len(body), body)
 
 
 def _parse_url(url: str) -> tuple[str, int, str, str]:
@@ -296,10 +305,7 @@ def _new_run(
     else:
         if isinstance(payloads, (str, bytes)) or not len(payloads):
             raise LoadTestError("payloads must be a non-empty list of bodies or a callable i -> bytes")
-        requests = []
-        for p in payloads:
-            b = _body(p)
-            requests.append(b"%sContent-Length: %d\r\n\r\n%s" % (head, len(b), b))
+        requests = [_request(head, p) for p in payloads]
     # The URL as shown (logs, load.json, the result, the report) carries no credentials (mlops_lb._redact).
     return Collector(redact_url(url), profile, merged, target=(host, port), requests=requests, request_fn=request_fn,
                      on_interval=on_interval, stop=stop, bundle=bundle)  # fmt: skip

@@ -47,6 +47,7 @@ def test_the_notebooks_of_the_walk_exist() -> None:
         "06_bring_your_own_server",
         "07_distributed_load",
         "08_which_fleet",
+        "10_routing",
     ]
 
 
