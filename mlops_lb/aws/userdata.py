@@ -817,7 +817,8 @@ backend {_BACKEND}
     balance hdr({run.key_header})
     hash-type consistent
 {factor}    option httpchk GET {run.health_path}
-    default-server check inter {int(run.check_inter_s)}s rise {int(run.rise)} fall {int(run.fall)}
+    # weight 100: the consistent-hash ring gives a server weight x 16 points, and 16 points spread keys unevenly
+    default-server check inter {int(run.check_inter_s)}s rise {int(run.rise)} fall {int(run.fall)} weight 100
     # Slots the sync agent points at the model group's instances; 192.0.2.1 (TEST-NET-1) never answers.
     server-template m 1-{int(run.slots)} 192.0.2.1:{int(run.port)} disabled
 """
