@@ -38,6 +38,8 @@ from .spec import (
     LocalSpec,
     ModelSpec,
     NetworkSpec,
+    RouterTierSpec,
+    RoutingSpec,
     ScalingPolicySpec,
     ServerSpec,
     TargetGroupSpec,
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
     from .bundle import RunBundle
     from .experiments import capacity_search, sweep_configs
     from .load import LoadResult, run_load, start_load
+    from .routing_ab import compare_routing
     from .session import RunSession, run_session
 
 __version__ = "0.1.0"
@@ -71,6 +74,7 @@ _LAZY = {
     "capacity_search": ("mlops_lb.experiments", "capacity_search"),
     "sweep_configs": ("mlops_lb.experiments", "sweep_configs"),
     "compare": ("mlops_lb.analysis.compare", "compare"),
+    "compare_routing": ("mlops_lb.routing_ab", "compare_routing"),
 }
 
 __all__ = [
@@ -92,6 +96,8 @@ __all__ = [
     "NetworkSpec",
     "PortInUse",
     "ProvisionError",
+    "RouterTierSpec",
+    "RoutingSpec",
     "RunBundle",
     "RunSession",
     "ScalingPolicySpec",
@@ -105,6 +111,7 @@ __all__ = [
     "aws",
     "capacity_search",
     "compare",
+    "compare_routing",
     "load",
     "open_fleet",
     "plots",

@@ -31,12 +31,14 @@ __all__ = [
     "S3_OBJECT_TAGS_MAX",
     "Rule",
     "alb_name_problem",
+    "app_cookie_problem",
     "ecr_image",
     "forward_problems",
     "partition_for_region",
     "policy_arn",
     "resource_violations",
     "security_group_name_problem",
+    "stickiness_problems",
     "tag_problems",
 ]
 
@@ -208,6 +210,26 @@ _RULES = (
         "https://docs.aws.amazon.com/elasticloadbalancing/latest/application/load-balancer-cloudwatch-metrics.html",
     ),
     Rule(
+        "app-cookie-stickiness",
+        "Application-based stickiness (stickiness.type app_cookie) names the application's cookie in "
+        "stickiness.app_cookie.cookie_name; names starting with AWSALB, AWSALBAPP or AWSALBTG are reserved for the "
+        "load balancer. stickiness.app_cookie.duration_seconds is 1-604800 s (1 week; default 86400) (read "
+        "2026-12-07).",
+        "https://docs.aws.amazon.com/elasticloadbalancing/latest/APIReference/API_TargetGroupAttribute.html",
+    ),
+    Rule(
+        "target-not-in-use",
+        "A target of a target group that no load balancer uses reports state unused with reason Target.NotInUse "
+        "(also: a target in an Availability Zone the load balancer does not enable) (read 2026-12-07).",
+        "https://docs.aws.amazon.com/elasticloadbalancing/latest/APIReference/API_TargetHealth.html",
+    ),
+    Rule(
+        "describe-no-resource-level",
+        "autoscaling:DescribeAutoScalingGroups and ec2:DescribeInstances have no resource types in the Service "
+        'Authorization Reference: a statement granting them must name Resource "*" (read 2026-12-07).',
+        "https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2autoscaling.html",
+    ),
+    Rule(
         "put-metric-namespace",
         "PutMetricData namespaces may not start with AWS/ (reserved for AWS services).",
         "https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_PutMetricData.html",
@@ -252,7 +274,7 @@ _ECR_RE = re.compile(
     r"(?P<repository>[a-z0-9][a-z0-9._/-]*?)(?::[\w.-]+)?(?:@sha256:[0-9a-f]{64})?$"
 )
 # Actions without resource-level permissions (rule iam-no-resource-level).
-_STAR_ONLY = ("cloudwatch:PutMetricData", "ecr:GetAuthorizationToken", "autoscaling:Describe")
+_STAR_ONLY = ("cloudwatch:PutMetricData", "ecr:GetAuthorizationToken", "autoscaling:Describe", "ec2:Describe")
 CUSTOM_METRIC_STATISTICS = ("Average", "Minimum", "Maximum", "SampleCount", "Sum")
 
 
@@ -419,6 +441,8 @@ def resource_violations(
             out.append(_cite("alb-subnets", f"ALB subnets {subnets} span {len(set(azs))} AZ(s), need 2"))
     if typ == "aws:lb/targetGroup:TargetGroup" and isinstance(inputs.get("healthCheck"), Mapping):
         out += _health_check_problems(inputs["healthCheck"])
+    if typ == "aws:lb/targetGroup:TargetGroup" and isinstance(inputs.get("stickiness"), Mapping):
+        out += stickiness_problems(inputs["stickiness"])
     if typ == "aws:iam/rolePolicyAttachment:RolePolicyAttachment":
         arn = str(inputs.get("policyArn", ""))
         want = f"arn:{partition_for_region(region)}:"
@@ -489,6 +513,44 @@ def resource_violations(
     return out
 
 
+APP_COOKIE_RESERVED_PREFIXES = ("AWSALB", "AWSALBAPP", "AWSALBTG")
+APP_COOKIE_DURATION = (1, 604800)
+
+
+def app_cookie_problem(name: str, duration_s: Any) -> str | None:
+    """Why ELB would refuse application-cookie stickiness on ``name`` for ``duration_s`` (None when it would not).
+
+    Example::
+
+        app_cookie_problem("AWSALBAPP-1", 3600)   # '... reserved for the load balancer ...'
+        app_cookie_problem("mlops-session", 3600) # None
+    """
+    if not name:
+        return _cite("app-cookie-stickiness", "app_cookie stickiness needs a cookie name")
+    reserved = [p for p in APP_COOKIE_RESERVED_PREFIXES if name.startswith(p)]
+    if reserved:
+        return _cite(
+            "app-cookie-stickiness",
+            f"cookie name {name!r} starts with {reserved[-1]!r}, reserved for the load balancer",
+        )
+    if not _in(APP_COOKIE_DURATION, duration_s):
+        return _cite("app-cookie-stickiness", f"app_cookie duration {duration_s!r} outside 1-604800 s")
+    return None
+
+
+def stickiness_problems(st: Mapping[str, Any]) -> list[str]:
+    """Why a target group's ``stickiness`` block (Pulumi camelCase inputs) breaks the rules (empty when not)."""
+    if st.get("enabled") is False:
+        return []
+    typ = st.get("type")
+    if typ not in ("lb_cookie", "app_cookie"):
+        return [_cite("app-cookie-stickiness", f"ALB stickiness type {typ!r} is not lb_cookie or app_cookie")]
+    if typ == "app_cookie":
+        problem = app_cookie_problem(str(st.get("cookieName") or ""), st.get("cookieDuration", 86400))
+        return [problem] if problem else []
+    return []
+
+
 def _policy_problems(text: str, region: str) -> list[str]:
     import json
 
@@ -504,9 +566,10 @@ def _policy_problems(text: str, region: str) -> list[str]:
         resources = [resources] if isinstance(resources, str) else resources
         for a in actions:
             if a.startswith(_STAR_ONLY) and resources != ["*"]:
-                out.append(
-                    _cite("iam-no-resource-level", f'{a} granted on {resources}, it only works with "*"')
+                rule = (
+                    "describe-no-resource-level" if a.startswith("ec2:Describe") else "iam-no-resource-level"
                 )
+                out.append(_cite(rule, f'{a} granted on {resources}, it only works with "*"'))
             if a == "cloudwatch:PutMetricData":
                 ns = (st.get("Condition") or {}).get("StringEquals", {}).get("cloudwatch:namespace", "")
                 if str(ns).startswith("AWS/"):

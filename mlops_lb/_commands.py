@@ -433,6 +433,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return cli_compare(args)
 
 
+def cmd_routing(args: argparse.Namespace) -> int:
+    from .routing_ab import cli_routing
+
+    return cli_routing(args)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .experiments import cli_sweep
 

@@ -62,6 +62,11 @@ LLM_FLAGS = (
     ),
     ("max_model_len", "prompt + max_tokens limit ({:g})"),
     ("seed", "seed of the generated words ({:g})"),
+    (
+        "prefix_cache_blocks",
+        "prefix cache size in blocks, LRU, as vLLM's automatic prefix caching ({:g}: off)",
+    ),
+    ("block_size", "tokens per prefix-cache block ({:g}, vLLM's default)"),
 )
 
 
@@ -269,6 +274,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--slo", action="append", required=True, metavar="KEY=S", help="ttft_s=0.5 (repeatable)")
     c.add_argument("--price-as", required=True, help="instance type local costs are 'as if priced at'")
     c.add_argument("--out", default=None, help="folder for sweep.csv and pareto.png")
+    c = sub.add_parser(
+        "routing",
+        help="A/B the routing policies on a trace on the local fleet: goodput, TTFT p99, hit rate, verdicts",
+    )
+    c.add_argument("spec")
+    c.add_argument(
+        "--trace", required=True, help="a shipped trace's name (mooncake-conv-2025, ...) or a file"
+    )
+    c.add_argument("--duration-s", type=float, default=None, help="replay only the trace's first seconds")
+    c.add_argument("--policies", default="least_outstanding_requests,consistent_hash,sticky_cookie")
+    c.add_argument("--repeats", type=int, default=3)
+    c.add_argument("--slo", action="append", required=True, metavar="KEY=S", help="ttft_s=0.5 (repeatable)")
+    c.add_argument("--block-tokens", type=int, default=None, help="tokens per trace block on the wire")
     c = sub.add_parser(
         "load",
         help="run a load profile against a URL or a running fleet; exit 0 valid, 3 INVALID, 4 an SLO failed",

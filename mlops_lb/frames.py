@@ -172,6 +172,10 @@ CATALOGUE: tuple[MetricDef, ...] = (
         per_target=True,
         instance_dimension="InstanceId",  # the agent publishes each instance's series too
     ),
+    # An LLM server's prefix-cache hit rate: prompt tokens found cached over prompt tokens queried, in percent
+    # (vLLM's vllm:prefix_cache_hits / vllm:prefix_cache_queries counters). Locally scraped from each target's
+    # /metrics every period; on AWS no agent publishes it yet, so the CloudWatch reader finds no datapoints.
+    MetricDef("PrefixCacheHitRate", "Percent", ("Average",), CUSTOM_NAMESPACE, "asg", per_target=True),
 )
 _BY_NAME = {m.name: m for m in CATALOGUE}
 

@@ -260,6 +260,23 @@ class RuntimeApi:
     def set_weight(self, backend: str, name: str, weight: int) -> None:
         self._checked(f"set server {backend}/{name} weight {weight}")
 
+    def set_addr(self, backend: str, name: str, address: str, port: int) -> None:
+        """Point an existing server (a ``server-template`` slot) at ``address:port`` (HAProxy 1.8+; answers
+        "IP changed from ..." or "no need to change ...", both success)."""
+        self._checked(
+            f"set server {backend}/{name} addr {address} port {int(port)}",
+            lambda a: a.strip() == "" or "changed" in a or "no need to change" in a,
+        )
+
+    def ready_down(self, backend: str, name: str) -> None:
+        """Take a checked server out of maintenance as *down*, so it serves only after ``rise`` passing checks.
+
+        HAProxy assumes a server leaving maintenance is up until ``fall`` checks fail, and ignores ``health down``
+        while it is in maintenance (seen on 2.6): both commands go on one line, so no request is placed between.
+        """
+        cmd = f"set server {backend}/{name} state ready; set server {backend}/{name} health down"
+        self._checked(cmd)
+
     def set_state(self, backend: str, name: str, state: str) -> None:
         """``ready``, ``drain`` (no new requests, existing ones finish) or ``maint``."""
         if state not in ("ready", "drain", "maint"):

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALGORITHMS",
+    "ROUTING_POLICIES",
     "SCALING_METRICS",
     "SERVER_KINDS",
     "AwsSpec",
@@ -49,6 +50,8 @@ __all__ = [
     "LocalSpec",
     "ModelSpec",
     "NetworkSpec",
+    "RouterTierSpec",
+    "RoutingSpec",
     "ScaleChange",
     "ScalingPolicySpec",
     "ServerSpec",
@@ -601,6 +604,7 @@ class LlmEmulatorSpec(_Part):
     Example::
 
         LlmEmulatorSpec(max_num_seqs=8, decode_ms_per_token=20, seed=1)
+        LlmEmulatorSpec(prefix_cache_blocks=2048, block_size=16)    # a 32,768-token prefix cache per target
     """
 
     _path: ClassVar[str] = "server.llm"
@@ -610,12 +614,17 @@ class LlmEmulatorSpec(_Part):
     decode_slowdown_per_seq: float | None = None
     max_model_len: int | None = None
     seed: int | None = None
+    # The emulator's prefix cache (mlops_lb.serving.prefix_cache): size in blocks (0 = off) of block_size tokens.
+    prefix_cache_blocks: int | None = None
+    block_size: int | None = None
 
     def _validate(self, p: str) -> None:
         for name, lo, hi in (
             ("max_num_seqs", 1, 4096),
             ("max_model_len", 1, 10_000_000),
             ("seed", 0, 2**32 - 1),
+            ("prefix_cache_blocks", 0, 100_000_000),
+            ("block_size", 1, 1_000_000),
         ):
             if getattr(self, name) is not None:
                 self._set(name, _int(f"{p}.{name}", getattr(self, name), lo, hi))
@@ -1076,6 +1085,126 @@ class NetworkSpec(_Part):
         self._set("idle_timeout_s", _int(f"{p}.idle_timeout_s", self.idle_timeout_s, 1, 4000))
 
 
+RoutingPolicy = Literal["alb", "consistent_hash", "sticky_cookie"]
+ROUTING_POLICIES: tuple[str, ...] = typing.get_args(RoutingPolicy)
+# An HTTP header name / cookie name is an RFC 9110 "token" (https://www.rfc-editor.org/rfc/rfc9110#name-tokens).
+_TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# ALB application-based stickiness (https://docs.aws.amazon.com/elasticloadbalancing/latest/application/
+# sticky-sessions.html, checked 2026-12-07): the AWSALB, AWSALBAPP and AWSALBTG cookie-name prefixes are reserved,
+# and the stickiness duration is 1 second to 1 week (604800 s).
+_ALB_RESERVED_COOKIE_PREFIXES = ("AWSALB", "AWSALBAPP", "AWSALBTG")
+_ALB_STICKINESS_S = (1, 604_800)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouterTierSpec(_Part):
+    """AWS only: a small Auto Scaling group of HAProxy routers behind the ALB, for cache-aware routing there.
+
+    The AWS backend owns the rules (instance types, prices, user data); the local fleet's own HAProxy already
+    plays the router, so the local backend ignores this part.
+
+    Example::
+
+        RoutingSpec(policy="consistent_hash", router=RouterTierSpec(instance_type="t3.small", min=1, max=2))
+    """
+
+    _path: ClassVar[str] = "routing.router"
+    instance_type: str = "t3.small"
+    min: int = 1
+    desired: int = 1
+    max: int = 2
+
+    def _validate(self, p: str) -> None:
+        _str(f"{p}.instance_type", self.instance_type)
+        self._set("min", _int(f"{p}.min", self.min, 1, 100))
+        self._set("desired", _int(f"{p}.desired", self.desired, 1, 100))
+        self._set("max", _int(f"{p}.max", self.max, 1, 100))
+        if not self.min <= self.desired <= self.max:
+            _fail(
+                f"{p}.desired",
+                f"must be between routing.router.min and routing.router.max (got min={self.min}, "
+                f"desired={self.desired}, max={self.max})",
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoutingSpec(_Part):
+    """How the load balancer picks a target for each request.
+
+    * ``policy: alb`` (default): the ALB's own ``target_group.algorithm`` (round robin, least outstanding
+      requests, weighted random).
+    * ``policy: consistent_hash``: prefix/session affinity. Requests carrying the same ``key_header`` value go to
+      the same target (HAProxy ``balance hdr(<key_header>)`` + ``hash-type consistent``), with bounded load:
+      no target takes more than ``hash_balance_factor`` percent of the average in-flight requests (0 =
+      unbounded). The CLIENT computes the key: our load generator sends a hash of the request's first prompt
+      blocks (or its session id); a request without the header falls back to round robin. On AWS this needs the
+      router tier (``router``), since an ALB cannot hash a header.
+    * ``policy: sticky_cookie``: session stickiness the way an ALB does it with an application cookie: the first
+      request of a session is placed by ``target_group.algorithm``, later ones carrying the same
+      ``cookie_name`` value stick to that target for ``cookie_duration_s``.
+
+    A cache-aware policy (``consistent_hash``, ``sticky_cookie``) on a workload that sends no key is refused
+    before any request is sent (see ``ml.compare_routing``).
+
+    Example::
+
+        FleetSpec(name="llm", server={"kind": "llm-emulator"}, routing=RoutingSpec(policy="consistent_hash"))
+        RoutingSpec(policy="sticky_cookie", cookie_name="session", cookie_duration_s=600)
+    """
+
+    _path: ClassVar[str] = "routing"
+    policy: RoutingPolicy = "alb"
+    key_header: str = "X-Prefix-Key"
+    hash_balance_factor: int = 125
+    cookie_name: str = "mlops-session"
+    cookie_duration_s: int = 3600
+    router: RouterTierSpec | None = None
+
+    def _validate(self, p: str) -> None:
+        if not isinstance(self.policy, str) or self.policy not in ROUTING_POLICIES:
+            close = difflib.get_close_matches(str(self.policy), ROUTING_POLICIES, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            _fail(
+                f"{p}.policy",
+                f"must be one of {', '.join(ROUTING_POLICIES)} (got {_show(self.policy)}){hint}; the ALB's own "
+                "algorithms are chosen with target_group.algorithm under policy alb",
+            )
+        key = _str(f"{p}.key_header", self.key_header)
+        if not _TOKEN_RE.fullmatch(key) or len(key) > 64:
+            _fail(
+                f"{p}.key_header", f"must be an HTTP header name of at most 64 characters (got {_show(key)})"
+            )
+        # HAProxy 2.6 hash-balance-factor: 0 disables bounded load, otherwise a percentage above 100
+        # (https://docs.haproxy.org/2.6/configuration.html#4-hash-balance-factor).
+        factor = _int(f"{p}.hash_balance_factor", self.hash_balance_factor, 0, 10_000)
+        if 0 < factor <= 100:
+            _fail(
+                f"{p}.hash_balance_factor",
+                f"must be 0 (unbounded) or a percentage above 100 such as 125 or 150 (got {factor})",
+            )
+        self._set("hash_balance_factor", factor)
+        cookie = _str(f"{p}.cookie_name", self.cookie_name)
+        if not _TOKEN_RE.fullmatch(cookie) or len(cookie) > 256:
+            _fail(f"{p}.cookie_name", f"must be a cookie name (letters, digits, -_.!) (got {_show(cookie)})")
+        if cookie.upper().startswith(_ALB_RESERVED_COOKIE_PREFIXES):
+            _fail(
+                f"{p}.cookie_name",
+                f"must not start with AWSALB, AWSALBAPP or AWSALBTG (reserved by the ALB) (got {_show(cookie)})",
+            )
+        self._set(
+            "cookie_duration_s", _int(f"{p}.cookie_duration_s", self.cookie_duration_s, *_ALB_STICKINESS_S)
+        )
+        if isinstance(self.router, Mapping):
+            self._set("router", RouterTierSpec.from_dict(self.router))
+        elif self.router is not None and not isinstance(self.router, RouterTierSpec):
+            _fail(f"{p}.router", f"must be a RouterTierSpec, a mapping or null (got {_show(self.router)})")
+
+    @property
+    def cache_aware(self) -> bool:
+        """True for the policies that route on a key the client sends (``consistent_hash``, ``sticky_cookie``)."""
+        return self.policy != "alb"
+
+
 @dataclass(frozen=True, kw_only=True)
 class AwsSpec(_Part):
     """Values that apply only on AWS; the local backend ignores this section.
@@ -1131,6 +1260,7 @@ class FleetSpec(_Part):
     network: NetworkSpec = field(default_factory=NetworkSpec)
     tags: Mapping[str, str] = field(default_factory=dict)
     aws: AwsSpec = field(default_factory=AwsSpec)
+    routing: RoutingSpec = field(default_factory=RoutingSpec)
 
     def _validate(self, p: str) -> None:
         name = _str("name", self.name)
@@ -1151,6 +1281,7 @@ class FleetSpec(_Part):
             ("local", LocalSpec),
             ("network", NetworkSpec),
             ("aws", AwsSpec),
+            ("routing", RoutingSpec),
         ):
             value = getattr(self, fname)
             if isinstance(value, Mapping):  # FleetSpec(name="x", capacity={"max": 6}) works like from_dict
@@ -1175,6 +1306,12 @@ class FleetSpec(_Part):
             _fail(
                 "server.gpus",
                 f"needs a GPU instance type such as g5.xlarge or g6.xlarge (instance.type is {self.instance.type!r})",
+            )
+        if self.routing.router is not None and self.server.kind == "model":
+            _fail(
+                "routing.router",
+                "needs an LLM server (server.kind llm-emulator, or your own with kind command): a router tier "
+                "routes on prompt prefixes, which server.kind model has none of; remove routing.router",
             )
         try:
             self.aws_health_check  # noqa: B018 - validates the aws: overrides against HealthCheckSpec's rules

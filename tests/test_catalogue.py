@@ -57,6 +57,7 @@ def test_local_frame_holds_exactly_the_catalogue_metrics_with_a_local_source() -
         start=T0, end=T0 + timedelta(seconds=2), request_count=10, target_2xx=8, target_4xx=1, target_5xx=1,
         elb_5xx=1, healthy=2, unhealthy=0, desired=2, in_service=2, ready=2, latency=lat,
         cpu={"i-1": 50.0}, in_flight={"i-1": 1.5, "i-2": 2.5},
+        cache_queries={"i-1": 100.0, "i-2": 300.0}, cache_hits={"i-1": 50.0, "i-2": 0.0},
     )  # fmt: skip
     df = to_metric_frame([rec], api_calls=0)
     check_metric_frame(df)
@@ -65,6 +66,8 @@ def test_local_frame_holds_exactly_the_catalogue_metrics_with_a_local_source() -
     assert (
         conc[""] == pytest.approx(2.0) and conc["i-1"] == 1.5 and conc["i-2"] == 2.5
     )  # (1.5 + 2.5) / 2 ready
+    hit = df[df["metric"] == "PrefixCacheHitRate"].set_index("target")["value"]
+    assert hit[""] == pytest.approx(12.5) and hit["i-1"] == 50.0 and hit["i-2"] == 0.0  # 50 of 400 tokens
 
 
 def test_sampler_averages_in_flight_over_ticks_and_counts_deltas() -> None:

@@ -83,6 +83,9 @@ class CapacityPlan:
     usd_per_hour: float | None
     usd_per_million_requests: float | None
     usd_per_million_output_tokens: float | None = None
+    router_usd_per_hour: float | None = (
+        None  # the router tier's instances (AWS consistent_hash), in usd_per_hour
+    )
     notes: tuple[str, ...] = ()
     steps: pd.DataFrame | None = field(default=None, compare=False, repr=False)
 
@@ -309,6 +312,8 @@ def plan_capacity(
     safety_factor: float = 0.7,
     launch_to_ready_s: float | None = None,
     targets_in_test: int = 1,
+    router_instance_type: str | None = None,
+    routers: int = 0,
 ) -> CapacityPlan:
     """Turn a sweep into a :class:`CapacityPlan` (method in the module docstring).
 
@@ -320,6 +325,11 @@ def plan_capacity(
 
         plan_capacity(result.steps(), slo_p99_s=0.05, target_total_rps=1000, launch_to_ready_s=95)
         plan_capacity(result, slo_ttft_p99_s=0.5, slo_tpot_p99_s=0.05, target_total_rps=30)
+        plan_capacity(result, slo_ttft_p99_s=0.5, target_total_rps=30,      # with an AWS router tier
+                      router_instance_type=spec.routing.router.instance_type, routers=spec.routing.router.desired)
+
+    ``routers`` instances of ``router_instance_type`` (the router tier of ``routing.policy: consistent_hash`` on
+    AWS) are priced from the same table and added to ``usd_per_hour``: a cache-aware win has to pay for them.
     """
     import pandas as pd
 
@@ -337,6 +347,10 @@ def plan_capacity(
         raise SpecError("targets_in_test", f"must be an integer >= 1 (got {targets_in_test!r})")
     if target_total_rps is not None and not target_total_rps > 0:
         raise SpecError("target_total_rps", f"must be > 0 (got {target_total_rps!r})")
+    if isinstance(routers, bool) or not isinstance(routers, int) or routers < 0:
+        raise SpecError("routers", f"must be an integer >= 0 (got {routers!r})")
+    if routers and not router_instance_type:
+        raise SpecError("router_instance_type", "is required with routers > 0 (e.g. t3.small)")
     if launch_to_ready_s is not None and not launch_to_ready_s >= 0:
         raise SpecError("launch_to_ready_s", f"must be >= 0 seconds (got {launch_to_ready_s!r})")
 
@@ -391,12 +405,13 @@ def plan_capacity(
 
     price = next((p for p in price_table() if p.region == region and p.instance_type == instance_type), None)
     inst_price = hourly_price(instance_type, region)  # raises a SpecError naming how to add a missing price
+    router_usd = routers * hourly_price(str(router_instance_type), region) if routers else None
     usd_h = usd_m = None
     if rec_rps:
         # Without a total, price one instance running at the recommended rate.
         total = target_total_rps if target_total_rps is not None else rec_rps
         n = recommended if recommended is not None else 1
-        usd_h = n * inst_price + alb_hourly_cost(total, region)
+        usd_h = n * inst_price + alb_hourly_cost(total, region) + (router_usd or 0.0)
         usd_m = usd_h / (total * 3600.0) * 1e6
     usd_tok = None
     if usd_h is not None and "tokens_per_request" in steps.columns:
@@ -405,6 +420,10 @@ def plan_capacity(
         if tpr == tpr and tpr > 0:
             usd_tok = usd_h / (total * tpr * 3600.0) * 1e6
 
+    if router_usd is not None:
+        notes.append(
+            f"router tier: {routers} x {router_instance_type} = ${router_usd:.4f}/h, included in usd_per_hour"
+        )
     return CapacityPlan(
         slo_p99_s=None if slo_p99_s is None else float(slo_p99_s),
         slo_ttft_p99_s=None if slo_ttft_p99_s is None else float(slo_ttft_p99_s),
@@ -430,6 +449,7 @@ def plan_capacity(
         usd_per_hour=usd_h,
         usd_per_million_requests=usd_m,
         usd_per_million_output_tokens=usd_tok,
+        router_usd_per_hour=router_usd,
         notes=tuple(notes),
         steps=steps,
     )

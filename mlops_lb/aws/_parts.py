@@ -20,13 +20,14 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .._aws_rules import ecr_image, partition_for_region, policy_arn
 from ..frames import CUSTOM_NAMESPACE
 from ..spec import FleetSpec
+from . import _router
 from .assets import Assets, content_key, mlops_home
 from .userdata import VENV, MetricsAgent, ServerRun, render_user_data
 
@@ -174,6 +175,7 @@ class _Ctx:
     region: str
     resolved: Mapping[str, Any]
     part: Any = None  # the ComponentResource the next resources belong to
+    extras: dict[str, Any] = field(default_factory=dict)  # resources a later part needs (the routers' SG)
 
     def enter(self, kind: str) -> Any:
         """Open the component ``mlops-lb:fleet:<kind>`` named after the fleet; later resources are its children."""
@@ -223,13 +225,19 @@ def _security_groups(ctx: _Ctx) -> tuple[Any, Any]:
         opts=ctx.opts(),
     )
     port = spec.target_group.port
+    source, whom = alb_sg, "the load balancer"
+    if _router.has_router_tier(
+        spec
+    ):  # ALB -> routers -> models: the models take the port from the routers only
+        source = ctx.extras["router_sg"] = _router.router_security_group(ctx, alb_sg, egress_all)
+        whom = "the routers"
     ingress = [
         aws.ec2.SecurityGroupIngressArgs(
             protocol="tcp",
             from_port=port,
             to_port=port,
-            security_groups=[alb_sg.id],
-            description="app port from the load balancer only",
+            security_groups=[source.id],
+            description=f"app port from {whom} only",
         )
     ]
     if spec.instance.ssh_cidrs:
@@ -294,6 +302,7 @@ def _load_balancer(ctx: _Ctx, alb_sg: Any, weights: tuple[int, int] | None = Non
         deregistration_delay=spec.target_group.deregistration_delay_s,
         slow_start=spec.target_group.slow_start_s,
         **algorithm_settings(spec),
+        **_router.stickiness_args(ctx),
     )
     tg = aws.lb.TargetGroup(name, tags=tags, **tg_args, opts=ctx.opts())
     out: dict[str, Any] = {"alb": alb, "tg": tg}
@@ -682,8 +691,10 @@ def _group(ctx: _Ctx, lt: Any, tg: Any, bounds: tuple[int, int, int] | None = No
         launch_template=aws.autoscaling.GroupLaunchTemplateArgs(
             id=lt.id, version=lt.latest_version.apply(str)
         ),
-        target_group_arns=[tg.arn],
-        health_check_type="ELB",
+        # With a router tier the ALB's target group holds the routers; a model instance in it would only be
+        # `unused` (Target.NotInUse): the routers find the models through the group and health-check them.
+        target_group_arns=[] if _router.has_router_tier(spec) else [tg.arn],
+        health_check_type="EC2" if _router.has_router_tier(spec) else "ELB",
         health_check_grace_period=hc.grace_period_s,
         default_instance_warmup=spec.scaling.warmup_s,
         enabled_metrics=list(ENABLED_METRICS),
@@ -743,7 +754,7 @@ def _scaling(ctx: _Ctx, asg: Any, lb: Mapping[str, Any]) -> Any:
             ),
             target_value=float(spec.scaling.target_concurrency_per_target or 0),
         )
-    else:
+    elif not _router.has_router_tier(spec):  # the routers' spec check refuses request counts with a tier
         _request_policy(ctx, asg, resource_label, target_rps)
     if spec.scaling.cpu_target_percent is not None:
         _tracking_policy(

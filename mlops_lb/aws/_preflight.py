@@ -189,6 +189,7 @@ def preflight(spec: FleetSpec, *, session: Any = None, region: str | None = None
         network_ok = False
     if network_ok:
         _ami(pf, session, region, spec, arch)
+        _router_checks(pf, ec2, session, region, spec)  # a router tier's own type: its zones and AL2023 AMI
     _quota(pf, session, region, spec)
     _grace(pf, spec)
     _drain(pf, spec)
@@ -475,6 +476,57 @@ def _ami(pf: Preflight, session: Any, region: str, spec: FleetSpec, arch: str) -
             f"{GPU_AMI_MIN_ROOT_GB} GB snapshot: the launch would fail",
             f"set instance.root_volume_gb: {GPU_AMI_MIN_ROOT_GB} (or more)",
         )
+
+
+def _router_checks(pf: Preflight, ec2: Any, session: Any, region: str, spec: FleetSpec) -> None:
+    """With ``routing.router``: the router type's zones among the instance subnets (rule instance-type-offerings)
+    and the plain AL2023 AMI of its architecture (never the models' GPU AMI), as ``router_subnet_ids`` and
+    ``router_ami_id``."""
+    from ._router import has_router_tier, router_of
+
+    if not has_router_tier(spec):
+        return
+    router: Any = router_of(spec)  # has_router_tier(spec) holds here
+    itype = str(router.instance_type)
+    try:
+        info = ec2.describe_instance_types(InstanceTypes=[itype])["InstanceTypes"][0]
+    except Exception as exc:
+        pf.add(
+            "router type",
+            False,
+            f"{itype}: {error_code(exc) or exc}",
+            "use a router type offered in the region",
+        )
+        return
+    archs = info.get("ProcessorInfo", {}).get("SupportedArchitectures", ["x86_64"])
+    arch = "arm64" if "arm64" in archs and "x86_64" not in archs else "x86_64"
+    zones = _offered_zones(pf, ec2, itype)
+    if zones is None:
+        return
+    pairs = zip(
+        pf.resolved.get("availability_zones", []), pf.resolved.get("instance_subnet_ids", []), strict=True
+    )
+    subnets = [sid for az, sid in pairs if az in zones]
+    if not subnets:
+        pf.add(
+            "router zones",
+            False,
+            f"{itype} is offered in none of the instance zones {pf.resolved.get('availability_zones')}",
+            f"pick another routing.router.instance_type ({RULES['instance-type-offerings'].source})",
+        )
+        return
+    pf.resolved["router_subnet_ids"] = subnets
+    pf.add("router zones", True, f"{itype} ({arch}) in {len(subnets)} instance subnet(s)")
+    param = AL2023_PARAMETERS[arch]
+    try:
+        value = client("ssm", session=session, region=region).get_parameter(Name=param)["Parameter"]["Value"]
+    except Exception as exc:
+        pf.add(
+            "router ami", False, f"SSM parameter {param}: {error_code(exc) or exc}", "allow ssm:GetParameter"
+        )
+        return
+    pf.resolved["router_ami_id"] = value
+    pf.add("router ami", True, f"{value} from {param}")
 
 
 def _vcpus_needed(spec: FleetSpec, vcpus: int) -> int:

@@ -40,6 +40,7 @@ from typing import Any
 from .._redact import is_secret_name
 from ..errors import ProvisionError, SpecError
 from ..spec import FleetSpec
+from . import _router
 from ._parts import (
     ENABLED_METRICS,
     REFRESH_PREFERENCES,
@@ -112,6 +113,7 @@ def _install_file(spec: FleetSpec) -> Path | None:
 
 def check_aws_server(spec: FleetSpec) -> None:
     """What the AWS backend refuses in ``server`` before any cloud call (SpecError naming the field and fix)."""
+    _router.check_routing(spec)  # routing: stickiness limits, the router tier's rules
     srv = spec.server
     if srv.kind == "command" and srv.image is None and srv.install is None:
         log.info(
@@ -290,6 +292,20 @@ def declare_fleet(
         )
         asg, ami, resource_label, tg = slots["asg"], slots["ami"], slots["resource_label"], slots["tg"]
         extra = slots["outputs"]
+    # routing.policy consistent_hash: HAProxy routers behind the ALB (refused together with rollouts: a plan and a
+    # router tier never meet here)
+    if _router.has_router_tier(spec):
+        routers = _router.declare_router_tier(
+            ctx,
+            router_sg=ctx.extras["router_sg"],
+            tg=lb["tg"],
+            model_asg=asg,
+            bucket=bucket,
+            keys=keys,
+            enabled_metrics=ENABLED_METRICS,
+            refresh_preferences=REFRESH_PREFERENCES,
+        )
+        extra["router_asg_name"] = routers.name
     return {
         **extra,
         "listener_arn": lb["listener"].arn,

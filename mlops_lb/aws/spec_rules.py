@@ -55,4 +55,7 @@ def check_spec(spec: FleetSpec) -> FleetSpec:
             "instance.type",
             f"must look like an EC2 instance type such as t3.small (got {show(spec.instance.type)})",
         )
+    from ._router import check_routing  # routing: ALB stickiness limits and the router tier's rules
+
+    check_routing(spec)
     return spec

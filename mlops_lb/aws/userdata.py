@@ -45,7 +45,9 @@ __all__ = [
     "SERVICE_NAME",
     "VENV",
     "MetricsAgent",
+    "RouterRun",
     "ServerRun",
+    "render_router_user_data",
     "render_user_data",
 ]
 
@@ -749,3 +751,181 @@ RestartSec=10
 [Install]
 WantedBy=multi-user.target
 UNIT"""
+
+
+# ------------------------------------------------------------------------------------------------ router tier
+ROUTER_DIR = f"{VENV}/router"
+ROUTER_SOCKET = f"{ROUTER_DIR}/admin.sock"
+ROUTER_CONFIG = "/etc/haproxy/mlops-lb-router.cfg"
+ROUTER_SERVICE = "mlops-lb-router"
+# The files of this package the router's agent runs with (mlops_lb/aws/_router_agent.py imports nothing else).
+ROUTER_MODULES = ("mlops_lb/haproxy_runtime.py", "mlops_lb/errors.py", "mlops_lb/aws/_router_agent.py")
+# server-template (HAProxy 1.8) is the oldest feature the router's config needs; hash-type consistent with
+# hash-balance-factor is 1.7, `set server ... addr` on the Runtime API 1.8.
+ROUTER_MIN_HAPROXY = "1.8"
+
+
+@dataclass(frozen=True)
+class RouterRun:
+    """What a router instance runs: HAProxy hashing ``key_header`` over ``slots`` model slots, kept current from
+    the model group ``model_group`` by the sync agent. ``port`` is where the router listens (the ALB's target group
+    port) and where the models listen."""
+
+    model_group: str
+    port: int
+    key_header: str = "X-Prefix-Key"
+    hash_balance_factor: int = 125
+    slots: int = 64
+    health_path: str = "/health"
+    check_inter_s: int = 5
+    rise: int = 2
+    fall: int = 2
+    timeout_s: int = 60
+    sync_interval_s: int = 5
+
+
+def _router_config(run: RouterRun) -> str:
+    """HAProxy's config for a router (``${LOCAL_IP}`` comes from the unit's environment, read from IMDS)."""
+    factor = f"    hash-balance-factor {int(run.hash_balance_factor)}\n" if run.hash_balance_factor else ""
+    # No global maxconn: HAProxy derives it from the unit's LimitNOFILE (a fixed one above what the FD limit
+    # allows makes it refuse to start: "Cannot raise FD limit", seen in the instance sandbox).
+    return f"""global
+    user haproxy
+    group haproxy
+    stats socket {ROUTER_SOCKET} mode 600 level admin
+
+defaults
+    mode http
+    timeout connect 5s
+    # A model that refuses the connection (it just left): try again on another slot, not the client's error.
+    retries 2
+    option redispatch
+    timeout client {int(run.timeout_s)}s
+    timeout server {int(run.timeout_s)}s
+
+frontend llm
+    # The instance's primary private address: what the ALB's instance target sends to.
+    bind "${{LOCAL_IP}}:{int(run.port)}"
+    bind 127.0.0.1:{int(run.port)}
+    # The ALB's health check of a router: healthy only while some model slot is up.
+    monitor-uri {run.health_path}
+    monitor fail if {{ nbsrv({_BACKEND}) eq 0 }}
+    default_backend {_BACKEND}
+
+backend {_BACKEND}
+    # The same key, the same model while it is up (a request without the header is placed round robin).
+    balance hdr({run.key_header})
+    hash-type consistent
+{factor}    option httpchk GET {run.health_path}
+    # weight 100: the consistent-hash ring gives a server weight x 16 points, and 16 points spread keys unevenly
+    default-server check inter {int(run.check_inter_s)}s rise {int(run.rise)} fall {int(run.fall)} weight 100
+    # Slots the sync agent points at the model group's instances; 192.0.2.1 (TEST-NET-1) never answers.
+    server-template m 1-{int(run.slots)} 192.0.2.1:{int(run.port)} disabled
+"""
+
+
+_BACKEND = "models"
+
+
+def render_router_user_data(
+    *, bucket: str, region: str, wheel_key: str, router: RouterRun, python_version: str = "3.11"
+) -> str:
+    """The cloud-init script of a router instance (the router tier of ``routing.policy: consistent_hash``).
+
+    It installs AL2023's HAProxy (refusing one older than 1.8, which lacks ``server-template``), unpacks this
+    package's Runtime API client and sync agent from the wheel in the stack's bucket (stdlib only, no pip), writes
+    HAProxy's config (checked with ``haproxy -c``) and two units: HAProxy, and the agent that discovers the model
+    group's instances and moves HAProxy's slots through the Runtime API.
+
+    Example::
+
+        render_router_user_data(bucket="b", region="us-east-1", wheel_key="wheels/0123/mlops_lb-0.1.0-py3-none-any.whl",
+                                router=RouterRun(model_group="llm-asg-1a2b3c", port=8080))
+    """
+    py = _python_version(python_version)
+    q = shlex.quote
+    wheel_path = f"{ROUTER_DIR}/dist/{wheel_key.rsplit('/', 1)[-1]}"
+    unpack = (
+        "import pathlib, sys, zipfile\n"
+        f"lib = pathlib.Path({ROUTER_DIR + '/lib'!r})\n"
+        "with zipfile.ZipFile(sys.argv[1]) as whl:\n"
+        f"    for name in {ROUTER_MODULES!r}:\n"
+        "        (lib / name).parent.mkdir(parents=True, exist_ok=True)\n"
+        "        (lib / name).write_bytes(whl.read(name))\n"
+        "for pkg in ('mlops_lb', 'mlops_lb/aws'):  # empty packages: the package's own __init__ imports too much\n"
+        "    (lib / pkg / '__init__.py').write_text('')\n"
+    )
+    agent = (
+        f"{ROUTER_DIR}/venv/bin/python -m mlops_lb.aws._router_agent --group {_unit_word(router.model_group)} "
+        f"--region {_unit_word(region)} --port {int(router.port)} --socket {ROUTER_SOCKET} "
+        f"--interval {int(router.sync_interval_s)}"
+    )
+    return f"""#!/bin/bash
+# mlops_lb router bootstrap
+set -euo pipefail
+# Console (GetConsoleOutput, fleet.logs()) and a file, with timestamps from the journal.
+exec > >(tee -a {LOG_FILE} | logger -t mlops-lb-bootstrap -s 2>/dev/console) 2>&1
+set -x
+{_RETRY}
+
+retry 5 dnf install -y haproxy python{py}
+HAPROXY_VERSION=$(haproxy -v 2>&1 | sed -n 's/^HA-\\{{0,1\\}}Proxy version \\([0-9]*\\.[0-9]*\\).*/\\1/p' | head -n 1)
+if [ "$(printf '%s\\n' {ROUTER_MIN_HAPROXY} "${{HAPROXY_VERSION:-0}}" | sort -V | head -n 1)" != "{ROUTER_MIN_HAPROXY}" ]; then
+  echo "mlops-lb: the router needs HAProxy >= {ROUTER_MIN_HAPROXY} (server-template), found ${{HAPROXY_VERSION:-none}}" >&2
+  exit 1
+fi
+
+mkdir -p {ROUTER_DIR}/dist {ROUTER_DIR}/lib /etc/haproxy
+retry 8 aws s3 cp --region {q(region)} {q(f"s3://{bucket}/{wheel_key}")} {q(wheel_path)}
+# A venv only for a fixed interpreter path in the unit; the agent needs no pip (stdlib + three files).
+python{py} -m venv --without-pip {ROUTER_DIR}/venv
+{ROUTER_DIR}/venv/bin/python - {q(wheel_path)} <<'PY'
+{unpack}PY
+
+{{ set +x; }} 2>/dev/null
+TOKEN=$(retry 5 curl -sSf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 300")
+LOCAL_IP=$(retry 5 curl -sSf -H "X-aws-ec2-metadata-token: $TOKEN" http://169.254.169.254/latest/meta-data/local-ipv4)
+unset TOKEN
+set -x
+echo "LOCAL_IP=$LOCAL_IP" > /etc/{ROUTER_SERVICE}.env
+cat > {ROUTER_CONFIG} <<'CFG'
+{_router_config(router)}CFG
+LOCAL_IP="$LOCAL_IP" haproxy -c -q -f {ROUTER_CONFIG}
+
+cat > /etc/systemd/system/{ROUTER_SERVICE}.service <<'UNIT'
+[Unit]
+Description=mlops_lb router (HAProxy, consistent hashing on {router.key_header})
+After=network-online.target
+Wants=network-online.target
+{_NO_START_LIMIT}
+
+[Service]
+EnvironmentFile=/etc/{ROUTER_SERVICE}.env
+ExecStart=/usr/sbin/haproxy -db -f {ROUTER_CONFIG}
+Restart=always
+RestartSec=2
+LimitNOFILE=65536
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+cat > /etc/systemd/system/{ROUTER_SERVICE}-sync.service <<'UNIT'
+[Unit]
+Description=mlops_lb router: model instances from their Auto Scaling group into HAProxy's slots
+After={ROUTER_SERVICE}.service
+{_NO_START_LIMIT}
+
+[Service]
+Environment=PYTHONPATH={ROUTER_DIR}/lib
+ExecStart={agent}
+Restart=always
+RestartSec=2
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+systemctl daemon-reload
+systemctl enable --now {ROUTER_SERVICE}.service
+systemctl enable --now {ROUTER_SERVICE}-sync.service
+echo "mlops-lb: router bootstrap done"
+"""

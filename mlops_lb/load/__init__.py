@@ -14,8 +14,10 @@ Example::
 
 from __future__ import annotations
 
+from ._wire import Keyed
 from .locust_runner import LocustResult, run_locust
 from .payloads import openai_chat, openai_completions, payloads_from_jsonl
+from .prefix_replay import prefix_chat
 from .profiles import (
     LoadProfile,
     RateProfile,
@@ -35,8 +37,10 @@ from .profiles import (
 from .result import LoadResult
 from .runner import LoadRun, run_load, start_load
 from .settings import LoadSettings
+from .trace_library import multiturn, shipped_traces
 
 __all__ = [
+    "Keyed",
     "LoadProfile",
     "LoadResult",
     "LoadRun",
@@ -46,16 +50,19 @@ __all__ = [
     "TraceProfile",
     "constant",
     "make_profile",
+    "multiturn",
     "openai_chat",
     "openai_completions",
     "payloads_from_jsonl",
     "piecewise",
+    "prefix_chat",
     "profile_from_dict",
     "profile_kinds",
     "ramp",
     "rate_kinds",
     "run_load",
     "run_locust",
+    "shipped_traces",
     "spike",
     "start_load",
     "step",

@@ -36,6 +36,7 @@ from urllib.parse import unquote, urlsplit
 from .._redact import REDACTED, is_secret_name, redact_url
 from ..errors import LoadTestError, SpecError
 from ._profile_base import LoadProfile
+from ._wire import Keyed
 from .collector import COLLECT_GRACE_S, Collector
 from .result import LoadResult
 from .settings import LoadSettings
@@ -72,8 +73,16 @@ class _RequestBuilder:
         self.fn = fn
 
     def __call__(self, i: int) -> bytes:
-        body = _body(self.fn(i))
-        return b"%sContent-Length: %d\r\n\r\n%s" % (self.head, len(body), body)
+        return _request(self.head, self.fn(i))
+
+
+def _request(head: bytes, p: Any) -> bytes:
+    """One request's bytes: ``head``, a Keyed payload's own header lines (a routing key), then the body."""
+    extra = b""
+    if isinstance(p, Keyed):
+        extra, p = p.head_lines(), p.body
+    body = _body(p)
+    return b"%s%sContent-Length: %d\r\n\r\n%s" % (head, extra, len(body), body)
 
 
 def _parse_url(url: str) -> tuple[str, int, str, str]:
@@ -316,10 +325,7 @@ def _new_run(
     else:
         if isinstance(payloads, (str, bytes)) or not len(payloads):
             raise LoadTestError("payloads must be a non-empty list of bodies or a callable i -> bytes")
-        requests = []
-        for p in payloads:
-            b = _body(p)
-            requests.append(b"%sContent-Length: %d\r\n\r\n%s" % (head, len(b), b))
+        requests = [_request(head, p) for p in payloads]
     sender = None
     if shadow is not None:
         from .shadow import ShadowSender
@@ -331,7 +337,7 @@ def _new_run(
         if request_fn is not None:
             build = _RequestBuilder(s_head, payloads)  # type: ignore[arg-type]
         else:
-            copies = [b"%sContent-Length: %d\r\n\r\n%s" % (s_head, len(b), b) for b in map(_body, payloads)]  # type: ignore[arg-type]
+            copies = [_request(s_head, p) for p in payloads]  # type: ignore[union-attr]
             build = lambda i: copies[i % len(copies)]  # noqa: E731
         sender = ShadowSender(redact_url(shadow), s_host, s_port, build, profile, connections=shadow_connections,
                               timeout_s=merged.timeout_s)  # fmt: skip

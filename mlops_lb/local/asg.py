@@ -6,7 +6,8 @@ one table of instances under one lock.)
 Rules it keeps (AWS's, on the local clock ``time_scale = period_s / 60``):
 
 * Launch: a worker on a free 127.0.0.1 port, registered at once at weight 0 with health checks on; it gets
-  traffic (weight 1, and a place in the fail-open backend) after **one** passing check (``check_status`` L7OK).
+  traffic (weight 1, and a place in the fail-open and routing-policy backends) after **one** passing check
+  (``check_status`` L7OK).
 * Health: HAProxy's ``fall``/``rise`` are the ALB's unhealthy/healthy thresholds; ``show stat`` status strings are
   matched exactly (``UP 1/2`` is still up, failing; ``DOWN 1/2`` is still down, passing).
 * Replacement (ELB health-check type): a target unhealthy after the grace period, or a process that exits, is
@@ -47,6 +48,7 @@ from typing import TYPE_CHECKING
 from ..haproxy_runtime import RuntimeApi, RuntimeApiError, StatRow
 from ._proc import free_port, kill_group
 from .haproxy import check_timing_ms
+from .routing import POLICY_WEIGHT, policy_backends
 from .workers import (
     WorkerCommand,
     WorkerProcess,
@@ -133,6 +135,10 @@ class AsgEmulator:
         self.work_dir = work_dir
         self.backend = backend
         self.open_backend = f"{backend}_open"
+        # Every backend that mirrors the checked one: the fail-open twin and one per routing policy
+        # (mlops_lb.local.routing). Each gets a target at its first passing check, and loses it with the group.
+        self.policy_backends = policy_backends(backend)
+        self.mirrors = (self.open_backend, *self.policy_backends)
         self.worker_command = worker_command
         scale = spec.local.time_scale
         self.inter_ms, self.timeout_ms = check_timing_ms(spec)
@@ -286,8 +292,25 @@ class AsgEmulator:
         self.emit("registered", inst.id, f"registered {inst.address} with the target group (weight {weight})")
 
     def _add_open(self, inst: Instance) -> None:
-        self.api.add_server(self.open_backend, inst.id, inst.address, server_id=inst.server_id, weight=1)
+        """Put ``inst`` in every mirror backend: fail-open at weight 1, routing policies at ``POLICY_WEIGHT``."""
+        for be in self.mirrors:
+            try:
+                weight = 1 if be == self.open_backend else POLICY_WEIGHT
+                self.api.add_server(be, inst.id, inst.address, server_id=inst.server_id, weight=weight)
+            except RuntimeApiError as exc:  # a retry after a partial failure: already there is fine
+                if "already exists" not in str(exc).lower():
+                    raise
         inst.in_open = True
+        if inst.health == "unhealthy":
+            self._mirror_health(inst, "maint")
+
+    def _mirror_health(self, inst: Instance, state: str) -> None:
+        """The policy backends run no checks: they follow the checked backend (``maint`` while it is DOWN)."""
+        for be in self.policy_backends:
+            try:
+                self.api.set_state(be, inst.id, state)
+            except (RuntimeApiError, OSError) as exc:
+                log.debug("mirror health %s/%s -> %s: %s", be, inst.id, state, exc)
 
     def _remove(self, backend: str, name: str) -> None:
         for step in (
@@ -302,7 +325,8 @@ class AsgEmulator:
 
     def deregister(self, inst: Instance) -> None:
         if inst.in_open:
-            self._remove(self.open_backend, inst.id)
+            for be in self.mirrors:
+                self._remove(be, inst.id)
             inst.in_open = False
         if inst.registered:
             self._remove(self.backend, inst.id)
@@ -311,7 +335,7 @@ class AsgEmulator:
     def begin_drain(self, inst: Instance, reason: str) -> None:
         """Stop new requests to ``inst``; it is deleted once idle or after the deregistration delay."""
         inst.state, inst.health, inst.drain_started = "draining", "draining", time.monotonic()
-        for be, present in ((self.backend, inst.registered), (self.open_backend, inst.in_open)):
+        for be, present in ((self.backend, inst.registered), *((m, inst.in_open) for m in self.mirrors)):
             if present:
                 try:
                     self.api.set_state(be, inst.id, "drain")
@@ -366,8 +390,8 @@ class AsgEmulator:
                 self._progress_stop(inst, now)
                 continue
             row = rows.get((self.backend, inst.id))
-            open_row = rows.get((self.open_backend, inst.id))
-            inst.scur = (row.scur if row else 0) + (open_row.scur if open_row else 0)
+            # In flight through any backend: a drain must wait for the routing policies' requests too.
+            inst.scur = sum(r.scur for be in (self.backend, *self.mirrors) if (r := rows.get((be, inst.id))))
             if inst.state == "draining":
                 self._progress_drain(inst, now)
             elif row is not None:
@@ -421,6 +445,8 @@ class AsgEmulator:
             return
         if inst.health == "healthy" and status == "DOWN":
             inst.health, inst.unhealthy_since = "unhealthy", now
+            if inst.in_open:
+                self._mirror_health(inst, "maint")
             self.emit(
                 "unhealthy",
                 inst.id,
@@ -429,6 +455,8 @@ class AsgEmulator:
             )
         elif inst.health == "unhealthy" and status == "UP":
             inst.health, inst.unhealthy_since = "healthy", None
+            if inst.in_open:
+                self._mirror_health(inst, "ready")
             self.emit(
                 "healthy",
                 inst.id,

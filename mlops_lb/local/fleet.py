@@ -74,6 +74,7 @@ from .haproxy import (
     render_config,
 )
 from .metrics import PeriodRecord, PeriodSampler, to_metric_frame
+from .routing import MAP_FILE, RoutingSwitch, check_policy, policy_backends, reset_prefix_caches, write_map
 from .workers import WorkerCommand, find_program, log_excerpt, tail_lines
 
 if TYPE_CHECKING:
@@ -187,7 +188,11 @@ class LocalFleet:
         self._rollout: Any = None  # local.rollout._Run of the last rollout
         self._rollout_lock = threading.Lock()  # one rollout() at a time, whichever thread calls
         self._haproxy: HaproxyProcess | None = None
-        self._sampler = PeriodSampler(frontend=FRONTEND, backends=(BACKEND, f"{BACKEND}_open"))
+        self._sampler = PeriodSampler(
+            frontend=FRONTEND, backends=(BACKEND, f"{BACKEND}_open", *policy_backends(BACKEND))
+        )
+        # The routing policy in force (mlops_lb.local.routing): the spec's, until set_routing() switches it.
+        self._policy: str = spec.routing.policy
         self._period_start = utcnow()
         self._balancer = "up"  # "up" or "down" (died and could not be restarted yet)
         self._balancer_reason = ""
@@ -301,6 +306,56 @@ class LocalFleet:
             raise
         finally:
             self._on_output = None
+
+    # ------------------------------------------------------------------ routing (optional Fleet members)
+    @property
+    def routing(self) -> str:
+        """The routing policy HAProxy applies now, read back from its map: ``alb`` (``target_group.algorithm``),
+        ``round_robin``, ``least_outstanding_requests``, ``weighted_random``, ``consistent_hash`` or
+        ``sticky_cookie`` (see :mod:`mlops_lb.local.routing`)."""
+        if self._api is None:
+            return self._policy
+        return RoutingSwitch(self._api, self._work_dir / MAP_FILE, backend=BACKEND).current()
+
+    def set_routing(self, policy: str) -> float:
+        """Route new requests with ``policy`` from now on (requests in flight finish where they are); returns the
+        seconds the switch took. One Runtime API ``set map``: no reload, no request lost.
+
+        Example::
+
+            fleet.set_routing("consistent_hash")     # ~1 ms
+            fleet.routing                            # 'consistent_hash'
+        """
+        policy = check_policy(policy)
+        if policy in ("consistent_hash", "sticky_cookie") and self.spec.server.kind == "model":
+            raise SpecError(
+                "policy",
+                f"{policy} routes on a prompt-prefix or session key, which server.kind model has none of; use "
+                "alb, round_robin, least_outstanding_requests or weighted_random",
+            )
+        if self._api is None or self._state not in ("launching", "running"):
+            raise ProvisionError("set_routing needs a launched fleet: call fleet.launch() first")
+        self._check_balancer()
+        took = RoutingSwitch(self._api, self._work_dir / MAP_FILE, backend=BACKEND).set(policy)
+        old, self._policy = self._policy, policy
+        self._event("routing", "", f"routing policy {old} -> {policy} (switched in {took * 1000:.1f} ms)")
+        return took
+
+    def reset_routing_state(self) -> dict[str, int]:
+        """Start the next arm of an A/B cold: forget sticky sessions and empty every target's prefix cache.
+
+        Returns ``{"targets": n, "caches_reset": k}``: a server without ``POST /reset_prefix_cache`` (vLLM offers
+        it only with ``VLLM_SERVER_DEV_MODE=1``) keeps its cache, so ``k < n`` says the arms are not cold and
+        their order should be randomised (``compare_routing`` does both).
+        """
+        if self._api is None:
+            raise ProvisionError("reset_routing_state needs a launched fleet: call fleet.launch() first")
+        RoutingSwitch(self._api, self._work_dir / MAP_FILE, backend=BACKEND).clear_sessions()
+        with self._lock:
+            addresses = [
+                i.address for i in (self._asg.live() if self._asg else []) if i.state == "in_service"
+            ]
+        return {"targets": len(addresses), "caches_reset": reset_prefix_caches(addresses)}
 
     def scale(self, **changes: Unpack[ScaleChange]) -> None:
         """Change capacity bounds, desired capacity or the tracking target, through ``FleetSpec.rescaled``
@@ -671,6 +726,7 @@ class LocalFleet:
         return f" (logs kept in {kept})"
 
     def _start_haproxy(self) -> None:
+        write_map(self._work_dir / MAP_FILE, self._policy, BACKEND)
         cfg = render_config(
             self.spec, port=self._port, socket_path=self._work_dir / "admin.sock", backend=BACKEND
         )

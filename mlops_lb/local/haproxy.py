@@ -41,6 +41,7 @@ from ..haproxy_runtime import (  # re-exported: moved below both backends
     StatRow,
 )
 from ._proc import port_holder, spawn_group
+from .routing import MAP_FILE, render_policy_backends, render_switch_rule
 
 if TYPE_CHECKING:
     from ..spec import FleetSpec
@@ -106,12 +107,22 @@ def _status_regex(codes: Sequence[int]) -> str:
     return "^(" + "|".join(str(c) for c in codes) + ")$"
 
 
-def render_config(spec: FleetSpec, *, port: int, socket_path: str | Path, backend: str = "tg") -> str:
-    """HAProxy 2.6 configuration text for ``spec``: frontend on 127.0.0.1:``port``, ``backend`` and its open twin.
+def render_config(
+    spec: FleetSpec,
+    *,
+    port: int,
+    socket_path: str | Path,
+    backend: str = "tg",
+    map_path: str | Path | None = None,
+) -> str:
+    """HAProxy 2.6 configuration text for ``spec``: frontend on 127.0.0.1:``port``, ``backend`` and its open twin,
+    and one backend per routing policy, chosen through the map ``map_path`` (default: ``routing.map`` beside the
+    socket; see :mod:`mlops_lb.local.routing`, which also writes it).
 
     Health-check timings are scaled by ``spec.local.time_scale``; the idle timeout is the ALB's (not scaled: it
     is a connection property, not a period).
     """
+    map_path = Path(socket_path).parent / MAP_FILE if map_path is None else map_path
     hc = spec.health_check
     inter, timeout = check_timing_ms(spec)
     balance = ALGORITHM_TO_BALANCE[spec.target_group.algorithm]
@@ -153,6 +164,8 @@ frontend {FRONTEND}
     http-after-response del-header x-lb-error
     # Fail open: with no healthy target the ALB routes to all registered targets.
     use_backend {backend}_open if {{ nbsrv({backend}) eq 0 }}
+    # The routing policy in force (routing.map, switched at run time with `set map`).
+{render_switch_rule(backend, map_path)}
     default_backend {backend}
 
 backend {backend}
@@ -175,7 +188,8 @@ backend {backend}
 backend {backend}_open
     balance {balance}
 {TARGET_HEADER}
-"""
+
+{render_policy_backends(spec, backend, TARGET_HEADER)}"""
 
 
 # --------------------------------------------------------------------------- process

@@ -37,6 +37,7 @@ __all__ = [
     "PeriodSampler",
     "histogram_quantile",
     "parse_duration_histogram",
+    "parse_prefix_cache",
     "to_metric_frame",
 ]
 
@@ -90,6 +91,37 @@ def parse_duration_histogram(text: str) -> HistogramDelta:
     return h
 
 
+# vLLM's prefix-cache counters as they appear on the wire (prometheus_client adds _total to a counter's name).
+PREFIX_CACHE_QUERIES = "vllm:prefix_cache_queries_total"
+PREFIX_CACHE_HITS = "vllm:prefix_cache_hits_total"
+
+
+def parse_prefix_cache(text: str) -> tuple[float, float] | None:
+    """(queried tokens, hit tokens) from a Prometheus text page, summed over label sets; None when absent.
+
+    Example::
+
+        parse_prefix_cache('vllm:prefix_cache_queries_total{model_name="m"} 90\nvllm:prefix_cache_hits_total 32')
+        # (90.0, 32.0)
+    """
+    q = h = 0.0
+    seen = False
+    for line in text.splitlines():
+        if not line.startswith("vllm:prefix_cache_"):
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        try:
+            value = float(line.rsplit(" ", 1)[1])
+        except (IndexError, ValueError):
+            continue
+        if name == PREFIX_CACHE_QUERIES:
+            q += value
+            seen = True
+        elif name == PREFIX_CACHE_HITS:
+            h += value
+    return (q, h) if seen else None
+
+
 def histogram_quantile(q: float, h: HistogramDelta) -> float | None:
     """Prometheus-style quantile: linear interpolation inside the bucket that holds rank ``q x count``."""
     if h.count <= 0:
@@ -132,6 +164,9 @@ class PeriodRecord:
     cpu: dict[str, float] = field(default_factory=dict)
     per_target: dict[str, int] = field(default_factory=dict)
     in_flight: dict[str, float] = field(default_factory=dict)  # average in-flight requests per target
+    # LLM targets' prefix cache over the period, in prompt tokens (vLLM's counters): queried and found cached.
+    cache_queries: dict[str, float] = field(default_factory=dict)
+    cache_hits: dict[str, float] = field(default_factory=dict)
 
     @property
     def concurrency(self) -> float:
@@ -170,6 +205,8 @@ class PeriodSampler:
         self._counts = _Counts()
         self._hist_last: dict[str, HistogramDelta] = {}
         self._cpu_procs: dict[str, Any] = {}
+        self._cache_last: dict[str, tuple[float, float]] = {}
+        self._cache: dict[str, tuple[float, float]] = {}
 
     def scrape(
         self, targets: Sequence[tuple[str, Any]], *, metrics_path: str | None
@@ -193,6 +230,7 @@ class PeriodSampler:
                 if h is not None:
                     total.add(h.minus(self._hist_last.get(tid)))
                     self._hist_last[tid] = h
+                self._add_cache(tid, text)
             try:
                 p = self._cpu_procs.get(tid)
                 if p is None:
@@ -203,6 +241,18 @@ class PeriodSampler:
             except psutil.Error:
                 pass
         return total, cpu
+
+    def _add_cache(self, tid: str, text: str) -> None:
+        """Accumulate a target's prefix-cache counter deltas (an LLM server's; absent elsewhere) for the period."""
+        got = parse_prefix_cache(text)
+        if got is None:
+            return
+        old = self._cache_last.get(tid)
+        self._cache_last[tid] = got
+        # A counter that went down belongs to a restarted server: count it from zero.
+        dq, dh = (got[0] - old[0], got[1] - old[1]) if old and got[0] >= old[0] and got[1] >= old[1] else got
+        q, h = self._cache.get(tid, (0.0, 0.0))
+        self._cache[tid] = (q + dq, h + dh)
 
     def reset_counters(self) -> None:
         """Forget the last cumulative counters (a new HAProxy process counts from zero)."""
@@ -243,6 +293,7 @@ class PeriodSampler:
         """Close the period: ``observed`` (what the controller read itself: start, end, health and capacity counts,
         latency, CPU) with the counters accumulated since the last call filled in; then start afresh."""
         c, self._counts = self._counts, _Counts()
+        cache, self._cache = self._cache, {}
         ticks = max(c.ticks, 1)
         return dataclasses.replace(
             observed,
@@ -253,6 +304,8 @@ class PeriodSampler:
             elb_5xx=max(0, c.frontend_5xx - c.target_5xx),
             per_target=c.per_target,
             in_flight={t: v / ticks for t, v in c.in_flight_sum.items()},
+            cache_queries={t: q for t, (q, _) in cache.items()},
+            cache_hits={t: h for t, (_, h) in cache.items()},
         )
 
 
@@ -316,6 +369,24 @@ def _local_concurrency(group: Sequence[Any]) -> list[tuple[str, float, str]]:
     return [("Average", group_value, ""), *_per_target_average(group, "in_flight")]
 
 
+def _local_prefix_cache_hit_rate(group: Sequence[Any]) -> list[tuple[str, float, str]]:
+    # Hit tokens over queried tokens (vLLM's definition of the hit rate), per target and for the group; a period
+    # with no query has no datapoint (no rate), as a count metric would be missing.
+    q: dict[str, float] = {}
+    h: dict[str, float] = {}
+    for r in group:
+        for t, v in r.cache_queries.items():
+            q[t] = q.get(t, 0.0) + v
+        for t, v in r.cache_hits.items():
+            h[t] = h.get(t, 0.0) + v
+    total = sum(q.values())
+    if total <= 0:
+        return []
+    rows = [("Average", 100.0 * sum(h.values()) / total, "")]
+    rows += [("Average", 100.0 * h.get(t, 0.0) / v, t) for t, v in q.items() if v > 0]
+    return rows
+
+
 # The catalogue metrics this fleet measures, by their catalogue name; the others (ELB 4xx, connection counts,
 # pending/terminating instances) have no local counterpart and are left out of its frames, not reported as 0.
 LOCAL_SOURCES: Mapping[str, LocalRows] = {
@@ -332,6 +403,7 @@ LOCAL_SOURCES: Mapping[str, LocalRows] = {
     "GroupInServiceInstances": _local_gauge("in_service"),
     "CPUUtilization": _local_cpu,
     "ConcurrencyPerTarget": _local_concurrency,
+    "PrefixCacheHitRate": _local_prefix_cache_hit_rate,
 }
 
 

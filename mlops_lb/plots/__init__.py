@@ -25,7 +25,15 @@ from __future__ import annotations
 from ..analysis.goodput import goodput_steps
 from ._registry import FigureInput, ReportFigure, draw_figures, registered_figures, report_figure
 from .dashboard import dashboard
-from .llm import goodput_curve, itl_over_time, itl_spectrum, tokens_per_s, ttft_over_time, ttft_spectrum
+from .llm import (
+    goodput_curve,
+    itl_over_time,
+    itl_spectrum,
+    prefix_cache_hit_rate,
+    tokens_per_s,
+    ttft_over_time,
+    ttft_spectrum,
+)
 from .load import latency_over_time, per_target, percentile_spectrum, throughput
 from .rollout import rollout_timeline
 from .scaling import capacity_curve, scaling_timeline
@@ -43,6 +51,7 @@ __all__ = [
     "latency_over_time",
     "per_target",
     "percentile_spectrum",
+    "prefix_cache_hit_rate",
     "registered_figures",
     "report_figure",
     "rollout_timeline",

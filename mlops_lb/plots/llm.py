@@ -35,6 +35,7 @@ __all__ = [
     "goodput_curve",
     "itl_over_time",
     "itl_spectrum",
+    "prefix_cache_hit_rate",
     "tokens_per_s",
     "ttft_over_time",
     "ttft_spectrum",
@@ -147,6 +148,36 @@ def tokens_per_s(
     _time_label(ax, time)
     ax.set_title("Output tokens per second")
     ax.grid(True, alpha=0.3)
+    return fig
+
+
+def prefix_cache_hit_rate(metrics: Any, *, ax: Axes | None = None) -> Figure:
+    """Prefix-cache hit rate per target over the run (the MetricFrame's ``PrefixCacheHitRate``), the fleet's as
+    a dashed line: prompt tokens found cached over prompt tokens queried, vLLM's definition.
+
+    Per-target bars average the target's periods; the fleet line averages the group rows. Example::
+
+        prefix_cache_hit_rate(fleet.metrics())
+    """
+    df = _frame(metrics, "metrics")
+    fig, ax = _axes(ax, figsize=(9.0, 3.5))
+    rows = df[df["metric"] == "PrefixCacheHitRate"] if "metric" in df.columns else df.iloc[0:0]
+    per = rows[rows["target"] != ""].groupby("target")["value"].mean() if len(rows) else None
+    if per is None or not len(per):
+        ax.text(0.5, 0.5, "no prefix-cache counters in this run", transform=ax.transAxes, ha="center")
+    else:
+        ax.bar([str(t) for t in per.index], per.to_numpy(dtype=float), color="tab:green", label="per target")
+        group = rows[rows["target"] == ""]["value"]
+        if len(group):
+            ax.axhline(
+                float(group.mean()), color="black", linestyle="--", label=f"fleet {group.mean():.1f} %"
+            )
+        ax.legend(loc="upper right")
+        ax.tick_params(axis="x", labelrotation=30)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("prefix cache hit rate (%)")
+    ax.set_title("Prefix cache hit rate per target")
+    ax.grid(True, axis="y", alpha=0.3)
     return fig
 
 
@@ -332,3 +363,15 @@ def _report_goodput(run: FigureInput) -> Figure | None:
     if not _streamed(run) or not run.is_sweep:
         return None
     return goodput_curve(run.requests, run.intervals, slo=run.slo)
+
+
+@report_figure(
+    "prefix_cache_hit_rate",
+    "Prefix-cache hit rate per target (cached over queried prompt tokens, vLLM's counters); dashed: the fleet.",
+    section="llm",
+)
+def _report_prefix_cache(run: FigureInput) -> Figure | None:
+    m = run.metrics
+    if not len(m) or "metric" not in m.columns or not (m["metric"] == "PrefixCacheHitRate").any():
+        return None
+    return prefix_cache_hit_rate(m)

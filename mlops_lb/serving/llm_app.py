@@ -16,7 +16,12 @@ Routes (the subset of the OpenAI API that vLLM's server also offers, same shapes
 * ``GET /metrics``: Prometheus text with vLLM's scheduler gauges ``vllm:num_requests_running`` and
   ``vllm:num_requests_waiting`` (names from https://docs.vllm.ai/en/latest/serving/metrics.html), the token
   counters ``vllm:prompt_tokens_total`` and ``vllm:generation_tokens_total`` and ``vllm:request_success_total``,
-  all labelled ``model_name``.
+  all labelled ``model_name``; and the prefix cache's counters ``vllm:prefix_cache_queries_total`` and
+  ``vllm:prefix_cache_hits_total`` (prompt tokens looked up / found cached: vLLM declares
+  ``vllm:prefix_cache_queries`` and ``vllm:prefix_cache_hits`` in vllm/v1/metrics/loggers.py and prometheus_client
+  adds ``_total`` to a counter's name on the wire), 0 while the cache is off.
+* ``POST /reset_prefix_cache``: empty the prefix cache (vLLM's route of the same name, which vLLM serves only with
+  ``VLLM_SERVER_DEV_MODE=1``; the emulator always does); 200. Between the arms of an A/B.
 
 Every response carries ``X-Target-Id``. Tokens are whitespace-separated words: a prompt of *n* words is *n* prompt
 tokens, and every answer is exactly ``max_tokens`` tokens (``finish_reason: "length"``, as vLLM with
@@ -43,6 +48,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .llm_engine import EngineParams, Seq, StepScheduler
+from .prefix_cache import block_hashes
 
 __all__ = ["DEFAULT_MAX_TOKENS", "SERVED_MODEL_NAME", "LLMServer", "count_tokens", "create_llm_app"]
 
@@ -149,6 +155,7 @@ class LLMServer:
         label = f'{{model_name="{name}"}}'
         running = len(self.scheduler.running)
         waiting = sum(1 for s in self.scheduler.waiting if not s.aborted)
+        cache = self.scheduler.cache
         lines = [
             "# HELP vllm:num_requests_running Number of requests in model execution batches.",
             "# TYPE vllm:num_requests_running gauge",
@@ -165,13 +172,26 @@ class LLMServer:
             "# HELP vllm:request_success_total Count of successfully processed requests.",
             "# TYPE vllm:request_success_total counter",
             f"vllm:request_success_total{label} {self.success_total}",
+            "# HELP vllm:prefix_cache_queries_total Prefix cache queries, in terms of number of queried tokens.",
+            "# TYPE vllm:prefix_cache_queries_total counter",
+            f"vllm:prefix_cache_queries_total{label} {cache.queries if cache else 0}",
+            "# HELP vllm:prefix_cache_hits_total Prefix cache hits, in terms of number of cached tokens.",
+            "# TYPE vllm:prefix_cache_hits_total counter",
+            f"vllm:prefix_cache_hits_total{label} {cache.hits if cache else 0}",
         ]
         return ("\n".join(lines) + "\n").encode()
 
 
 # --------------------------------------------------------------------------- request parsing
-def _parse(body: bytes, chat: bool, params: EngineParams) -> tuple[int, int, bool, bool, str | None]:
-    """(prompt_tokens, max_tokens, stream, include_usage, model) of a request body, or _BadRequest."""
+def _parse(
+    body: bytes, chat: bool, params: EngineParams
+) -> tuple[int, int, bool, bool, str | None, list[str]]:
+    """(prompt_tokens, max_tokens, stream, include_usage, model, prompt words) of a request body, or _BadRequest.
+
+    The words (the emulator's tokens, every message's in order) are collected only when the prefix cache is on.
+    """
+    keep = params.prefix_cache_blocks > 0
+    tokens: list[str] = []
     try:
         data = json.loads(body)
     except (ValueError, RecursionError) as exc:
@@ -193,7 +213,10 @@ def _parse(body: bytes, chat: bool, params: EngineParams) -> tuple[int, int, boo
                 raise _BadRequest(
                     400, f"messages[{i}] must be an object with a role and a text content", "messages"
                 )
-            words += len(content.split())
+            split = content.split()
+            words += len(split)
+            if keep:
+                tokens += split
         prompt_tokens = max(1, words)
         max_tokens = data.get("max_completion_tokens", data.get("max_tokens"))
     else:
@@ -203,6 +226,8 @@ def _parse(body: bytes, chat: bool, params: EngineParams) -> tuple[int, int, boo
         if not isinstance(prompt, str):
             raise _BadRequest(400, "prompt must be a string (or a list of one string)", "prompt")
         prompt_tokens = count_tokens(prompt)
+        if keep:
+            tokens = prompt.split()
         max_tokens = data.get("max_tokens")
     if max_tokens is None:
         max_tokens = DEFAULT_MAX_TOKENS
@@ -235,7 +260,7 @@ def _parse(body: bytes, chat: bool, params: EngineParams) -> tuple[int, int, boo
         raise _BadRequest(
             400, f"model must be at most {MAX_MODEL_NAME_CHARS} characters (got {len(model)})", "model"
         )
-    return prompt_tokens, max_tokens, stream, include_usage, model if isinstance(model, str) else None
+    return prompt_tokens, max_tokens, stream, include_usage, model if isinstance(model, str) else None, tokens
 
 
 def _brief(value: object) -> str:
@@ -285,6 +310,10 @@ def create_llm_app(
                 await _send(
                     server, send, 200, server.metrics_text(), b"text/plain; version=0.0.4; charset=utf-8"
                 )
+            elif path == "/reset_prefix_cache" and method == "POST":
+                dropped = server.scheduler.cache.reset() if server.scheduler.cache else 0
+                log.info("prefix cache reset: %d blocks dropped", dropped)
+                await _send(server, send, 200, b"", b"text/plain")
             elif path == "/v1/models" and method == "GET":
                 card = {
                     "id": server.model_name,
@@ -353,10 +382,11 @@ async def _generate(server: LLMServer, scope: Scope, receive: Receive, send: Sen
     body = await _read_body(scope, receive)
     if body is None:
         return
-    prompt_tokens, max_tokens, stream, include_usage, model = _parse(body, chat, server.params)
+    prompt_tokens, max_tokens, stream, include_usage, model, prompt_words = _parse(body, chat, server.params)
     model = model or server.model_name
     tokens: asyncio.Queue[int] = asyncio.Queue()
-    seq = Seq(prompt_tokens=prompt_tokens, output_tokens=max_tokens, key=tokens)
+    hashes = block_hashes(prompt_words, server.params.block_size) if prompt_words else ()
+    seq = Seq(prompt_tokens=prompt_tokens, output_tokens=max_tokens, key=tokens, block_hashes=hashes)
     rng = server.next_rng()
     server.prompt_tokens_total += prompt_tokens
     server.submit(seq)

@@ -11,6 +11,10 @@ An engine *step* is what a vLLM-style engine does between two token emissions:
    does.
 3. **Finish.** A sequence that produced its ``output_tokens`` leaves the batch, freeing its slot for the next step.
 
+With a prefix cache (``prefix_cache_blocks`` > 0, :mod:`mlops_lb.serving.prefix_cache`, vLLM's automatic prefix
+caching), an admitted sequence first looks up its prompt's leading full blocks of ``block_size`` tokens: prefill
+costs only the tokens after the cached run, and the sequence pins its blocks until it leaves the batch.
+
 So with one request alone: TTFT = prompt × prefill, then one token every ``decode_ms_per_token``; with more
 running at once the gap grows linearly; past ``max_num_seqs`` requests queue and TTFT climbs with the queue.
 
@@ -32,6 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .._validate import check_int, check_num
+from .prefix_cache import Lease, PrefixCache
 
 __all__ = ["EngineParams", "Seq", "Step", "StepScheduler", "Timeline", "simulate"]
 
@@ -43,9 +48,14 @@ class EngineParams:
     The defaults make one emulator a small engine: 8 sequences at once, 10 ms a token alone, 13.5 ms a token with
     8 decoding; with 128-token prompts and 64-token answers it serves about 9 requests/s before requests queue.
 
+    ``prefix_cache_blocks``: size of the prefix cache in blocks of ``block_size`` tokens (0, the default, turns it
+    off, as vLLM before V1 without ``--enable-prefix-caching``; kept off so timings without a cache stay as they
+    were). ``block_size`` 16 is vLLM's default block size.
+
     Example::
 
         EngineParams(max_num_seqs=16, decode_ms_per_token=20)
+        EngineParams(prefix_cache_blocks=4096, block_size=16)     # 65,536 tokens of KV cache
     """
 
     max_num_seqs: int = 8
@@ -54,6 +64,8 @@ class EngineParams:
     decode_slowdown_per_seq: float = 0.05
     max_model_len: int = 4096
     seed: int = 0
+    prefix_cache_blocks: int = 0
+    block_size: int = 16
 
     def __post_init__(self) -> None:
         check_int("max_num_seqs", self.max_num_seqs, 1, 100_000)
@@ -62,6 +74,8 @@ class EngineParams:
         check_num("decode_slowdown_per_seq", self.decode_slowdown_per_seq, 0, 1_000)
         check_int("max_model_len", self.max_model_len, 2, 10_000_000)
         check_int("seed", self.seed, 0, 2**63 - 1)
+        check_int("prefix_cache_blocks", self.prefix_cache_blocks, 0, 100_000_000)
+        check_int("block_size", self.block_size, 1, 1_000_000)
 
     def decode_s(self, n_decoding: int) -> float:
         """Seconds of one decode step with ``n_decoding`` sequences decoding (0 when none)."""
@@ -76,13 +90,17 @@ class EngineParams:
 
 @dataclass(eq=False)
 class Seq:
-    """One request inside the engine: its sizes and how far it has got."""
+    """One request inside the engine: its sizes, its prompt's block hashes (for the prefix cache) and how far it
+    has got; ``cached_tokens`` is what the prefix cache saved its prefill (set at admission)."""
 
     prompt_tokens: int
     output_tokens: int
     key: object = None
     generated: int = 0
     aborted: bool = False
+    block_hashes: tuple[object, ...] = ()
+    cached_tokens: int = 0
+    lease: Lease | None = None
 
     @property
     def finished(self) -> bool:
@@ -116,6 +134,22 @@ class StepScheduler:
     params: EngineParams
     waiting: deque[Seq] = field(default_factory=deque)
     running: list[Seq] = field(default_factory=list)
+    cache: PrefixCache | None = None
+
+    def __post_init__(self) -> None:
+        if self.cache is None and self.params.prefix_cache_blocks > 0:
+            self.cache = PrefixCache(self.params.prefix_cache_blocks, self.params.block_size)
+
+    def _leave(self) -> None:
+        """Drop finished and aborted sequences from the batch, unpinning their cache blocks."""
+        keep: list[Seq] = []
+        for s in self.running:
+            if not s.finished:
+                keep.append(s)
+            elif s.lease is not None and self.cache is not None:
+                self.cache.release(s.lease)
+                s.lease = None
+        self.running = keep
 
     def add(self, seq: Seq) -> None:
         """Queue a sequence; it is admitted at the next step with a free slot."""
@@ -127,19 +161,23 @@ class StepScheduler:
 
     def plan(self) -> Step | None:
         """Admit what fits and describe the next step; None when there is nothing to do."""
-        self.running = [s for s in self.running if not s.finished]
+        self._leave()
         decoding = tuple(self.running)
         admitted: list[Seq] = []
         while self.waiting and len(self.running) < self.params.max_num_seqs:
             seq = self.waiting.popleft()
             if seq.aborted:
                 continue
+            if self.cache is not None:
+                seq.lease = self.cache.acquire(seq.block_hashes, prompt_tokens=seq.prompt_tokens)
+                seq.cached_tokens = seq.lease.hit_tokens
             self.running.append(seq)
             admitted.append(seq)
         if not admitted and not decoding:
             return None
         p = self.params
-        duration = sum(p.prefill_s(s.prompt_tokens) for s in admitted) + p.decode_s(len(decoding))
+        prefill = sum(p.prefill_s(s.prompt_tokens - s.cached_tokens) for s in admitted)
+        duration = prefill + p.decode_s(len(decoding))
         return Step(duration_s=duration, prefilled=tuple(admitted), decoded=decoding)
 
     def apply(self, step: Step) -> list[Seq]:
@@ -150,7 +188,7 @@ class StepScheduler:
                 continue
             seq.generated += 1
             out.append(seq)
-        self.running = [s for s in self.running if not s.finished]
+        self._leave()
         return out
 
 
@@ -171,19 +209,28 @@ class Timeline:
         return [b - a for a, b in itertools.pairwise(t)]
 
 
-def simulate(requests: Iterable[tuple[float, int, int]], params: EngineParams) -> list[Timeline]:
-    """Run ``(arrival_s, prompt_tokens, output_tokens)`` requests through the engine on a virtual clock.
+def simulate(
+    requests: Iterable[tuple[float, int, int] | tuple[float, int, int, Sequence[object]]],
+    params: EngineParams,
+) -> list[Timeline]:
+    """Run ``(arrival_s, prompt_tokens, output_tokens[, block_hashes])`` requests through the engine on a virtual
+    clock.
 
     A request arriving during a step waits for the step to end, as in the server (admission happens between
-    steps). Returns one :class:`Timeline` per request, in input order.
+    steps). ``block_hashes`` (see :func:`mlops_lb.serving.prefix_cache.block_hashes`) feed the prefix cache when
+    ``params.prefix_cache_blocks`` > 0. Returns one :class:`Timeline` per request, in input order.
 
     Example::
 
         simulate([(0, 10, 2), (0, 10, 2)], EngineParams(max_num_seqs=1))[1].ttft_s   # waits for the first
     """
-    reqs: Sequence[tuple[float, int, int]] = [(float(a), int(p), int(o)) for a, p, o in requests]
+    reqs: list[tuple[float, int, int]] = []
+    seqs: list[Seq] = []
+    for i, r in enumerate(requests):
+        reqs.append((float(r[0]), int(r[1]), int(r[2])))  # type: ignore[misc]
+        hashes = tuple(r[3]) if len(r) > 3 else ()  # type: ignore[misc]
+        seqs.append(Seq(prompt_tokens=int(r[1]), output_tokens=int(r[2]), key=i, block_hashes=hashes))
     order = sorted(range(len(reqs)), key=lambda i: reqs[i][0])
-    seqs = [Seq(prompt_tokens=p, output_tokens=o, key=i) for i, (_, p, o) in enumerate(reqs)]
     times: list[list[float]] = [[] for _ in reqs]
     sched = StepScheduler(params)
     now = 0.0

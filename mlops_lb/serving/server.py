@@ -159,6 +159,8 @@ def llm_command(
         "--decode-slowdown-per-seq", repr(float(p.decode_slowdown_per_seq)),
         "--max-model-len", str(p.max_model_len),
         "--seed", str(p.seed),
+        "--prefix-cache-blocks", str(p.prefix_cache_blocks),
+        "--block-size", str(p.block_size),
     ]  # fmt: skip
 
 

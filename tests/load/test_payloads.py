@@ -143,7 +143,7 @@ class TestTraceSizes:
         """A recorded trace's size columns follow its timestamps when they are sorted."""
         path = tmp_path / "t.csv"
         path.write_text("timestamp,input_length,output_length\n10.5,30,3\n10.0,20,2\n11.0,40,4\n")
-        t = load.trace(path)
+        t = load.trace(path, sort=True)
         assert t.offsets == (0.0, 0.5, 1.0)
         assert t.prompt_tokens == (20, 30, 40) and t.output_tokens == (2, 3, 4)
         bodies = [json.loads(b) for b in load.openai_completions(model="m", profile=t)]

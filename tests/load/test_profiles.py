@@ -59,11 +59,14 @@ class TestSchedules:
         assert sw.rates == [10, 20, 30, 40, 50] and sw.duration_s == 10 and len(sw.schedule()) == 300
 
     def test_trace_list_and_csv(self, tmp_path):
-        """trace() shifts timestamps to start at 0, from a list or a CSV column."""
+        """trace() shifts timestamps to start at 0, from a list or a CSV column; an unordered file is refused with
+        its line (issue 28) unless sort=True asks for it to be sorted."""
         assert list(trace([5, 6, 7.5]).schedule()) == [0, 1, 2.5]
         f = tmp_path / "t.csv"
         f.write_text("id,timestamp\n1,100.5\n2,100.0\n3,101\n")
-        p = trace(f)
+        with pytest.raises(SpecError, match=r"t.csv line 3: timestamp 100 s is earlier .*sort=True"):
+            trace(f)
+        p = trace(f, sort=True)
         assert list(p.schedule()) == [0, 0.5, 1.0] and p.duration_s == 1.0
 
     @pytest.mark.parametrize(

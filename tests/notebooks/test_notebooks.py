@@ -48,6 +48,7 @@ def test_the_notebooks_of_the_walk_exist() -> None:
         "07_distributed_load",
         "08_which_fleet",
         "09_safe_rollout",
+        "10_routing",
     ]
 
 

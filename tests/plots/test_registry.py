@@ -33,6 +33,7 @@ def test_every_report_figure_is_registered_once_in_report_order() -> None:
         "ttft_spectrum",
         "itl_spectrum",
         "goodput_curve",
+        "prefix_cache_hit_rate",
     ]
     for f in plots.registered_figures():
         assert f.caption_for(plots.FigureInput()).endswith(".") and f.stem.isidentifier()

@@ -66,6 +66,34 @@ def s3_cp(argv: list[str]) -> int:
     return 0
 
 
+def describe(op: str, argv: list[str]) -> dict[str, object]:
+    """DescribeAutoScalingGroups / DescribeInstances as the APIs answer (--output json): ``asg/models.json`` holds
+    ``{"group": name, "instances": [{"InstanceId", "LifecycleState", "PrivateIpAddress"}]}``; an unknown group
+    answers no group, unknown instance ids no reservation (API_DescribeAutoScalingGroups, API_DescribeInstances)."""
+    path = ROOT / "asg" / "models.json"
+    models = json.loads(path.read_text()) if path.is_file() else {"group": "", "instances": []}
+    if op == "describe-auto-scaling-groups":
+        if opt(argv, "--auto-scaling-group-names") != models["group"]:
+            return {"AutoScalingGroups": []}
+        members = [{k: i[k] for k in ("InstanceId", "LifecycleState")} for i in models["instances"]]
+        return {"AutoScalingGroups": [{"AutoScalingGroupName": models["group"], "Instances": members}]}
+    ids: set[str] = set()
+    for a in argv[argv.index("--instance-ids") + 1 :] if "--instance-ids" in argv else []:
+        if a.startswith("--"):  # the ids end where the next option starts
+            break
+        ids.add(a)
+    found = [
+        {
+            "InstanceId": i["InstanceId"],
+            "PrivateIpAddress": i["PrivateIpAddress"],
+            "State": {"Name": "running"},
+        }
+        for i in models["instances"]
+        if i["InstanceId"] in ids
+    ]
+    return {"Reservations": [{"Instances": found}]} if found else {"Reservations": []}
+
+
 def main(argv: list[str]) -> int:
     asg = ROOT / "asg"
     service, op = [*argv, "", ""][:2]
@@ -92,6 +120,8 @@ def main(argv: list[str]) -> int:
             pending.unlink()
     elif (service, op) == ("cloudwatch", "put-metric-data"):
         pass
+    elif (service, op) in (("autoscaling", "describe-auto-scaling-groups"), ("ec2", "describe-instances")):
+        out = json.dumps(describe(op, argv))  # the router tier's discovery (asg/models.json, test-driven)
     elif (service, op) in (("ssm", "get-parameter"), ("secretsmanager", "get-secret-value")):
         store = json.loads((ROOT / "secrets.json").read_text()) if (ROOT / "secrets.json").is_file() else {}
         name = opt(argv, "--name") or opt(argv, "--secret-id") or ""

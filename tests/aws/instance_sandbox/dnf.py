@@ -23,6 +23,7 @@ WRAPPER = """#!/bin/bash
 REAL={real}
 if [ "${{1:-}}" = "-m" ] && [ "${{2:-}}" = "venv" ]; then
   "$REAL" "$@" || exit $?
+  case " $* " in *" --without-pip "*) exit 0 ;; esac  # venv's own option: no pip at all
   for a in "$@"; do dir="$a"; done
   # AL2023's venvs carry the RPM's pip (ensurepip uses python{ver}-pip-wheel), not pyenv's newer bundled one.
   "$dir/bin/python" -m pip install -q --disable-pip-version-check --no-index --find-links {wheels} pip=={pip} || exit $?
