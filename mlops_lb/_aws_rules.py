@@ -421,6 +421,9 @@ def resource_violations(
         refresh = inputs.get("instanceRefresh")
         if isinstance(refresh, Mapping):
             out += _refresh_problems(refresh.get("preferences") or {})
+        maintenance = inputs.get("instanceMaintenancePolicy")
+        if isinstance(maintenance, Mapping):  # the same ranges as a refresh's (API_InstanceMaintenancePolicy)
+            out += _refresh_problems(maintenance)
         if subnet_azs is not None and offered_azs is not None:
             itype = instance_type or ""
             offered = offered_azs.get(itype)
