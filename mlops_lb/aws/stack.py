@@ -17,7 +17,8 @@ Example::
     fleet.preflight()                      # read-only checks of the account; launch() runs them first
     fleet.launch(on_output=print)          # pulumi up: ALB, target group, launch template, ASG, policy
     fleet.scale(desired=3)                 # boto3 SetDesiredCapacity, immediate, no pulumi
-    fleet.scale(max=8)                     # stack config + pulumi up: only the group changes
+    fleet.scale(max=8)                     # stack config + pulumi up: only the group changes (assets pinned)
+    fleet.update_code(on_output=print)     # ship new code/packages: diff, preview, refresh keeping capacity
     fleet.logs(fleet.status().target[0])   # the instance's console (bootstrap log)
     fleet.status(); fleet.events(); fleet.metrics()
     fleet.destroy(confirm="demo")
@@ -576,8 +577,9 @@ class AwsFleet:
 
         The keywords are :class:`~mlops_lb.spec.ScaleChange`'s, checked and clamped by ``FleetSpec.rescaled``
         before any call. ``desired`` alone never runs Pulumi. Bounds and target go through the stack config, so
-        the stack keeps them; the update changes only the group and the policy (assets and user data are
-        reproducible, so the launch template stays and no instance is replaced).
+        the stack keeps them; the update changes only the group and the policy: the assets are the ones the stack
+        pins (:meth:`assets_lock`), never rebuilt here, so the launch template stays and no instance is replaced
+        (:meth:`update_code` ships new code).
 
         Example::
 
