@@ -502,16 +502,24 @@ class AwsFleet:
         if on_output is not None:
             on_output(text)
         try:
-            summary = stack.preview(on_output=on_output, on_event=on_event, color="never").change_summary
-        except Exception as exc:
-            raise _translate(f"pulumi preview ({self.stack_name})", exc) from exc
-        if on_output is not None:
-            on_output(f"preview: {dict(summary)}\n")
-        log.info("pulumi up stack %s (update_code)", self.stack_name)
-        try:
-            result = stack.up(on_output=on_output, on_event=on_event, color="never")
-        except Exception as exc:
-            raise _translate(f"pulumi up ({self.stack_name})", exc) from exc
+            try:
+                summary = stack.preview(on_output=on_output, on_event=on_event, color="never").change_summary
+            except Exception as exc:
+                raise _translate(f"pulumi preview ({self.stack_name})", exc) from exc
+            if on_output is not None:
+                on_output(f"preview: {dict(summary)}\n")
+            log.info("pulumi up stack %s (update_code)", self.stack_name)
+            try:
+                result = stack.up(on_output=on_output, on_event=on_event, color="never")
+            except Exception as exc:
+                raise _translate(f"pulumi up ({self.stack_name})", exc) from exc
+        except BaseException:
+            # The config already names the new assets (_ready wrote it); the instances still run the old ones, and
+            # a later scale() must not ship the new ones behind the user's back: put the old lock back.
+            if old is not None:
+                self._lock = old
+                self._apply_config(stack)
+            raise
         self._outputs = {k: v.value for k, v in result.outputs.items() if not v.secret}
         return True
 

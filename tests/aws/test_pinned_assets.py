@@ -293,3 +293,23 @@ class TestUpdateCode:
         assert fleet.update_code(on_output=seen.append) is False
         assert "nothing to ship" in "".join(seen)
         assert len(stacks[-1].ups) == ups and stacks[-1].previews == 0
+
+    def test_a_failed_update_code_leaves_the_old_assets_pinned(
+        self, stacks: list[MockedStack], env: LocalEnv, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The update fails (here: the preview): the stack keeps the assets its instances run, so the next
+        scale() ships nothing new behind the user's back."""
+        fleet = AwsFleet(SPEC)
+        fleet.launch()
+        first = stacks[-1].ups[-1]
+        env.pins, env.code = ("fastapi==0.115.0", "numpy==2.1.0"), b"v2"
+
+        def boom(**_: Any) -> Any:
+            raise RuntimeError("preview interrupted")
+
+        monkeypatch.setattr(stacks[-1], "preview", boom)
+        with pytest.raises(ProvisionError, match="preview"):
+            fleet.update_code()
+        assert "numpy==2.0.0" in fleet.assets_lock().requirements  # type: ignore[union-attr]
+        fleet.scale(max=8)
+        assert _user_data(stacks[-1].ups[-1]) == _user_data(first)
