@@ -160,9 +160,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LocalEnv:
 
 
 @pytest.fixture
-def stacks(
-    moto_account: Any, fake_cli: Any, strict_mocks: Any, monkeypatch: pytest.MonkeyPatch
-) -> list[MockedStack]:
+def stacks(fake_cli: Any, strict_mocks: Any, monkeypatch: pytest.MonkeyPatch) -> list[MockedStack]:
     """Every stack AwsFleet selects is a MockedStack (one per fleet object; they share the config like Pulumi)."""
     from pulumi import automation as auto
 
@@ -225,7 +223,12 @@ class TestScaleKeepsTheAssets:
         assert "numpy==2.0.0" in fleet.assets_lock().requirements  # type: ignore[union-attr]
 
     def test_scale_from_another_machine_fetches_the_pinned_assets_from_the_stacks_bucket(
-        self, stacks: list[MockedStack], env: LocalEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+        self,
+        moto_account: Any,
+        stacks: list[MockedStack],
+        env: LocalEnv,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """A second machine (empty asset cache, other local pins) scales the stack: the assets come back from the
         stack's bucket by the recorded keys, checked by hash, and user data stays byte-identical."""
