@@ -172,6 +172,20 @@ _RULES = (
         "https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_PutLifecycleHook.html",
     ),
     Rule(
+        "vcpu-quota-families",
+        "Each family has its own On-Demand vCPU quota, by name: Standard (A, C, D, H, I, M, R, T, Z), F, G and VT, "
+        "Inf (L-1945791B), P, Trn, DL, HPC, X, High Memory; mac instances run on Dedicated Hosts, counted in hosts "
+        "(read 2026-12-07).",
+        "https://docs.aws.amazon.com/ec2/latest/instancetypes/ec2-instance-quotas.html",
+    ),
+    Rule(
+        "gpu-ami-families",
+        "The Deep Learning Base OSS Nvidia Driver GPU AMI (Amazon Linux 2023) supports G4dn, G5, G6, Gr6, G6e, G7e, "
+        "P4d, P4de, P5, P5e, P5en, P6-B200, P6-B300 (x86_64 release 20260519) and G5g, P6e-GB200, P6e-GB300 (arm64, "
+        "20260917); not G4ad (AMD GPUs) nor P3 (read 2026-12-07).",
+        "https://docs.amazonaws.cn/dlami/latest/devguide/aws-deep-learning-ami-gpubaseoss-al2023-2026-05-20.md",
+    ),
+    Rule(
         "hibernation-root",
         "Hibernation is enabled only at launch (HibernationOptions.Configured) and needs an encrypted EBS root "
         "volume large enough for the RAM; instances over 150 GB of RAM cannot hibernate (read 2026-12-06).",
@@ -499,6 +513,9 @@ def resource_violations(
         refresh = inputs.get("instanceRefresh")
         if isinstance(refresh, Mapping):
             out += _refresh_problems(refresh.get("preferences") or {})
+        maintenance = inputs.get("instanceMaintenancePolicy")
+        if isinstance(maintenance, Mapping):  # the same ranges as a refresh's (API_InstanceMaintenancePolicy)
+            out += _refresh_problems(maintenance)
         if subnet_azs is not None and offered_azs is not None:
             itype = instance_type or ""
             offered = offered_azs.get(itype)

@@ -355,7 +355,9 @@ class HealthCheckSpec(_Part):
     healthy_threshold: int = 5
     unhealthy_threshold: int = 2
     matcher: str = "200"
-    grace_period_s: int = 300  # ASG: ignore ELB health this long after launch
+    # ASG: ignore ELB health this long after launch. 420 s = the AWS boot on paper (150 s) + 5 x 30 s of checks +
+    # a stated margin of 75 s (half the boot: a slow mirror, a throttled burstable CPU); 300 s had none.
+    grace_period_s: int = 420
 
     def _validate(self, p: str) -> None:
         path = _str(f"{p}.path", self.path)

@@ -115,7 +115,9 @@ def secret_refs(spec: FleetSpec) -> tuple[tuple[str, str, str, str], ...]:
     return tuple(out)
 
 
-# Launch before terminate: never fewer healthy instances than desired during a refresh (AWS's default is 90/100;
+# Launch before terminate: never fewer healthy instances than desired during a refresh or a health replacement
+# (MinHealthyPercentage defaults to 90 "or the percentage set in the instance maintenance policy", range 0-100;
+# https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_RefreshPreferences.html, read 2026-12-07;
 # https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_InstanceMaintenancePolicy.html).
 REFRESH_PREFERENCES = {"min_healthy_percentage": 100, "max_healthy_percentage": 200}
 ENABLED_METRICS = (
@@ -622,8 +624,11 @@ def _launch_template(
         if hibernated
         else None,
         update_default_version=True,
+        # Only the stack's own, stable tags: tag specifications are launch-template *version* data, so the spec's
+        # tags here made a tag edit a new version and an instance refresh of every instance. The spec's tags
+        # reach instances through the group's propagate_at_launch tags (no refresh; see _group).
         tag_specifications=[
-            aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type=t, tags={**ctx.tags, "Name": name})
+            aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type=t, tags={**ctx.asset_tags, "Name": name})
             for t in ("instance", "volume")
         ],
         tags=ctx.tags,
@@ -699,11 +704,19 @@ def _group(ctx: _Ctx, lt: Any, tg: Any, bounds: tuple[int, int, int] | None = No
         default_instance_warmup=spec.scaling.warmup_s,
         enabled_metrics=list(ENABLED_METRICS),
         metrics_granularity="1Minute",
+        # A refresh starts when launch_template (or mixed_instances_policy) changes, plus the properties listed in
+        # triggers (pulumi-aws GroupInstanceRefresh.triggers, read 2026-12-07 in the installed 7.51 SDK): no
+        # "tag" there, or a tag edit replaced every instance; tags propagate to instances launched later.
         instance_refresh=aws.autoscaling.GroupInstanceRefreshArgs(
             strategy="Rolling",
-            triggers=["tag"],
             preferences=aws.autoscaling.GroupInstanceRefreshPreferencesArgs(**REFRESH_PREFERENCES),
         ),
+        # Health-check replacements launch before they terminate too (without a policy AWS terminates the
+        # unhealthy instance and launches its replacement at the same time): "Amazon EC2 Auto Scaling first launches
+        # a new instance and then waits for it to be fully ready before terminating the unhealthy instance"
+        # (https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-instance-maintenance-policy.html,
+        # read 2026-12-07; min 0-100, max 100-200, at most 100 apart: API_InstanceMaintenancePolicy).
+        instance_maintenance_policy=aws.autoscaling.GroupInstanceMaintenancePolicyArgs(**REFRESH_PREFERENCES),
         wait_for_capacity_timeout="15m",
         tags=[
             aws.autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True)

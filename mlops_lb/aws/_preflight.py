@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import html
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["AL2023_PARAMETERS", "CHECK_COLUMNS", "Preflight", "preflight"]
+
+log = logging.getLogger(__name__)
 
 CHECK_COLUMNS = ("check", "ok", "detail", "fix")
 # AL2023 public SSM parameters by architecture, and the NVIDIA-driver AMI for GPU instance types
@@ -52,6 +55,30 @@ VCPU_QUOTA_CODE = "L-1216C47A"  # Running On-Demand Standard (A, C, D, H, I, M, 
 GPU_QUOTA_CODE = "L-DB2E81BA"  # Running On-Demand G and VT instances (rule gpu-vcpu-quota)
 P_QUOTA_CODE = "L-417A185B"  # Running On-Demand P instances
 _STANDARD_FAMILIES = tuple("acdhimrtz")
+# The On-Demand vCPU quota of each family, by its Service Quotas name (rule vcpu-quota-families), the most specific
+# prefix first: inf2 is not an I instance, trn1 not a T, dl1 not a D, hpc7g not an H. A code is given where it was
+# read from Service Quotas itself; "" looks the quota up by its name (ListServiceQuotas).
+_QUOTA_FAMILIES: tuple[tuple[str, str, str], ...] = (
+    ("inf", "Running On-Demand Inf instances", "L-1945791B"),
+    ("trn", "Running On-Demand Trn instances", ""),
+    ("dl", "Running On-Demand DL instances", ""),
+    ("hpc", "Running On-Demand HPC instances", ""),
+    ("vt", "Running On-Demand G and VT instances", GPU_QUOTA_CODE),
+    ("g", "Running On-Demand G and VT instances", GPU_QUOTA_CODE),
+    ("p", "Running On-Demand P instances", P_QUOTA_CODE),
+    ("f", "Running On-Demand F instances", "L-74FC7D96"),
+    ("x", "Running On-Demand X instances", ""),
+    ("u", "Running On-Demand High Memory instances", ""),
+)
+# Families the NVIDIA-driver AL2023 DLAMI (GPU_AMI_PARAMETERS) supports, from its release notes'
+# supported_ec2_instances (rule gpu-ami-families): x86_64 "Deep Learning Base OSS Nvidia Driver GPU AMI (Amazon
+# Linux 2023) 20260519", arm64 "... ARM64 ... 20260917". Not g4ad (AMD Radeon GPUs), nor p3 (V100s).
+GPU_AMI_FAMILIES = {
+    "x86_64": frozenset(
+        {"g4dn", "g5", "g6", "gr6", "g6e", "g7e", "p4d", "p4de", "p5", "p5e", "p5en", "p6-b200", "p6-b300"}
+    ),
+    "arm64": frozenset({"g5g", "p6e-gb200", "p6e-gb300"}),
+}
 
 
 @dataclass
@@ -190,6 +217,7 @@ def preflight(spec: FleetSpec, *, session: Any = None, region: str | None = None
     if network_ok:
         _ami(pf, session, region, spec, arch)
         _router_checks(pf, ec2, session, region, spec)  # a router tier's own type: its zones and AL2023 AMI
+        _hibernation_root(pf, ec2, spec)
     _quota(pf, session, region, spec)
     _grace(pf, spec)
     _drain(pf, spec)
@@ -261,6 +289,7 @@ def _instance_type(pf: Preflight, ec2: Any, spec: FleetSpec) -> str | None:
     pf.resolved["architecture"] = arch
     pf.resolved["vcpus"] = int(info.get("VCpuInfo", {}).get("DefaultVCpus", 2))
     pf.resolved["gpu"] = _is_gpu(info)
+    pf.resolved["memory_mib"] = int(info.get("MemoryInfo", {}).get("SizeInMiB", 0))
     warm = spec.capacity.warm_pool
     if warm is not None and warm.state == "hibernated" and not info.get("HibernationSupported", False):
         pf.add(
@@ -468,6 +497,16 @@ def _ami(pf: Preflight, session: Any, region: str, spec: FleetSpec, arch: str) -
     pf.resolved["ami_id"] = value
     pf.resolved["ami_parameter"] = param
     pf.add("ami", True, f"{value} from {param}")
+    fam = _family(spec.instance.type)
+    if pf.resolved.get("gpu") and fam not in GPU_AMI_FAMILIES[arch]:
+        pf.add(
+            "gpu ami",
+            False,
+            f"{spec.instance.type}: the NVIDIA-driver AL2023 DLAMI does not support {fam} instances (it supports "
+            f"{', '.join(sorted(GPU_AMI_FAMILIES[arch]))}; {RULES['gpu-ami-families'].source})",
+            "pick a supported GPU family (g6.xlarge, g5.xlarge, ...), or pin instance.ami to an AMI whose "
+            "drivers support this GPU",
+        )
     if pf.resolved.get("gpu") and spec.instance.root_volume_gb < GPU_AMI_MIN_ROOT_GB:
         pf.add(
             "root volume",
@@ -529,6 +568,39 @@ def _router_checks(pf: Preflight, ec2: Any, session: Any, region: str, spec: Fle
     pf.add("router ami", True, f"{value} from {param}")
 
 
+def _hibernation_root(pf: Preflight, ec2: Any, spec: FleetSpec) -> None:
+    """A hibernated warm pool writes each instance's RAM to its root volume (rule hibernation-root): the volume must
+    hold the RAM on top of what the AMI itself occupies (its root snapshot, read with DescribeImages)."""
+    warm = spec.capacity.warm_pool
+    if warm is None or warm.state != "hibernated":
+        return
+    ram_gib = -(-int(pf.resolved.get("memory_mib", 0)) // 1024)
+    ami_gib, known = 0, False
+    ami = pf.resolved.get("ami_id")
+    try:
+        image = ec2.describe_images(ImageIds=[ami])["Images"][0] if ami else {}
+        root = image.get("RootDeviceName")
+        for m in image.get("BlockDeviceMappings", []):
+            if m.get("DeviceName") == (root or m.get("DeviceName")) and "VolumeSize" in m.get("Ebs", {}):
+                ami_gib, known = int(m["Ebs"]["VolumeSize"]), True
+                break
+    except Exception as exc:  # the AMI's size is best effort; the RAM alone is still checked
+        log.debug("describe_images %s: %s", ami, exc)
+    need = ram_gib + ami_gib
+    what = f"RAM {ram_gib} GiB + AMI root {ami_gib} GiB" if known else f"RAM {ram_gib} GiB (AMI size unknown)"
+    if spec.instance.root_volume_gb < need:
+        pf.add(
+            "hibernation root",
+            False,
+            f"instance.root_volume_gb={spec.instance.root_volume_gb} cannot hold a hibernated "
+            f"{spec.instance.type}: {what} = {need} GiB ({RULES['hibernation-root'].source})",
+            f"set instance.root_volume_gb: {need} or more (what the server writes needs room too), or "
+            "warm_pool.state: stopped",
+        )
+    else:
+        pf.add("hibernation root", True, f"{spec.instance.root_volume_gb} GiB >= {what}")
+
+
 def _vcpus_needed(spec: FleetSpec, vcpus: int) -> int:
     warm = spec.capacity.warm_pool
     extra = 0 if warm is None or warm.state != "running" else warm.min_size
@@ -537,34 +609,50 @@ def _vcpus_needed(spec: FleetSpec, vcpus: int) -> int:
 
 
 def _quota_code(instance_type: str) -> tuple[str, str] | None:
-    """(quota code, its name) of the On-Demand vCPU quota that limits ``instance_type``'s family."""
+    """(quota code or "" for a lookup by name, quota name) of the On-Demand vCPU quota of ``instance_type``'s
+    family; None for mac (Dedicated Hosts, counted in hosts, not vCPUs) and unknown families."""
     fam = _family(instance_type)
-    if fam.startswith(("g", "vt")):
-        return GPU_QUOTA_CODE, "Running On-Demand G and VT instances"
-    if fam.startswith("p"):
-        return P_QUOTA_CODE, "Running On-Demand P instances"
+    if fam.startswith("mac"):
+        return None
+    for prefix, name, code in _QUOTA_FAMILIES:
+        if fam.startswith(prefix):
+            return code, name
     if fam.startswith(_STANDARD_FAMILIES):
-        return VCPU_QUOTA_CODE, "Running On-Demand Standard instances"
+        return VCPU_QUOTA_CODE, "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances"
     return None
+
+
+def _quota_by_name(sq: Any, name: str) -> tuple[str, float]:
+    for page in sq.get_paginator("list_service_quotas").paginate(ServiceCode="ec2"):
+        for q in page.get("Quotas", []):
+            if q.get("QuotaName") == name:
+                return str(q["QuotaCode"]), float(q["Value"])
+    raise LookupError(f"no EC2 quota named {name!r}")
 
 
 def _quota(pf: Preflight, session: Any, region: str, spec: FleetSpec) -> None:
     found = _quota_code(spec.instance.type)
     if found is None:
-        pf.add("vcpu quota", None, f"{spec.instance.type}: no known On-Demand vCPU quota; not checked")
+        why = (
+            "mac instances run on Dedicated Hosts, whose quota counts hosts (Running Dedicated mac* Hosts)"
+            if _family(spec.instance.type).startswith("mac")
+            else "no known On-Demand vCPU quota"
+        )
+        pf.add("vcpu quota", None, f"{spec.instance.type}: {why}; not checked")
         return
     code, quota_name = found
     try:
-        q = client("service-quotas", session=session, region=region).get_service_quota(
-            ServiceCode="ec2", QuotaCode=code
-        )
-        limit = float(q["Quota"]["Value"])
+        sq = client("service-quotas", session=session, region=region)
+        if code:
+            limit = float(sq.get_service_quota(ServiceCode="ec2", QuotaCode=code)["Quota"]["Value"])
+        else:
+            code, limit = _quota_by_name(sq, quota_name)
     except Exception as exc:
         pf.add(
             "vcpu quota",
             None,
-            f"could not read quota {code} ({quota_name}): {error_code(exc) or exc}; not checked",
-            "allow servicequotas:GetServiceQuota to have it checked",
+            f"could not read quota {code or quota_name} ({quota_name}): {error_code(exc) or exc}; not checked",
+            "allow servicequotas:GetServiceQuota and servicequotas:ListServiceQuotas to have it checked",
         )
         return
     need = _vcpus_needed(spec, int(pf.resolved.get("vcpus", 2)))
@@ -583,25 +671,34 @@ def _quota(pf: Preflight, session: Any, region: str, spec: FleetSpec) -> None:
         )
 
 
+# The boot is an estimate on paper (BOOT_STEPS); a slow package mirror or a burstable instance out of CPU credits
+# stretches it. Half the estimate again is the margin a grace period must leave before the checks start to count.
+GRACE_MARGIN_S = EXPECTED_BOOT_S // 2
+
+
 def grace_needed(spec: FleetSpec) -> int:
-    """The shortest safe grace period: the bootstrap on paper plus healthy_threshold x interval."""
+    """The shortest safe grace period: the bootstrap on paper, healthy_threshold x interval, and GRACE_MARGIN_S."""
     hc = spec.aws_health_check
-    return EXPECTED_BOOT_S + hc.healthy_threshold * hc.interval_s
+    return EXPECTED_BOOT_S + hc.healthy_threshold * hc.interval_s + GRACE_MARGIN_S
 
 
 def _grace(pf: Preflight, spec: FleetSpec) -> None:
     hc = spec.aws_health_check
     need = grace_needed(spec)
+    parts = (
+        f"boot {EXPECTED_BOOT_S} s + {hc.healthy_threshold} x {hc.interval_s} s + margin {GRACE_MARGIN_S} s = "
+        f"{need} s"
+    )
     if hc.grace_period_s < need:
         pf.add(
             "grace period",
             False,
-            f"health_check.grace_period_s={hc.grace_period_s} < boot {EXPECTED_BOOT_S} s + "
-            f"{hc.healthy_threshold} x {hc.interval_s} s = {need} s: instances would be replaced before they serve",
+            f"health_check.grace_period_s={hc.grace_period_s} < {parts}: instances would be replaced before "
+            "they serve",
             f"set aws.health_check.grace_period_s: {need} (or more) in the spec",
         )
     else:
-        pf.add("grace period", True, f"{hc.grace_period_s} s >= boot {EXPECTED_BOOT_S} s + checks = {need} s")
+        pf.add("grace period", True, f"{hc.grace_period_s} s >= {parts}")
 
 
 def _drain(pf: Preflight, spec: FleetSpec) -> None:

@@ -417,6 +417,14 @@ def build_wheelhouse(
             pins, tmp, architecture=architecture, python_version=python_version, find_links=find_links
         )
         proc = run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0 and "No module named pip" in (proc.stderr or ""):
+            # A venv made by uv (or `python -m venv --without-pip`) has no pip: say so, not "no binary wheel".
+            raise ProvisionError(
+                f"downloading the instances' wheels needs pip in this environment ({sys.executable} has none, "
+                "as venvs made by uv do): pip is a dependency of mlops-lb; install it with "
+                "`uv pip install pip` or `python -m ensurepip`",
+                stderr=(proc.stderr or "")[-2000:],
+            )
         if proc.returncode != 0:
             raise ProvisionError(
                 f"downloading the instances' wheels for {architecture}/Python {python_version} failed; "

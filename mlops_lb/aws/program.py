@@ -152,11 +152,13 @@ def fleet_program(
     wheel: str | os.PathLike[str] | None = None,
     resolved: Mapping[str, Any] | None = None,
     wheelhouse: Wheelhouse | None = None,
+    python_version: str | None = None,
 ) -> Callable[[], None]:
     """The inline Pulumi program (a no-argument function) that declares the whole fleet for ``spec``.
 
     ``wheel`` is the mlops_lb wheel to install on instances; by default ``$MLOPS_LB_WHEEL`` or one zipped
-    reproducibly from the installed package. ``resolved`` is :attr:`Preflight.resolved`.
+    reproducibly from the installed package. ``resolved`` is :attr:`Preflight.resolved`. ``python_version`` is the
+    instances' Python when there is no wheelhouse to carry it (the stack's pinned one; default: from this launcher).
 
     Example::
 
@@ -177,6 +179,7 @@ def fleet_program(
             model=model,
             wheelhouse=wheelhouse,
             install=install,
+            python_version=python_version,
         )
         for key, value in declare_fleet(spec, assets=assets, resolved=resolved).items():
             pulumi.export(key, value)

@@ -17,7 +17,8 @@ Example::
     fleet.preflight()                      # read-only checks of the account; launch() runs them first
     fleet.launch(on_output=print)          # pulumi up: ALB, target group, launch template, ASG, policy
     fleet.scale(desired=3)                 # boto3 SetDesiredCapacity, immediate, no pulumi
-    fleet.scale(max=8)                     # stack config + pulumi up: only the group changes
+    fleet.scale(max=8)                     # stack config + pulumi up: only the group changes (assets pinned)
+    fleet.update_code(on_output=print)     # ship new code/packages: diff, preview, refresh keeping capacity
     fleet.logs(fleet.status().target[0])   # the instance's console (bootstrap log)
     fleet.status(); fleet.events(); fleet.metrics()
     fleet.destroy(confirm="demo")
@@ -41,6 +42,7 @@ from ..frames import STATUS_COLUMNS, decisions_frame, events_frame
 from ..spec import FleetSpec
 from ._boto import client, provision_error
 from .assets import Wheelhouse, mlops_home
+from .pinning import AssetsLock
 from .program import STACK_TAG, fleet_program
 
 if TYPE_CHECKING:
@@ -183,6 +185,12 @@ class AwsFleet:
         self.work_dir = Path(work_dir) if work_dir else mlops_home() / "stacks" / self.stack_name
         self._wheel = wheel
         self._wheelhouse = wheelhouse
+        # What the next update ships: the stack's pinned assets (``pinning``) or, on a first launch and in
+        # update_code(), the freshly built ones; the program reads these when Pulumi runs it.
+        self._ship_wheel: Path | None = None
+        self._ship_house: Wheelhouse | None = None
+        self._ship_python: str | None = None
+        self._lock: AssetsLock | None = None
         self._resolved: dict[str, Any] | None = None
         self._repin_ami = False
         self._closed = False
@@ -242,9 +250,13 @@ class AwsFleet:
 
         fleet_program(self.spec, wheel=self._wheel)  # a bad model path fails here, before any cloud call
 
-        def program() -> None:  # reads the fleet's state when Pulumi runs it: spec, preflight ids, wheelhouse
+        def program() -> None:  # reads the fleet's state when Pulumi runs it: spec, preflight ids, assets
             fleet_program(
-                self.spec, wheel=self._wheel, resolved=self._resolved, wheelhouse=self._wheelhouse
+                self.spec,
+                wheel=self._ship_wheel or self._wheel,
+                resolved=self._resolved,
+                wheelhouse=self._ship_house if self._ship_wheel is not None else self._wheelhouse,
+                python_version=self._ship_python,
             )()
 
         try:
@@ -261,8 +273,13 @@ class AwsFleet:
     def _apply_config(self, stack: Any) -> None:
         from pulumi import automation as auto
 
+        from .pinning import CONFIG_KEY
+
+        config = self.stack_config()
+        if self._lock is not None:  # the assets this update ships, kept with the stack for the next one
+            config[CONFIG_KEY] = self._lock.to_json()
         try:
-            stack.set_all_config({k: auto.ConfigValue(value=v) for k, v in self.stack_config().items()})
+            stack.set_all_config({k: auto.ConfigValue(value=v) for k, v in config.items()})
         except Exception as exc:
             raise _translate("setting stack config", exc) from exc
 
@@ -291,26 +308,98 @@ class AwsFleet:
         except (ProvisionError, BackendUnavailable):
             return {}
 
-    def _ready(self, on_output: OnOutput | None) -> Any:
-        """CLI check, preflight (raises listing failures), wheelhouse, stack, drift report, config: before any up."""
+    def _ready(self, on_output: OnOutput | None, *, rebuild: bool = False) -> Any:
+        """CLI check, preflight (raises listing failures), assets, stack, drift report, config: before any up.
+
+        The assets are the stack's pinned ones (config ``assets``) unless ``rebuild`` (update_code), the stack
+        has none yet (first launch), or they no longer fit the spec (another architecture; a wheelhouse needed).
+        """
         _require_cli()  # before any cloud call or wheel build
         pf = self.preflight()
         pf.raise_for_failures()
         self._resolved = dict(pf.resolved)
-        # A user's own server (command or image) does not install mlops_lb on the instances: no wheelhouse.
-        if self._wheelhouse is None and self.spec.server.kind != "command":
-            from .assets import build_wheelhouse, instance_python, resolve_requirements
+        stack = self._get_stack()
+        arch = str(self._resolved.get("architecture", "x86_64"))
+        pinned = None if rebuild else self._pinned_lock(arch, on_output)
+        if pinned is not None:
+            self._use_lock(pinned)
+        else:
+            self._lock = self._build_assets(arch)
+        self._report_drift(stack, on_output)
+        self._apply_config(stack)
+        return stack
 
-            arch = str(self._resolved.get("architecture", "x86_64"))
+    # ------------------------------------------------------------------ assets pinned in the stack
+    def assets_lock(self) -> AssetsLock | None:
+        """The assets the stack's instances run (stack config ``assets``), or None for a stack never launched.
+
+        Example::
+
+            fleet.assets_lock().requirements    # ('annotated-types==0.7.0', ..., 'uvicorn==0.30.6')
+        """
+        from .pinning import CONFIG_KEY
+
+        text = self.live_config().get(CONFIG_KEY)
+        return AssetsLock.from_json(text) if text else None
+
+    def _pinned_lock(self, arch: str, on_output: OnOutput | None) -> AssetsLock | None:
+        lock = self.assets_lock()
+        if lock is None:
+            return None
+        needs_house = self.spec.server.kind != "command"
+        why = None
+        if lock.architecture != arch:
+            why = f"the instances' architecture changed ({lock.architecture} -> {arch})"
+        elif needs_house and lock.wheelhouse_digest is None:
+            why = "the spec's server now installs mlops_lb's packages, which the stack's assets lack"
+        if why is None:
+            return lock
+        text = f"stack {self.stack_name}: rebuilding the instances' assets: {why}\n"
+        log.warning("%s", text.rstrip())
+        if on_output is not None:
+            on_output(text)
+        return None
+
+    def _use_lock(self, lock: AssetsLock) -> None:
+        from .pinning import restore_assets
+
+        wheel, house = restore_assets(lock, fetch=self._fetch_asset)
+        self._ship_wheel, self._ship_house, self._ship_python = wheel, house, lock.python
+        self._lock = lock
+
+    def _build_assets(self, arch: str) -> AssetsLock:
+        """Build the wheel and (for our server) the wheelhouse from this environment, resolved for the instance."""
+        from .assets import build_wheel, build_wheelhouse, instance_python, resolve_requirements
+        from .pinning import lock_assets
+
+        wheel_arg = self._wheel or os.environ.get("MLOPS_LB_WHEEL")
+        wheel = Path(wheel_arg) if wheel_arg else build_wheel()
+        house = self._wheelhouse
+        # A user's own server (command or image) does not install mlops_lb on the instances: no wheelhouse.
+        if house is None and self.spec.server.kind != "command":
             # Resolved for the instance's Python and platform, not copied from this interpreter: numpy/scipy
             # pinned from a 3.13 notebook have no wheels for an older instance Python.
             py = instance_python()
             pins = resolve_requirements(python_version=py, architecture=arch)
-            self._wheelhouse = build_wheelhouse(pins, architecture=arch, python_version=py)
-        stack = self._get_stack()
-        self._report_drift(stack, on_output)
-        self._apply_config(stack)
-        return stack
+            house = build_wheelhouse(pins, architecture=arch, python_version=py)
+        python = house.python_version if house is not None else instance_python()
+        lock = lock_assets(wheel, house, python=python, architecture=arch)
+        self._ship_wheel, self._ship_house, self._ship_python = wheel, house, python
+        return lock
+
+    def _fetch_asset(self, key: str, dest: Path) -> None:
+        """Download one object of the stack's own bucket (a machine that never built the stack's assets)."""
+        bucket = self._live_outputs().get("bucket")
+        if not bucket:
+            raise ProvisionError(
+                f"stack {self.stack_name} records asset {key} but has no bucket output to fetch it from; "
+                "run fleet.update_code() to rebuild and ship the assets"
+            )
+        log.info("fetch s3://%s/%s (an asset the stack pins)", bucket, key)
+        try:
+            self._client("s3").download_file(str(bucket), key, str(dest))
+        except Exception as exc:
+            raise provision_error("S3 GetObject (the stack's pinned asset)", exc) from exc
 
     def live_config(self) -> dict[str, str]:
         """The stack's current config (``minSize``, ``maxSize``, ... without the project prefix); {} when new."""
@@ -376,6 +465,63 @@ class AwsFleet:
             return self.launch(on_output=on_output)
         finally:
             self._repin_ami = False
+
+    def update_code(
+        self, *, on_output: OnOutput | None = None, on_event: Callable[[Any], Any] | None = None
+    ) -> bool:
+        """Ship this environment's code and packages to the fleet: the one way they change after ``launch()``.
+
+        Rebuilds the wheel and the wheelhouse (resolved for the instances' Python and platform), says what changes
+        against the assets the stack pins (packages, wheel, Python) and what ``pulumi preview`` would change, then
+        runs the update: a new launch-template version, which the group rolls out as an instance refresh that keeps
+        capacity (MinHealthyPercentage 100, MaxHealthyPercentage 200: each replacement is launched and healthy
+        before an old instance is terminated). ``scale()`` and ``launch()`` never do this by themselves. Returns
+        False, running nothing, when the rebuilt assets equal the pinned ones.
+
+        Example::
+
+            fleet.update_code(on_output=print)   # 'numpy 2.0.0 -> 2.1.0' ... then the refresh
+        """
+        from .pinning import diff_locks
+
+        old = self.assets_lock()
+        stack = self._ready(on_output, rebuild=True)
+        assert self._lock is not None  # _ready(rebuild=True) always builds one
+        lines = diff_locks(old, self._lock)
+        if not lines:
+            text = f"stack {self.stack_name}: the rebuilt assets equal the ones the instances run; nothing to ship\n"
+            log.info("%s", text.rstrip())
+            if on_output is not None:
+                on_output(text)
+            return False
+        text = (
+            f"stack {self.stack_name}: update_code ships to every instance (an instance refresh):\n"
+            + "".join(f"  {ln}\n" for ln in lines)
+        )
+        log.warning("%s", text.rstrip())
+        if on_output is not None:
+            on_output(text)
+        try:
+            try:
+                summary = stack.preview(on_output=on_output, on_event=on_event, color="never").change_summary
+            except Exception as exc:
+                raise _translate(f"pulumi preview ({self.stack_name})", exc) from exc
+            if on_output is not None:
+                on_output(f"preview: {dict(summary)}\n")
+            log.info("pulumi up stack %s (update_code)", self.stack_name)
+            try:
+                result = stack.up(on_output=on_output, on_event=on_event, color="never")
+            except Exception as exc:
+                raise _translate(f"pulumi up ({self.stack_name})", exc) from exc
+        except BaseException:
+            # The config already names the new assets (_ready wrote it); the instances still run the old ones, and
+            # a later scale() must not ship the new ones behind the user's back: put the old lock back.
+            if old is not None:
+                self._lock = old
+                self._apply_config(stack)
+            raise
+        self._outputs = {k: v.value for k, v in result.outputs.items() if not v.secret}
+        return True
 
     def refresh(self, *, on_output: OnOutput | None = None) -> None:
         """``pulumi refresh``: read the real resources back into the state."""
@@ -526,8 +672,9 @@ class AwsFleet:
 
         The keywords are :class:`~mlops_lb.spec.ScaleChange`'s, checked and clamped by ``FleetSpec.rescaled``
         before any call. ``desired`` alone never runs Pulumi. Bounds and target go through the stack config, so
-        the stack keeps them; the update changes only the group and the policy (assets and user data are
-        reproducible, so the launch template stays and no instance is replaced).
+        the stack keeps them; the update changes only the group and the policy: the assets are the ones the stack
+        pins (:meth:`assets_lock`), never rebuilt here, so the launch template stays and no instance is replaced
+        (:meth:`update_code` ships new code).
 
         Example::
 

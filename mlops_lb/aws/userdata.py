@@ -52,6 +52,8 @@ __all__ = [
 ]
 
 VENV = "/opt/mlops_lb"
+# The lifecycle state whose launching action the watcher last completed; the metrics agent reads it.
+LIFECYCLE_DONE = f"{VENV}/lifecycle.done"
 SERVICE_NAME = "mlops-lb"
 LOG_FILE = "/var/log/mlops-lb-bootstrap.log"
 CONTAINER_NAME = "mlops-lb-server"
@@ -307,7 +309,7 @@ def _boot_units(
 ) -> str:
     """What follows the server's unit in every bootstrap: with a warm pool's launching hook, the lifecycle watcher
     (a service for the instance's whole life), the metrics agent's unit, and enabling them all."""
-    agent_units = _agent_units(agent, region=region) if agent else ""
+    agent_units = _agent_units(agent, region=region, hook=bool(lifecycle_hook)) if agent else ""
     watcher = _lifecycle_watcher(
         region=region, port=port, health_path=health_path, hook=lifecycle_hook, heartbeat_s=max(60, wait_s // 2)
     ) if lifecycle_hook else ""  # fmt: skip
@@ -348,9 +350,9 @@ while true; do
         ARGS=(--region "$REGION" --lifecycle-hook-name "$HOOK" --auto-scaling-group-name "$GROUP" --instance-id "$ID")
         if curl -sf -o /dev/null --max-time 5 "$HEALTH"; then
           if OUT=$(aws autoscaling complete-lifecycle-action "${{ARGS[@]}}" --lifecycle-action-result CONTINUE 2>&1); then
-            echo "mlops-lb-lifecycle: $STATE: completed $HOOK"; DONE=$STATE
+            echo "mlops-lb-lifecycle: $STATE: completed $HOOK"; DONE=$STATE; echo "$STATE" > {LIFECYCLE_DONE}
           elif printf %s "$OUT" | grep -q "No active Lifecycle Action"; then
-            DONE=$STATE   # nothing waits (launched straight into service, or already completed)
+            DONE=$STATE; echo "$STATE" > {LIFECYCLE_DONE}   # nothing waits (launched straight into service, or done)
           else
             echo "mlops-lb-lifecycle: complete-lifecycle-action failed: $OUT" >&2
           fi
@@ -697,17 +699,30 @@ def _docker_lines(server: ServerRun, *, region: str) -> list[str]:
     return out
 
 
-def _agent_units(agent: MetricsAgent, *, region: str) -> str:
-    """The concurrency publisher: a systemd service (restarted always) running a bash + awk + aws-cli loop."""
+def _agent_units(agent: MetricsAgent, *, region: str, hook: bool = False) -> str:
+    """The concurrency publisher: a systemd service (restarted always) running a bash + awk + aws-cli loop.
+
+    It publishes only while the instance is InService (IMDS ``autoscaling/target-lifecycle-state``) and, with a
+    launching hook, once the lifecycle watcher has completed the action for InService: AWS leaves warm-pool and
+    pending instances out of its own group metrics, not out of a customized metric, so a warmed or booting
+    instance's zeros would pull down the average target tracking scales on.
+    """
     q = shlex.quote
     gauges = " ".join(agent.gauges)
+    # With a hook: the state the watcher last completed (it writes the file), which must be InService too.
+    gate = f' && [ "$(cat {LIFECYCLE_DONE} 2>/dev/null)" = InService ]' if hook else ""
     return f"""
 cat > {VENV}/metrics-agent.sh <<'AGENT'
 #!/bin/bash
-# Publishes the average of the server's in-flight gauges ({gauges}) every {agent.period_s} s.
+# Publishes the average of the server's in-flight gauges ({gauges}) every {agent.period_s} s, while InService.
 URL={q(agent.url)}; GAUGES={q(gauges)}; REGION={q(region)}
-TOKEN=$(curl -sSf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 300")
-ID=$(curl -sSf -H "X-aws-ec2-metadata-token: $TOKEN" http://169.254.169.254/latest/meta-data/instance-id)
+imds() {{  # IMDSv2: a short-lived token per read (the token never reaches a log)
+  local t
+  t=$(curl -sf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 60") || return 1
+  curl -sf -H "X-aws-ec2-metadata-token: $t" "http://169.254.169.254/latest/meta-data/$1"
+}}
+in_service() {{ [ "$(imds autoscaling/target-lifecycle-state || true)" = InService ]{gate}; }}
+ID=$(imds instance-id) || exit 1   # systemd restarts us
 GROUP=$(aws autoscaling describe-auto-scaling-instances --region "$REGION" --instance-ids "$ID" \\
         --query 'AutoScalingInstances[0].AutoScalingGroupName' --output text)
 [ -n "$GROUP" ] && [ "$GROUP" != "None" ] || exit 1   # systemd restarts us; the group may not know us yet
@@ -724,7 +739,7 @@ while true; do
   NOW=$(date +%s)
   if [ $((NOW - START)) -ge {int(agent.period_s)} ]; then
     read -r N S MN MX <<< "$STATS"
-    if [ "$N" -gt 0 ]; then
+    if [ "$N" -gt 0 ] && in_service; then
       SET="{{\\"SampleCount\\":$N,\\"Sum\\":$S,\\"Minimum\\":$MN,\\"Maximum\\":$MX}}"
       aws cloudwatch put-metric-data --region "$REGION" --namespace {q(agent.namespace)} --metric-data \\
         "[{{\\"MetricName\\":\\"{agent.metric}\\",\\"Unit\\":\\"Count\\",\\"StatisticValues\\":$SET,\\"Dimensions\\":[{{\\"Name\\":\\"AutoScalingGroupName\\",\\"Value\\":\\"$GROUP\\"}}]}},{{\\"MetricName\\":\\"{agent.metric}\\",\\"Unit\\":\\"Count\\",\\"StatisticValues\\":$SET,\\"Dimensions\\":[{{\\"Name\\":\\"InstanceId\\",\\"Value\\":\\"$ID\\"}}]}}]" \\

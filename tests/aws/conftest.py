@@ -212,6 +212,12 @@ def run_program(fake_wheel: Path) -> Iterator[Callable[..., Recorded]]:
     yield run
 
 
+@pytest.fixture
+def strict_mocks() -> tuple[type[Recorded], Callable[..., Any]]:
+    """(Recorded, make_mocks): for tests that run a whole inline program (AwsFleet's own) under the strict mocks."""
+    return Recorded, make_mocks
+
+
 @pytest.fixture(autouse=True)
 def aws_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own toolkit home and fake AWS credentials; no real state or account is touched."""

@@ -305,3 +305,18 @@ class TestResolvedForTheInstance:
 
         with pytest.raises(ProvisionError, match=r"3\.11-3\.14"):
             instance_python((3, 15))
+
+
+def test_a_launcher_without_pip_is_told_so(tmp_path: Path) -> None:
+    """A venv made by uv has no pip (found launching from a 3.13 uv venv: bench/launch_from_py313.py): the error
+    names pip and the fix, not "every pinned version needs a binary wheel", which sent users after the wrong cause."""
+    import subprocess
+
+    from mlops_lb.errors import ProvisionError
+
+    def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(cmd, 1, "", f"{cmd[0]}: No module named pip\n")
+
+    with pytest.raises(ProvisionError, match="needs pip") as info:
+        build_wheelhouse(["numpy==2.0.0"], cache_dir=tmp_path, run=run)
+    assert "uv pip install pip" in str(info.value) and "binary wheel" not in str(info.value)

@@ -15,6 +15,7 @@ instance sees where it is headed in the IMDS item ``autoscaling/target-lifecycle
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -179,4 +180,38 @@ class TestModelServer:
         print(
             f"\ntimeline, model server on {python}:\n"
             + "\n".join(f"{t:8.2f}  {s:12} {w}" for t, s, w in inst.timeline())
+        )
+
+
+def metric_puts(inst: Instance) -> list[dict[str, Any]]:
+    return [c for c in inst.aws_calls() if c["argv"][:2] == ["cloudwatch", "put-metric-data"]]
+
+
+@pytest.mark.slow  # two of the agent's 60 s publishing periods, at least
+@pytest.mark.serial
+class TestMetricsAgent:
+    def test_the_agent_publishes_only_in_service_after_the_hook(self, launch: Any) -> None:
+        """concurrency_per_target with a running warm pool: while Warmed:Running (server healthy, scrapes
+        succeeding) a whole publishing period passes with no put-metric-data; once InService and the hook
+        completed, the agent publishes. Old agent: it published from the pool (AWS leaves warm-pool instances out of
+        its own group metrics, not out of a customized one), diluting the average target tracking follows."""
+        spec = command_spec(
+            server={"metrics_path": "/metrics"},
+            scaling={"metric": "concurrency_per_target", "target_concurrency_per_target": 4},
+            capacity=CapacitySpec(
+                min=1, desired=1, max=4, warm_pool=WarmPoolSpec(min_size=1, state="running")
+            ),
+        )
+        inst = launch(spec, lifecycle=WARMED["running"], hook=HOOK)
+        assert_booted(inst)
+        inst.wait_for(lambda: not inst.action_pending(), timeout=60, what="the warm-pool hook completed")
+        inst.wait_for(lambda: inst.get(PORT, "/metrics") == 200, timeout=30, what="/metrics answers")
+        time.sleep(75)  # more than one publishing period (60 s) with the server healthy, in the pool
+        assert metric_puts(inst) == [], "published from the warm pool"
+        inst.set_lifecycle("InService", hook=HOOK)
+        inst.wait_for(lambda: not inst.action_pending(), timeout=45, what="the hook completed for InService")
+        inst.wait_for(lambda: bool(metric_puts(inst)), timeout=90, what="put-metric-data once InService")
+        inst.mark("test", "published InService")
+        print(
+            "\ntimeline, metrics agent:\n" + "\n".join(f"{t:8.2f}  {s:12} {w}" for t, s, w in inst.timeline())
         )

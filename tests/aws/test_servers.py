@@ -417,7 +417,8 @@ class TestRulesTheMocksEnforce:
 
 
 def test_each_family_is_checked_against_its_own_vcpu_quota() -> None:
-    """gpu-vcpu-quota: G and VT -> L-DB2E81BA, P -> L-417A185B, Standard -> L-1216C47A; others not checked."""
+    """gpu-vcpu-quota: G and VT -> L-DB2E81BA, P -> L-417A185B, Standard -> L-1216C47A; X by its quota's name
+    (vcpu-quota-families; more families in test_preflight_families.py)."""
     from mlops_lb.aws._preflight import _quota_code
 
     assert [
@@ -428,8 +429,9 @@ def test_each_family_is_checked_against_its_own_vcpu_quota() -> None:
         "L-DB2E81BA",
         "L-417A185B",
         "L-1216C47A",
-        "",
+        "",  # X: looked up by its name, "Running On-Demand X instances"
     ]
+    assert _quota_code("x2idn.16xlarge") == ("", "Running On-Demand X instances")
 
 
 class TestPreflight:
