@@ -40,6 +40,7 @@ from .spec import (
     NetworkSpec,
     ScalingPolicySpec,
     ServerSpec,
+    SpotSpec,
     TargetGroupSpec,
     WarmPoolSpec,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "ScalingPolicySpec",
     "ServerSpec",
     "SpecError",
+    "SpotSpec",
     "StorageError",
     "TargetGroupSpec",
     "WarmPoolSpec",

@@ -27,9 +27,15 @@ __all__ = [
     "RESOURCE_TAGS_MAX",
     "RULES",
     "S3_OBJECT_TAGS_MAX",
+    "SPOT_DEREGISTRATION_DELAY_MAX",
+    "SPOT_MAX_OVERRIDES",
+    "SPOT_NOTICE_S",
+    "SPOT_WEIGHT",
     "Rule",
     "alb_name_problem",
+    "cite",
     "ecr_image",
+    "instance_architecture",
     "partition_for_region",
     "policy_arn",
     "resource_violations",
@@ -177,6 +183,53 @@ _RULES = (
         "PutMetricData namespaces may not start with AWS/ (reserved for AWS services).",
         "https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_PutMetricData.html",
     ),
+    # Spot capacity (issue 30; read 2026-12-07).
+    Rule(
+        "spot-warm-pool",
+        "A warm pool cannot be added to an Auto Scaling group that has a mixed instances policy or a launch "
+        "template that requests Spot Instances (PutWarmPool).",
+        "https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_PutWarmPool.html",
+    ),
+    Rule(
+        "spot-notice",
+        "A Spot Instance interruption notice comes two minutes before EC2 stops or terminates the instance, as "
+        "an EventBridge event and the IMDS item spot/instance-action; AWS recommends checking every 5 seconds.",
+        "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html",
+    ),
+    Rule(
+        "deregistration-delay",
+        "A target group's deregistration delay is 0-3600 s, default 300 s: a deregistering target drains "
+        "in-flight requests that long. With spot it must end inside the two-minute notice; we require <= 90 s "
+        "(30 s for the agent to see the notice and for the last responses).",
+        "https://docs.aws.amazon.com/elasticloadbalancing/latest/application/edit-target-group-attributes.html"
+        "#deregistration-delay",
+    ),
+    Rule(
+        "spot-distribution",
+        "InstancesDistribution: OnDemandBaseCapacity >= 0 (in the group's units when types are weighted), "
+        "OnDemandPercentageAboveBaseCapacity 0-100 (default 100), SpotAllocationStrategy one of "
+        "price-capacity-optimized, capacity-optimized, capacity-optimized-prioritized, lowest-price.",
+        "https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_InstancesDistribution.html",
+    ),
+    Rule(
+        "spot-overrides",
+        "A mixed instances policy lists at most 40 instance types (launch template overrides); WeightedCapacity "
+        "is 1-999 and, given for one type, must be given for all; with weights, min/desired/max are in units.",
+        "https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_LaunchTemplateOverrides.html",
+    ),
+    Rule(
+        "spot-architecture",
+        "One launch template's AMI runs only on instance types of its architecture: Graviton (arm64) types such "
+        "as c6g cannot use the x86_64 AMI of c5/c5a (a second launch template would be needed).",
+        "https://docs.aws.amazon.com/autoscaling/ec2/userguide/"
+        "ec2-auto-scaling-mixed-instances-groups-launch-template-overrides.html",
+    ),
+    Rule(
+        "spot-offerings",
+        "Each override's instance type must be supported in the group's Region and Availability Zones "
+        "(DescribeInstanceTypeOfferings with LocationType availability-zone lists them).",
+        "https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeInstanceTypeOfferings.html",
+    ),
 )
 RULES: dict[str, Rule] = {r.id: r for r in _RULES}
 
@@ -196,6 +249,10 @@ HEALTH_THRESHOLD = (2, 10)
 MATCHER_CODES = (200, 499)
 REFRESH_MIN_HEALTHY = (0, 100)
 REFRESH_MAX_HEALTHY = (100, 200)
+SPOT_MAX_OVERRIDES = 40
+SPOT_WEIGHT = (1, 999)
+SPOT_DEREGISTRATION_DELAY_MAX = 90  # s: the two-minute notice minus the agent's poll and the last responses
+SPOT_NOTICE_S = 120
 
 _TAG_CHARS = re.compile(r"^[\w .:/=+\-@]*$")
 _SG_CHARS = re.compile(r"^[a-zA-Z0-9 ._\-:/()#,@\[\]+=&;{}!$*]+$")
@@ -223,6 +280,32 @@ def ecr_image(image: str) -> dict[str, str] | None:
     if not m:
         return None
     return {"registry": image.split("/", 1)[0], **m.groupdict()}
+
+
+def cite(rule: str, msg: str) -> str:
+    """``msg`` followed by the rule id and its source URL, as every error built on this table ends.
+
+    Example::
+
+        cite("spot-warm-pool", "capacity.warm_pool must be null with capacity.spot")
+    """
+    return _cite(rule, msg)
+
+
+def instance_architecture(instance_type: str) -> str:
+    """``arm64`` for a Graviton type (c6g, m7gd, t4g, g5g, a1, ...), else ``x86_64``.
+
+    The spec check's offline guess; the preflight asks DescribeInstanceTypes for the real answer.
+
+    Example::
+
+        instance_architecture("c7g.large"), instance_architecture("g5.xlarge")   # ('arm64', 'x86_64')
+    """
+    head, _, _ = instance_type.partition(".")
+    fam = re.match(r"^([a-z]+)(\d+)([a-z]*)", head)
+    if head == "a1" or (fam is not None and "g" in fam.group(3)):
+        return "arm64"
+    return "x86_64"
 
 
 def _cite(rule: str, msg: str) -> str:
