@@ -197,7 +197,7 @@ _RULES = (
         "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html",
     ),
     Rule(
-        "deregistration-delay",
+        "spot-deregistration-delay",
         "A target group's deregistration delay is 0-3600 s, default 300 s: a deregistering target drains "
         "in-flight requests that long. With spot it must end inside the two-minute notice; we require <= 90 s "
         "(30 s for the agent to see the notice and for the last responses).",
@@ -223,6 +223,18 @@ _RULES = (
         "as c6g cannot use the x86_64 AMI of c5/c5a (a second launch template would be needed).",
         "https://docs.aws.amazon.com/autoscaling/ec2/userguide/"
         "ec2-auto-scaling-mixed-instances-groups-launch-template-overrides.html",
+    ),
+    Rule(
+        "asg-template-source",
+        "CreateAutoScalingGroup takes exactly one of LaunchTemplate, MixedInstancesPolicy, "
+        "LaunchConfigurationName or InstanceId.",
+        "https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_CreateAutoScalingGroup.html",
+    ),
+    Rule(
+        "deregister-scope",
+        "elasticloadbalancing:DeregisterTargets supports the targetgroup resource type: the instance role names "
+        "its own target group's ARN, never '*' (least privilege; an instance must not drain another fleet).",
+        "https://docs.aws.amazon.com/service-authorization/latest/reference/list_awselasticloadbalancingv2.html",
     ),
     Rule(
         "spot-offerings",
@@ -500,6 +512,8 @@ def resource_violations(
         inputs.get("targetTrackingConfiguration"), Mapping
     ):
         out += _tracking_problems(inputs["targetTrackingConfiguration"])
+    if typ == "aws:autoscaling/group:Group" and inputs.get("mixedInstancesPolicy"):
+        out += _mixed_policy_problems(inputs, subnet_azs=subnet_azs, offered_azs=offered_azs)
     if typ == "aws:autoscaling/group:Group":
         refresh = inputs.get("instanceRefresh")
         if isinstance(refresh, Mapping):
@@ -514,6 +528,61 @@ def resource_violations(
                 elif offered is not None and az not in offered:
                     out.append(
                         _cite("instance-type-offerings", f"group subnet {s} is in {az}, no {itype} there")
+                    )
+    return out
+
+
+def _mixed_policy_problems(
+    inputs: Mapping[str, Any],
+    *,
+    subnet_azs: Mapping[str, str] | None,
+    offered_azs: Mapping[str, set[str]] | None,
+) -> list[str]:
+    """A group's mixed instances policy against rules spot-overrides, spot-distribution, spot-warm-pool,
+    asg-template-source and spot-offerings."""
+    out: list[str] = []
+    mip = inputs["mixedInstancesPolicy"]
+    if inputs.get("launchTemplate"):
+        out.append(_cite("asg-template-source", "group has both launchTemplate and mixedInstancesPolicy"))
+    if inputs.get("warmPool"):
+        out.append(_cite("spot-warm-pool", "group has a warm pool and a mixed instances policy"))
+    lt = mip.get("launchTemplate") or {}
+    overrides = list(lt.get("overrides") or [])
+    if not lt.get("launchTemplateSpecification"):
+        out.append(_cite("spot-overrides", "mixed instances policy has no launch template specification"))
+    if len(overrides) > SPOT_MAX_OVERRIDES:
+        out.append(_cite("spot-overrides", f"{len(overrides)} overrides, at most {SPOT_MAX_OVERRIDES}"))
+    weights = [o.get("weightedCapacity") for o in overrides]
+    given = [w for w in weights if w not in (None, "")]
+    if given and len(given) != len(weights):
+        out.append(_cite("spot-overrides", "WeightedCapacity given for some overrides but not all"))
+    for w in given:
+        if not str(w).isdigit() or not _in(SPOT_WEIGHT, int(str(w))):
+            out.append(_cite("spot-overrides", f"WeightedCapacity {w!r} outside 1-999"))
+    dist = mip.get("instancesDistribution") or {}
+    pct = dist.get("onDemandPercentageAboveBaseCapacity", 100)
+    if not _in((0, 100), pct):
+        out.append(_cite("spot-distribution", f"OnDemandPercentageAboveBaseCapacity {pct!r} outside 0-100"))
+    base = dist.get("onDemandBaseCapacity", 0)
+    if not _in((0, 10**6), base):
+        out.append(_cite("spot-distribution", f"OnDemandBaseCapacity {base!r} is negative"))
+    strategy = dist.get("spotAllocationStrategy", "lowest-price")
+    if strategy not in (
+        "price-capacity-optimized",
+        "capacity-optimized",
+        "capacity-optimized-prioritized",
+        "lowest-price",
+    ):
+        out.append(_cite("spot-distribution", f"SpotAllocationStrategy {strategy!r} is not one AWS knows"))
+    if subnet_azs is not None and offered_azs is not None:
+        for o in overrides:
+            itype = str(o.get("instanceType") or "")
+            offered = offered_azs.get(itype)
+            for sub in inputs.get("vpcZoneIdentifiers") or []:
+                az = subnet_azs.get(sub)
+                if offered is not None and az is not None and az not in offered:
+                    out.append(
+                        _cite("spot-offerings", f"override {itype} is not offered in {az} (subnet {sub})")
                     )
     return out
 
@@ -546,6 +615,13 @@ def _policy_problems(text: str, region: str) -> list[str]:
             for r in resources
             if r != "*" and r.startswith("arn:") and not r.startswith(want)
         ]
+        if "elasticloadbalancing:DeregisterTargets" in actions and not all(
+            re.fullmatch(r"arn:[\w-]+:elasticloadbalancing:[\w-]+:\d{12}:targetgroup/[\w-]+/[0-9a-f]+", r)
+            for r in resources
+        ):
+            out.append(
+                _cite("deregister-scope", f"DeregisterTargets must name target groups (got {resources})")
+            )
         pulls = any(a.startswith("ecr:") and a != "ecr:GetAuthorizationToken" for a in actions)
         if pulls and not all(
             re.fullmatch(r"arn:[\w-]+:ecr:[\w-]+:\d{12}:repository/.+", r) for r in resources

@@ -1368,7 +1368,7 @@ class FleetSpec(_Part):
             _fail(
                 "target_group.deregistration_delay_s",
                 rules.cite(
-                    "deregistration-delay",
+                    "spot-deregistration-delay",
                     f"must be <= {rules.SPOT_DEREGISTRATION_DELAY_MAX} s with capacity.spot (got {delay}; AWS's "
                     f"default is 300): a spot instance gets a {rules.SPOT_NOTICE_S} s notice, and draining must "
                     "end before EC2 reclaims it, or in-flight requests fail; set e.g. 60",

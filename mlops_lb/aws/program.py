@@ -51,6 +51,7 @@ from ._parts import (
     _security_groups,
     algorithm_settings,
 )
+from ._spot import spot_role_policy
 from .assets import Assets, Wheelhouse, build_wheel
 
 __all__ = [
@@ -271,7 +272,10 @@ def declare_fleet(
     lb = _load_balancer(ctx, alb_sg)
     bucket, keys = _assets_bucket(ctx, assets)
     profile = _instance_role(ctx, bucket)
-    lt, ami = _launch_template(ctx, inst_sg, profile, bucket, keys)
+    spot_role_policy(
+        ctx, profile, lb["tg"]
+    )  # capacity.spot only: the agent's DeregisterTargets, this group only
+    lt, ami = _launch_template(ctx, inst_sg, profile, bucket, keys, lb["tg"])
     asg = _group(ctx, lt, lb["tg"])
     resource_label = _scaling(ctx, asg, lb)
     return {

@@ -46,6 +46,7 @@ __all__ = [
     "VENV",
     "MetricsAgent",
     "ServerRun",
+    "SpotAgentUnit",
     "render_user_data",
 ]
 
@@ -167,6 +168,23 @@ class MetricsAgent:
     period_s: int = 60
 
 
+@dataclass(frozen=True)
+class SpotAgentUnit:
+    """The spot agent's unit (``capacity.spot``): :mod:`mlops_lb.serving.spot_agent`, the same file the local
+    fleet runs, shipped inside the user data (gzip + base64; stdlib only, so AL2023's ``python3`` runs it for
+    every server kind) and started at boot. On the interruption notice it calls ``aws elbv2 deregister-targets``
+    on ``target_group_arn`` for ``Id=<instance id>,Port=<port>``.
+
+    Example::
+
+        SpotAgentUnit(target_group_arn="arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/t/1", port=8080)
+    """
+
+    target_group_arn: str
+    port: int
+    poll_s: int = 5  # AWS recommends checking every 5 seconds (rule spot-notice)
+
+
 def render_user_data(
     *,
     bucket: str,
@@ -181,6 +199,7 @@ def render_user_data(
     agent: MetricsAgent | None = None,
     ready_wait_s: int = 600,
     python_version: str = "3.11",
+    spot: SpotAgentUnit | None = None,
 ) -> str:
     """The cloud-init shell script (plain text; the launch template base64-encodes it).
 
@@ -195,7 +214,7 @@ def render_user_data(
     py = _python_version(python_version)
     boot_units = _boot_units(
         region=region, port=port, health_path=health_path, lifecycle_hook=lifecycle_hook, wait_s=ready_wait_s,
-        agent=agent,
+        agent=agent, spot=spot,
     )  # fmt: skip
     if server is not None and not server.needs_package:
         return _render_byo(
@@ -302,6 +321,7 @@ def _boot_units(
     lifecycle_hook: str | None,
     wait_s: int,
     agent: MetricsAgent | None,
+    spot: SpotAgentUnit | None = None,
 ) -> str:
     """What follows the server's unit in every bootstrap: with a warm pool's launching hook, the lifecycle watcher
     (a service for the instance's whole life), the metrics agent's unit, and enabling them all."""
@@ -309,8 +329,9 @@ def _boot_units(
     watcher = _lifecycle_watcher(
         region=region, port=port, health_path=health_path, hook=lifecycle_hook, heartbeat_s=max(60, wait_s // 2)
     ) if lifecycle_hook else ""  # fmt: skip
-    return f"""{watcher}{agent_units}
-{_enable(agent, watcher=bool(lifecycle_hook))}"""
+    spot_units = _spot_units(spot, region=region) if spot else ""
+    return f"""{watcher}{agent_units}{spot_units}
+{_enable(agent, watcher=bool(lifecycle_hook), spot=spot is not None)}"""
 
 
 # Leaving a running pool or resuming from hibernation is not a boot, so a unit run once per boot never sees it:
@@ -502,9 +523,10 @@ def _stop_lines(drain_timeout_s: int) -> str:
     return f"KillMode=mixed\nKillSignal=SIGTERM\nTimeoutStopSec={int(drain_timeout_s)}"
 
 
-def _enable(agent: MetricsAgent | None, *, watcher: bool = False) -> str:
+def _enable(agent: MetricsAgent | None, *, watcher: bool = False, spot: bool = False) -> str:
     units = [SERVICE_NAME] + ([f"{SERVICE_NAME}-lifecycle"] if watcher else [])
     units += [f"{SERVICE_NAME}-metrics"] if agent else []
+    units += [f"{SERVICE_NAME}-spot"] if spot else []
     lines = [
         "systemctl daemon-reload",
         "# Enabled at boot: a warm-pool instance is stopped after this script and must serve again when started.",
@@ -693,6 +715,47 @@ def _docker_lines(server: ServerRun, *, region: str) -> list[str]:
         out.append(f"retry 5 bash -c {q(login)}")
     out.append(f"retry 5 docker pull {q(str(server.image))}")
     return out
+
+
+def _spot_agent_source() -> bytes:
+    from importlib.resources import files
+
+    return files("mlops_lb.serving").joinpath("spot_agent.py").read_bytes()
+
+
+def _spot_units(spot: SpotAgentUnit, *, region: str) -> str:
+    """The spot agent: its source (gzip, mtime 0, so the bytes never change by themselves) and a service that
+    runs it with the system python3 from boot to the end, restarting if it dies."""
+    import gzip
+
+    blob = base64.b64encode(gzip.compress(_spot_agent_source(), mtime=0)).decode()
+    lines = "\n".join(blob[i : i + 76] for i in range(0, len(blob), 76))
+    argv = (
+        f"/usr/bin/python3 {VENV}/spot_agent.py --target-group-arn {_systemd_word(spot.target_group_arn)} "
+        f"--port {int(spot.port)} --region {_systemd_word(region)} --poll-s {int(spot.poll_s)} "
+        f"--record /var/log/{SERVICE_NAME}-spot.jsonl"
+    )
+    return f"""
+mkdir -p {VENV}
+base64 -d <<'SPOT_AGENT_EOF' | gunzip > {VENV}/spot_agent.py
+{lines}
+SPOT_AGENT_EOF
+chmod 0644 {VENV}/spot_agent.py
+cat > /etc/systemd/system/{SERVICE_NAME}-spot.service <<'UNIT'
+[Unit]
+Description=mlops_lb: on a spot interruption notice, deregister this instance from its target group
+After=network-online.target
+Wants=network-online.target
+{_NO_START_LIMIT}
+
+[Service]
+ExecStart={argv}
+Restart=on-failure
+RestartSec=2
+
+[Install]
+WantedBy=multi-user.target
+UNIT"""
 
 
 def _agent_units(agent: MetricsAgent, *, region: str) -> str:

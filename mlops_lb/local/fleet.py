@@ -464,8 +464,10 @@ class LocalFleet:
             spot = self._asg.spot if self._asg is not None else None
             rows = spot.rows() if spot is not None else []
             ledger = [dict(r) for r in spot.ledger.values()] if spot is not None else []
+            now_s = time.monotonic() - spot.t0 if spot is not None else 0.0
         df = pd.DataFrame(rows)
         df.attrs["ledger"] = ledger
+        df.attrs["now_s"] = now_s  # local seconds since launch: where an open life ends when pricing the run
         df.attrs["time_scale"] = self.spec.local.time_scale
         return df
 

@@ -58,7 +58,7 @@ def test_types_are_names_or_type_weight_mappings_and_round_trip_through_yaml() -
             {},
             {"target_group": {"deregistration_delay_s": 300}},
             "target_group.deregistration_delay_s",
-            "deregistration-delay",
+            "spot-deregistration-delay",
         ),
         ({"on_demand_percent": 101}, {}, "capacity.spot.on_demand_percent", "spot-distribution"),
         ({"on_demand_percent": -1}, {}, "capacity.spot.on_demand_percent", "spot-distribution"),
