@@ -6,7 +6,7 @@ What happens to a spot target, on the compressed clock (``time_scale = period_s 
    ``on_demand_percent`` % of the capacity above the base, else spot. Spot instances take the listed types in
    turn; on-demand ones the first (AWS's default on-demand strategy, ``prioritized``). Every spot instance starts
    the **same** :class:`~mlops_lb.serving.spot_agent.SpotAgent` an EC2 instance runs, polling this fleet's IMDS
-   emulator (IMDSv2 tokens, 404 until an item exists) every 5 AWS seconds.
+   emulator (IMDSv2 tokens, 404 until an item exists) every 2 AWS seconds (at least 0.1 s here).
 2. **Interruption** (``local_interrupt_at_s``, ``local_interruptions_per_hour`` or ``fleet.interrupt()``): the
    emulator serves ``events/recommendations/rebalance``; with ``capacity_rebalance`` the group launches a
    replacement at once (the at-risk instance stops counting toward desired but keeps serving). After
@@ -61,7 +61,9 @@ __all__ = ["AGENT_POLL_AWS_S", "ImdsEmulator", "Interruption", "SpotController"]
 
 log = logging.getLogger(__name__)
 
-AGENT_POLL_AWS_S = 5.0  # AWS recommends checking for the notice every 5 seconds (rule spot-notice)
+AGENT_POLL_AWS_S = (
+    2.0  # as the instance's unit (SpotAgentUnit.poll_s); AWS recommends <= 5 s (rule spot-notice)
+)
 _PATH_RE = re.compile(r"^/t/(?P<target>[\w.-]+)(?P<path>/latest/.*)$")
 
 
@@ -206,7 +208,7 @@ class SpotController:
         self.spec, self.spot, self.asg, self.api, self.emit = spec, spot, asg, api, emit
         self.scale = spec.local.time_scale
         self.notice_s = SPOT_NOTICE_S * self.scale
-        self.poll_s = max(AGENT_POLL_AWS_S * self.scale, 0.05)
+        self.poll_s = max(AGENT_POLL_AWS_S * self.scale, 0.1)
         self.lead_s = spot.local_rebalance_lead_s * self.scale
         self.types = spot.types_for(spec.instance.type)
         self.t0 = time.monotonic()
