@@ -190,6 +190,10 @@ def preflight(spec: FleetSpec, *, session: Any = None, region: str | None = None
     if network_ok:
         _ami(pf, session, region, spec, arch)
     _quota(pf, session, region, spec)
+    if spec.capacity.spot is not None:  # types, architectures, offerings and the spot vCPU quota
+        from ._spot import spot_checks
+
+        spot_checks(pf, ec2, client("service-quotas", session=session, region=region), spec)
     _grace(pf, spec)
     _drain(pf, spec)
     return pf
