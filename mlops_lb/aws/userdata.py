@@ -756,6 +756,8 @@ Wants=network-online.target
 ExecStart={argv}
 Restart=on-failure
 RestartSec=2
+# Its record lines reach the console too: GetConsoleOutput (fleet.logs(target)) shows the notice and the call.
+StandardOutput=journal+console
 
 [Install]
 WantedBy=multi-user.target

@@ -28,6 +28,7 @@ from .dashboard import dashboard
 from .llm import goodput_curve, itl_over_time, itl_spectrum, tokens_per_s, ttft_over_time, ttft_spectrum
 from .load import latency_over_time, per_target, percentile_spectrum, throughput
 from .scaling import capacity_curve, scaling_timeline
+from .spot import spot_interruptions
 
 __all__ = [
     "FigureInput",
@@ -45,6 +46,7 @@ __all__ = [
     "registered_figures",
     "report_figure",
     "scaling_timeline",
+    "spot_interruptions",
     "throughput",
     "tokens_per_s",
     "ttft_over_time",
