@@ -15,10 +15,10 @@ Example::
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ._parts import _Ctx
+# ctx is mlops_lb.aws._parts._Ctx (typed Any: _parts imports this module, and the graph stays acyclic)
+_Ctx = Any
 
 __all__ = [
     "SPOT_QUOTAS",

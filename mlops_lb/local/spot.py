@@ -55,7 +55,11 @@ from ._proc import kill_group
 if TYPE_CHECKING:
     from ..haproxy_runtime import RuntimeApi
     from ..spec import FleetSpec
-    from .asg import AsgEmulator, Emit, Instance
+
+# The ASG emulator imports this module (asg -> spot); these stand for its types so the import graph stays acyclic.
+AsgEmulator = Any
+Instance = Any
+Emit = Any
 
 __all__ = ["AGENT_POLL_AWS_S", "ImdsEmulator", "Interruption", "SpotController"]
 
@@ -319,8 +323,8 @@ class SpotController:
         for rec in self.interruptions:
             self._advance(rec, now)
         for target, agent in list(self._agents.items()):
-            inst = self._inst(target)
-            if inst is None or inst.state == "terminated":
+            owner = self._inst(target)
+            if owner is None or owner.state == "terminated":
                 agent.stop.set()
                 del self._agents[target]
                 if target in self.ledger and self.ledger[target]["ended_s"] is None:

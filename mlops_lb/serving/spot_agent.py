@@ -92,6 +92,7 @@ class Imds:
                 with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                     return str(resp.read().decode())
             except urllib.error.HTTPError as exc:
+                exc.close()  # it holds the response's socket
                 if exc.code == 404:
                     return None
                 if exc.code == 401 and attempt == 0:  # the token expired or IMDS restarted: get a new one
