@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--no-agent", action="store_true")
     args = ap.parse_args()
     scale = args.period / 60.0
-    first = 10.0
+    first = 30.0  # after launch() returns (targets boot in ~20 s here): every scheduled one has a spot target
     at_aws = [(first + k * args.every) / scale for k in range(args.interruptions)]
     spec = ml.FleetSpec(
         name="bench-spot",

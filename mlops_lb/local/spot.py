@@ -14,8 +14,9 @@ What happens to a spot target, on the compressed clock (``time_scale = period_s 
 3. **The agent** sees the notice on its next poll and POSTs to the emulator's control endpoint, which sets the
    target to ``drain`` in HAProxy at once (the ``DeregisterTargets`` call): no new requests; in-flight ones finish
    within the deregistration delay (<= 90 s, required with spot).
-4. **Two minutes after the notice** EC2 reclaims the instance: SIGKILL, no grace. Without rebalancing, the group
-   launches the replacement only now (an interrupted instance counts toward desired until it is gone).
+4. **Two minutes after the notice** EC2 reclaims the instance: SIGKILL, no grace. A target still registered (no
+   agent) gets requests until its health checks fail. Without rebalancing, the group launches the replacement only
+   now (an interrupted instance counts toward desired until it is gone).
 
 Each interruption is one :class:`Interruption` record (times of recommendation, notice, deregistration,
 termination, replacement healthy) and the events ``spot_rebalance``, ``spot_notice``, ``spot_agent`` (the
@@ -423,8 +424,10 @@ class SpotController:
                 rec.released_s = rel
             inst.spot_released = True
             if inst.stopping_since is None and inst.state != "terminated":
-                kill_group(inst.worker.pid, signal.SIGKILL)  # EC2 reclaims it: no grace
-                self.asg.terminate(inst, "spot interruption: EC2 reclaimed the instance")
+                # EC2 reclaims it: no grace. Nothing deregisters it here: a target still registered (no agent)
+                # keeps getting requests until the health checks mark it down, as behind an ALB; the ASG then
+                # replaces the dead process (AsgEmulator._replace_dead).
+                kill_group(inst.worker.pid, signal.SIGKILL)
             self.emit(
                 "spot_interrupted",
                 rec.target,
