@@ -29,7 +29,7 @@ def imds():
 
 def test_items_404_until_served_and_a_get_without_token_is_401(imds: ImdsEmulator) -> None:
     client = Imds(imds.base_url("i-1"))
-    assert client.get(INSTANCE_ACTION) is None
+    assert client.get(INSTANCE_ACTION) is None and client.get(REBALANCE) is None
     assert client.get("/latest/meta-data/instance-id") == "i-1"
     with pytest.raises(urllib.error.HTTPError) as ei:
         urllib.request.urlopen(imds.base_url("i-1") + INSTANCE_ACTION, timeout=2)
