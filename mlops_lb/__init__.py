@@ -42,6 +42,7 @@ from .spec import (
     RoutingSpec,
     ScalingPolicySpec,
     ServerSpec,
+    SpotSpec,
     TargetGroupSpec,
     WarmPoolSpec,
 )
@@ -103,6 +104,7 @@ __all__ = [
     "ScalingPolicySpec",
     "ServerSpec",
     "SpecError",
+    "SpotSpec",
     "StorageError",
     "TargetGroupSpec",
     "WarmPoolSpec",

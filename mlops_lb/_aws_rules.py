@@ -29,11 +29,17 @@ __all__ = [
     "RESOURCE_TAGS_MAX",
     "RULES",
     "S3_OBJECT_TAGS_MAX",
+    "SPOT_DEREGISTRATION_DELAY_MAX",
+    "SPOT_MAX_OVERRIDES",
+    "SPOT_NOTICE_S",
+    "SPOT_WEIGHT",
     "Rule",
     "alb_name_problem",
     "app_cookie_problem",
+    "cite",
     "ecr_image",
     "forward_problems",
+    "instance_architecture",
     "partition_for_region",
     "policy_arn",
     "resource_violations",
@@ -248,6 +254,65 @@ _RULES = (
         "PutMetricData namespaces may not start with AWS/ (reserved for AWS services).",
         "https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_PutMetricData.html",
     ),
+    # Spot capacity (issue 30; read 2026-12-07).
+    Rule(
+        "spot-warm-pool",
+        "A warm pool cannot be added to an Auto Scaling group that has a mixed instances policy or a launch "
+        "template that requests Spot Instances (PutWarmPool).",
+        "https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_PutWarmPool.html",
+    ),
+    Rule(
+        "spot-notice",
+        "A Spot Instance interruption notice comes two minutes before EC2 stops or terminates the instance, as "
+        "an EventBridge event and the IMDS item spot/instance-action; AWS recommends checking every 5 seconds.",
+        "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html",
+    ),
+    Rule(
+        "spot-deregistration-delay",
+        "A target group's deregistration delay is 0-3600 s, default 300 s: a deregistering target drains "
+        "in-flight requests that long. With spot it must end inside the two-minute notice; we require <= 90 s "
+        "(30 s for the agent to see the notice and for the last responses).",
+        "https://docs.aws.amazon.com/elasticloadbalancing/latest/application/edit-target-group-attributes.html"
+        "#deregistration-delay",
+    ),
+    Rule(
+        "spot-distribution",
+        "InstancesDistribution: OnDemandBaseCapacity >= 0 (in the group's units when types are weighted), "
+        "OnDemandPercentageAboveBaseCapacity 0-100 (default 100), SpotAllocationStrategy one of "
+        "price-capacity-optimized, capacity-optimized, capacity-optimized-prioritized, lowest-price.",
+        "https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_InstancesDistribution.html",
+    ),
+    Rule(
+        "spot-overrides",
+        "A mixed instances policy lists at most 40 instance types (launch template overrides); WeightedCapacity "
+        "is 1-999 and, given for one type, must be given for all; with weights, min/desired/max are in units.",
+        "https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_LaunchTemplateOverrides.html",
+    ),
+    Rule(
+        "spot-architecture",
+        "One launch template's AMI runs only on instance types of its architecture: Graviton (arm64) types such "
+        "as c6g cannot use the x86_64 AMI of c5/c5a (a second launch template would be needed).",
+        "https://docs.aws.amazon.com/autoscaling/ec2/userguide/"
+        "ec2-auto-scaling-mixed-instances-groups-launch-template-overrides.html",
+    ),
+    Rule(
+        "asg-template-source",
+        "CreateAutoScalingGroup takes exactly one of LaunchTemplate, MixedInstancesPolicy, "
+        "LaunchConfigurationName or InstanceId.",
+        "https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_CreateAutoScalingGroup.html",
+    ),
+    Rule(
+        "deregister-scope",
+        "elasticloadbalancing:DeregisterTargets supports the targetgroup resource type: the instance role names "
+        "its own target group's ARN, never '*' (least privilege; an instance must not drain another fleet).",
+        "https://docs.aws.amazon.com/service-authorization/latest/reference/list_awselasticloadbalancingv2.html",
+    ),
+    Rule(
+        "spot-offerings",
+        "Each override's instance type must be supported in the group's Region and Availability Zones "
+        "(DescribeInstanceTypeOfferings with LocationType availability-zone lists them).",
+        "https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeInstanceTypeOfferings.html",
+    ),
 )
 RULES: dict[str, Rule] = {r.id: r for r in _RULES}
 
@@ -277,6 +342,10 @@ ALB_TARGET_METRIC_DIMENSIONS = (
     frozenset({"TargetGroup", "LoadBalancer"}),
     frozenset({"TargetGroup", "AvailabilityZone", "LoadBalancer"}),
 )
+SPOT_MAX_OVERRIDES = 40
+SPOT_WEIGHT = (1, 999)
+SPOT_DEREGISTRATION_DELAY_MAX = 90  # s: the two-minute notice minus the agent's poll and the last responses
+SPOT_NOTICE_S = 120
 
 _TAG_CHARS = re.compile(r"^[\w .:/=+\-@]*$")
 _SG_CHARS = re.compile(r"^[a-zA-Z0-9 ._\-:/()#,@\[\]+=&;{}!$*]+$")
@@ -304,6 +373,32 @@ def ecr_image(image: str) -> dict[str, str] | None:
     if not m:
         return None
     return {"registry": image.split("/", 1)[0], **m.groupdict()}
+
+
+def cite(rule: str, msg: str) -> str:
+    """``msg`` followed by the rule id and its source URL, as every error built on this table ends.
+
+    Example::
+
+        cite("spot-warm-pool", "capacity.warm_pool must be null with capacity.spot")
+    """
+    return _cite(rule, msg)
+
+
+def instance_architecture(instance_type: str) -> str:
+    """``arm64`` for a Graviton type (c6g, m7gd, t4g, g5g, a1, ...), else ``x86_64``.
+
+    The spec check's offline guess; the preflight asks DescribeInstanceTypes for the real answer.
+
+    Example::
+
+        instance_architecture("c7g.large"), instance_architecture("g5.xlarge")   # ('arm64', 'x86_64')
+    """
+    head, _, _ = instance_type.partition(".")
+    fam = re.match(r"^([a-z]+)(\d+)([a-z]*)", head)
+    if head == "a1" or (fam is not None and "g" in fam.group(3)):
+        return "arm64"
+    return "x86_64"
 
 
 def _cite(rule: str, msg: str) -> str:
@@ -509,6 +604,8 @@ def resource_violations(
         out += _alarm_problems(inputs)
     if typ == "aws:autoscaling/policy:Policy" and group_target_groups is not None:
         out += _label_problems(inputs, group_target_groups)
+    if typ == "aws:autoscaling/group:Group" and inputs.get("mixedInstancesPolicy"):
+        out += _mixed_policy_problems(inputs, subnet_azs=subnet_azs, offered_azs=offered_azs)
     if typ == "aws:autoscaling/group:Group":
         refresh = inputs.get("instanceRefresh")
         if isinstance(refresh, Mapping):
@@ -568,6 +665,61 @@ def stickiness_problems(st: Mapping[str, Any]) -> list[str]:
     return []
 
 
+def _mixed_policy_problems(
+    inputs: Mapping[str, Any],
+    *,
+    subnet_azs: Mapping[str, str] | None,
+    offered_azs: Mapping[str, set[str]] | None,
+) -> list[str]:
+    """A group's mixed instances policy against rules spot-overrides, spot-distribution, spot-warm-pool,
+    asg-template-source and spot-offerings."""
+    out: list[str] = []
+    mip = inputs["mixedInstancesPolicy"]
+    if inputs.get("launchTemplate"):
+        out.append(_cite("asg-template-source", "group has both launchTemplate and mixedInstancesPolicy"))
+    if inputs.get("warmPool"):
+        out.append(_cite("spot-warm-pool", "group has a warm pool and a mixed instances policy"))
+    lt = mip.get("launchTemplate") or {}
+    overrides = list(lt.get("overrides") or [])
+    if not lt.get("launchTemplateSpecification"):
+        out.append(_cite("spot-overrides", "mixed instances policy has no launch template specification"))
+    if len(overrides) > SPOT_MAX_OVERRIDES:
+        out.append(_cite("spot-overrides", f"{len(overrides)} overrides, at most {SPOT_MAX_OVERRIDES}"))
+    weights = [o.get("weightedCapacity") for o in overrides]
+    given = [w for w in weights if w not in (None, "")]
+    if given and len(given) != len(weights):
+        out.append(_cite("spot-overrides", "WeightedCapacity given for some overrides but not all"))
+    for w in given:
+        if not str(w).isdigit() or not _in(SPOT_WEIGHT, int(str(w))):
+            out.append(_cite("spot-overrides", f"WeightedCapacity {w!r} outside 1-999"))
+    dist = mip.get("instancesDistribution") or {}
+    pct = dist.get("onDemandPercentageAboveBaseCapacity", 100)
+    if not _in((0, 100), pct):
+        out.append(_cite("spot-distribution", f"OnDemandPercentageAboveBaseCapacity {pct!r} outside 0-100"))
+    base = dist.get("onDemandBaseCapacity", 0)
+    if not _in((0, 10**6), base):
+        out.append(_cite("spot-distribution", f"OnDemandBaseCapacity {base!r} is negative"))
+    strategy = dist.get("spotAllocationStrategy", "lowest-price")
+    if strategy not in (
+        "price-capacity-optimized",
+        "capacity-optimized",
+        "capacity-optimized-prioritized",
+        "lowest-price",
+    ):
+        out.append(_cite("spot-distribution", f"SpotAllocationStrategy {strategy!r} is not one AWS knows"))
+    if subnet_azs is not None and offered_azs is not None:
+        for o in overrides:
+            itype = str(o.get("instanceType") or "")
+            offered = offered_azs.get(itype)
+            for sub in inputs.get("vpcZoneIdentifiers") or []:
+                az = subnet_azs.get(sub)
+                if offered is not None and az is not None and az not in offered:
+                    out.append(
+                        _cite("spot-offerings", f"override {itype} is not offered in {az} (subnet {sub})")
+                    )
+    return out
+
+
 def _policy_problems(text: str, region: str) -> list[str]:
     import json
 
@@ -597,6 +749,13 @@ def _policy_problems(text: str, region: str) -> list[str]:
             for r in resources
             if r != "*" and r.startswith("arn:") and not r.startswith(want)
         ]
+        if "elasticloadbalancing:DeregisterTargets" in actions and not all(
+            re.fullmatch(r"arn:[\w-]+:elasticloadbalancing:[\w-]+:\d{12}:targetgroup/[\w-]+/[0-9a-f]+", r)
+            for r in resources
+        ):
+            out.append(
+                _cite("deregister-scope", f"DeregisterTargets must name target groups (got {resources})")
+            )
         pulls = any(a.startswith("ecr:") and a != "ecr:GetAuthorizationToken" for a in actions)
         if pulls and not all(
             re.fullmatch(r"arn:[\w-]+:ecr:[\w-]+:\d{12}:repository/.+", r) for r in resources

@@ -67,6 +67,10 @@ EVENT_KINDS = frozenset(
         "warm_pool_launch",
         "warm_pool_ready",
         "warm_pool_return",
+        "spot_rebalance",
+        "spot_notice",
+        "spot_agent",
+        "spot_interrupted",
         "decision",
     }
 )

@@ -41,6 +41,7 @@ __all__ = [
     "ROUTING_POLICIES",
     "SCALING_METRICS",
     "SERVER_KINDS",
+    "SPOT_ALLOCATION_STRATEGIES",
     "AwsSpec",
     "CapacitySpec",
     "FleetSpec",
@@ -55,6 +56,8 @@ __all__ = [
     "ScaleChange",
     "ScalingPolicySpec",
     "ServerSpec",
+    "SpotInstanceType",
+    "SpotSpec",
     "TargetGroupSpec",
     "WarmPoolSpec",
     "is_gpu_instance_type",
@@ -305,13 +308,169 @@ class WarmPoolSpec(_Part):
             self._set("max_group_prepared_capacity", cap)
 
 
+# Spot allocation strategies of an Auto Scaling group's InstancesDistribution (the rules table cites the page).
+SpotAllocationStrategy = Literal[
+    "price-capacity-optimized", "capacity-optimized", "capacity-optimized-prioritized", "lowest-price"
+]
+SPOT_ALLOCATION_STRATEGIES: tuple[str, ...] = typing.get_args(SpotAllocationStrategy)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpotInstanceType(_Part):
+    """One interchangeable instance type of a spot fleet, with its ``weight`` (AWS ``WeightedCapacity``).
+
+    With weights, capacity (``min``/``desired``/``max``, the on-demand base) is counted in **units**, not
+    instances: a type of weight 2 fills two units. Either every type has a weight or none has (AWS's rule).
+
+    Example::
+
+        SpotInstanceType(type="c7i.xlarge", weight=2)
+    """
+
+    _path: ClassVar[str] = "capacity.spot.instance_types[]"
+    type: str
+    weight: int | None = None
+
+    def _validate(self, p: str) -> None:
+        if not _str(f"{p}.type", self.type):
+            _fail(f"{p}.type", "must not be empty (e.g. c7i.large)")
+        if self.weight is not None:
+            self._set("weight", _int(f"{p}.weight", self.weight, 1, 999))
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpotSpec(_Part):
+    """Spot capacity: an Auto Scaling mixed instances policy (on AWS) and emulated interruptions (locally).
+
+    ``on_demand_base`` units are always on-demand; of the capacity above it, ``on_demand_percent`` % is
+    on-demand and the rest spot. ``instance_types`` lists interchangeable types, each a name or
+    ``{type, weight}``; empty means ``[instance.type]``. With weights, every capacity number of the group is in
+    units (see :class:`SpotInstanceType`). ``capacity_rebalance`` launches a replacement when EC2 recommends
+    rebalancing, before the interruption notice. A spot instance gets a two-minute notice; its agent
+    deregisters it from the target group at once and lets in-flight requests finish (docs/spot.md).
+
+    The ``local_*`` fields drive the local backend's interruptions (AWS ignores them): at the listed times
+    (AWS seconds after launch, on the compressed clock), at random with ``local_interruptions_per_hour``
+    per spot instance (seeded by ``local_seed``), or on demand with ``fleet.interrupt(target)``.
+    ``local_rebalance_lead_s`` is how long before the notice the rebalance recommendation arrives (0: with it).
+
+    Example::
+
+        SpotSpec(on_demand_base=1, on_demand_percent=0,
+                 instance_types=("c7i.large", {"type": "c6i.large"}), capacity_rebalance=True)
+    """
+
+    _path: ClassVar[str] = "capacity.spot"
+    on_demand_base: int = 0
+    on_demand_percent: int = 0
+    instance_types: tuple[SpotInstanceType, ...] = ()
+    allocation_strategy: SpotAllocationStrategy = "price-capacity-optimized"
+    capacity_rebalance: bool = True
+    local_interrupt_at_s: tuple[float, ...] = ()
+    local_interruptions_per_hour: float = 0.0
+    local_rebalance_lead_s: float = 0.0
+    local_seed: int = 0
+
+    def _validate(self, p: str) -> None:
+        self._set("on_demand_base", _int(f"{p}.on_demand_base", self.on_demand_base, 0, 1000))
+        from ._aws_rules import cite
+
+        pct = self.on_demand_percent
+        if _is_int(pct) and not 0 <= pct <= 100:
+            _fail(
+                f"{p}.on_demand_percent", cite("spot-distribution", f"must be between 0 and 100 (got {pct})")
+            )
+        self._set("on_demand_percent", _int(f"{p}.on_demand_percent", pct, 0, 100))
+        raw = self.instance_types
+        if isinstance(raw, (str, Mapping, SpotInstanceType)) or not isinstance(raw, (list, tuple)):
+            _fail(
+                f"{p}.instance_types",
+                f"must be a list of instance types, each a name or {{type, weight}} (got {_show(raw)})",
+            )
+        types_: list[SpotInstanceType] = []
+        for i, item in enumerate(raw):
+            where = f"{p}.instance_types[{i}]"
+            if isinstance(item, SpotInstanceType):
+                types_.append(item)
+            elif isinstance(item, str):
+                types_.append(SpotInstanceType(type=item))
+            elif isinstance(item, Mapping):
+                types_.append(SpotInstanceType.from_dict(item, _path=where))
+            else:
+                _fail(where, f"must be an instance type name or {{type, weight}} (got {_show(item)})")
+        names = [t.type for t in types_]
+        for i, n in enumerate(names):
+            if n in names[:i]:
+                _fail(f"{p}.instance_types[{i}]", f"lists {n!r} twice; keep one")
+        weighted = [t.weight is not None for t in types_]
+        if any(weighted) and not all(weighted):
+            i = weighted.index(False)
+            _fail(
+                f"{p}.instance_types[{i}].weight",
+                cite(
+                    "spot-overrides",
+                    "must be set when any type has a weight: AWS needs WeightedCapacity on every "
+                    "type or none",
+                ),
+            )
+        self._set("instance_types", tuple(types_))
+        if not isinstance(self.allocation_strategy, str) or (
+            self.allocation_strategy not in SPOT_ALLOCATION_STRATEGIES
+        ):
+            _fail(
+                f"{p}.allocation_strategy",
+                f"must be one of {', '.join(SPOT_ALLOCATION_STRATEGIES)} (got {_show(self.allocation_strategy)})",
+            )
+        _bool(f"{p}.capacity_rebalance", self.capacity_rebalance)
+        at = self.local_interrupt_at_s
+        if isinstance(at, (int, float)) and not isinstance(at, bool):
+            at = (at,)
+        if not isinstance(at, (list, tuple)):
+            _fail(f"{p}.local_interrupt_at_s", f"must be a list of seconds (got {_show(at)})")
+        times = tuple(_num(f"{p}.local_interrupt_at_s[{i}]", t, 0, 10**7) for i, t in enumerate(at))
+        self._set("local_interrupt_at_s", tuple(sorted(times)))
+        self._set(
+            "local_interruptions_per_hour",
+            _num(f"{p}.local_interruptions_per_hour", self.local_interruptions_per_hour, 0, 3600),
+        )
+        self._set(
+            "local_rebalance_lead_s",
+            _num(f"{p}.local_rebalance_lead_s", self.local_rebalance_lead_s, 0, 3600),
+        )
+        self._set("local_seed", _int(f"{p}.local_seed", self.local_seed, 0, 2**31 - 1))
+
+    def types_for(self, instance_type: str) -> tuple[SpotInstanceType, ...]:
+        """The fleet's instance types: ``instance_types``, or ``instance_type`` alone when the list is empty.
+
+        Example::
+
+            SpotSpec().types_for("c7i.large")   # (SpotInstanceType(type='c7i.large', weight=None),)
+        """
+        return self.instance_types or (SpotInstanceType(type=instance_type),)
+
+    @property
+    def weighted(self) -> bool:
+        """Whether capacity is counted in weight units rather than instances."""
+        return any(t.weight is not None for t in self.instance_types)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict; an unweighted type is written as its bare name (what a user writes in YAML)."""
+        out = super().to_dict()
+        out["instance_types"] = [t.type if t.weight is None else t.to_dict() for t in self.instance_types]
+        return out
+
+
 @dataclass(frozen=True, kw_only=True)
 class CapacitySpec(_Part):
     """Auto Scaling group bounds. Always ``min <= desired <= max``.
 
+    ``spot`` (a :class:`SpotSpec`) mixes spot and on-demand instances of interchangeable types; when its types
+    carry weights, ``min``/``desired``/``max`` count weight units, not instances.
+
     Example::
 
         CapacitySpec(min=1, desired=2, max=6)
+        CapacitySpec(min=1, desired=2, max=6, spot={"instance_types": ["c7i.large", "c6i.large"]})
     """
 
     _path: ClassVar[str] = "capacity"
@@ -319,8 +478,13 @@ class CapacitySpec(_Part):
     desired: int = 1
     max: int = 4
     warm_pool: WarmPoolSpec | None = None
+    spot: SpotSpec | None = None
 
     def _validate(self, p: str) -> None:
+        if isinstance(self.spot, Mapping):
+            self._set("spot", SpotSpec.from_dict(self.spot))
+        elif self.spot is not None and not isinstance(self.spot, SpotSpec):
+            _fail(f"{p}.spot", f"must be a SpotSpec, a mapping or null (got {_show(self.spot)})")
         if isinstance(self.warm_pool, Mapping):
             self._set("warm_pool", WarmPoolSpec.from_dict(self.warm_pool))
         elif self.warm_pool is not None and not isinstance(self.warm_pool, WarmPoolSpec):
@@ -1315,10 +1479,55 @@ class FleetSpec(_Part):
                 "needs an LLM server (server.kind llm-emulator, or your own with kind command): a router tier "
                 "routes on prompt prefixes, which server.kind model has none of; remove routing.router",
             )
+        self._check_spot()
         try:
             self.aws_health_check  # noqa: B018 - validates the aws: overrides against HealthCheckSpec's rules
         except SpecError as exc:
             raise SpecError(f"aws.{exc.field}" if exc.field else "aws", str(exc).split(" ", 1)[-1]) from None
+
+    def _check_spot(self) -> None:
+        # Rules that hold on every backend (the local ASG emulates AWS's): the AWS-only ones (architectures,
+        # type names, offerings) are in mlops_lb.aws.spec_rules and the preflight.
+        from . import _aws_rules as rules
+
+        spot = self.capacity.spot
+        if spot is None:
+            return
+        if self.capacity.warm_pool is not None:
+            _fail(
+                "capacity.warm_pool",
+                rules.cite(
+                    "spot-warm-pool",
+                    "must be null when capacity.spot is set: AWS refuses a warm pool on a group with a mixed "
+                    "instances policy or Spot Instances; drop one of the two",
+                ),
+            )
+        delay = self.target_group.deregistration_delay_s
+        if delay > rules.SPOT_DEREGISTRATION_DELAY_MAX:
+            _fail(
+                "target_group.deregistration_delay_s",
+                rules.cite(
+                    "spot-deregistration-delay",
+                    f"must be <= {rules.SPOT_DEREGISTRATION_DELAY_MAX} s with capacity.spot (got {delay}; AWS's "
+                    f"default is 300): a spot instance gets a {rules.SPOT_NOTICE_S} s notice, and draining must "
+                    "end before EC2 reclaims it, or in-flight requests fail; set e.g. 60",
+                ),
+            )
+        types_ = spot.types_for(self.instance.type)
+        if spot.on_demand_base > self.capacity.max:
+            unit = "units" if spot.weighted else "instances"
+            _fail(
+                "capacity.spot.on_demand_base",
+                f"must be <= capacity.max ({self.capacity.max} {unit}) (got {spot.on_demand_base})",
+            )
+        if len(types_) > rules.SPOT_MAX_OVERRIDES:
+            _fail(
+                "capacity.spot.instance_types",
+                rules.cite(
+                    "spot-overrides",
+                    f"must list at most {rules.SPOT_MAX_OVERRIDES} instance types (got {len(types_)})",
+                ),
+            )
 
     @property
     def aws_health_check(self) -> HealthCheckSpec:

@@ -29,7 +29,7 @@ from ..frames import CUSTOM_NAMESPACE
 from ..spec import FleetSpec
 from . import _router
 from .assets import Assets, content_key, mlops_home
-from .userdata import VENV, MetricsAgent, ServerRun, render_user_data
+from .userdata import VENV, MetricsAgent, ServerRun, SpotAgentUnit, render_user_data
 
 __all__ = ["CONCURRENCY_METRIC", "REFRESH_PREFERENCES", "concurrency_gauges", "server_run"]
 
@@ -555,7 +555,7 @@ def _role_extras(ctx: _Ctx) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------------------------------------------------ instances
 def _launch_template(
-    ctx: _Ctx, inst_sg: Any, profile: Any, bucket: Any, keys: dict[str, Any]
+    ctx: _Ctx, inst_sg: Any, profile: Any, bucket: Any, keys: dict[str, Any], tg: Any = None
 ) -> tuple[Any, Any]:
     aws, spec, name = ctx.aws, ctx.spec, ctx.name
     ami = spec.instance.ami or ctx.resolved.get("ami_id")
@@ -573,10 +573,14 @@ def _launch_template(
             namespace=CUSTOM_NAMESPACE,
             metric=CONCURRENCY_METRIC,
         )
-    user_data = bucket.bucket.apply(
-        lambda b: base64.b64encode(
+    import pulumi
+
+    # capacity.spot: the spot agent's unit deregisters this instance from the target group on the notice.
+    tg_arn = tg.arn if (tg is not None and spec.capacity.spot is not None) else None
+    user_data = pulumi.Output.all(bucket.bucket, tg_arn).apply(
+        lambda args: base64.b64encode(
             render_user_data(
-                bucket=b,
+                bucket=args[0],
                 region=region,
                 wheel_key=keys["wheel"],
                 model_key=keys["model"],
@@ -589,6 +593,7 @@ def _launch_template(
                 # the watcher extends the hook every half heartbeat while the server is not healthy yet
                 ready_wait_s=hook_heartbeat_s(spec),
                 python_version=keys["python"],
+                spot=SpotAgentUnit(target_group_arn=args[1], port=port) if args[1] else None,
             ).encode()
         ).decode()
     )
@@ -685,17 +690,25 @@ def _group(ctx: _Ctx, lt: Any, tg: Any, bounds: tuple[int, int, int] | None = No
                 reuse_on_scale_in=warm.reuse_on_scale_in
             ),
         )
+    from ._spot import group_spot_args
+
+    spot_args = group_spot_args(ctx, lt)
+    if (
+        spot_args
+    ):  # the launch template moves into the mixed instances policy (a group takes one or the other)
+        group_args.update(spot_args)
+    else:
+        # The numeric latest version, not "$Latest": a new template version changes the group, which is what
+        # starts the instance refresh below. User data is byte-identical when nothing changed, so it is rare.
+        group_args["launch_template"] = aws.autoscaling.GroupLaunchTemplateArgs(
+            id=lt.id, version=lt.latest_version.apply(str)
+        )
     group = aws.autoscaling.Group(
         f"{name}-asg",
         min_size=min_size,
         max_size=max_size,
         desired_capacity=desired,
         vpc_zone_identifiers=list(ctx.resolved["instance_subnet_ids"]),
-        # The numeric latest version, not "$Latest": a new template version changes the group, which is what
-        # starts the instance refresh below. User data is byte-identical when nothing changed, so it is rare.
-        launch_template=aws.autoscaling.GroupLaunchTemplateArgs(
-            id=lt.id, version=lt.latest_version.apply(str)
-        ),
         # With a router tier the ALB's target group holds the routers; a model instance in it would only be
         # `unused` (Target.NotInUse): the routers find the models through the group and health-check them.
         target_group_arns=[] if _router.has_router_tier(spec) else [tg.arn],

@@ -219,6 +219,10 @@ def preflight(spec: FleetSpec, *, session: Any = None, region: str | None = None
         _router_checks(pf, ec2, session, region, spec)  # a router tier's own type: its zones and AL2023 AMI
         _hibernation_root(pf, ec2, spec)
     _quota(pf, session, region, spec)
+    if spec.capacity.spot is not None:  # types, architectures, offerings and the spot vCPU quota
+        from ._spot import spot_checks
+
+        spot_checks(pf, ec2, client("service-quotas", session=session, region=region), spec)
     _grace(pf, spec)
     _drain(pf, spec)
     return pf

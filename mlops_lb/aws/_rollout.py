@@ -51,6 +51,7 @@ from ._parts import (
     _staged,
     slot_b_name,
 )
+from ._spot import spot_role_policy
 from .assets import content_key
 
 __all__ = [
@@ -374,8 +375,11 @@ def declare_slots(
             ctx.aws.iam.RolePolicy(
                 f"{ctx.name}-{slot}-extras", role=profile.role, policy=doc, opts=sctx.opts()
             )
-        lt, ami = _launch_template(sctx, inst_sg, profile, bucket, skeys)
         tg = lb["tg"] if slot == "a" else lb["tg_b"]
+        spot_role_policy(
+            sctx, profile, tg
+        )  # capacity.spot only: each slot's agents deregister from its own group
+        lt, ami = _launch_template(sctx, inst_sg, profile, bucket, skeys, tg)
         asg = _group(sctx, lt, tg, bounds=None if live else plan.other_capacity)
         label = _scaling(sctx, asg, {"alb": lb["alb"], "tg": tg})
         per[slot] = {"asg": asg, "tg": tg, "ami": ami, "label": label, "ctx": sctx}

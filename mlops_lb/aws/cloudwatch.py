@@ -354,6 +354,26 @@ def read_scaling_activities(
                             }
                         )
                 iid = re.search(r"\b(i-[0-9a-f]{8,17})\b", desc)
+                # capacity.spot: Capacity Rebalancing launches on a rebalance recommendation; without it the group
+                # replaces a spot instance after EC2 interrupts it (ec2-auto-scaling-capacity-rebalancing.html). The
+                # Cause names which: an extra spot_* row keeps the launch/terminate row below.
+                low = cause.lower()
+                spot_kind = (
+                    "spot_rebalance"
+                    if "rebalance recommendation" in low
+                    else "spot_interrupted"
+                    if "spot" in low and "interruption" in low
+                    else None
+                )
+                if spot_kind and desc.startswith(("Launching", "Terminating")):
+                    rows.append(
+                        {
+                            "timestamp": ts,
+                            "kind": spot_kind,
+                            "target": iid.group(1) if iid else "",
+                            "detail": detail,
+                        }
+                    )
                 kind = "launch" if desc.startswith("Launching") else "terminate"
                 if desc.startswith(("Launching", "Terminating")):
                     rows.append(

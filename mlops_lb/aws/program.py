@@ -54,6 +54,7 @@ from ._parts import (
     _security_groups,
     algorithm_settings,
 )
+from ._spot import spot_role_policy
 from .assets import Assets, Wheelhouse, build_wheel
 
 __all__ = [
@@ -284,7 +285,10 @@ def declare_fleet(
     extra: dict[str, Any] = {}
     tg = lb["tg"]
     if plan is None:
-        lt, ami = _launch_template(ctx, inst_sg, profile, bucket, keys)
+        spot_role_policy(
+            ctx, profile, lb["tg"]
+        )  # capacity.spot only: the agent's DeregisterTargets, this group only
+        lt, ami = _launch_template(ctx, inst_sg, profile, bucket, keys, lb["tg"])
         asg = _group(ctx, lt, lb["tg"])
         resource_label = _scaling(ctx, asg, lb)
     else:  # two slots (issue 29): the live one runs `spec`, the other the plan's spec

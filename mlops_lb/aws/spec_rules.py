@@ -58,4 +58,35 @@ def check_spec(spec: FleetSpec) -> FleetSpec:
     from ._router import check_routing  # routing: ALB stickiness limits and the router tier's rules
 
     check_routing(spec)
+    _check_spot(spec)
     return spec
+
+
+def _check_spot(spec: FleetSpec) -> None:
+    """The mixed instances policy's own rules: type names and one architecture (the AMI's) for every type."""
+    spot = spec.capacity.spot
+    if spot is None:
+        return
+    for i, t in enumerate(spot.instance_types):
+        if not _INSTANCE_TYPE_RE.fullmatch(t.type):
+            fail(
+                f"capacity.spot.instance_types[{i}].type",
+                f"must look like an EC2 instance type such as c7i.large (got {show(t.type)})",
+            )
+    # The launch template has one AMI; its SSM parameter names the architecture (…-x86_64 / …-arm64).
+    param = spec.instance.ami_ssm_parameter
+    ami_arch = "arm64" if param.endswith("arm64") else "x86_64" if param.endswith("x86_64") else None
+    first = spot.types_for(spec.instance.type)[0].type
+    want = ami_arch or aws_rules.instance_architecture(spec.instance.type)
+    for i, t in enumerate(spot.types_for(spec.instance.type)):
+        arch = aws_rules.instance_architecture(t.type)
+        if arch != want:
+            where = f"the AMI ({param})" if ami_arch else f"instance.type {spec.instance.type!r}"
+            fail(
+                f"capacity.spot.instance_types[{i}]" if spot.instance_types else "instance.type",
+                aws_rules.cite(
+                    "spot-architecture",
+                    f"{t.type!r} is {arch} but {where} is {want}: every type must share the AMI's architecture "
+                    f"(e.g. keep {first!r}'s family, or split into two fleets)",
+                ),
+            )

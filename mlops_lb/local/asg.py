@@ -61,6 +61,7 @@ from .workers import (
 
 if TYPE_CHECKING:
     from ..spec import FleetSpec
+    from .spot import SpotController
 
 __all__ = ["BOOT_GRACE_S", "MIN_GRACE_S", "AsgEmulator", "Instance"]
 
@@ -106,6 +107,13 @@ class Instance:
     terminated_at: datetime | None = None
     pool: str = ""  # warm pool only: "warming" (booting), "ready" (prepared), "" once in the group
     detail: str = field(default="")
+    # capacity.spot (local/spot.py): purchase option and type; an interrupted spot instance is held (counts toward
+    # desired, as on AWS, until EC2 reclaims it) unless released early by capacity rebalancing.
+    lifecycle: str = "on-demand"
+    instance_type: str = ""
+    spot_hold: bool = False
+    spot_released: bool = False
+    spot_drained: bool = False
 
     @property
     def address(self) -> str:
@@ -168,6 +176,7 @@ class AsgEmulator:
         # HAProxy server ids are unique per backend: a second group in the same backend (a rollout's slot)
         # numbers its servers from here.
         self.server_id_offset = 0
+        self.spot: SpotController | None = None  # set by the fleet when capacity.spot is on
 
     # ------------------------------------------------------------------ views
     def live(self) -> list[Instance]:
@@ -187,8 +196,17 @@ class AsgEmulator:
         return max(wp.min_size, ceiling - self.desired)
 
     def active(self) -> list[Instance]:
-        """Instances that count toward desired capacity (not draining, not terminated)."""
-        return [i for i in self.instances if i.state in ("pending", "in_service")]
+        """Instances that count toward desired capacity (not draining, not terminated).
+
+        A spot instance after its interruption notice still counts until EC2 reclaims it, unless capacity
+        rebalancing already launched its replacement."""
+        return [
+            i
+            for i in self.instances
+            if (i.state in ("pending", "in_service") or (i.spot_hold and i.state == "draining"))
+            and not i.spot_released
+            and i.stopping_since is None
+        ]
 
     def healthy(self) -> list[Instance]:
         return [i for i in self.instances if i.state == "in_service" and i.health == "healthy"]
@@ -227,6 +245,9 @@ class AsgEmulator:
             inst.state, inst.health, inst.pool = "warm_pool", "unused", "warming"
             self.emit("warm_pool_launch", iid, f"{reason}; pid {worker.pid} on {worker.address}")
             return inst
+        if self.spot is not None:
+            self.spot.on_launch(inst)
+            reason = f"{reason}; {inst.lifecycle} {inst.instance_type}"
         self.emit("launch", iid, f"{reason}; pid {worker.pid} on {worker.address}")
         self.register(inst)
         return inst
@@ -393,9 +414,12 @@ class AsgEmulator:
             # In flight through any backend: a drain must wait for the routing policies' requests too.
             inst.scur = sum(r.scur for be in (self.backend, *self.mirrors) if (r := rows.get((be, inst.id))))
             if inst.state == "draining":
-                self._progress_drain(inst, now)
+                if not inst.spot_drained:
+                    self._progress_drain(inst, now)
             elif row is not None:
                 self._update_health(inst, row, now)
+        if self.spot is not None:
+            self.spot.tick(now)
         self._reconcile(now)
 
     def _replace_dead(self, inst: Instance, code: int, now: float) -> bool:
@@ -475,6 +499,9 @@ class AsgEmulator:
             )
             self.deregister(inst)
             self.emit("deregistered", inst.id, f"{why} after {elapsed:.2f} s of draining")
+            if inst.spot_hold:  # an interrupted spot instance idles until EC2 reclaims it (local/spot.py)
+                inst.spot_drained, inst.health = True, "unused"
+                return
             wp = self.warm_pool
             if wp is not None and wp.reuse_on_scale_in and inst.worker.exit_code() is None:
                 inst.state, inst.health, inst.pool = "warm_pool", "unused", "ready"
@@ -512,7 +539,8 @@ class AsgEmulator:
             self._refill_pool()
         if missing < 0:
             order = {"unhealthy": 0, "initial": 1, "healthy": 2}
-            victims = sorted(active, key=lambda i: (order.get(i.health, 1), -i.launched_mono))[:-missing]
+            pickable = [i for i in active if not i.spot_hold]
+            victims = sorted(pickable, key=lambda i: (order.get(i.health, 1), -i.launched_mono))[:-missing]
             for v in victims:
                 self.begin_drain(v, f"scale-in to desired {self.desired}")
 

@@ -439,6 +439,9 @@ class LocalFleet:
         df["launched_at"] = pd.to_datetime(df["launched_at"], utc=True)
         # The warm pool is not part of the group (AWS lists it with DescribeWarmPool, not in the group).
         df.attrs["warm_pool"] = {i.id: i.pool for i in pooled}
+        # capacity.spot: each target's purchase option and instance type (every target on-demand without it).
+        df.attrs["lifecycle"] = {i.id: i.lifecycle for i in insts}
+        df.attrs["instance_type"] = {i.id: i.instance_type or self.spec.instance.type for i in insts}
         df.attrs["balancer"] = self._balancer
         df.attrs["balancer_reason"] = self._balancer_reason
         df.attrs["rollout"] = self.rollout_status()
@@ -626,6 +629,50 @@ class LocalFleet:
             if old is not None:
                 self._retire_slot(old)
 
+    def interrupt(self, target: str | None = None) -> None:
+        """Interrupt spot target ``target`` (None: the oldest spot target in service) as EC2 would: a rebalance
+        recommendation, the two-minute notice on the compressed clock (served on the IMDS emulator its agent
+        polls), then SIGKILL. Needs ``capacity.spot``; the interruption shows in ``events()`` and
+        :meth:`spot_interruptions`.
+
+        Example::
+
+            fleet.interrupt()                       # the oldest spot target
+            fleet.interrupt("i-local-ab12-0003")
+        """
+        if self._state == "closed":
+            raise ProvisionError("this LocalFleet is closed: interrupt() cannot act on it; open a new one")
+        if self.spec.capacity.spot is None:
+            raise SpecError("capacity.spot", "is not set: this fleet has no spot targets to interrupt")
+        if target is not None and not isinstance(target, str):
+            raise SpecError("target", f"must be a target id string or None (got {type(target).__name__})")
+        with self._lock:
+            spot = self._asg.spot if self._asg is not None else None
+        if spot is None:
+            raise ProvisionError("the fleet is not launched yet: call launch() before interrupt()")
+        spot.interrupt(target)
+
+    def spot_interruptions(self) -> pd.DataFrame:
+        """One row per spot interruption: cause, times (local seconds since launch) of the recommendation,
+        notice, deregistration, termination and the replacement's first healthy check, and their differences.
+
+        Example::
+
+            fleet.spot_interruptions()[["target", "notice_to_deregistered_s", "notice_to_replacement_healthy_s"]]
+        """
+        import pandas as pd
+
+        with self._lock:
+            spot = self._asg.spot if self._asg is not None else None
+            rows = spot.rows() if spot is not None else []
+            ledger = [dict(r) for r in spot.ledger.values()] if spot is not None else []
+            now_s = time.monotonic() - spot.t0 if spot is not None else 0.0
+        df = pd.DataFrame(rows)
+        df.attrs["ledger"] = ledger
+        df.attrs["now_s"] = now_s  # local seconds since launch: where an open life ends when pricing the run
+        df.attrs["time_scale"] = self.spec.local.time_scale
+        return df
+
     def decisions(self) -> pd.DataFrame:
         """Every target-tracking decision (``none`` included) with the exact inputs given to ``decide``."""
         with self._lock:
@@ -750,6 +797,10 @@ class LocalFleet:
                 worker_command=self._worker_command,
                 id_prefix=f"i-local-{self.fleet_id}",
             )
+            if self.spec.capacity.spot is not None:
+                from .spot import SpotController
+
+                self._asg.spot = SpotController(self.spec, asg=self._asg, api=self._api, emit=self._event)
         except BaseException as exc:
             self._start_error = exc
             self._started.set()
@@ -772,6 +823,8 @@ class LocalFleet:
 
     def _shutdown(self) -> None:
         asg, hp = self._asg, self._haproxy
+        if asg is not None and asg.spot is not None:
+            asg.spot.close()
         for group in [*self._slots, asg]:
             if group is None:
                 continue

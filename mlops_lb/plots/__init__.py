@@ -37,6 +37,7 @@ from .llm import (
 from .load import latency_over_time, per_target, percentile_spectrum, throughput
 from .rollout import rollout_timeline
 from .scaling import capacity_curve, scaling_timeline
+from .spot import spot_interruptions
 
 __all__ = [
     "FigureInput",
@@ -56,6 +57,7 @@ __all__ = [
     "report_figure",
     "rollout_timeline",
     "scaling_timeline",
+    "spot_interruptions",
     "throughput",
     "tokens_per_s",
     "ttft_over_time",

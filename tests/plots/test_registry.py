@@ -25,6 +25,7 @@ def test_every_report_figure_is_registered_once_in_report_order() -> None:
         "scaling_timeline",
         "capacity_curve",
         "rollout",
+        "spot_interruptions",  # drawn only for runs with spot interruptions (plots/spot.py)
     ]
     assert [f.stem for f in plots.registered_figures("llm")] == [
         "ttft_over_time",
