@@ -66,8 +66,8 @@ if TYPE_CHECKING:
 __all__ = [
     "MAP_FILE",
     "POLICIES",
-    "POLICY_WEIGHT",
     "POLICY_SUFFIX",
+    "POLICY_WEIGHT",
     "RoutingSwitch",
     "backend_for",
     "check_policy",
