@@ -324,6 +324,19 @@ def slo_failures(
     return failed
 
 
+def trace_workload(args: argparse.Namespace) -> tuple[Any, Any]:
+    """``--trace``: the trace's window as the profile, and bodies that replay it (prefix structure when it has
+    ``hash_ids``, each request's sizes when it has them, else the default payloads)."""
+    from . import load
+
+    t = load.trace(args.trace, start_s=args.trace_start_s, duration_s=args.duration_s, speed=args.trace_speed)
+    if t.has_prefixes:
+        return t, load.prefix_chat(model=args.model, profile=t, block_tokens=args.block_tokens)
+    if t.has_sizes:
+        return t, load.openai_chat(model=args.model, profile=t)
+    return t, None
+
+
 def cmd_load(args: argparse.Namespace) -> int:
     """Run the profile; exit 0 valid, 3 INVALID, 4 an SLO flag failed, 130 Ctrl-C (paths printed in every case)."""
     import time
@@ -335,10 +348,14 @@ def cmd_load(args: argparse.Namespace) -> int:
 
     options = _load_options(args)
     target, path = _load_target(args)
-    # The widget builds its shapes the same way: "step" means the same in both.
-    profile = load.make_profile(
-        args.profile, rps=args.rps, start_rps=args.start_rps, duration_s=args.duration_s
-    )
+    payloads: Any = None
+    if getattr(args, "trace", None) is not None:
+        profile, payloads = trace_workload(args)
+    else:
+        # The widget builds its shapes the same way: "step" means the same in both.
+        profile = load.make_profile(
+            args.profile, rps=args.rps, start_rps=args.start_rps, duration_s=args.duration_s
+        )
     first: list[float] = []  # t=0 is the first interval's start, not this process's start-up
 
     def on_interval(row: dict[str, Any]) -> None:
@@ -348,7 +365,14 @@ def cmd_load(args: argparse.Namespace) -> int:
         print(interval_line(row, first[0], None if isinstance(target, str) else target), flush=True)
 
     session = RunSession(
-        target, profile, out=args.out, name="load", path=path, on_interval=on_interval, **options
+        target,
+        profile,
+        out=args.out,
+        name="load",
+        path=path,
+        payloads=payloads,
+        on_interval=on_interval,
+        **options,
     )
     session.start()
     interrupted = False

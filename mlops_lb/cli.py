@@ -312,6 +312,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--duration-s", type=float, default=30.0)
     c.add_argument("--out", default="runs")
+    tr = c.add_argument_group("trace replay (replaces --profile/--rps; --duration-s is the window's length)")
+    tr.add_argument(
+        "--trace",
+        default=None,
+        metavar="NAME|FILE",
+        help="replay a shipped trace (azure-conv-2023, azure-code-2023, mooncake-conv-2025, synthetic-multiturn) "
+        "or a CSV/JSONL file; LLM traces send OpenAI chat bodies (point the URL at /v1/chat/completions)",
+    )
+    tr.add_argument("--trace-start-s", type=float, default=0.0, help="start of the window in the trace (0)")
+    tr.add_argument(
+        "--trace-speed",
+        type=float,
+        default=1.0,
+        help="divide every inter-arrival gap by this (1: as recorded)",
+    )
+    tr.add_argument(
+        "--block-tokens",
+        type=int,
+        default=None,
+        help="words per hash_id block on the wire (default the trace's)",
+    )
+    tr.add_argument("--model", default="mlops-lb-llm-emulator", help="the model name in the request bodies")
     _add_verdict_flags(c, connections_default="default 32")
     slo = c.add_argument_group("SLOs (as k6's thresholds: exit 4 when one fails; seconds, fractions)")
     slo.add_argument(

@@ -174,10 +174,10 @@ class LLMServer:
             f"vllm:request_success_total{label} {self.success_total}",
             "# HELP vllm:prefix_cache_queries_total Prefix cache queries, in terms of number of queried tokens.",
             "# TYPE vllm:prefix_cache_queries_total counter",
-            f"vllm:prefix_cache_queries_total{label} {cache.queries if cache else 0}",
+            f"vllm:prefix_cache_queries_total{label} {cache.queries if cache is not None else 0}",
             "# HELP vllm:prefix_cache_hits_total Prefix cache hits, in terms of number of cached tokens.",
             "# TYPE vllm:prefix_cache_hits_total counter",
-            f"vllm:prefix_cache_hits_total{label} {cache.hits if cache else 0}",
+            f"vllm:prefix_cache_hits_total{label} {cache.hits if cache is not None else 0}",
         ]
         return ("\n".join(lines) + "\n").encode()
 
@@ -311,7 +311,8 @@ def create_llm_app(
                     server, send, 200, server.metrics_text(), b"text/plain; version=0.0.4; charset=utf-8"
                 )
             elif path == "/reset_prefix_cache" and method == "POST":
-                dropped = server.scheduler.cache.reset() if server.scheduler.cache else 0
+                cache = server.scheduler.cache
+                dropped = cache.reset() if cache is not None else 0
                 log.info("prefix cache reset: %d blocks dropped", dropped)
                 await _send(server, send, 200, b"", b"text/plain")
             elif path == "/v1/models" and method == "GET":
