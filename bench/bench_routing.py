@@ -37,6 +37,7 @@ def spec(args: argparse.Namespace) -> ml.FleetSpec:
         "server": {"kind": "llm-emulator", "llm": {
             "max_num_seqs": args.seqs, "prefill_ms_per_token": args.prefill_ms, "decode_ms_per_token": args.decode_ms,
             "prefix_cache_blocks": args.cache_blocks, "block_size": 16, "max_model_len": 8192, "seed": 1}},
+        "routing": {"hash_balance_factor": args.hash_factor},
         "local": {"period_s": 1.0},
     })  # fmt: skip
 
@@ -101,6 +102,7 @@ def main() -> None:
     ap.add_argument("--session-rate", type=float, default=1.0)
     ap.add_argument("--think-s", type=float, default=4.0)
     ap.add_argument("--ttft-slo", type=float, default=0.5)
+    ap.add_argument("--hash-factor", type=int, default=125, help="routing.hash_balance_factor (0: unbounded)")
     ap.add_argument("--policies", default="least_outstanding_requests,consistent_hash,sticky_cookie")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
@@ -118,7 +120,7 @@ def main() -> None:
                 on_arm=lambda row: print(
                     f"  repeat {row['repeat']} {row['policy']:<27} hit {row['hit_rate']:.2f} "
                     f"ttft p99 {row['ttft_p99_s'] or math.nan:.3f} s, goodput {row['goodput_rps'] or math.nan:.2f}/s, "
-                    f"switch {row['switch_ms']:.1f} ms, caches reset {row['caches_reset']}", flush=True),
+                    f"switch {row['switch_ms']:.1f} ms, caches reset {row['caches_reset']}, targets read {row['hit_rate_targets']}", flush=True),
             )  # fmt: skip
             out.append(markdown(case, rc, t, time.monotonic() - t0))
             print(out[-1], flush=True)

@@ -56,10 +56,10 @@ _COUNTER_RE = re.compile(r"^vllm:prefix_cache_(queries|hits)_total(?:\{[^}]*\})?
 
 
 def prefix_cache_counters(
-    addresses: Sequence[str], *, timeout_s: float = 2.0
+    addresses: Sequence[str], *, timeout_s: float = 5.0, attempts: int = 3
 ) -> dict[str, tuple[float, float]]:
-    """``{address: (queries, hits)}`` from each target's ``/metrics`` (tokens; a target without the counters or
-    that does not answer is left out).
+    """``{address: (queries, hits)}`` from each target's ``/metrics`` (tokens). A target that does not answer
+    after ``attempts`` tries, or has no such counters, is left out.
 
     Example::
 
@@ -67,23 +67,33 @@ def prefix_cache_counters(
     """
     out: dict[str, tuple[float, float]] = {}
     for address in addresses:
-        try:
-            with urllib.request.urlopen(f"http://{address}/metrics", timeout=timeout_s) as resp:
-                text = resp.read().decode(errors="replace")
-        except (OSError, ValueError):
-            continue
-        found = {m[0]: float(m[1]) for m in _COUNTER_RE.findall(text)}
+        text = None
+        for _ in range(attempts):
+            try:
+                with urllib.request.urlopen(f"http://{address}/metrics", timeout=timeout_s) as resp:
+                    text = resp.read().decode(errors="replace")
+                break
+            except (OSError, ValueError):
+                time.sleep(0.2)
+        found = {m[0]: float(m[1]) for m in _COUNTER_RE.findall(text or "")}
         if "queries" in found:
             out[address] = (found["queries"], found.get("hits", 0.0))
     return out
 
 
 def _hit_rate(before: Mapping[str, tuple[float, float]], after: Mapping[str, tuple[float, float]]) -> float:
-    """Tokens found cached / tokens looked up during an arm, over every target (a reset counter counts anew)."""
+    """Tokens found cached / tokens looked up during an arm, over the targets read both before and after it.
+
+    A target missing from either reading is left out: its lifetime counters would count earlier arms as this one's
+    (measured: a busy target that missed the first reading lifted an arm with no shared prefix to a 45 % hit
+    rate). A counter that went down means the target restarted: everything it counted is this arm's.
+    """
     q = h = 0.0
     for address, (qa, ha) in after.items():
-        qb, hb = before.get(address, (0.0, 0.0))
-        if qa < qb:  # the target restarted (or its counters did): everything it counted is this arm's
+        if address not in before:
+            continue
+        qb, hb = before[address]
+        if qa < qb:
             qb = hb = 0.0
         q += qa - qb
         h += ha - hb
@@ -325,6 +335,7 @@ def _run_arms(
             result = run_load(fleet.url + path, trace, bodies, slo=slo, **kwargs)
             after = prefix_cache_counters(addresses)
             rate = _hit_rate(before, after)
+            measured = len(set(before) & set(after))
             runs[policy].append(result)
             hits[policy].append(rate)
             s = result.summary()
@@ -338,6 +349,7 @@ def _run_arms(
                 "goodput_rps": s.get("goodput_rps"),
                 "ttft_p99_s": s.get("ttft_p99_s"),
                 "hit_rate": rate,
+                "hit_rate_targets": measured,
                 "valid": getattr(result, "valid", None),
             }
             arms.append(row)

@@ -18,7 +18,7 @@ from mlops_lb.cli import build_parser, main
 class TestParser:
     def test_every_documented_subcommand_exists(self) -> None:
         """serve, demo, report, up, status, scale, load and down are all commands (DESIGN §2), and preflight,
-        compare and sweep (issue 27)."""
+        compare and sweep (issue 27), routing (issue 28)."""
         sub = next(a for a in build_parser()._actions if a.dest == "command")
         assert set(sub.choices) == {
             "serve",
@@ -32,6 +32,7 @@ class TestParser:
             "preflight",
             "compare",
             "sweep",
+            "routing",
         }
 
     def test_demo_options(self) -> None:

@@ -87,7 +87,8 @@ def test_a_cache_aware_policy_on_a_trace_without_a_key_is_refused_naming_the_fix
 
 def test_hit_rate_counts_only_the_arm_and_survives_a_restarted_target() -> None:
     before = {"a": (100.0, 50.0), "b": (10.0, 0.0)}
-    after = {"a": (300.0, 200.0), "b": (5.0, 5.0)}  # b restarted: its counters began again
+    # b restarted: its counters began again; c did not answer before the arm: its lifetime is not this arm's
+    after = {"a": (300.0, 200.0), "b": (5.0, 5.0), "c": (1000.0, 900.0)}
     assert _hit_rate(before, after) == pytest.approx((150 + 5) / (200 + 5))
     assert math.isnan(_hit_rate({}, {}))
 

@@ -49,7 +49,7 @@ def _verdicts(cand: list[Any], base: list[Any], hits: tuple[float, float] = (0.1
         {"least_outstanding_requests": [hits[0]] * len(base), "consistent_hash": [hits[1]] * len(cand)},
         baseline="least_outstanding_requests",
         slo=SLO,
-        n_boot=120,
+        n_boot=60,
     )
 
 
