@@ -316,7 +316,7 @@ class AsgEmulator:
         """Put ``inst`` in every mirror backend: fail-open at weight 1, routing policies at ``POLICY_WEIGHT``."""
         for be in self.mirrors:
             try:
-                weight = 1 if be == self.open_backend else POLICY_WEIGHT
+                weight = 1 if be == self.open_backend else self._policy_weight()
                 self.api.add_server(be, inst.id, inst.address, server_id=inst.server_id, weight=weight)
             except RuntimeApiError as exc:  # a retry after a partial failure: already there is fine
                 if "already exists" not in str(exc).lower():
@@ -384,6 +384,14 @@ class AsgEmulator:
             if inst.registered and inst.state == "in_service" and inst.weight != weight:
                 self.api.set_weight(self.backend, inst.id, weight)
                 inst.weight = weight
+                if inst.in_open:  # the routing policies' backends carry the same share (local/routing.py)
+                    for be in self.policy_backends:
+                        self.api.set_weight(be, inst.id, self._policy_weight())
+
+    def _policy_weight(self) -> int:
+        """A target's weight in the routing policies' backends: ``POLICY_WEIGHT`` (a smooth consistent-hash
+        ring) outside a rollout; during one, the slot's own 0-256 weight, so every policy keeps the slot's share."""
+        return POLICY_WEIGHT if self.traffic_weight == 1 else self.traffic_weight
 
     # ------------------------------------------------------------------ the loop body
     def tick(self, stat_rows: Sequence[StatRow]) -> None:

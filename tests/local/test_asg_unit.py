@@ -63,3 +63,44 @@ def test_reregister_after_restart_replaces_what_the_new_balancer_refuses(tmp_pat
     refused = by_id["i-local0002"]
     assert not refused.registered and refused.worker.terminated and refused.state == "draining"  # type: ignore[attr-defined]
     assert ("tg", "i-local0002") not in api.added
+
+
+class WeightApi(FakeApi):
+    """Records ``set weight`` per backend and server."""
+
+    def __init__(self) -> None:
+        super().__init__(refuse=set())
+        self.weights: dict[tuple[str, str], int] = {}
+
+    def set_weight(self, backend: str, name: str, weight: int) -> None:
+        self.weights[(backend, name)] = weight
+
+
+def test_a_rollout_weight_reaches_the_routing_policies_backends_too(tmp_path: Path) -> None:
+    """A rollout's slot share (set_traffic_weight) holds under every routing policy: the policy backends get the same
+    0-256 weight as the checked one, and go back to the smooth-ring weight when the rollout ends (weight 1)."""
+    from mlops_lb.local.routing import POLICY_WEIGHT
+
+    api = WeightApi()
+    asg = AsgEmulator(FleetSpec(name="t"), api=api, emit=lambda *e: None, work_dir=tmp_path)  # type: ignore[arg-type]
+    assert asg.policy_backends, "the routing policies' backends exist on every local fleet"
+    asg.instances.append(
+        Instance(
+            id="i-local0001",
+            server_id=1,
+            worker=FakeWorker(9001),  # type: ignore[arg-type]
+            launched_at=datetime.now(timezone.utc),
+            launched_mono=time.monotonic(),
+            state="in_service",
+            health="healthy",
+            weight=1,
+            registered=True,
+            in_open=True,
+        )
+    )
+    asg.set_traffic_weight(28)
+    assert {
+        be: api.weights[(be, "i-local0001")] for be in (asg.backend, *asg.policy_backends)
+    } == dict.fromkeys((asg.backend, *asg.policy_backends), 28)
+    asg.set_traffic_weight(1)
+    assert all(api.weights[(be, "i-local0001")] == POLICY_WEIGHT for be in asg.policy_backends)
