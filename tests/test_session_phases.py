@@ -37,7 +37,11 @@ class _Run:
 def _session(profile: Any, phases: list[str]) -> tuple[RunSession, _Run]:
     run = _Run()
     s = RunSession(
-        "http://127.0.0.1:9/predict", profile, out=None, on_phase=phases.append, start_load=lambda *a, **k: run
+        "http://127.0.0.1:9/predict",
+        profile,
+        out=None,
+        on_phase=phases.append,
+        start_load=lambda *a, **k: run,
     )
     return s.start(), run
 
