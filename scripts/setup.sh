@@ -41,7 +41,7 @@ command -v haproxy >/dev/null 2>&1 || { echo "setup: haproxy is required: apt-ge
 UV="$(command -v uv || true)"
 if [ ! -x .venv/bin/python ]; then
   if [ -n "$UV" ]; then
-    "$UV" venv -q --seed --python "$PY" .venv
+    "$UV" venv -q --seed --python "$PY" .venv || { rm -rf .venv; "$PY" -m venv .venv; }
   else
     "$PY" -m venv .venv
   fi
