@@ -4,8 +4,9 @@
 has the same tables (requests, intervals, metrics, events, decisions, status, summary) and every report is cut to
 its run's own window. A session also owns the two promises the panels make:
 
-- **phases**: ``starting`` → ``sending`` → ``draining`` (the schedule is over, responses are still due) →
-  ``writing report`` → ``done`` (or ``failed``); ``on_phase`` hears each change.
+- **phases**: ``starting`` → ``sending`` → ``draining`` (every engine has sent its last request, responses are
+  still due: the run's own ``send_end_s``, never a wall-clock guess) → ``writing report`` → ``done`` (or
+  ``failed``); ``on_phase`` hears each change.
 - **one load at a time per fleet**: a second session on a fleet that has one running raises
   :class:`~mlops_lb.errors.LoadTestError` saying which one.
 
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 
 PHASES = ("starting", "sending", "draining", "writing report", "done", "failed")
 CAPTURE_EVERY_S = 5.0
+SEND_END_POLL_S = 0.05
+"""How often a session asks its run whether sending is over (``LoadRun.send_end_s``), for the draining phase."""
 """Seconds between two saves of the fleet's metrics and events while a run goes (at least one metric period)."""
 
 _RUNNING: dict[int, RunSession] = {}  # id(fleet) -> its running session
@@ -132,6 +135,7 @@ class RunSession:
         self.metric_period_s = metric_period_s(self.fleet, self.backend)
         self._capture_stop = threading.Event()
         self._capture_thread: threading.Thread | None = None
+        self._phase_lock = threading.Lock()
 
     # ------------------------------------------------------------------ state
     @property
@@ -141,9 +145,9 @@ class RunSession:
 
     @property
     def phase(self) -> str:
-        """One of :data:`PHASES`; ``sending`` turns into ``draining`` once the schedule's time is over."""
-        if self._phase == "sending" and time.monotonic() - self._t0 >= self.schedule_s:
-            self._set_phase("draining")
+        """One of :data:`PHASES`. ``sending`` turns into ``draining`` when the run says every engine has sent its
+        last request (``LoadRun.send_end_s``): a generator that lags past the schedule is still sending, a stopped
+        run drains at once. Reading it changes nothing."""
         return self._phase
 
     @property
@@ -159,10 +163,11 @@ class RunSession:
         """Seconds since the load started (0 before)."""
         return time.monotonic() - self._t0 if self._t0 else 0.0
 
-    def _set_phase(self, phase: str) -> None:
-        if phase == self._phase:
-            return
-        self._phase = phase
+    def _set_phase(self, phase: str, *, only_from: str | None = None) -> None:
+        with self._phase_lock:
+            if phase == self._phase or (only_from is not None and self._phase != only_from):
+                return
+            self._phase = phase
         if self._on_phase is not None:
             try:
                 self._on_phase(phase)
@@ -228,7 +233,19 @@ class RunSession:
             raise
         self._set_phase("sending")
         self._start_capture()
+        threading.Thread(target=self._watch_send_end, name="mlops-lb-phase", daemon=True).start()
         return self
+
+    def _check_send_end(self) -> None:
+        if _send_ended(self.run):
+            self._set_phase("draining", only_from="sending")  # never back from writing report or done
+
+    def _watch_send_end(self) -> None:
+        """sending -> draining as soon as the run's engines have all sent their last request (polls the run)."""
+        while self._phase == "sending" and self.run is not None and not _done(self.run):
+            self._check_send_end()
+            time.sleep(SEND_END_POLL_S)
+        self._check_send_end()
 
     # ------------------------------------------------------------------ facts and fleet tables
     def _write_facts(self, **times: Any) -> None:
@@ -267,7 +284,7 @@ class RunSession:
             t.join(timeout=30)
 
     def _interval(self, row: dict[str, Any]) -> None:
-        self.phase  # noqa: B018 - reading it moves sending -> draining on time
+        self._check_send_end()
         if self._on_interval is not None:
             self._on_interval(row)
 
@@ -301,7 +318,12 @@ class RunSession:
             started = getattr(result, "started_at", None)
             duration = getattr(result, "duration_s", None)
             if started is not None:
-                send_end = started + timedelta(seconds=float(duration)) if duration is not None else None
+                # the engines' own send end when the run knows it; else the result's duration (the same when
+                # the generator kept up, or the stop's offset)
+                sent_s = getattr(self.run, "send_end_s", None)
+                if not _is_offset(sent_s):
+                    sent_s = duration
+                send_end = started + timedelta(seconds=float(sent_s)) if sent_s is not None else None
                 self._write_facts(start=_ts(started), end=_ts(max(ended, started)), send_end=_ts(send_end))
             summary = _summary(result)
             self._set_phase("writing report")
@@ -455,7 +477,6 @@ def run_session(
                 stop = None
             elif stop is None:
                 time.sleep(0.1)
-            session.phase  # noqa: B018 - keeps on_phase current while waiting
     except KeyboardInterrupt:
         interrupted = True
         session.stop()
@@ -463,6 +484,16 @@ def run_session(
     if interrupted:
         raise KeyboardInterrupt
     return outcome
+
+
+def _is_offset(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def _send_ended(run: Any) -> bool:
+    """True once ``run.send_end_s`` (seconds into the run when every engine had sent its last request) is known;
+    a handle without it never reports draining (the session goes from sending to writing report)."""
+    return _is_offset(getattr(run, "send_end_s", None))
 
 
 def _done(run: Any) -> bool:

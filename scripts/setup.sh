@@ -34,18 +34,41 @@ if [ ${#want[@]} -gt 0 ]; then
 fi
 command -v haproxy >/dev/null 2>&1 || { echo "setup: haproxy is required: apt-get install -y haproxy  (macOS: brew install haproxy)" >&2; exit 1; }
 
+# uv creates the venv and installs into it in about a minute from a cold cache where pip takes about seven
+# (measured on two busy cores: docs/testing.md); pip stays the fallback when uv is missing or fails, e.g. on a
+# laptop whose pip.conf names a private index that uv does not read. `--seed` puts pip into the venv: the package
+# (aws/assets.py) and the instance sandbox call `python -m pip download`.
+UV="$(command -v uv || true)"
 if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
+  if [ -n "$UV" ]; then
+    "$UV" venv -q --seed --python "$PY" .venv || { rm -rf .venv; "$PY" -m venv .venv; }
+  else
+    "$PY" -m venv .venv
+  fi
 fi
-# pip's and setuptools' build chatter goes to a log; it is shown only when the install fails.
+# pip's, uv's and setuptools' build chatter goes to a log; it is shown only when the install fails.
 log=.venv/setup-pip.log
 extras=notebook; [ "$DEV" = 1 ] && extras=dev
-echo "setup: installing mlops_lb[$extras] into .venv (log: $log)"
-if ! { .venv/bin/python -m pip install -q --disable-pip-version-check -U pip &&
-       .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]"; } >"$log" 2>&1; then
-  cat "$log" >&2
-  echo "setup: pip install failed (see above)" >&2
-  exit 1
+: >"$log"
+if [ -z "$UV" ] && [ ! -x .venv/bin/uv ]; then
+  # uv is one of our own dependencies, so installing it first costs one wheel and no extra package in the end.
+  .venv/bin/python -m pip install -q --disable-pip-version-check uv >>"$log" 2>&1 || true
+fi
+[ -z "$UV" ] && [ -x .venv/bin/uv ] && UV=.venv/bin/uv
+installed=0
+if [ -n "$UV" ]; then
+  echo "setup: installing mlops_lb[$extras] into .venv with uv (log: $log)"
+  "$UV" pip install -q --python .venv/bin/python -e ".[$extras]" >>"$log" 2>&1 && installed=1 ||
+    echo "setup: note: uv could not install (see $log); falling back to pip" >&2
+fi
+if [ "$installed" = 0 ]; then
+  echo "setup: installing mlops_lb[$extras] into .venv with pip (log: $log)"
+  if ! { .venv/bin/python -m pip install -q --disable-pip-version-check -U pip &&
+         .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]"; } >>"$log" 2>&1; then
+    cat "$log" >&2
+    echo "setup: pip install failed (see above)" >&2
+    exit 1
+  fi
 fi
 if [ "$DEV" = 1 ]; then
   # The instance sandbox's wheelhouses (what EC2 instances install, resolved per instance Python) and AL2023's pip

@@ -2,12 +2,18 @@
 # Quick start, command 2: set up (with dev tools), then lint, type-check, check the import contracts and run every
 # test, notebooks included. Arguments, when given, go to one plain `pytest` run instead of the two phases below.
 #
-# The tests run in two phases (markers in pyproject.toml; tests/conftest.py fails a test that starts a server,
-# HAProxy, Ray or a notebook kernel without its marker, so the split stays exact):
-#   1. in parallel on two workers (pytest-xdist): tests that start no fleet, server, notebook, Ray or browser and
-#      do not time anything (`serial`): these are CPU-bound and independent;
-#   2. one at a time: everything else. Those tests measure latencies and wait for scaling on a compressed clock; a
-#      neighbour on the same two cores would make them slow or flaky, so they never share the machine.
+# The tests run in three phases, chosen by marker alone (pyproject.toml; tests/conftest.py fails a test that starts
+# a server, HAProxy, Ray or a notebook kernel without its marker, so the split stays exact):
+#   1. two at a time (pytest-xdist): tests that start no process of their own (no `fleet`, `notebook`, `ray`,
+#      `browser`) and time nothing: CPU-bound and independent;
+#   2. two at a time, a whole file per worker (`--dist loadfile`, so a module's shared server or fleet starts once):
+#      tests that start a fleet, servers, a notebook or a browser but time nothing: they check status codes, files,
+#      configs, cleanup. Ports come from the OS and every fleet has its own temp dir, so two never collide;
+#   3. one at a time: `serial` (a test that times something: latency bounds, scaling waits on the compressed clock,
+#      a verdict that generator lag would flip) and `ray` (a local Ray cluster is several processes; two at once
+#      overload two cores). A neighbour would make these slow or flaky, so they never share the machine.
+# A new test that starts processes lands in phase 2 by its `fleet`/`notebook`/`browser` marker; add `serial` when
+# it asserts a duration, a rate, a latency or a scaling step (docs/testing.md).
 # The fast command for development is phase 1 alone:
 #   pytest -n 2 -m "not (fleet or notebook or ray or browser or serial or slow or aws)"
 set -euo pipefail
@@ -15,17 +21,23 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
 export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff"; ruff check mlops_lb tests bench; ruff format --check mlops_lb tests bench
+# mypy's cache lives outside the clone: it validates each entry by content hash, so a fresh clone reuses it
+# (pulumi_aws alone is 6,000 modules: 125 s of CPU cold, 11 s warm; docs/testing.md). MYPY_CACHE_DIR overrides.
+export MYPY_CACHE_DIR="${MYPY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mlops_lb/mypy}"
 echo "== mypy"; mypy
 echo "== import contracts (layers of shared/DESIGN.md §2, no cycles)"; lint-imports
 echo "== notebooks are stripped"; nbstripout --verify notebooks/*.ipynb
 if [ "$#" -gt 0 ]; then
   echo "== pytest $*"; exec pytest "$@"
 fi
-heavy="fleet or notebook or ray or browser or serial"
-# Both phases run even when the first fails, so one run shows every failure; the script fails if either did.
+procs="fleet or notebook or browser"
+alone="serial or ray"
+# Every phase runs even when one fails, so one run shows every failure; the script fails if any did.
 status=0
-echo "== pytest, phase 1 of 2: in parallel (no fleet, notebook, Ray, browser or timing)"
-pytest -n 2 --durations=25 -m "not ($heavy or slow or aws)" || status=$?
-echo "== pytest, phase 2 of 2: one at a time (fleets, notebooks, Ray, browser, timing)"
-pytest --durations=25 -m "($heavy) and not slow and not aws" || status=$?
+echo "== pytest, phase 1 of 3: two at a time (no process started, nothing timed)"
+pytest -n 2 --durations=25 -m "not ($procs or $alone or slow or aws)" || status=$?
+echo "== pytest, phase 2 of 3: two at a time, by file (fleets, servers, notebooks, browser; nothing timed)"
+pytest -n 2 --dist loadfile --durations=25 -m "($procs) and not ($alone or slow or aws)" || status=$?
+echo "== pytest, phase 3 of 3: one at a time (timing and Ray)"
+pytest --durations=25 -m "($alone) and not slow and not aws" || status=$?
 exit "$status"

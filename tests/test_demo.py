@@ -28,6 +28,7 @@ class TestSchedule:
 
 
 @pytest.mark.fleet
+@pytest.mark.serial  # must show scale-out and scale-in on the compressed clock
 @pytest.mark.timeout(240)
 def test_shortened_demo_writes_a_bundle_that_shows_scale_out_and_scale_in(tmp_path: Path) -> None:
     """A 45 s demo scales out and back in, prints status lines, and writes a complete self-contained bundle."""

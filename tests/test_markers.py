@@ -48,3 +48,50 @@ def test_the_audit_hook_sees_every_process_this_test_starts() -> None:
     first = len(_markers.SPAWNED)
     subprocess.run([sys.executable, "-c", "pass"], check=True)
     assert _markers.SPAWNED[first:] == [(sys.executable, "-c", "pass")]
+
+
+# The phases of scripts/test.sh, read from the script itself: every test not marked slow or aws runs in exactly one.
+MARKERS = ("fleet", "notebook", "ray", "browser", "serial", "slow", "aws")
+
+
+def _phases(script: str) -> list[str]:
+    """The ``-m`` expressions of the script's pytest phases, with its shell variables filled in."""
+    import re
+
+    names = dict(re.findall(r'^(\w+)="([^"$]*)"$', script, re.M))
+    exprs = re.findall(r'^pytest .*-m "([^"]+)"', script, re.M)
+    return [re.sub(r"\$(\w+)", lambda m: names[m.group(1)], e) for e in exprs]
+
+
+def test_the_phases_of_test_sh_run_every_test_exactly_once() -> None:
+    """For every combination of markers, a test not marked slow or aws is in exactly one phase (none otherwise);
+    a `serial` or `ray` test is always in the last phase, alone, and phase 1 starts no process."""
+    import itertools
+    from pathlib import Path
+
+    from _pytest.mark.expression import Expression
+
+    script = (Path(__file__).resolve().parents[1] / "scripts" / "test.sh").read_text()
+    phases = [Expression.compile(e) for e in _phases(script)]
+    assert len(phases) == 3, _phases(script)
+    for n in range(len(MARKERS) + 1):
+        for marks in itertools.combinations(MARKERS, n):
+            hits = [
+                i for i, p in enumerate(phases) if p.evaluate(lambda name, marks=marks, **_: name in marks)
+            ]
+            expected = 0 if {"slow", "aws"} & set(marks) else 1
+            assert len(hits) == expected, (marks, hits)
+            if expected and {"serial", "ray"} & set(marks):
+                assert hits == [2], marks
+            if expected and {"fleet", "notebook", "browser"} & set(marks):
+                assert hits != [0], marks
+
+
+def test_only_the_last_phase_runs_one_test_at_a_time() -> None:
+    """Phases 1 and 2 run on two workers; the serial phase has no -n."""
+    import re
+    from pathlib import Path
+
+    script = (Path(__file__).resolve().parents[1] / "scripts" / "test.sh").read_text()
+    lines = re.findall(r"^pytest .*$", script, re.M)
+    assert ["-n 2" in line for line in lines] == [True, True, False], lines

@@ -15,6 +15,9 @@ from mlops_lb.bundle import RunBundle
 from mlops_lb.load import LoadResult, constant, run_load, start_load, sweep
 from mlops_lb.load.result import INTERVAL_COLUMNS, REQUEST_COLUMNS
 
+# serial: latencies and send rates are bounded above (p99, achieved rps, a 10 s wall) (scripts/test.sh runs serial tests one at a time)
+pytestmark = pytest.mark.serial
+
 BODY = [b'{"rows": [[1.0, 2.0]]}']
 # The test machine is shared; these tests pin behaviour, not the generator's timing precision.
 LAX = {"progress": False, "max_lag_p99_s": 10.0}

@@ -16,6 +16,9 @@ import pytest
 
 from mlops_lb.load import _engine, constant, run_load, sharding
 
+# serial: a late share and a wall-clock deadline (scripts/test.sh runs serial tests one at a time)
+pytestmark = pytest.mark.serial
+
 BODY = [b'{"rows": [[1.0, 2.0]]}']
 LAX = {"progress": False, "max_lag_p99_s": 10.0}
 

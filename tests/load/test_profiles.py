@@ -252,6 +252,7 @@ class TestUserShapesRun:
         assert r.summary()["requests"] == len(p.schedule()) == 40
         assert t.count() == 40 and not r.stopped
 
+    @pytest.mark.serial  # each step's ok count must land inside its 0.5 s window
     def test_the_runner_asks_the_shape_stop_rule(self, target_factory):
         """The runner consults a user shape's stop_rule per step and stops with its reason (no class named)."""
         from mlops_lb.load import run_load

@@ -16,6 +16,9 @@ from mlops_lb.bundle import RunBundle
 from mlops_lb.load import constant, run_load
 from mlops_lb.load.result import INTERVAL_COLUMNS, REQUEST_COLUMNS
 
+# serial: TTFT/ITL windows of a few tens of ms (scripts/test.sh runs serial tests one at a time)
+pytestmark = pytest.mark.serial
+
 BODY = [b'{"model": "m", "stream": true}']
 LAX = {"progress": False, "max_lag_p99_s": 10.0}
 # What a busy 2-core machine (load average 10) may add to a server timer plus a read. A late token lengthens

@@ -26,6 +26,7 @@ def test_example_app_does_not_use_mlops_lb() -> None:
 
 
 @pytest.mark.fleet
+@pytest.mark.serial  # waits for scale-out and scale-in on the compressed clock
 def test_byo_fastapi_fleet_scales_out_and_back_in(monkeypatch: pytest.MonkeyPatch) -> None:
     """20 rps against a 5 rps/target target: scale-out to max 3, every target serves (X-Target-Id from HAProxy),
     then scale-in to 1 with drains; the app's own log shows its requests."""

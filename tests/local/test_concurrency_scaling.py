@@ -14,7 +14,8 @@ from mlops_lb.analysis.replay import replay, reproduce
 from mlops_lb.local import LocalFleet
 
 # Starts local fleets (HAProxy and server processes): serial phase, not the fast command.
-pytestmark = pytest.mark.fleet
+# serial: waits for scale-out and scale-in on the compressed clock (scripts/test.sh runs serial tests one at a time)
+pytestmark = [pytest.mark.fleet, pytest.mark.serial]
 
 
 def test_scales_out_on_in_flight_requests_and_back_in() -> None:

@@ -79,6 +79,7 @@ class TestLaunched:
         with pytest.raises(TypeError):
             rr_fleet.scale(2)  # type: ignore[misc]
 
+    @pytest.mark.serial  # repaired within 2 s of the kill
     def test_haproxy_death_is_repaired(self, rr_fleet: LocalFleet) -> None:
         """HAProxy killed: restarted on the same port within about a second, targets re-registered, event kept."""
         old = rr_fleet._haproxy.pid  # type: ignore[union-attr]
@@ -95,6 +96,7 @@ class TestLaunched:
         assert "re-registered 2 target(s)" in detail
 
 
+@pytest.mark.serial  # replacement within the health-check thresholds + 0.5 s
 def test_leastconn_and_sigkill_replacement() -> None:
     """Least outstanding requests uses both targets; a worker SIGKILLed under load is marked unhealthy within
     unhealthy_threshold x interval + timeout (scaled) and replaced."""
@@ -140,6 +142,7 @@ def test_leastconn_and_sigkill_replacement() -> None:
         assert (ev["kind"] == "launch").sum() == 3
 
 
+@pytest.mark.serial  # a scale-up healthy within 60 s (a neighbour test made it miss on a loaded machine)
 def test_weighted_random_uses_every_target_including_one_added_later() -> None:
     """weighted_random (HAProxy `balance random`) spreads over all targets, also a server added at runtime
     (HAProxy drops dynamic servers without an explicit `id` from random balancing: DESIGN §5 pitfall 4)."""
@@ -155,6 +158,7 @@ def test_weighted_random_uses_every_target_including_one_added_later() -> None:
         assert min(stats.targets.values()) >= 40, stats.targets
 
 
+@pytest.mark.serial  # a share measured over a slow-start ramp of seconds
 def test_slow_start_ramps_a_new_targets_share() -> None:
     """With target-group slow start (900 s -> 15 s here) a just-healthy target gets a small share, not half."""
     import dataclasses

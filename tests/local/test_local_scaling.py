@@ -9,7 +9,8 @@ from mlops_lb.autoscaling import CapacityState, PeriodSample, TargetTrackingPoli
 from mlops_lb.local import LocalFleet
 
 # Starts local fleets (HAProxy and server processes): serial phase, not the fast command.
-pytestmark = pytest.mark.fleet
+# serial: waits for scale-out and scale-in on the compressed clock (scripts/test.sh runs serial tests one at a time)
+pytestmark = [pytest.mark.fleet, pytest.mark.serial]
 
 
 def test_scale_out_under_load_then_in_when_quiet() -> None:

@@ -16,7 +16,8 @@ from mlops_lb.local import LocalFleet
 from mlops_lb.spec import WarmPoolSpec
 
 # Starts local fleets (HAProxy and server processes): serial phase, not the fast command.
-pytestmark = pytest.mark.fleet
+# serial: times a warm start against a cold one (scripts/test.sh runs serial tests one at a time)
+pytestmark = [pytest.mark.fleet, pytest.mark.serial]
 
 
 def _spec(**pool: object) -> ml.FleetSpec:

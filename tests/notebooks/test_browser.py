@@ -42,7 +42,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
+# serial: a scale-out seen in the panel, and a panel verdict that generator lag would flip (scripts/test.sh runs serial tests one at a time)
 pytestmark = [
+    pytest.mark.serial,
     pytest.mark.browser,
     pytest.mark.fleet,
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="/usr/bin/chromium is missing"),

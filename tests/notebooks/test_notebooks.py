@@ -92,9 +92,18 @@ def test_story_shape(path: Path) -> None:
     assert "close()" in code[-1].source, f"{path.name}: the last cell must close the fleet"
 
 
+# Notebooks run two at a time (scripts/test.sh) except these: 03 waits for a scale-out and a scale-in on the
+# compressed clock, 07 starts a local Ray cluster (several processes; Ray tests run alone).
+SERIAL_NOTEBOOKS = {"03_scaling_behaviour", "07_distributed_load"}
+
+
 @pytest.mark.notebook
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, marks=pytest.mark.serial) if p.stem in SERIAL_NOTEBOOKS else p for p in NOTEBOOKS],
+    ids=lambda p: p.stem,
+)
 def test_notebook_executes(path: Path, tmp_path: Path) -> None:
     """The notebook runs without a cell error on the local fleet (each cell within 150 s)."""
     from nbclient import NotebookClient

@@ -22,7 +22,8 @@ from mlops_lb.local import LocalFleet
 
 RATE = 80.0  # rps: both targets busy, far below their capacity (8 slots x 5 ms each)
 
-pytestmark = pytest.mark.timeout(120)
+# serial: drain, replacement and 504-then-recovery within health-check timeouts (scripts/test.sh runs serial tests one at a time)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.serial]
 
 
 def _now() -> pd.Timestamp:
