@@ -96,8 +96,13 @@ class ShadowResult:
         }
 
     def compare(self, primary: Any) -> pd.DataFrame:
-        """Primary vs shadow, one column each: requests, errors, p50, p99, and (same request index) the share of
-        copies whose status differed from the primary's."""
+        """Primary vs shadow, one column each: requests, errors, p50, p99, and the share of copies whose status
+        differed from the primary's for the same request (paired by intended time; NaN when nothing pairs).
+
+        Example::
+
+            result.shadow.compare(result).loc["status_differs_share", "shadow"]
+        """
         import numpy as np
         import pandas as pd
 
@@ -116,13 +121,24 @@ class ShadowResult:
             "dropped": s["dropped"],
         }
         diff = math.nan
-        if "index" in prim.columns and self.records:
-            sh = self.requests().set_index("index")["status"]
-            both = prim.set_index("index")["status"].reindex(sh.index).dropna()
-            if len(both):
-                diff = float((both.astype("int64") != sh.loc[both.index]).mean())
+        if self.records and len(prim):
+            # Copy and primary share the schedule (same profile, same epoch): pair each copy with the primary request
+            # of the same intended time (the primary's records carry no request index).
+            sh = self.requests()[["intended_at", "status"]].sort_values("intended_at")
+            pr = prim[["intended_at", "status"]].sort_values("intended_at")
+            pairs = pd.merge_asof(
+                sh, pr, on="intended_at", direction="nearest", tolerance=pd.Timedelta(PAIR_TOLERANCE_S, unit="s"),
+                suffixes=("_shadow", "_primary"),
+            ).dropna(subset=["status_primary"])  # fmt: skip
+            if len(pairs):
+                diff = float((pairs["status_shadow"] != pairs["status_primary"].astype("int64")).mean())
         row_s["status_differs_share"] = diff
         return pd.DataFrame({"primary": pd.Series(row_p), "shadow": pd.Series(row_s)})
+
+
+# Copies are paired with primary requests by intended time; schedule times are the same floats on both sides, so
+# anything within half a millisecond is the same request (above 2,000 rps two requests could share a slot).
+PAIR_TOLERANCE_S = 0.0005
 
 
 class ShadowSender:

@@ -33,6 +33,7 @@ def test_copies_reach_the_shadow_and_stay_out_of_the_primary(target_factory):
     assert r.valid and r.summary()["p50_s"] < 0.04
     cmp = r.shadow.compare(r)
     assert cmp.loc["requests", "primary"] == 300 and cmp.loc["p50_s", "shadow"] >= 0.04
+    assert cmp.loc["status_differs_share", "shadow"] == 0.0  # every copy paired with its primary, same 200
 
 
 def test_a_hung_shadow_drops_copies_and_never_holds_the_primary_back(target_factory):
@@ -69,3 +70,40 @@ def test_bad_shadow_connections_fail_before_sending(target):
     with pytest.raises(LoadTestError, match="url must be"):
         run_load(target.base + "/ok", constant(10, 1), progress=False, shadow="https://example.org/x")
     assert target.count() == 0
+
+
+def test_status_differences_pair_each_copy_with_its_primary_by_intended_time():
+    """Copies pair with the primary request of the same intended time (the primary keeps no request index): equal
+    statuses give 0, a shadow answering 500 to half of them gives 0.5, and a copy with no partner is left out."""
+    import pandas as pd
+
+    from mlops_lb.load.shadow import ShadowResult
+
+    epoch = 1_700_000_000.0
+    offsets = [i * 0.01 for i in range(10)]
+
+    class Primary:
+        def requests(self) -> pd.DataFrame:
+            base = pd.Timestamp(epoch, unit="s", tz="UTC")
+            return pd.DataFrame(
+                {
+                    "intended_at": [base + pd.Timedelta(o, unit="s") for o in reversed(offsets)],
+                    "status": [200] * 10,
+                    "error": [""] * 10,
+                    "latency_s": [0.01] * 10,
+                }
+            )
+
+    def shadow(statuses: list[int], extra: float | None = None) -> ShadowResult:
+        recs = [
+            (i, o, o, o + 0.02, st, "http_5xx" if st >= 500 else "", "t")
+            for i, (o, st) in enumerate(zip(offsets, statuses, strict=True))
+        ]
+        if extra is not None:  # a copy whose primary is not in the records (e.g. a lost worker's)
+            recs.append((99, extra, extra, extra + 0.02, 500, "http_5xx", "t"))
+        return ShadowResult(url="http://127.0.0.1:1/x", scheduled=len(recs), records=recs, epoch=epoch)
+
+    same = shadow([200] * 10).compare(Primary())
+    assert same.loc["status_differs_share", "shadow"] == 0.0
+    half = shadow([200, 500] * 5, extra=5.0).compare(Primary())
+    assert half.loc["status_differs_share", "shadow"] == 0.5
