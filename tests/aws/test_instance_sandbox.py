@@ -47,6 +47,12 @@ def assert_booted(inst: Instance) -> None:
     proc = inst.bootstrap  # type: ignore[attr-defined]
     assert inst.executed_sha256 == inst.declared_sha256  # type: ignore[attr-defined]
     assert proc.returncode == 0, inst.diagnose()
+    # The user data's output reaches the console through `exec > >(tee | logger ...)`: a process substitution that
+    # bash does not wait for, so its last lines may land just after the script exited (cloud-init does not wait
+    # either). Wait for them, bounded.
+    deadline = time.monotonic() + 10.0
+    while "mlops-lb: bootstrap done" not in inst.console() and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert "mlops-lb: bootstrap done" in inst.console(), inst.diagnose()
 
 

@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,11 @@ def test_router_boots_discovers_the_model_group_and_routes_by_key(router: tuple[
         proc = inst.run_user_data()
         assert inst.executed_sha256 == inst.declared_sha256  # type: ignore[attr-defined]
         assert proc.returncode == 0, inst.diagnose()
+        # The console is fed by `exec > >(tee | logger ...)`, which bash does not wait for: allow its last lines a
+        # moment after the script exited (bounded).
+        deadline = time.monotonic() + 10.0
+        while "mlops-lb: router bootstrap done" not in inst.console() and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert "mlops-lb: router bootstrap done" in inst.console(), inst.diagnose()
         assert ["install", "-y", "haproxy", "python3.13"] in [c["argv"] for c in inst.dnf_calls()]
         # No model yet: the ALB's health check of the router fails (monitor fail), so the ALB would fail open
