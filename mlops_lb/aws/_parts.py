@@ -28,7 +28,7 @@ from .._aws_rules import ecr_image, partition_for_region, policy_arn
 from ..frames import CUSTOM_NAMESPACE
 from ..spec import FleetSpec
 from . import _router
-from .assets import Assets, content_key, mlops_home
+from .assets import Assets, content_key, staged_asset
 from .userdata import VENV, MetricsAgent, ServerRun, SpotAgentUnit, render_user_data
 
 __all__ = ["CONCURRENCY_METRIC", "REFRESH_PREFERENCES", "concurrency_gauges", "server_run"]
@@ -394,7 +394,7 @@ def _assets_bucket(ctx: _Ctx, assets: Assets) -> tuple[Any, dict[str, Any]]:
             resource,
             bucket=bucket.id,
             key=key,
-            source=pulumi.FileAsset(str(_staged(path, key))),
+            source=pulumi.FileAsset(str(staged_asset(path, key))),
             server_side_encryption="AES256",
             tags=ctx.asset_tags,
             opts=ctx.opts(),
@@ -416,18 +416,6 @@ def _assets_bucket(ctx: _Ctx, assets: Assets) -> tuple[Any, dict[str, Any]]:
         for f in assets.wheelhouse.files:
             upload(f"{name}-wh-{f.name}", f"{keys['wheelhouse']}/{f.name}", f)
     return bucket, keys
-
-
-def _staged(path: Path, key: str) -> Path:
-    """A copy of ``path`` at a content-addressed local path, so the asset's path, not only its hash, is the same
-    on every run (a freshly built wheel lives in a new temporary directory each time)."""
-    dest = mlops_home() / "assets" / key
-    if not dest.is_file():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".part")
-        tmp.write_bytes(path.read_bytes())
-        tmp.replace(dest)
-    return dest
 
 
 def _instance_role(ctx: _Ctx, bucket: Any) -> Any:

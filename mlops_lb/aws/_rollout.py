@@ -48,11 +48,10 @@ from ._parts import (
     _launch_template,
     _role_extras,
     _scaling,
-    _staged,
     slot_b_name,
 )
 from ._spot import spot_role_policy
-from .assets import content_key
+from .assets import content_key, staged_asset
 
 __all__ = [
     "CONFIG_KEY",
@@ -264,7 +263,7 @@ def _slot_keys(
                 f"{ctx.name}-{slot}-{kind}",
                 bucket=bucket.id,
                 key=out[kind],
-                source=pulumi.FileAsset(str(_staged(path, out[kind]))),
+                source=pulumi.FileAsset(str(staged_asset(path, out[kind]))),
                 server_side_encryption="AES256",
                 tags=ctx.asset_tags,
                 opts=ctx.opts(),

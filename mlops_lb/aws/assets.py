@@ -52,6 +52,7 @@ __all__ = [
     "platform_tags",
     "resolve_requirements",
     "sha256_file",
+    "staged_asset",
 ]
 
 # Pythons AL2023 ships side by side with its system 3.9, each as python3.N (dnf install python3.N):
@@ -75,6 +76,23 @@ def mlops_home() -> Path:
         mlops_home() / "wheelhouse"   # PosixPath('/home/me/.mlops_lb/wheelhouse')
     """
     return Path(os.environ.get("MLOPS_LB_HOME") or "~/.mlops_lb").expanduser()
+
+
+def staged_asset(path: Path, key: str) -> Path:
+    """A copy of ``path`` at the content-addressed ``mlops_home()/assets/<key>`` (written once, atomically), so an
+    asset's path, not only its hash, is the same on every run and on every machine that has it.
+
+    Example::
+
+        staged_asset(Path("dist/mlops_lb-0.3-py3-none-any.whl"), "wheel/3f2a.../mlops_lb-0.3-py3-none-any.whl")
+    """
+    dest = mlops_home() / "assets" / key
+    if not dest.is_file():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".part")
+        tmp.write_bytes(path.read_bytes())
+        tmp.replace(dest)
+    return dest
 
 
 def instance_python(launcher: tuple[int, int] | None = None) -> str:

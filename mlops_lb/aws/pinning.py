@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ProvisionError
-from .assets import Wheelhouse, content_key, mlops_home, sha256_file
+from .assets import Wheelhouse, content_key, mlops_home, sha256_file, staged_asset
 
 __all__ = ["CONFIG_KEY", "AssetsLock", "diff_locks", "lock_assets", "restore_assets"]
 
@@ -96,30 +96,20 @@ class AssetsLock:
 
 
 def _cached(key: str) -> Path:
-    """Where the program stages the object ``key`` (``_parts._staged``): one path per content."""
+    """Where the program stages the object ``key`` (``assets.staged_asset``): one path per content."""
     return mlops_home() / "assets" / key
-
-
-def _stage(path: Path, key: str) -> Path:
-    dest = _cached(key)
-    if not dest.is_file():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".part")
-        tmp.write_bytes(path.read_bytes())
-        tmp.replace(dest)
-    return dest
 
 
 def lock_assets(wheel: Path, wheelhouse: Wheelhouse | None, *, python: str, architecture: str) -> AssetsLock:
     """Record ``wheel`` and ``wheelhouse`` by content (and stage them in the local cache, as the upload does)."""
     key = content_key("wheels", wheel)
-    _stage(wheel, key)
+    staged_asset(wheel, key)
     files: dict[str, str] = {}
     if wheelhouse is not None:
         prefix = f"wheelhouse/{wheelhouse.digest[:16]}"
         for f in wheelhouse.files:
             files[f.name] = sha256_file(f)
-            _stage(f, f"{prefix}/{f.name}")
+            staged_asset(f, f"{prefix}/{f.name}")
     return AssetsLock(
         python=python,
         architecture=architecture,
