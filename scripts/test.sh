@@ -6,7 +6,8 @@
 # a server, HAProxy, Ray or a notebook kernel without its marker, so the split stays exact):
 #   1. two at a time (pytest-xdist): tests that start no process of their own (no `fleet`, `notebook`, `ray`,
 #      `browser`) and time nothing: CPU-bound and independent;
-#   2. two at a time, a whole file per worker (`--dist loadfile`, so a module's shared server or fleet starts once):
+#   2. two at a time, a whole module per worker except the notebooks (`--dist loadgroup`, groups set in
+#      tests/_markers.py, so a module's shared server or fleet starts once while the notebooks spread over both):
 #      tests that start a fleet, servers, a notebook or a browser but time nothing: they check status codes, files,
 #      configs, cleanup. Ports come from the OS and every fleet has its own temp dir, so two never collide;
 #   3. one at a time: `serial` (a test that times something: latency bounds, scaling waits on the compressed clock,
@@ -37,7 +38,7 @@ status=0
 echo "== pytest, phase 1 of 3: two at a time (no process started, nothing timed)"
 pytest -n 2 --durations=25 -m "not ($procs or $alone or slow or aws)" || status=$?
 echo "== pytest, phase 2 of 3: two at a time, by file (fleets, servers, notebooks, browser; nothing timed)"
-pytest -n 2 --dist loadfile --durations=25 -m "($procs) and not ($alone or slow or aws)" || status=$?
+pytest -n 2 --dist loadgroup --durations=25 -m "($procs) and not ($alone or slow or aws)" || status=$?
 echo "== pytest, phase 3 of 3: one at a time (timing and Ray)"
 pytest --durations=25 -m "($alone) and not slow and not aws" || status=$?
 exit "$status"

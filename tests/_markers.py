@@ -73,3 +73,21 @@ def process_kind(argv: tuple[str, ...]) -> str | None:
     if argv and (os.path.basename(argv[0]) in ("haproxy", "nginx", "wrk", "<fork>") or _SERVER.search(line)):
         return "fleet"
     return None
+
+
+SPREAD = frozenset({"tests/notebooks/test_notebooks.py"})
+"""Modules whose tests share nothing costly and run long: under ``--dist loadfile`` the ten notebooks (about
+7 minutes) queued on one worker while the other finished early; each now goes to whichever worker is free."""
+
+
+def worker_scope(nodeid: str) -> str:
+    """The unit a phase-2 worker takes (tests/conftest.py's scheduler): the test's module, so a module's shared
+    server or fleet (module-scoped fixtures) starts once, or the test itself in a module of :data:`SPREAD`.
+
+    Example::
+
+        worker_scope("tests/test_cli.py::TestExitCodes::test_x")                 # 'tests/test_cli.py'
+        worker_scope("tests/notebooks/test_notebooks.py::test_notebook_executes[02_load_test]")  # the node id
+    """
+    module = nodeid.split("::", 1)[0]
+    return nodeid if module in SPREAD else module

@@ -53,6 +53,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(_markers.FIXTURE_MARKS[name])
 
 
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Phase 2 of scripts/test.sh (``--dist loadgroup``): a whole module per worker, except the modules of
+    :data:`_markers.SPREAD`, whose tests go one by one to whichever worker is free (``_markers.worker_scope``).
+    xdist's own loadgroup reads ``xdist_group`` marks by renaming node ids, which pytest 9 no longer allows, so
+    the scope comes from the node id here, in the controller, which sees only node ids."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return _markers.worker_scope(nodeid)
+
+    return ModuleScheduling(config, log)
+
+
 @pytest.fixture(autouse=True)
 def _process_guard(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail an unmarked test that starts a server, HAProxy, Ray or a notebook kernel (tests/_markers.py)."""

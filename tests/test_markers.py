@@ -95,3 +95,21 @@ def test_only_the_last_phase_runs_one_test_at_a_time() -> None:
     script = (Path(__file__).resolve().parents[1] / "scripts" / "test.sh").read_text()
     lines = re.findall(r"^pytest .*$", script, re.M)
     assert ["-n 2" in line for line in lines] == [True, True, False], lines
+
+
+def test_phase_2_keeps_a_module_on_one_worker_and_spreads_the_notebooks() -> None:
+    """Phase 2 schedules by tests/conftest.py's hook (``--dist loadgroup``): one unit per module, so a module-scoped
+    fleet starts once, but one unit per notebook, so ten notebooks do not queue on one worker."""
+    import re
+    from pathlib import Path
+
+    script = (Path(__file__).resolve().parents[1] / "scripts" / "test.sh").read_text()
+    phase2 = re.findall(r"^pytest .*$", script, re.M)[1]
+    assert "--dist loadgroup" in phase2, phase2
+    a = "tests/test_cli.py::TestExitCodes::test_a"
+    b = "tests/test_cli.py::test_b[x]"
+    assert _markers.worker_scope(a) == _markers.worker_scope(b) == "tests/test_cli.py"
+    nb = "tests/notebooks/test_notebooks.py::test_notebook_executes[{}]"
+    assert _markers.worker_scope(nb.format("01_launch_fleet")) != _markers.worker_scope(
+        nb.format("02_load_test")
+    )
