@@ -213,6 +213,22 @@ class _Ctx:
         aws.iam.RolePolicy(policy, role=iam_role.id, policy=policy_doc, opts=self.opts())
         return aws.iam.InstanceProfile(role, role=iam_role.name, tags=self.tags, opts=self.opts())
 
+    def app_port_from(self, source: Any, whom: str) -> Any:
+        """The ingress rule that opens the spec's app port to one security group only (``source``, named ``whom``).
+
+        Example::
+
+            ctx.app_port_from(alb_sg, "the load balancer")
+        """
+        port = self.spec.target_group.port
+        return self.aws.ec2.SecurityGroupIngressArgs(
+            protocol="tcp",
+            from_port=port,
+            to_port=port,
+            security_groups=[source.id],
+            description=f"app port from {whom} only",
+        )
+
     def opts(self, **kw: Any) -> Any:
         """Options for a child of the current component. The alias to the stack root keeps each resource's URN
         from before the split into components (a stack launched earlier updates in place, nothing replaced)."""
@@ -253,22 +269,13 @@ def _security_groups(ctx: _Ctx) -> tuple[Any, Any]:
         tags={**ctx.tags, "Name": f"{name}-alb"},
         opts=ctx.opts(),
     )
-    port = spec.target_group.port
     source, whom = alb_sg, "the load balancer"
     if _router.has_router_tier(
         spec
     ):  # ALB -> routers -> models: the models take the port from the routers only
         source = ctx.extras["router_sg"] = _router.router_security_group(ctx, alb_sg, egress_all)
         whom = "the routers"
-    ingress = [
-        aws.ec2.SecurityGroupIngressArgs(
-            protocol="tcp",
-            from_port=port,
-            to_port=port,
-            security_groups=[source.id],
-            description=f"app port from {whom} only",
-        )
-    ]
+    ingress = [ctx.app_port_from(source, whom)]
     if spec.instance.ssh_cidrs:
         ingress.append(
             aws.ec2.SecurityGroupIngressArgs(

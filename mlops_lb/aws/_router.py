@@ -204,20 +204,12 @@ def stickiness_args(ctx: Any) -> dict[str, Any]:
 
 def router_security_group(ctx: Any, alb_sg: Any, egress: list[Any]) -> Any:
     """The routers' security group: the app port from the ALB's security group only."""
-    aws, name, port = ctx.aws, ctx.name, ctx.spec.target_group.port
+    aws, name = ctx.aws, ctx.name
     return aws.ec2.SecurityGroup(
         f"{name}-routers",
         vpc_id=ctx.resolved["vpc_id"],
         description=f"mlops_lb {name}: routers",
-        ingress=[
-            aws.ec2.SecurityGroupIngressArgs(
-                protocol="tcp",
-                from_port=port,
-                to_port=port,
-                security_groups=[alb_sg.id],
-                description="app port from the load balancer only",
-            )
-        ],
+        ingress=[ctx.app_port_from(alb_sg, "the load balancer")],
         egress=egress,
         tags={**ctx.tags, "Name": f"{name}-routers"},
         opts=ctx.opts(),
