@@ -18,6 +18,14 @@ VERDICT_FLAGS = ("late_after_s", "max_late_share", "max_error_share", "max_lag_p
 def cmd_serve(args: argparse.Namespace) -> int:
     from .serving import serve
 
+    # where and how both servers listen: the same flags for the model server and the LLM server
+    listen = {
+        "port": args.port,
+        "host": args.host,
+        "target_id": args.target_id,
+        "header_timeout_s": args.header_timeout_s,
+        "max_in_flight": args.max_in_flight,
+    }
     if args.llm:
         from dataclasses import fields
 
@@ -26,27 +34,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # cli.py adds one flag per EngineParams field (LLM_FLAGS); reading the fields here keeps the import
         # pointing down (cli -> _commands), never back up.
         params = EngineParams(**{f.name: getattr(args, f.name) for f in fields(EngineParams)})
-        serve_llm(
-            port=args.port,
-            host=args.host,
-            target_id=args.target_id,
-            params=params,
-            served_model_name=args.served_model_name,
-            header_timeout_s=args.header_timeout_s,
-            max_in_flight=args.max_in_flight,
-        )
+        serve_llm(**listen, params=params, served_model_name=args.served_model_name)
         return 0
     serve(
-        port=args.port,
-        host=args.host,
+        **listen,
         model=args.model,
-        target_id=args.target_id,
         slots=args.slots,
         min_service_ms=args.min_service_ms,
         trusted_types=tuple(args.trust_type),
         allow_pickle=args.allow_pickle,
-        header_timeout_s=args.header_timeout_s,
-        max_in_flight=args.max_in_flight,
     )
     return 0
 

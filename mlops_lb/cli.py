@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .errors import MlopsLbError
 from .fleet import backend_names
@@ -88,26 +89,31 @@ def _shards(text: str) -> int | str:
     return n
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number (got {text!r})") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number (got {text!r})")
-    return value
+def _number(ok: Callable[[float], bool], wanted: str, not_a_number: str = "") -> Callable[[str], float]:
+    """An argparse type: the flag's float when ``ok`` holds for it, else "must be <wanted> (got ...)" (a word that
+    is no number at all: "must be <not_a_number>", when given).
+
+    Example::
+
+        c.add_argument("--rate", type=_number(lambda v: v > 0, "a positive number"))
+    """
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            if not_a_number:
+                raise argparse.ArgumentTypeError(f"must be {not_a_number} (got {text!r})") from None
+            value = math.nan
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {wanted} (got {text!r})")
+        return value
+
+    return parse
 
 
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(
-            f"must be a fraction between 0 and 1, e.g. 0.01 for 1 %% (got {text!r})"
-        )
-    return value
+_positive = _number(lambda v: 0 < v < math.inf, "a positive number", "a number")
+_share = _number(lambda v: 0 <= v <= 1, "a fraction between 0 and 1, e.g. 0.01 for 1 %%")
 
 
 def _add_verdict_flags(c: argparse.ArgumentParser, *, connections_default: str) -> None:

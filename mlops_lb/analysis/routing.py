@@ -149,17 +149,18 @@ def routing_verdicts(
     comparisons: dict[str, Comparison] = {}
     counts: dict[str, dict[str, float]] = {}
     method = ""
+    # one SLO, warm-up and bootstrap for each policy's intervals and for every comparison with the baseline
+    stats: dict[str, Any] = {
+        "slo": slo,
+        "confidence": confidence,
+        "block_s": block_s,
+        "warmup_s": warmup_s,
+        "n_boot": n_boot,
+        "seed": seed,
+    }
     for policy, rs in runs.items():
         rs = list(rs)
-        iv = run_intervals(
-            rs if len(rs) > 1 else rs[0],
-            slo=slo,
-            confidence=confidence,
-            block_s=block_s,
-            warmup_s=warmup_s,
-            n_boot=n_boot,
-            seed=seed,
-        ).set_index("figure")
+        iv = run_intervals(rs if len(rs) > 1 else rs[0], **stats).set_index("figure")
         method = str(iv["method"].iloc[0])
         per = [arm_counts(r) for r in rs]
         c = {k: float(np.nanmean([p[k] for p in per])) for k in per[0]}
@@ -198,12 +199,7 @@ def routing_verdicts(
             comparisons[policy] = compare(
                 list(runs[baseline]),
                 rs,
-                slo=slo,
-                confidence=confidence,
-                block_s=block_s,
-                warmup_s=warmup_s,
-                n_boot=n_boot,
-                seed=seed,
+                **stats,
                 figures=("good_fraction", "ttft_p99_s", "tpot_p99_s", "latency_p99_s"),
                 names=(baseline, policy),
             )

@@ -186,6 +186,49 @@ class _Ctx:
         self.part = pulumi.ComponentResource(f"mlops-lb:fleet:{kind}", self.name, None)
         return self.part
 
+    def ec2_profile(self, role: str, ssm: str, policy: str, policy_doc: Any) -> Any:
+        """An instance profile for EC2 instances of this fleet: a role EC2 may assume, Session Manager access, and one
+        inline policy (``policy_doc``, an Output of its JSON). The three names are the resources' logical names
+        (kept as they were, so a stack launched earlier updates in place).
+
+        Example::
+
+            ctx.ec2_profile(f"{ctx.name}-router", f"{ctx.name}-router-ssm", f"{ctx.name}-router-discover", doc)
+        """
+        aws = self.aws
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+            ],
+        }
+        iam_role = aws.iam.Role(role, tags=self.tags, assume_role_policy=json.dumps(trust), opts=self.opts())
+        # Managed policy ARNs carry the region's partition (aws, aws-us-gov, aws-cn).
+        aws.iam.RolePolicyAttachment(
+            ssm,
+            role=iam_role.name,
+            policy_arn=policy_arn("AmazonSSMManagedInstanceCore", self.region),
+            opts=self.opts(),
+        )
+        aws.iam.RolePolicy(policy, role=iam_role.id, policy=policy_doc, opts=self.opts())
+        return aws.iam.InstanceProfile(role, role=iam_role.name, tags=self.tags, opts=self.opts())
+
+    def app_port_from(self, source: Any, whom: str) -> Any:
+        """The ingress rule that opens the spec's app port to one security group only (``source``, named ``whom``).
+
+        Example::
+
+            ctx.app_port_from(alb_sg, "the load balancer")
+        """
+        port = self.spec.target_group.port
+        return self.aws.ec2.SecurityGroupIngressArgs(
+            protocol="tcp",
+            from_port=port,
+            to_port=port,
+            security_groups=[source.id],
+            description=f"app port from {whom} only",
+        )
+
     def opts(self, **kw: Any) -> Any:
         """Options for a child of the current component. The alias to the stack root keeps each resource's URN
         from before the split into components (a stack launched earlier updates in place, nothing replaced)."""
@@ -226,22 +269,13 @@ def _security_groups(ctx: _Ctx) -> tuple[Any, Any]:
         tags={**ctx.tags, "Name": f"{name}-alb"},
         opts=ctx.opts(),
     )
-    port = spec.target_group.port
     source, whom = alb_sg, "the load balancer"
     if _router.has_router_tier(
         spec
     ):  # ALB -> routers -> models: the models take the port from the routers only
         source = ctx.extras["router_sg"] = _router.router_security_group(ctx, alb_sg, egress_all)
         whom = "the routers"
-    ingress = [
-        aws.ec2.SecurityGroupIngressArgs(
-            protocol="tcp",
-            from_port=port,
-            to_port=port,
-            security_groups=[source.id],
-            description=f"app port from {whom} only",
-        )
-    ]
+    ingress = [ctx.app_port_from(source, whom)]
     if spec.instance.ssh_cidrs:
         ingress.append(
             aws.ec2.SecurityGroupIngressArgs(
@@ -420,23 +454,7 @@ def _assets_bucket(ctx: _Ctx, assets: Assets) -> tuple[Any, dict[str, Any]]:
 
 def _instance_role(ctx: _Ctx, bucket: Any) -> Any:
     ctx.enter("instances")  # role, profile, launch template and group
-    aws, name = ctx.aws, ctx.name
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
-        ],
-    }
-    role = aws.iam.Role(
-        f"{name}-instance", tags=ctx.tags, assume_role_policy=json.dumps(trust), opts=ctx.opts()
-    )
-    # Managed policy ARNs carry the region's partition (aws, aws-us-gov, aws-cn).
-    aws.iam.RolePolicyAttachment(
-        f"{name}-ssm",
-        role=role.name,
-        policy_arn=policy_arn("AmazonSSMManagedInstanceCore", ctx.region),
-        opts=ctx.opts(),
-    )
+    name = ctx.name
     # No CloudWatchAgentServerPolicy: no CloudWatch agent runs here, and that policy allows cloudwatch:PutMetricData
     # (with logs:*, xray:*) on "*" (AWS managed policy reference, CloudWatchAgentServerPolicy, read 2026-12-06),
     # which made the namespace condition on our own agent's PutMetricData (_role_extras) restrict nothing.
@@ -464,8 +482,7 @@ def _instance_role(ctx: _Ctx, bucket: Any) -> Any:
             )
         return json.dumps({"Version": "2012-10-17", "Statement": statements + extra})
 
-    aws.iam.RolePolicy(f"{name}-assets-read", role=role.id, policy=bucket.arn.apply(doc), opts=ctx.opts())
-    return aws.iam.InstanceProfile(f"{name}-instance", role=role.name, tags=ctx.tags, opts=ctx.opts())
+    return ctx.ec2_profile(f"{name}-instance", f"{name}-ssm", f"{name}-assets-read", bucket.arn.apply(doc))
 
 
 def _role_extras(ctx: _Ctx) -> list[dict[str, Any]]:

@@ -276,20 +276,26 @@ def _region(pf: Preflight, ec2: Any, region: str) -> bool:
     return True
 
 
-def _instance_type(pf: Preflight, ec2: Any, spec: FleetSpec) -> str | None:
-    itype = spec.instance.type
+def _describe_type(
+    pf: Preflight, ec2: Any, itype: str, check: str, what: str
+) -> tuple[dict[str, Any], str] | None:
+    """DescribeInstanceTypes for one type: its description and the architecture its AMI must have (arm64 only for
+    a type that runs no x86_64), or None after a failed ``check`` naming ``what`` to pick instead."""
     try:
         info = ec2.describe_instance_types(InstanceTypes=[itype])["InstanceTypes"][0]
     except Exception as exc:
-        pf.add(
-            "instance type",
-            False,
-            f"{itype}: {error_code(exc) or exc}",
-            "use an instance type offered in the region",
-        )
+        pf.add(check, False, f"{itype}: {error_code(exc) or exc}", f"use {what} offered in the region")
         return None
     archs = info.get("ProcessorInfo", {}).get("SupportedArchitectures", ["x86_64"])
-    arch = "arm64" if "arm64" in archs and "x86_64" not in archs else "x86_64"
+    return info, "arm64" if "arm64" in archs and "x86_64" not in archs else "x86_64"
+
+
+def _instance_type(pf: Preflight, ec2: Any, spec: FleetSpec) -> str | None:
+    itype = spec.instance.type
+    described = _describe_type(pf, ec2, itype, "instance type", "an instance type")
+    if described is None:
+        return None
+    info, arch = described
     pf.resolved["architecture"] = arch
     pf.resolved["vcpus"] = int(info.get("VCpuInfo", {}).get("DefaultVCpus", 2))
     pf.resolved["gpu"] = _is_gpu(info)
@@ -531,18 +537,10 @@ def _router_checks(pf: Preflight, ec2: Any, session: Any, region: str, spec: Fle
         return
     router: Any = router_of(spec)  # has_router_tier(spec) holds here
     itype = str(router.instance_type)
-    try:
-        info = ec2.describe_instance_types(InstanceTypes=[itype])["InstanceTypes"][0]
-    except Exception as exc:
-        pf.add(
-            "router type",
-            False,
-            f"{itype}: {error_code(exc) or exc}",
-            "use a router type offered in the region",
-        )
+    described = _describe_type(pf, ec2, itype, "router type", "a router type")
+    if described is None:
         return
-    archs = info.get("ProcessorInfo", {}).get("SupportedArchitectures", ["x86_64"])
-    arch = "arm64" if "arm64" in archs and "x86_64" not in archs else "x86_64"
+    arch = described[1]
     zones = _offered_zones(pf, ec2, itype)
     if zones is None:
         return

@@ -29,6 +29,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -384,21 +385,22 @@ def run_rollout(
             "routers, which pick the targets): remove routing.router, or use fleet.update_code() / launch()",
         )
     state = plan.state if plan is not None else "idle"
+    # a resumed run and a new one differ only in their plan and guard
+    new_run = functools.partial(
+        _Run,
+        fleet_spec=fleet_spec,
+        outputs=outputs,
+        seams=seams,
+        feed=feed,
+        on_output=on_output,
+        on_event=on_event,
+    )
     if resume or rollback:
         if plan is None or state not in (*RUNNING, "interrupted"):
             what = "resume" if resume else "rollback"
             raise SpecError(what, f"there is no interrupted rollout to act on (state {state!r})")
         g = Guard(**{k: v for k, v in plan.guard.items() if k in {f.name for f in dataclasses.fields(Guard)}})
-        run = _Run(
-            fleet_spec=fleet_spec,
-            plan=plan,
-            outputs=outputs,
-            seams=seams,
-            guard=g,
-            feed=feed,
-            on_output=on_output,
-            on_event=on_event,
-        )
+        run = new_run(plan=plan, guard=g)
         if rollback:
             return run.roll_back("rolled back on request after an interrupted rollout")
         return _guarded(run, lambda: run.shift_and_bake(plan.step))
@@ -422,16 +424,7 @@ def run_rollout(
         state="preparing",
         steps=tuple((float(p), float(b)) for p, b in strategy.steps()),
     )
-    run = _Run(
-        fleet_spec=fleet_spec,
-        plan=start,
-        outputs=outputs,
-        seams=seams,
-        guard=guard,
-        feed=feed,
-        on_output=on_output,
-        on_event=on_event,
-    )
+    run = new_run(plan=start, guard=guard)
     lines = [f"  {k}: {a!r} -> {b!r}" for k, (a, b) in sorted(diff.items())] or ["  (no spec change)"]
     run.say(
         f"rollout to slot {target} ({getattr(strategy, 'kind', strategy)}); the new slot differs in:\n"

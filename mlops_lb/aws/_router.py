@@ -35,7 +35,7 @@ import json
 import re
 from typing import Any
 
-from .._aws_rules import app_cookie_problem, policy_arn
+from .._aws_rules import app_cookie_problem
 from .._validate import fail, show
 from ..spec import FleetSpec
 
@@ -204,20 +204,12 @@ def stickiness_args(ctx: Any) -> dict[str, Any]:
 
 def router_security_group(ctx: Any, alb_sg: Any, egress: list[Any]) -> Any:
     """The routers' security group: the app port from the ALB's security group only."""
-    aws, name, port = ctx.aws, ctx.name, ctx.spec.target_group.port
+    aws, name = ctx.aws, ctx.name
     return aws.ec2.SecurityGroup(
         f"{name}-routers",
         vpc_id=ctx.resolved["vpc_id"],
         description=f"mlops_lb {name}: routers",
-        ingress=[
-            aws.ec2.SecurityGroupIngressArgs(
-                protocol="tcp",
-                from_port=port,
-                to_port=port,
-                security_groups=[alb_sg.id],
-                description="app port from the load balancer only",
-            )
-        ],
+        ingress=[ctx.app_port_from(alb_sg, "the load balancer")],
         egress=egress,
         tags={**ctx.tags, "Name": f"{name}-routers"},
         opts=ctx.opts(),
@@ -248,33 +240,17 @@ def declare_router_tier(
     router: Any = router_of(spec)  # has_router_tier(spec) holds here
     routing = spec.routing
     hc = spec.aws_health_check
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
-        ],
-    }
-    role = aws.iam.Role(
-        f"{name}-router", tags=ctx.tags, assume_role_policy=json.dumps(trust), opts=ctx.opts()
-    )
-    aws.iam.RolePolicyAttachment(
-        f"{name}-router-ssm",
-        role=role.name,
-        policy_arn=policy_arn("AmazonSSMManagedInstanceCore", ctx.region),
-        opts=ctx.opts(),
-    )
     wheel_key = str(keys["wheel"])
-    aws.iam.RolePolicy(
+    profile = ctx.ec2_profile(
+        f"{name}-router",
+        f"{name}-router-ssm",
         f"{name}-router-discover",
-        role=role.id,
-        policy=bucket.arn.apply(
+        bucket.arn.apply(
             lambda arn: json.dumps(
                 {"Version": "2012-10-17", "Statement": router_iam_statements(ctx.region, arn, wheel_key)}
             )
         ),
-        opts=ctx.opts(),
     )
-    profile = aws.iam.InstanceProfile(f"{name}-router", role=role.name, tags=ctx.tags, opts=ctx.opts())
     max_size = pulumi.Config().get_int("maxSize")
     region, port = ctx.region, spec.target_group.port
     python = str(keys.get("python") or "3.11")

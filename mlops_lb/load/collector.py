@@ -258,15 +258,6 @@ class Collector:
         self.workers = workers
         self._internal_stop = stop
 
-    def collect(
-        self,
-        get: Callable[..., Message],
-        alive: Callable[[int], bool],
-        on_all_ready: Callable[[], None] | None = None,
-    ) -> None:
-        """Handle the engines' messages until each is done or lost (see :meth:`_collect`)."""
-        self._collect(get, alive, on_all_ready)
-
     def given_up(self, worker: int) -> bool:
         """True when the collector's deadline reported ``worker`` lost for going silent."""
         return self._dead.get(worker) == "silent"
@@ -301,7 +292,7 @@ class Collector:
         if shard_table is not None:
             self.shard_table = shard_table
 
-    def _collect(
+    def collect(
         self,
         get: Callable[..., Message],
         alive: Callable[[int], bool],

@@ -475,25 +475,26 @@ class AsgEmulator:
                 self._start_failed(inst, f"{why}; exit code: none, still running (stopped now)")
                 self.terminate(inst, f"{why}; replacing")
             return
+        # A flip of a target in service: (new health, unhealthy since, state of its mirror in the open backend, why)
+        flip: tuple[str, float | None, str, str] | None = None
         if inst.health == "healthy" and status == "DOWN":
-            inst.health, inst.unhealthy_since = "unhealthy", now
-            if inst.in_open:
-                self._mirror_health(inst, "maint")
-            self.emit(
-                "unhealthy",
-                inst.id,
+            why = (
                 f"failed {self.spec.health_check.unhealthy_threshold} consecutive "
-                f"health checks (last: {row.check_status or 'none'})",
+                f"health checks (last: {row.check_status or 'none'})"
             )
+            flip = ("unhealthy", now, "maint", why)
         elif inst.health == "unhealthy" and status == "UP":
-            inst.health, inst.unhealthy_since = "healthy", None
-            if inst.in_open:
-                self._mirror_health(inst, "ready")
-            self.emit(
+            flip = (
                 "healthy",
-                inst.id,
+                None,
+                "ready",
                 f"passed {self.spec.health_check.healthy_threshold} consecutive health checks",
             )
+        if flip is not None:
+            inst.health, inst.unhealthy_since, mirror, why = flip
+            if inst.in_open:
+                self._mirror_health(inst, mirror)
+            self.emit(inst.health, inst.id, why)
         if inst.health == "unhealthy" and now - inst.launched_mono >= self.grace_s:
             self.terminate(inst, "ELB health check: unhealthy after the grace period; replacing")
 

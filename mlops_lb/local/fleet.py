@@ -588,20 +588,25 @@ class LocalFleet:
             return "new"
         return "retiring"
 
+    def _new_asg(self, spec: FleetSpec, id_suffix: str = "") -> AsgEmulator:
+        """A group of this fleet's workers behind its HAProxy; ``id_suffix`` keeps a rollout slot's target ids apart."""
+        assert self._api is not None
+        return AsgEmulator(
+            spec,
+            api=self._api,
+            emit=self._event,
+            work_dir=self._work_dir,
+            backend=BACKEND,
+            worker_command=self._worker_command,
+            id_prefix=f"i-local-{self.fleet_id}{id_suffix}",
+        )
+
     def _add_slot(self, spec: FleetSpec) -> AsgEmulator:
         """A second group for ``spec`` at weight 0 and the current desired capacity; the controller launches it."""
         assert self._api is not None
         with self._lock:
             self._slot_seq += 1
-            asg = AsgEmulator(
-                spec,
-                api=self._api,
-                emit=self._event,
-                work_dir=self._work_dir,
-                backend=BACKEND,
-                worker_command=self._worker_command,
-                id_prefix=f"i-local-{self.fleet_id}-r{self._slot_seq}",
-            )
+            asg = self._new_asg(spec, f"-r{self._slot_seq}")
             asg.traffic_weight = 0
             asg.server_id_offset = 100_000 * self._slot_seq
             asg.min = asg.max = asg.desired = self._capacity[1]
@@ -788,15 +793,7 @@ class LocalFleet:
         try:
             self._start_haproxy()
             assert self._api is not None
-            self._asg = self._res.asg = AsgEmulator(
-                self.spec,
-                api=self._api,
-                emit=self._event,
-                work_dir=self._work_dir,
-                backend=BACKEND,
-                worker_command=self._worker_command,
-                id_prefix=f"i-local-{self.fleet_id}",
-            )
+            self._asg = self._res.asg = self._new_asg(self.spec)
             if self.spec.capacity.spot is not None:
                 from .spot import SpotController
 

@@ -59,6 +59,24 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+async def respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    *headers: tuple[bytes, bytes],
+    content_type: bytes = b"application/json",
+) -> None:
+    """Send a whole HTTP response over raw ASGI: its type, length and ``headers``, then ``body`` in one message.
+
+    Example::
+
+        await respond(send, 503, b'{"detail":"busy"}', (b"retry-after", b"1"))
+    """
+    start = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": body})
+
+
 def raise_nofile_limit(cap: int = 1 << 20) -> int:
     """Raise this process's soft RLIMIT_NOFILE to its hard limit (at most ``cap``); returns the soft limit now.
 
@@ -170,18 +188,7 @@ def limit_in_flight(app: ASGIApp, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) ->
             await app(scope, receive, send)
             return
         if in_flight >= max_in_flight:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 503,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"retry-after", b"1"),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            await respond(send, 503, body, (b"retry-after", b"1"))
             return
         in_flight += 1
         try:

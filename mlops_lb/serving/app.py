@@ -60,6 +60,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from ._guard import respond
 from .model import DEMO, ModelHandle, load_model
 
 __all__ = ["LATENCY_BUCKETS", "MAX_ROWS", "create_app"]
@@ -250,18 +251,7 @@ class _Instrument:
             status = 500
             if not started:
                 body = b'{"detail":"internal server error"}'
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 500,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            self.header,
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
+                await respond(send, 500, body, self.header)
         finally:
             if counted:
                 metrics.in_flight.dec()
@@ -528,22 +518,6 @@ def create_app(
     return app
 
 
-_JSON_HEADERS = [(b"content-type", b"application/json")]
-
-
-async def _send(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] = _JSON_HEADERS
-) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*headers, (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
 def _detail(text: str) -> bytes:
     return json.dumps({"detail": text}, separators=(",", ":")).encode()
 
@@ -551,11 +525,11 @@ def _detail(text: str) -> bytes:
 async def _predict(state: ServerState, scope: Scope, receive: Receive, send: Send) -> None:
     """``POST /predict`` in plain ASGI: read the body (bounded), validate, wait for a slot, predict, answer."""
     if scope["method"] != "POST":
-        await _send(send, 405, _detail("Method Not Allowed"), [*_JSON_HEADERS, (b"allow", b"POST")])
+        await respond(send, 405, _detail("Method Not Allowed"), (b"allow", b"POST"))
         return
     handle = state.handle
     if handle is None:
-        await _send(send, 503, _detail(state.load_error or "the model is still loading"))
+        await respond(send, 503, _detail(state.load_error or "the model is still loading"))
         return
     try:
         body = await _read_body(scope, receive, state.max_body_bytes)
@@ -563,7 +537,7 @@ async def _predict(state: ServerState, scope: Scope, receive: Receive, send: Sen
             return  # the client went away
         x = parse_rows(body, handle.n_features)
     except _Invalid as exc:
-        await _send(send, exc.status, _detail(exc.detail))
+        await respond(send, exc.status, _detail(exc.detail))
         return
     sem = state.semaphore
     if sem is None:
@@ -578,7 +552,7 @@ async def _predict(state: ServerState, scope: Scope, receive: Receive, send: Sen
         text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
     except ValueError:
         text = json.dumps({**payload, "predictions": _json_safe(predictions)}, separators=(",", ":"))
-    await _send(send, 200, text.encode())
+    await respond(send, 200, text.encode())
 
 
 # A refused body is still read (and dropped) up to this size before the 413 goes out: a client such as urllib sends

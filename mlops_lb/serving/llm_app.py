@@ -47,6 +47,7 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from ._guard import respond
 from .llm_engine import EngineParams, Seq, StepScheduler
 from .prefix_cache import block_hashes
 
@@ -347,18 +348,7 @@ def _error(exc: _BadRequest) -> bytes:
 async def _send(
     server: LLMServer, send: Send, status: int, body: bytes, content_type: bytes = b"application/json"
 ) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type),
-                (b"content-length", str(len(body)).encode()),
-                server.header,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await respond(send, status, body, server.header, content_type=content_type)
 
 
 async def _read_body(scope: Scope, receive: Receive) -> bytes | None:
