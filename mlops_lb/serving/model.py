@@ -511,7 +511,7 @@ class _CachedPipeline:
         self._pipeline: Any = None
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):  # copy/pickle probing for __getstate__ etc.: not the pipeline's
+        if name.startswith("__") or name in ("_path", "_pipeline"):  # copy/pickle probing (__getstate__...)
             raise AttributeError(name)
         if self._pipeline is None:
             pipeline = _read_cache(self._path)
