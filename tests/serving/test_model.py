@@ -95,17 +95,23 @@ class TestDemoModel:
         same as the pipeline, which still loads on ``handle.estimator`` use."""
         load_model("demo")  # trains and writes the joblib file and its folded .npz
         code = (
-            "import sys, numpy as np; from mlops_lb.serving import load_model; h = load_model('demo', for_serving=True);"
-            "x = np.asarray(h.sample_rows(400, seed=1)); p = h.predict(x);"
-            "print(int('sklearn' in sys.modules), h.n_features, h.feature_names[0]);"
-            "print(int(p == h.estimator.predict(x).tolist()), int('sklearn' in sys.modules))"
+            "import json, sys; from mlops_lb.serving import load_model; h = load_model('demo', for_serving=True);"
+            "x = h.sample_rows(400, seed=1);"
+            "print(json.dumps([int('sklearn' in sys.modules), h.n_features, h.feature_names[0], x, h.predict(x)]))"
         )
         env = {**os.environ, "MLOPS_LB_CACHE_DIR": str(empty_cache)}
         out = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
         )
         assert out.returncode == 0, out.stderr
-        assert out.stdout.splitlines() == ["0 30 mean radius", "1 1"]
+        imported, n, first_name, rows, predicted = json.loads(out.stdout)
+        assert (imported, n, first_name) == (0, 30, "mean radius")
+        assert predicted == load_model("demo").estimator.predict(rows).tolist() and len(set(predicted)) == 2
+        lazy = load_model(
+            "demo", for_serving=True
+        )  # here scikit-learn is loaded: the stand-in reaches the pipeline
+        assert type(lazy.estimator).__name__ == "_CachedPipeline"
+        assert lazy.estimator.predict(rows).tolist() == predicted
 
     @pytest.mark.parametrize("damage", ["garbage", "wrong shape", "no joblib beside it"])
     def test_a_damaged_folded_cache_is_rebuilt_from_the_pipeline(self, empty_cache, damage):
