@@ -12,7 +12,7 @@ import pytest
 import mlops_lb as ml
 from mlops_lb.demo import demo_rates, demo_schedule, run_demo
 
-FAST = ml.FleetSpec.example("demo").replace(local=ml.LocalSpec(period_s=0.75, slots=2, min_service_ms=20))
+FAST = ml.FleetSpec.example("demo").replace(local=ml.LocalSpec(period_s=0.5, slots=2, min_service_ms=20))
 
 
 class TestSchedule:
@@ -31,9 +31,9 @@ class TestSchedule:
 @pytest.mark.serial  # must show scale-out and scale-in on the compressed clock
 @pytest.mark.timeout(240)
 def test_shortened_demo_writes_a_bundle_that_shows_scale_out_and_scale_in(tmp_path: Path) -> None:
-    """A 45 s demo scales out and back in, prints status lines, and writes a complete self-contained bundle."""
+    """A 30 s demo scales out and back in, prints status lines, and writes a complete self-contained bundle."""
     out = io.StringIO()
-    path = run_demo(duration_s=45, spec=FAST, out=tmp_path, stream=out)
+    path = run_demo(duration_s=30, spec=FAST, out=tmp_path, stream=out)
     text = out.getvalue()
     assert re.search(r"offered +\d+\.\d rps +achieved +\d+\.\d rps +p99 .* healthy \d +desired \d", text)
     assert "report:" in text and str(path) in text

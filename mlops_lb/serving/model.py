@@ -4,7 +4,10 @@ The demo model is a scikit-learn pipeline (StandardScaler + LogisticRegression) 
 that ships inside scikit-learn (no download). It is trained on first use and cached with joblib under
 ``$MLOPS_LB_CACHE_DIR``, else ``$XDG_CACHE_HOME/mlops_lb``, else ``~/.cache/mlops_lb``, in a file keyed by the
 scikit-learn version. Several workers may start at once on an empty cache: each writes a temporary file and renames
-it into place (``os.replace`` is atomic), so a reader never sees a half-written model.
+it into place (``os.replace`` is atomic), so a reader never sees a half-written model. Beside it goes a ``.npz``
+with what serving needs (the pipeline folded into ``x @ w + b``, the data rows, the feature names; numbers and
+strings only, read with ``allow_pickle=False``): a server starts from it without importing scikit-learn (about 3 s of
+CPU per target start, most of a worker's start-up: ``load_model(..., for_serving=True)``).
 
 A user's model file:
 
@@ -254,13 +257,21 @@ def check_model(source: str, *, trusted_types: Sequence[str] | None = (), allow_
 
 
 def load_model(
-    source: str = DEMO, *, trusted_types: Sequence[str] | None = (), allow_pickle: bool = False
+    source: str = DEMO,
+    *,
+    trusted_types: Sequence[str] | None = (),
+    allow_pickle: bool = False,
+    for_serving: bool = False,
 ) -> ModelHandle:
     """Load ``"demo"`` (trained once, then cached), ``"demo.onnx"``, or a ``.joblib``/``.pkl``/``.skops``/``.onnx``
     model file.
 
     A pickle (``.joblib``/``.pkl``) needs ``allow_pickle=True`` (it runs code on load); a ``.skops`` file loads
     only when every type it names is trusted (:func:`default_trusted`, or named in ``trusted_types``).
+
+    ``for_serving=True`` (the model server, sample rows): once cached, ``"demo"`` loads from its folded ``.npz``
+    without importing scikit-learn, and ``estimator`` is a stand-in that loads the pipeline on first attribute use;
+    by default ``estimator`` is the scikit-learn pipeline itself.
 
     Example::
 
@@ -269,7 +280,7 @@ def load_model(
     """
     trusted_arg = _trust_args(trusted_types, allow_pickle)
     if source == DEMO:
-        return _load_demo()
+        return _load_demo(lazy=for_serving)
     path = _resolve(source)
     skops_trusted = _check_trust(path, trusted_arg, allow_pickle)
     if path.suffix == ".onnx":
@@ -329,9 +340,8 @@ def demo_payloads(
         raise ValueError(
             f"n must be >= 0 and rows_per_request >= 1 (got n={n}, rows_per_request={rows_per_request})"
         )
-    rows = load_model(model, trusted_types=trusted_types, allow_pickle=allow_pickle).sample_rows(
-        n * rows_per_request, seed=seed
-    )
+    handle = load_model(model, trusted_types=trusted_types, allow_pickle=allow_pickle, for_serving=True)
+    rows = handle.sample_rows(n * rows_per_request, seed=seed)
     return [
         json.dumps(
             {"rows": rows[i * rows_per_request : (i + 1) * rows_per_request]}, separators=(",", ":")
@@ -449,25 +459,115 @@ def export_demo_onnx(path: str | os.PathLike[str] = _BUNDLED_ONNX) -> Path:
 
 
 # --------------------------------------------------------------------------- the demo model
-def _load_demo() -> ModelHandle:
-    import sklearn
+def _load_demo(*, lazy: bool = False) -> ModelHandle:
+    from importlib.metadata import version
+
+    # The distribution's version is sklearn.__version__ without importing scikit-learn (seconds of CPU).
+    path = cache_dir() / f"demo-breast-cancer-logreg-sklearn-{version('scikit-learn')}.joblib"
+    folded = _read_folded(path) if lazy else None
+    if folded is not None:
+        fast, data, names = folded
+        return ModelHandle(
+            name="demo-breast-cancer-logreg",
+            n_features=int(data.shape[1]),
+            feature_names=names,
+            estimator=_CachedPipeline(path),
+            source=DEMO,
+            _data=data,
+            _fast=fast,
+        )
     from sklearn.datasets import load_breast_cancer
 
-    data = load_breast_cancer()
-    path = cache_dir() / f"demo-breast-cancer-logreg-sklearn-{sklearn.__version__}.joblib"
+    data_set = load_breast_cancer()
     estimator = _read_cache(path)
     if estimator is None:
-        estimator = _train_demo(data.data, data.target)
+        estimator = _train_demo(data_set.data, data_set.target)
         _write_cache(path, estimator)
-    return ModelHandle(
+    handle = ModelHandle(
         name="demo-breast-cancer-logreg",
-        n_features=int(data.data.shape[1]),
-        feature_names=tuple(str(s) for s in data.feature_names),
+        n_features=int(data_set.data.shape[1]),
+        feature_names=tuple(str(s) for s in data_set.feature_names),
         estimator=estimator,
         source=DEMO,
-        _data=np.asarray(data.data, dtype=np.float64),
+        _data=np.asarray(data_set.data, dtype=np.float64),
         _fast=_LinearFastPath.of(estimator),
     )
+    if not path.with_suffix(".npz").is_file() or lazy:  # lazy: the one read was refused, so write it whole
+        _write_folded(path, handle)
+    return handle
+
+
+class _CachedPipeline:
+    """The demo's scikit-learn pipeline, loaded from its joblib cache (or retrained) on first attribute use.
+
+    A server answers from the folded map and never touches it; ``handle.estimator.predict(x)`` still works, at the
+    price of importing scikit-learn then. Example::
+
+        load_model("demo", for_serving=True).estimator.predict([[0.0] * 30])     # loads the pipeline, array([1])
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._pipeline: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_path", "_pipeline"):  # copy/pickle probing (__getstate__...)
+            raise AttributeError(name)
+        if self._pipeline is None:
+            pipeline = _read_cache(self._path)
+            if pipeline is None:
+                from sklearn.datasets import load_breast_cancer
+
+                data_set = load_breast_cancer()
+                pipeline = _train_demo(data_set.data, data_set.target)
+                _write_cache(self._path, pipeline)
+            self._pipeline = pipeline
+        return getattr(self._pipeline, name)
+
+    def __repr__(self) -> str:
+        return f"<demo pipeline, loaded on use from {self._path.name}>"
+
+
+def _read_folded(path: Path) -> tuple[_LinearFastPath, np.ndarray, tuple[str, ...]] | None:
+    """(fast path, data rows, feature names) from the ``.npz`` beside the joblib cache ``path``; None if absent or
+    not the shape this module writes (then the caller rebuilds it from the pipeline)."""
+    folded = path.with_suffix(".npz")
+    if not folded.is_file() or not path.is_file():  # the pair, or neither: a lone .npz is not trusted
+        return None
+    try:
+        with np.load(folded, allow_pickle=False) as z:
+            w, b, classes = z["w"], z["b"], z["classes"]
+            data, names = z["data"], z["feature_names"]
+    except Exception as exc:  # damaged or foreign: rebuilt from the pipeline
+        log.warning("ignoring unreadable model cache %s (%s)", folded, exc)
+        return None
+    n = w.shape[0] if w.ndim == 1 else -1
+    if not (n > 0 and b.shape == () and classes.shape == (2,) and data.ndim == 2 and data.shape[1] == n
+            and names.shape == (n,)):  # fmt: skip
+        log.warning("ignoring model cache %s of unexpected shape; rebuilding it", folded)
+        return None
+    fast = _LinearFastPath(w.astype(np.float64), float(b), classes)
+    return fast, data.astype(np.float64), tuple(str(s) for s in names)
+
+
+def _write_folded(path: Path, handle: ModelHandle) -> None:
+    """Write the ``.npz`` :func:`_read_folded` reads, atomically like the joblib file (best effort)."""
+    fast = handle._fast
+    if fast is None or handle._data is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, w=fast.w, b=np.float64(fast.b), classes=np.asarray(fast.classes), data=handle._data,
+                         feature_names=np.asarray(handle.feature_names, dtype=str))  # fmt: skip
+            os.replace(tmp, path.with_suffix(".npz"))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:  # a read-only home: the next start imports scikit-learn again, nothing worse
+        log.warning("could not cache the folded demo model beside %s (%s)", path, exc)
 
 
 def _train_demo(x: np.ndarray, y: np.ndarray) -> Any:

@@ -9,6 +9,7 @@ notebook runs in a temporary directory (its ``runs/`` land there) with the repos
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -92,6 +93,49 @@ def test_story_shape(path: Path) -> None:
     assert "close()" in code[-1].source, f"{path.name}: the last cell must close the fleet"
 
 
+# What each notebook's markdown promises, read from its executed outputs: (first line of the cell, pattern that
+# its text output must match). Shorter quick parameters must still tell the same story, so they are checked here.
+STORY: dict[str, list[tuple[str, str]]] = {
+    "01_launch_fleet": [("fleet.scale(", r"(?s)in_service\s+healthy.*in_service\s+healthy")],  # 2 healthy
+    "02_load_test": [("session = ml.run_session", r"LoadResult\(ramp"), ("report = ", r"report\.html")],
+    "03_scaling_behaviour": [("events[", r"(?s)scale_out.*scale_in")],  # out under load, back in when quiet
+    "04_capacity_planning": [
+        ("profile = ", r"False"),  # the sweep reached a step that broke the SLO
+        ("plan = ", r"max OK rate per target: \d"),
+    ],
+    "05_llm_fleet": [("display(ml.plots.scaling_timeline", r"ConcurrencyPerTarget [\d.]+ > target")],
+    "06_bring_your_own_server": [("def wait(", r"scale-out reached\s+scale-in reached")],
+    "07_distributed_load": [("import numpy", r"responses from 2 shards")],
+    "08_which_fleet": [("print(sweep.recommendation)", r"Recommended: "), ("from mlops_lb", r"Comparison\(")],
+    "09_safe_rollout": [
+        ("panel = ", r"RolloutResult completed"),
+        ("slow = ", r"rolled_back"),
+        ("stop.set()", r"errors: 0; status: rolled_back"),
+    ],
+    "10_routing": [("rc = ", r"consistent_hash hit"), ("print(rc.recommendation)", r"\S")],
+}
+
+
+def _text_of(cell: nbformat.NotebookNode) -> str:
+    """A code cell's printed and displayed text (streams and text/plain)."""
+    parts = []
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "stream":
+            parts.append(out.get("text", ""))
+        elif "data" in out:
+            parts.append(out["data"].get("text/plain", ""))
+    return "\n".join(parts)
+
+
+def test_story_covers_every_notebook() -> None:
+    """Each notebook has promises checked on its outputs, and each names an existing cell."""
+    assert sorted(STORY) == [p.stem for p in NOTEBOOKS]
+    for path in NOTEBOOKS:
+        sources = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+        for start, _pattern in STORY[path.stem]:
+            assert sum(s.startswith(start) for s in sources) == 1, (path.name, start)
+
+
 # Notebooks run two at a time (scripts/test.sh) except these: 03 waits for a scale-out and a scale-in on the
 # compressed clock, 07 starts a local Ray cluster (several processes; Ray tests run alone).
 SERIAL_NOTEBOOKS = {"03_scaling_behaviour", "07_distributed_load"}
@@ -123,3 +167,9 @@ def test_notebook_executes(path: Path, tmp_path: Path) -> None:
         o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.get("output_type") == "error"
     ]
     assert not errors
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for start, pattern in STORY[path.stem]:
+        text = _text_of(next(c for c in code if c.source.startswith(start)))
+        assert re.search(pattern, text), (
+            f"{path.name}: the cell {start!r} does not show {pattern!r}:\n{text[-3000:]}"
+        )

@@ -66,7 +66,7 @@ class TestDemoModel:
         stamp = path.stat().st_mtime_ns
         load_model("demo")
         assert path.stat().st_mtime_ns == stamp
-        assert [p.name for p in empty_cache.iterdir()] == [path.name]
+        assert sorted(p.name for p in empty_cache.iterdir()) == [path.name, path.with_suffix(".npz").name]
 
     def test_damaged_cache_is_replaced(self, empty_cache):
         """An unreadable cache file is retrained and overwritten, not fatal."""
@@ -86,8 +86,51 @@ class TestDemoModel:
         outs = [p.communicate(timeout=120) for p in procs]
         assert [p.returncode for p in procs] == [0, 0, 0], outs
         assert len({o[0] for o in outs}) == 1
-        assert [p.name for p in empty_cache.iterdir()] == [cache_file(empty_cache).name]  # no temp files left
+        names = sorted(p.name for p in empty_cache.iterdir())  # no temp files left
+        assert names == [cache_file(empty_cache).name, cache_file(empty_cache).with_suffix(".npz").name]
         assert joblib.load(cache_file(empty_cache)).predict(load_breast_cancer().data[:2]) is not None
+
+    def test_a_cached_start_serves_without_importing_scikit_learn(self, empty_cache):
+        """Once cached, loading the demo imports no scikit-learn (seconds of CPU per target start) and predicts the
+        same as the pipeline, which still loads on ``handle.estimator`` use."""
+        load_model("demo")  # trains and writes the joblib file and its folded .npz
+        code = (
+            "import json, sys; from mlops_lb.serving import load_model; h = load_model('demo', for_serving=True);"
+            "x = h.sample_rows(400, seed=1);"
+            "print(json.dumps([int('sklearn' in sys.modules), h.n_features, h.feature_names[0], x, h.predict(x)]))"
+        )
+        env = {**os.environ, "MLOPS_LB_CACHE_DIR": str(empty_cache)}
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+        )
+        assert out.returncode == 0, out.stderr
+        imported, n, first_name, rows, predicted = json.loads(out.stdout)
+        assert (imported, n, first_name) == (0, 30, "mean radius")
+        assert predicted == load_model("demo").estimator.predict(rows).tolist() and len(set(predicted)) == 2
+        lazy = load_model(
+            "demo", for_serving=True
+        )  # here scikit-learn is loaded: the stand-in reaches the pipeline
+        assert type(lazy.estimator).__name__ == "_CachedPipeline"
+        assert lazy.estimator.predict(rows).tolist() == predicted
+
+    @pytest.mark.parametrize("damage", ["garbage", "wrong shape", "no joblib beside it"])
+    def test_a_damaged_folded_cache_is_rebuilt_from_the_pipeline(self, empty_cache, damage):
+        """A .npz that is unreadable, of another shape, or without its joblib pipeline is not served from."""
+        load_model("demo")
+        npz = cache_file(empty_cache).with_suffix(".npz")
+        if damage == "garbage":
+            npz.write_bytes(b"not an npz")
+        elif damage == "wrong shape":
+            np.savez(npz, w=np.ones(3), b=np.float64(0), classes=np.array([0, 1]), data=np.ones((2, 30)),
+                     feature_names=np.array(["a"] * 30))  # fmt: skip
+        else:
+            cache_file(empty_cache).unlink()
+        h = load_model("demo", for_serving=True)
+        x = load_breast_cancer().data
+        assert h.predict(x) == h.estimator.predict(x).tolist() and h.n_features == 30
+        assert cache_file(empty_cache).is_file()
+        with np.load(npz, allow_pickle=False) as z:  # rewritten whole
+            assert z["w"].shape == (30,) and z["data"].shape == x.shape
 
     def test_cache_location_follows_xdg(self, monkeypatch, tmp_path):
         """Without MLOPS_LB_CACHE_DIR the cache lives under $XDG_CACHE_HOME/mlops_lb, else ~/.cache/mlops_lb."""
