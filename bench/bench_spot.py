@@ -19,6 +19,8 @@ import argparse
 import json
 import statistics
 import tempfile
+import threading
+import time
 
 import mlops_lb as ml
 from mlops_lb.analysis.spot import (
@@ -44,8 +46,9 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="bundle root (default: a temporary folder)")
     args = ap.parse_args()
     scale = args.period / 60.0
-    first = 30.0  # after launch() returns (targets boot in ~20 s here): every scheduled one has a spot target
-    at_aws = [(first + k * args.every) / scale for k in range(args.interruptions)]
+    # Interruptions are sent with fleet.interrupt() once the load is sending (the open-loop engines take seconds to
+    # start on a loaded machine: a schedule from launch() put the first ones before the run), `first` s in.
+    first = 10.0
     spec = ml.FleetSpec(
         name="bench-spot",
         region="us-east-1",
@@ -59,7 +62,6 @@ def main() -> None:
                 "on_demand_percent": 0,
                 "instance_types": ["t3.small"],
                 "capacity_rebalance": True,
-                "local_interrupt_at_s": at_aws,
             },
         },
         health_check={"interval_s": 10, "timeout_s": 5, "healthy_threshold": 2, "unhealthy_threshold": 2},
@@ -78,11 +80,18 @@ def main() -> None:
     )
     with ml.open_fleet(spec, backend="local") as fleet:
         fleet.launch()
-        # The spot controller's clock started at launch(); the load covers every scheduled interruption + 2 notices.
+        # The load covers every interruption plus two notices.
         duration = first + args.every * args.interruptions + 10
         out_root = args.out or tempfile.mkdtemp(prefix="bench-spot-")
-        outcome = ml.RunSession(fleet, constant(args.rps, duration), out=out_root, report=False,
-                                connections=16, timeout_s=10).start().finish()  # fmt: skip
+        sending = threading.Event()  # the first interval summary: the engines are sending
+        session = ml.RunSession(fleet, constant(args.rps, duration), out=out_root, report=False,
+                                connections=16, timeout_s=10, on_interval=lambda _: sending.set()).start()  # fmt: skip
+        sending.wait(120)
+        t_send = time.monotonic()
+        for k in range(args.interruptions):
+            time.sleep(max(0.0, t_send + first + k * args.every - time.monotonic()))
+            fleet.interrupt()  # type: ignore[attr-defined]  # the oldest spot target in service
+        outcome = session.finish()
         result = outcome.result
         RunBundle(outcome.bundle_path).capture(fleet, tables=("spot", "events"))  # replacements known by now
         df = fleet.spot_interruptions()

@@ -92,7 +92,7 @@ def _stub_clients(monkeypatch: pytest.MonkeyPatch, console_text: str, acts: list
 
     asg = boto3.client("autoscaling", region_name=REGION)
     asg_stub = Stubber(asg)
-    for _ in range(2):
+    for _ in range(3):
         asg_stub.add_response("describe_scaling_activities", {"Activities": acts},
                               {"AutoScalingGroupName": "demo-asg-123"})  # fmt: skip
     asg_stub.activate()
@@ -110,11 +110,14 @@ def _stub_clients(monkeypatch: pytest.MonkeyPatch, console_text: str, acts: list
     ec2_stub.add_client_error("get_console_output", service_error_code="InvalidInstanceID.NotFound",
                               expected_params={"InstanceId": OTHER, "Latest": True})  # fmt: skip
     ec2_stub.activate()
+    reads: list[str] = []  # every GetConsoleOutput the fleet makes, stubbed or not
+    ec2.meta.events.register("provide-client-params.ec2.GetConsoleOutput",
+                             lambda params, **_: reads.append(params["InstanceId"]))  # fmt: skip
     monkeypatch.setattr("mlops_lb.aws.cloudwatch.client", cw_client)
     monkeypatch.setattr(
         "mlops_lb.aws.stack.client", lambda service, **kw: ec2 if service == "ec2" else real(service, **kw)
     )
-    return ec2_stub
+    return ec2_stub, reads
 
 
 def test_events_carry_the_agents_record_joined_with_the_group(
@@ -134,7 +137,7 @@ def test_events_carry_the_agents_record_joined_with_the_group(
          "Cause": "test cause: replacement", "StartTime": notice_t - timedelta(seconds=5),
          "Description": f"Launching a new EC2 instance: {OTHER}"},
     ]  # fmt: skip
-    stub = _stub_clients(monkeypatch, console(lines), acts)
+    stub, reads = _stub_clients(monkeypatch, console(lines), acts)
     spec = FleetSpec(name="demo", region=REGION, target_group={"deregistration_delay_s": 60},
                      capacity={"min": 1, "desired": 2, "max": 5, "spot": {"instance_types": ["t3.small"]}})  # fmt: skip
     fleet = AwsFleet(spec, wheel=fake_wheel)
@@ -154,23 +157,10 @@ def test_events_carry_the_agents_record_joined_with_the_group(
     again = fleet.events()
     assert len(again[again["kind"] == "spot_notice"]) == 1
     stub.assert_no_pending_responses()
-
-
-def test_without_spot_no_console_is_read(
-    cloud: dict[str, Any],  # noqa: F811
-    fake_cli: Any,
-    fake_wheel: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from botocore.stub import Stubber
-
-    from mlops_lb.aws import _boto
-
-    ec2 = _boto.client("ec2", region=REGION)
-    with Stubber(ec2):  # no response queued: any GetConsoleOutput fails the test
-        monkeypatch.setattr("mlops_lb.aws.stack.client", lambda service, **kw: ec2)
-        fleet = AwsFleet(FleetSpec(name="demo", region=REGION, capacity={"min": 1, "desired": 2, "max": 5}),
-                         wheel=fake_wheel)  # fmt: skip
-        ev = fleet.events()
-    assert not ev["kind"].isin(["spot_notice", "spot_agent"]).any()
-    assert "spot_agent_bad_lines" not in ev.attrs
+    n_reads = len(reads)
+    assert IID in reads and OTHER in reads
+    # the same group without capacity.spot: no console is read (none is stubbed), no agent rows, no counters
+    plain = AwsFleet(FleetSpec(name="demo", region=REGION, capacity={"min": 1, "desired": 2, "max": 5}),
+                     wheel=fake_wheel).events()  # fmt: skip
+    assert not plain["kind"].isin(["spot_notice", "spot_agent"]).any()
+    assert "spot_agent_bad_lines" not in plain.attrs and len(reads) == n_reads
