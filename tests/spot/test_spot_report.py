@@ -130,7 +130,9 @@ def test_ledger_cost_is_the_instance_hours_at_spot_and_list_prices() -> None:
     assert late.spot_instance_hours == pytest.approx(40 * h)
 
 
-def _bundle(tmp_path: Path, failures: list[tuple[float, str, str, int]], *, spot_tables: bool) -> Path:
+def _bundle(
+    tmp_path: Path, failures: list[tuple[float, str, str, int]], *, spot_tables: bool, start_s: float = 0.0
+) -> Path:
     spec = ml.FleetSpec(
         name="spot-report",
         region="us-east-1",
@@ -145,7 +147,9 @@ def _bundle(tmp_path: Path, failures: list[tuple[float, str, str, int]], *, spot
         local={"period_s": 2.0},
     )
     b = RunBundle.create(root=tmp_path, name="spot", spec=spec)
-    b.write_facts(RunFacts(start=at(0), end=at(40), send_end=at(40), metric_period_s=2.0, backend="local"))
+    b.write_facts(
+        RunFacts(start=at(start_s), end=at(40), send_end=at(40), metric_period_s=2.0, backend="local")
+    )
     b.append_requests(_requests(failures))
     kinds = ("spot_rebalance", "spot_notice", "spot_agent", "spot_interrupted")
     b.write_events(events_frame([
@@ -183,6 +187,12 @@ def test_report_shows_errors_per_interruption_and_the_cost(tmp_path: Path) -> No
         _bundle(tmp_path / "b", [(12.0, "i-2", "http_5xx", 502), (14.5, "", "reset", 0)], spot_tables=True)
     )
     assert "2.00 (2 attributed to 1 interruption(s))" in bad
+
+
+def test_an_interruption_outside_the_run_is_not_the_runs(tmp_path: Path) -> None:
+    # the fleet's table covers its whole life: i-2 was reclaimed at 14 s, before a run that began at 20 s
+    late = _section(_bundle(tmp_path, [], spot_tables=True, start_s=20.0))
+    assert "<th class='l'>interruptions</th><td class='l'>0</td>" in late and "n/a (none)" in late
 
 
 def test_an_older_bundle_without_the_tables_still_renders(tmp_path: Path) -> None:
