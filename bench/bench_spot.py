@@ -5,7 +5,11 @@ Desired 3 (one on-demand base, two spot), capacity rebalancing on, interruptions
 compressed clock), a steady open-loop load from mlops_lb.load. Times are printed in local seconds and in AWS
 seconds (local / time_scale). Prices: mlops_lb/data/prices.csv (spot rows are dated snapshots, with sources).
 
-Run:  PYTHONPATH=. .venv/bin/python bench/bench_spot.py [--interruptions 6] [--rps 40] [--period 2]
+The run goes through a RunSession into a run bundle (under --out) whose report has the spot section: the same
+per-interruption rows (errors attributed from the load records, notice -> deregistered / replacement healthy) and
+the cost incurred against all on-demand are printed here from the bundle.
+
+Run:  PYTHONPATH=. .venv/bin/python bench/bench_spot.py [--interruptions 6] [--rps 40] [--period 2] [--out runs]
       add --no-agent to see what the agent prevents (the same run, the notice unanswered).
 """
 
@@ -14,11 +18,22 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
+import threading
+import time
 
 import mlops_lb as ml
-from mlops_lb.analysis.spot import expected_mix_cost, run_spot_cost, spot_prices
-from mlops_lb.load import constant, run_load
+from mlops_lb.analysis.spot import (
+    expected_mix_cost,
+    interruption_errors,
+    ledger_cost,
+    run_spot_cost,
+    spot_prices,
+)
+from mlops_lb.bundle import RunBundle
+from mlops_lb.load import constant
 from mlops_lb.local.spot import SpotController
+from mlops_lb.report import write_report
 
 
 def main() -> None:
@@ -28,10 +43,12 @@ def main() -> None:
     ap.add_argument("--rps", type=float, default=40.0)
     ap.add_argument("--period", type=float, default=2.0)
     ap.add_argument("--no-agent", action="store_true")
+    ap.add_argument("--out", default=None, help="bundle root (default: a temporary folder)")
     args = ap.parse_args()
     scale = args.period / 60.0
-    first = 30.0  # after launch() returns (targets boot in ~20 s here): every scheduled one has a spot target
-    at_aws = [(first + k * args.every) / scale for k in range(args.interruptions)]
+    # Interruptions are sent with fleet.interrupt() once the load is sending (the open-loop engines take seconds to
+    # start on a loaded machine: a schedule from launch() put the first ones before the run), `first` s in.
+    first = 10.0
     spec = ml.FleetSpec(
         name="bench-spot",
         region="us-east-1",
@@ -45,7 +62,6 @@ def main() -> None:
                 "on_demand_percent": 0,
                 "instance_types": ["t3.small"],
                 "capacity_rebalance": True,
-                "local_interrupt_at_s": at_aws,
             },
         },
         health_check={"interval_s": 10, "timeout_s": 5, "healthy_threshold": 2, "unhealthy_threshold": 2},
@@ -64,15 +80,37 @@ def main() -> None:
     )
     with ml.open_fleet(spec, backend="local") as fleet:
         fleet.launch()
-        # The spot controller's clock started at launch(); the load covers every scheduled interruption + 2 notices.
+        # The load covers every interruption plus two notices.
         duration = first + args.every * args.interruptions + 10
-        result = run_load(
-            fleet.url + "/predict", constant(args.rps, duration), connections=16, progress=False, timeout_s=10
-        )
+        out_root = args.out or tempfile.mkdtemp(prefix="bench-spot-")
+        sending = threading.Event()  # the first interval summary: the engines are sending
+        session = ml.RunSession(fleet, constant(args.rps, duration), out=out_root, report=False,
+                                connections=16, timeout_s=10, on_interval=lambda _: sending.set()).start()  # fmt: skip
+        sending.wait(120)
+        t_send = time.monotonic()
+        for k in range(args.interruptions):
+            time.sleep(max(0.0, t_send + first + k * args.every - time.monotonic()))
+            fleet.interrupt()  # type: ignore[attr-defined]  # the oldest spot target in service
+        outcome = session.finish()
+        result = outcome.result
+        RunBundle(outcome.bundle_path).capture(fleet, tables=("spot", "events"))  # replacements known by now
         df = fleet.spot_interruptions()
         ev = fleet.events()
+    report = write_report(outcome.bundle_path)
+    b = RunBundle.load(outcome.bundle_path)
+    per = interruption_errors(b.spot_interruptions, b.requests, events=b.events)
+    win = b.window
+    assert win is not None
+    incurred = ledger_cost(b.spot_ledger, start=win[0], end=win[1])
+    print("report rows (from the bundle):")
+    print(per.to_string(index=False))
+    print(f"errors outside any interruption: {per.attrs['unattributed']}; report: {report}")
+    print(
+        f"cost incurred in the run window: {incurred.usd:.5f} USD vs {incurred.all_on_demand_usd:.5f} all on-demand "
+        f"({100 * incurred.saving_share:.1f} % saved)"
+    )
     s = result.summary()
-    errors = int(s["errors"])
+    errors = sum(n for kind, n in s["errors_by_kind"].items() if kind != "cancelled")
     n = len(df)
     ledger = df.attrs["ledger"]
     cost = run_spot_cost(
@@ -100,6 +138,7 @@ def main() -> None:
         "spot_instance_hours": cost.spot_instance_hours,
         "on_demand_instance_hours": cost.on_demand_instance_hours,
         "events": {k: int(v) for k, v in ev["kind"].value_counts().items() if str(k).startswith("spot")},
+        "errors_per_interruption_attributed": float(per["client_errors"].mean()) if len(per) else None,
         "agent": not args.no_agent,
     }  # fmt: skip
     print(json.dumps(out, indent=1))

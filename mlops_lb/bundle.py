@@ -14,6 +14,8 @@ Layout of ``runs/<utc-time>-<name>/``::
     events.parquet       events frame
     decisions.parquet    the autoscaler's decisions (``fleet.decisions()``; the local fleet has them)
     status.parquet       ``fleet.status()`` when the run ended
+    spot_interruptions.parquet  one row per spot interruption (``fleet.spot_interruptions()``; spot fleets only)
+    spot_ledger.parquet  every instance's purchase option, type and life (that frame's ``attrs["ledger"]``)
     summary.json         LoadResult.summary()
     report.html          written by mlops_lb.report
 
@@ -69,7 +71,16 @@ __all__ = ["MAX_JSON_BYTES", "LoadedBundle", "RunBundle", "RunFacts", "find_bund
 log = logging.getLogger(__name__)
 
 _APPENDABLE = ("requests", "intervals")
-_TABLES = ("requests", "intervals", "metrics", "events", "decisions", "status")
+_TABLES = (
+    "requests",
+    "intervals",
+    "metrics",
+    "events",
+    "decisions",
+    "status",
+    "spot_interruptions",
+    "spot_ledger",
+)
 _PARTS_KEY = b"mlops_lb_parts"
 
 
@@ -304,20 +315,44 @@ class RunBundle:
         _atomic_write_parquet(path, df)
         return path
 
+    def write_spot(self, df: pd.DataFrame) -> list[Path]:
+        """Write (replace) ``spot_interruptions.parquet`` and ``spot_ledger.parquet`` from a
+        ``fleet.spot_interruptions()`` frame (its ``attrs["ledger"]`` is the ledger; ``attrs["time_scale"]``
+        goes into each ledger row, so the bundle alone prices the run). Nothing is written for a fleet that
+        never had a spot instance."""
+        import pandas as pd
+
+        ledger = pd.DataFrame(list(df.attrs.get("ledger") or []))
+        if not len(df) and not len(ledger):
+            return []
+        if len(ledger):
+            ledger["time_scale"] = float(df.attrs.get("time_scale") or 1.0)
+        out = []
+        for name, frame in (("spot_interruptions", df), ("spot_ledger", ledger)):
+            path = self.path / f"{name}.parquet"
+            frame = frame.copy()
+            frame.attrs = {}  # the ledger list does not belong in the parquet metadata
+            with _storage(path):
+                _atomic_write_parquet(path, frame)
+            out.append(path)
+        return out
+
     def capture(
         self,
         fleet: Any,
         *,
         start: datetime | None = None,
         end: datetime | None = None,
-        tables: tuple[str, ...] = ("metrics", "events", "status", "decisions"),
+        tables: tuple[str, ...] = ("metrics", "events", "status", "decisions", "spot"),
     ) -> list[str]:
-        """Save the fleet's metrics, events, decisions and status (each best effort); returns what failed.
+        """Save the fleet's metrics, events, decisions, status and spot tables (each best effort); returns what
+        failed.
 
         ``start``/``end`` bound the metrics and events read (the run's window); a failed read is logged and named
         in the returned list but never loses what the load already wrote. A fleet without ``decisions()`` (AWS)
-        simply has no decisions table. ``tables`` picks which to save (the session saves metrics and events
-        while the run goes, all four at its end).
+        simply has no decisions table; one without ``spot_interruptions()`` (or without spot capacity) has no
+        spot tables. ``tables`` picks which to save (the session saves metrics and events while the run goes,
+        all of them at its end).
 
         Example::
 
@@ -327,9 +362,12 @@ class RunBundle:
         readers: list[tuple[str, Any]] = [
             ("metrics", lambda: fleet.metrics(start=start, end=end)),
             ("events", lambda: fleet.events(start=start, end=end)),
-            ("status", fleet.status),
-            ("decisions", fleet.decisions),
+            ("status", lambda: fleet.status()),
+            ("decisions", lambda: fleet.decisions()),
         ]
+        spot = getattr(fleet, "spot_interruptions", None)
+        if callable(spot):  # a local fleet; it answers an empty frame without capacity.spot (nothing written)
+            readers.append(("spot", spot))
         for name, read in readers:
             if name not in tables:
                 continue
@@ -485,6 +523,10 @@ class LoadedBundle:
     # rollout.json's rollouts (RolloutResult.to_dict() each) and shadow.json (ShadowResult.summary()), if any
     rollouts: list[dict[str, Any]] = field(default_factory=list)
     shadow: dict[str, Any] | None = None
+    # spot fleets: one row per interruption (with UTC ``<moment>_at`` columns) and the instance ledger; empty in
+    # bundles of other fleets and in bundles written before they were saved
+    spot_interruptions: pd.DataFrame = field(default_factory=_empty)
+    spot_ledger: pd.DataFrame = field(default_factory=_empty)
 
     @classmethod
     def coerce(cls, obj: Any) -> LoadedBundle:
@@ -526,6 +568,8 @@ class LoadedBundle:
             load_settings=getattr(obj, "load_settings", None),
             decisions=frame("decisions"),
             status=frame("status"),
+            spot_interruptions=frame("spot_interruptions"),
+            spot_ledger=frame("spot_ledger"),
             run_facts=facts if isinstance(facts := getattr(obj, "run_facts", None), RunFacts) else None,
         )
 

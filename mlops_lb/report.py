@@ -327,6 +327,96 @@ def _scale_times(events: pd.DataFrame, t0: Any) -> list[tuple[str, str]]:
     return out
 
 
+def _spot_section(b: LoadedBundle, requests: pd.DataFrame, events: pd.DataFrame, t0: Any) -> str:
+    """Spot fleets: per interruption the target, notice, notice -> deregistered / replacement healthy and the
+    client-visible errors attributed to it; then errors per interruption and the cost actually incurred against
+    all on-demand. A bundle written before the spot tables were saved says so (its events still show them)."""
+    import pandas as pd
+
+    from .analysis.spot import interruption_errors, ledger_cost
+
+    spot_events = (
+        int(events["kind"].astype(str).str.startswith("spot_").sum())
+        if len(events) and "kind" in events.columns
+        else 0
+    )
+    if not len(b.spot_interruptions) and not len(b.spot_ledger):
+        if not spot_events:
+            return ""
+        return (
+            "<h2>Spot interruptions</h2><p class='muted'>This bundle has spot events but no spot tables "
+            "(spot_interruptions.parquet, spot_ledger.parquet: written by runs since they were saved), so "
+            "errors per interruption and the cost incurred cannot be shown; the events below list each step.</p>"
+        )
+    spec = b.spec
+    scale = spec.local.time_scale if spec is not None else 1.0
+    # a reclaimed target without an agent fails requests until the balancer marks it down: its own events say
+    # when; without them, the health checks' bound (unhealthy_threshold x interval + timeout)
+    hc = spec.health_check if spec is not None else None
+    detect_s = (hc.interval_s * hc.unhealthy_threshold + hc.timeout_s) * scale if hc is not None else 0.0
+    win = b.window
+    table = b.spot_interruptions
+    if win is not None and len(table) and "triggered_at" in table.columns:
+        # the fleet's whole life is in the table: keep the interruptions that overlap this run
+        began = pd.to_datetime(table["triggered_at"], utc=True)
+        ended = (
+            pd.to_datetime(table["terminated_at"], utc=True) if "terminated_at" in table.columns else began
+        )
+        table = table[(began <= win[1]) & (ended.isna() | (ended >= win[0]))]
+    per = interruption_errors(table, requests, events=events, detect_s=detect_s)
+    n = len(per)
+    attributed = int(per["client_errors"].sum()) if n else 0
+    shown = per.assign(
+        notice_to_deregistered_s=[_secs(v) for v in per["notice_to_deregistered_s"]],
+        notice_to_replacement_healthy_s=[_secs(v) for v in per["notice_to_replacement_healthy_s"]],
+    )
+    region = (spec.region if spec is not None else None) or "us-east-1"
+    rows: list[tuple[str, str]] = [
+        ("interruptions", str(n)),
+        (
+            "client-visible errors per interruption",
+            f"{attributed / n:.2f} ({attributed} attributed to {n} interruption(s))" if n else "n/a (none)",
+        ),
+        ("errors outside any interruption", str(per.attrs.get("unattributed", 0))),
+    ]
+    if win is not None and len(b.spot_ledger):
+        try:
+            c = ledger_cost(b.spot_ledger, start=win[0], end=win[1], region=region, interruptions=n,
+                            client_errors=attributed)  # fmt: skip
+            rows += [
+                (
+                    "cost incurred (instances)",
+                    f"{c.usd:.5f} USD vs {c.all_on_demand_usd:.5f} USD all on-demand: "
+                    + (f"{100 * c.saving_share:.1f} % saved" if c.all_on_demand_usd else "n/a")
+                    + f" ({region}; spot at the shipped snapshot's median, on-demand at list prices)",
+                ),
+                (
+                    "instance-hours (AWS time)",
+                    f"{c.spot_instance_hours:.4f} spot, {c.on_demand_instance_hours:.4f} on-demand",
+                ),
+            ]
+        except (SpecError, KeyError, TypeError, ValueError) as exc:
+            rows.append(("cost incurred (instances)", f"n/a: {exc}"))
+    clock = (
+        f" Durations are local seconds; on AWS they stand for local / {scale:g} (the compressed clock)."
+        if scale != 1.0
+        else ""
+    )
+    return (
+        "<h2>Spot interruptions</h2><p class='muted'>A failed request counts against an interruption when the "
+        "interrupted target answered it after the interruption began, or, with no target (refused, reset, a "
+        "balancer 503), when it was sent between the notice and the moment the balancer stopped routing to the "
+        "reclaimed target (its first unhealthy, terminate or deregistered event; without one, the reclaim plus "
+        f"the health checks' bound, {detect_s:.2f} s).{html.escape(clock)}</p>"
+        + _df_html(shown, t0)
+        + _table(rows)
+    )
+
+
+def _secs(v: Any) -> str:
+    return "" if v is None or v != v else f"{float(v):.2f}"
+
+
 MAX_EMBED_CHARS = 100_000
 """The most characters of one recorded text (the spec) the page embeds: a spec is a few kB, and the page is meant
 to be mailed; the whole file stays in the bundle."""
@@ -526,6 +616,7 @@ def _render_page(bundle: LoadedBundle, slo_p99_s: float | None) -> tuple[str, li
     import pandas as pd
 
     waterfall = _waterfall(events, requests, t0) if len(events) else pd.DataFrame()
+    spot_html = _spot_section(b, requests, events, t0)
     plan_html = ""
     if slo_p99_s is not None and run.is_sweep:
         from .analysis.capacity import plan_capacity
@@ -569,6 +660,7 @@ uncorrected from the actual send.</p>
 <h2>Plots</h2>
 {fig_html or "<p class='muted'>no data to plot</p>"}
 {llm_html}
+{spot_html}
 {plan_html}
 <h2>Scale-out waterfall</h2>
 <p class="muted">Seconds spent in each stage, per new target: decision → launch → healthy (first passing check)

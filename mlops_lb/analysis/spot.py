@@ -35,6 +35,8 @@ __all__ = [
     "MixCost",
     "RunSpotCost",
     "expected_mix_cost",
+    "interruption_errors",
+    "ledger_cost",
     "mix_counts",
     "run_spot_cost",
     "spot_price",
@@ -224,3 +226,194 @@ def run_spot_cost(
             usd += hours * od
             od_h += hours
     return RunSpotCost(usd, all_od, spot_h, od_h, interruptions, client_errors)
+
+
+# An error is what the client saw fail: any error kind but "cancelled" (a request the run's own stop never sent).
+_NOT_CLIENT_ERRORS = ("", "cancelled")
+
+
+def _client_errors(requests: pd.DataFrame) -> pd.Series:
+    """True for each request the client saw fail (errors column; old records without it: status >= 400 or none)."""
+    if "error" in requests.columns:
+        return ~requests["error"].fillna("").astype(str).isin(_NOT_CLIENT_ERRORS)
+    status = requests["status"] if "status" in requests.columns else None
+    if status is None:
+        import pandas as pd
+
+        return pd.Series(False, index=requests.index)
+    return (status.fillna(0) >= 400) | (status.fillna(0) == 0)
+
+
+def _first(requests: pd.DataFrame, cols: tuple[str, ...]) -> pd.Series:
+    """Per request, the first of ``cols`` that is set (UTC)."""
+    import pandas as pd
+
+    out = pd.Series(pd.NaT, index=requests.index, dtype="datetime64[ns, UTC]")
+    for col in reversed(cols):
+        if col in requests.columns:
+            t = pd.to_datetime(requests[col], utc=True)
+            out = t.where(t.notna(), out)
+    return out
+
+
+# Events after which the balancer sends a target nothing new: HAProxy marked it down, the group terminated it, or
+# it was deregistered (mlops_lb/local/asg.py emits them; AWS's target health gives the same kinds).
+_OUT_OF_SERVICE = ("unhealthy", "terminate", "deregistered")
+
+
+def interruption_errors(
+    interruptions: pd.DataFrame,
+    requests: pd.DataFrame,
+    *,
+    events: pd.DataFrame | None = None,
+    detect_s: float = 0.0,
+) -> pd.DataFrame:
+    """Client-visible errors attributed to each spot interruption of a run.
+
+    ``interruptions`` is a ``fleet.spot_interruptions()`` frame (or a bundle's ``spot_interruptions``) with UTC
+    ``<moment>_at`` columns; ``requests`` the run's load records. A failed request belongs to an interruption
+    when the interrupted target answered it (``target``, from ``X-Target-Id``) after the interruption began, or,
+    without that target (a refused or reset connection, a balancer's 503), when it was **sent** inside the
+    interruption's window: from the notice until the balancer stopped routing to the reclaimed target, i.e. its
+    first ``unhealthy``/``terminate``/``deregistered`` event at or after the reclaim in ``events``, else the
+    reclaim plus ``detect_s`` (the health checks' time to mark a dead target down); with no reclaim yet, the end
+    of the run. Overlapping windows give an error to the earliest. ``attrs["unattributed"]`` counts the run's
+    other errors.
+
+    Columns: target, notice_at, notice_to_deregistered_s, notice_to_replacement_healthy_s, sent_after_notice
+    (requests the target was sent after its notice; the agent's deregistration makes it ~0), client_errors.
+
+    Example::
+
+        interruption_errors(bundle.spot_interruptions, bundle.requests, events=bundle.events)["client_errors"]
+    """
+    import pandas as pd
+
+    cols = ["target", "notice_at", "notice_to_deregistered_s", "notice_to_replacement_healthy_s",
+            "sent_after_notice", "client_errors"]  # fmt: skip
+    if not len(interruptions):
+        out = pd.DataFrame(columns=cols)
+        out.attrs["unattributed"] = int(_client_errors(requests).sum()) if len(requests) else 0
+        return out
+    rows = interruptions.reset_index(drop=True)
+
+    def utc(col: str) -> pd.Series:
+        if col not in rows.columns:
+            return pd.Series(pd.NaT, index=rows.index, dtype="datetime64[ns, UTC]")
+        return pd.to_datetime(rows[col], utc=True)
+
+    targets = rows["target"].astype(str)
+    began = utc("triggered_at").fillna(utc("rebalance_at")).fillna(utc("notice_at"))
+    starts = utc("notice_at").fillna(began)
+    reclaimed = utc("terminated_at")
+    ends = reclaimed + pd.Timedelta(seconds=max(float(detect_s), 0.0))
+    if events is not None and len(events) and {"timestamp", "kind", "target"} <= set(events.columns):
+        out_ev = events[events["kind"].isin(_OUT_OF_SERVICE)]
+        ev_t = pd.to_datetime(out_ev["timestamp"], utc=True)
+        ev_target = out_ev["target"].astype(str)
+        for i, (tgt, t) in enumerate(zip(targets, reclaimed, strict=True)):
+            if pd.notna(t):
+                later = ev_t[(ev_target == tgt) & (ev_t >= t)]
+                if len(later):
+                    ends[i] = later.min()
+    errors = [0] * len(rows)
+    sent_after = [0] * len(rows)
+    unattributed = 0
+    if len(requests):
+        req_target = (
+            requests["target"].fillna("").astype(str)
+            if "target" in requests.columns
+            else pd.Series("", index=requests.index)
+        )
+        answered = _first(requests, ("done_at", "sent_at", "intended_at"))
+        sent = _first(requests, ("sent_at", "intended_at"))
+        failed = _client_errors(requests)
+        for i, (tgt, notice) in enumerate(zip(targets, starts, strict=True)):
+            if pd.notna(notice):
+                sent_after[i] = int(((req_target == tgt) & (sent >= notice)).sum())
+        index_of = {t: i for i, t in enumerate(targets)}
+        order = sorted(range(len(rows)), key=lambda i: (pd.isna(starts[i]), starts[i]))
+        for tgt, done, t in zip(req_target[failed], answered[failed], sent[failed], strict=True):
+            own = index_of.get(tgt)
+            if own is not None and pd.notna(done) and (pd.isna(began[own]) or done >= began[own]):
+                errors[own] += 1
+                continue
+            for j in order:
+                if (
+                    pd.notna(t)
+                    and pd.notna(starts[j])
+                    and t >= starts[j]
+                    and (pd.isna(ends[j]) or t <= ends[j])
+                ):
+                    errors[j] += 1
+                    break
+            else:
+                unattributed += 1
+
+    def num(col: str) -> list[float]:
+        if col not in rows.columns:
+            return [math.nan] * len(rows)
+        return [float(v) if v is not None and v == v else math.nan for v in rows[col]]
+
+    out = pd.DataFrame(
+        {
+            "target": targets,
+            "notice_at": starts,
+            "notice_to_deregistered_s": num("notice_to_deregistered_s"),
+            "notice_to_replacement_healthy_s": num("notice_to_replacement_healthy_s"),
+            "sent_after_notice": sent_after,
+            "client_errors": errors,
+        }
+    )
+    out.attrs["unattributed"] = unattributed
+    return out
+
+
+def ledger_cost(
+    ledger: pd.DataFrame,
+    *,
+    start: Any,
+    end: Any,
+    region: str = "us-east-1",
+    interruptions: int = 0,
+    client_errors: int = 0,
+) -> RunSpotCost:
+    """:func:`run_spot_cost` of a bundle's ``spot_ledger`` over the run's window ``[start, end]`` (UTC).
+
+    The ledger's rows carry local seconds (``launched_s``/``ended_s``), their UTC ``launched_at`` and the
+    fleet's ``time_scale``: the window is turned into the ledger's local seconds, lives still open when the
+    ledger was saved end at ``end``.
+
+    Example::
+
+        ledger_cost(bundle.spot_ledger, start=bundle.window[0], end=bundle.window[1]).saving_share
+    """
+    import pandas as pd
+
+    if not len(ledger):
+        return RunSpotCost(0.0, 0.0, 0.0, 0.0, interruptions, client_errors)
+    first = ledger.iloc[0]
+    t0 = pd.to_datetime(first["launched_at"], utc=True) - pd.Timedelta(seconds=float(first["launched_s"]))
+
+    def utc(t: Any) -> pd.Timestamp:
+        ts = pd.Timestamp(t)
+        return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+    start_s = (utc(start) - t0).total_seconds()
+    end_s = (utc(end) - t0).total_seconds()
+    rows: list[dict[str, Any]] = [
+        {
+            **{str(k): v for k, v in r.items()},
+            "ended_s": None if r.get("ended_s") is None or r["ended_s"] != r["ended_s"] else r["ended_s"],
+        }
+        for r in ledger.to_dict("records")
+    ]
+    return run_spot_cost(
+        rows,
+        end_s=end_s,
+        start_s=start_s,
+        time_scale=float(first.get("time_scale") or 1.0),
+        region=region,
+        interruptions=interruptions,
+        client_errors=client_errors,
+    )

@@ -783,7 +783,9 @@ class AwsFleet:
         return df
 
     def events(self, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
-        """Scaling activities (scale_out/scale_in/launch/terminate) plus the current target health of each target."""
+        """Scaling activities (scale_out/scale_in/launch/terminate) plus the current target health of each target;
+        with ``capacity.spot``, each instance's spot agent record too (``spot_notice``/``spot_agent`` rows from its
+        console; ``attrs["spot_agent_bad_lines"]`` counts lines skipped as malformed)."""
         from .cloudwatch import read_scaling_activities, read_target_health
 
         # A failed read stays a MetricsError (its AWS code and hint intact), as everywhere else.
@@ -801,6 +803,7 @@ class AwsFleet:
             "initial": "registered",
         }
         rows: list[dict[str, Any]] = [{str(k): v for k, v in r.items()} for r in acts.to_dict("records")]
+        spot_rows, bad, unreadable = self._spot_agent_rows(rows, health, start=start, end=end)
         for r in health.to_dict("records"):
             if r["health"] in kind:
                 detail = f"target health {r['aws_state']}" + (f": {r['reason']}" if r["reason"] else "")
@@ -812,7 +815,35 @@ class AwsFleet:
                         "detail": detail,
                     }
                 )
-        return events_frame(rows)
+        df = events_frame(rows + spot_rows)
+        if self.spec.capacity.spot is not None:
+            df.attrs["spot_agent_bad_lines"] = bad  # record lines skipped as malformed (data, never code)
+            df.attrs["spot_agent_unreadable"] = unreadable  # instances whose console could not be read
+        return df
+
+    def _spot_agent_rows(
+        self, acts: list[dict[str, Any]], health: Any, *, start: datetime | None, end: datetime | None
+    ) -> tuple[list[dict[str, Any]], int, list[str]]:
+        """capacity.spot: each instance's spot agent record (its console) as events, joined with the group's
+        activities (aws/_spot_record.py); nothing without spot."""
+        if self.spec.capacity.spot is None:
+            return [], 0, []
+        from ._spot_record import AgentRecordReader, join_activities
+
+        reader = getattr(self, "_spot_reader", None)
+        if reader is None:
+            reader = self._spot_reader = AgentRecordReader(self._console_text)
+        current = health["target"] if "target" in getattr(health, "columns", ()) else ()
+        ids = {str(r.get("target") or "") for r in acts} | {str(t) for t in current}
+        ids = {i for i in ids if re.fullmatch(r"i-[0-9a-f]{8,17}", i)}
+        rows, bad, unreadable = reader.rows(sorted(ids))
+        lo = start if start is None or start.tzinfo else start.replace(tzinfo=timezone.utc)
+        hi = end if end is None or end.tzinfo else end.replace(tzinfo=timezone.utc)
+        rows = [
+            r for r in rows if (lo is None or r["timestamp"] >= lo) and (hi is None or r["timestamp"] <= hi)
+        ]
+        join_activities(rows, acts)
+        return rows, bad, unreadable
 
     @property
     def capacity(self) -> Capacity:
@@ -889,11 +920,16 @@ class AwsFleet:
 
             print(fleet.logs("i-0123456789abcdef0"))
         """
+        if not isinstance(target, str) or not re.fullmatch(r"i-[0-9a-f]{8,17}", target):
+            raise SpecError("target", f"must be an instance id such as i-0123456789abcdef0 (got {target!r})")
+        lines = self._console_text(target).splitlines()
+        return "\n".join(lines[-tail:] if tail > 0 else lines)
+
+    def _console_text(self, target: str) -> str:
+        """An instance's console output (EC2 GetConsoleOutput, the latest on Nitro instances), decoded."""
         import base64
         import binascii
 
-        if not isinstance(target, str) or not re.fullmatch(r"i-[0-9a-f]{8,17}", target):
-            raise SpecError("target", f"must be an instance id such as i-0123456789abcdef0 (got {target!r})")
         try:
             out = self._client("ec2").get_console_output(InstanceId=target, Latest=True)
         except Exception as exc:
@@ -903,8 +939,7 @@ class AwsFleet:
             text = base64.b64decode(raw, validate=True).decode("utf-8", "replace")
         except (binascii.Error, ValueError):
             text = raw
-        lines = text.splitlines()
-        return "\n".join(lines[-tail:] if tail > 0 else lines)
+        return text
 
     def close(self) -> None:
         """Forget local handles; the stack keeps running (and billing) until destroyed."""

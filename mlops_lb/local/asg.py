@@ -111,6 +111,8 @@ class Instance:
     # desired, as on AWS, until EC2 reclaims it) unless released early by capacity rebalancing.
     lifecycle: str = "on-demand"
     instance_type: str = ""
+    # capacity units it counts toward desired: its type's weight (WeightedCapacity) when the types have weights
+    units: int = 1
     spot_hold: bool = False
     spot_released: bool = False
     spot_drained: bool = False
@@ -207,6 +209,10 @@ class AsgEmulator:
             and not i.spot_released
             and i.stopping_since is None
         ]
+
+    def active_units(self) -> int:
+        """Capacity units of :meth:`active` (= how many instances, unless the spot types carry weights)."""
+        return sum(i.units for i in self.active())
 
     def healthy(self) -> list[Instance]:
         return [i for i in self.instances if i.state == "in_service" and i.health == "healthy"]
@@ -535,22 +541,32 @@ class AsgEmulator:
 
     def _reconcile(self, now: float) -> None:
         active = self.active()
-        missing = self.desired - len(active)
+        # Desired counts capacity units: one per instance, or its type's weight (capacity.spot with weights).
+        # As AWS does, launch until desired is fulfilled even if the last instance overshoots it (by at most the
+        # largest weight - 1): WeightedCapacity in
+        # https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_LaunchTemplateOverrides.html
+        have = sum(i.units for i in active)
+        unit = "unit(s)" if self.spot is not None and self.spot.weighted else "active"
         # Prepared pool instances first, then booting ones (oldest first), then fresh launches.
         pool = sorted(self.pooled(), key=lambda i: (i.pool != "ready", i.launched_mono))
-        for _ in range(max(0, missing)):
-            why = f"keeping desired capacity {self.desired} ({len(active)} active)"
+        while have < self.desired:
+            why = f"keeping desired capacity {self.desired} ({have} {unit})"
             if pool:
-                self._from_pool(pool.pop(0), why)
+                inst = pool.pop(0)
+                self._from_pool(inst, why)
             else:
-                self.launch_one(why)
+                inst = self.launch_one(why)
+            have += inst.units
         if self.warm_pool is not None:
             self._refill_pool()
-        if missing < 0:
+        if have > self.desired:
+            # Scale in only while what stays still fills desired (with weights an exact fit may not exist).
             order = {"unhealthy": 0, "initial": 1, "healthy": 2}
             pickable = [i for i in active if not i.spot_hold]
-            victims = sorted(pickable, key=lambda i: (order.get(i.health, 1), -i.launched_mono))[:-missing]
-            for v in victims:
+            for v in sorted(pickable, key=lambda i: (order.get(i.health, 1), -i.launched_mono)):
+                if have - v.units < self.desired:
+                    continue
+                have -= v.units
                 self.begin_drain(v, f"scale-in to desired {self.desired}")
 
     def _refill_pool(self) -> None:

@@ -670,12 +670,14 @@ class LocalFleet:
         with self._lock:
             spot = self._asg.spot if self._asg is not None else None
             rows = spot.rows() if spot is not None else []
-            ledger = [dict(r) for r in spot.ledger.values()] if spot is not None else []
+            ledger = spot.ledger_rows() if spot is not None else []
             now_s = time.monotonic() - spot.t0 if spot is not None else 0.0
+            t0_utc = spot.at(0.0) if spot is not None else None
         df = pd.DataFrame(rows)
         df.attrs["ledger"] = ledger
         df.attrs["now_s"] = now_s  # local seconds since launch: where an open life ends when pricing the run
         df.attrs["time_scale"] = self.spec.local.time_scale
+        df.attrs["t0_utc"] = t0_utc  # the wall-clock moment of local second 0 (None before launch)
         return df
 
     def decisions(self) -> pd.DataFrame:

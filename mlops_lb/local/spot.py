@@ -216,7 +216,11 @@ class SpotController:
         self.poll_s = max(AGENT_POLL_AWS_S * self.scale, 0.1)
         self.lead_s = spot.local_rebalance_lead_s * self.scale
         self.types = spot.types_for(spec.instance.type)
+        # with weights (AWS WeightedCapacity), desired and the on-demand base count units, not instances
+        self.weighted = any(t.weight is not None for t in self.types)
         self.t0 = time.monotonic()
+        # the same moment on the wall clock: load records and events are UTC, the records here local seconds
+        self.t0_wall = time.time()
         self._rng = random.Random(spot.local_seed)
         self._schedule = [t * self.scale for t in spot.local_interrupt_at_s]
         self._requests: queue.Queue[str | None] = queue.Queue()
@@ -235,9 +239,10 @@ class SpotController:
         """Pick the purchase option and type of a new instance; a spot one starts its agent."""
         live = [i for i in self.asg.instances if i is not inst and i.state not in ("terminated",)]
         live = [i for i in live if i.stopping_since is None and i.state != "warm_pool"]
-        on_demand = sum(1 for i in live if i.lifecycle == "on-demand")
+        # units: one per instance, or its type's weight (the base and the percentage count units on AWS too)
+        on_demand = sum(i.units for i in live if i.lifecycle == "on-demand")
         base = self.spot.on_demand_base
-        above = len(live) - min(on_demand, base)
+        above = sum(i.units for i in live) - min(on_demand, base)
         od_above = max(0, on_demand - base)
         if on_demand < base or (
             self.spot.on_demand_percent
@@ -247,15 +252,17 @@ class SpotController:
         else:
             lifecycle = "spot"
         if lifecycle == "spot":
-            itype = self.types[self._spot_seq % len(self.types)].type
+            chosen = self.types[self._spot_seq % len(self.types)]
             self._spot_seq += 1
         else:
-            itype = self.types[0].type
-        inst.lifecycle, inst.instance_type = lifecycle, itype
+            chosen = self.types[0]
+        itype = chosen.type
+        inst.lifecycle, inst.instance_type, inst.units = lifecycle, itype, chosen.weight or 1
         self.ledger[inst.id] = {
             "target": inst.id,
             "lifecycle": lifecycle,
             "instance_type": itype,
+            "units": inst.units,
             "launched_s": time.monotonic() - self.t0,
             "ended_s": None,
         }
@@ -458,11 +465,25 @@ class SpotController:
                 return
             self.emit("spot_agent", target, f"agent: {ev.get('event')}: {ev.get('detail')}")
 
+    def at(self, rel_s: float | None) -> datetime | None:
+        """UTC wall-clock time of ``rel_s`` local seconds since this controller started (None stays None)."""
+        return None if rel_s is None else datetime.fromtimestamp(self.t0_wall + rel_s, timezone.utc)
+
+    def ledger_rows(self) -> list[dict[str, Any]]:
+        """The ledger (every instance's purchase option, type and life), with UTC ``launched_at``/``ended_at``."""
+        return [
+            {**row, "launched_at": self.at(row["launched_s"]), "ended_at": self.at(row["ended_s"])}
+            for row in self.ledger.values()
+        ]
+
     def rows(self) -> list[dict[str, Any]]:
-        """One dict per interruption, with derived durations in local seconds."""
+        """One dict per interruption, with derived durations in local seconds and each moment in UTC
+        (``<moment>_at``), so a run's load records can be matched to it."""
         out = []
         for rec in self.interruptions:
             row = asdict(rec)
+            for key in _MOMENTS:
+                row[f"{key}_at"] = self.at(getattr(rec, f"{key}_s"))
             n = rec.notice_s
             row["notice_to_deregistered_s"] = (
                 None if n is None or rec.deregistered_s is None else rec.deregistered_s - n
@@ -480,6 +501,9 @@ class SpotController:
             agent.thread.join(timeout=2)
         self._agents.clear()
         self.imds.close()
+
+
+_MOMENTS = ("triggered", "rebalance", "notice", "deregistered", "terminated", "replacement_healthy")
 
 
 def _iso(t: datetime) -> str:
