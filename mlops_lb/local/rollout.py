@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -223,6 +224,15 @@ class _Run:
     slot: AsgEmulator
     percent: float = 0.0
     state: str = "preparing"
+    # Where an interruption caught it: ``resume`` goes on from there (preparing: wait for the new slot;
+    # baking: redo the current step's shift and bake; rolling_back: finish the rollback, never undo it).
+    interrupted_in: str = ""
+    # Set by LocalFleet.interrupt_rollout (another thread, the detached supervisor): stops it as Ctrl-C would.
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+class _Stopped(Exception):
+    """``run.stop`` was set: the rollout stops where it is, as a Ctrl-C would, without raising to the caller."""
 
 
 def run_rollout(
@@ -251,9 +261,17 @@ def run_rollout(
             raise SpecError(
                 "new", "must be None with resume/rollback: the interrupted rollout's spec is kept"
             )
-        if rollback:
-            _roll_back(fleet, run, "rolled back by request after an interruption", emit)
+        run.stop = threading.Event()
+        if rollback or run.interrupted_in == "rolling_back":
+            why = (
+                "rolled back by request after an interruption"
+                if rollback
+                else run.result.reason or "rollback finished after an interruption"
+            )
+            _roll_back(fleet, run, why, emit)
             return run.result
+        phase = run.interrupted_in
+        announce = f"resumed at step {run.result.step + 1} ({run.percent:g} % on the new slot)"
     else:
         if run is not None and run.state in ("preparing", "baking", "rolling_back", "interrupted"):
             raise SpecError(
@@ -278,34 +296,36 @@ def run_rollout(
         )
         run = _Run(spec=spec, steps=steps.steps(), guard=checked, result=result, slot=fleet._add_slot(spec))
         fleet._rollout = run
-        _emit(
-            run,
-            emit,
-            "start",
-            "preparing",
-            f"{steps.kind}: steps {[p for p, _ in run.steps]} %; launching the new slot",
-        )
-        try:
-            _wait_ready(fleet, run, ready_timeout_s)
-        except BaseException as exc:
-            fleet._retire_slot(run.slot)
-            run.state = run.result.state = "failed"
-            run.result.reason = f"the new slot did not become healthy: {exc}"
-            _emit(run, emit, "failed", "failed", run.result.reason)
-            if isinstance(exc, ProvisionError):
-                return run.result
-            raise
-        _emit(run, emit, "ready", "preparing", f"{len(run.slot.healthy())} new target(s) healthy, at 0 %")
-    try:
+        phase = "preparing"
+        announce = f"{steps.kind}: steps {[p for p, _ in run.steps]} %; launching the new slot"
+    try:  # from here on a Ctrl-C leaves a named, serving state, never a bare slot
+        _emit(run, emit, "start", "preparing" if phase == "preparing" else "baking", announce)
+        if phase == "preparing":
+            try:
+                _wait_ready(fleet, run, ready_timeout_s)
+            except (KeyboardInterrupt, _Stopped):
+                raise
+            except BaseException as exc:
+                fleet._retire_slot(run.slot)
+                run.state = run.result.state = "failed"
+                run.result.reason = f"the new slot did not become healthy: {exc}"
+                _emit(run, emit, "failed", "failed", run.result.reason)
+                if isinstance(exc, ProvisionError):
+                    return run.result
+                raise
+            _emit(run, emit, "ready", "preparing", f"{len(run.slot.healthy())} new target(s) healthy, at 0 %")
         return _shift_and_bake(fleet, run, feed, emit)
-    except KeyboardInterrupt:
-        run.state = run.result.state = "interrupted"
+    except (KeyboardInterrupt, _Stopped) as exc:
+        # Both slots keep serving at the weights they have now; the state says where it stopped.
+        run.interrupted_in = run.state if run.state in ("preparing", "rolling_back") else "baking"
         run.result.reason = (
-            f"interrupted at step {run.result.step + 1} with {run.percent:g} % on the new slot; both slots keep "
-            "serving: fleet.rollout(resume=True) or fleet.rollout(rollback=True)"
+            f"interrupted while {run.interrupted_in} at step {run.result.step + 1} with {run.percent:g} % on the "
+            "new slot; both slots keep serving: fleet.rollout(resume=True) or fleet.rollout(rollback=True)"
         )
         _emit(run, emit, "interrupted", "interrupted", run.result.reason)
-        raise
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        return run.result
 
 
 def _emit(
@@ -332,7 +352,8 @@ def _wait_ready(fleet: LocalFleet, run: _Run, timeout_s: float) -> None:
             raise ProvisionError("the fleet was closed while the new slot launched")
         if time.monotonic() > deadline:
             raise ProvisionError(f"only {healthy} of {want} new targets healthy after {timeout_s:g} s")
-        time.sleep(0.05)
+        if run.stop.wait(0.05):
+            raise _Stopped
 
 
 def _set_percent(fleet: LocalFleet, run: _Run, percent: float) -> float:
@@ -413,7 +434,8 @@ def _shift_and_bake(
         while True:
             if fleet.closed:
                 raise ProvisionError("the fleet was closed during the rollout")
-            time.sleep(max(0.0, start + (len(intervals) + 1) * guard.interval_s - time.monotonic()))
+            if run.stop.wait(max(0.0, start + (len(intervals) + 1) * guard.interval_s - time.monotonic())):
+                raise _Stopped
             variant_of = _variant_of(fleet, run)
             if feed is not None:
                 frame = feed.take()
