@@ -91,7 +91,8 @@ def split_weights(percent: float, n_old: int, n_new: int) -> tuple[int, int, flo
 def fleet_variant_stats(
     before: Mapping[str, StatRow], after: Mapping[str, StatRow], variant_of: Mapping[str, str]
 ) -> dict[str, VariantStats]:
-    """Per-variant stats from two ``show stat`` snapshots (server name -> row): responses and 5xx are the
+    """Per-variant stats from two ``show stat`` snapshots (``backend/server`` or server name -> row; a server's
+    rows in every backend add up): responses and 5xx are the
     counters' differences; ``mean_s`` is the largest ``rtime`` (ms, mean of the last 1024 responses) of the
     variant's servers, since HAProxy keeps no percentile per server.
 
@@ -101,7 +102,9 @@ def fleet_variant_stats(
     """
     acc: dict[str, list[float]] = {}
     for name, row in after.items():
-        variant = variant_of.get(name)
+        variant = variant_of.get(
+            name, variant_of.get(name.rsplit("/", 1)[-1])
+        )  # "backend/server" or "server"
         if variant is None:
             continue
         prev = before.get(name)
@@ -189,7 +192,46 @@ class RolloutResult:
                 "served": self.served,
                 "client_errors": self.client_errors,
                 "breach_to_zero_s": self.breach_to_zero_s,
+                "zero_at": self.zero_at,
+                "step": self.step,
             }
+        )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RolloutResult:
+        """The result :meth:`to_dict` wrote (a bundle's ``rollout.json``, a detached supervisor's answer);
+        timestamps back to datetimes. Progress events are not part of it.
+
+        Example::
+
+            RolloutResult.from_dict(json.loads(path.read_text())["rollouts"][0]).state
+        """
+
+        def when(v: Any) -> Any:
+            return datetime.fromisoformat(v) if isinstance(v, str) else v
+
+        def rows(key: str) -> list[dict[str, Any]]:
+            out = [dict(r) for r in data.get(key) or []]
+            for r in out:
+                if "timestamp" in r:
+                    r["timestamp"] = when(r["timestamp"])
+            return out
+
+        b2z = data.get("breach_to_zero_s")
+        return cls(
+            state=str(data.get("state", "idle")),
+            reason=str(data.get("reason", "")),
+            strategy=dict(data.get("strategy") or {}),
+            guard=dict(data.get("guard") or {}),
+            source=str(data.get("source", "fleet")),
+            evidence=list(data.get("evidence") or []),
+            timeline=rows("timeline"),
+            intervals=rows("intervals"),
+            served={str(k): int(v) for k, v in (data.get("served") or {}).items()},
+            client_errors={str(k): int(v) for k, v in (data.get("client_errors") or {}).items()},
+            breach_to_zero_s=math.nan if b2z is None else float(b2z),
+            zero_at=when(data.get("zero_at")),
+            step=int(data.get("step") or 0),
         )
 
     def to_bundle(self, bundle: Any) -> None:
@@ -397,8 +439,9 @@ def _stat_rows(fleet: LocalFleet) -> dict[str, StatRow]:
         rows = api.show_stat()
     except OSError:
         return {}
-    # A server appears in <tg> and <tg>_open; the checked backend carries the traffic (the open one only fails open).
-    return {r.server: r for r in rows if r.is_server and not r.proxy.endswith("_open")}
+    # A server appears in several backends (<tg>, <tg>_open when failing open, <tg>_sticky for cookie routing...);
+    # each request is counted in the one that routed it, so every backend's row counts (keyed backend/server).
+    return {f"{r.proxy}/{r.server}": r for r in rows if r.is_server}
 
 
 def _count(run: _Run, frame: Any, variant_of: Mapping[str, str]) -> None:
@@ -448,6 +491,8 @@ def _shift_and_bake(
                 after = _stat_rows(fleet)
                 stats = fleet_variant_stats(before, after, variant_of)
                 before = after
+                for name, st in stats.items():  # no client records: what HAProxy saw each slot answer
+                    res.served[name] = res.served.get(name, 0) + st.requests - st.errors
             intervals.append(stats)
             ends.append(datetime.now(timezone.utc))
             for name, s in stats.items():
@@ -462,8 +507,13 @@ def _shift_and_bake(
                 emit,
                 "interval",
                 "baking",
-                f"new: {new.requests if new else 0} req, {new.errors if new else 0} err, p99 "
-                f"{(new.p99_s if new else math.nan) * 1e3:.1f} ms; {decision.action}",
+                f"new: {new.requests if new else 0} req, {new.errors if new else 0} err, "
+                + (
+                    f"mean {new.mean_s * 1e3:.1f} ms (HAProxy)"
+                    if new is not None and new.p99_s != new.p99_s and new.mean_s == new.mean_s
+                    else f"p99 {(new.p99_s if new else math.nan) * 1e3:.1f} ms"
+                )
+                + f"; {decision.action}",
                 stats=stats,
             )
             if decision.action == "rollback":
