@@ -58,3 +58,22 @@ class TestFleetSideEvidence:
         assert "mean 0.250 s" in guard_decision(g, [slow]).reason
         assert guard_decision(g, [failing]).action == "rollback"
         assert guard_decision(g, [fine]).action == "continue"
+
+    def test_every_backend_of_a_server_counts(self):
+        """A server sits in several backends (tg, tg_sticky, tg_open...); the traffic-carrying one is not the last
+        listed, so the snapshot keeps each backend's row and the counters add up (a server-keyed dict kept only
+        the last backend's zeros: the guard saw no requests and rolled every feed-less rollout back)."""
+        from types import SimpleNamespace
+
+        from mlops_lb.local.rollout import _stat_rows
+
+        def fleet(ok: int) -> SimpleNamespace:
+            text = HEAD + "".join(
+                f"{px},{s},UP,1,0,0,0,{ok if px == 'tg' else 0},0,0,0,0,0,0,5\n"
+                for s in ("a1", "b1")
+                for px in ("tg", "tg_open", "tg_sticky")
+            )
+            return SimpleNamespace(_api=SimpleNamespace(show_stat=lambda: _parse_stat(text)))
+
+        stats = fleet_variant_stats(_stat_rows(fleet(0)), _stat_rows(fleet(30)), {"a1": "old", "b1": "new"})
+        assert stats["new"].requests == 30 and stats["old"].requests == 30
