@@ -19,6 +19,7 @@ import pytest
 from _localfleet import fast_spec, payload
 
 from mlops_lb._commands import EXIT_OK, EXIT_SLO_FAILED
+from mlops_lb.errors import SpecError
 from mlops_lb.load import constant, start_load
 from mlops_lb.local.supervisor import attach
 
@@ -116,7 +117,7 @@ def test_killed_client_then_resume_to_completion(detached: dict[str, Any]) -> No
         "from mlops_lb.local.supervisor import attach\n"
         "from mlops_lb.rollouts import Canary, Guard\n"
         f"attach({str(detached['spec'])!r}).rollout({{'local': {{'min_service_ms': 4}}}},\n"
-        f"    strategy=Canary(percent=20, bake_s=4), guard=Guard(**{GUARD!r}), on_output=lambda s: print(s, flush=True))\n"
+        f"    strategy=Canary(percent=20, bake_s=3), guard=Guard(**{GUARD!r}), on_output=lambda s: print(s, flush=True))\n"
     )
     _kill_at_first_shift(_client(detached, "-c", code))
     fleet = attach(detached["spec"])  # a new process's view: the rollout did not die with its client
@@ -167,5 +168,5 @@ def test_killed_cli_then_rollback(detached: dict[str, Any], tmp_path: Path) -> N
     assert (st["state"], st["percent"], st["running"]) == ("rolled_back", 0.0, False), st
     assert "new" not in set(fleet.status()["slot"])
     assert took < 15, took  # the 30 s bake was cut short, not waited out
-    again = _cli(detached, "--resume")  # nothing left to resume: a clear error, exit 2
-    assert again.returncode == 2 and "needs an interrupted rollout" in again.stderr, again.stderr
+    with pytest.raises(SpecError, match="resume needs an interrupted rollout"):  # nothing left to resume
+        fleet.rollout(resume=True)
