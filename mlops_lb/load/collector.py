@@ -189,7 +189,7 @@ class Collector:
             result.shards = self.shard_table
             if self.shadow is not None:
                 result.shadow = self.shadow.finish(0.0 if self.stop_requested() else None)
-                self._to_bundle("write_json", "shadow.json", result.shadow.summary())
+                self._to_bundle("write_json", "shadow.json", result.shadow.summary(result))
         except BaseException:
             if self.shadow is not None:
                 self.shadow.stop()

@@ -106,8 +106,10 @@ class ShadowResult:
         )
         return out
 
-    def summary(self) -> dict[str, Any]:
-        """sent, dropped, errors, error_share, p50_s, p99_s (answered copies; corrected from the intended time)."""
+    def summary(self, primary: Any = None) -> dict[str, Any]:
+        """sent, dropped, errors, error_share, p50_s, p99_s (answered copies; corrected from the intended time),
+        ``body_differs_share`` (NaN unless ``shadow_compare="body"``) and, given the ``primary`` LoadResult,
+        ``status_differs_share`` (what ``shadow.json`` in the bundle holds)."""
         import numpy as np
 
         sent = len(self.records)
@@ -124,6 +126,7 @@ class ShadowResult:
             "p99_s": float(np.percentile(lat, 99)) if len(lat) else math.nan,
             "compare": self.compare_mode,
             "body_differs_share": self.body_differs_share() if self.compare_mode == "body" else math.nan,
+            **({"status_differs_share": self._status_differs(primary)} if primary is not None else {}),
         }
 
     def compare(self, primary: Any) -> pd.DataFrame:
@@ -151,6 +154,16 @@ class ShadowResult:
             "requests": s["sent"],
             "dropped": s["dropped"],
         }
+        row_s["status_differs_share"] = self._status_differs(primary, prim)
+        row_s["body_differs_share"] = s["body_differs_share"]
+        return pd.DataFrame({"primary": pd.Series(row_p), "shadow": pd.Series(row_s)})
+
+    def _status_differs(self, primary: Any, prim: Any = None) -> float:
+        """Share of copies whose status differs from the primary request of the same intended time (NaN: none)."""
+        import pandas as pd
+
+        if prim is None:
+            prim = primary.requests()
         diff = math.nan
         if self.records and len(prim):
             # Copy and primary share the schedule (same profile, same epoch): pair each copy with the primary request
@@ -163,9 +176,7 @@ class ShadowResult:
             ).dropna(subset=["status_primary"])  # fmt: skip
             if len(pairs):
                 diff = float((pairs["status_shadow"] != pairs["status_primary"].astype("int64")).mean())
-        row_s["status_differs_share"] = diff
-        row_s["body_differs_share"] = s["body_differs_share"]
-        return pd.DataFrame({"primary": pd.Series(row_p), "shadow": pd.Series(row_s)})
+        return diff
 
 
 # Copies are paired with primary requests by intended time; schedule times are the same floats on both sides, so

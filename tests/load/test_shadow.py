@@ -133,6 +133,11 @@ def test_body_comparison_both_ways(target_factory, shadow_path, share):
     assert cmp.loc["body_differs_share", "shadow"] == share
     assert cmp.loc["status_differs_share", "shadow"] == 0.0
     assert "body_hash" not in r.requests().columns  # the primary's records are unchanged
+    from mlops_lb.report import _shadow_section
+
+    html = _shadow_section(r.shadow.summary(r))  # what shadow.json holds, as the report shows it
+    assert f"response body differs (hash)</th><td class='l'>{share:.1%}" in html
+    assert "status differs from the primary&#x27;s</th><td class='l'>0.0%" in html
 
 
 def test_body_comparison_needs_a_shadow_and_a_known_mode(target):
@@ -144,3 +149,12 @@ def test_body_comparison_needs_a_shadow_and_a_known_mode(target):
     with pytest.raises(SpecError, match="shadow_compare 'body' compares with a shadow fleet"):
         run_load(target.base + "/ok", constant(10, 1), progress=False, shadow_compare="body")
     assert target.count() == 0
+
+
+def test_report_says_when_bodies_were_not_compared():
+    """A status-only shadow run's section says "not compared" for bodies instead of a share."""
+    from mlops_lb.report import _shadow_section
+
+    html = _shadow_section({"url": "http://x/p", "sent": 3, "body_differs_share": float("nan")})
+    assert "response body differs (hash)</th><td class='l'>not compared" in html
+    assert _shadow_section(None) == ""
