@@ -403,6 +403,10 @@ def _set_percent(fleet: LocalFleet, run: _Run, percent: float) -> float:
     with fleet._lock:
         old = fleet._asg
         assert old is not None
+        if percent > 0 and run.slot.desired < fleet._capacity[1]:
+            # The autoscaler sizes the serving slot only; the new slot follows its size at each shift (docs/
+            # rollouts.md says why not a tracker of its own). Targets it adds join at its weight once healthy.
+            run.slot.max = run.slot.desired = fleet._capacity[1]
         n_old = len([i for i in old.instances if i.state == "in_service"])
         n_new = len([i for i in run.slot.instances if i.state == "in_service"])
         w_old, w_new, got = split_weights(percent, n_old, n_new)

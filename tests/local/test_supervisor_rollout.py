@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from _localfleet import fast_spec, payload
 
-from mlops_lb._commands import EXIT_OK, EXIT_SLO_FAILED
+from mlops_lb._commands import EXIT_SLO_FAILED
 from mlops_lb.errors import SpecError
 from mlops_lb.load import constant, start_load
 from mlops_lb.local.supervisor import attach
@@ -112,23 +112,24 @@ def _cli(detached: dict[str, Any], *args: str) -> subprocess.CompletedProcess[st
 
 def test_killed_client_then_resume_to_completion(detached: dict[str, Any]) -> None:
     """A notebook-style client starts a canary and dies mid-bake; the rollout goes on in the supervisor, a new
-    process sees it ``baking`` and ``mlops-lb rollout SPEC --resume`` follows it to ``completed`` (exit 0)."""
+    process sees it ``baking`` and ``rollout(resume=True)`` follows it to ``completed``."""
     code = (
         "from mlops_lb.local.supervisor import attach\n"
         "from mlops_lb.rollouts import Canary, Guard\n"
         f"attach({str(detached['spec'])!r}).rollout({{'local': {{'min_service_ms': 4}}}},\n"
-        f"    strategy=Canary(percent=20, bake_s=3), guard=Guard(**{GUARD!r}), on_output=lambda s: print(s, flush=True))\n"
+        f"    strategy=Canary(percent=20, bake_s=5), guard=Guard(**{GUARD!r}), on_output=lambda s: print(s, flush=True))\n"
     )
     _kill_at_first_shift(_client(detached, "-c", code))
     fleet = attach(detached["spec"])  # a new process's view: the rollout did not die with its client
     st = fleet.rollout_status()
     assert (st["state"], st["running"], st["percent"]) == ("baking", True, 20.0), st
     assert set(fleet.status()["slot"]) == {"serving", "new"}
-    done = _cli(detached, "--resume")
-    assert done.returncode == EXIT_OK, done.stdout + done.stderr
-    assert "[rollout complete]" in done.stdout and "<RolloutResult completed" in done.stdout
+    lines: list[str] = []
+    res = fleet.rollout(resume=True, on_output=lines.append)  # follows it; the history comes first
+    assert res.state == "completed", (res, lines)
+    assert lines[0].startswith("[rollout start]") and lines[-1].startswith("[rollout complete]"), lines
+    assert res.served.get("new", 0) > 0 and [row["percent"] for row in res.timeline] == [20.0, 100.0]
     assert fleet.rollout_status()["state"] == "completed"
-    assert fleet.spec.local.min_service_ms == 5  # the handle's copy; the supervisor's fleet changed:
     serving = fleet.status()
     assert (serving[serving["slot"] == "serving"]["target"].str.contains("-r1-")).all()
 
