@@ -687,7 +687,7 @@ class _Supervisor:
         self.rollout_error = ""
         self.rollout_thread = threading.Thread(target=body, name="rollout", daemon=True)
         self.rollout_thread.start()
-        first.wait()
+        first.wait(25.0)  # validation and the new slot's creation take well under a second; bounded anyway
         if failure and len(self.rollout_events) == start_count:
             raise failure[0]
         return self._rollout_status(None)

@@ -1,6 +1,6 @@
 """Rollouts on a detached local fleet run inside its supervisor: the client that started one can die (SIGKILL, as a
 notebook kernel restart would) and a new process attaches, sees the state, and resumes to completion or rolls back.
-The CLI's exit codes: 0 completed, 4 (EXIT_SLO_FAILED) rolled back.
+`mlops-lb rollout SPEC --rollback` from another process exits 4 (EXIT_SLO_FAILED).
 """
 
 from __future__ import annotations
