@@ -215,6 +215,58 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _strategy(text: str) -> dict[str, Any]:
+    """``canary:PCT:BAKE`` / ``linear:STEP:BAKE`` / ``all[:BAKE]`` as a strategy mapping (checked by the strategy)."""
+    from .errors import SpecError
+
+    kind, *nums = text.split(":")
+    names = {"canary": ("percent", "bake_s"), "linear": ("step_percent", "bake_s"), "all": ("bake_s",)}
+    if kind not in names or not (len(nums) == len(names[kind]) or (kind == "all" and not nums)):
+        raise SpecError(
+            "--strategy", f"must be canary:PCT:BAKE_S, linear:STEP_PCT:BAKE_S or all[:BAKE_S] (got {text!r})"
+        )
+    try:
+        values = [float(n) for n in nums]
+    except ValueError:
+        raise SpecError("--strategy", f"takes numbers after the kind (got {text!r})") from None
+    return {"kind": "all_at_once" if kind == "all" else kind, **dict(zip(names[kind], values, strict=False))}
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    """``mlops-lb rollout SPEC NEW_SPEC``: exit 0 completed, EXIT_SLO_FAILED rolled back (the guard's verdict
+    failed), EXIT_INTERRUPTED on Ctrl-C (the rollout goes on in the supervisor: `--resume` follows it again)."""
+    from .errors import ProvisionError, SpecError
+    from .local.supervisor import attach
+    from .spec import FleetSpec
+
+    if (args.resume or args.rollback) == (args.new_spec is not None):
+        raise SpecError(
+            "NEW_SPEC", "give a NEW_SPEC to start a rollout, or --resume / --rollback (without NEW_SPEC)"
+        )
+    options: dict[str, Any] = {}
+    if args.new_spec is not None:
+        options["strategy"] = _strategy(args.strategy)
+        guard = {
+            "p99_s": None if args.guard_p99_ms is None else args.guard_p99_ms / 1000.0,
+            "max_error_share": args.guard_error_rate,
+            "interval_s": args.guard_interval_s,
+        }
+        options["guard"] = {k: v for k, v in guard.items() if v is not None}
+        new: Any = FleetSpec.from_yaml(args.new_spec)
+    else:
+        new = None
+    fleet = attach(args.spec)  # after the flags are checked: a bad flag never reaches the supervisor
+    res = fleet.rollout(new, resume=args.resume, rollback=args.rollback, on_output=_print_line, **options)
+    print(repr(res))
+    if res.state == "completed":
+        return EXIT_OK
+    if res.state == "rolled_back":
+        return EXIT_SLO_FAILED
+    if res.state == "interrupted":
+        return EXIT_INTERRUPTED
+    raise ProvisionError(f"rollout {res.state}: {res.reason}")
+
+
 def _load_options(args: argparse.Namespace) -> dict[str, Any]:
     """run_load's keywords from ``mlops-lb load``'s flags, checked by :class:`LoadSettings` before anything starts.
 

@@ -264,6 +264,29 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max", type=int)
     c.add_argument("--target-rps", type=float)
     c = sub.add_parser(
+        "rollout",
+        help="shift a detached local fleet to NEW_SPEC under an SLO guard; exit 0 completed, 4 rolled back",
+    )
+    c.add_argument("spec", help="the spec of a fleet started with `up --detach`")
+    c.add_argument(
+        "new_spec", nargs="?", default=None, help="the spec the new slot runs (not with --resume/--rollback)"
+    )
+    c.add_argument(
+        "--strategy",
+        default="canary:10:60",
+        help="canary:PCT:BAKE_S | linear:STEP_PCT:BAKE_S | all[:BAKE_S] (default canary:10:60)",
+    )
+    c.add_argument("--guard-p99-ms", type=_positive, default=None, help="the new variant's p99 bound, ms")
+    c.add_argument(
+        "--guard-error-rate", type=_share, default=None, help="largest failed share on the new variant (0-1)"
+    )
+    c.add_argument("--guard-interval-s", type=_positive, default=None, help="how often the guard judges")
+    how = c.add_mutually_exclusive_group()
+    how.add_argument(
+        "--resume", action="store_true", help="follow a running rollout, or resume an interrupted one"
+    )
+    how.add_argument("--rollback", action="store_true", help="send the new slot to 0 %% and retire it")
+    c = sub.add_parser(
         "compare", help="compare two run bundles: differences with intervals, verdicts, HTML report"
     )
     c.add_argument("run_a")

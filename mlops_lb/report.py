@@ -560,6 +560,30 @@ def _llm_section(run: Any) -> tuple[str, list[tuple[str, str, Figure]]]:
 
 
 # --------------------------------------------------------------------------- the report
+def _shadow_section(shadow: dict[str, Any] | None) -> str:
+    """The shadow fleet's numbers from ``shadow.json`` (``ShadowResult.summary()``): a copy of the load sent to a
+    second fleet, with how often its answers differed from the primary's (status; body hashes when compared)."""
+    if not shadow:
+        return ""
+
+    def share(key: str) -> str:
+        v = shadow.get(key)
+        return "not compared" if v is None or v != v else f"{float(v):.1%}"
+
+    rows = [
+        ("shadow URL", str(shadow.get("url", ""))),
+        ("copies sent / dropped", f"{shadow.get('sent', 0)} / {shadow.get('dropped', 0)}"),
+        ("errors", f"{shadow.get('errors', 0)} ({float(shadow.get('error_share') or 0):.1%})"),
+        ("p50 / p99 (ms)", f"{_ms(shadow.get('p50_s'))} / {_ms(shadow.get('p99_s'))}"),
+        ("status differs from the primary's", share("status_differs_share")),
+        ("response body differs (hash)", share("body_differs_share")),
+    ]
+    return (
+        "<h2>Shadow traffic</h2><p class='muted'>A copy of each request sent to a second fleet; copies never count "
+        "in this run's verdict. Bodies are compared by hash only (never stored).</p>" + _table(rows)
+    )
+
+
 def _render(bundle: LoadedBundle, slo_p99_s: float | None) -> tuple[str, list[tuple[str, str, Figure]]]:
     """The page and its figures; a bundle whose content does not render is a :class:`BundleError`, one line."""
     try:
@@ -661,6 +685,7 @@ uncorrected from the actual send.</p>
 {fig_html or "<p class='muted'>no data to plot</p>"}
 {llm_html}
 {spot_html}
+{_shadow_section(b.shadow)}
 {plan_html}
 <h2>Scale-out waterfall</h2>
 <p class="muted">Seconds spent in each stage, per new target: decision → launch → healthy (first passing check)

@@ -18,7 +18,7 @@ from mlops_lb.cli import build_parser, main
 class TestParser:
     def test_every_documented_subcommand_exists(self) -> None:
         """serve, demo, report, up, status, scale, load and down are all commands (DESIGN §2), and preflight,
-        compare and sweep (issue 27), routing (issue 28)."""
+        compare and sweep (issue 27), routing (issue 28), rollout (issue 29)."""
         sub = next(a for a in build_parser()._actions if a.dest == "command")
         assert set(sub.choices) == {
             "serve",
@@ -33,7 +33,29 @@ class TestParser:
             "compare",
             "sweep",
             "routing",
+            "rollout",
         }
+
+    def test_rollout_flags_and_strategy(self) -> None:
+        """rollout SPEC NEW_SPEC --strategy canary:PCT:BAKE: the strategy becomes the mapping the strategy classes
+        check; a malformed one, NEW_SPEC together with --resume, or neither fail naming the flag (before any
+        fleet is looked for); --resume and --rollback exclude each other (issue 29)."""
+        from mlops_lb._commands import _strategy, cmd_rollout
+        from mlops_lb.errors import SpecError
+        from mlops_lb.rollouts import strategy_from_dict
+
+        assert _strategy("canary:20:30") == {"kind": "canary", "percent": 20.0, "bake_s": 30.0}
+        assert strategy_from_dict(_strategy("linear:25:5")).steps()[-1] == (100.0, 5.0)
+        assert _strategy("all") == {"kind": "all_at_once"}
+        for bad in ("canary:20", "blue:1:2", "linear:x:5"):
+            with pytest.raises(SpecError, match="--strategy"):
+                _strategy(bad)
+        p = build_parser()
+        for argv in (["rollout", "f.yaml", "n.yaml", "--resume"], ["rollout", "f.yaml"]):
+            with pytest.raises(SpecError, match="NEW_SPEC"):
+                cmd_rollout(p.parse_args(argv))
+        with pytest.raises(SystemExit):
+            p.parse_args(["rollout", "f.yaml", "--resume", "--rollback"])
 
     def test_demo_options(self) -> None:
         """demo takes --duration-s, --spec and --out."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -102,6 +103,7 @@ class EngineConfig:
         worker: int,
         encode_hists: bool,
         connect_timeout_s: float | None = None,
+        body_hash: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -114,6 +116,8 @@ class EngineConfig:
         self.worker = worker
         self.encode_hists = encode_hists
         self.connect_timeout_s = min(timeout_s, 3.0) if connect_timeout_s is None else connect_timeout_s
+        # Hash each response body (a shadow run comparing bodies): only then do connections take body callbacks.
+        self.body_hash = body_hash
 
 
 def body_until_close(head: bytes) -> bool:
@@ -222,7 +226,7 @@ class _Conn(asyncio.Protocol):
             # later send would reconnect this dead object while its replacement (below) is used as well.
             with contextlib.suppress(ValueError):
                 eng.idle.remove(self)
-        eng.release(_Conn(eng), eng.clock())
+        eng.release(eng.conn_cls(eng), eng.clock())
 
     # -- httptools callback
     def on_message_complete(self) -> None:
@@ -253,7 +257,7 @@ class _Conn(asyncio.Protocol):
         eng.conns.discard(self)
         if self.transport is not None:
             self.transport.close()
-        eng.release(_Conn(eng), eng.now)
+        eng.release(eng.conn_cls(eng), eng.now)
 
     def _fail(self, code: int) -> None:
         """Record the in-flight request as failed and drop the connection."""
@@ -272,7 +276,30 @@ class _Conn(asyncio.Protocol):
             eng.conns.discard(self)
             if self.transport is not None:
                 self.transport.abort()
-            eng.release(_Conn(eng), eng.clock())
+            eng.release(eng.conn_cls(eng), eng.clock())
+
+
+class _HashConn(_Conn):
+    """A connection that also hashes each response body (blake2b, 8 bytes; the bytes themselves are never kept:
+    bodies may carry user data) into the ring's ``body_hash`` column, for a shadow run's body comparison. Only
+    used when asked (``EngineConfig.body_hash``): httptools calls ``on_body`` only on a protocol that has it, so
+    the plain :class:`_Conn` pays nothing. Streamed responses are not hashed (``body_hash`` 0: not compared)."""
+
+    __slots__ = ("h",)
+
+    def __init__(self, eng: _Engine) -> None:
+        super().__init__(eng)
+        self.h = hashlib.blake2b(digest_size=8)
+
+    def on_body(self, body: bytes) -> None:
+        self.h.update(body)
+
+    def on_message_complete(self) -> None:
+        i = self.req
+        if i >= 0:
+            self._eng.bhash[i] = int.from_bytes(self.h.digest(), "little") or 1  # 0 means "not hashed"
+        self.h = hashlib.blake2b(digest_size=8)
+        super().on_message_complete()
 
 
 class _Stream:
@@ -484,7 +511,15 @@ def concat_records(chunks: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndar
 
 
 # The per-request record columns of the ring, with the value of an empty slot (unsent, unanswered).
-_RING_EMPTY = {"sent": math.nan, "done": math.nan, "status": 0, "err": 0, "bytes": 0, "target": -1}
+_RING_EMPTY = {
+    "sent": math.nan,
+    "done": math.nan,
+    "status": 0,
+    "err": 0,
+    "bytes": 0,
+    "target": -1,
+    "body_hash": 0,
+}
 
 
 class _Engine:
@@ -503,6 +538,8 @@ class _Engine:
         self.mask = 0
         # token timing of streamed responses: allocated when the first one arrives (see ensure_stream_arrays)
         self.stream: dict[str, np.ndarray] | None = None
+        self.hashing = bool(getattr(cfg, "body_hash", False))
+        self.conn_cls: type[_Conn] = _HashConn if self.hashing else _Conn
         self._alloc(RING_MIN)
         self.gaps: list[float] = []
         self.targets: dict[bytes, int] = {}
@@ -554,6 +591,9 @@ class _Engine:
         self.np_err = np.frombuffer(self.err, dtype=np.int8)
         self.np_nbytes = np.frombuffer(self.nbytes, dtype=np.int64)
         self.np_target = np.frombuffer(self.target, dtype=np.int32)
+        if self.hashing:
+            self.bhash = array("Q", [0]) * cap
+            self.np_bhash = np.frombuffer(self.bhash, dtype=np.uint64)
         self.sched = np.zeros(cap)
         self.sched_list: Any = memoryview(self.sched)  # type: ignore[arg-type]
         self.gidx = np.zeros(cap, np.int64)
@@ -570,6 +610,7 @@ class _Engine:
             "err": self.np_err,
             "bytes": self.np_nbytes,
             "target": self.np_target,
+            **({"body_hash": self.np_bhash} if self.hashing else {}),
         }
 
     def spans(self, a: int, b: int) -> list[slice]:
@@ -732,7 +773,7 @@ class _Engine:
         conn.dead = True
         conn.transport = None
         self.conns.discard(conn)
-        return _Conn(self)
+        return self.conn_cls(self)
 
     def release(self, conn: _Conn, now: float) -> None:
         """A connection became free at ``now``: give it the next due request at once, or park it."""
@@ -1034,7 +1075,7 @@ class _Engine:
     # ---------------------------------------------------------------- main
     async def prepare(self) -> None:
         self.loop = asyncio.get_running_loop()
-        conns = [_Conn(self) for _ in range(self.cfg.connections)]
+        conns = [self.conn_cls(self) for _ in range(self.cfg.connections)]
         # Connect up front so the first requests do not pay the handshake as schedule lag, but wait at most
         # connect_timeout_s: a listener that never accepts must not hold the run back (it shows as errors).
         for c in conns:

@@ -167,6 +167,7 @@ class Collector:
             worker=w,
             encode_hists=encode,
             connect_timeout_s=self.connect_timeout_s,
+            body_hash=self.shadow is not None and self.shadow.compare == "body",
         )
 
     # ---------------------------------------------------------------- main
@@ -188,7 +189,7 @@ class Collector:
             result.shards = self.shard_table
             if self.shadow is not None:
                 result.shadow = self.shadow.finish(0.0 if self.stop_requested() else None)
-                self._to_bundle("write_json", "shadow.json", result.shadow.summary())
+                self._to_bundle("write_json", "shadow.json", result.shadow.summary(result))
         except BaseException:
             if self.shadow is not None:
                 self.shadow.stop()
@@ -407,6 +408,9 @@ class Collector:
         self._received[w] = self._received.get(w, 0) + n
         if not n:
             return
+        body_hash = rec.pop("body_hash", None)  # only a shadow run comparing bodies asks for it
+        if body_hash is not None and self.shadow is not None:
+            self.shadow.add_primary_hashes(rec["index"], body_hash)
         self._stats = add_stats(self._stats, record_stats(rec, self.slo))
         frame = records_frame(rec, self.epoch)
         if self._store is None:

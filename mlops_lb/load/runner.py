@@ -228,6 +228,7 @@ def run_load(
     on_records: Callable[[pd.DataFrame], None] | None = None,
     shadow: str | None = None,
     shadow_connections: int = 8,
+    shadow_compare: str = "status",
 ) -> LoadResult:
     """Send ``profile``'s schedule to ``url`` (open loop) and return a :class:`LoadResult`.
 
@@ -256,6 +257,8 @@ def run_load(
     ``shadow_connections`` connections of its own; a copy with no free connection is dropped and counted, never
     queued, and nothing of the shadow enters this run's records or verdict: ``result.shadow``
     (:class:`~mlops_lb.load.shadow.ShadowResult`, ``shadow.json`` in the bundle) holds its latency and errors.
+    ``shadow_compare="body"`` also hashes each response body on both sides (blake2b; bodies are never kept) and
+    reports ``body_differs_share`` next to ``status_differs_share`` (``"status"``, the default, hashes nothing).
 
     Validity (:mod:`mlops_lb.load.validity` states the rule): a run whose schedule was held back — in some
     interval more than ``max_late_share`` (1 %) of the requests went out more than ``late_after_s`` late (None:
@@ -279,7 +282,8 @@ def run_load(
         "shards": shards, "placement": placement,
     }  # fmt: skip
     run = _new_run(url, profile, payloads, settings, knobs, on_interval=on_interval, stop=stop, bundle=bundle,
-                   on_records=on_records, shadow=shadow, shadow_connections=shadow_connections)  # fmt: skip
+                   on_records=on_records, shadow=shadow, shadow_connections=shadow_connections,
+                   shadow_compare=shadow_compare)  # fmt: skip
     return run.execute()
 
 
@@ -296,6 +300,7 @@ def _new_run(
     on_records: Callable[[pd.DataFrame], None] | None = None,
     shadow: str | None = None,
     shadow_connections: int = 8,
+    shadow_compare: str = "status",
 ) -> Collector:
     """The run of :func:`run_load`'s arguments; ``knobs`` are the :class:`LoadSettings` fields given as keywords."""
     missing = set(_SETTING_NAMES) - set(knobs)
@@ -309,6 +314,12 @@ def _new_run(
         raise SpecError("profile", f"must be a LoadProfile such as load.constant(100, 30) (got {profile!r})")
     host, port, path, hostport = _parse_url(url)
     _resolve(host, port)
+    from .shadow import SHADOW_COMPARE
+
+    if shadow_compare not in SHADOW_COMPARE:
+        raise SpecError("shadow_compare", f"must be 'status' or 'body' (got {shadow_compare!r})")
+    if shadow_compare == "body" and shadow is None:
+        raise SpecError("shadow_compare", "'body' compares with a shadow fleet: give shadow=URL too")
     if shadow is not None:  # checked with the primary's URL, before any payload is built
         from .._validate import check_int
 
@@ -340,7 +351,7 @@ def _new_run(
             copies = [_request(s_head, p) for p in payloads]  # type: ignore[union-attr]
             build = lambda i: copies[i % len(copies)]  # noqa: E731
         sender = ShadowSender(redact_url(shadow), s_host, s_port, build, profile, connections=shadow_connections,
-                              timeout_s=merged.timeout_s)  # fmt: skip
+                              timeout_s=merged.timeout_s, compare=shadow_compare)  # fmt: skip
     # The URL as shown (logs, load.json, the result, the report) carries no credentials (mlops_lb._redact).
     return Collector(redact_url(url), profile, merged, target=(host, port), requests=requests, request_fn=request_fn,
                      on_interval=on_interval, stop=stop, bundle=bundle, on_records=on_records,
@@ -463,5 +474,6 @@ def start_load(*args: Any, **kwargs: Any) -> LoadRun:
     run = _new_run(given["url"], given["profile"], given["payloads"], given["settings"], knobs,
                    on_interval=given["on_interval"], stop=given["stop"], bundle=given["bundle"],
                    on_records=given["on_records"], shadow=given["shadow"],
-                   shadow_connections=given["shadow_connections"])  # fmt: skip
+                   shadow_connections=given["shadow_connections"],
+                   shadow_compare=given["shadow_compare"])  # fmt: skip
     return LoadRun(run, given["stop"])

@@ -12,11 +12,18 @@ Example::
     r = run_load(fleet_a.url + "/predict", constant(100, 30), shadow=fleet_b.url + "/predict")
     r.shadow.summary()       # sent, dropped, errors, p50/p99 of the shadow fleet
     r.shadow.compare(r)      # primary vs shadow side by side
+
+With ``shadow_compare="body"`` each response body, primary and shadow, is hashed (blake2b, 8 bytes; the bytes are
+never kept, as bodies may carry user data) and each copy's hash is compared with the primary's for the same request
+index: ``body_differs_share`` says how often the shadow answered something else (another model's output).
+Streamed responses are not hashed, so not compared. Without it (``"status"``, the default) nothing is hashed and
+the primary's connections take no body callback at all.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import logging
 import math
@@ -32,7 +39,10 @@ if TYPE_CHECKING:
 
     from .profiles import LoadProfile
 
-__all__ = ["ShadowResult", "ShadowSender"]
+__all__ = ["SHADOW_COMPARE", "ShadowResult", "ShadowSender"]
+
+SHADOW_COMPARE = ("status", "body")
+"""What a shadow run compares per request: the status only, or the status and a hash of the response body."""
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +60,26 @@ class ShadowResult:
     url: str
     scheduled: int = 0
     dropped: int = 0
-    records: list[tuple[int, float, float, float, int, str, str]] = field(default_factory=list)
+    records: list[tuple[int, float, float, float, int, str, str, int]] = field(default_factory=list)
     epoch: float = 0.0
+    compare_mode: str = "status"
+    # request index -> the primary's body hash (shadow_compare="body"); in memory only, never in a bundle
+    primary_hashes: dict[int, int] = field(default_factory=dict, repr=False)
+
+    def body_differs_share(self) -> float:
+        """Share of the copies answered without error whose body hash differs from the primary's for the same
+        request index (both answered, both hashed); NaN when nothing pairs or bodies were not compared.
+
+        Example::
+
+            r = run_load(url, constant(50, 10), shadow=other, shadow_compare="body")
+            r.shadow.body_differs_share()        # 0.0: same answers; > 0: the shadow answers differently
+        """
+        prim = self.primary_hashes
+        pairs = [(r[7], prim[r[0]]) for r in self.records if r[7] and not r[5] and prim.get(r[0], 0)]
+        if not pairs:
+            return math.nan
+        return sum(1 for a, b in pairs if a != b) / len(pairs)
 
     def requests(self) -> pd.DataFrame:
         """One row per copy sent: index, intended_at, sent_at, done_at, latency_s (from the intended time),
@@ -60,7 +88,8 @@ class ShadowResult:
         import pandas as pd
 
         df = pd.DataFrame(
-            self.records, columns=["index", "intended", "sent", "done", "status", "error", "target"]
+            [r[:7] for r in self.records],
+            columns=["index", "intended", "sent", "done", "status", "error", "target"],
         )
         base = pd.Timestamp(self.epoch, unit="s", tz="UTC")
         out = pd.DataFrame(
@@ -77,8 +106,10 @@ class ShadowResult:
         )
         return out
 
-    def summary(self) -> dict[str, Any]:
-        """sent, dropped, errors, error_share, p50_s, p99_s (answered copies; corrected from the intended time)."""
+    def summary(self, primary: Any = None) -> dict[str, Any]:
+        """sent, dropped, errors, error_share, p50_s, p99_s (answered copies; corrected from the intended time),
+        ``body_differs_share`` (NaN unless ``shadow_compare="body"``) and, given the ``primary`` LoadResult,
+        ``status_differs_share`` (what ``shadow.json`` in the bundle holds)."""
         import numpy as np
 
         sent = len(self.records)
@@ -93,6 +124,9 @@ class ShadowResult:
             "error_share": errors / sent if sent else 0.0,
             "p50_s": float(np.percentile(lat, 50)) if len(lat) else math.nan,
             "p99_s": float(np.percentile(lat, 99)) if len(lat) else math.nan,
+            "compare": self.compare_mode,
+            "body_differs_share": self.body_differs_share() if self.compare_mode == "body" else math.nan,
+            **({"status_differs_share": self._status_differs(primary)} if primary is not None else {}),
         }
 
     def compare(self, primary: Any) -> pd.DataFrame:
@@ -120,6 +154,16 @@ class ShadowResult:
             "requests": s["sent"],
             "dropped": s["dropped"],
         }
+        row_s["status_differs_share"] = self._status_differs(primary, prim)
+        row_s["body_differs_share"] = s["body_differs_share"]
+        return pd.DataFrame({"primary": pd.Series(row_p), "shadow": pd.Series(row_s)})
+
+    def _status_differs(self, primary: Any, prim: Any = None) -> float:
+        """Share of copies whose status differs from the primary request of the same intended time (NaN: none)."""
+        import pandas as pd
+
+        if prim is None:
+            prim = primary.requests()
         diff = math.nan
         if self.records and len(prim):
             # Copy and primary share the schedule (same profile, same epoch): pair each copy with the primary request
@@ -132,8 +176,7 @@ class ShadowResult:
             ).dropna(subset=["status_primary"])  # fmt: skip
             if len(pairs):
                 diff = float((pairs["status_shadow"] != pairs["status_primary"].astype("int64")).mean())
-        row_s["status_differs_share"] = diff
-        return pd.DataFrame({"primary": pd.Series(row_p), "shadow": pd.Series(row_s)})
+        return diff
 
 
 # Copies are paired with primary requests by intended time; schedule times are the same floats on both sides, so
@@ -161,10 +204,12 @@ class ShadowSender:
         *,
         connections: int = 8,
         timeout_s: float = 10.0,
+        compare: str = "status",
     ) -> None:
         self.host, self.port, self.build, self.profile = host, port, build, profile
         self.timeout_s = timeout_s
-        self.result = ShadowResult(url=url)
+        self.compare = compare
+        self.result = ShadowResult(url=url, compare_mode=compare)
         self._idle: list[_Worker] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -200,7 +245,12 @@ class ShadowSender:
                     w.give(i, float(off))
                 i += 1
 
-    def _done(self, w: _Worker, record: tuple[int, float, float, float, int, str, str]) -> None:
+    def add_primary_hashes(self, index: Any, hashes: Any) -> None:
+        """The primary's body hashes of a batch of finished requests (the collector hands them over)."""
+        with self._lock:
+            self.result.primary_hashes.update(zip(index.tolist(), hashes.tolist(), strict=True))
+
+    def _done(self, w: _Worker, record: tuple[int, float, float, float, int, str, str, int]) -> None:
         with self._lock:
             self.result.records.append(record)
             self._idle.append(w)
@@ -258,7 +308,7 @@ class _Worker:
                 return
             i, off = job
             sent = time.time() - o.result.epoch
-            status, error, target = 0, "", ""
+            status, error, target, digest = 0, "", "", 0
             try:
                 if self.sock is None:
                     self.sock = socket.create_connection((o.host, o.port), timeout=o.timeout_s)
@@ -266,7 +316,10 @@ class _Worker:
                 self.sock.sendall(o.build(i))
                 resp = http.client.HTTPResponse(self.sock)
                 resp.begin()
-                resp.read()
+                body = resp.read()
+                if o.compare == "body" and resp.getheader("Content-Type", "").find("event-stream") < 0:
+                    digest = int.from_bytes(hashlib.blake2b(body, digest_size=8).digest(), "little") or 1
+                del body  # never kept: it may carry user data
                 status, target = resp.status, resp.getheader("X-Target-Id") or ""
                 error = "http_5xx" if status >= 500 else ("http_4xx" if status >= 400 else "")
                 if resp.will_close:
@@ -281,4 +334,4 @@ class _Worker:
                 error = "reset"
                 self.close()
             done = time.time() - o.result.epoch
-            o._done(self, (i, off, sent, done, status, error, target))
+            o._done(self, (i, off, sent, done, status, error, target, digest))

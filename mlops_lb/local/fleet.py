@@ -518,7 +518,8 @@ class LocalFleet:
         per-server counters. Progress goes to ``on_output`` (lines) and ``on_event`` (
         :class:`~mlops_lb.rollouts.RolloutEvent` dicts). Ctrl-C leaves the rollout ``interrupted`` with both
         slots serving at their last weights (``status().attrs["rollout"]``); ``rollout(resume=True)`` goes on
-        from that step, ``rollout(rollback=True)`` sends the new slot back to 0 %.
+        from that step, ``rollout(rollback=True)`` sends the new slot back to 0 % and retires it (a rollout
+        running in another thread is interrupted first, see :meth:`interrupt_rollout`).
 
         Example::
 
@@ -546,6 +547,8 @@ class LocalFleet:
                 except Exception:
                     log.exception("on_event callback failed")
 
+        if rollback and not resume and new is None:
+            self.interrupt_rollout()  # a rollback request wins over a rollout running in another thread
         if not self._rollout_lock.acquire(blocking=False):
             raise SpecError("rollout", "another rollout is running on this fleet: wait for it to finish")
         try:
@@ -566,16 +569,34 @@ class LocalFleet:
 
     def rollout_status(self) -> dict[str, Any]:
         """The last rollout in one dict: ``state`` (one of :data:`mlops_lb.rollouts.ROLLOUT_STATES`; ``idle``
-        without one), ``step``, ``percent`` on the new slot, ``reason``."""
+        without one), ``step``, ``percent`` on the new slot, ``reason``, ``interrupted_in`` (the state an
+        interruption caught, ``""`` otherwise)."""
         run = self._rollout
         if run is None:
-            return {"state": "idle", "step": 0, "percent": 0.0, "reason": ""}
+            return {"state": "idle", "step": 0, "percent": 0.0, "reason": "", "interrupted_in": ""}
         return {
             "state": run.state,
             "step": run.result.step,
             "percent": run.percent,
             "reason": run.result.reason,
+            "interrupted_in": run.interrupted_in if run.state == "interrupted" else "",
         }
+
+    def interrupt_rollout(self, timeout_s: float = 30.0) -> dict[str, Any]:
+        """Stop a rollout running in another thread as Ctrl-C would: it becomes ``interrupted`` with both slots
+        serving at their current weights (a rollback under way finishes first). Returns :meth:`rollout_status`.
+
+        Example::
+
+            threading.Thread(target=fleet.rollout, args=(new,), kwargs={"strategy": Canary()}).start()
+            fleet.interrupt_rollout()["state"]      # 'interrupted'; then rollout(resume=True) or rollback=True
+        """
+        run = self._rollout
+        if run is not None and run.state in ("preparing", "baking"):
+            run.stop.set()
+            if self._rollout_lock.acquire(timeout=timeout_s):
+                self._rollout_lock.release()
+        return self.rollout_status()
 
     # -- rollout slots (local/rollout.py drives these; they keep the lock and the controller-thread rule)
     def _slot_name(self, asg: AsgEmulator) -> str:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -90,7 +91,8 @@ def split_weights(percent: float, n_old: int, n_new: int) -> tuple[int, int, flo
 def fleet_variant_stats(
     before: Mapping[str, StatRow], after: Mapping[str, StatRow], variant_of: Mapping[str, str]
 ) -> dict[str, VariantStats]:
-    """Per-variant stats from two ``show stat`` snapshots (server name -> row): responses and 5xx are the
+    """Per-variant stats from two ``show stat`` snapshots (``backend/server`` or server name -> row; a server's
+    rows in every backend add up): responses and 5xx are the
     counters' differences; ``mean_s`` is the largest ``rtime`` (ms, mean of the last 1024 responses) of the
     variant's servers, since HAProxy keeps no percentile per server.
 
@@ -100,7 +102,9 @@ def fleet_variant_stats(
     """
     acc: dict[str, list[float]] = {}
     for name, row in after.items():
-        variant = variant_of.get(name)
+        variant = variant_of.get(
+            name, variant_of.get(name.rsplit("/", 1)[-1])
+        )  # "backend/server" or "server"
         if variant is None:
             continue
         prev = before.get(name)
@@ -188,7 +192,46 @@ class RolloutResult:
                 "served": self.served,
                 "client_errors": self.client_errors,
                 "breach_to_zero_s": self.breach_to_zero_s,
+                "zero_at": self.zero_at,
+                "step": self.step,
             }
+        )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RolloutResult:
+        """The result :meth:`to_dict` wrote (a bundle's ``rollout.json``, a detached supervisor's answer);
+        timestamps back to datetimes. Progress events are not part of it.
+
+        Example::
+
+            RolloutResult.from_dict(json.loads(path.read_text())["rollouts"][0]).state
+        """
+
+        def when(v: Any) -> Any:
+            return datetime.fromisoformat(v) if isinstance(v, str) else v
+
+        def rows(key: str) -> list[dict[str, Any]]:
+            out = [dict(r) for r in data.get(key) or []]
+            for r in out:
+                if "timestamp" in r:
+                    r["timestamp"] = when(r["timestamp"])
+            return out
+
+        b2z = data.get("breach_to_zero_s")
+        return cls(
+            state=str(data.get("state", "idle")),
+            reason=str(data.get("reason", "")),
+            strategy=dict(data.get("strategy") or {}),
+            guard=dict(data.get("guard") or {}),
+            source=str(data.get("source", "fleet")),
+            evidence=list(data.get("evidence") or []),
+            timeline=rows("timeline"),
+            intervals=rows("intervals"),
+            served={str(k): int(v) for k, v in (data.get("served") or {}).items()},
+            client_errors={str(k): int(v) for k, v in (data.get("client_errors") or {}).items()},
+            breach_to_zero_s=math.nan if b2z is None else float(b2z),
+            zero_at=when(data.get("zero_at")),
+            step=int(data.get("step") or 0),
         )
 
     def to_bundle(self, bundle: Any) -> None:
@@ -223,6 +266,15 @@ class _Run:
     slot: AsgEmulator
     percent: float = 0.0
     state: str = "preparing"
+    # Where an interruption caught it: ``resume`` goes on from there (preparing: wait for the new slot;
+    # baking: redo the current step's shift and bake; rolling_back: finish the rollback, never undo it).
+    interrupted_in: str = ""
+    # Set by LocalFleet.interrupt_rollout (another thread, the detached supervisor): stops it as Ctrl-C would.
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+class _Stopped(Exception):
+    """``run.stop`` was set: the rollout stops where it is, as a Ctrl-C would, without raising to the caller."""
 
 
 def run_rollout(
@@ -251,9 +303,17 @@ def run_rollout(
             raise SpecError(
                 "new", "must be None with resume/rollback: the interrupted rollout's spec is kept"
             )
-        if rollback:
-            _roll_back(fleet, run, "rolled back by request after an interruption", emit)
+        run.stop = threading.Event()
+        if rollback or run.interrupted_in == "rolling_back":
+            why = (
+                "rolled back by request after an interruption"
+                if rollback
+                else run.result.reason or "rollback finished after an interruption"
+            )
+            _roll_back(fleet, run, why, emit)
             return run.result
+        phase = run.interrupted_in
+        announce = f"resumed at step {run.result.step + 1} ({run.percent:g} % on the new slot)"
     else:
         if run is not None and run.state in ("preparing", "baking", "rolling_back", "interrupted"):
             raise SpecError(
@@ -278,34 +338,36 @@ def run_rollout(
         )
         run = _Run(spec=spec, steps=steps.steps(), guard=checked, result=result, slot=fleet._add_slot(spec))
         fleet._rollout = run
-        _emit(
-            run,
-            emit,
-            "start",
-            "preparing",
-            f"{steps.kind}: steps {[p for p, _ in run.steps]} %; launching the new slot",
-        )
-        try:
-            _wait_ready(fleet, run, ready_timeout_s)
-        except BaseException as exc:
-            fleet._retire_slot(run.slot)
-            run.state = run.result.state = "failed"
-            run.result.reason = f"the new slot did not become healthy: {exc}"
-            _emit(run, emit, "failed", "failed", run.result.reason)
-            if isinstance(exc, ProvisionError):
-                return run.result
-            raise
-        _emit(run, emit, "ready", "preparing", f"{len(run.slot.healthy())} new target(s) healthy, at 0 %")
-    try:
+        phase = "preparing"
+        announce = f"{steps.kind}: steps {[p for p, _ in run.steps]} %; launching the new slot"
+    try:  # from here on a Ctrl-C leaves a named, serving state, never a bare slot
+        _emit(run, emit, "start", "preparing" if phase == "preparing" else "baking", announce)
+        if phase == "preparing":
+            try:
+                _wait_ready(fleet, run, ready_timeout_s)
+            except (KeyboardInterrupt, _Stopped):
+                raise
+            except BaseException as exc:
+                fleet._retire_slot(run.slot)
+                run.state = run.result.state = "failed"
+                run.result.reason = f"the new slot did not become healthy: {exc}"
+                _emit(run, emit, "failed", "failed", run.result.reason)
+                if isinstance(exc, ProvisionError):
+                    return run.result
+                raise
+            _emit(run, emit, "ready", "preparing", f"{len(run.slot.healthy())} new target(s) healthy, at 0 %")
         return _shift_and_bake(fleet, run, feed, emit)
-    except KeyboardInterrupt:
-        run.state = run.result.state = "interrupted"
+    except (KeyboardInterrupt, _Stopped) as exc:
+        # Both slots keep serving at the weights they have now; the state says where it stopped.
+        run.interrupted_in = run.state if run.state in ("preparing", "rolling_back") else "baking"
         run.result.reason = (
-            f"interrupted at step {run.result.step + 1} with {run.percent:g} % on the new slot; both slots keep "
-            "serving: fleet.rollout(resume=True) or fleet.rollout(rollback=True)"
+            f"interrupted while {run.interrupted_in} at step {run.result.step + 1} with {run.percent:g} % on the "
+            "new slot; both slots keep serving: fleet.rollout(resume=True) or fleet.rollout(rollback=True)"
         )
         _emit(run, emit, "interrupted", "interrupted", run.result.reason)
-        raise
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        return run.result
 
 
 def _emit(
@@ -332,7 +394,8 @@ def _wait_ready(fleet: LocalFleet, run: _Run, timeout_s: float) -> None:
             raise ProvisionError("the fleet was closed while the new slot launched")
         if time.monotonic() > deadline:
             raise ProvisionError(f"only {healthy} of {want} new targets healthy after {timeout_s:g} s")
-        time.sleep(0.05)
+        if run.stop.wait(0.05):
+            raise _Stopped
 
 
 def _set_percent(fleet: LocalFleet, run: _Run, percent: float) -> float:
@@ -340,6 +403,10 @@ def _set_percent(fleet: LocalFleet, run: _Run, percent: float) -> float:
     with fleet._lock:
         old = fleet._asg
         assert old is not None
+        if percent > 0 and run.slot.desired < fleet._capacity[1]:
+            # The autoscaler sizes the serving slot only; the new slot follows its size at each shift (docs/
+            # rollouts.md says why not a tracker of its own). Targets it adds join at its weight once healthy.
+            run.slot.max = run.slot.desired = fleet._capacity[1]
         n_old = len([i for i in old.instances if i.state == "in_service"])
         n_new = len([i for i in run.slot.instances if i.state == "in_service"])
         w_old, w_new, got = split_weights(percent, n_old, n_new)
@@ -376,8 +443,9 @@ def _stat_rows(fleet: LocalFleet) -> dict[str, StatRow]:
         rows = api.show_stat()
     except OSError:
         return {}
-    # A server appears in <tg> and <tg>_open; the checked backend carries the traffic (the open one only fails open).
-    return {r.server: r for r in rows if r.is_server and not r.proxy.endswith("_open")}
+    # A server appears in several backends (<tg>, <tg>_open when failing open, <tg>_sticky for cookie routing...);
+    # each request is counted in the one that routed it, so every backend's row counts (keyed backend/server).
+    return {f"{r.proxy}/{r.server}": r for r in rows if r.is_server}
 
 
 def _count(run: _Run, frame: Any, variant_of: Mapping[str, str]) -> None:
@@ -413,7 +481,8 @@ def _shift_and_bake(
         while True:
             if fleet.closed:
                 raise ProvisionError("the fleet was closed during the rollout")
-            time.sleep(max(0.0, start + (len(intervals) + 1) * guard.interval_s - time.monotonic()))
+            if run.stop.wait(max(0.0, start + (len(intervals) + 1) * guard.interval_s - time.monotonic())):
+                raise _Stopped
             variant_of = _variant_of(fleet, run)
             if feed is not None:
                 frame = feed.take()
@@ -426,6 +495,8 @@ def _shift_and_bake(
                 after = _stat_rows(fleet)
                 stats = fleet_variant_stats(before, after, variant_of)
                 before = after
+                for name, st in stats.items():  # no client records: what HAProxy saw each slot answer
+                    res.served[name] = res.served.get(name, 0) + st.requests - st.errors
             intervals.append(stats)
             ends.append(datetime.now(timezone.utc))
             for name, s in stats.items():
@@ -440,8 +511,13 @@ def _shift_and_bake(
                 emit,
                 "interval",
                 "baking",
-                f"new: {new.requests if new else 0} req, {new.errors if new else 0} err, p99 "
-                f"{(new.p99_s if new else math.nan) * 1e3:.1f} ms; {decision.action}",
+                f"new: {new.requests if new else 0} req, {new.errors if new else 0} err, "
+                + (
+                    f"mean {new.mean_s * 1e3:.1f} ms (HAProxy)"
+                    if new is not None and new.p99_s != new.p99_s and new.mean_s == new.mean_s
+                    else f"p99 {(new.p99_s if new else math.nan) * 1e3:.1f} ms"
+                )
+                + f"; {decision.action}",
                 stats=stats,
             )
             if decision.action == "rollback":

@@ -7,6 +7,12 @@ same user. :func:`attach` returns a :class:`RemoteFleet` that speaks to it and i
 (``status``, ``metrics``, ``events``, ``decisions``, ``logs``) and ``scale``, so a load run's bundle captures the
 fleet's data as it does in-process.
 
+Rollouts run **inside** the supervisor (ops ``rollout``, ``rollout_status``, ``rollback``), so the client that
+started one -- a notebook kernel, a terminal -- can die without stopping it: ``attach(spec).rollout_status()``
+shows where it is, ``attach(spec).rollout(resume=True)`` follows it to its end (or resumes an interrupted one) and
+``attach(spec).rollback()`` sends the new slot to 0 % and retires it. The guard reads HAProxy's per-server counters
+(a client feed lives in the client's process, so it cannot follow the rollout across a restart).
+
 Privacy: the socket is the fleet's remote control, so it lives in a directory only its user can enter (0700, owned
 by the user; anything else is refused, not repaired) and is itself 0600; the supervisor also checks the caller's
 uid (``SO_PEERCRED``). The wire format is one JSON request line and one JSON answer line; tables travel as Parquet
@@ -23,6 +29,7 @@ Example::
     from mlops_lb.local.supervisor import attach, start_detached
     info = start_detached("fleet.yaml", on_output=print)     # returns when the fleet is up
     fleet = attach("fleet.yaml"); fleet.status(); fleet.scale(desired=3)
+    fleet.rollout({"local": {"min_service_ms": 4}}, strategy=Canary(percent=20, bake_s=30), on_output=print)
     fleet.down()                                            # the processes are gone when it returns
 """
 
@@ -139,6 +146,17 @@ def _recv(sock: socket.socket) -> dict[str, Any]:
     return data
 
 
+def _plain(obj: Any) -> Any:
+    """A spec, strategy or guard as JSON-ready data (what travels on the wire; never code)."""
+    import dataclasses
+
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    return obj
+
+
 def _time(text: Any) -> datetime | None:
     return None if text is None else datetime.fromisoformat(str(text))
 
@@ -212,6 +230,95 @@ class RemoteFleet:
 
     def logs(self, target: str, *, tail: int = 200) -> str:
         return str(self.call("logs", target=target, tail=tail))
+
+    def rollout(
+        self,
+        new: Any = None,
+        *,
+        strategy: Any = None,
+        guard: Any = None,
+        feed: Any = None,
+        on_output: Callable[[str], None] | None = None,
+        on_event: Callable[[dict[str, Any]], Any] | None = None,
+        resume: bool = False,
+        rollback: bool = False,
+        wait: bool = True,
+        poll_s: float = 0.5,
+    ) -> Any:
+        """Start a rollout in the supervisor (same arguments as :meth:`LocalFleet.rollout`) and follow it.
+
+        With ``wait`` (the default) progress lines go to ``on_output`` (events to ``on_event``) by polling
+        ``rollout_status`` until the rollout ends; returns its :class:`~mlops_lb.local.rollout.RolloutResult`. A
+        Ctrl-C or a dead kernel stops only the following: the rollout goes on in the supervisor, and
+        ``rollout(resume=True)`` follows it again (or resumes it, if it was interrupted). ``wait=False``
+        returns :meth:`rollout_status` at once. The guard reads HAProxy's counters: ``feed`` is refused.
+
+        Example::
+
+            res = attach("fleet.yaml").rollout({"local": {"min_service_ms": 4}},
+                                               strategy=Canary(percent=20, bake_s=30), on_output=print)
+            res.state      # 'completed' or 'rolled_back'
+        """
+        if feed is not None:
+            raise SpecError(
+                "feed",
+                "a detached fleet's rollout runs in its supervisor, which cannot read this process's load run: "
+                "drop feed (the guard then reads HAProxy's per-server counters) or run the fleet in-process",
+            )
+        args: dict[str, Any] = {"resume": bool(resume), "rollback": bool(rollback)}
+        if isinstance(new, FleetSpec):  # a whole spec, told apart from a mapping of the parts that change
+            args["new_spec"] = new.to_dict()
+        elif new is not None:
+            args["new"] = _plain(new)
+        if strategy is not None:
+            args["strategy"] = _plain(strategy)
+        if guard is not None:
+            args["guard"] = _plain(guard)
+        status = self.call("rollout", **args)
+        if not wait:
+            return status
+        return self._follow_rollout(on_output, on_event, poll_s)
+
+    def rollback(self, *, on_output: Callable[[str], None] | None = None) -> Any:
+        """Send the new slot to 0 % and retire it (a running rollout is interrupted first); returns the result.
+
+        Example::
+
+            attach("fleet.yaml").rollback().state       # 'rolled_back'
+        """
+        return self.rollout(rollback=True, on_output=on_output)
+
+    def rollout_status(self) -> dict[str, Any]:
+        """Where the supervisor's rollout is: ``state``, ``step``, ``percent``, ``reason``, ``interrupted_in``,
+        ``running`` (its thread is alive) and ``events`` (how many it emitted)."""
+        st = dict(self.call("rollout_status", since=None))
+        st.pop("result", None)
+        return st
+
+    def _follow_rollout(
+        self,
+        on_output: Callable[[str], None] | None,
+        on_event: Callable[[dict[str, Any]], Any] | None,
+        poll_s: float,
+    ) -> Any:
+        from .rollout import RolloutResult
+
+        seen: int | None = None  # the first poll shows the events of this rollout so far
+        while True:
+            st = self.call("rollout_status", since=seen if seen is not None else 0)
+            for ev in st.get("new_events", []):
+                if on_output is not None:
+                    on_output(f"[rollout {ev['kind']}] {ev['percent']:g} % new: {ev['detail']}")
+                if on_event is not None:
+                    on_event(ev)
+            seen = int(st["events"])
+            if not st["running"] and st.get("error"):
+                raise ProvisionError(f"the rollout in the supervisor stopped: {st['error']}")
+            if not st["running"]:
+                return RolloutResult.from_dict(
+                    st.get("result") or {"state": st["state"], "reason": st["reason"]}
+                )
+            time.sleep(poll_s)
 
     def down(self, timeout: float = 120.0) -> None:
         """Stop the fleet and its supervisor; returns once the supervisor process has exited."""
@@ -398,6 +505,10 @@ class _Supervisor:
         self.stop = threading.Event()
         self.reason = ""
         self.serving = False
+        # The rollout running in this process (its thread) and the events it emitted, JSON-ready, oldest first.
+        self.rollout_thread: threading.Thread | None = None
+        self.rollout_events: list[dict[str, Any]] = []
+        self.rollout_error = ""
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self._stop_now(f"signal {signal.Signals(signum).name}")
@@ -519,10 +630,81 @@ class _Supervisor:
             return _frame(f.decisions())
         if op == "logs":
             return f.logs(str(req.get("target")), tail=int(req.get("tail") or 200))
+        if op == "rollout":
+            return self._rollout(req)
+        if op == "rollout_status":
+            return self._rollout_status(req.get("since"))
         if op == "down":
             self._stop_now("down requested")
             return "closing"
         raise LoadTestError(f"unknown request {op!r}")
+
+    def _rollout(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Start (or resume, or roll back) the fleet's rollout on a thread of this process; answer once it has
+        passed validation (its first event) or failed it, so bad input comes back as the caller's error."""
+        f = self.fleet
+        resume, rollback = bool(req.get("resume")), bool(req.get("rollback"))
+        running = self.rollout_thread is not None and self.rollout_thread.is_alive()
+        if rollback:
+            f.rollout(rollback=True, on_event=self._record_event)  # interrupts a running one first
+            return self._rollout_status(None)
+        if resume and running:
+            return self._rollout_status(None)  # the client died and came back: follow the running rollout
+        if running:
+            raise SpecError(
+                "rollout",
+                f"another rollout is {f.rollout_status()['state']} in the supervisor: follow it with "
+                "rollout(resume=True) (`mlops-lb rollout SPEC --resume`) or stop it with rollback()",
+            )
+        if not resume:
+            self.rollout_events = []
+        first = threading.Event()
+        start_count = len(self.rollout_events)
+        failure: list[BaseException] = []
+
+        def record(ev: dict[str, Any]) -> None:
+            self._record_event(ev)
+            first.set()
+
+        def body() -> None:
+            try:
+                f.rollout(
+                    FleetSpec.from_dict(req["new_spec"]) if req.get("new_spec") else req.get("new"),
+                    strategy=req.get("strategy"),
+                    guard=req.get("guard"),
+                    on_event=record,
+                    on_output=lambda line: print(line, flush=True),
+                    resume=resume,
+                )
+            except BaseException as exc:  # reported to the caller below or through rollout_status
+                failure.append(exc)
+                self.rollout_error = f"{type(exc).__name__}: {exc}"
+                if not first.is_set():
+                    first.set()
+                else:
+                    log.exception("rollout failed")
+
+        self.rollout_error = ""
+        self.rollout_thread = threading.Thread(target=body, name="rollout", daemon=True)
+        self.rollout_thread.start()
+        first.wait(25.0)  # validation and the new slot's creation take well under a second; bounded anyway
+        if failure and len(self.rollout_events) == start_count:
+            raise failure[0]
+        return self._rollout_status(None)
+
+    def _record_event(self, ev: dict[str, Any]) -> None:
+        self.rollout_events.append(json.loads(json.dumps(ev, default=str)))
+
+    def _rollout_status(self, since: Any) -> dict[str, Any]:
+        st = dict(self.fleet.rollout_status())
+        running = self.rollout_thread is not None and self.rollout_thread.is_alive()
+        st.update(running=running, events=len(self.rollout_events), error=self.rollout_error)
+        if since is not None:
+            st["new_events"] = self.rollout_events[int(since) :]
+        run = getattr(self.fleet, "_rollout", None)
+        if not running and run is not None:
+            st["result"] = run.result.to_dict()
+        return st
 
 
 def _peer_uid(conn: socket.socket) -> int | None:

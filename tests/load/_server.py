@@ -1,6 +1,6 @@
 """A tiny HTTP/1.1 test target for the load engine (run as a subprocess: python _server.py [--stall-at S]).
 
-Paths: /ok (200 with X-Target-Id), /404, /500, /close (closes mid-response), /hang (never answers),
+Paths: /ok (200 with X-Target-Id; ``?out=TEXT`` answers TEXT instead of ``ok``), /404, /500, /close (closes mid-response), /hang (never answers),
 /__count (requests seen so far, not counted itself), and streams with a known schedule (query parameters):
 /sse (OpenAI chat-completion chunks as SSE over chunked transfer) and /chunked (one token per chunk, not SSE):
 ``tokens`` (10), ``ttft`` (s to the first token, 0.2), ``gap`` (s between tokens, 0.05), ``stall_at`` (index of
@@ -78,7 +78,9 @@ class Handler(asyncio.Protocol):
             self.t.close()
             return
         status = {"/404": b"404 Not Found", "/500": b"500 Internal Server Error"}.get(path, b"200 OK")
-        resp = b"HTTP/1.1 %s\r\nX-Target-Id: t-1\r\nContent-Length: 2\r\n\r\nok" % status
+        # /ok?out=TEXT answers TEXT instead of "ok": another model's output, for shadow body comparisons
+        out = dict(parse_qsl(urlsplit(path).query)).get("out", "ok").encode()
+        resp = b"HTTP/1.1 %s\r\nX-Target-Id: t-1\r\nContent-Length: %d\r\n\r\n%s" % (status, len(out), out)
         a = self.args
         rel = now - self.state["first"]
         wait = a.delay_s

@@ -107,3 +107,54 @@ def test_status_differences_pair_each_copy_with_its_primary_by_intended_time():
     assert same.loc["status_differs_share", "shadow"] == 0.0
     half = shadow([200, 500] * 5, extra=5.0).compare(Primary())
     assert half.loc["status_differs_share", "shadow"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("shadow_path", "share"), [("/ok", 0.0), ("/ok?out=another-model", 1.0)], ids=["same", "differs"]
+)
+def test_body_comparison_both_ways(target_factory, shadow_path, share):
+    """shadow_compare="body": a shadow answering what the primary answers gives body_differs_share 0; one that
+    answers another model's output (same status, other bytes) gives 1 while status_differs_share stays 0. Only
+    hashes are kept: no response body is stored on either side."""
+    primary, shadow = target_factory(), target_factory()
+    r = run_load(
+        primary.base + "/ok",
+        constant(50, 1),
+        payloads=[b"x"],
+        progress=False,
+        shadow=shadow.base + shadow_path,
+        shadow_compare="body",
+    )
+    s = r.shadow.summary()
+    assert s["sent"] >= 45 and s["errors"] == 0, s
+    assert len(r.shadow.primary_hashes) == 50
+    assert s["body_differs_share"] == share
+    cmp = r.shadow.compare(r)
+    assert cmp.loc["body_differs_share", "shadow"] == share
+    assert cmp.loc["status_differs_share", "shadow"] == 0.0
+    assert "body_hash" not in r.requests().columns  # the primary's records are unchanged
+    from mlops_lb.report import _shadow_section
+
+    html = _shadow_section(r.shadow.summary(r))  # what shadow.json holds, as the report shows it
+    assert f"response body differs (hash)</th><td class='l'>{share:.1%}" in html
+    assert "status differs from the primary&#x27;s</th><td class='l'>0.0%" in html
+
+
+def test_body_comparison_needs_a_shadow_and_a_known_mode(target):
+    """A bad shadow_compare names the field and its values; 'body' without a shadow names the fix."""
+    with pytest.raises(SpecError, match="shadow_compare must be 'status' or 'body'"):
+        run_load(
+            target.base + "/ok", constant(10, 1), progress=False, shadow=target.base, shadow_compare="bytes"
+        )
+    with pytest.raises(SpecError, match="shadow_compare 'body' compares with a shadow fleet"):
+        run_load(target.base + "/ok", constant(10, 1), progress=False, shadow_compare="body")
+    assert target.count() == 0
+
+
+def test_report_says_when_bodies_were_not_compared():
+    """A status-only shadow run's section says "not compared" for bodies instead of a share."""
+    from mlops_lb.report import _shadow_section
+
+    html = _shadow_section({"url": "http://x/p", "sent": 3, "body_differs_share": float("nan")})
+    assert "response body differs (hash)</th><td class='l'>not compared" in html
+    assert _shadow_section(None) == ""

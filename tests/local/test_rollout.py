@@ -6,6 +6,7 @@ client no error. One fleet and one load run for the whole module (each new slot 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -155,3 +156,31 @@ def test_traffic_after_the_breach_is_bounded_and_no_client_errors(loaded):
     assert len(in_breach) <= bound, (len(in_breach), bound, first)
     failed = reqs[~reqs["error"].isin(["", "cancelled"])]
     assert len(failed) == 0, failed["error"].value_counts()
+
+
+def test_interrupted_while_preparing_is_named_and_rolls_back(loaded):
+    """A Ctrl-C while the new slot boots leaves ``interrupted`` (in ``preparing``, 0 % on the new slot, the old slot
+    serving), refuses a different rollout naming the fix, and ``rollback=True`` retires the new slot."""
+    fleet: LocalFleet = loaded["fleet"]
+
+    def interrupt_at_start(ev: dict[str, Any]) -> None:
+        if ev["kind"] == "start":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fleet.rollout(
+            {"local": {"min_service_ms": 6}},
+            strategy=Canary(percent=20, bake_s=3),
+            on_event=interrupt_at_start,
+        )
+    st = fleet.rollout_status()
+    assert (st["state"], st["interrupted_in"], st["percent"]) == ("interrupted", "preparing", 0.0), st
+    deadline = time.monotonic() + 20  # the new slot keeps booting (at weight 0) after the interruption
+    while "new" not in set(fleet.status()["slot"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "new" in set(fleet.status()["slot"])
+    with pytest.raises(SpecError, match=r"another rollout is interrupted.*resume=True.*rollback=True"):
+        fleet.rollout({"local": {"min_service_ms": 7}})
+    res = fleet.rollout(rollback=True)
+    assert res.state == "rolled_back" and fleet.rollout_status()["percent"] == 0.0
+    assert "new" not in set(fleet.status()["slot"])

@@ -58,3 +58,50 @@ class TestFleetSideEvidence:
         assert "mean 0.250 s" in guard_decision(g, [slow]).reason
         assert guard_decision(g, [failing]).action == "rollback"
         assert guard_decision(g, [fine]).action == "continue"
+
+    def test_every_backend_of_a_server_counts(self):
+        """A server sits in several backends (tg, tg_sticky, tg_open...); the traffic-carrying one is not the last
+        listed, so the snapshot keeps each backend's row and the counters add up (a server-keyed dict kept only
+        the last backend's zeros: the guard saw no requests and rolled every feed-less rollout back)."""
+        from types import SimpleNamespace
+
+        from mlops_lb.local.rollout import _stat_rows
+
+        def fleet(ok: int) -> SimpleNamespace:
+            text = HEAD + "".join(
+                f"{px},{s},UP,1,0,0,0,{ok if px == 'tg' else 0},0,0,0,0,0,0,5\n"
+                for s in ("a1", "b1")
+                for px in ("tg", "tg_open", "tg_sticky")
+            )
+            return SimpleNamespace(_api=SimpleNamespace(show_stat=lambda: _parse_stat(text)))
+
+        stats = fleet_variant_stats(_stat_rows(fleet(0)), _stat_rows(fleet(30)), {"a1": "old", "b1": "new"})
+        assert stats["new"].requests == 30 and stats["old"].requests == 30
+
+
+class TestNewSlotCapacity:
+    def test_new_slot_follows_the_serving_slots_size_at_each_shift(self):
+        """The autoscaler grew the serving slot from 1 to 3 during the canary: the shift to 100 % first sizes the
+        new slot to 3 (it would otherwise take all traffic on 1 target); 0 % (a rollback) never resizes it."""
+        import threading
+        from types import SimpleNamespace
+
+        from mlops_lb.local.rollout import RolloutResult, _Run, _set_percent
+
+        class Slot:
+            def __init__(self, n: int) -> None:
+                self.instances = [SimpleNamespace(state="in_service") for _ in range(n)]
+                self.desired = self.max = n
+                self.weight = -1
+
+            def set_traffic_weight(self, w: int) -> None:
+                self.weight = w
+
+        old, new = Slot(3), Slot(1)
+        fleet = SimpleNamespace(_lock=threading.Lock(), _asg=old, _capacity=(1, 3, 4))
+        res = RolloutResult(state="baking", reason="", strategy={}, guard={}, source="fleet")
+        run = _Run(spec=None, steps=((20.0, 1.0), (100.0, 1.0)), guard=None, result=res, slot=new)  # type: ignore[arg-type]
+        _set_percent(fleet, run, 0.0)
+        assert new.desired == 1
+        _set_percent(fleet, run, 100.0)
+        assert (new.desired, new.max) == (3, 3) and (old.weight, new.weight) == (0, 1)
