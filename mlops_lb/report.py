@@ -21,6 +21,7 @@ import html
 import io
 import json
 import logging
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,10 +78,18 @@ def load_bundle(run_dir_or_bundle: Any) -> LoadedBundle:
 
 
 # --------------------------------------------------------------------------- pieces
+# write_report(png=True) writes the very figures the page embeds: each is encoded once (a savefig with
+# constrained layout costs about 0.3 s of CPU, and a report has a dozen figures).
+_ENCODED: weakref.WeakKeyDictionary[Figure, bytes] = weakref.WeakKeyDictionary()
+
+
 def _png(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return buf.getvalue()
+    png = _ENCODED.get(fig)
+    if png is None:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        png = _ENCODED[fig] = buf.getvalue()
+    return png
 
 
 def _figure_input(b: LoadedBundle, slo_p99_s: float | None, summary: dict[str, Any] | None = None) -> Any:

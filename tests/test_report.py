@@ -289,18 +289,23 @@ class TestRunWindow:
         b.events = pd.concat([old, b.events[b.events["timestamp"] < start]], ignore_index=True)
         return b
 
-    def test_events_and_scale_outs_before_the_run_are_left_out(self) -> None:
+    @pytest.fixture(scope="class")
+    @classmethod
+    def short_run_page(cls) -> str:
+        """The short run's page, rendered once for the tests that read it (a render is 2-3 s of CPU)."""
+        return render_report_html(cls._short_run_on_an_old_fleet(cls()))
+
+    def test_events_and_scale_outs_before_the_run_are_left_out(self, short_run_page: str) -> None:
         """Scale-outs 37 s and 33 s before a 0.4 s run are not reported as its scale-outs (no 't+-37.1 s')."""
-        text = render_report_html(self._short_run_on_an_old_fleet())
+        text = short_run_page
         assert "t+-" not in text and "before the run" not in text
         assert "<th class='l'>scale-outs</th><td class='l'>none</td>" in text
 
-    def test_cost_covers_the_run_only(self) -> None:
-        """Instance-hours come from the metrics inside the run's window, not the fleet's earlier periods."""
-        b = self._short_run_on_an_old_fleet()
-        text = render_report_html(b)
-        row = text.split("instance-hours (wall clock)</th><td class='l'>", 1)[1].split("<", 1)[0]
-        whole_life = render_report_html(_synthetic().make_bundle())
+    def test_cost_covers_the_run_only(self, short_run_page: str, report: tuple[Path, str]) -> None:
+        """Instance-hours come from the metrics inside the run's window, not the fleet's earlier periods (the
+        whole synthetic bundle's page is the module's ``report``)."""
+        row = short_run_page.split("instance-hours (wall clock)</th><td class='l'>", 1)[1].split("<", 1)[0]
+        _, whole_life = report
         row_all = whole_life.split("instance-hours (wall clock)</th><td class='l'>", 1)[1].split("<", 1)[0]
         assert float(row) < float(row_all) / 10
 
@@ -364,12 +369,28 @@ def _streamed(b: Any) -> Any:
 
 
 class TestLlmSection:
-    def test_a_streamed_run_gets_the_llm_section(self, tmp_path: Path) -> None:
+    def test_a_streamed_run_gets_the_llm_section(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """TTFT corrected and uncorrected, ITL and TPOT percentiles from the summary (ms), tokens/s, goodput with
-        the SLO that defined it, and the streaming plots written as PNGs too."""
+        the SLO that defined it, and the streaming plots written as PNGs too: the very bytes the page embeds, from
+        one savefig per figure (before: the PNG files encoded every figure a second time, ~0.3 s CPU each)."""
+        from matplotlib.figure import Figure
+
+        saved: list[int] = []
+        real = Figure.savefig
+
+        def counting(self: Figure, *a: Any, **k: Any) -> Any:
+            saved.append(id(self))
+            return real(self, *a, **k)
+
+        monkeypatch.setattr(Figure, "savefig", counting)
         b = _streamed(_synthetic().make_bundle())
         out = write_report(b, out=tmp_path / "llm.html", png=True)
         text = out.read_text()
+        pngs = sorted(tmp_path.glob("*.png"))
+        assert len(saved) == len(set(saved)) == len(pngs) > 5
+        assert all(base64.b64encode(p.read_bytes()).decode("ascii") in text for p in pngs)
         assert "<h2>LLM streaming</h2>" in text
         row = re.search(r"TTFT corrected \(ms\)</th>(.*?)</tr>", text)
         assert row and re.findall(r"<td>([^<]*)</td>", row.group(1)) == [

@@ -324,11 +324,14 @@ def complete_default_vpc(ec2: Any) -> str:
 @pytest.fixture
 def moto_account() -> Iterator[Any]:
     """A moto account in us-east-1 whose default VPC looks like AWS's (six AZs; no t3.small in us-east-1e)."""
-    import boto3
     from moto import mock_aws
 
+    from mlops_lb.aws._boto import client
+
     with mock_aws():
-        ec2 = boto3.client("ec2", region_name=REGION)
+        # the package's own client: it reuses botocore's parsed models across tests (boto3.client would parse
+        # them anew, since moto resets boto3's default session for every mock)
+        ec2 = client("ec2", region=REGION)
         complete_default_vpc(ec2)
         yield ec2
 
