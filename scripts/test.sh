@@ -43,7 +43,7 @@ alone="serial or ray"
 status=0
 echo "== pytest, phase 1 of 3: two at a time (no process started, nothing timed)"
 pytest -n 2 --durations=25 -m "not ($procs or $alone or slow or aws)" || status=$?
-echo "== pytest, phase 2 of 3: two at a time, by file (fleets, servers, notebooks, browser; nothing timed)"
+echo "== pytest, phase 2 of 3: two at a time, by module, notebooks spread (fleets, servers, notebooks, browser; nothing timed)"
 pytest -n 2 --dist loadgroup --durations=25 -m "($procs) and not ($alone or slow or aws)" || status=$?
 echo "== pytest, phase 3 of 3: one at a time (timing and Ray)"
 pytest --durations=25 -m "($alone) and not slow and not aws" || status=$?
