@@ -83,9 +83,10 @@ def _pids(cli: Cli, spec: Path) -> list[int]:
     out = cli("status", str(spec))
     assert out.returncode == 0, out.stderr
     header, *rows = out.stdout.splitlines()[2:]
-    names = header.split()
-    from_end = len(names) - names.index("pid")  # launched_at holds a space; the columns after pid do not
-    return [int(r.split()[-from_end]) for r in rows]
+    # pandas right-aligns a number column under its header, so each row's pid ends where the word "pid" ends;
+    # counting words instead broke on values with spaces (launched_at, an HAProxy status such as "DOWN 1/2").
+    end = header.index(" pid ") + len(" pid")
+    return [int(r[:end].split()[-1]) for r in rows]
 
 
 @pytest.mark.serial
