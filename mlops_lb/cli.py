@@ -113,7 +113,8 @@ def _number(ok: Callable[[float], bool], wanted: str, not_a_number: str = "") ->
 
 
 _positive = _number(lambda v: 0 < v < math.inf, "a positive number", "a number")
-_share = _number(lambda v: 0 <= v <= 1, "a fraction between 0 and 1, e.g. 0.01 for 1 %%")
+# A type's message reaches the user as written (argparse %-formats help texts, not these): one "%".
+_share = _number(lambda v: 0 <= v <= 1, "a fraction between 0 and 1, e.g. 0.01 for 1 %")
 
 
 def _add_verdict_flags(c: argparse.ArgumentParser, *, connections_default: str) -> None:

@@ -185,7 +185,10 @@ class TestExitCodes:
     @pytest.mark.parametrize(
         ("flags", "says"),
         [
-            (["--max-error-share", "2"], "argument --max-error-share: must be a fraction between 0 and 1"),
+            (
+                ["--max-error-share", "2"],
+                "argument --max-error-share: must be a fraction between 0 and 1, e.g. 0.01 for 1 % (got '2')",
+            ),
             (["--late-after-s", "-1"], "argument --late-after-s: must be a positive number"),
             (["--slo-p99", "fast"], "argument --slo-p99: must be a number"),
         ],
