@@ -2,20 +2,22 @@
 # Quick start, command 2: set up (with dev tools), then lint, type-check, check the import contracts and run every
 # test, notebooks included. Arguments, when given, go to one plain `pytest` run instead of the two phases below.
 #
-# The tests run in three phases, chosen by marker alone (pyproject.toml; tests/conftest.py fails a test that starts
+# The tests run in two phases, chosen by marker alone (pyproject.toml; tests/conftest.py fails a test that starts
 # a server, HAProxy, Ray or a notebook kernel without its marker, so the split stays exact):
-#   1. two at a time (pytest-xdist): tests that start no process of their own (no `fleet`, `notebook`, `ray`,
-#      `browser`) and time nothing: CPU-bound and independent;
-#   2. two at a time, a whole module per worker except the notebooks (`--dist loadgroup`, groups set in
-#      tests/_markers.py, so a module's shared server or fleet starts once while the notebooks spread over both):
-#      tests that start a fleet, servers, a notebook or a browser but time nothing: they check status codes, files,
-#      configs, cleanup. Ports come from the OS and every fleet has its own temp dir, so two never collide;
-#   3. one at a time: `serial` (a test that times something: latency bounds, scaling waits on the compressed clock,
+#   1. two at a time (pytest-xdist, `--dist loadgroup`: a whole module per worker so a module's shared server or
+#      fleet starts once, each notebook on its own; the scheduler in tests/conftest.py, units in tests/_markers.py,
+#      hands out the notebooks and fleets first and the short CPU-only modules last): every test that times
+#      nothing. Some start no process (no `fleet`, `notebook`, `ray`, `browser`: the fast command below); the
+#      others start a fleet, servers, a notebook or a browser but check status codes, files, configs, cleanup.
+#      Ports come from the OS and every fleet has its own temp dir, so two never collide;
+#   2. one at a time: `serial` (a test that times something: latency bounds, scaling waits on the compressed clock,
 #      a verdict that generator lag would flip) and `ray` (a local Ray cluster is several processes; two at once
 #      overload two cores). A neighbour would make these slow or flaky, so they never share the machine.
-# A new test that starts processes lands in phase 2 by its `fleet`/`notebook`/`browser` marker; add `serial` when
+# One parallel session instead of two (CPU-only, then processes) saves a pytest start and collection on three
+# processes and lets the short tests fill the end of the notebooks' queue (docs/testing.md).
+# A new test that starts processes runs in phase 1 by its `fleet`/`notebook`/`browser` marker; add `serial` when
 # it asserts a duration, a rate, a latency or a scaling step (docs/testing.md).
-# The fast command for development is phase 1 alone:
+# The fast command for development leaves out every test that starts a process:
 #   pytest -n 2 -m "not (fleet or notebook or ray or browser or serial or slow or aws)"
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,14 +39,11 @@ echo "== notebooks are stripped"; nbstripout --verify notebooks/*.ipynb
 if [ "$#" -gt 0 ]; then
   echo "== pytest $*"; exec pytest "$@"
 fi
-procs="fleet or notebook or browser"
 alone="serial or ray"
-# Every phase runs even when one fails, so one run shows every failure; the script fails if any did.
+# Both phases run even when one fails, so one run shows every failure; the script fails if either did.
 status=0
-echo "== pytest, phase 1 of 3: two at a time (no process started, nothing timed)"
-pytest -n 2 --durations=25 -m "not ($procs or $alone or slow or aws)" || status=$?
-echo "== pytest, phase 2 of 3: two at a time, by module, notebooks spread (fleets, servers, notebooks, browser; nothing timed)"
-pytest -n 2 --dist loadgroup --durations=25 -m "($procs) and not ($alone or slow or aws)" || status=$?
-echo "== pytest, phase 3 of 3: one at a time (timing and Ray)"
+echo "== pytest, phase 1 of 2: two at a time, by module, longest first (nothing timed)"
+pytest -n 2 --dist loadgroup --durations=25 -m "not ($alone or slow or aws)" || status=$?
+echo "== pytest, phase 2 of 2: one at a time (timing and Ray)"
 pytest --durations=25 -m "($alone) and not slow and not aws" || status=$?
 exit "$status"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from typing import Any
 
 # Fixtures that start real servers, fleets or a Ray cluster, by name, and the marker their users need.
@@ -91,3 +92,32 @@ def worker_scope(nodeid: str) -> str:
     """
     module = nodeid.split("::", 1)[0]
     return nodeid if module in SPREAD else module
+
+
+def _module(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def run_order(items: list[Any]) -> list[Any]:
+    """``items`` longest work first, each module's tests kept together and in their order: notebooks, then
+    modules that start fleets, servers or a browser, then the rest; within each, modules with more tests first.
+
+    The parallel phase of scripts/test.sh hands out whole modules (:func:`worker_scope`) in this order. Handing
+    the minute-long notebooks out last left one worker running a notebook alone at the end; handing them out
+    first lets the many short CPU-only modules fill both workers until the end (longest-first scheduling).
+
+    Example::
+
+        items[:] = run_order(items)   # in pytest_collection_modifyitems
+    """
+    sizes = Counter(_module(i.nodeid) for i in items)
+    rank: dict[str, int] = {}
+    for item in items:
+        marks = {m.name for m in item.iter_markers()}
+        kind = 0 if "notebook" in marks else 1 if marks & {"fleet", "browser", "ray"} else 2
+        module = _module(item.nodeid)
+        rank[module] = min(rank.get(module, 2), kind)
+    first = {_module(i.nodeid): n for n, i in reversed(list(enumerate(items)))}
+    return sorted(
+        items, key=lambda i: (rank[_module(i.nodeid)], -sizes[_module(i.nodeid)], first[_module(i.nodeid)])
+    )

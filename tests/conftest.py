@@ -51,13 +51,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for name in getattr(item, "fixturenames", ()):
             if name in _markers.FIXTURE_MARKS:
                 item.add_marker(_markers.FIXTURE_MARKS[name])
+    # Longest first (tests/_markers.py, run_order): the parallel phase hands out work units in this order, so the
+    # notebooks and fleets start early and the short CPU-only modules fill both workers at the end.
+    items[:] = _markers.run_order(items)
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """Phase 2 of scripts/test.sh (``--dist loadgroup``): a whole module per worker, except the modules of
-    :data:`_markers.SPREAD`, whose tests go one by one to whichever worker is free (``_markers.worker_scope``).
-    xdist's own loadgroup reads ``xdist_group`` marks by renaming node ids, which pytest 9 no longer allows, so
-    the scope comes from the node id here, in the controller, which sees only node ids."""
+    """The parallel phase of scripts/test.sh (``--dist loadgroup``): a whole module per worker, except the modules
+    of :data:`_markers.SPREAD`, whose tests go one by one to whichever worker is free (``_markers.worker_scope``),
+    in collection order (:func:`_markers.run_order`: longest first), not xdist's largest-module-first. xdist's own
+    loadgroup reads ``xdist_group`` marks by renaming node ids, which pytest 9 no longer allows, so the scope
+    comes from the node id here, in the controller, which sees only node ids."""
     if config.getvalue("dist") != "loadgroup":
         return None
     from xdist.scheduler import LoadScopeScheduling
@@ -66,6 +70,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         def _split_scope(self, nodeid: str) -> str:
             return _markers.worker_scope(nodeid)
 
+    # xdist would sort the units by their number of tests: the ten one-test notebook units (the longest) last.
+    config.option.loadscopereorder = False
     return ModuleScheduling(config, log)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -56,8 +57,6 @@ MARKERS = ("fleet", "notebook", "ray", "browser", "serial", "slow", "aws")
 
 def _phases(script: str) -> list[str]:
     """The ``-m`` expressions of the script's pytest phases, with its shell variables filled in."""
-    import re
-
     names = dict(re.findall(r'^(\w+)="([^"$]*)"$', script, re.M))
     exprs = re.findall(r'^pytest .*-m "([^"]+)"', script, re.M)
     return [re.sub(r"\$(\w+)", lambda m: names[m.group(1)], e) for e in exprs]
@@ -65,7 +64,8 @@ def _phases(script: str) -> list[str]:
 
 def test_the_phases_of_test_sh_run_every_test_exactly_once() -> None:
     """For every combination of markers, a test not marked slow or aws is in exactly one phase (none otherwise);
-    a `serial` or `ray` test is always in the last phase, alone, and phase 1 starts no process."""
+    a `serial` or `ray` test is always in the last phase, alone; the fast command takes no test that starts a
+    process and no test that times something."""
     import itertools
     from pathlib import Path
 
@@ -73,39 +73,39 @@ def test_the_phases_of_test_sh_run_every_test_exactly_once() -> None:
 
     script = (Path(__file__).resolve().parents[1] / "scripts" / "test.sh").read_text()
     phases = [Expression.compile(e) for e in _phases(script)]
-    assert len(phases) == 3, _phases(script)
+    assert len(phases) == 2, _phases(script)
+    fast = Expression.compile(re.search(r'^#\s+pytest -n 2 -m "([^"]+)"', script, re.M)[1])
     for n in range(len(MARKERS) + 1):
         for marks in itertools.combinations(MARKERS, n):
-            hits = [
-                i for i, p in enumerate(phases) if p.evaluate(lambda name, marks=marks, **_: name in marks)
-            ]
+
+            def has(name: str, marks: tuple[str, ...] = marks, **_: object) -> bool:
+                return name in marks
+
+            hits = [i for i, p in enumerate(phases) if p.evaluate(has)]
             expected = 0 if {"slow", "aws"} & set(marks) else 1
             assert len(hits) == expected, (marks, hits)
             if expected and {"serial", "ray"} & set(marks):
-                assert hits == [2], marks
-            if expected and {"fleet", "notebook", "browser"} & set(marks):
-                assert hits != [0], marks
+                assert hits == [1], marks
+            assert fast.evaluate(has) == (not marks), marks
 
 
 def test_only_the_last_phase_runs_one_test_at_a_time() -> None:
-    """Phases 1 and 2 run on two workers; the serial phase has no -n."""
-    import re
+    """Phase 1 runs on two workers; the serial phase has no -n."""
     from pathlib import Path
 
     script = (Path(__file__).resolve().parents[1] / "scripts" / "test.sh").read_text()
     lines = re.findall(r"^pytest .*$", script, re.M)
-    assert ["-n 2" in line for line in lines] == [True, True, False], lines
+    assert ["-n 2" in line for line in lines] == [True, False], lines
 
 
-def test_phase_2_keeps_a_module_on_one_worker_and_spreads_the_notebooks() -> None:
-    """Phase 2 schedules by tests/conftest.py's hook (``--dist loadgroup``): one unit per module, so a module-scoped
+def test_the_parallel_phase_keeps_a_module_on_one_worker_and_spreads_the_notebooks() -> None:
+    """Phase 1 schedules by tests/conftest.py's hook (``--dist loadgroup``): one unit per module, so a module-scoped
     fleet starts once, but one unit per notebook, so ten notebooks do not queue on one worker."""
-    import re
     from pathlib import Path
 
     script = (Path(__file__).resolve().parents[1] / "scripts" / "test.sh").read_text()
-    phase2 = re.findall(r"^pytest .*$", script, re.M)[1]
-    assert "--dist loadgroup" in phase2, phase2
+    phase1 = re.findall(r"^pytest .*$", script, re.M)[0]
+    assert "--dist loadgroup" in phase1, phase1
     a = "tests/test_cli.py::TestExitCodes::test_a"
     b = "tests/test_cli.py::test_b[x]"
     assert _markers.worker_scope(a) == _markers.worker_scope(b) == "tests/test_cli.py"
@@ -113,3 +113,38 @@ def test_phase_2_keeps_a_module_on_one_worker_and_spreads_the_notebooks() -> Non
     assert _markers.worker_scope(nb.format("01_launch_fleet")) != _markers.worker_scope(
         nb.format("02_load_test")
     )
+
+
+class _Item:
+    def __init__(self, nodeid: str, *marks: str) -> None:
+        self.nodeid = nodeid
+        self._marks = [getattr(pytest.mark, m).mark for m in marks]
+
+    def iter_markers(self) -> list[pytest.Mark]:
+        return self._marks
+
+
+def test_run_order_hands_out_notebooks_then_fleets_then_the_rest_keeping_modules_whole() -> None:
+    """Longest first: the notebook module, then modules with a fleet test (larger first), then CPU-only modules
+    (larger first); a module's tests stay together and in order."""
+    items = [
+        _Item("tests/a.py::t1"),
+        _Item("tests/b.py::t1"),
+        _Item("tests/b.py::t2", "fleet"),
+        _Item("tests/c.py::t1"),
+        _Item("tests/c.py::t2"),
+        _Item("tests/n.py::nb", "notebook"),
+        _Item("tests/a.py::t2"),
+        _Item("tests/a.py::t3"),
+    ]
+    order = [i.nodeid for i in _markers.run_order(items)]  # type: ignore[arg-type]
+    assert order == [
+        "tests/n.py::nb",
+        "tests/b.py::t1",
+        "tests/b.py::t2",
+        "tests/a.py::t1",
+        "tests/a.py::t2",
+        "tests/a.py::t3",
+        "tests/c.py::t1",
+        "tests/c.py::t2",
+    ]

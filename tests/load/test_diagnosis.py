@@ -202,7 +202,11 @@ class TestAgainstTheTarget:
 
     def test_404_latency_is_not_the_fleets(self, target):
         """Every answer a 404: INVALID naming the path, and no latency percentile is reported for it."""
-        r = run_load(f"{target.base}/404", constant(50, 1), BODY, connections=2, progress=False)
+        # Lax on lag: this test runs beside another (phase 2), and a stall of this machine would add a true
+        # generator_lag to the verdict; what is pinned here is that 404s alone make it INVALID, and why.
+        r = run_load(
+            f"{target.base}/404", constant(50, 1), BODY, connections=2, progress=False, max_lag_p99_s=10.0
+        )
         s = r.summary()
         assert r.invalid_kinds == ["client_errors"] and "POST /404" in r.invalid_reasons[0]
         assert s["p99_s"] != s["p99_s"]  # NaN: nothing of the fleet's work was measured
