@@ -15,8 +15,8 @@ from mlops_lb.bundle import RunBundle
 from mlops_lb.load import LoadResult, constant, run_load, start_load, sweep
 from mlops_lb.load.result import INTERVAL_COLUMNS, REQUEST_COLUMNS
 
-# serial: latencies and send rates are bounded above (p99, achieved rps, a 10 s wall) (scripts/test.sh runs serial tests one at a time)
-pytestmark = pytest.mark.serial
+# Most tests here pin counts, kinds, records and files with a lax lag bound (LAX): they run two at a time. The
+# three marked `serial` bound a latency or a rate from above, which a neighbour test could push past its bound.
 
 BODY = [b'{"rows": [[1.0, 2.0]]}']
 # The test machine is shared; these tests pin behaviour, not the generator's timing precision.
@@ -73,6 +73,7 @@ class TestCountsAndClassification:
 
 
 class TestCoordinatedOmission:
+    @pytest.mark.serial  # uncorrected p99 < 0.3 s and a connections_exhausted verdict
     def test_stall_shows_in_corrected_not_uncorrected(self, target_factory):
         """A 1 s server stall at a fixed rate: corrected p99 shows ~1 s, uncorrected (service time) stays small."""
         t = target_factory(stall_at=1.0, stall_s=1.0)
@@ -85,6 +86,7 @@ class TestCoordinatedOmission:
         assert not r.valid and r.invalid_kinds == ["connections_exhausted"]  # the backlog: the fleet held it
         assert "INVALID" in repr(r)
 
+    @pytest.mark.serial  # achieved rps < 0.7 x offered
     def test_achieved_rate_counts_the_time_responses_really_took(self, target_factory):
         """Answers held past the schedule's end stretch the run: achieved rps falls below offered, not equal to it."""
         t = target_factory(stall_at=0.5, stall_s=1.5)  # answers due in [0.5, 2.0) s arrive at 2.0 s
@@ -218,6 +220,7 @@ class TestBundleAndSweep:
             loaded.requests["latency_s"].reset_index(drop=True), r.requests()["latency_s"], check_names=False
         )
 
+    @pytest.mark.serial  # the first step's p99 must stay under 0.2 s
     def test_sweep_stops_at_broken_bound(self, target_factory):
         """A sweep stops after the first step whose p99 breaks the SLO, and records each step and why it stopped."""
         t = target_factory(stall_at=1.2, stall_s=0.8)

@@ -11,9 +11,9 @@ from _rawserver import raw_server
 
 from mlops_lb.load import constant, run_load
 
-# The raw servers run on threads of the test process, and the runs are timed (a run ends at duration + timeout):
-# a neighbour test on the same two cores would stretch them. The target-fixture tests are `fleet` as well.
-pytestmark = pytest.mark.serial
+# The raw servers run on threads of the test process. TestRunEndsOnTime times its runs (a run ends at duration +
+# timeout): a neighbour test on the same two cores would stretch them, so it runs alone (`serial`); the others pin
+# counts, error kinds and files and run two at a time. The target-fixture tests are `fleet` as well.
 
 BODY = [b'{"rows": [[1.0, 2.0]]}']
 LAX = {"progress": False, "max_lag_p99_s": 10.0}
@@ -54,6 +54,7 @@ class TestCloseDelimited:
         assert (r.requests()["error"] == "reset").all()
 
 
+@pytest.mark.serial  # each run must end within duration + timeout_s + 3 s
 class TestRunEndsOnTime:
     def test_hung_server_run_ends_at_duration_plus_timeout(self):
         """A server that accepts and never answers: the run ends near duration + timeout_s (not one timeout

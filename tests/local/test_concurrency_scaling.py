@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.fleet, pytest.mark.serial]
 
 
 def test_scales_out_on_in_flight_requests_and_back_in() -> None:
-    """8 closed-loop clients on a 0.4 s server keep ~8 requests in flight (240 requests, at least 12 s); with a target of 2 per target that is
+    """8 closed-loop clients on a 0.4 s server keep ~8 requests in flight (120 requests, at least 6 s: scale-out needs 1.5 s of it); with a target of 2 per target that is
     4x the target for 3 periods: scale out to max 3 (ceil(8 / 2) = 4, clamped). Quiet afterwards: scale in to 1.
     The request rate (~20 rps) stays far below target_rps_per_target (1000): only concurrency can scale it."""
     base = fast_spec("conc", period_s=0.5, min=1, desired=1, max=3, target_rps=1000)
@@ -34,10 +34,10 @@ def test_scales_out_on_in_flight_requests_and_back_in() -> None:
     with LocalFleet(spec) as fleet:
         fleet.launch()
         load = threading.Thread(
-            target=run_load, args=(fleet.url,), kwargs={"requests": 240, "concurrency": 8, "max_s": 25}
+            target=run_load, args=(fleet.url,), kwargs={"requests": 120, "concurrency": 8, "max_s": 25}
         )
         load.start()
-        # Generous bounds: on a loaded machine (six test runs at once) periods slip; the load lasts >= 12 s.
+        # Generous bounds: on a loaded machine (six test runs at once) periods slip; the load lasts >= 6 s.
         wait_for(lambda: (fleet.events()["kind"] == "scale_out").any(), 25, "a scale_out event")
         load.join(30)
         wait_for(lambda: (fleet.events()["kind"] == "scale_in").any(), 40, "a scale_in event")
