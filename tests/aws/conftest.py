@@ -171,6 +171,16 @@ def fake_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def ensure_event_loop() -> None:
+    """Give the main thread a current event loop again, as the interpreter starts with: Pulumi's mocks need one, and
+    an earlier ``asyncio.run()`` in the same process (another test's) leaves none (it sets the loop to None)."""
+    policy = asyncio.get_event_loop_policy()
+    try:
+        policy.get_event_loop()
+    except RuntimeError:
+        policy.set_event_loop(policy.new_event_loop())
+
+
 def run_declare(
     spec: Any,
     *,
@@ -187,13 +197,7 @@ def run_declare(
 
     rec = Recorded()
     mocks = make_mocks(rec, region=region)
-    # Pulumi's mocks need a current event loop in the main thread; an earlier asyncio.run() in the same session
-    # leaves none (it sets the loop to None on exit), so put one back, as the interpreter starts with.
-    policy = asyncio.get_event_loop_policy()
-    try:
-        policy.get_event_loop()
-    except RuntimeError:
-        policy.set_event_loop(policy.new_event_loop())
+    ensure_event_loop()
 
     class Monitor(pulumi.runtime.mocks.MockMonitor):
         def RegisterResource(self, request: Any) -> Any:
