@@ -25,7 +25,14 @@ from mlops_lb.errors import LoadTestError, SpecError
 from mlops_lb.load import constant, run_load, start_load
 from mlops_lb.load._engine import fold, new_histogram
 
-pytest.importorskip("ray")
+
+@pytest.fixture(autouse=True, scope="module")
+def _needs_ray() -> None:
+    """Skip the module without Ray. Not at module level: importing ray costs ~3 s of CPU, which every pytest
+    process paid while collecting, the fast command's two workers included, though it deselects this module."""
+    pytest.importorskip("ray")
+
+
 # Ray's head leaves its client server's log file open (ray/_private/node.py, start_ray_client_server): a
 # ResourceWarning from Ray's code, reported when the file object is collected; not ours to fix.
 # serial: p99 bounds on a local Ray cluster (scripts/test.sh runs serial tests one at a time)

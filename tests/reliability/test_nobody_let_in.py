@@ -159,6 +159,8 @@ def _run_program(spec: ml.FleetSpec, wheel: Path) -> Any:
 
     aws_conftest = _aws_conftest()
     rec = aws_conftest.Recorded()
+    # without it, this test failed whenever a test that ran asyncio.run() had run before it in the same worker
+    aws_conftest.ensure_event_loop()
     pulumi.runtime.set_mocks(aws_conftest.make_mocks(rec), project="mlops-lb", stack="sec", preview=False)
 
     @pulumi.runtime.test
