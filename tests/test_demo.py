@@ -31,9 +31,14 @@ class TestSchedule:
 @pytest.mark.serial  # must show scale-out and scale-in on the compressed clock
 @pytest.mark.timeout(240)
 def test_shortened_demo_writes_a_bundle_that_shows_scale_out_and_scale_in(tmp_path: Path) -> None:
-    """A 30 s demo scales out and back in, prints status lines, and writes a complete self-contained bundle."""
+    """A 22 s demo scales out and back in, prints status lines, and writes a complete self-contained bundle.
+
+    On a 0.5 s AWS minute (the shortest allowed) the peak (2.9-12.1 s) holds 18 periods, scale-out needs 3 and a
+    boot, and the quiet tail (9.2 s) holds scale-in's 15 periods plus the deregistration delay and two periods
+    (8.75 s; run_demo notes when it cannot, and this test fails on that note)."""
     out = io.StringIO()
-    path = run_demo(duration_s=30, spec=FAST, out=tmp_path, stream=out)
+    path = run_demo(duration_s=22, spec=FAST, out=tmp_path, stream=out)
+    assert "note: the quiet tail" not in out.getvalue()
     text = out.getvalue()
     assert re.search(r"offered +\d+\.\d rps +achieved +\d+\.\d rps +p99 .* healthy \d +desired \d", text)
     assert "report:" in text and str(path) in text
