@@ -54,6 +54,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # Longest first (tests/_markers.py, run_order): the parallel phase hands out work units in this order, so the
     # notebooks and fleets start early and the short CPU-only modules fill both workers at the end.
     items[:] = _markers.run_order(items)
+    _markers.note_alone(items)
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:

@@ -148,3 +148,26 @@ def test_run_order_hands_out_notebooks_then_fleets_then_the_rest_keeping_modules
         "tests/c.py::t1",
         "tests/c.py::t2",
     ]
+
+
+def test_the_serial_phase_collects_every_module_that_holds_a_serial_or_ray_test() -> None:
+    """scripts/test.sh's serial phase collects only ``_markers.alone_modules()``: every module whose tests the
+    markers put there must be in it, or its tests would silently not run. The markers' answer comes from this
+    process's own collection (the whole suite in scripts/test.sh), else from collecting it."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(_markers.alone_modules(str(root)))
+    seen = set(_markers.ALONE_SEEN)
+    if len(seen) < 10:  # this process collected a few files only: ask pytest about the whole suite
+        out = subprocess.run(
+            # "(ray)": a bare " ray " in an argv reads as a Ray process to the guard (process_kind)
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--co", "-q", "-m", "serial or (ray)"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        seen = {line.split("::", 1)[0] for line in out.splitlines() if "::" in line}
+    assert seen and seen <= listed, sorted(seen - listed)
+    assert "tests/test_demo.py" in listed and "tests/test_spec.py" not in listed
