@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -39,6 +40,31 @@ from mlops_lb.serving import worker_command
 # interrupt anything. They test our handling of Ctrl-C, so the test process takes Python's usual handler.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+# Pulumi's mocks (pulumi/runtime/sync_await.py) and tests/aws's run_declare give the main thread an event loop; a
+# later asyncio.run() in the same worker ends with set_event_loop(None) and orphans it. Whichever test happens to
+# be running when the garbage collector frees that loop then fails with "unclosed event loop" and two unclosed
+# self-pipe sockets (PytestUnraisableExceptionWarning): which test that is depends on the run order, not on the
+# test. So a loop set current is kept referenced until it is closed, and the ones still open are closed at the end.
+_CURRENT_LOOPS: list[asyncio.AbstractEventLoop] = []
+_set_event_loop = asyncio.events.BaseDefaultEventLoopPolicy.set_event_loop
+
+
+def _set_event_loop_keeping(self: Any, loop: asyncio.AbstractEventLoop | None) -> None:
+    _CURRENT_LOOPS[:] = [kept for kept in _CURRENT_LOOPS if not kept.is_closed()]
+    if loop is not None:
+        _CURRENT_LOOPS.append(loop)
+    _set_event_loop(self, loop)
+
+
+asyncio.events.BaseDefaultEventLoopPolicy.set_event_loop = _set_event_loop_keeping  # type: ignore[method-assign]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for loop in _CURRENT_LOOPS:
+        if not loop.is_running() and not loop.is_closed():
+            loop.close()
 
 
 # Which tests start processes: markers from fixtures, and a guard that fails an unmarked test starting a server,
