@@ -4,10 +4,11 @@
 #
 # The tests run in two phases, chosen by marker alone (pyproject.toml; tests/conftest.py fails a test that starts
 # a server, HAProxy, Ray or a notebook kernel without its marker, so the split stays exact):
-#   1. two at a time (pytest-xdist, `--dist loadgroup`: a whole module per worker so a module's shared server or
-#      fleet starts once, each notebook on its own; the scheduler in tests/conftest.py, units in tests/_markers.py,
-#      hands out the notebooks and fleets first and the short CPU-only modules last): every test that times
-#      nothing. Some start no process (no `fleet`, `notebook`, `ray`, `browser`: the fast command below); the
+#   1. three at a time on the two cores (pytest-xdist `-n 3`: most of these tests wait on the processes they start,
+#      and a third worker fills that wait, docs/testing.md; `--dist loadgroup`: a whole module per worker so a
+#      module's shared server or fleet starts once, each notebook on its own; the scheduler in tests/conftest.py,
+#      units in tests/_markers.py, hands out the notebooks and fleets first and the short CPU-only modules last):
+#      every test that times nothing. Some start no process (no `fleet`, `notebook`, `ray`, `browser`: the fast command below); the
 #      others start a fleet, servers, a notebook or a browser but check status codes, files, configs, cleanup.
 #      Ports come from the OS and every fleet has its own temp dir, so two never collide;
 #   2. one at a time: `serial` (a test that times something: latency bounds, scaling waits on the compressed clock,
@@ -42,8 +43,8 @@ fi
 alone="serial or ray"
 # Both phases run even when one fails, so one run shows every failure; the script fails if either did.
 status=0
-echo "== pytest, phase 1 of 2: two at a time, by module, longest first (nothing timed)"
-pytest -n 2 --dist loadgroup --durations=25 -m "not ($alone or slow or aws)" || status=$?
+echo "== pytest, phase 1 of 2: three at a time, by module, longest first (nothing timed)"
+pytest -n 3 --dist loadgroup --durations=25 -m "not ($alone or slow or aws)" || status=$?
 echo "== pytest, phase 2 of 2: one at a time (timing and Ray)"
 # Only the modules that can hold such a test are collected (tests/_markers.py, alone_modules: 8 s of CPU less in
 # a phase that runs one test at a time); -m still chooses the tests, and tests/test_markers.py checks the list.

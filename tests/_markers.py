@@ -100,7 +100,7 @@ def _module(nodeid: str) -> str:
 
 
 def run_order(items: list[Any]) -> list[Any]:
-    """``items`` longest work first, each module's tests kept together and in their order: notebooks, then
+    """``items`` longest work first, each module's tests kept together and in their order: notebooks and Ray, then
     modules that start fleets, servers or a browser, then the rest; within each, modules with more tests first.
 
     The parallel phase of scripts/test.sh hands out whole modules (:func:`worker_scope`) in this order. Handing
@@ -115,7 +115,9 @@ def run_order(items: list[Any]) -> list[Any]:
     rank: dict[str, int] = {}
     for item in items:
         marks = {m.name for m in item.iter_markers()}
-        kind = 0 if "notebook" in marks else 1 if marks & {"fleet", "browser", "ray"} else 2
+        # notebooks and Ray first: in the serial phase notebook 07 and the Ray shards, adjacent, share the one Ray
+        # cluster of the session (tests/_raycluster.py), stopped after them
+        kind = 0 if marks & {"notebook", "ray"} else 1 if marks & {"fleet", "browser"} else 2
         module = _module(item.nodeid)
         rank[module] = min(rank.get(module, 2), kind)
     first = {_module(i.nodeid): n for n, i in reversed(list(enumerate(items)))}

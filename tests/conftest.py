@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import _markers
+import _raycluster
 import pytest
 
 from mlops_lb.serving import worker_command
@@ -62,9 +63,34 @@ asyncio.events.BaseDefaultEventLoopPolicy.set_event_loop = _set_event_loop_keepi
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    _raycluster.CLUSTER.stop()
     for loop in _CURRENT_LOOPS:
         if not loop.is_running() and not loop.is_closed():
             loop.close()
+
+
+@pytest.fixture
+def ray_cluster() -> Any:
+    """The session's two-node local Ray cluster (``.address``, ``.client_port``), this process connected to it
+    with ``ray.init``: started by the first test that asks, stopped after the last test marked ``ray``
+    (tests/_raycluster.py; Ray's start costs 20-30 s on two cores, once instead of per module)."""
+    return _raycluster.CLUSTER.get()
+
+
+_LAST_RAY: dict[str, int] = {}
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    last = max((n for n, i in enumerate(session.items) if i.get_closest_marker("ray")), default=-1)
+    _LAST_RAY.update(nodeid=session.items[last].nodeid if last >= 0 else "")
+
+
+@pytest.hookimpl(trylast=True)  # after the test's own fixtures (its targets, its kernel) are gone
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Stop the session's Ray cluster after the last Ray test, so no later test shares the machine with it; a Ray
+    process that outlives it fails this test's teardown."""
+    if _raycluster.CLUSTER.running and (item.nodeid == _LAST_RAY.get("nodeid") or nextitem is None):
+        _raycluster.CLUSTER.stop()
 
 
 # Which tests start processes: markers from fixtures, and a guard that fails an unmarked test starting a server,

@@ -36,7 +36,8 @@ def check_options(cluster: Any, shards: Any, placement: Any, workers: int, conne
     if not isinstance(cluster, str) or not (cluster == "ray" or cluster.startswith("ray://")):
         raise SpecError(
             "cluster",
-            f"must be 'ray' (a running ray.init() connection, else a local Ray) or 'ray://host:10001' "
+            f"must be 'ray' (a running ray.init() connection, else the cluster RAY_ADDRESS names, else a local Ray) "
+            f"or 'ray://host:10001' "
             f"(Ray Client) (got {cluster!r})",
         )
     if cluster.startswith("ray://"):

@@ -257,15 +257,23 @@ def _connect(ray: Any, cluster: str) -> bool:
     if cluster == "ray":
         if ray.is_initialized():
             return False
+        address = os.environ.get("RAY_ADDRESS")
         try:
-            ray.init(
-                include_dashboard=False,
-                object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-                log_to_driver=False,
-                configure_logging=False,
-            )
+            if address:
+                # ray.init() without an address connects to the cluster RAY_ADDRESS names (ray.init's docstring,
+                # "Args: address", 2.), as on a cluster's own nodes; a local Ray's sizing arguments would make
+                # it refuse ("When connecting to an existing cluster, object_store_memory must not be provided").
+                ray.init(log_to_driver=False, configure_logging=False)
+            else:
+                ray.init(
+                    include_dashboard=False,
+                    object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
         except Exception as exc:
-            raise LoadTestError(f"cluster='ray': could not start a local Ray ({exc})") from exc
+            what = f"could not connect to RAY_ADDRESS={address}" if address else "could not start a local Ray"
+            raise LoadTestError(f"cluster='ray': {what} ({exc})") from exc
         return True
     if ray.is_initialized():
         raise LoadTestError(

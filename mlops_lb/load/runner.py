@@ -240,7 +240,8 @@ def run_load(
     ``bundle`` (a :class:`mlops_lb.bundle.RunBundle`) receives records and intervals as the run goes.
     ``settings`` (a :class:`mlops_lb.load.LoadSettings`) gives method, headers, connections, timeout_s,
     interval_s, workers, progress, max_lag_p99_s, slo and connect_timeout_s in one value instead of keywords.
-    ``cluster="ray"`` (an existing ``ray.init()`` connection, else a local Ray for this run) or
+    ``cluster="ray"`` (an existing ``ray.init()`` connection, else the cluster ``RAY_ADDRESS`` names, else a local
+    Ray for this run) or
     ``"ray://head:10001"`` runs ``shards`` engines (``"auto"``: one per free CPU) as Ray actors at rate/shards
     each, merged exactly; ``placement`` is ``spread``, ``strict_spread`` or ``pack`` (docs/distributed.md).
 

@@ -33,15 +33,9 @@ def _needs_ray() -> None:
     pytest.importorskip("ray")
 
 
-# Ray's head leaves its client server's log file open (ray/_private/node.py, start_ray_client_server): a
-# ResourceWarning from Ray's code, reported when the file object is collected; not ours to fix.
-# serial: p99 bounds on a local Ray cluster (scripts/test.sh runs serial tests one at a time)
-pytestmark = [
-    pytest.mark.serial,
-    pytest.mark.filterwarnings(
-        "ignore:Exception ignored in.*ray_client_server:pytest.PytestUnraisableExceptionWarning"
-    ),
-]
+# serial: p99 bounds on a local Ray cluster (scripts/test.sh runs serial tests one at a time). The cluster is the
+# session's (tests/_raycluster.py), shared with notebook 07.
+pytestmark = pytest.mark.serial
 
 BODY = [b'{"rows": [[1.0, 2.0]]}']
 LAX = {"progress": False, "max_lag_p99_s": 10.0}
