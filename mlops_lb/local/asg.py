@@ -313,6 +313,13 @@ class AsgEmulator:
             fall=hc.unhealthy_threshold,
             slowstart_ms=self.slowstart_ms,
         )
+        if not weight:
+            # A new target is "initial" until it passes a check: DOWN here, not the UP ("UP 1/2") HAProxy gives a
+            # server leaving maintenance. Else a server already listening at its first check was never "seen as
+            # failed" and HAProxy skipped its slowstart ("It only applies when a server has been previously seen
+            # as failed", configuration.txt, slowstart): a fast boot lost the target group's slow start.
+            # _update_health forces it UP at its first passing check, as it admits it.
+            self.api.command(f"set server {self.backend}/{inst.id} health down")
         inst.registered, inst.weight = True, weight
         if weight:
             self._add_open(inst)

@@ -158,6 +158,32 @@ def test_weighted_random_uses_every_target_including_one_added_later() -> None:
         assert min(stats.targets.values()) >= 40, stats.targets
 
 
+def test_a_new_target_registers_down_even_when_its_server_already_answers() -> None:
+    """A new target registers DOWN until it passes a check (the target group's "initial"), even when its server
+    already listens: HAProxy starts a server leaving maintenance UP ("UP 1/2") and applies slowstart "only when a
+    server has been previously seen as failed" (configuration.txt, slowstart), so a server that booted before its
+    first check got no slow start (test_slow_start_ramps_a_new_targets_share saw 50/50 once, on a quiet machine)."""
+    from mlops_lb.local.asg import Instance
+
+    with LocalFleet(fast_spec("dn", min=1, desired=1, max=1)) as fleet:
+        fleet.launch()
+        asg = fleet._asg
+        assert asg is not None
+        served = asg.instances[0]
+        # a second registration of the running server: it answers its checks from the first one
+        probe = Instance(
+            id="probe",
+            server_id=999,
+            worker=served.worker,
+            launched_at=served.launched_at,
+            launched_mono=time.monotonic(),
+        )
+        asg.register(probe)
+        first = next(r for r in asg.api.show_stat() if r.proxy == asg.backend and r.server == "probe")
+        assert first.status.startswith("DOWN"), first.status
+        assert first.weight == 0
+
+
 @pytest.mark.serial  # a share measured over a slow-start ramp of seconds
 def test_slow_start_ramps_a_new_targets_share() -> None:
     """With target-group slow start (900 s -> 15 s here) a just-healthy target gets a small share, not half."""
