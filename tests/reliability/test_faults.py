@@ -239,6 +239,11 @@ def test_every_target_unhealthy_fails_open(fleet_factory, record) -> None:
         all_down_s=all_down_s,
         served_after=len(after),
     )
-    assert (df["status"] == 200).all(), df["status"].value_counts()
+    # What a failed request was, and when against the switch: it failed once in about ten serial runs (3 of 400
+    # without a status), cause not yet found (docs/testing.md).
+    failed = df[df["status"] != 200][["intended_at", "sent_at", "status", "error", "target", "latency_s"]]
+    assert failed.empty, (
+        f"all targets unhealthy at {all_down_at}:\n{failed.to_string()}\n{fleet.events().tail(12)}"
+    )
     assert len(after) >= RATE and after["target"].nunique() == 2
     assert set(fleet.status()["haproxy_status"]) == {"DOWN"}
